@@ -1,0 +1,38 @@
+# The README's two commands (and the benchmarks). Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQS := requirements/base.txt requirements/dev.txt requirements/agent.txt
+
+# `make run` is a development machine: DEBUG on, embedded defaults unless the
+# environment names PostgreSQL/Redis.
+RUN_ENV := DEBUG=$${DEBUG:-1}
+
+.PHONY: run test bench venv migrate demo-users clean
+
+$(STAMP): $(REQS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+migrate: venv
+	$(RUN_ENV) $(PY) manage.py migrate --no-input
+
+demo-users: migrate
+	$(RUN_ENV) $(PY) manage.py demo_users
+
+run: demo-users
+	$(RUN_ENV) $(VENV)/bin/honcho --procfile Procfile.dev --app-root . start
+
+test: venv
+	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "# $$f"; $(RUN_ENV) $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf var staticfiles .pytest_cache

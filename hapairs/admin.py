@@ -1,0 +1,206 @@
+"""Django admin for every model.
+
+Status fields are read-only (agents and jobs own them); the appliance password is
+write-only: the form never renders it back, and saving with it blank keeps the old one.
+Writes go through services where a service exists.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+
+from hapairs import services
+from hapairs.models import Appliance, HAEvent, HAPair, Job, License, LicenseFile
+
+STATUS_FIELDS_APPLIANCE = (
+    "reachability",
+    "ha_state",
+    "generation",
+    "services",
+    "last_event_seq",
+    "last_seen_at",
+    "last_polled_at",
+    "created_at",
+    "updated_at",
+)
+
+
+class ApplianceAdminForm(forms.ModelForm):
+    password = forms.CharField(
+        label="Password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: stored encrypted, never shown. Leave blank to keep the current password.",
+    )
+
+    class Meta:
+        model = Appliance
+        exclude = ("password_ciphertext",)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("password"):
+            raise ValidationError({"password": "Enter the appliance's password."})
+        return cleaned
+
+    def save(self, commit=True):
+        appliance = super().save(commit=False)
+        if self.cleaned_data.get("password"):
+            appliance.set_password(self.cleaned_data["password"])
+        if commit:
+            appliance.save()
+        return appliance
+
+
+
+@admin.register(Appliance)
+class ApplianceAdmin(admin.ModelAdmin):
+    form = ApplianceAdminForm
+    list_display = ("name", "device_type", "hm_ip", "vip", "version", "role", "reachability", "ha_state", "last_seen_at")
+    list_filter = ("device_type", "role", "reachability", "ha_state", "version")
+    search_fields = ("name", "hm_ip", "vip", "udi", "contact_name")
+    readonly_fields = STATUS_FIELDS_APPLIANCE
+    fieldsets = (
+        (None, {"fields": ("name", "device_type", "version", "udi", "role", "contact_name")}),
+        ("Addresses", {"fields": ("hm_ip", "vip", "vip_prefixlen", "direct_connect", "http_enabled")}),
+        ("Credentials", {"fields": ("username", "password")}),
+        ("Status (reported by the agent)", {"fields": STATUS_FIELDS_APPLIANCE}),
+    )
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = {name: form.cleaned_data.get(name) for name in (
+            "name", "device_type", "hm_ip", "version", "username", "role", "vip", "vip_prefixlen",
+            "udi", "contact_name", "http_enabled", "direct_connect",
+        )}
+        # The form has already run the model's validation, so the service accepts it.
+        created = services.appliance_create(password=form.cleaned_data["password"], by=request.user, **data)
+        obj.pk = created.pk
+        obj.password_ciphertext = created.password_ciphertext
+
+
+class LicenseInline(admin.TabularInline):
+    model = License
+    extra = 0
+    can_delete = False
+    readonly_fields = ("feature", "sku", "version", "count", "host_udi", "expires_on", "is_evaluation", "installed_on", "status")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LicenseFile)
+class LicenseFileAdmin(admin.ModelAdmin):
+    """Licence files are verified on upload; nothing here may alter a signed file."""
+
+    list_display = ("filename", "appliance", "uploaded_by", "uploaded_at")
+    list_filter = ("uploaded_at",)
+    search_fields = ("filename", "appliance__name", "sha256")
+    readonly_fields = ("filename", "sha256", "content", "appliance", "uploaded_by", "uploaded_at")
+    inlines = [LicenseInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(License)
+class LicenseAdmin(admin.ModelAdmin):
+    list_display = ("feature", "sku", "count", "host_udi", "expires_on", "is_evaluation", "installed_on", "status")
+    list_filter = ("feature", "status", "is_evaluation")
+    search_fields = ("feature", "sku", "host_udi", "installed_on__name")
+    readonly_fields = [f.name for f in License._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(HAPair)
+class HAPairAdmin(admin.ModelAdmin):
+    list_display = (
+        "primary",
+        "secondary",
+        "instance_db_name",
+        "failover_type",
+        "failback_type",
+        "failover_wait",
+        "heartbeat",
+        "replication",
+        "sync_percent",
+        "generation",
+        "maintenance",
+    )
+    list_filter = ("failover_type", "failback_type", "heartbeat", "replication", "maintenance")
+    search_fields = ("primary__name", "secondary__name", "primary__hm_ip", "secondary__hm_ip")
+    list_select_related = ("primary", "secondary")
+    readonly_fields = (
+        "slot",
+        "generation",
+        "instance_db_name",
+        "instance_db_port",
+        "dataguard_name",
+        "primary_db_alias",
+        "status_text",
+        "heartbeat",
+        "replication",
+        "sync_percent",
+        "mean_heartbeat_ms",
+        "last_failover_at",
+        "last_failback_at",
+        "maintenance_by",
+        "maintenance_since",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in HAPair._meta.fields]
+
+    def has_add_permission(self, request):
+        # A pair is made on the Configure High Availability Parameters screen, which
+        # checks the rules and configures both agents; a bare row here would do neither.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the only safe teardown is "delete the secondary" (spec §5), a job
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("pk", "kind", "status", "pair", "appliance", "requested_by", "progress", "created_at", "finished_at")
+    list_filter = ("kind", "status")
+    search_fields = ("reason", "error", "pair__primary__name", "appliance__name")
+    list_select_related = ("pair__primary", "pair__secondary", "appliance", "requested_by")
+    readonly_fields = [f.name for f in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(HAEvent)
+class HAEventAdmin(admin.ModelAdmin):
+    list_display = ("timestamp", "description", "generated_by", "pair", "appliance", "severity", "remarks")
+    list_filter = ("severity", "generated_by")
+    search_fields = ("description", "remarks", "generated_by")
+    date_hierarchy = "timestamp"
+    list_select_related = ("pair__primary", "pair__secondary", "appliance")
+    readonly_fields = [f.name for f in HAEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the Events Log is a record; it is never edited by hand

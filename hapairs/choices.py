@@ -1,0 +1,131 @@
+"""Named choices and status sets shared by models, rules, services and templates.
+
+Values are what the database stores; labels are the words the seed's screens use.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class DeviceType(models.TextChoices):
+    MSE_3310 = "3310", "MSE-3310"
+    MSE_3350 = "3350", "MSE-3350"
+    MSE_3355 = "3355", "MSE-3355"
+    MSE_3365 = "3365", "MSE-3365"
+    VA_LOW = "VA-Low", "MSE Virtual Appliance (Low)"
+    VA_STANDARD = "VA-Standard", "MSE Virtual Appliance (Standard)"
+    VA_HIGH = "VA-High", "MSE Virtual Appliance (High)"
+
+
+VIRTUAL_TYPES = frozenset({DeviceType.VA_LOW, DeviceType.VA_STANDARD, DeviceType.VA_HIGH})
+
+
+class Role(models.TextChoices):
+    UNCONFIGURED = "none", "Not configured"  # set-up has not chosen a role yet
+    PRIMARY = "primary", "Primary"  # role 1 in setup.sh
+    SECONDARY = "secondary", "Secondary"  # role 2 in setup.sh
+
+
+class Reachability(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"  # never polled yet
+    REACHABLE = "reachable", "Reachable"  # the last poll answered
+    UNREACHABLE = "unreachable", "Unreachable"  # the last poll timed out or was refused
+
+
+class SwitchType(models.TextChoices):
+    """Failover type and failback type (spec §2 rule 8)."""
+
+    MANUAL = "manual", "Manual"
+    AUTOMATIC = "automatic", "Automatic"
+
+
+class HAState(models.TextChoices):
+    """What a node's Health Monitor reports as its Current state (spec §5)."""
+
+    UNKNOWN = "UNKNOWN", "Unknown"  # not reported yet, or the node is unreachable
+    PRIMARY_ACTIVE = "PRIMARY_ACTIVE", "PRIMARY_ACTIVE"
+    SECONDARY_ACTIVE = "SECONDARY_ACTIVE", "SECONDARY_ACTIVE"
+    FAILOVER_INVOKED = "FAILOVER_INVOKED", "FAILOVER_INVOKED"
+    FAILOVER_ACTIVE = "FAILOVER_ACTIVE", "FAILOVER_ACTIVE"
+    TERMINATED = "TERMINATED", "TERMINATED"
+    FAILBACK_ACTIVE = "FAILBACK_ACTIVE", "FAILBACK_ACTIVE"
+    FAILBACK_COMPLETE = "FAILBACK_COMPLETE", "FAILBACK_COMPLETE"
+    SECONDARY_ALONE = "SECONDARY_ALONE", "SECONDARY_ALONE"
+    GRACEFUL_SHUTDOWN = "GRACEFUL_SHUTDOWN", "GRACEFUL_SHUTDOWN"
+
+
+class LinkStatus(models.TextChoices):
+    """Heartbeats (Up / Down) on the status screen."""
+
+    UNKNOWN = "unknown", "Unknown"
+    UP = "up", "Up"
+    DOWN = "down", "Down"
+
+
+class ReplicationStatus(models.TextChoices):
+    """Data Replication on the status screen."""
+
+    UNKNOWN = "unknown", "Unknown"
+    SETTING_UP = "setting_up", "Setting up"
+    UP = "up", "Up"
+    DOWN = "down", "Down"
+
+
+class JobKind(models.TextChoices):
+    ADD_APPLIANCE = "add_appliance", "Add appliance"
+    CONFIGURE_HA = "configure_ha", "Configure high availability"
+    UPDATE_HA = "update_ha", "Update high availability parameters"
+    ACTIVATE_SECONDARY = "activate_secondary", "Activate secondary"
+    INSTALL_LICENSE = "install_license", "Install licence"
+    SWITCHOVER = "switchover", "Switchover"
+    FAILBACK = "failback", "Failback"
+    DELETE_SECONDARY = "delete_secondary", "Delete secondary"
+    RECOVER_PRIMARY = "recover_primary", "Recover primary"
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # row written, task queued (or about to be, on commit)
+    RUNNING = "running", "Running"  # a worker has claimed it and is running its steps
+    SUCCEEDED = "succeeded", "Succeeded"  # every step done
+    FAILED = "failed", "Failed"  # a step failed; error holds the operator-facing reason
+    CANCELLED = "cancelled", "Cancelled"  # withdrawn before a worker claimed it
+
+
+JobStatus.ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)  # type: ignore[attr-defined]
+JobStatus.TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)  # type: ignore[attr-defined]
+ACTIVE_JOB_STATUSES = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+TERMINAL_JOB_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+
+
+class Severity(models.TextChoices):
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class LicenseStatus(models.TextChoices):
+    VERIFIED = "verified", "Verified, not installed"  # stored; install job pending
+    INSTALLED = "installed", "Installed"  # the agent holds it
+    REMOVED = "removed", "Removed"  # deleted from the agent; kept for the record
+
+
+# The Health Monitor's instance identity on a secondary, one per primary it backs
+# (spec §6): slot 1 → mseos3 / 1524 / dg_mse3 / mseop3s, slot 2 → mseos4 / 1525 / …
+MAX_PRIMARIES_PER_SECONDARY = 2
+FIRST_INSTANCE_NUMBER = 3
+FIRST_INSTANCE_PORT = 1524
+STANDBY_PORT_OFFSET = 100  # the primary's view names the standby on port 1624, …
+
+
+def instance_identity(slot: int) -> dict[str, object]:
+    """Instance database name, port, Dataguard name and alias for a secondary's slot."""
+    if not 1 <= slot <= MAX_PRIMARIES_PER_SECONDARY:
+        raise ValueError(f"slot must be 1..{MAX_PRIMARIES_PER_SECONDARY}, not {slot}")
+    number = FIRST_INSTANCE_NUMBER + slot - 1
+    return {
+        "instance_db_name": f"mseos{number}",
+        "instance_db_port": FIRST_INSTANCE_PORT + slot - 1,
+        "dataguard_name": f"dg_mse{number}",
+        "primary_db_alias": f"mseop{number}s",
+    }

@@ -1,0 +1,342 @@
+"""The domain model: appliances, licences, HA pairs, jobs and HA events.
+
+Rows are written only through ``hapairs.services``; the constraints below make the
+impossible states impossible in the database itself, under concurrency too:
+
+* a secondary backs at most two primaries: each pair takes one of the secondary's two
+  *slots*, unique per secondary, and the slot is checked to be 1 or 2;
+* an appliance is primary of at most one pair (``primary`` is one-to-one);
+* a pair never has two active jobs (a partial unique index over active statuses);
+* an agent event is stored once per (appliance, sequence number).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+
+from hapairs import crypto
+from hapairs.choices import (
+    ACTIVE_JOB_STATUSES,
+    MAX_PRIMARIES_PER_SECONDARY,
+    VIRTUAL_TYPES,
+    DeviceType,
+    HAState,
+    JobKind,
+    JobStatus,
+    LicenseStatus,
+    LinkStatus,
+    Reachability,
+    ReplicationStatus,
+    Role,
+    Severity,
+    SwitchType,
+    instance_identity,
+)
+
+device_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+    "A device name is 1–63 letters, digits, dots, hyphens or underscores, starting with a letter or digit.",
+)
+version_validator = RegexValidator(
+    r"^\d+(\.\d+){1,3}$", "A software version is dotted numbers, such as 8.0.110.0."
+)
+
+FAILOVER_WAIT_MIN = 2
+FAILOVER_WAIT_MAX = 120
+FAILOVER_WAIT_DEFAULT = 10
+
+
+class Appliance(models.Model):
+    """One Mobility Services Engine, as the manager knows it."""
+
+    name = models.CharField("Device Name", max_length=63, unique=True, validators=[device_name_validator])
+    device_type = models.CharField("Device Type", max_length=16, choices=DeviceType.choices)
+    hm_ip = models.GenericIPAddressField("Health Monitor IP", protocol="IPv4", unique=True)
+    vip = models.GenericIPAddressField("Virtual IP", protocol="IPv4", null=True, blank=True)
+    vip_prefixlen = models.PositiveSmallIntegerField(
+        "VIP netmask (prefix length)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(32)],
+    )
+    version = models.CharField("Version", max_length=32, validators=[version_validator])
+    udi = models.CharField("UDI", max_length=128, blank=True)
+    role = models.CharField(max_length=12, choices=Role.choices, default=Role.UNCONFIGURED)
+    contact_name = models.CharField("Contact Name", max_length=128, blank=True)
+    username = models.CharField("Username", max_length=64, default="admin")
+    password_ciphertext = models.TextField(editable=False, default="")
+    http_enabled = models.BooleanField("HTTP", default=False)
+    direct_connect = models.CharField("Direct connect interface", max_length=8, blank=True)
+
+    # What the last poll or event said (written by services only).
+    reachability = models.CharField(
+        "Reachability Status", max_length=12, choices=Reachability.choices, default=Reachability.UNKNOWN
+    )
+    ha_state = models.CharField("Current state", max_length=20, choices=HAState.choices, default=HAState.UNKNOWN)
+    generation = models.PositiveBigIntegerField("Generation seen", default=0)
+    services = models.JSONField(default=list, blank=True)  # [{name, version, admin_status, service_status}]
+    last_event_seq = models.PositiveBigIntegerField(default=0)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["vip"], condition=Q(vip__isnull=False), name="appliance_vip_unique"),
+            models.CheckConstraint(
+                condition=Q(vip__isnull=True) | Q(vip_prefixlen__isnull=False),
+                name="appliance_vip_has_netmask",
+            ),
+            models.CheckConstraint(
+                condition=Q(vip__isnull=True) | ~Q(vip=F("hm_ip")),
+                name="appliance_vip_differs_from_hm_ip",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- the password: write-only from the outside ---------------------------------
+    def set_password(self, raw_password: str) -> None:
+        self.password_ciphertext = crypto.encrypt(raw_password)
+
+    def get_password(self) -> str:
+        """Decrypt for the agent client only; never render or log the result."""
+        return crypto.decrypt(self.password_ciphertext)
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_ciphertext)
+
+    # --- derived facts ----------------------------------------------------------------
+    @property
+    def is_virtual(self) -> bool:
+        return self.device_type in VIRTUAL_TYPES
+
+    @property
+    def netmask(self) -> str | None:
+        if self.vip_prefixlen is None:
+            return None
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{self.vip_prefixlen}").netmask)
+
+    @property
+    def display_ip(self) -> str:
+        """The list's IP Address column: the VIP once this primary is paired."""
+        if self.vip and hasattr(self, "ha_pair_as_primary"):
+            return self.vip
+        return self.hm_ip
+
+
+class LicenseFile(models.Model):
+    """An uploaded licence file, stored only after every line verified."""
+
+    filename = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, unique=True)  # refuses the same file twice
+    content = models.TextField()
+    appliance = models.ForeignKey(Appliance, on_delete=models.PROTECT, related_name="license_files")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-uploaded_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.appliance})"
+
+
+class License(models.Model):
+    """One feature line (INCREMENT) of a licence file."""
+
+    source_file = models.ForeignKey(LicenseFile, on_delete=models.CASCADE, related_name="licenses")
+    feature = models.CharField(max_length=64)  # e.g. MSE_ACTIVATION, CAS_ELEMENTS
+    sku = models.CharField("SKU", max_length=64, blank=True)  # e.g. L-MSE-7.0-K9
+    version = models.CharField(max_length=16, blank=True)
+    count = models.PositiveIntegerField()
+    host_udi = models.CharField("Host binding", max_length=128)  # a UDI, or ANY
+    expires_on = models.DateField(null=True, blank=True)  # null: permanent
+    is_evaluation = models.BooleanField(default=False)
+    installed_on = models.ForeignKey(
+        Appliance, null=True, blank=True, on_delete=models.PROTECT, related_name="licenses"
+    )
+    status = models.CharField(max_length=12, choices=LicenseStatus.choices, default=LicenseStatus.VERIFIED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["feature", "expires_on"]
+        constraints = [models.CheckConstraint(condition=Q(count__gte=1), name="license_count_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.feature} × {self.count}"
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.expires_on is None
+
+
+class HAPair(models.Model):
+    """A primary backed by a secondary, with the parameters of the configure screen."""
+
+    primary = models.OneToOneField(Appliance, on_delete=models.PROTECT, related_name="ha_pair_as_primary")
+    secondary = models.ForeignKey(Appliance, on_delete=models.PROTECT, related_name="ha_pairs_as_secondary")
+    slot = models.PositiveSmallIntegerField(
+        help_text="Which of the secondary's instances backs this primary (1 or 2)."
+    )
+    failover_type = models.CharField("Failover Type", max_length=10, choices=SwitchType.choices, default=SwitchType.MANUAL)
+    failback_type = models.CharField("Failback Type", max_length=10, choices=SwitchType.choices, default=SwitchType.MANUAL)
+    failover_wait = models.PositiveSmallIntegerField(
+        "Long Failover Wait",
+        default=FAILOVER_WAIT_DEFAULT,
+        validators=[MinValueValidator(FAILOVER_WAIT_MIN), MaxValueValidator(FAILOVER_WAIT_MAX)],
+        help_text="Seconds of missed heartbeats before an automatic failover.",
+    )
+    direct_connect = models.BooleanField("Direct connect used", default=False)
+    generation = models.PositiveBigIntegerField(default=1, help_text="Fencing epoch, bumped on every change of who is in charge.")
+
+    # Instance identity on the secondary (spec §6), fixed by the slot.
+    instance_db_name = models.CharField("Instance database name", max_length=16)
+    instance_db_port = models.PositiveIntegerField("Instance database port")
+    dataguard_name = models.CharField("Dataguard configuration name", max_length=16)
+    primary_db_alias = models.CharField("Primary database alias", max_length=16)
+
+    # Live status, as last polled or pushed.
+    status_text = models.CharField("Status", max_length=200, blank=True)
+    heartbeat = models.CharField("Heartbeats", max_length=8, choices=LinkStatus.choices, default=LinkStatus.UNKNOWN)
+    replication = models.CharField(
+        "Data Replication", max_length=12, choices=ReplicationStatus.choices, default=ReplicationStatus.UNKNOWN
+    )
+    sync_percent = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    mean_heartbeat_ms = models.FloatField("Mean Heartbeat Response Time (ms)", null=True, blank=True)
+    last_failover_at = models.DateTimeField(null=True, blank=True)
+    last_failback_at = models.DateTimeField(null=True, blank=True)
+
+    # Maintenance mode: automatic failover paused while an operator works.
+    maintenance = models.BooleanField(default=False)
+    maintenance_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    maintenance_reason = models.CharField(max_length=500, blank=True)
+    maintenance_since = models.DateTimeField(null=True, blank=True)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "HA pair"
+        ordering = ["primary__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["secondary", "slot"], name="hapair_one_primary_per_secondary_slot"),
+            models.CheckConstraint(
+                condition=Q(slot__gte=1) & Q(slot__lte=MAX_PRIMARIES_PER_SECONDARY),
+                name="hapair_at_most_two_primaries_per_secondary",
+            ),
+            models.CheckConstraint(condition=~Q(primary=F("secondary")), name="hapair_primary_is_not_secondary"),
+            models.CheckConstraint(
+                condition=Q(failover_wait__gte=FAILOVER_WAIT_MIN) & Q(failover_wait__lte=FAILOVER_WAIT_MAX),
+                name="hapair_failover_wait_range",
+            ),
+            models.CheckConstraint(condition=Q(sync_percent__lte=100), name="hapair_sync_percent_range"),
+        ]
+        permissions = [
+            ("operate_hapair", "Can configure HA, activate, switch over and fail back"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.primary} → {self.secondary}"
+
+    def assign_slot(self, slot: int) -> None:
+        self.slot = slot
+        for field, value in instance_identity(slot).items():
+            setattr(self, field, value)
+
+
+class Job(models.Model):
+    """One operator action run by a worker against the agents."""
+
+    kind = models.CharField(max_length=24, choices=JobKind.choices)
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING)
+    pair = models.ForeignKey(HAPair, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    appliance = models.ForeignKey(Appliance, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    params = models.JSONField(default=dict, blank=True)  # never secrets
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    step = models.CharField(max_length=100, blank=True)
+    steps_done = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pair"],
+                condition=Q(status__in=ACTIVE_JOB_STATUSES) & Q(pair__isnull=False),
+                name="job_one_active_per_pair",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_range"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="job_status_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_JOB_STATUSES
+
+
+class HAEvent(models.Model):
+    """One line of the Events Log: from an agent (with its sequence) or from the portal."""
+
+    pair = models.ForeignKey(HAPair, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    appliance = models.ForeignKey(Appliance, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField(null=True, blank=True)  # the agent's per-node sequence
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    description = models.CharField("Event Description", max_length=300)
+    generated_by = models.CharField("Generated By", max_length=128)
+    timestamp = models.DateTimeField("Timestamp", db_index=True)
+    remarks = models.CharField("Remarks", max_length=500, blank=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
+    generation = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "HA event"
+        ordering = ["-timestamp", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["appliance", "seq"], condition=Q(seq__isnull=False), name="haevent_once_per_node_seq"
+            ),
+        ]
+        indexes = [models.Index(fields=["pair", "-timestamp"], name="haevent_pair_time")]
+
+    def __str__(self) -> str:
+        return self.description
+
+
+__all__ = [
+    "Appliance",
+    "HAEvent",
+    "HAPair",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "License",
+    "LicenseFile",
+]

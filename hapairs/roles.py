@@ -1,0 +1,59 @@
+"""Roles (DESIGN.md security model) as Django groups with model permissions.
+
+* Admin: everything (appliances, users, licences, pairs).
+* Operator: read everything; pair, activate, upload licences, switch over, fail back.
+* Monitor: read-only.
+
+``sync_groups`` is idempotent: the migration calls it, and so may a later one after
+permissions change.
+"""
+
+from __future__ import annotations
+
+ADMIN, OPERATOR, MONITOR = "Admin", "Operator", "Monitor"
+ROLES = (ADMIN, OPERATOR, MONITOR)
+
+_MODELS = ("appliance", "hapair", "job", "haevent", "license", "licensefile")
+_VIEW = [("hapairs", f"view_{model}") for model in _MODELS]
+
+ROLE_PERMISSIONS: dict[str, list[tuple[str, str]] | str] = {
+    ADMIN: "__all__",
+    OPERATOR: [*_VIEW, ("hapairs", "operate_hapair"), ("hapairs", "add_licensefile")],
+    MONITOR: list(_VIEW),
+}
+OPERATE = "hapairs.operate_hapair"
+ADMINISTER = "hapairs.add_appliance"
+
+
+def sync_groups(apps, schema_editor=None) -> None:
+    """Create the three groups and give each exactly its permissions."""
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are normally made after all migrations (post_migrate): make them now.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0, apps=apps)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for role, wanted in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        if wanted == "__all__":
+            perms = Permission.objects.filter(content_type__app_label__in=["hapairs", "auth"])
+        else:
+            perms = [
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+                for app_label, codename in wanted
+            ]
+        group.permissions.set(perms)
+
+
+def role_of(user) -> str | None:
+    """The strongest role the user holds (superusers are Admin)."""
+    if not user.is_authenticated:
+        return None
+    if user.is_superuser:
+        return ADMIN
+    names = set(user.groups.values_list("name", flat=True))
+    return next((role for role in ROLES if role in names), None)

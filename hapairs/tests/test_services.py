@@ -1,0 +1,194 @@
+"""Services: validated, atomic writes that record events — and hold under concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import IntegrityError, connection, connections, transaction
+
+from hapairs import services
+from hapairs.models import Appliance, HAEvent, HAPair
+
+
+@pytest.fixture
+def seed_2_to_1(make_appliance):
+    """Spec §7 '2:1 on a 3355', mapped to loopback."""
+    secondary = make_appliance(name="mse3355-2", device_type="3355", hm_ip="127.10.10.16", role="secondary")
+    mse3310 = make_appliance(
+        name="mse3310", device_type="3310", hm_ip="127.10.10.17", vip="127.10.10.18", vip_prefixlen=24, role="primary"
+    )
+    mse3350 = make_appliance(
+        name="mse3350", device_type="3350", hm_ip="127.10.10.22", vip="127.10.10.21", vip_prefixlen=24, role="primary"
+    )
+    return secondary, mse3310, mse3350
+
+
+def primary_3310(make_appliance, n):
+    return make_appliance(
+        name=f"extra{n}", device_type="3310", hm_ip=f"127.10.10.{30 + n}", vip=f"127.10.10.{60 + n}",
+        vip_prefixlen=24, role="primary",
+    )
+
+
+# --- appliances -------------------------------------------------------------------
+def test_appliance_create_records_an_event_and_encrypts(make_appliance):
+    node = make_appliance(name="mse1", password="pw-1")
+    assert node.get_password() == "pw-1"
+    assert HAEvent.objects.filter(appliance=node, description="Mobility Services Engine added").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"name": "bad name!"}, "name"),
+        ({"hm_ip": "10.10.10.300"}, "hm_ip"),
+        ({"version": "latest"}, "version"),
+        ({"device_type": "3399"}, "device_type"),
+        ({"password": ""}, "password"),
+    ],
+)
+def test_bad_appliance_input_is_refused_and_nothing_is_written(make_appliance, overrides, field):
+    with pytest.raises(services.ServiceError) as caught:
+        make_appliance(**overrides)
+    assert field in caught.value.errors
+    assert Appliance.objects.count() == 0
+    assert HAEvent.objects.count() == 0
+
+
+def test_a_duplicate_name_is_refused(make_appliance):
+    make_appliance(name="mse1")
+    with pytest.raises(services.ServiceError) as caught:
+        make_appliance(name="mse1")
+    assert "name" in caught.value.errors
+    assert Appliance.objects.filter(name="mse1").count() == 1
+
+
+# --- pairs ---------------------------------------------------------------------------
+def test_the_seed_2_to_1_pairs_take_mseos3_then_mseos4(seed_2_to_1):
+    secondary, mse3310, mse3350 = seed_2_to_1
+    first = services.ha_pair_create(primary=mse3310, secondary=secondary)
+    second = services.ha_pair_create(primary=mse3350, secondary=secondary, failover_type="automatic")
+    assert (first.instance_db_name, first.instance_db_port) == ("mseos3", 1524)
+    assert (second.instance_db_name, second.instance_db_port, second.dataguard_name) == ("mseos4", 1525, "dg_mse4")
+    assert HAEvent.objects.filter(pair=second, description="High availability pair recorded").exists()
+
+
+def test_a_refused_pairing_creates_nothing_and_says_why_per_field(make_appliance):
+    primary = make_appliance(name="p", device_type="3350", hm_ip="127.10.10.22", vip="127.10.10.21", vip_prefixlen=24)
+    secondary = make_appliance(name="s", device_type="3310", hm_ip="127.10.10.16", version="8.0.110.0")
+    events_before = HAEvent.objects.count()
+    with pytest.raises(services.ServiceError) as caught:
+        services.ha_pair_create(primary=primary, secondary=secondary, failover_wait=500)
+    messages = caught.value.errors
+    assert any("equal or higher specification" in m for m in messages["secondary_name"])
+    assert any("same software version" in m for m in messages["secondary_name"])
+    assert messages["failover_wait"]
+    assert HAPair.objects.count() == 0
+    assert HAEvent.objects.count() == events_before
+
+
+def test_an_unactivated_va_secondary_is_refused_with_the_licence_field(make_appliance):
+    mse1 = make_appliance(name="mse1", device_type="VA-Low", hm_ip="127.10.10.12", vip="127.10.10.11", vip_prefixlen=24)
+    mse2 = make_appliance(name="mse2", device_type="VA-Low", hm_ip="127.10.10.13")
+    with pytest.raises(services.ServiceError) as caught:
+        services.ha_pair_create(primary=mse1, secondary=mse2)
+    assert "license_file" in caught.value.errors
+    assert HAPair.objects.count() == 0
+
+
+def test_a_primary_cannot_be_paired_twice(seed_2_to_1, make_appliance):
+    secondary, mse3310, _ = seed_2_to_1
+    services.ha_pair_create(primary=mse3310, secondary=secondary)
+    other = make_appliance(name="other-sec", device_type="3355", hm_ip="127.10.10.40")
+    with pytest.raises(services.ServiceError, match="already paired"):
+        services.ha_pair_create(primary=mse3310, secondary=other)
+
+
+def test_a_secondary_cannot_become_a_primary(seed_2_to_1, make_appliance):
+    secondary, mse3310, _ = seed_2_to_1
+    services.ha_pair_create(primary=mse3310, secondary=secondary)
+    another = make_appliance(name="s9", device_type="3355", hm_ip="127.10.10.41")
+    with pytest.raises(services.ServiceError, match="secondary in another pair"):
+        services.ha_pair_create(primary=secondary, secondary=another)
+
+
+# --- concurrency (PostgreSQL: real row locks and real concurrent transactions) -------
+pg_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL (CI sets DATABASE_URL)"
+)
+
+
+def _race(functions):
+    """Run the callables at the same instant in threads; return (results, errors)."""
+    barrier = threading.Barrier(len(functions))
+    results, errors = [], []
+
+    def run(fn):
+        try:
+            barrier.wait(timeout=10)
+            results.append(fn())
+        except Exception as exc:  # collected and asserted on by the caller
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in functions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results, errors
+
+
+@pg_only
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_pairings_never_give_a_3355_a_third_primary(seed_2_to_1, make_appliance):
+    # Given a 3355 that already backs one primary
+    secondary, mse3310, mse3350 = seed_2_to_1
+    services.ha_pair_create(primary=mse3310, secondary=secondary)
+    extra = primary_3310(make_appliance, 1)
+    # When two operators pair two more primaries with it at the same instant
+    results, errors = _race(
+        [
+            lambda: services.ha_pair_create(primary=mse3350, secondary=secondary),
+            lambda: services.ha_pair_create(primary=extra, secondary=secondary),
+        ]
+    )
+    # Then exactly one succeeds, the other is told why, and the 3355 backs two
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    assert isinstance(errors[0], services.ServiceError)
+    assert "two primaries" in errors[0].message or "at most 2" in errors[0].message
+    assert HAPair.objects.filter(secondary=secondary).count() == 2
+
+
+@pg_only
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_database_alone_stops_a_third_primary_when_code_skips_the_lock(seed_2_to_1, make_appliance):
+    # Given a 3355 with one primary, and writers that skip the services' row lock
+    secondary, mse3310, mse3350 = seed_2_to_1
+    services.ha_pair_create(primary=mse3310, secondary=secondary)
+    extra = primary_3310(make_appliance, 2)
+
+    both_have_read = threading.Barrier(2)
+
+    def naive_insert(primary):
+        def insert():
+            with transaction.atomic():
+                slot = HAPair.objects.filter(secondary=secondary).count() + 1
+                both_have_read.wait(timeout=10)  # both saw one pair, so both pick slot 2
+                pair = HAPair(primary=primary, secondary=secondary)
+                pair.assign_slot(slot)
+                pair.save()
+                return pair
+
+        return insert
+
+    # When both insert at once
+    results, errors = _race([naive_insert(mse3350), naive_insert(extra)])
+    # Then the unique slot index refuses one of them
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    assert isinstance(errors[0], IntegrityError)
+    assert HAPair.objects.filter(secondary=secondary).count() == 2

@@ -1,0 +1,9 @@
+"""A pytest plugin loaded first (``-p`` in pytest.ini): tests default to a dev machine.
+
+pytest-django reads settings before any conftest runs, so the default for DEBUG has
+to be set here. The environment still wins (CI sets DATABASE_URL and the broker).
+"""
+
+import os
+
+os.environ.setdefault("DEBUG", "1")

@@ -1,0 +1,209 @@
+"""mseportal settings: everything comes from the environment.
+
+The defaults run on a machine with nothing installed (SQLite and Celery's filesystem
+broker under ``var/``, mail kept in ``var/mail``). Production is ``DEBUG=0`` with
+``SECRET_KEY`` and ``ALLOWED_HOSTS`` set; the README's configuration table lists every
+variable read here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from mseportal.envconf import (
+    ConfigError,
+    broker_settings,
+    email_settings,
+    env_bool,
+    env_int,
+    env_list,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ)
+
+try:
+    VAR_DIR = Path(ENV.get("MSEPORTAL_VAR_DIR", BASE_DIR / "var")).resolve()
+    DEBUG = env_bool(ENV, "DEBUG", False)
+
+    SECRET_KEY = ENV.get("SECRET_KEY", "")
+    if not SECRET_KEY:
+        if not DEBUG:
+            raise ConfigError(
+                "SECRET_KEY is not set. Set SECRET_KEY (and ALLOWED_HOSTS) for production, "
+                "or DEBUG=1 for a development machine."
+            )
+        SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production-0123456789"
+    SECRET_KEY_FALLBACKS = env_list(ENV, "SECRET_KEY_FALLBACKS", [])
+
+    ALLOWED_HOSTS = env_list(ENV, "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+    if not DEBUG and not ALLOWED_HOSTS:
+        raise ConfigError("ALLOWED_HOSTS is not set: name the host names the portal answers to.")
+    CSRF_TRUSTED_ORIGINS = env_list(ENV, "CSRF_TRUSTED_ORIGINS", [])
+
+    # Keys that encrypt appliance passwords at rest (Fernet keys, comma-separated; the
+    # first encrypts, all decrypt, so keys rotate). Unset: one derived from SECRET_KEY.
+    FIELD_ENCRYPTION_KEYS = env_list(ENV, "FIELD_ENCRYPTION_KEYS", [])
+
+    _email = email_settings(ENV.get("EMAIL_URL"), sink_dir=VAR_DIR / "mail")
+    _broker = broker_settings(ENV.get("CELERY_BROKER_URL"), var_dir=VAR_DIR)
+    SECURE_SSL_REDIRECT = env_bool(ENV, "SECURE_SSL_REDIRECT", not DEBUG)
+    SECURE_HSTS_SECONDS = env_int(ENV, "SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+    AGENT_PORT = env_int(ENV, "MSEPORTAL_AGENT_PORT", 8001, minimum=1)
+    AGENT_TIMEOUT = float(env_int(ENV, "MSEPORTAL_AGENT_TIMEOUT", 5, minimum=1))
+except ConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+# The embedded defaults keep their files under var/: make the folders they need.
+if not ENV.get("DATABASE_URL"):
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+if _broker["filesystem"]:
+    for _key in ("data_folder_in", "processed_folder"):
+        Path(_broker["broker_transport_options"][_key]).mkdir(parents=True, exist_ok=True)
+
+DEFAULT_FROM_EMAIL = ENV.get("DEFAULT_FROM_EMAIL", "mseportal@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+for _name, _value in _email.items():
+    globals()[_name] = _value
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "hapairs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "mseportal.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "mseportal.wsgi.application"
+
+# --- Database -------------------------------------------------------------------
+_default_db_url = f"sqlite:///{VAR_DIR / 'mseportal.sqlite3'}"
+DATABASES = {
+    "default": dj_database_url.parse(
+        ENV.get("DATABASE_URL") or _default_db_url,
+        conn_max_age=env_int(ENV, "DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the worker and beat share one file: WAL lets readers run beside
+    # a writer, IMMEDIATE transactions take the write lock up front (no deadlock on
+    # upgrade), and the busy timeout waits for it instead of failing at once.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- I18N / time ------------------------------------------------------------------
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = ENV.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+MEDIA_ROOT = VAR_DIR / "media"
+if DEBUG:
+    STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every request without it
+
+# --- Security (production when DEBUG is off) ------------------------------------
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool(ENV, "SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_AGE = env_int(ENV, "SESSION_COOKIE_AGE", 8 * 3600, minimum=60)
+
+# --- Celery -----------------------------------------------------------------------
+CELERY_BROKER_URL = _broker["broker_url"]
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker["broker_transport_options"]
+CELERY_BROKER_IS_FILESYSTEM = _broker["filesystem"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True  # a worker killed mid-job leaves the message for another
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True  # job state lives in Job rows, not a result backend
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
+
+# --- Logging ------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": ENV.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
