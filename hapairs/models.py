@@ -214,6 +214,19 @@ class HAPair(models.Model):
     )
     sync_percent = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
     mean_heartbeat_ms = models.FloatField("Mean Heartbeat Response Time (ms)", null=True, blank=True)
+    primary_state = models.CharField(max_length=20, choices=HAState.choices, default=HAState.UNKNOWN)
+    secondary_state = models.CharField(max_length=20, choices=HAState.choices, default=HAState.UNKNOWN)
+    primary_generation = models.PositiveBigIntegerField(default=0)  # as each node reports it
+    secondary_generation = models.PositiveBigIntegerField(default=0)
+    primary_reachable = models.BooleanField(default=False)
+    secondary_reachable = models.BooleanField(default=False)
+    primary_in_charge = models.BooleanField(default=False)  # holds the VIP, by its own report
+    secondary_in_charge = models.BooleanField(default=False)
+    split_brain = models.BooleanField(default=False, help_text="Both nodes report being in charge of the VIP.")
+    switch_allowed_at = models.DateTimeField(
+        null=True, blank=True, help_text="End of the stabilisation window after the last failover or failback."
+    )
+    status_updated_at = models.DateTimeField(null=True, blank=True)
     last_failover_at = models.DateTimeField(null=True, blank=True)
     last_failback_at = models.DateTimeField(null=True, blank=True)
 
@@ -276,6 +289,8 @@ class Job(models.Model):
     step = models.CharField(max_length=100, blank=True)
     steps_done = models.JSONField(default=list, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)  # who holds the lease
+    lease_until = models.DateTimeField(null=True, blank=True)  # a dead worker's lease runs out
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -299,6 +314,22 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_JOB_STATUSES
+
+
+class ApiToken(models.Model):
+    """A user's API token. Only its SHA-256 is stored; the token is shown once."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)  # first characters, to recognise a token in logs
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.prefix}…)"
 
 
 class HAEvent(models.Model):
@@ -331,6 +362,7 @@ class HAEvent(models.Model):
 
 
 __all__ = [
+    "ApiToken",
     "Appliance",
     "HAEvent",
     "HAPair",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from hapairs import rules
 from hapairs.choices import LicenseStatus
-from hapairs.models import Appliance, License
+from hapairs.models import Appliance, HAPair, Job, License
 
 ACTIVATION_FEATURE = "MSE_ACTIVATION"
 
@@ -36,3 +38,205 @@ def node_facts(appliance: Appliance) -> rules.NodeFacts:
         activated=appliance_is_activated(appliance) if appliance.is_virtual else True,
         role=appliance.role,
     )
+
+
+# --- switchover / failback pre-flight ------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    label: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Preflight:
+    action: str  # "switchover" | "failback"
+    checks: list[Check]
+    consequences: list[str]
+
+    @property
+    def allowed(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def refusal(self) -> str:
+        failed = [check.detail for check in self.checks if not check.ok]
+        return " ".join(failed)
+
+
+def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
+    """What a switchover or failback would do now, and which checks pass (spec §5 rules)."""
+    from hapairs.choices import ACTIVE_JOB_STATUSES, HAState, LinkStatus, ReplicationStatus
+
+    now = now or timezone.now()
+    p, s = pair.primary.name, pair.secondary.name
+    running = Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).first()
+    checks = [
+        Check(
+            "No other job running",
+            running is None,
+            "" if running is None else f"{running.get_kind_display()} (job #{running.pk}) is still running on this pair.",
+        ),
+        Check(
+            "Not in maintenance",
+            not pair.maintenance,
+            "" if not pair.maintenance else f"The pair is in maintenance ({pair.maintenance_reason}); end maintenance first.",
+        ),
+        Check(
+            "Both nodes reachable",
+            pair.primary_reachable and pair.secondary_reachable,
+            "" if pair.primary_reachable and pair.secondary_reachable else
+            f"{p if not pair.primary_reachable else s} is not answering the portal.",
+        ),
+    ]
+    window_ok = pair.switch_allowed_at is None or pair.switch_allowed_at <= now
+    checks.append(
+        Check(
+            "Stabilisation window over",
+            window_ok,
+            "" if window_ok else (
+                f"The database needs time to stabilise after the last {'failover' if action == 'failback' else 'failback'}: "
+                f"{action} is allowed from {timezone.localtime(pair.switch_allowed_at):%Y-%m-%d %H:%M:%S %Z}."
+            ),
+        )
+    )
+    generation_ok = pair.primary_generation == pair.secondary_generation == pair.generation or (
+        action == "failback" and pair.secondary_generation == pair.generation
+    )
+    checks.append(
+        Check(
+            "Generation agreed",
+            generation_ok,
+            "" if generation_ok else (
+                f"The nodes disagree about who is in charge (generation: portal {pair.generation}, "
+                f"{p} {pair.primary_generation}, {s} {pair.secondary_generation}); refresh the status first."
+            ),
+        )
+    )
+    if action == "switchover":
+        states_ok = pair.primary_state == HAState.PRIMARY_ACTIVE and pair.secondary_state == HAState.SECONDARY_ACTIVE
+        checks += [
+            Check(
+                "Primary active, secondary standing by",
+                states_ok,
+                "" if states_ok else (
+                    f"A switchover needs {p} PRIMARY_ACTIVE and {s} SECONDARY_ACTIVE; "
+                    f"they are {pair.primary_state} and {pair.secondary_state}."
+                ),
+            ),
+            Check(
+                "Heartbeats up",
+                pair.heartbeat == LinkStatus.UP,
+                "" if pair.heartbeat == LinkStatus.UP else "Heartbeats are down between the nodes.",
+            ),
+            Check(
+                "Data replication in sync",
+                pair.replication == ReplicationStatus.UP and pair.sync_percent >= 100,
+                "" if pair.replication == ReplicationStatus.UP and pair.sync_percent >= 100 else (
+                    f"The secondary is not in sync yet ({pair.sync_percent}% synchronised); a switchover now could lose data."
+                ),
+            ),
+        ]
+        consequences = [
+            f"The services on {p} are stopped (as if the primary had failed).",
+            f"{s} starts the instance {pair.instance_db_name} and takes over the virtual IP {pair.primary.vip}.",
+            f"The pair's generation goes from {pair.generation} to {pair.generation + 1}; {p} will refuse to serve the VIP.",
+            "Failback will be refused for the stabilisation window (30 minutes by default).",
+        ]
+    else:
+        states_ok = pair.secondary_state == HAState.FAILOVER_ACTIVE and pair.primary_state == HAState.TERMINATED
+        checks.append(
+            Check(
+                "Secondary in charge, primary back up",
+                states_ok,
+                "" if states_ok else (
+                    f"A failback needs {s} FAILOVER_ACTIVE and {p} TERMINATED (up again); "
+                    f"they are {pair.secondary_state} and {pair.primary_state}."
+                ),
+            )
+        )
+        consequences = [
+            f"The database is copied back from {s} to {p}.",
+            f"{p} takes the virtual IP {pair.primary.vip} back; {s} returns to standing by.",
+            f"The pair's generation goes from {pair.generation} to {pair.generation + 1}.",
+            "Switchover will be refused for the stabilisation window (30 minutes by default).",
+        ]
+    return Preflight(action=action, checks=checks, consequences=consequences)
+
+
+# --- lists and status -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ApplianceRow:
+    appliance: Appliance
+    secondary_name: str | None
+
+
+def appliance_rows(*, offset: int = 0, limit: int = 100, order: str = "name") -> list[ApplianceRow]:
+    """The Mobility Services Engines list: one query, whatever the fleet size."""
+    queryset = (
+        Appliance.objects.defer("password_ciphertext")
+        .select_related("ha_pair_as_primary__secondary")
+        .order_by(order, "pk")[offset : offset + limit]
+    )
+    rows = []
+    for appliance in queryset:
+        pair = getattr(appliance, "ha_pair_as_primary", None)
+        rows.append(ApplianceRow(appliance=appliance, secondary_name=pair.secondary.name if pair else None))
+    return rows
+
+
+def pair_status_sentence(pair: HAPair) -> str:
+    """The status screen's Status line, in the seed's words."""
+    from hapairs.choices import HAState, ReplicationStatus
+
+    if pair.status_text:
+        return pair.status_text
+    if pair.status_updated_at is None:
+        return "High Availability configuration is being created at the Primary and Secondary servers."
+    if pair.secondary_state == HAState.FAILOVER_ACTIVE:
+        return "Instance is in failover active state"
+    if pair.replication == ReplicationStatus.SETTING_UP or pair.sync_percent < 100:
+        return f"Primary and secondary server synchronization in progress ({pair.sync_percent}% complete)"
+    if pair.primary_state == HAState.PRIMARY_ACTIVE and pair.secondary_state == HAState.SECONDARY_ACTIVE:
+        return "Active"
+    return f"{pair.primary_state} / {pair.secondary_state}"
+
+
+def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
+    """Current High Availability Status, as data (the API's answer and the page's context)."""
+    from hapairs.models import HAEvent
+
+    events = (
+        HAEvent.objects.filter(pair=pair)
+        .order_by("-timestamp", "-pk")
+        .values("description", "generated_by", "timestamp", "remarks", "severity")[:events_limit]
+    )
+    return {
+        "primary": pair.primary.name,
+        "secondary": pair.secondary.name,
+        "primary_hm_ip": pair.primary.hm_ip,
+        "secondary_hm_ip": pair.secondary.hm_ip,
+        "vip": pair.primary.vip,
+        "status": pair_status_sentence(pair),
+        "heartbeats": pair.get_heartbeat_display(),
+        "data_replication": pair.get_replication_display(),
+        "sync_percent": pair.sync_percent,
+        "mean_heartbeat_response_ms": pair.mean_heartbeat_ms,
+        "primary_state": pair.primary_state,
+        "secondary_state": pair.secondary_state,
+        "generation": pair.generation,
+        "split_brain": pair.split_brain,
+        "failover_type": pair.get_failover_type_display(),
+        "failback_type": pair.get_failback_type_display(),
+        "long_failover_wait": pair.failover_wait,
+        "instance_database": pair.instance_db_name,
+        "switch_allowed_at": pair.switch_allowed_at,
+        "maintenance": {
+            "on": pair.maintenance,
+            "by": pair.maintenance_by.get_username() if pair.maintenance and pair.maintenance_by else None,
+            "reason": pair.maintenance_reason,
+            "since": pair.maintenance_since,
+        },
+        "status_updated_at": pair.status_updated_at,
+        "events": list(events),
+    }

@@ -51,6 +51,19 @@ def env_list(environ: dict[str, str], name: str, default: list[str]) -> list[str
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_networks(environ: dict[str, str], name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of IP networks (CIDR), each checked."""
+    import ipaddress
+
+    networks = env_list(environ, name, default)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {network!r} is not an IP network such as 127.0.0.0/8.") from None
+    return [str(ipaddress.ip_network(n, strict=False)) for n in networks]
+
+
 def email_settings(url: str | None, *, sink_dir: Path) -> dict[str, object]:
     """Translate ``EMAIL_URL`` into Django's EMAIL_* settings.
 

@@ -7,3 +7,5 @@ to be set here. The environment still wins (CI sets DATABASE_URL and the broker)
 import os
 
 os.environ.setdefault("DEBUG", "1")
+# Tests keep their files (SQLite test database, filesystem broker) apart from `make run`'s.
+os.environ.setdefault("MSEPORTAL_VAR_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"))

@@ -21,6 +21,7 @@ from mseportal.envconf import (
     env_bool,
     env_int,
     env_list,
+    env_networks,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +56,17 @@ try:
     SECURE_HSTS_SECONDS = env_int(ENV, "SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
     AGENT_PORT = env_int(ENV, "MSEPORTAL_AGENT_PORT", 8001, minimum=1)
     AGENT_TIMEOUT = float(env_int(ENV, "MSEPORTAL_AGENT_TIMEOUT", 5, minimum=1))
+    # The only networks the portal sends agent requests to. Loopback by default: the
+    # development fleet lives on 127.0.0.0/8; a deployment names its management network.
+    JOB_LEASE_SECONDS = env_int(ENV, "MSEPORTAL_JOB_LEASE_SECONDS", 60, minimum=2)
+    JOB_STEP_RETRIES = env_int(ENV, "MSEPORTAL_JOB_STEP_RETRIES", 5, minimum=1)
+    # HA timings the portal hands the agents and waits for.
+    HA_STABILISATION_SECONDS = env_int(ENV, "MSEPORTAL_HA_STABILISATION_SECONDS", 1800, minimum=0)
+    HA_SYNC_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS", 900, minimum=5)
+    HA_SWITCH_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SWITCH_TIMEOUT_SECONDS", 120, minimum=5)
+    # Where agents push their events (set on each agent when a pair is configured).
+    INGEST_URL = ENV.get("MSEPORTAL_INGEST_URL", "http://127.0.0.1:8000/api/v1/ingest/events")
+    AGENT_ALLOWED_NETWORKS = env_networks(ENV, "MSEPORTAL_AGENT_NETWORKS", ["127.0.0.0/8"])
 except ConfigError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -80,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "ninja",
     "hapairs",
 ]
 
@@ -90,7 +103,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "mseportal.middleware.LoginRequiredExceptApiMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -137,6 +150,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A file, not memory, so the end-to-end tests' worker process sees the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-mseportal.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -------------------------------------------------------------------------
@@ -197,6 +212,13 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULE = {
+    "fleet-poll": {"task": "hapairs.tasks.fleet_poll", "schedule": float(env_int(ENV, "MSEPORTAL_POLL_SECONDS", 10, minimum=1))},
+    "jobs-resume": {
+        "task": "hapairs.tasks.jobs_resume",
+        "schedule": float(env_int(ENV, "MSEPORTAL_RESUME_SECONDS", 15, minimum=1)),
+    },
+}
 
 # --- Logging ------------------------------------------------------------------------
 LOGGING = {

@@ -1,0 +1,196 @@
+"""The one HTTP client the portal uses to talk to node agents.
+
+Async at its core (aiohttp: the fleet poller talks to thousands of agents at once);
+``call()`` runs a single request from synchronous code (Celery tasks, services).
+
+* Every request is signed (``nodeagent.protocol``) with the appliance's password.
+* Every call has a timeout.
+* Errors become exactly three exceptions: ``AgentUnavailable`` (transport failure,
+  timeout, 5xx: retryable), ``AgentRejected`` (4xx: the agent's own message, shown to
+  the operator), ``AgentBadReply`` (an answer that is not what the protocol says).
+* Only registered appliances' addresses inside ``AGENT_ALLOWED_NETWORKS`` are called:
+  the portal cannot be made to send requests anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from django.conf import settings
+
+from nodeagent import protocol
+
+
+class AgentError(Exception):
+    """Base: ``message`` is safe to show an operator (never holds a password)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class AgentUnavailable(AgentError):
+    """The agent could not be reached or failed on its side (retryable)."""
+
+
+class AgentRejected(AgentError):
+    """The agent refused the request (4xx); retrying the same request will not help."""
+
+
+class AgentBadReply(AgentError):
+    """The agent answered something the protocol does not allow."""
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    """Where and how to reach one agent. Built from an Appliance by ``target_for``."""
+
+    name: str
+    host: str
+    password: str
+    port: int = protocol.DEFAULT_PORT
+
+    def __repr__(self) -> str:  # never print the password
+        return f"AgentTarget({self.name!r}, {self.host}:{self.port})"
+
+
+def target_for(appliance, *, password: str | None = None) -> AgentTarget:
+    return AgentTarget(
+        name=appliance.name,
+        host=appliance.hm_ip,
+        password=password if password is not None else appliance.get_password(),
+        port=settings.AGENT_PORT,
+    )
+
+
+def check_address(host: str) -> None:
+    """Refuse any address outside the configured agent networks."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise AgentRejected(f"{host!r} is not an IP address.") from None
+    networks = [ipaddress.ip_network(net) for net in settings.AGENT_ALLOWED_NETWORKS]
+    if not any(address in network for network in networks):
+        allowed = ", ".join(str(n) for n in networks)
+        raise AgentRejected(f"{host} is outside the networks the portal may call ({allowed}).")
+
+
+class AgentClient:
+    """One aiohttp session for many requests. Use as ``async with AgentClient() as c``."""
+
+    def __init__(self, *, timeout: float | None = None, limit: int = 200):
+        self.timeout = aiohttp.ClientTimeout(total=timeout or settings.AGENT_TIMEOUT)
+        self.limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "AgentClient":
+        connector = aiohttp.TCPConnector(limit=self.limit, force_close=False)
+        self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        target: AgentTarget,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Send one signed request; return the decoded JSON object or raise an AgentError."""
+        assert self._session is not None, "use AgentClient as an async context manager"
+        check_address(target.host)
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = protocol.sign_request(target.password, method, path, payload)
+        if payload:
+            headers["Content-Type"] = "application/json"
+        if idempotency_key:
+            headers[protocol.IDEMPOTENCY_HEADER] = idempotency_key
+        url = f"http://{target.host}:{target.port}{path}"
+        try:
+            async with self._session.request(method, url, data=payload or None, headers=headers) as response:
+                raw = await response.read()
+                status = response.status
+        except asyncio.TimeoutError:
+            raise AgentUnavailable(f"{target.name} ({target.host}) did not answer within {self.timeout.total:g} s.") from None
+        except aiohttp.ClientConnectorError:
+            raise AgentUnavailable(f"{target.name} ({target.host}) refused the connection or is unreachable.") from None
+        except aiohttp.ClientError as exc:
+            raise AgentUnavailable(f"{target.name} ({target.host}): {type(exc).__name__}.") from None
+        data = _decode(raw)
+        if status >= 500:
+            raise AgentUnavailable(f"{target.name} failed on its side: {_reason(data, status)}", status=status)
+        if status == 401:
+            raise AgentRejected(
+                f"{target.name} refused the credentials: check the appliance's password.", status=status
+            )
+        if status >= 400:
+            raise AgentRejected(f"{target.name}: {_reason(data, status)}", status=status)
+        if not isinstance(data, dict):
+            raise AgentBadReply(f"{target.name} answered with something that is not a JSON object.", status=status)
+        return data
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _reason(data: Any, status: int) -> str:
+    if isinstance(data, dict):
+        for key in ("error", "detail", "message"):
+            value = data.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:500]
+    return f"HTTP {status}"
+
+
+def call(
+    target: AgentTarget,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """One request from synchronous code."""
+
+    async def run() -> dict[str, Any]:
+        async with AgentClient(timeout=timeout, limit=1) as client:
+            return await client.request(target, method, path, body=body, idempotency_key=idempotency_key)
+
+    return asyncio.run(run())
+
+
+def call_many(
+    requests: list[tuple[AgentTarget, str, str]], *, timeout: float | None = None, concurrency: int = 200
+) -> list[dict[str, Any] | AgentError]:
+    """Many GETs at once (the poller); each result is the reply or the AgentError it raised."""
+
+    async def run() -> list[dict[str, Any] | AgentError]:
+        semaphore = asyncio.Semaphore(concurrency)
+        async with AgentClient(timeout=timeout, limit=concurrency) as client:
+
+            async def one(target: AgentTarget, method: str, path: str):
+                async with semaphore:
+                    try:
+                        return await client.request(target, method, path)
+                    except AgentError as exc:
+                        return exc
+
+            return await asyncio.gather(*(one(*request) for request in requests))
+
+    return asyncio.run(run())

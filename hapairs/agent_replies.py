@@ -1,0 +1,257 @@
+"""Check what agents answer before anything is written.
+
+An agent's reply is input like any other: a field of the wrong type, an unknown state
+or a missing key raises ``AgentBadReply`` naming the field, and nothing is stored.
+Pure (no ORM), so every malformed shape is unit-tested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from typing import Any
+
+from hapairs.agent_client import AgentBadReply
+from hapairs.choices import DeviceType, HAState
+
+VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
+STATES = {choice.value for choice in HAState}
+DEVICE_TYPES = {choice.value for choice in DeviceType}
+
+
+def _bad(source: str, what: str) -> AgentBadReply:
+    return AgentBadReply(f"{source} sent an unexpected reply: {what}.")
+
+
+def _str(data: dict, key: str, source: str, *, required: bool = True, max_len: int = 300) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(source, f"“{key}” should be text")
+    return value[:max_len]
+
+
+def _int(data: dict, key: str, source: str, *, default: int | None = None, low: int = 0, high: int = 2**62) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad(source, f"“{key}” should be a whole number from {low} to {high}")
+    return value
+
+
+def _ip(data: dict, key: str, source: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value in (None, "") and not required:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ValueError, TypeError):
+        raise _bad(source, f"“{key}” should be an IPv4 address") from None
+
+
+def _time(data: dict, key: str, source: str) -> datetime | None:
+    value = data.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise _bad(source, f"“{key}” should be an ISO 8601 time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(source, f"“{key}” should be an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+
+
+def _prefixlen(data: dict, source: str) -> int | None:
+    if data.get("vip_prefixlen") is not None:
+        return _int(data, "vip_prefixlen", source, low=1, high=32)
+    netmask = data.get("netmask")
+    if netmask in (None, ""):
+        return None
+    try:
+        return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
+    except (ValueError, TypeError):
+        raise _bad(source, "“netmask” should be a netmask such as 255.255.255.0") from None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    version: str
+    admin_status: str
+    service_status: str
+
+
+@dataclass(frozen=True)
+class DiscoveredNode:
+    """What ``server-info`` (plus ``ha-info``) says about an appliance."""
+
+    name: str
+    device_type: str
+    version: str
+    udi: str
+    role: str
+    hm_ip: str
+    vip: str | None
+    vip_prefixlen: int | None
+    services: list[ServiceStatus]
+    licences: list[dict] = field(default_factory=list)
+
+
+def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
+    if not isinstance(data, dict):
+        raise _bad(source, "not a JSON object")
+    device_type = _str(data, "device_type", source)
+    if device_type not in DEVICE_TYPES:
+        raise _bad(source, f"device type {device_type!r} is not one the portal knows")
+    version = _str(data, "version", source)
+    if not VERSION_RE.match(version):
+        raise _bad(source, f"version {version!r} is not dotted numbers")
+    role = _str(data, "role", source, required=False).lower() or "none"
+    if role not in {"primary", "secondary", "none"}:
+        raise _bad(source, f"role {role!r} is neither primary nor secondary")
+    raw_services = data.get("services", [])
+    if not isinstance(raw_services, list):
+        raise _bad(source, "“services” should be a list")
+    services = []
+    for item in raw_services[:50]:
+        if not isinstance(item, dict):
+            raise _bad(source, "a service entry is not an object")
+        services.append(
+            ServiceStatus(
+                name=_str(item, "name", source, max_len=100),
+                version=_str(item, "version", source, required=False, max_len=40),
+                admin_status=_str(item, "admin_status", source, required=False, max_len=40),
+                service_status=_str(item, "operation_status", source, required=False, max_len=80),
+            )
+        )
+    licences = data.get("licences", [])
+    return DiscoveredNode(
+        name=_str(data, "node", source, required=False, max_len=63),
+        device_type=device_type,
+        version=version,
+        udi=_str(data, "udi", source, required=False, max_len=128),
+        role=role,
+        hm_ip=_ip(data, "hm_ip", source),
+        vip=_ip(data, "vip", source, required=False),
+        vip_prefixlen=_prefixlen(data, source),
+        services=services,
+        licences=licences if isinstance(licences, list) else [],
+    )
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """One peer block of ``ha-info``: this node's view of one HA pairing."""
+
+    peer_hm_ip: str
+    state: str
+    heartbeat: str  # up / down / unknown
+    replication: str  # setting_up / up / down / unknown
+    sync_percent: int
+    mean_heartbeat_ms: float | None
+    generation: int
+    in_charge: bool
+    status: str
+    allowed_switch_at: datetime | None
+    instance_db_name: str
+
+
+@dataclass(frozen=True)
+class HAInfo:
+    node: str
+    running: bool
+    role: str
+    generation: int
+    peers: list[PeerStatus]
+
+    def peer(self, hm_ip: str) -> PeerStatus | None:
+        return next((peer for peer in self.peers if peer.peer_hm_ip == hm_ip), None)
+
+
+_LINK = {"up": "up", "down": "down"}
+_REPLICATION = {"setting up": "setting_up", "setting_up": "setting_up", "up": "up", "down": "down"}
+
+
+def parse_ha_info(data: Any, *, source: str) -> HAInfo:
+    if not isinstance(data, dict):
+        raise _bad(source, "not a JSON object")
+    running = data.get("running", True)
+    if not isinstance(running, bool):
+        raise _bad(source, "“running” should be true or false")
+    raw_peers = data.get("peers", [])
+    if not isinstance(raw_peers, list) or len(raw_peers) > 2:
+        raise _bad(source, "“peers” should be a list of at most two")
+    peers = []
+    for item in raw_peers:
+        if not isinstance(item, dict):
+            raise _bad(source, "a peer entry is not an object")
+        state = _str(item, "state", source, required=False) or HAState.UNKNOWN.value
+        if state not in STATES:
+            raise _bad(source, f"state {state!r} is not an HA state")
+        mean = item.get("mean_heartbeat_ms")
+        if mean is not None and (isinstance(mean, bool) or not isinstance(mean, (int, float)) or not 0 <= mean < 1e6):
+            raise _bad(source, "“mean_heartbeat_ms” should be a number of milliseconds")
+        in_charge = item.get("in_charge", False)
+        if not isinstance(in_charge, bool):
+            raise _bad(source, "“in_charge” should be true or false")
+        peers.append(
+            PeerStatus(
+                peer_hm_ip=_ip(item, "hm_ip", source),
+                state=state,
+                heartbeat=_LINK.get(_str(item, "heartbeat", source, required=False).lower(), "unknown"),
+                replication=_REPLICATION.get(_str(item, "data_replication", source, required=False).lower(), "unknown"),
+                sync_percent=_int(item, "sync_percent", source, default=0, high=100),
+                mean_heartbeat_ms=float(mean) if mean is not None else None,
+                generation=_int(item, "generation", source, default=0),
+                in_charge=in_charge,
+                status=_str(item, "status", source, required=False, max_len=200),
+                allowed_switch_at=_time(item, "allowed_switch_at", source),
+                instance_db_name=_str(item, "instance_db_name", source, required=False, max_len=16),
+            )
+        )
+    return HAInfo(
+        node=_str(data, "node", source, required=False, max_len=63),
+        running=running,
+        role=_str(data, "role", source, required=False).lower(),
+        generation=_int(data, "generation", source, default=0),
+        peers=peers,
+    )
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    seq: int
+    description: str
+    generated_by: str
+    timestamp: datetime
+    remarks: str
+    generation: int | None
+    peer_hm_ip: str | None
+
+
+def parse_events(raw_events: Any, *, source: str, limit: int = 1000) -> list[AgentEvent]:
+    if not isinstance(raw_events, list):
+        raise _bad(source, "“events” should be a list")
+    events = []
+    for item in raw_events[:limit]:
+        if not isinstance(item, dict):
+            raise _bad(source, "an event is not an object")
+        timestamp = _time(item, "timestamp", source)
+        if timestamp is None:
+            raise _bad(source, "an event has no timestamp")
+        generation = item.get("generation")
+        events.append(
+            AgentEvent(
+                seq=_int(item, "seq", source, low=1),
+                description=_str(item, "description", source),
+                generated_by=_str(item, "generated_by", source, required=False, max_len=128),
+                timestamp=timestamp,
+                remarks=_str(item, "remarks", source, required=False, max_len=500),
+                generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else None,
+                peer_hm_ip=_ip(item, "peer", source, required=False),
+            )
+        )
+    return events

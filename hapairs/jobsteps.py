@@ -1,0 +1,277 @@
+"""The steps of each job kind, run against the agents (see docs/agent-api.md).
+
+Every mutating request carries the job's step key as its Idempotency-Key, so a step
+re-run after a crash gets the agent's first answer instead of acting twice. Waiting
+steps poll the agents through the same poller the beat task uses, so what the job
+sees is exactly what the pages show.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+
+from hapairs import agent_client, polling
+from hapairs.choices import HAState, JobKind, LinkStatus, ReplicationStatus
+from hapairs.jobs import JobContext, Step, StepFailed, register
+from hapairs.models import Appliance, HAPair
+from hapairs.services._common import event_record
+from nodeagent import protocol
+
+
+def _pair(ctx: JobContext) -> HAPair:
+    if ctx.job.pair_id is None:
+        raise StepFailed("The HA pair of this job no longer exists.")
+    return HAPair.objects.select_related("primary", "secondary").get(pk=ctx.job.pair_id)
+
+
+def _mode(value: str) -> str:
+    return "Automatic" if value == "automatic" else "Manual"
+
+
+def _peer_block(node: Appliance, pair: HAPair) -> dict:
+    """What one node must know about the other to pair with it."""
+    block = {
+        "name": node.name,
+        "hm_ip": node.hm_ip,
+        "password": node.get_password(),
+        "version": node.version,
+        "udi": node.udi,
+        "device_type": node.device_type,
+        "port": settings.AGENT_PORT,
+    }
+    if node.pk == pair.primary_id:
+        block["vip"] = node.vip
+        block["netmask"] = node.netmask
+    return block
+
+
+def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
+    other = pair.primary if role == "secondary" else pair.secondary
+    values = {
+        "failover_type": pair.failover_type,
+        "failback_type": pair.failback_type,
+        "failover_wait": pair.failover_wait,
+    }
+    values.update(overrides)
+    return {
+        "role": role,
+        "peer": _peer_block(other, pair),
+        "failover_type": _mode(values["failover_type"]),
+        "failback_type": _mode(values["failback_type"]),
+        "failover_wait": values["failover_wait"],
+        "stabilisation_seconds": settings.HA_STABILISATION_SECONDS,
+    }
+
+
+def _post(ctx: JobContext, node: Appliance, path: str, body: dict, *, method: str = "POST") -> dict:
+    return agent_client.call(
+        agent_client.target_for(node), method, path, body=body, idempotency_key=ctx.idempotency_key
+    )
+
+
+def _refresh(pair: HAPair) -> HAPair:
+    polling.poll([pair.primary_id, pair.secondary_id])
+    return HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk)
+
+
+# --- configure ----------------------------------------------------------------------
+def configure_secondary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "secondary"))
+
+
+def configure_primary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "primary"))
+
+
+def set_trap_destinations(ctx: JobContext) -> None:
+    """Both agents push their events to the portal from now on."""
+    if not settings.INGEST_URL:
+        return
+    pair = _pair(ctx)
+    for node in (pair.primary, pair.secondary):
+        target = agent_client.target_for(node)
+        current = agent_client.call(target, "GET", protocol.PATH_TRAP_DESTINATIONS)
+        urls = [d.get("url") for d in current.get("destinations", []) if isinstance(d, dict) and d.get("url")]
+        if settings.INGEST_URL not in urls:
+            agent_client.call(
+                target,
+                "PUT",
+                protocol.PATH_TRAP_DESTINATIONS,
+                body={"urls": [*urls, settings.INGEST_URL][:8]},
+                idempotency_key=f"{ctx.idempotency_key}:{node.pk}",
+            )
+
+
+def wait_until_active(ctx: JobContext) -> None:
+    """Initial synchronisation: progress follows the agents' sync percentage."""
+    pair = _pair(ctx)
+
+    def check():
+        current = _refresh(pair)
+        if (
+            current.primary_state == HAState.PRIMARY_ACTIVE
+            and current.secondary_state == HAState.SECONDARY_ACTIVE
+            and current.heartbeat == LinkStatus.UP
+            and current.replication == ReplicationStatus.UP
+            and current.sync_percent >= 100
+        ):
+            return True
+        return float(min(current.sync_percent, 99))
+
+    ctx.wait_until(check, timeout=settings.HA_SYNC_TIMEOUT_SECONDS, every=0.5, what="the pair to become Active")
+
+
+register(
+    JobKind.CONFIGURE_HA,
+    [
+        Step("configure_secondary", configure_secondary, "Configuring the secondary"),
+        Step("configure_primary", configure_primary, "Configuring the primary"),
+        Step("trap_destinations", set_trap_destinations, "Pointing both agents' events at the portal"),
+        Step("wait_active", wait_until_active, "Synchronising primary and secondary", weight=6),
+    ],
+)
+
+
+# --- update parameters ------------------------------------------------------------------
+def _changes(ctx: JobContext) -> dict:
+    return ctx.params.get("changes", {})
+
+
+def update_secondary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "secondary", **_changes(ctx)))
+
+
+def update_primary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "primary", **_changes(ctx)))
+
+
+def record_parameters(ctx: JobContext) -> None:
+    changes = {k: v for k, v in _changes(ctx).items() if k in {"failover_type", "failback_type", "failover_wait"}}
+    with transaction.atomic():
+        HAPair.objects.filter(pk=ctx.job.pair_id).update(**changes)
+        event_record(
+            description="Configuration updated",
+            generated_by="mseportal",
+            pair=_pair(ctx),
+            job=ctx.job,
+            remarks=ctx.params.get("remarks", ""),
+        )
+
+
+register(
+    JobKind.UPDATE_HA,
+    [
+        Step("update_secondary", update_secondary, "Updating the secondary"),
+        Step("update_primary", update_primary, "Updating the primary"),
+        Step("record", record_parameters, "Recording the new parameters"),
+    ],
+)
+
+
+# --- switchover / failback ----------------------------------------------------------------
+def check_generation(ctx: JobContext) -> None:
+    """Fencing: act only if nobody changed who is in charge since the operator asked."""
+    expected = ctx.params.get("generation")
+    current = _refresh(_pair(ctx))
+    if expected is not None and current.generation != expected:
+        raise StepFailed(
+            f"The pair changed hands since this was requested (generation {expected} → {current.generation}); "
+            "check the status and request it again if it is still needed."
+        )
+
+
+def _invoke(ctx: JobContext, what: str) -> None:
+    pair = _pair(ctx)
+    path = protocol.PATH_FAILOVER if what == "switchover" else protocol.PATH_FAILBACK
+    _post(ctx, pair.secondary, path, {"peer": pair.primary.hm_ip})
+
+
+def switchover_invoke(ctx: JobContext) -> None:
+    _invoke(ctx, "switchover")
+
+
+def failback_invoke(ctx: JobContext) -> None:
+    _invoke(ctx, "failback")
+
+
+def wait_failover_active(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    ctx.wait_until(
+        lambda: _refresh(pair).secondary_state == HAState.FAILOVER_ACTIVE,
+        timeout=settings.HA_SWITCH_TIMEOUT_SECONDS,
+        what="the secondary to reach FAILOVER_ACTIVE",
+    )
+
+
+def wait_failback_done(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+
+    def check():
+        current = _refresh(pair)
+        return current.primary_state in (HAState.PRIMARY_ACTIVE, HAState.FAILBACK_COMPLETE) and current.secondary_state in (
+            HAState.SECONDARY_ACTIVE,
+            HAState.SECONDARY_ALONE,
+        )
+
+    ctx.wait_until(check, timeout=settings.HA_SWITCH_TIMEOUT_SECONDS, what="the primary to be back in charge")
+
+
+register(
+    JobKind.SWITCHOVER,
+    [
+        Step("check_generation", check_generation, "Checking who is in charge"),
+        Step("switchover_invoke", switchover_invoke, "Invoking failover on the secondary"),
+        Step("wait_failover_active", wait_failover_active, "Waiting for FAILOVER_ACTIVE", weight=4),
+    ],
+)
+register(
+    JobKind.FAILBACK,
+    [
+        Step("check_generation", check_generation, "Checking who is in charge"),
+        Step("failback_invoke", failback_invoke, "Invoking failback on the secondary"),
+        Step("wait_failback", wait_failback_done, "Copying the database back to the primary", weight=4),
+    ],
+)
+
+
+# --- delete the secondary --------------------------------------------------------------------
+def _delete_peer(ctx: JobContext, node: Appliance, peer: Appliance) -> None:
+    path = protocol.PATH_HA_PEER.format(peer_hm_ip=peer.hm_ip)
+    try:
+        _post(ctx, node, path, {}, method="DELETE")
+    except agent_client.AgentRejected as exc:
+        if exc.status != 404:  # already gone: fine, the step is done
+            raise
+
+
+def delete_on_primary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _delete_peer(ctx, pair.primary, pair.secondary)
+
+
+def delete_on_secondary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _delete_peer(ctx, pair.secondary, pair.primary)
+
+
+def delete_pair_row(ctx: JobContext) -> None:
+    from hapairs.services.pairs import ha_pair_delete_record
+
+    pair = HAPair.objects.select_related("primary", "secondary").filter(pk=ctx.job.pair_id).first()
+    if pair is not None:  # a re-run after the row went: nothing left to do
+        ha_pair_delete_record(pair=pair, job=ctx.job)
+
+
+register(
+    JobKind.DELETE_SECONDARY,
+    [
+        Step("delete_on_secondary", delete_on_secondary, "Removing the pairing on the secondary"),
+        Step("delete_on_primary", delete_on_primary, "Removing the pairing on the primary"),
+        Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
+    ],
+)

@@ -1,0 +1,48 @@
+"""Every write to the domain model goes through here.
+
+Functions are ``<entity>_<verb>(*, ...)``: keyword-only, validated before saving,
+atomic, and each records an HA event. Views, forms, admin actions, API handlers and
+tasks call these and nothing else that writes. Modules by entity; all re-exported.
+"""
+
+from hapairs.services._common import PORTAL, ServiceError, event_record
+from hapairs.services.appliances import appliance_add, appliance_create, appliance_discover, appliance_set_password
+from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
+from hapairs.services.pairs import (
+    ha_configure,
+    ha_delete_secondary,
+    ha_failback,
+    ha_maintenance_set,
+    ha_pair_create,
+    ha_switchover,
+    ha_update,
+)
+from hapairs.services.status import events_ingest, status_record
+from hapairs.services.tokens import api_token_issue, api_token_revoke, api_token_user
+
+__all__ = [
+    "PORTAL",
+    "JobConflict",
+    "ServiceError",
+    "api_token_issue",
+    "api_token_revoke",
+    "api_token_user",
+    "appliance_add",
+    "appliance_create",
+    "appliance_discover",
+    "appliance_set_password",
+    "event_record",
+    "events_ingest",
+    "status_record",
+    "ha_configure",
+    "ha_delete_secondary",
+    "ha_failback",
+    "ha_maintenance_set",
+    "ha_pair_create",
+    "ha_switchover",
+    "ha_update",
+    "job_cancel",
+    "job_enqueue",
+    "job_failed_event",
+    "job_succeeded_event",
+]

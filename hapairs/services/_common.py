@@ -1,0 +1,63 @@
+"""What every service module shares: the error type, the actor's name, events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from hapairs.choices import Severity
+from hapairs.models import Appliance, HAEvent, HAPair
+
+PORTAL = "mseportal"
+
+
+class ServiceError(Exception):
+    """A write was refused; ``message`` is for the operator, ``field`` for the form."""
+
+    def __init__(self, message: str, *, field: str = "__all__", errors: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.errors = errors or {field: [message]}
+
+
+def actor_name(by: AbstractBaseUser | None) -> str:
+    return by.get_username() if by is not None else PORTAL
+
+
+def service_error_from(exc: ValidationError) -> ServiceError:
+    errors = {name: [str(m) for m in messages] for name, messages in exc.message_dict.items()}
+    first_field, first_messages = next(iter(errors.items()))
+    return ServiceError(" ".join(m for ms in errors.values() for m in ms), field=first_field, errors=errors)
+
+
+# --- events ---------------------------------------------------------------------------
+def event_record(
+    *,
+    description: str,
+    generated_by: str,
+    pair: HAPair | None = None,
+    appliance: Appliance | None = None,
+    remarks: str = "",
+    severity: str = Severity.INFO,
+    timestamp: datetime | None = None,
+    job=None,
+    generation: int | None = None,
+) -> HAEvent:
+    """A portal-side event (agent events with sequence numbers are ingested elsewhere)."""
+    return HAEvent.objects.create(
+        description=description[:300],
+        generated_by=generated_by[:128],
+        pair=pair,
+        appliance=appliance,
+        remarks=remarks[:500],
+        severity=severity,
+        timestamp=timestamp or timezone.now(),
+        job=job,
+        generation=generation,
+    )
+
+

@@ -1,0 +1,155 @@
+"""Appliances: add (discovering the agent), password changes."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from hapairs.choices import Role
+from hapairs.models import Appliance, device_name_validator
+from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
+
+# --- appliances -----------------------------------------------------------------------
+@transaction.atomic
+def appliance_create(
+    *,
+    name: str,
+    device_type: str,
+    hm_ip: str,
+    version: str,
+    password: str,
+    username: str = "admin",
+    role: str = Role.UNCONFIGURED,
+    vip: str | None = None,
+    vip_prefixlen: int | None = None,
+    udi: str = "",
+    contact_name: str = "",
+    http_enabled: bool = False,
+    direct_connect: str = "",
+    services: list[dict] | None = None,
+    by: AbstractBaseUser | None = None,
+) -> Appliance:
+    """Record an appliance whose facts are known (the add job discovers them from its agent)."""
+    if not password:
+        raise ServiceError("Enter the appliance's password.", field="password")
+    appliance = Appliance(
+        name=name,
+        device_type=device_type,
+        hm_ip=hm_ip,
+        version=version,
+        username=username,
+        role=role,
+        vip=vip or None,
+        vip_prefixlen=vip_prefixlen if vip else None,
+        udi=udi,
+        contact_name=contact_name,
+        http_enabled=http_enabled,
+        direct_connect=direct_connect,
+        services=services or [],
+    )
+    appliance.set_password(password)
+    try:
+        appliance.full_clean()
+    except ValidationError as exc:
+        raise service_error_from(exc) from None
+    appliance.save()
+    event_record(
+        description="Mobility Services Engine added",
+        generated_by=actor_name(by),
+        appliance=appliance,
+        remarks=f"{appliance.get_device_type_display()} {appliance.version} at {appliance.hm_ip}",
+    )
+    return appliance
+
+
+@transaction.atomic
+def appliance_set_password(*, appliance: Appliance, password: str, by: AbstractBaseUser | None = None) -> None:
+    if not password:
+        raise ServiceError("Enter the appliance's password.", field="password")
+    appliance.set_password(password)
+    appliance.save(update_fields=["password_ciphertext", "updated_at"])
+    event_record(description="Appliance password changed", generated_by=actor_name(by), appliance=appliance)
+
+
+
+
+# --- add: contact the agent first, save only what it confirmed ---------------------
+def appliance_discover(*, ip: str, password: str, username: str = "admin"):
+    """Ask the agent at ``ip`` who it is. Raises ServiceError with the reason if it cannot."""
+    from hapairs import agent_client, agent_replies
+    from nodeagent import protocol
+
+    try:
+        ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise ServiceError(f"{ip!r} is not an IPv4 address.", field="ip") from None
+    if not password:
+        raise ServiceError("Enter the appliance's password.", field="password")
+    target = agent_client.AgentTarget(name=ip, host=ip, password=password, port=settings.AGENT_PORT)
+    try:
+        server_info = agent_client.call(target, "GET", protocol.PATH_SERVER_INFO)
+        ha_info = agent_client.call(target, "GET", protocol.PATH_HA_INFO)
+    except agent_client.AgentRejected as exc:
+        if exc.status == 401:
+            raise ServiceError(f"The appliance at {ip} refused the password.", field="password") from None
+        raise ServiceError(f"The appliance at {ip} refused: {exc.message}", field="ip") from None
+    except agent_client.AgentError as exc:
+        raise ServiceError(f"Cannot reach the appliance at {ip}: {exc.message}", field="ip") from None
+    merged = {**server_info, **{k: v for k, v in ha_info.items() if k in ("vip", "netmask", "vip_prefixlen")}}
+    try:
+        return agent_replies.parse_server_info(merged, source=f"The appliance at {ip}")
+    except agent_client.AgentBadReply as exc:
+        raise ServiceError(exc.message, field="ip") from None
+
+
+def appliance_add(
+    *,
+    name: str,
+    ip: str,
+    password: str,
+    username: str = "admin",
+    contact_name: str = "",
+    http_enabled: bool = False,
+    by: AbstractBaseUser | None = None,
+) -> Appliance:
+    """Add Mobility Services Engine: check the input, contact the agent, record what it says."""
+    errors = {}
+    try:
+        device_name_validator(name)
+    except ValidationError as exc:
+        errors["name"] = exc.messages
+    if Appliance.objects.filter(name=name).exists():
+        errors["name"] = [f"An appliance named {name} already exists."]
+    if Appliance.objects.filter(hm_ip=ip).exists():
+        errors["ip"] = [f"{ip} is already registered (as {Appliance.objects.get(hm_ip=ip).name})."]
+    if errors:
+        first = next(iter(errors))
+        raise ServiceError(" ".join(m for ms in errors.values() for m in ms), field=first, errors=errors)
+    found = appliance_discover(ip=ip, password=password, username=username)
+    if found.hm_ip != ip:
+        raise ServiceError(
+            f"The appliance at {ip} says its Health Monitor IP is {found.hm_ip}; add it by that address.", field="ip"
+        )
+    return appliance_create(
+        name=name,
+        device_type=found.device_type,
+        hm_ip=ip,
+        version=found.version,
+        password=password,
+        username=username,
+        role=found.role,
+        vip=found.vip,
+        vip_prefixlen=found.vip_prefixlen,
+        udi=found.udi,
+        contact_name=contact_name,
+        http_enabled=http_enabled,
+        services=[
+            {"name": s.name, "version": s.version, "admin_status": s.admin_status, "service_status": s.service_status}
+            for s in found.services
+        ],
+        by=by,
+    )

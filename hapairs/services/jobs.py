@@ -1,0 +1,98 @@
+"""Jobs: a row first, queued after commit; one active job per pair (the database says so)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from hapairs.choices import ACTIVE_JOB_STATUSES, JobStatus, Severity
+from hapairs.models import Appliance, HAPair, Job
+from hapairs.services._common import ServiceError, actor_name, event_record
+
+
+class JobConflict(ServiceError):
+    """The pair already has a job in progress."""
+
+
+def _conflict_message(pair: HAPair) -> str:
+    running = Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).select_related("requested_by").first()
+    if running is None:
+        return f"Another job on {pair} started at the same moment; try again when it has finished."
+    who = running.requested_by.get_username() if running.requested_by else "the portal"
+    return (
+        f"{running.get_kind_display()} (job #{running.pk}, requested by {who}) is already "
+        f"{running.get_status_display().lower()} on {pair}; wait for it to finish."
+    )
+
+
+def job_enqueue(
+    *,
+    kind: str,
+    pair: HAPair | None = None,
+    appliance: Appliance | None = None,
+    params: dict | None = None,
+    by: AbstractBaseUser | None = None,
+    reason: str = "",
+) -> Job:
+    """Write the job row and queue it once the surrounding transaction commits."""
+    from hapairs import tasks
+
+    if pair is not None and Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).exists():
+        raise JobConflict(_conflict_message(pair))
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=kind,
+                pair=pair,
+                appliance=appliance,
+                params=params or {},
+                requested_by=by,
+                reason=reason[:500],
+                status=JobStatus.PENDING,
+            )
+    except IntegrityError:
+        raise JobConflict(_conflict_message(pair)) from None
+    event_record(
+        description=f"{job.get_kind_display()} requested",
+        generated_by=actor_name(by),
+        pair=pair,
+        appliance=appliance,
+        job=job,
+        remarks=reason[:500],
+    )
+    transaction.on_commit(lambda: tasks.job_run.delay(job.pk))
+    return job
+
+
+def job_failed_event(*, job: Job) -> None:
+    job.refresh_from_db(fields=["error"])
+    event_record(
+        description=f"{job.get_kind_display()} failed",
+        generated_by="mseportal",
+        pair=job.pair,
+        appliance=job.appliance,
+        job=job,
+        remarks=job.error[:500],
+        severity=Severity.WARNING,
+    )
+
+
+def job_succeeded_event(*, job: Job) -> None:
+    event_record(
+        description=f"{job.get_kind_display()} completed",
+        generated_by="mseportal",
+        pair=job.pair,
+        appliance=job.appliance,
+        job=job,
+    )
+
+
+@transaction.atomic
+def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> bool:
+    """Withdraw a job no worker has claimed yet."""
+    cancelled = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=JobStatus.CANCELLED)
+    if cancelled:
+        event_record(
+            description=f"{job.get_kind_display()} cancelled", generated_by=actor_name(by), pair=job.pair, job=job
+        )
+    return bool(cancelled)

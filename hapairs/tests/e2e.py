@@ -1,0 +1,139 @@
+"""Real parts for end-to-end tests: agent processes on loopback and a Celery worker.
+
+Nothing here is a mock: the agents are ``python -m nodeagent farm`` processes, the
+worker is ``celery worker`` against the test database and the configured broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from django.conf import settings
+from django.db import connection
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float, every: float = 0.2, what: str = "condition"):
+    """Poll until ``condition()`` is truthy; return its value or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def node_toml(name: str, device_type: str, role: str, hm_ip: str, password: str, *, vip: str | None = None,
+              version: str = "7.2.103.0", udi: str | None = None) -> str:
+    lines = [
+        "[[node]]",
+        f'name = "{name}"',
+        f'type = "{device_type}"',
+        f'version = "{version}"',
+        f'role = "{role}"',
+        f'hm_ip = "{hm_ip}"',
+        f'password = "{password}"',
+    ]
+    if vip:
+        lines += [f'vip = "{vip}"', 'netmask = "255.255.255.0"']
+    if udi:
+        lines.append(f'udi = "{udi}"')
+    return "\n".join(lines) + "\n"
+
+
+class AgentFarm:
+    """One ``nodeagent farm`` process serving the given nodes."""
+
+    def __init__(self, workdir: Path, nodes_toml: str, *, port: int):
+        self.workdir = workdir
+        self.fleet = workdir / "fleet.toml"
+        self.fleet.write_text(f"[agent]\nport = {port}\n\n{nodes_toml}")
+        self.ready = workdir / "ready"
+        self.log = workdir / "farm.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "AgentFarm":
+        self.ready.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nodeagent", "farm", "--fleet", str(self.fleet), "--state-root",
+             str(self.workdir / "state"), "--ready-file", str(self.ready), "--allow-short-wait", "--log-level", "INFO"],
+            cwd=REPO, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(lambda: self.ready.exists() or self.process.poll() is not None, timeout=30, what="the agents")
+        if self.process.poll() is not None:
+            raise AssertionError(f"agent farm exited: {self.log.read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def database_url_for_workers() -> str:
+    """The URL of the database the test process is using right now (the test database)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """A real ``celery worker`` (solo pool, with beat) on the test database."""
+
+    def __init__(self, workdir: Path, extra_env: dict[str, str]):
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_workers(),
+            "DEBUG": "1",
+            "MSEPORTAL_VAR_DIR": str(settings.VAR_DIR),
+            **extra_env,
+        }
+        self.log = workdir / "worker.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mseportal", "worker", "--pool", "solo", "--beat",
+             "--schedule", str(self.workdir / "beat-schedule"), "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "--hostname", f"e2e-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            cwd=REPO, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(lambda: "ready." in self.log.read_text(errors="replace") or self.process.poll() is not None,
+                 timeout=60, what="the Celery worker")
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]

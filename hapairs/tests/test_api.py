@@ -1,0 +1,203 @@
+"""The REST API without agents: authentication, roles, refusals, bad input of every shape."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from hapairs import services
+from hapairs.models import Appliance, HAPair, Job
+
+pytestmark = pytest.mark.django_db
+
+
+def token_for(user) -> str:
+    out = io.StringIO()
+    call_command("api_token", user.username, stdout=out)
+    return out.getvalue().strip().splitlines()[-1]
+
+
+@pytest.fixture
+def operator_api(client, operator_user):
+    token = token_for(operator_user)
+
+    def call(method, path, body=None, raw=None, token_override=None):
+        kwargs = {"HTTP_AUTHORIZATION": f"Bearer {token_override or token}"}
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        return getattr(client, method)(f"/api/v1{path}", data=data, content_type="application/json", **kwargs)
+
+    return call
+
+
+@pytest.fixture
+def seed_3355(make_appliance):
+    primary = make_appliance(name="mse3355-1", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14",
+                             vip_prefixlen=24, role="primary")
+    secondary = make_appliance(name="mse3355-2", device_type="3355", hm_ip="127.10.10.16", role="secondary")
+    return primary, secondary
+
+
+def test_the_api_token_command_prints_the_token_on_its_last_line_and_rotates(operator_user, client):
+    first = token_for(operator_user)
+    second = token_for(operator_user)
+    assert first.startswith("mse_") and first != second
+    assert client.get("/api/v1/appliances", HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 200
+    assert client.get("/api/v1/appliances", HTTP_AUTHORIZATION=f"Bearer {first}").status_code == 401
+
+
+def test_the_api_token_command_refuses_an_unknown_user():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No user named 'ghost'"):
+        call_command("api_token", "ghost")
+
+
+def test_no_token_is_401_with_a_sentence(client):
+    response = client.get("/api/v1/appliances")
+    assert response.status_code == 401
+    assert "Authentication required" in response.json()["detail"]
+
+
+def test_a_wrong_token_is_401(operator_api):
+    assert operator_api("get", "/appliances", token_override="mse_not-a-real-token").status_code == 401
+
+
+def test_list_and_get_appliances(operator_api, seed_3355):
+    listed = operator_api("get", "/appliances").json()
+    assert [row["name"] for row in listed] == ["mse3355-1", "mse3355-2"]
+    one = operator_api("get", "/appliances/mse3355-1").json()
+    assert one["device_type"] == "3355" and one["vip"] == "127.10.10.14"
+    assert "password" not in json.dumps(listed) and "ciphertext" not in json.dumps(listed)
+    assert operator_api("get", "/appliances/nope").status_code == 404
+
+
+def test_an_unsupported_pair_gets_400_with_the_reason_and_nothing_is_created(operator_api, make_appliance):
+    make_appliance(name="p", device_type="3350", hm_ip="127.10.10.22", vip="127.10.10.21", vip_prefixlen=24, role="primary")
+    make_appliance(name="s", device_type="3310", hm_ip="127.10.10.16", role="secondary")
+    response = operator_api("post", "/appliances/p/ha", {
+        "secondary_name": "s", "secondary_ip": "127.10.10.16", "secondary_password": "s3cret-pass",
+        "failover_type": "manual", "failback_type": "manual", "long_failover_wait": 10,
+    })
+    assert response.status_code == 400
+    assert "MSE-3310 cannot back up an MSE-3350" in response.json()["detail"]
+    assert HAPair.objects.count() == 0 and Job.objects.count() == 0
+
+
+def test_the_secondary_ip_must_match_the_registered_one(operator_api, seed_3355):
+    response = operator_api("post", "/appliances/mse3355-1/ha", {
+        "secondary_name": "mse3355-2", "secondary_ip": "127.10.10.99", "secondary_password": "x",
+    })
+    assert response.status_code == 400
+    assert response.json()["errors"]["secondary_ip"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        "[]",
+        json.dumps({"secondary_name": "s"}),
+        json.dumps({"secondary_name": 5, "secondary_ip": [], "secondary_password": None}),
+        json.dumps({"secondary_name": "s", "secondary_ip": "1", "secondary_password": "x", "failover_type": "sometimes"}),
+        json.dumps({"secondary_name": "s", "secondary_ip": "1", "secondary_password": "x", "long_failover_wait": "ten"}),
+        json.dumps({"secondary_name": "x" * 500, "secondary_ip": "1", "secondary_password": "x"}),
+    ],
+)
+def test_bad_bodies_get_400_with_a_reason_never_500(operator_api, seed_3355, raw):
+    response = operator_api("post", "/appliances/mse3355-1/ha", raw=raw)
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"]
+    assert HAPair.objects.count() == 0
+
+
+def test_a_monitor_is_refused_actions_with_403(client, monitor_user, seed_3355):
+    token = token_for(monitor_user)
+    response = client.post(
+        "/api/v1/appliances/mse3355-1/ha",
+        data=json.dumps({"secondary_name": "mse3355-2", "secondary_ip": "127.10.10.16", "secondary_password": "x"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 403
+    assert "Monitor" in response.json()["detail"]
+    assert client.get("/api/v1/appliances", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_an_operator_may_not_add_appliances_but_an_admin_may_try(client, operator_api, admin_user_):
+    response = operator_api("post", "/appliances", {"name": "x", "ip": "127.10.10.50", "password": "pw"})
+    assert response.status_code == 403
+    # the admin passes the role check and reaches the agent, which is not there
+    token = token_for(admin_user_)
+    response = client.post(
+        "/api/v1/appliances", data=json.dumps({"name": "x", "ip": "127.10.10.50", "password": "pw"}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 400
+    assert "Cannot reach the appliance at 127.10.10.50" in response.json()["detail"]
+    assert not Appliance.objects.filter(name="x").exists()
+
+
+def test_an_address_outside_the_agent_networks_is_never_contacted(client, admin_user_):
+    token = token_for(admin_user_)
+    response = client.post(
+        "/api/v1/appliances", data=json.dumps({"name": "x", "ip": "10.10.10.12", "password": "pw"}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 400
+    assert "outside the networks the portal may call" in response.json()["detail"]
+
+
+def test_switchover_before_the_pair_is_active_is_409_with_the_reasons(operator_api, seed_3355):
+    primary, secondary = seed_3355
+    services.ha_pair_create(primary=primary, secondary=secondary)
+    response = operator_api("post", "/appliances/mse3355-1/ha/switchover", {"reason": "test"})
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert "not answering" in detail and "PRIMARY_ACTIVE" in detail
+    assert Job.objects.count() == 0
+
+
+def test_preflight_lists_every_check(operator_api, seed_3355):
+    primary, secondary = seed_3355
+    services.ha_pair_create(primary=primary, secondary=secondary)
+    body = operator_api("get", "/appliances/mse3355-1/ha/preflight?action=switchover").json()
+    assert body["allowed"] is False
+    labels = [check["label"] for check in body["checks"]]
+    assert "Stabilisation window over" in labels and "Data replication in sync" in labels
+    assert any("127.10.10.14" in line for line in body["consequences"])
+
+
+def test_a_second_job_on_a_pair_is_409(operator_api, seed_3355):
+    primary, secondary = seed_3355
+    pair = services.ha_pair_create(primary=primary, secondary=secondary)
+    Job.objects.create(kind="configure_ha", pair=pair, status="running")
+    response = operator_api("patch", "/appliances/mse3355-1/ha", {"failover_type": "automatic"})
+    assert response.status_code == 409
+    assert "already running" in response.json()["detail"]
+
+
+def test_maintenance_needs_a_reason_and_is_shown(operator_api, seed_3355):
+    primary, secondary = seed_3355
+    services.ha_pair_create(primary=primary, secondary=secondary)
+    assert operator_api("post", "/appliances/mse3355-1/ha/maintenance", {"on": True}).status_code == 400
+    response = operator_api("post", "/appliances/mse3355-1/ha/maintenance", {"on": True, "reason": "replacing a disk"})
+    assert response.status_code == 200
+    status = operator_api("get", "/appliances/mse3355-1/ha").json()
+    assert status["maintenance"] == {"on": True, "by": "operator1", "reason": "replacing a disk", "since": status["maintenance"]["since"]}
+
+
+def test_the_openapi_schema_is_served(client, operator_user):
+    client.force_login(operator_user)
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    assert "/api/v1/appliances/{name}/ha/switchover" in response.json()["paths"]
+
+
+def test_a_job_is_readable(operator_api):
+    job = Job.objects.create(kind="add_appliance", status="failed", error="boom")
+    body = operator_api("get", f"/jobs/{job.pk}").json()
+    assert body["status"] == "failed" and body["error"] == "boom"
+    assert operator_api("get", "/jobs/999999").status_code == 404
