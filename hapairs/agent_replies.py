@@ -148,6 +148,7 @@ class PeerStatus:
 
     peer_hm_ip: str
     state: str
+    running: bool  # this pair's services are up on the reporting node
     heartbeat: str  # up / down / unknown
     replication: str  # setting_up / up / down / unknown
     sync_percent: int
@@ -197,10 +198,14 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
         in_charge = item.get("in_charge", False)
         if not isinstance(in_charge, bool):
             raise _bad(source, "“in_charge” should be true or false")
+        peer_running = item.get("running", running)
+        if not isinstance(peer_running, bool):
+            raise _bad(source, "a peer's “running” should be true or false")
         peers.append(
             PeerStatus(
                 peer_hm_ip=_ip(item, "hm_ip", source),
                 state=state,
+                running=peer_running,
                 heartbeat=_LINK.get(_str(item, "heartbeat", source, required=False).lower(), "unknown"),
                 replication=_REPLICATION.get(_str(item, "data_replication", source, required=False).lower(), "unknown"),
                 sync_percent=_int(item, "sync_percent", source, default=0, high=100),

@@ -334,6 +334,14 @@ def maintenance(request, name: str, payload: MaintenanceIn):
     return {"maintenance": pair.maintenance, "reason": pair.maintenance_reason}
 
 
+@api.post("/appliances/{name}/services/start", response={202: JobOut}, summary="Start the appliance's services")
+def start_services(request, name: str, payload: ReasonIn | None = None):
+    require(request, roles.OPERATE, "start services")
+    appliance = appliance_or_404(name)
+    job = services.appliance_start_services(appliance=appliance, by=request.auth, reason=(payload or ReasonIn()).reason)
+    return 202, job_out(job)
+
+
 # --- jobs ---------------------------------------------------------------------------------
 @api.get("/jobs", response=list[JobOut])
 def list_jobs(request, limit: int = 50):

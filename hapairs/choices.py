@@ -82,6 +82,7 @@ class JobKind(models.TextChoices):
     FAILBACK = "failback", "Failback"
     DELETE_SECONDARY = "delete_secondary", "Delete secondary"
     RECOVER_PRIMARY = "recover_primary", "Recover primary"
+    START_SERVICES = "start_services", "Start services"
 
 
 class JobStatus(models.TextChoices):

@@ -175,6 +175,7 @@ def run(job_id: int, *, worker: str | None = None) -> str | None:
             renew_lease(job, worker, progress=floor, step=step.label or step.name)
             context = JobContext(job=job, step=step, worker=worker, progress_floor=floor, progress_span=span)
             _run_step_with_retries(context)
+            _fault_pause(job, step)
             _mark_step_done(job, worker, step, min(int(100 * done_weight / total), 99))
     except LeaseLost:
         log.warning("job %s: lease lost; another worker carries on", job.pk)
@@ -192,6 +193,14 @@ def run(job_id: int, *, worker: str | None = None) -> str | None:
     if _finish(job, worker, JobStatus.SUCCEEDED):
         services.job_succeeded_event(job=job)
     return JobStatus.SUCCEEDED
+
+
+def _fault_pause(job: Job, step: Step) -> None:
+    """Fault injection for the crash tests (DEBUG only): stall after a step has acted on the
+    agents but before it is recorded, so a test can kill the worker in the worst place."""
+    if settings.DEBUG and settings.JOB_FAULT_PAUSE_AFTER_STEP == step.name:
+        log.warning("fault injection: pausing after step %s of job %s", step.name, job.pk)
+        time.sleep(300)
 
 
 def _run_step_with_retries(context: JobContext) -> None:

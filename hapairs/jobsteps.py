@@ -229,9 +229,22 @@ register(
         Step("wait_failover_active", wait_failover_active, "Waiting for FAILOVER_ACTIVE", weight=4),
     ],
 )
+def start_primary_services(ctx: JobContext) -> None:
+    """After a switchover the primary's services are stopped: bring them back (TERMINATED)."""
+    pair = _refresh(_pair(ctx))
+    if not pair.primary_services_up:
+        _post(ctx, pair.primary, protocol.PATH_SERVICES_START, {})
+    ctx.wait_until(
+        lambda: (lambda p: p.primary_services_up and p.primary_state == HAState.TERMINATED)(_refresh(pair)),
+        timeout=settings.HA_SWITCH_TIMEOUT_SECONDS,
+        what=f"{pair.primary.name} to come back as TERMINATED",
+    )
+
+
 register(
     JobKind.FAILBACK,
     [
+        Step("start_primary", start_primary_services, "Starting the primary's services"),
         Step("check_generation", check_generation, "Checking who is in charge"),
         Step("failback_invoke", failback_invoke, "Invoking failback on the secondary"),
         Step("wait_failback", wait_failback_done, "Copying the database back to the primary", weight=4),
@@ -273,5 +286,33 @@ register(
         Step("delete_on_secondary", delete_on_secondary, "Removing the pairing on the secondary"),
         Step("delete_on_primary", delete_on_primary, "Removing the pairing on the primary"),
         Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
+    ],
+)
+
+
+# --- start an appliance's services (e.g. the primary after a switchover) ---------------------
+def start_services(ctx: JobContext) -> None:
+    appliance = Appliance.objects.get(pk=ctx.job.appliance_id)
+    _post(ctx, appliance, protocol.PATH_SERVICES_START, {})
+
+
+def wait_services_up(ctx: JobContext) -> None:
+    appliance = Appliance.objects.get(pk=ctx.job.appliance_id)
+
+    def check():
+        polling.poll([appliance.pk])
+        pairs = HAPair.objects.filter(pk=ctx.job.pair_id) if ctx.job.pair_id else []
+        for pair in pairs:
+            return pair.primary_services_up if pair.primary_id == appliance.pk else pair.secondary_services_up
+        return Appliance.objects.get(pk=appliance.pk).reachability == "reachable"
+
+    ctx.wait_until(check, timeout=settings.HA_SWITCH_TIMEOUT_SECONDS, what=f"{appliance.name}'s services")
+
+
+register(
+    JobKind.START_SERVICES,
+    [
+        Step("start_services", start_services, "Starting services"),
+        Step("wait_services_up", wait_services_up, "Waiting for the services to be up"),
     ],
 )

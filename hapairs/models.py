@@ -90,14 +90,21 @@ class Appliance(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["vip"], condition=Q(vip__isnull=False), name="appliance_vip_unique"),
+            models.UniqueConstraint(
+                fields=["vip"],
+                condition=Q(vip__isnull=False),
+                name="appliance_vip_unique",
+                violation_error_message="Another appliance already uses this virtual IP.",
+            ),
             models.CheckConstraint(
                 condition=Q(vip__isnull=True) | Q(vip_prefixlen__isnull=False),
                 name="appliance_vip_has_netmask",
+                violation_error_message="A virtual IP needs its netmask.",
             ),
             models.CheckConstraint(
                 condition=Q(vip__isnull=True) | ~Q(vip=F("hm_ip")),
                 name="appliance_vip_differs_from_hm_ip",
+                violation_error_message="The Health Monitor IP and the VIP must be different.",
             ),
         ]
 
@@ -218,6 +225,8 @@ class HAPair(models.Model):
     secondary_state = models.CharField(max_length=20, choices=HAState.choices, default=HAState.UNKNOWN)
     primary_generation = models.PositiveBigIntegerField(default=0)  # as each node reports it
     secondary_generation = models.PositiveBigIntegerField(default=0)
+    primary_services_up = models.BooleanField(default=False)  # False: stopped (failover, or by hand)
+    secondary_services_up = models.BooleanField(default=False)
     primary_reachable = models.BooleanField(default=False)
     secondary_reachable = models.BooleanField(default=False)
     primary_in_charge = models.BooleanField(default=False)  # holds the VIP, by its own report

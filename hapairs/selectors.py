@@ -144,7 +144,8 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
             "Failback will be refused for the stabilisation window (30 minutes by default).",
         ]
     else:
-        states_ok = pair.secondary_state == HAState.FAILOVER_ACTIVE and pair.primary_state == HAState.TERMINATED
+        primary_back = pair.primary_state == HAState.TERMINATED or not pair.primary_services_up
+        states_ok = pair.secondary_state == HAState.FAILOVER_ACTIVE and primary_back
         checks.append(
             Check(
                 "Secondary in charge, primary back up",
@@ -155,7 +156,10 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
                 ),
             )
         )
-        consequences = [
+        consequences = [] if pair.primary_services_up else [
+            f"The services on {p} are started first; it comes back as TERMINATED."
+        ]
+        consequences += [
             f"The database is copied back from {s} to {p}.",
             f"{p} takes the virtual IP {pair.primary.vip} back; {s} returns to standing by.",
             f"The pair's generation goes from {pair.generation} to {pair.generation + 1}.",

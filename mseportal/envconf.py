@@ -149,6 +149,7 @@ def broker_settings(url: str | None, *, var_dir: Path) -> dict[str, object]:
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(processed),
+            "control_folder": str(var_dir / "broker" / "control"),  # else Kombu writes ./control
             "store_processed": False,
             "polling_interval": 0.2,
         },

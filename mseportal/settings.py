@@ -60,6 +60,8 @@ try:
     # development fleet lives on 127.0.0.0/8; a deployment names its management network.
     JOB_LEASE_SECONDS = env_int(ENV, "MSEPORTAL_JOB_LEASE_SECONDS", 60, minimum=2)
     JOB_STEP_RETRIES = env_int(ENV, "MSEPORTAL_JOB_STEP_RETRIES", 5, minimum=1)
+    # Crash tests only (honoured with DEBUG on): stall a worker after this job step.
+    JOB_FAULT_PAUSE_AFTER_STEP = ENV.get("MSEPORTAL_FAULT_PAUSE_AFTER_STEP", "")
     # HA timings the portal hands the agents and waits for.
     HA_STABILISATION_SECONDS = env_int(ENV, "MSEPORTAL_HA_STABILISATION_SECONDS", 1800, minimum=0)
     HA_SYNC_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS", 900, minimum=5)
@@ -74,7 +76,7 @@ except ConfigError as exc:
 if not ENV.get("DATABASE_URL"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)
 if _broker["filesystem"]:
-    for _key in ("data_folder_in", "processed_folder"):
+    for _key in ("data_folder_in", "processed_folder", "control_folder"):
         Path(_broker["broker_transport_options"][_key]).mkdir(parents=True, exist_ok=True)
 
 DEFAULT_FROM_EMAIL = ENV.get("DEFAULT_FROM_EMAIL", "mseportal@localhost")

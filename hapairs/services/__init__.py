@@ -9,6 +9,7 @@ from hapairs.services._common import PORTAL, ServiceError, event_record
 from hapairs.services.appliances import appliance_add, appliance_create, appliance_discover, appliance_set_password
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
 from hapairs.services.pairs import (
+    appliance_start_services,
     ha_configure,
     ha_delete_secondary,
     ha_failback,
@@ -31,6 +32,7 @@ __all__ = [
     "appliance_create",
     "appliance_discover",
     "appliance_set_password",
+    "appliance_start_services",
     "event_record",
     "events_ingest",
     "status_record",

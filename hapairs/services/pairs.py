@@ -272,3 +272,13 @@ def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
     event_record(description=description, generated_by="mseportal", appliance=primary, job=job,
                  remarks=f"Instance {pair.instance_db_name} released on {pair.secondary.name}.")
     pair.delete()
+
+
+def appliance_start_services(*, appliance: Appliance, by: AbstractBaseUser | None = None, reason: str = ""):
+    """Start an appliance's services (the seed's "primary brought back up" after a switchover)."""
+    from hapairs.choices import JobKind
+    from hapairs.services.jobs import job_enqueue
+
+    pair = HAPair.objects.filter(primary=appliance).first() or HAPair.objects.filter(secondary=appliance).first()
+    with transaction.atomic():
+        return job_enqueue(kind=JobKind.START_SERVICES, pair=pair, appliance=appliance, by=by, reason=reason)

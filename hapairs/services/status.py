@@ -154,6 +154,8 @@ PAIR_STATUS_FIELDS = [
     "primary_generation",
     "secondary_generation",
     "primary_reachable",
+    "primary_services_up",
+    "secondary_services_up",
     "secondary_reachable",
     "primary_in_charge",
     "secondary_in_charge",
@@ -179,6 +181,7 @@ def _apply_side(pair: HAPair, side: str, node: Appliance, info: HAInfo | None, n
     other = pair.secondary if side == "primary" else pair.primary
     if info is None:
         setattr(pair, f"{side}_reachable", False)
+        setattr(pair, f"{side}_services_up", False)
         setattr(pair, f"{side}_in_charge", False)
         setattr(pair, f"{side}_state", HAState.UNKNOWN)
         return
@@ -188,10 +191,10 @@ def _apply_side(pair: HAPair, side: str, node: Appliance, info: HAInfo | None, n
         setattr(pair, f"{side}_state", HAState.UNKNOWN)
         setattr(pair, f"{side}_in_charge", False)
         return
-    state = peer.state if info.running else HAState.UNKNOWN
-    setattr(pair, f"{side}_state", state)
+    setattr(pair, f"{side}_state", peer.state)
+    setattr(pair, f"{side}_services_up", peer.running)
     setattr(pair, f"{side}_generation", peer.generation)
-    setattr(pair, f"{side}_in_charge", peer.in_charge and info.running)
+    setattr(pair, f"{side}_in_charge", peer.in_charge and peer.running)
     pair.generation = max(pair.generation, peer.generation)
     # Pair-wide figures: the node in charge knows best; otherwise whoever answered.
     if peer.in_charge or side == "secondary" or not pair.status_text:

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from hapairs import services
-from hapairs.roles import ADMIN, MONITOR, OPERATOR
+from hapairs.roles import ADMIN, MONITOR, OPERATOR, sync_groups
 
 _counter = itertools.count(1)
 
@@ -36,6 +36,11 @@ def make_appliance(db):
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(role: str, username: str | None = None, password: str = "pw-for-tests-1"):
+        if not Group.objects.filter(name=role).exists():
+            # transactional tests flush the tables, groups from the data migration included
+            from django.apps import apps
+
+            sync_groups(apps)
         user = django_user_model.objects.create_user(
             username=username or role.lower(), password=password, is_staff=role == ADMIN, is_superuser=False
         )

@@ -1,0 +1,265 @@
+"""End to end: real agent processes, a real Celery worker, the REST API, the test database.
+
+add → configure HA → Active; switchover → FAILOVER_ACTIVE; failback refused inside the
+stabilisation window and allowed after it; 2:1 on a 3355; a worker killed mid-job.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import time
+
+import pytest
+from django.core.management import call_command
+
+from hapairs.models import HAEvent, HAPair, Job
+from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+STABILISATION = 8  # seconds, instead of 30 minutes
+_subnets = itertools.count(40)
+
+
+@pytest.fixture
+def subnet():
+    """A fresh 127.x.y.0/24 per test, so agents of a previous test never answer."""
+    return f"127.61.{next(_subnets) % 200 + 10}"
+
+
+@pytest.fixture
+def worker(tmp_path, live_server):
+    started = Worker(
+        tmp_path,
+        {
+            "MSEPORTAL_INGEST_URL": f"{live_server.url}/api/v1/ingest/events",
+            "MSEPORTAL_HA_STABILISATION_SECONDS": str(STABILISATION),
+            "MSEPORTAL_JOB_LEASE_SECONDS": "3",
+            "MSEPORTAL_RESUME_SECONDS": "1",
+            "MSEPORTAL_POLL_SECONDS": "2",
+            "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90",
+        },
+    ).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def api(client, operator_user, admin_user_):
+    def token(user):
+        out = io.StringIO()
+        call_command("api_token", user.username, stdout=out)
+        return out.getvalue().strip().splitlines()[-1]
+
+    tokens = {"operator": token(operator_user), "admin": token(admin_user_)}
+
+    def call(method, path, body=None, as_="operator"):
+        response = getattr(client, method)(
+            f"/api/v1{path}",
+            data=json.dumps(body) if body is not None else None,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {tokens[as_]}",
+        )
+        return response
+
+    return call
+
+
+def wait_job(api, job_id, *, timeout=120, worker=None):
+    def finished():
+        body = api("get", f"/jobs/{job_id}").json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    try:
+        body = wait_for(finished, timeout=timeout, every=0.3, what=f"job {job_id}")
+    except AssertionError:
+        if worker:
+            print(worker.tail())
+        raise
+    assert body["status"] == "succeeded", (body["error"], body, worker.tail() if worker else "")
+    return body
+
+
+def add(api, name, ip, password):
+    response = api("post", "/appliances", {"name": name, "ip": ip, "password": password}, as_="admin")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, api):
+    # Given two 3355 agents, as in the seed's direct-connect scenario
+    p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
+    farm = AgentFarm(
+        tmp_path,
+        node_toml("mse3355-1", "3355", "primary", p_ip, "pw-primary", vip=vip)
+        + node_toml("mse3355-2", "3355", "secondary", s_ip, "pw-secondary"),
+        port=8001,
+    ).start()
+    try:
+        # When the operator adds the primary (the portal discovers it)
+        found = add(api, "mse3355-1", p_ip, "pw-primary")
+        assert (found["device_type"], found["version"], found["vip"]) == ("3355", "7.2.103.0", vip)
+
+        # and configures HA with the secondary's name, IP and password
+        response = api("post", "/appliances/mse3355-1/ha", {
+            "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-secondary",
+            "failover_type": "manual", "failback_type": "manual", "long_failover_wait": 10,
+        })
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+
+        # Then the pair is Active, with the seed's events in the seed's order
+        status = api("get", "/appliances/mse3355-1/ha").json()
+        assert status["status"] == "Active", status
+        assert (status["primary_state"], status["secondary_state"]) == ("PRIMARY_ACTIVE", "SECONDARY_ACTIVE")
+        assert status["heartbeats"] == "Up" and status["data_replication"] == "Up"
+        assert status["mean_heartbeat_response_ms"] is not None
+        pair = HAPair.objects.get()
+        # When the operator switches over
+        response = api("post", "/appliances/mse3355-1/ha/switchover", {"reason": "maintenance test"})
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+        status = api("get", "/appliances/mse3355-1/ha").json()
+        # Then the secondary is in charge
+        assert status["secondary_state"] == "FAILOVER_ACTIVE"
+        assert status["status"] == "Instance is in failover active state"
+        assert status["generation"] >= 2
+
+        # When the operator brings the primary back up, it is TERMINATED (the secondary keeps charge)
+        response = api("post", "/appliances/mse3355-1/services/start", {"reason": "primary repaired"})
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+        wait_for(lambda: api("get", "/appliances/mse3355-1/ha").json()["primary_state"] == "TERMINATED",
+                 timeout=30, what="the primary to come back as TERMINATED")
+
+        # And a failback right away is refused, saying when it will be allowed
+        response = api("post", "/appliances/mse3355-1/ha/failback", {"reason": "too early"})
+        assert response.status_code == 409
+        assert "allowed from" in response.json()["detail"]
+
+        # After the window, failback brings the primary back in charge
+        allowed_at = HAPair.objects.get().switch_allowed_at
+        time.sleep(max(0.0, (allowed_at.timestamp() - time.time())) + 1.5)  # the agents report whole seconds
+        response = api("post", "/appliances/mse3355-1/ha/failback", {"reason": "back to normal"})
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+        wait_for(
+            lambda: (lambda s: s["primary_state"] == "PRIMARY_ACTIVE" and s["secondary_state"] == "SECONDARY_ACTIVE")(
+                api("get", "/appliances/mse3355-1/ha").json()
+            ),
+            timeout=60,
+            what="PRIMARY_ACTIVE / SECONDARY_ACTIVE after failback",
+        )
+
+        # And each node's events of the pairing came in the seed's order
+        seed_order = [
+            "Configuration successfully created",
+            "Primary and secondary server synchronization in progress",
+            "Heartbeats have been setup successfully",
+            "Active",
+        ]
+        for node in ("mse3355-1", "mse3355-2"):
+            descriptions = list(
+                HAEvent.objects.filter(pair=pair, appliance__name=node, seq__isnull=False)
+                .order_by("seq").values_list("description", flat=True)
+            )
+            seen = [text for text in descriptions if text in seed_order]
+            assert list(dict.fromkeys(seen)) == seed_order, (node, descriptions)
+
+    finally:
+        farm.stop()
+
+
+def test_2_to_1_on_a_3355(tmp_path, subnet, worker, api):
+    s_ip = f"{subnet}.16"
+    farm = AgentFarm(
+        tmp_path,
+        node_toml("mse3310", "3310", "primary", f"{subnet}.17", "pw-3310", vip=f"{subnet}.18")
+        + node_toml("mse3350", "3350", "primary", f"{subnet}.22", "pw-3350", vip=f"{subnet}.21")
+        + node_toml("mse3355-2", "3355", "secondary", s_ip, "pw-3355"),
+        port=8001,
+    ).start()
+    try:
+        add(api, "mse3310", f"{subnet}.17", "pw-3310")
+        add(api, "mse3350", f"{subnet}.22", "pw-3350")
+        jobs = []
+        for primary in ("mse3310", "mse3350"):
+            response = api("post", f"/appliances/{primary}/ha", {
+                "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-3355",
+            })
+            assert response.status_code == 202, response.content
+            jobs.append(response.json()["id"])
+        for job_id in jobs:
+            wait_job(api, job_id, worker=worker)
+        pairs = {p.primary.name: p for p in HAPair.objects.select_related("primary")}
+        assert pairs["mse3310"].instance_db_name == "mseos3" and pairs["mse3350"].instance_db_name == "mseos4"
+        for primary in ("mse3310", "mse3350"):
+            status = api("get", f"/appliances/{primary}/ha").json()
+            assert status["status"] == "Active", status
+        # a third primary is refused by the rules before any agent is touched
+        response = api("post", "/appliances/mse3310/ha", {
+            "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-3355",
+        })
+        assert response.status_code == 400
+    finally:
+        farm.stop()
+
+
+@pytest.fixture
+def stalling_worker(tmp_path, live_server):
+    """A worker that stalls after the switchover's invoke step has reached the agent."""
+    started = Worker(
+        tmp_path,
+        {
+            "MSEPORTAL_INGEST_URL": f"{live_server.url}/api/v1/ingest/events",
+            "MSEPORTAL_JOB_LEASE_SECONDS": "3",
+            "MSEPORTAL_RESUME_SECONDS": "1",
+            "MSEPORTAL_POLL_SECONDS": "2",
+            "MSEPORTAL_FAULT_PAUSE_AFTER_STEP": "switchover_invoke",
+        },
+    ).start()
+    yield started
+    started.stop()
+
+
+def test_a_worker_killed_mid_switchover_finishes_the_job_once(tmp_path, subnet, stalling_worker, api, live_server):
+    worker = stalling_worker
+    p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
+    farm = AgentFarm(
+        tmp_path,
+        node_toml("p1", "3355", "primary", p_ip, "pw-p", vip=vip) + node_toml("s1", "3355", "secondary", s_ip, "pw-s"),
+        port=8001,
+    ).start()
+    try:
+        add(api, "p1", p_ip, "pw-p")
+        response = api("post", "/appliances/p1/ha", {"secondary_name": "s1", "secondary_ip": s_ip, "secondary_password": "pw-s"})
+        wait_job(api, response.json()["id"], worker=worker)
+
+        # When the worker is killed with SIGKILL once the switchover has been invoked
+        response = api("post", "/appliances/p1/ha/switchover", {"reason": "crash test"})
+        job_id = response.json()["id"]
+        wait_for(lambda: "pausing after step switchover_invoke" in worker.tail(), timeout=30, every=0.05,
+                 what="the invoke step to reach the agent")
+        worker.kill()
+        job = Job.objects.get(pk=job_id)
+        assert job.status == "running" and job.steps_done == ["check_generation"]
+
+        # Then a restarted worker resumes it and it finishes
+        env = {k: v for k, v in worker.env.items() if k.startswith("MSEPORTAL_") and "FAULT" not in k}
+        env["MSEPORTAL_FAULT_PAUSE_AFTER_STEP"] = ""
+        restarted = Worker(tmp_path, env).start()
+        try:
+            body = wait_job(api, job_id, worker=restarted, timeout=90)
+        finally:
+            restarted.stop()
+        assert body["steps_done"] == ["check_generation", "switchover_invoke", "wait_failover_active"]
+        assert Job.objects.get(pk=job_id).attempts == 2
+        # the agent acted once: one failover in its event log, no duplicate events stored
+        invoked = HAEvent.objects.filter(description="Failover invoked; shutting down primary instance")
+        assert invoked.filter(appliance__name="s1").count() == 1
+        seqs = list(HAEvent.objects.filter(seq__isnull=False).values_list("appliance_id", "seq"))
+        assert len(seqs) == len(set(seqs))
+    finally:
+        farm.stop()
