@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Callable
 
 from django.conf import settings
+from django.db import OperationalError
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -215,10 +216,11 @@ def _run_step_with_retries(context: JobContext) -> None:
             raise StepFailed(exc.message) from None
         except agent_client.AgentBadReply as exc:
             raise StepFailed(exc.message) from None
-        except agent_client.AgentUnavailable as exc:
+        except (agent_client.AgentUnavailable, OperationalError) as exc:
+            message = getattr(exc, "message", None) or f"database busy ({type(exc).__name__})"
             if attempt == attempts:
-                raise StepFailed(f"{exc.message} (gave up after {attempts} attempts)") from None
-            log.info("job %s step %s: %s; retrying in %.1f s", context.job.pk, context.step.name, exc.message, delay)
+                raise StepFailed(f"{message} (gave up after {attempts} attempts)") from None
+            log.info("job %s step %s: %s; retrying in %.1f s", context.job.pk, context.step.name, message, delay)
             renew_lease(context.job, context.worker)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

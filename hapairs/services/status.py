@@ -47,6 +47,9 @@ def events_ingest(*, appliance: Appliance, events: list[AgentEvent]) -> int:
     """Store agent events once each; returns how many were new."""
     if not events:
         return 0
+    # Lock order (appliance rows by pk, then pairs, then events) is the same as the
+    # poller's, so concurrent pushes and polls queue up instead of deadlocking.
+    Appliance.objects.select_for_update().filter(pk=appliance.pk).first()
     pairs = _pairs_of(appliance)
     rows = []
     for event in events:
@@ -97,7 +100,7 @@ def status_record(results: list[PollResult]) -> None:
     now = timezone.now()
     by_id = {result.appliance_id: result for result in results}
     with transaction.atomic():
-        appliances = {a.pk: a for a in Appliance.objects.filter(pk__in=by_id)}
+        appliances = {a.pk: a for a in Appliance.objects.select_for_update().filter(pk__in=by_id).order_by("pk")}
         changed_appliances = []
         for appliance_id, result in by_id.items():
             appliance = appliances.get(appliance_id)
@@ -117,9 +120,10 @@ def status_record(results: list[PollResult]) -> None:
             changed_appliances, ["reachability", "last_seen_at", "last_polled_at", "generation", "ha_state"], batch_size=500
         )
         pairs = list(
-            HAPair.objects.select_related("primary", "secondary").filter(
-                Q(primary_id__in=by_id) | Q(secondary_id__in=by_id)
-            )
+            HAPair.objects.select_for_update(of=("self",))
+            .select_related("primary", "secondary")
+            .filter(Q(primary_id__in=by_id) | Q(secondary_id__in=by_id))
+            .order_by("pk")
         )
         split_brains = []
         for pair in pairs:
