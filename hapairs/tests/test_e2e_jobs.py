@@ -198,6 +198,14 @@ def test_2_to_1_on_a_3355(tmp_path, subnet, worker, api):
         for primary in ("mse3310", "mse3350"):
             status = api("get", f"/appliances/{primary}/ha").json()
             assert status["status"] == "Active", status
+        # the secondary's gethainfo, through the portal, shows both instances as in the seed
+        text = api("get", "/appliances/mse3355-2/hainfo").content.decode()
+        assert "Health Monitor is running. Retrieving HA related information" in text
+        assert "Server role: Secondary" in text and "Number of paired peers: 2" in text
+        assert "Instance database name: mseos3" in text and "Instance database name: mseos4" in text
+        assert text.count("Current state: SECONDARY_ACTIVE") == 2
+        server = api("get", "/appliances/mse3355-2/serverinfo").content.decode()
+        assert "DORMANT" in server
         # a third primary is refused by the rules before any agent is touched
         response = api("post", "/appliances/mse3310/ha", {
             "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-3355",

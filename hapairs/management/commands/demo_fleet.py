@@ -1,0 +1,83 @@
+"""Register the demo fleet's appliances and pair them, through the same services the UI uses.
+
+`make run` starts the agents of ``fleet/demo.toml`` and then this command, which waits
+for them, adds every appliance (the portal discovers each one over its signed API) and
+configures the pairs listed in ``fleet/demo-paired.toml``. Re-running it changes
+nothing that is already there. Development only (the fleet's passwords are public).
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from hapairs import services
+from hapairs.models import Appliance, HAPair
+from nodeagent.config import ConfigError, load_fleet
+
+
+class Command(BaseCommand):
+    help = "Register and pair the demo fleet (DEBUG only)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--fleet", default="fleet/demo.toml", help="the agents' fleet file (nodes)")
+        parser.add_argument("--pairs", default="fleet/demo-paired.toml", help="a fleet file whose [[pair]]s to configure")
+        parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the agents to answer")
+
+    def handle(self, *args, fleet: str, pairs: str, wait: float, **options):
+        if not settings.DEBUG:
+            raise CommandError("The demo fleet's passwords are public: it is registered only with DEBUG=1.")
+        if wait < 0:
+            raise CommandError("--wait must be zero or more seconds.")
+        try:
+            nodes = load_fleet(fleet).nodes
+            wanted_pairs = load_fleet(pairs).pairs
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        by = get_user_model().objects.filter(username="admin").first()
+
+        for node in nodes.values():
+            if Appliance.objects.filter(name=node.name).exists():
+                continue
+            appliance = self._add_when_up(node, wait=wait, by=by)
+            self.stdout.write(f"added {appliance.name} ({appliance.get_device_type_display()}, {appliance.hm_ip})")
+
+        for declared in wanted_pairs:
+            primary = Appliance.objects.filter(name=declared.primary).first()
+            secondary_node = nodes.get(declared.secondary)
+            if primary is None or secondary_node is None:
+                self.stdout.write(f"skipped {declared.primary} → {declared.secondary}: not in {fleet}")
+                continue
+            if HAPair.objects.filter(primary=primary).exists():
+                continue
+            config = declared.config
+            try:
+                _pair, job = services.ha_configure(
+                    primary=primary,
+                    secondary_name=secondary_node.name,
+                    secondary_ip=secondary_node.hm_ip,
+                    secondary_password=secondary_node.password,
+                    failover_type=config.failover_type.value.lower(),
+                    failback_type=config.failback_type.value.lower(),
+                    failover_wait=int(config.failover_wait),
+                    by=by,
+                    reason="demo fleet",
+                )
+            except services.ServiceError as exc:
+                self.stdout.write(f"not paired {primary.name} → {secondary_node.name}: {exc.message}")
+                continue
+            self.stdout.write(f"pairing {primary.name} → {secondary_node.name} (job #{job.pk})")
+        self.stdout.write("Demo fleet ready: open http://127.0.0.1:8000/")
+
+    def _add_when_up(self, node, *, wait: float, by):
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return services.appliance_add(name=node.name, ip=node.hm_ip, password=node.password, by=by)
+            except services.ServiceError as exc:
+                if "Cannot reach" not in exc.message or time.monotonic() > deadline:
+                    raise CommandError(f"{node.name}: {exc.message}") from None
+                time.sleep(0.5)
