@@ -1,0 +1,157 @@
+"""Agent replies are checked before use, and signed event pushes are stored once each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hapairs import agent_client, agent_replies, services
+from hapairs.models import HAEvent
+from nodeagent import protocol
+
+PATH = "/api/v1/ingest/events"
+
+
+def event(seq, description="Active", peer="127.10.10.16", **extra):
+    return {"seq": seq, "description": description, "generated_by": "Primary",
+            "timestamp": "2026-11-25T06:00:00Z", "remarks": "", "generation": 1, "peer": peer, **extra}
+
+
+# --- replies ------------------------------------------------------------------------------
+def test_a_good_ha_info_is_parsed():
+    info = agent_replies.parse_ha_info(
+        {"node": "p", "running": True, "role": "primary", "generation": 3,
+         "peers": [{"hm_ip": "127.10.10.16", "state": "PRIMARY_ACTIVE", "heartbeat": "Up",
+                    "data_replication": "Setting up", "sync_percent": 66, "mean_heartbeat_ms": 0.8,
+                    "generation": 3, "in_charge": True, "status": "x", "allowed_switch_at": None}]},
+        source="p",
+    )
+    peer = info.peer("127.10.10.16")
+    assert (peer.state, peer.heartbeat, peer.replication, peer.sync_percent) == ("PRIMARY_ACTIVE", "up", "setting_up", 66)
+
+
+@pytest.mark.parametrize(
+    "reply,complaint",
+    [
+        ([], "not a JSON object"),
+        ({"peers": "x"}, "“peers” should be a list"),
+        ({"peers": [{"hm_ip": "127.0.0.1", "state": "HAPPY"}]}, "not an HA state"),
+        ({"peers": [{"hm_ip": "nope", "state": "PRIMARY_ACTIVE"}]}, "“hm_ip” should be an IPv4 address"),
+        ({"peers": [{"hm_ip": "127.0.0.1", "sync_percent": 101}]}, "“sync_percent”"),
+        ({"peers": [{"hm_ip": "127.0.0.1", "sync_percent": True}]}, "“sync_percent”"),
+        ({"peers": [{"hm_ip": "127.0.0.1", "in_charge": "yes"}]}, "“in_charge”"),
+        ({"peers": [{"hm_ip": "127.0.0.1", "mean_heartbeat_ms": "fast"}]}, "milliseconds"),
+        ({"peers": [{"hm_ip": "127.0.0.1", "allowed_switch_at": "tomorrow"}]}, "ISO 8601"),
+        ({"running": "yes"}, "“running”"),
+        ({"peers": [{}, {}, {}]}, "at most two"),
+    ],
+)
+def test_a_malformed_ha_info_is_refused_naming_the_field(reply, complaint):
+    with pytest.raises(agent_client.AgentBadReply) as caught:
+        agent_replies.parse_ha_info(reply, source="mse1")
+    assert complaint in caught.value.message and caught.value.message.startswith("mse1 sent an unexpected reply")
+
+
+@pytest.mark.parametrize(
+    "reply,complaint",
+    [
+        ({"device_type": "3399", "version": "8.0.110.0", "hm_ip": "127.0.0.1"}, "device type '3399'"),
+        ({"device_type": "3355", "version": "eight", "hm_ip": "127.0.0.1"}, "version 'eight'"),
+        ({"device_type": "3355", "version": "8.0.110.0", "hm_ip": "127.0.0.1", "role": "boss"}, "role 'boss'"),
+        ({"device_type": "3355", "version": "8.0.110.0", "hm_ip": "127.0.0.1", "netmask": "255.0.255.0"}, "netmask"),
+        ({"device_type": "3355", "version": "8.0.110.0", "hm_ip": "127.0.0.1", "services": {}}, "“services”"),
+        ({"version": "8.0.110.0", "hm_ip": "127.0.0.1"}, "“device_type” should be text"),
+    ],
+)
+def test_a_malformed_server_info_is_refused(reply, complaint):
+    with pytest.raises(agent_client.AgentBadReply) as caught:
+        agent_replies.parse_server_info(reply, source="mse1")
+    assert complaint in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "events,complaint",
+    [
+        ({}, "“events” should be a list"),
+        ([event(0)], "“seq”"),
+        ([event(1, timestamp=None)], "no timestamp"),
+        ([{**event(1), "description": 7}], "“description”"),
+    ],
+)
+def test_malformed_events_are_refused(events, complaint):
+    with pytest.raises(agent_client.AgentBadReply, match=complaint):
+        agent_replies.parse_events(events, source="mse1")
+
+
+# --- the signed push endpoint --------------------------------------------------------------------
+@pytest.fixture
+def sender(make_appliance):
+    primary = make_appliance(name="p", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24, password="pw-p")
+    secondary = make_appliance(name="s", hm_ip="127.10.10.16", password="pw-s")
+    services.ha_pair_create(primary=primary, secondary=secondary)
+    return primary
+
+
+def push(client, body, *, password="pw-p", headers_override=None):
+    raw = json.dumps(body).encode()
+    headers = protocol.sign_request(password, "POST", PATH, raw)
+    headers.update(headers_override or {})
+    extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+    return client.post(PATH, data=raw, content_type="application/json", **extra), headers
+
+
+@pytest.mark.django_db
+def test_a_signed_push_is_stored_once_even_if_sent_twice(client, sender, django_capture_on_commit_callbacks):
+    body = {"node": "p", "hm_ip": "127.10.10.15", "events": [event(1, "Configuration successfully created"), event(2)]}
+    with django_capture_on_commit_callbacks():
+        first, _ = push(client, body)
+        second, _ = push(client, body)  # a fresh signature, the same events
+    assert first.status_code == 200 and first.json() == {"stored": 2}
+    assert second.status_code == 200 and second.json() == {"stored": 0}
+    stored = HAEvent.objects.filter(appliance=sender, seq__isnull=False)
+    assert stored.count() == 2 and all(e.pair_id for e in stored)
+    sender.refresh_from_db()
+    assert sender.last_event_seq == 2
+
+
+@pytest.mark.django_db
+def test_a_replayed_push_is_refused(client, sender):
+    body = {"node": "p", "hm_ip": "127.10.10.15", "events": [event(1)]}
+    first, headers = push(client, body)
+    assert first.status_code == 200
+    again, _ = push(client, body, headers_override=headers)
+    assert again.status_code == 401
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "password,hm_ip,expected",
+    [("wrong-password", "127.10.10.15", 401), ("pw-p", "127.99.99.99", 401)],
+)
+def test_bad_signatures_and_unknown_senders_are_refused_and_store_nothing(client, sender, password, hm_ip, expected):
+    response, _ = push(client, {"node": "p", "hm_ip": hm_ip, "events": [event(1)]}, password=password)
+    assert response.status_code == expected
+    assert not HAEvent.objects.filter(seq__isnull=False).exists()
+
+
+@pytest.mark.django_db
+def test_an_unsigned_push_is_refused(client, sender):
+    response = client.post(PATH, data=json.dumps({"hm_ip": "127.10.10.15", "events": []}), content_type="application/json")
+    assert response.status_code == 401
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"hm_ip": 5}'])
+def test_garbage_is_a_4xx(client, sender, raw):
+    headers = protocol.sign_request("pw-p", "POST", PATH, raw)
+    extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+    response = client.post(PATH, data=raw, content_type="application/json", **extra)
+    assert 400 <= response.status_code < 500
+
+
+@pytest.mark.django_db
+def test_malformed_events_in_a_signed_push_are_400_and_store_nothing(client, sender):
+    response, _ = push(client, {"node": "p", "hm_ip": "127.10.10.15", "events": [event(1), {"seq": "x"}]})
+    assert response.status_code == 400
+    assert not HAEvent.objects.filter(seq__isnull=False).exists()
