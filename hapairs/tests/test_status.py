@@ -1,0 +1,72 @@
+"""Status records: states per node, pair-wide figures, split brain, unreachable nodes."""
+
+from __future__ import annotations
+
+import pytest
+
+from hapairs import services
+from hapairs.agent_replies import HAInfo, PeerStatus
+from hapairs.models import HAEvent, HAPair
+from hapairs.services.status import PollResult, status_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def pair(make_appliance):
+    primary = make_appliance(name="p", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24)
+    secondary = make_appliance(name="s", hm_ip="127.10.10.16")
+    return services.ha_pair_create(primary=primary, secondary=secondary)
+
+
+def info(peer_ip, state, *, in_charge, generation=1, sync=100, heartbeat="up", replication="up", status="Active"):
+    return HAInfo(node="n", running=True, role="", generation=generation, peers=[PeerStatus(
+        peer_hm_ip=peer_ip, state=state, running=True, heartbeat=heartbeat, replication=replication, sync_percent=sync,
+        mean_heartbeat_ms=0.7, generation=generation, in_charge=in_charge, status=status, allowed_switch_at=None,
+        instance_db_name="mseos3",
+    )])
+
+
+def test_a_healthy_pair_is_recorded(pair):
+    status_record([
+        PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)),
+        PollResult(pair.secondary_id, info("127.10.10.15", "SECONDARY_ACTIVE", in_charge=False)),
+    ])
+    pair.refresh_from_db()
+    assert (pair.primary_state, pair.secondary_state, pair.heartbeat, pair.replication) == (
+        "PRIMARY_ACTIVE", "SECONDARY_ACTIVE", "up", "up")
+    assert pair.mean_heartbeat_ms == 0.7 and not pair.split_brain
+    pair.primary.refresh_from_db()
+    assert pair.primary.reachability == "reachable"
+
+
+def test_both_nodes_in_charge_is_a_split_brain_raised_once_with_the_remedy(pair):
+    both = [
+        PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)),
+        PollResult(pair.secondary_id, info("127.10.10.15", "FAILOVER_ACTIVE", in_charge=True, generation=2)),
+    ]
+    status_record(both)
+    status_record(both)
+    pair.refresh_from_db()
+    assert pair.split_brain
+    alerts = HAEvent.objects.filter(pair=pair, severity="critical")
+    assert alerts.count() == 1
+    assert "take the VIP down on the secondary" in alerts.get().remarks
+    # resolved: one in charge again
+    status_record([PollResult(pair.secondary_id, info("127.10.10.15", "SECONDARY_ACTIVE", in_charge=False))])
+    pair.refresh_from_db()
+    assert not pair.split_brain
+
+
+def test_an_unreachable_node_is_recorded_as_such(pair):
+    status_record([PollResult(pair.primary_id, None, error="refused")])
+    pair.refresh_from_db()
+    pair.primary.refresh_from_db()
+    assert pair.primary.reachability == "unreachable"
+    assert not pair.primary_reachable and pair.primary_state == "UNKNOWN"
+
+
+def test_the_generation_only_grows(pair):
+    status_record([PollResult(pair.secondary_id, info("127.10.10.15", "FAILOVER_ACTIVE", in_charge=True, generation=5))])
+    status_record([PollResult(pair.primary_id, info("127.10.10.16", "TERMINATED", in_charge=False, generation=4))])
+    assert HAPair.objects.get(pk=pair.pk).generation == 5
