@@ -271,3 +271,39 @@ def test_a_worker_killed_mid_switchover_finishes_the_job_once(tmp_path, subnet, 
         assert len(seqs) == len(set(seqs))
     finally:
         farm.stop()
+
+
+def test_an_automatic_failover_by_the_agents_reaches_the_portal_with_its_time(tmp_path, subnet, worker, api):
+    # Given a pair whose nodes run in separate processes, with automatic failover after 3 s
+    p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
+    (tmp_path / "p").mkdir()
+    (tmp_path / "s").mkdir()
+    primary_farm = AgentFarm(tmp_path / "p", node_toml("auto-p", "3355", "primary", p_ip, "pw-p", vip=vip), port=8001).start()
+    secondary_farm = AgentFarm(tmp_path / "s", node_toml("auto-s", "3355", "secondary", s_ip, "pw-s"), port=8001).start()
+    try:
+        add(api, "auto-p", p_ip, "pw-p")
+        response = api("post", "/appliances/auto-p/ha", {
+            "secondary_name": "auto-s", "secondary_ip": s_ip, "secondary_password": "pw-s",
+            "failover_type": "automatic", "failback_type": "manual", "long_failover_wait": 3,
+        })
+        wait_job(api, response.json()["id"], worker=worker)
+
+        # When the primary dies
+        killed_at = time.time()
+        primary_farm.process.kill()
+        primary_farm.process.wait(timeout=10)
+
+        # Then the portal learns of the failover from the secondary, timed when it happened
+        event = wait_for(
+            lambda: HAEvent.objects.filter(appliance__name="auto-s", description="Instance is in failover active state").first(),
+            timeout=30, what="the failover event from the secondary",
+        )
+        assert killed_at + 2 <= event.timestamp.timestamp() <= killed_at + 15
+        wait_for(lambda: api("get", "/appliances/auto-p/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
+                 timeout=20, what="the portal to record FAILOVER_ACTIVE")
+        status = api("get", "/appliances/auto-p/ha").json()
+        assert any(e["description"] == "Instance is in failover active state" for e in status["events"])
+        wait_for(lambda: HAPair.objects.get().primary_reachable is False, timeout=20, what="the primary unreachable")
+    finally:
+        primary_farm.stop()
+        secondary_farm.stop()
