@@ -1,0 +1,414 @@
+"""Command line: serve · farm · setup · gethainfo · getserverinfo.
+
+Errors (bad flags, bad fleet files, unreachable nodes) print one clear line on stderr and
+exit non-zero; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from .client import AgentClient, AgentError
+from .config import ConfigError, DEVICE_TYPES, Fleet, NodeConfig, load_fleet
+from .hastate import PairHA
+from .output import format_hainfo, format_serverinfo
+from .protocol import DEFAULT_PORT, PATH_HA_INFO, PATH_SERVER_INFO, Role, instance_names
+from .store import StateDir, read_json
+
+EXIT_USAGE = 2
+EXIT_FAIL = 1
+
+ROLE_SWITCH_REFUSAL = (
+    "*** User has switched roles for this MSE. MSE must be stopped before switching roles.\n"
+    "*** Please stop MSE and then re-run setup.sh.\n"
+    "ERROR: One or more of the requested configurations was not applied."
+)
+
+
+class CliError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message, exit 2
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m nodeagent", description="MSE Health Monitor (node agent)")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+
+    s = sub.add_parser("serve", help="run one node")
+    s.add_argument("--fleet", help="fleet TOML file (node identity and declared pairs)")
+    s.add_argument("--node", help="node name in the fleet file")
+    s.add_argument("--state-dir", help="state directory (default var/nodeagent/NAME)")
+    s.add_argument("--port", type=int, help=f"HM/service port (default from the fleet, else {DEFAULT_PORT})")
+    s.add_argument("--allow-short-wait", action="store_true", help="tests only: allow a failover wait below 2 s")
+    s.add_argument("--log-level", default="WARNING")
+
+    f = sub.add_parser("farm", help="run every node of a fleet file in one process")
+    f.add_argument("--fleet", required=True)
+    f.add_argument("--state-root", help="parent of the state directories (default var/nodeagent)")
+    f.add_argument("--port", type=int)
+    f.add_argument("--allow-short-wait", action="store_true")
+    f.add_argument("--log-level", default="WARNING")
+    f.add_argument("--ready-file", help="write this file once every node listens")
+
+    st = sub.add_parser("setup", help="the set-up wizard (interactive, or with flags and --yes)")
+    st.add_argument("--state-dir", help="state directory (default var/nodeagent/NAME)")
+    st.add_argument("--name", help="host name")
+    st.add_argument("--domain")
+    st.add_argument("--role", choices=["1", "2", "primary", "secondary"])
+    st.add_argument("--type", dest="device_type", choices=DEVICE_TYPES)
+    st.add_argument("--version")
+    st.add_argument("--hm-ip", help="Health Monitor interface address")
+    st.add_argument("--direct-connect", help="direct connect interface address, or none")
+    st.add_argument("--vip")
+    st.add_argument("--netmask")
+    st.add_argument("--recovery", choices=["yes", "no"])
+    st.add_argument("--password")
+    st.add_argument("--timezone")
+    st.add_argument("--ntp")
+    st.add_argument("--dns")
+    st.add_argument("--port", type=int)
+    st.add_argument("--yes", action="store_true", help="apply without asking (non-interactive)")
+
+    for name in ("gethainfo", "getserverinfo"):
+        g = sub.add_parser(name, help=f"print {name} as the appliance does")
+        g.add_argument("--fleet")
+        g.add_argument("--node")
+        g.add_argument("--state-dir")
+        g.add_argument("--host", help="HM IP of a running node (with --password)")
+        g.add_argument("--password")
+        g.add_argument("--port", type=int)
+        g.add_argument("--timeout", type=float, default=3.0)
+    return p
+
+
+# ---------------------------------------------------------------- helpers
+def _fleet(path: str | None, allow_short_wait: bool = False) -> Fleet | None:
+    if not path:
+        return None
+    return load_fleet(path, allow_short_wait=allow_short_wait)
+
+
+def declared_pairs(fleet: Fleet, name: str):
+    out = []
+    me = fleet.node(name)
+    for d in fleet.pairs_of(name):
+        peer_cfg = fleet.node(d.secondary if d.primary == name else d.primary)
+        peer = {
+            "name": peer_cfg.name, "hm_ip": peer_cfg.hm_ip, "password": peer_cfg.password,
+            "version": peer_cfg.version, "udi": peer_cfg.udi, "device_type": peer_cfg.device_type,
+            "vip": peer_cfg.vip, "netmask": peer_cfg.netmask, "direct_connect": peer_cfg.direct_connect,
+            "port": peer_cfg.port,
+        }
+        import copy
+        out.append((peer, copy.deepcopy(d.config)))
+    del me
+    return out
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _logging(level: str) -> None:
+    lv = getattr(logging, str(level).upper(), None)
+    if not isinstance(lv, int):
+        raise CliError(f"unknown log level {level!r}")
+    logging.basicConfig(level=lv, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+# ---------------------------------------------------------------- serve / farm
+async def _run(nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: bool, ready_file: str | None = None) -> int:
+    from .node import Node
+    from .server import NodeServer
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=8))
+    servers: list[NodeServer] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for cfg, sd, pairs in nodes:
+            node = Node(cfg, sd, session=session, allow_short_wait=allow_short_wait)
+            node.load(pairs)
+            srv = NodeServer(node)
+            try:
+                await srv.start()
+            except OSError as e:
+                await srv.close()
+                raise CliError(f"node {cfg.name}: cannot listen on {cfg.hm_ip}:{cfg.port}: {e.strerror or e}") from None
+            servers.append(srv)
+            (sd / "agent.pid").write_text(str(os.getpid()))
+        if ready_file:
+            Path(ready_file).write_text(str(len(servers)))
+        print(f"nodeagent: {len(servers)} node(s) running "
+              f"({', '.join(f'{s.node.cfg.name}@{s.node.cfg.hm_ip}:{s.node.cfg.port}' for s in servers[:5])}"
+              f"{', ...' if len(servers) > 5 else ''})", file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(s.close(graceful=stop.is_set()) for s in servers), return_exceptions=True)
+        for cfg, sd, _ in nodes:
+            try:
+                (sd / "agent.pid").unlink()
+            except FileNotFoundError:
+                pass
+        await session.close()
+    return 0
+
+
+def cmd_serve(a) -> int:
+    _logging(a.log_level)
+    fleet = _fleet(a.fleet, a.allow_short_wait)
+    if fleet is not None:
+        if not a.node:
+            raise CliError("--node NAME is required with --fleet")
+        cfg = fleet.node(a.node)
+        pairs = declared_pairs(fleet, a.node)
+    else:
+        if not a.state_dir:
+            raise CliError("give --fleet FILE --node NAME, or --state-dir DIR of a node set up with `setup`")
+        saved = read_json(Path(a.state_dir) / "config.json")
+        if not saved:
+            raise CliError(f"{a.state_dir} has no config.json; run `python -m nodeagent setup --state-dir {a.state_dir}` first")
+        cfg = NodeConfig.from_dict(saved).validate()
+        pairs = []
+    if a.port:
+        cfg.port = a.port
+    sd = Path(a.state_dir) if a.state_dir else Path.cwd() / "var" / "nodeagent" / cfg.name
+    _check_not_running(sd)
+    return asyncio.run(_run([(cfg, sd, pairs)], allow_short_wait=a.allow_short_wait))
+
+
+def _check_not_running(sd: Path) -> None:
+    pidf = sd / "agent.pid"
+    try:
+        pid = int(pidf.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    if pid != os.getpid() and _alive(pid):
+        raise CliError(f"a node agent (pid {pid}) already runs with state directory {sd}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cmd_farm(a) -> int:
+    _logging(a.log_level)
+    fleet = _fleet(a.fleet, a.allow_short_wait)
+    root = Path(a.state_root) if a.state_root else Path.cwd() / "var" / "nodeagent"
+    _raise_nofile()
+    nodes = []
+    for name, cfg in fleet.nodes.items():
+        if a.port:
+            cfg.port = a.port
+        sd = root / name
+        _check_not_running(sd)
+        nodes.append((cfg, sd, declared_pairs(fleet, name)))
+    return asyncio.run(_run(nodes, allow_short_wait=a.allow_short_wait, ready_file=a.ready_file))
+
+
+# ---------------------------------------------------------------- gethainfo / getserverinfo
+def _target(a) -> tuple[str, str, int, Path | None]:
+    """(host, password, port, state dir or None)."""
+    if a.host:
+        if not a.password:
+            raise CliError("--host needs --password (the node's admin password)")
+        sd = Path(a.state_dir) if a.state_dir else None
+        return a.host, a.password, a.port or DEFAULT_PORT, sd
+    if a.fleet and a.node:
+        cfg = load_fleet(a.fleet, allow_short_wait=True).node(a.node)
+        sd = Path(a.state_dir) if a.state_dir else Path.cwd() / "var" / "nodeagent" / cfg.name
+        return cfg.hm_ip, cfg.password, a.port or cfg.port, sd
+    if a.state_dir:
+        saved = read_json(Path(a.state_dir) / "config.json")
+        if not saved:
+            raise CliError(f"{a.state_dir} has no config.json")
+        cfg = NodeConfig.from_dict(saved)
+        return cfg.hm_ip, cfg.password, a.port or cfg.port, Path(a.state_dir)
+    raise CliError("say which node: --fleet FILE --node NAME [--state-dir DIR], or --host IP --password PW")
+
+
+async def _fetch(host: str, password: str, port: int, path: str, timeout: float):
+    async with aiohttp.ClientSession() as s:
+        return await AgentClient(s, host, password, port=port, timeout=timeout).call("GET", path)
+
+
+def offline_ha_info(sd: Path) -> dict:
+    cfg_d = read_json(sd / "config.json")
+    ha_d = read_json(sd / "ha.json")
+    if not cfg_d or ha_d is None:
+        raise CliError(f"Health Monitor is not running and {sd} holds no saved configuration")
+    cfg = NodeConfig.from_dict(cfg_d)
+    peers = []
+    for d in ha_d.get("pairs", []):
+        ha = PairHA.from_dict(d["ha"])
+        names = instance_names(int(d["slot"]))
+        primary = cfg.role is Role.PRIMARY
+        peer = d["peer"]
+        peers.append({
+            "hm_ip": peer["hm_ip"], "vip": cfg.vip if primary else peer.get("vip"), "version": peer["version"],
+            "udi": peer.get("udi", ""), "failover_type": ha.config.failover_type.value,
+            "failback_type": ha.config.failback_type.value, "failover_wait": ha.config.failover_wait,
+            "instance_db_name": names["standby_db_name"] if primary else names["secondary_db_name"],
+            "instance_db_port": names["standby_db_port"] if primary else names["secondary_db_port"],
+            "dataguard_name": names["dataguard_name"], "primary_db_alias": names["primary_db_alias"],
+            "direct_connect": bool(cfg.direct_connect and peer.get("direct_connect")),
+            "heartbeat": "Down", "state": ha.state.value, "running": False,
+        })
+    return {"role": cfg.role.value, "hm_ip": cfg.hm_ip, "vip": cfg.vip, "version": cfg.version, "udi": cfg.udi,
+            "peers": peers}
+
+
+def cmd_info(a, which: str) -> int:
+    host, password, port, sd = _target(a)
+    path = PATH_HA_INFO if which == "gethainfo" else PATH_SERVER_INFO
+    try:
+        info = asyncio.run(_fetch(host, password, port, path, a.timeout))
+        reachable = True
+    except AgentError as e:
+        raise CliError(f"the node at {host}:{port} refused the request: {e}") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        info, reachable = None, False
+    if which == "getserverinfo":
+        sys.stdout.write(format_serverinfo(info, running=reachable))
+        return 0
+    if reachable:
+        # services stopped by hand or for a failover: the Health Monitor reports as stopped
+        running = bool(info.get("running", True))
+        sys.stdout.write(format_hainfo(info, running=running))
+        return 0
+    if sd is None:
+        raise CliError(f"Health Monitor at {host}:{port} is not running; give --state-dir to read the last saved configuration")
+    sys.stdout.write(format_hainfo(offline_ha_info(sd), running=False))
+    return 0
+
+
+# ---------------------------------------------------------------- setup
+def _ask(prompt: str, default: str | None, interactive: bool, value: str | None) -> str:
+    if value is not None:
+        return value
+    if not interactive:
+        if default is None:
+            raise CliError(f"non-interactive set-up: missing a value for {prompt!r}")
+        return default
+    shown = f" [{default}]" if default is not None else ""
+    try:
+        ans = input(f"{prompt}{shown}: ").strip()
+    except EOFError:
+        raise CliError("set-up aborted (end of input)") from None
+    return ans or (default or "")
+
+
+def cmd_setup(a) -> int:
+    interactive = not a.yes
+    sd_path = Path(a.state_dir) if a.state_dir else None
+    existing = read_json(sd_path / "config.json") if sd_path else None
+    ex = existing or {}
+    name = _ask("Enter a host name", ex.get("name") or (a.name and None) or "mse", interactive, a.name)
+    if sd_path is None:
+        sd_path = Path.cwd() / "var" / "nodeagent" / name
+        existing = read_json(sd_path / "config.json")
+        ex = existing or {}
+    domain = _ask("Enter a domain name for the network", ex.get("domain", "localdomain"), interactive, a.domain)
+    role_in = _ask("Configure High Availability: Select role [1 for Primary, 2 for Secondary]",
+                   {"primary": "1", "secondary": "2"}.get(ex.get("role", ""), "1"), interactive, a.role)
+    role = {"1": "primary", "2": "secondary", "primary": "primary", "secondary": "secondary"}.get(role_in.strip().lower())
+    if role is None:
+        raise CliError("role must be 1 (Primary) or 2 (Secondary)")
+    if existing and existing.get("role") != role and _node_running(sd_path):
+        print(ROLE_SWITCH_REFUSAL, file=sys.stderr)
+        return EXIT_FAIL
+    device_type = _ask("Appliance type (" + "/".join(DEVICE_TYPES) + ")", ex.get("device_type", "VA-High"), interactive, a.device_type)
+    version = _ask("Software version", ex.get("version", "8.0.110.0"), interactive, a.version)
+    hm_ip = _ask("Health Monitor interface address (eth0)", ex.get("hm_ip"), interactive, a.hm_ip)
+    dc = _ask("Select direct connect interface address [address/none]", ex.get("direct_connect") or "none", interactive, a.direct_connect)
+    vip = netmask = None
+    if role == "primary":
+        vip = _ask("Enter Virtual IP address", ex.get("vip"), interactive, a.vip)
+        netmask = _ask(f"Enter the network mask for IP address {vip}", ex.get("netmask", "255.255.255.0"), interactive, a.netmask)
+        recovery = _ask("Start MSE in recovery mode (yes/no)", "no", interactive, a.recovery)
+        if recovery.lower() not in ("yes", "no"):
+            raise CliError("recovery mode must be yes or no")
+    password = _ask("Enter the admin password", ex.get("password"), interactive, a.password)
+    tz = _ask("Time zone", ex.get("timezone", "UTC"), interactive, a.timezone)
+    ntp = _ask("NTP servers", ex.get("ntp", ""), interactive, a.ntp)
+    dns = _ask("DNS servers", ex.get("dns", ""), interactive, a.dns)
+    try:
+        cfg = NodeConfig(name=name, device_type=device_type, version=version, role=role, hm_ip=hm_ip, password=password,
+                         vip=vip, netmask=netmask, direct_connect=None if dc.lower() == "none" else dc, domain=domain,
+                         timezone=tz, ntp=ntp, dns=dns, port=a.port or ex.get("port", DEFAULT_PORT),
+                         udi=ex.get("udi", "") if ex.get("name") == name else "").validate()
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    summary = ["-----BEGIN-----", f"Host name={cfg.name}", f"Domain={cfg.domain}",
+               f"Role={cfg.role.number}, Health Monitor Interface address={cfg.hm_ip}",
+               f"Direct connect interface={cfg.direct_connect or 'none'}"]
+    if cfg.vip:
+        summary.append(f"Virtual IP Address={cfg.vip}, Virtual IP Netmask={cfg.netmask}")
+    summary += [f"Time zone={cfg.timezone}", f"NTP servers={cfg.ntp or 'none'}", "-----END-----"]
+    print("\n".join(summary))
+    if interactive:
+        ans = _ask("You may enter \"yes\" to proceed with configuration changes, \"no\" to abort, or \"^\" to go back",
+                   "no", True, None).strip().lower()
+        if ans == "^":
+            return cmd_setup(a)
+        if ans != "yes":
+            print("Configuration changes aborted.")
+            return EXIT_FAIL
+    StateDir(sd_path).ensure().save("config.json", cfg.to_dict())
+    print(f"Configuration saved to {sd_path / 'config.json'}")
+    return 0
+
+
+def _node_running(sd: Path) -> bool:
+    try:
+        pid = int((sd / "agent.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return _alive(pid)
+
+
+# ---------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        if a.cmd == "serve":
+            return cmd_serve(a)
+        if a.cmd == "farm":
+            return cmd_farm(a)
+        if a.cmd == "setup":
+            return cmd_setup(a)
+        return cmd_info(a, a.cmd)
+    except (CliError, ConfigError) as e:
+        print(f"nodeagent: error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130

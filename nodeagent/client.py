@@ -1,0 +1,52 @@
+"""A small signed HTTP client for the agent API (used by peers, the CLI and tests)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from .protocol import DEFAULT_PORT, IDEMPOTENCY_HEADER, new_idempotency_key, sign_request
+
+
+class AgentError(Exception):
+    def __init__(self, status: int, data: Any) -> None:
+        self.status = status
+        self.data = data
+        msg = data.get("error") if isinstance(data, dict) else str(data)
+        super().__init__(f"HTTP {status}: {msg}")
+
+
+class AgentClient:
+    def __init__(self, session: aiohttp.ClientSession, host: str, password: str, *, port: int = DEFAULT_PORT,
+                 timeout: float = 5.0) -> None:
+        self.session = session
+        self.base = f"http://{host}:{port}"
+        self.password = password
+        self.timeout = timeout
+
+    async def request(self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None,
+                      timeout: float | None = None, auto_key: bool = True) -> tuple[int, Any]:
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = sign_request(self.password, method, path, data)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if method.upper() != "GET" and (idempotency_key or auto_key):
+            headers[IDEMPOTENCY_HEADER] = idempotency_key or new_idempotency_key()
+        async with self.session.request(
+            method, self.base + path, data=data or None, headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+        ) as resp:
+            raw = await resp.read()
+            try:
+                out = json.loads(raw) if raw else None
+            except ValueError:
+                out = raw.decode(errors="replace")
+            return resp.status, out
+
+    async def call(self, method: str, path: str, body: Any = None, **kw) -> Any:
+        status, out = await self.request(method, path, body, **kw)
+        if status >= 300:
+            raise AgentError(status, out)
+        return out

@@ -1,0 +1,263 @@
+"""Node configuration (what set-up leaves) and fleet files (TOML). Stdlib only."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .hastate import PairConfig
+from .protocol import DEFAULT_PORT, Mode, Role
+
+DEVICE_TYPES = ("3310", "3350", "3355", "3365", "VA-Low", "VA-Standard", "VA-High")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
+
+# Context Aware element limits per platform (licensed limit shown by getserverinfo)
+ELEMENT_LIMITS = {"3310": 2000, "3350": 18000, "3355": 25000, "3365": 50000,
+                  "VA-Low": 2000, "VA-Standard": 18000, "VA-High": 50000}
+
+
+class ConfigError(ValueError):
+    """A bad node configuration or fleet file; the message says what and where."""
+
+
+def product_identifier(device_type: str) -> str:
+    return "AIR-MSE-VA-K9" if device_type.startswith("VA") else f"AIR-MSE-{device_type}-K9"
+
+
+def check_ip(value: object, what: str, *, allow_non_loopback: bool) -> str:
+    try:
+        ip = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ConfigError(f"{what}: {value!r} is not an IPv4 address") from None
+    if not allow_non_loopback and not ip.is_loopback:
+        raise ConfigError(
+            f"{what}: {ip} is not a loopback address; on a development machine map 10.a.b.c to 127.a.b.c"
+        )
+    return str(ip)
+
+
+def same_subnet(a: str, b: str, netmask: str) -> bool:
+    net = ipaddress.IPv4Network(f"{a}/{netmask}", strict=False)
+    return ipaddress.IPv4Address(b) in net
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    device_type: str
+    version: str
+    role: Role
+    hm_ip: str
+    password: str
+    vip: str | None = None
+    netmask: str | None = None
+    udi: str = ""
+    direct_connect: str | None = None  # this node's direct-connect (eth1) address, if any
+    hostname: str = ""
+    domain: str = "localdomain"
+    port: int = DEFAULT_PORT
+    timezone: str = "UTC"
+    ntp: str = ""
+    dns: str = ""
+    trap_destinations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.role, str) and not isinstance(self.role, Role):
+            try:
+                self.role = Role(self.role.lower())
+            except ValueError:
+                raise ConfigError(f"node {self.name}: role must be primary or secondary, not {self.role!r}") from None
+        if not self.udi:
+            serial = f"{self.name}_{uuid.uuid5(uuid.NAMESPACE_DNS, self.name + '.' + self.hm_ip)}"
+            self.udi = f"{product_identifier(self.device_type)}:V01:{serial}"
+        if not self.hostname:
+            self.hostname = self.name
+
+    @property
+    def serial(self) -> str:
+        return self.udi.split(":", 2)[-1]
+
+    @property
+    def product_identifier(self) -> str:
+        return product_identifier(self.device_type)
+
+    def validate(self, *, allow_non_loopback: bool = False) -> "NodeConfig":
+        where = f"node {self.name!r}"
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
+            raise ConfigError(f"{where}: name must be 1-63 letters, digits, '.', '_' or '-'")
+        if self.device_type not in DEVICE_TYPES:
+            raise ConfigError(f"{where}: type must be one of {', '.join(DEVICE_TYPES)}, not {self.device_type!r}")
+        if not isinstance(self.version, str) or not VERSION_RE.match(self.version):
+            raise ConfigError(f"{where}: version must look like 7.2.103.0, not {self.version!r}")
+        if not isinstance(self.password, str) or len(self.password) < 4:
+            raise ConfigError(f"{where}: password must be at least 4 characters")
+        self.hm_ip = check_ip(self.hm_ip, f"{where} hm_ip", allow_non_loopback=allow_non_loopback)
+        if self.direct_connect:
+            self.direct_connect = check_ip(self.direct_connect, f"{where} direct_connect", allow_non_loopback=allow_non_loopback)
+            if self.direct_connect == self.hm_ip:
+                raise ConfigError(f"{where}: the direct connect address must differ from the Health Monitor IP")
+        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ConfigError(f"{where}: port must be 1-65535")
+        if self.role is Role.PRIMARY:
+            if not self.vip or not self.netmask:
+                raise ConfigError(f"{where}: a primary needs vip and netmask")
+            self.vip = check_ip(self.vip, f"{where} vip", allow_non_loopback=allow_non_loopback)
+            try:
+                ipaddress.IPv4Network(f"0.0.0.0/{self.netmask}")
+            except ValueError:
+                raise ConfigError(f"{where}: netmask {self.netmask!r} is not valid") from None
+            if self.vip == self.hm_ip:
+                raise ConfigError(f"{where}: the Health Monitor IP and the VIP must be different")
+            if not same_subnet(self.hm_ip, self.vip, self.netmask):
+                raise ConfigError(
+                    f"{where}: the Health Monitor IP and the VIP must be in the same subnet (Layer-3 redundancy is not supported)"
+                )
+        elif self.vip:
+            raise ConfigError(f"{where}: a secondary has no VIP (Not Applicable for a secondary)")
+        for url in self.trap_destinations:
+            check_trap_url(url, where, allow_non_loopback=allow_non_loopback)
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["role"] = self.role.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NodeConfig":
+        names = set(cls.__dataclass_fields__)
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"node {d.get('name')!r}: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def check_trap_url(url: str, where: str, *, allow_non_loopback: bool) -> str:
+    m = re.match(r"^https?://([^/:]+)(:\d+)?(/.*)?$", str(url))
+    if not m:
+        raise ConfigError(f"{where}: trap destination {url!r} is not an http(s) URL")
+    host = m.group(1)
+    if host != "localhost":
+        check_ip(host, f"{where}: trap destination", allow_non_loopback=allow_non_loopback)
+    return url
+
+
+@dataclass
+class PairDecl:
+    primary: str
+    secondary: str
+    config: PairConfig
+
+
+@dataclass
+class Fleet:
+    nodes: dict[str, NodeConfig]
+    pairs: list[PairDecl]
+    path: Path | None = None
+
+    def node(self, name: str) -> NodeConfig:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ConfigError(f"no node named {name!r} in the fleet file (have: {', '.join(self.nodes) or 'none'})") from None
+
+    def pairs_of(self, name: str) -> list[PairDecl]:
+        return [p for p in self.pairs if name in (p.primary, p.secondary)]
+
+
+NODE_KEYS = {"name", "type", "version", "role", "hm_ip", "vip", "netmask", "password", "udi", "direct_connect",
+             "hostname", "domain", "timezone", "ntp", "dns", "trap_destinations", "port"}
+PAIR_KEYS = {"primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds"}
+
+
+def parse_fleet(data: dict, *, allow_non_loopback: bool = False, allow_short_wait: bool = False, source: str = "fleet") -> Fleet:
+    agent = data.get("agent", {})
+    if not isinstance(agent, dict):
+        raise ConfigError(f"{source}: [agent] must be a table")
+    default_port = agent.get("port", DEFAULT_PORT)
+    default_traps = agent.get("trap_destinations", [])
+    unknown_top = set(data) - {"agent", "node", "pair"}
+    if unknown_top:
+        raise ConfigError(f"{source}: unknown sections {sorted(unknown_top)} (expected [agent], [[node]], [[pair]])")
+    raw_nodes = data.get("node", [])
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise ConfigError(f"{source}: no [[node]] entries")
+    nodes: dict[str, NodeConfig] = {}
+    seen_ips: dict[str, str] = {}
+    for i, rn in enumerate(raw_nodes, 1):
+        if not isinstance(rn, dict):
+            raise ConfigError(f"{source}: [[node]] #{i} is not a table")
+        unknown = set(rn) - NODE_KEYS
+        if unknown:
+            raise ConfigError(f"{source}: [[node]] #{i} has unknown keys {sorted(unknown)}")
+        missing = {"name", "type", "version", "role", "hm_ip", "password"} - set(rn)
+        if missing:
+            raise ConfigError(f"{source}: [[node]] #{i} ({rn.get('name', '?')}) is missing {sorted(missing)}")
+        try:
+            cfg = NodeConfig(
+                name=rn["name"], device_type=rn["type"], version=str(rn["version"]), role=rn["role"],
+                hm_ip=rn["hm_ip"], password=rn["password"], vip=rn.get("vip"), netmask=rn.get("netmask"),
+                udi=rn.get("udi", ""), direct_connect=rn.get("direct_connect"), hostname=rn.get("hostname", ""),
+                domain=rn.get("domain", "localdomain"), timezone=rn.get("timezone", "UTC"), ntp=rn.get("ntp", ""),
+                dns=rn.get("dns", ""), port=rn.get("port", default_port),
+                trap_destinations=list(rn.get("trap_destinations", default_traps)),
+            ).validate(allow_non_loopback=allow_non_loopback)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        if cfg.name in nodes:
+            raise ConfigError(f"{source}: two nodes are named {cfg.name!r}")
+        for addr in filter(None, (cfg.hm_ip, cfg.vip, cfg.direct_connect)):
+            if addr in seen_ips:
+                raise ConfigError(f"{source}: address {addr} is used by both {seen_ips[addr]!r} and {cfg.name!r}")
+            seen_ips[addr] = cfg.name
+        nodes[cfg.name] = cfg
+    pairs: list[PairDecl] = []
+    backed: dict[str, list[str]] = {}
+    paired_primaries: set[str] = set()
+    for i, rp in enumerate(data.get("pair", []), 1):
+        unknown = set(rp) - PAIR_KEYS
+        if unknown:
+            raise ConfigError(f"{source}: [[pair]] #{i} has unknown keys {sorted(unknown)}")
+        try:
+            prim, sec = nodes[rp["primary"]], nodes[rp["secondary"]]
+        except KeyError as e:
+            raise ConfigError(f"{source}: [[pair]] #{i} names an unknown node {e}") from None
+        if prim.role is not Role.PRIMARY or sec.role is not Role.SECONDARY:
+            raise ConfigError(f"{source}: [[pair]] #{i}: {prim.name} must be a primary and {sec.name} a secondary")
+        if prim.version != sec.version:
+            raise ConfigError(f"{source}: [[pair]] #{i}: primary and secondary must run the same software version")
+        if prim.name in paired_primaries:
+            raise ConfigError(f"{source}: [[pair]] #{i}: {prim.name} already has a secondary")
+        paired_primaries.add(prim.name)
+        backed.setdefault(sec.name, []).append(prim.name)
+        if len(backed[sec.name]) > 2:
+            raise ConfigError(f"{source}: [[pair]] #{i}: a secondary can back at most two primaries")
+        try:
+            pc = PairConfig(
+                Mode.parse(rp.get("failover_type", "Manual")), Mode.parse(rp.get("failback_type", "Manual")),
+                rp.get("failover_wait", 10), rp.get("stabilisation_seconds", 1800), allow_short_wait=allow_short_wait,
+            )
+        except ValueError as e:
+            raise ConfigError(f"{source}: [[pair]] #{i}: {e}") from None
+        pairs.append(PairDecl(prim.name, sec.name, pc))
+    return Fleet(nodes, pairs)
+
+
+def load_fleet(path: str | Path, **kw) -> Fleet:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"fleet file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"fleet file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read fleet file {path}: {e}") from None
+    fleet = parse_fleet(data, source=str(path), **kw)
+    fleet.path = path
+    return fleet

@@ -1,0 +1,535 @@
+"""The HA state machine of one node for one HA pair (MSE-HA-SPEC §5). Pure: no I/O.
+
+A node holds one :class:`PairHA` per pair it belongs to (a primary has one, a secondary
+backing two primaries has two). Time is passed in (``now``, seconds). Every method returns
+the events (:class:`Note`) to record; the runtime reads ``in_charge`` afterwards and binds or
+releases the VIP accordingly (level-triggered), and reads ``state``/``phase`` to know which
+procedure to run (copy data, tell the peer, ...).
+
+Who is in charge is decided by the **generation** (fencing epoch): at each generation exactly
+one role owns the VIP (``owner``). Only the secondary creates generations (failover done,
+failback hand-over), the primary adopts them, so two generations never share a number with
+different owners. A node that hears of a newer generation than its own adopts it and, if it
+was in charge while the owner is now the other role, steps down at once.
+
+The displayed state is derived (``state``), from:
+  running/stop_reason  services up, or stopped by hand ("graceful") or for a failover;
+  phase                None | "failover" | "failback" | "resync" (transitional states);
+  in_charge / owner    who holds the VIP;
+  heartbeat_up, peer_graceful.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .protocol import EventText, HAState, Mode, Role
+
+MIN_FAILOVER_WAIT = 2
+MAX_FAILOVER_WAIT = 120
+DEFAULT_FAILOVER_WAIT = 10
+DEFAULT_STABILISATION_SECONDS = 30 * 60
+
+
+class Refused(Exception):
+    """A command that is not allowed now; the message is for the operator."""
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class PairConfig:
+    failover_type: Mode = Mode.MANUAL
+    failback_type: Mode = Mode.MANUAL
+    failover_wait: float = DEFAULT_FAILOVER_WAIT
+    stabilisation_seconds: float = DEFAULT_STABILISATION_SECONDS
+    # test/bench knob: allow a failover wait below 2 s (never from the API)
+    allow_short_wait: bool = False
+
+    def __post_init__(self) -> None:
+        self.failover_type = Mode.parse(self.failover_type) if not isinstance(self.failover_type, Mode) else self.failover_type
+        self.failback_type = Mode.parse(self.failback_type) if not isinstance(self.failback_type, Mode) else self.failback_type
+        try:
+            self.failover_wait = float(self.failover_wait)
+            self.stabilisation_seconds = float(self.stabilisation_seconds)
+        except (TypeError, ValueError):
+            raise ValueError("failover_wait and stabilisation_seconds must be numbers") from None
+        lo = 0.2 if self.allow_short_wait else MIN_FAILOVER_WAIT
+        if not lo <= self.failover_wait <= MAX_FAILOVER_WAIT:
+            raise ValueError(f"Long Failover Wait must be between {MIN_FAILOVER_WAIT} and {MAX_FAILOVER_WAIT} seconds")
+        if self.stabilisation_seconds < 0:
+            raise ValueError("stabilisation_seconds must be >= 0")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return min(1.0, max(0.1, self.failover_wait / 10))
+
+    @property
+    def heartbeat_down_after(self) -> float:
+        """Heartbeats are shown Down after this long without one (before the wait ends)."""
+        return min(self.failover_wait, max(3 * self.heartbeat_interval, 0.5))
+
+    def to_dict(self) -> dict:
+        return {
+            "failover_type": self.failover_type.value,
+            "failback_type": self.failback_type.value,
+            "failover_wait": self.failover_wait,
+            "stabilisation_seconds": self.stabilisation_seconds,
+            "allow_short_wait": self.allow_short_wait,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PairConfig":
+        return cls(**{k: d[k] for k in ("failover_type", "failback_type", "failover_wait", "stabilisation_seconds", "allow_short_wait") if k in d})
+
+
+@dataclass
+class Note:
+    description: str
+    remarks: str = ""
+
+
+@dataclass
+class PeerView:
+    """What a heartbeat tells about the peer's side of the pair."""
+
+    state: HAState
+    generation: int
+    owner: Role
+    in_charge: bool
+    running: bool
+    graceful: bool
+    phase: str | None = None
+    synced: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "state": self.state.value, "generation": self.generation, "owner": self.owner.value,
+            "in_charge": self.in_charge, "running": self.running, "graceful": self.graceful,
+            "phase": self.phase, "synced": self.synced,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PeerView":
+        return cls(
+            state=HAState(d["state"]), generation=int(d["generation"]), owner=Role(d["owner"]),
+            in_charge=bool(d["in_charge"]), running=bool(d["running"]), graceful=bool(d["graceful"]),
+            phase=d.get("phase"), synced=bool(d.get("synced", False)),
+        )
+
+
+PHASES = (None, "failover", "failback", "resync")
+
+
+@dataclass
+class PairHA:
+    role: Role
+    config: PairConfig
+    generation: int = 1
+    owner: Role = Role.PRIMARY
+    in_charge: bool = False
+    running: bool = True
+    stop_reason: str | None = None  # "graceful" | "failover" while not running
+    phase: str | None = None
+    heartbeat_up: bool = False
+    heartbeats_seen: bool = False
+    last_heard: float | None = None
+    last_alive: float | None = None  # the peer answered (any answer) though not a heartbeat
+    peer_graceful: bool = False
+    peer_running: bool = False
+    peer_state: HAState | None = None
+    synced: bool = False  # secondary: holds every acknowledged write of the primary
+    alone: bool = False  # in charge while heartbeats were down (persisted hint for restart)
+    reclaim_pending: bool = False  # was in charge before a restart; waits for the peer's word
+    resume_in_charge: bool = False  # was in charge when stopped by hand
+    last_switch_at: float | None = None  # end of the last failover/failback (stabilisation guard)
+    pending_generation: int | None = None  # secondary during a failover: the generation it will own
+    created_at: float = 0.0
+    transitions: list = field(default_factory=list)  # [(now, state)] most recent last, bounded
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, role: Role, config: PairConfig, now: float) -> tuple["PairHA", list[Note]]:
+        p = cls(role=role, config=config, created_at=now, last_heard=now)
+        if role is Role.PRIMARY:
+            p.in_charge = True
+        p._record(now)
+        return p, [Note(EventText.CONFIG_CREATED)]
+
+    # ------------------------------------------------------------ derived
+    @property
+    def state(self) -> HAState:
+        if not self.running:
+            return HAState.FAILOVER_ACTIVE if self.stop_reason == "failover" else HAState.GRACEFUL_SHUTDOWN
+        if self.phase == "failover":
+            return HAState.FAILOVER_INVOKED
+        if self.phase == "failback":
+            return HAState.FAILBACK_ACTIVE
+        if self.phase == "resync":
+            return HAState.FAILBACK_COMPLETE if self.role is Role.PRIMARY else HAState.SECONDARY_ALONE
+        if self.in_charge:
+            return HAState.PRIMARY_ACTIVE if self.role is Role.PRIMARY else HAState.FAILOVER_ACTIVE
+        if self.peer_graceful:
+            return HAState.GRACEFUL_SHUTDOWN
+        if self.role is Role.SECONDARY and self.owner is Role.PRIMARY and not self.reclaim_pending:
+            return HAState.SECONDARY_ACTIVE if self.heartbeat_up else HAState.TERMINATED
+        return HAState.TERMINATED
+
+    def allowed_switch_at(self) -> float | None:
+        if self.last_switch_at is None:
+            return None
+        return self.last_switch_at + self.config.stabilisation_seconds
+
+    def view(self) -> PeerView:
+        return PeerView(
+            state=self.state, generation=self.generation, owner=self.owner, in_charge=self.in_charge,
+            running=self.running, graceful=self.stop_reason == "graceful", phase=self.phase, synced=self.synced,
+        )
+
+    def _record(self, now: float) -> None:
+        s = self.state
+        if not self.transitions or self.transitions[-1][1] != s:
+            self.transitions.append((now, s))
+            del self.transitions[:-50]
+
+    def _done(self, now: float, notes: list[Note]) -> list[Note]:
+        self._record(now)
+        return notes
+
+    # ------------------------------------------------------------ heartbeats and time
+    def on_heartbeat(self, now: float, peer: PeerView) -> list[Note]:
+        """A heartbeat exchange with the peer succeeded (we sent and got an answer, or answered)."""
+        notes: list[Note] = []
+        # fencing first: a newer generation always wins, even while stopped
+        if peer.generation > self.generation:
+            self.generation = peer.generation
+            self.owner = peer.owner
+            self.reclaim_pending = False
+            self.resume_in_charge = self.resume_in_charge and self.owner is self.role
+            if self.in_charge and self.owner is not self.role:
+                self.in_charge = False
+                self.phase = None
+                notes.append(Note(EventText.STEPPED_DOWN, f"Generation {peer.generation} is owned by the {self.owner.value}."))
+            if self.role is Role.SECONDARY and self.owner is Role.PRIMARY and self.phase is None:
+                self.synced = False  # must catch up with the primary that is now in charge
+        elif peer.generation == self.generation and peer.in_charge and self.in_charge:
+            # cannot happen (one owner per generation); be safe: the secondary yields
+            if self.role is Role.SECONDARY:
+                self.in_charge = False
+                notes.append(Note(EventText.STEPPED_DOWN, "Both nodes were in charge; the secondary yields."))
+        if not self.running:
+            return self._done(now, notes)
+        self.last_heard = now
+        self.peer_state = peer.state
+        self.peer_running = peer.running
+        was_up = self.heartbeat_up
+        self.heartbeat_up = peer.running
+        if peer.graceful != self.peer_graceful:
+            self.peer_graceful = peer.graceful
+            if peer.graceful:
+                notes.append(Note(EventText.PEER_GRACEFUL))
+        if self.heartbeat_up and not self.heartbeats_seen:
+            self.heartbeats_seen = True
+            notes.append(Note(EventText.HEARTBEATS_SETUP))
+        elif self.heartbeat_up and not was_up:
+            notes.append(Note(EventText.HEARTBEATS_RESTORED))
+        if self.heartbeat_up:
+            self.alone = False
+        # a restarted node that was in charge takes charge again only when the peer says
+        # it has not taken over (same generation, not in charge, not failing over)
+        if self.reclaim_pending and peer.running:
+            if peer.generation <= self.generation and not peer.in_charge and peer.phase is None:
+                if self.owner is self.role:
+                    self.in_charge = True
+                self.reclaim_pending = False
+        # the peer abandoned a failback: leave the transitional state
+        if self.phase == "failback" and self.role is Role.PRIMARY and peer.phase != "failback" and peer.running:
+            self.phase = None
+        if self.phase == "resync" and self.role is Role.SECONDARY and peer.phase is None and peer.in_charge and self.synced:
+            self.phase = None
+        return self._done(now, notes)
+
+    def tick(self, now: float) -> list[Note]:
+        """Time passes: heartbeat timeouts and automatic failover / failback decisions."""
+        notes: list[Note] = []
+        if not self.running:
+            return notes
+        since_hb = now - (self.last_heard if self.last_heard is not None else self.created_at)
+        # a peer process that answers at all (e.g. "not paired" during a deletion) is alive:
+        # never take its VIP over
+        since = min(since_hb, now - self.last_alive) if self.last_alive is not None else since_hb
+        if self.heartbeat_up and since_hb > self.config.heartbeat_down_after:
+            self.heartbeat_up = False
+            self.peer_running = False
+            notes.append(Note(EventText.HEARTBEATS_LOST))
+        if not self.heartbeat_up and self.in_charge:
+            self.alone = True
+        if (
+            self.role is Role.SECONDARY
+            and not self.in_charge
+            and self.owner is Role.PRIMARY
+            and self.phase in (None, "resync")
+            and not self.reclaim_pending
+            and self.config.failover_type is Mode.AUTOMATIC
+            and not self.peer_graceful
+            and self.synced
+            and since >= self.config.failover_wait
+        ):
+            notes += self._begin_failover(now, "Automatic failover: no heartbeat for %g seconds." % self.config.failover_wait)
+        elif (
+            self.role is Role.SECONDARY
+            and self.in_charge
+            and self.phase is None
+            and self.config.failback_type is Mode.AUTOMATIC
+            and self.heartbeat_up
+            and self.peer_running
+            and self.peer_state is HAState.TERMINATED
+            and (self.allowed_switch_at() or 0) <= now
+        ):
+            notes += self._begin_failback(now, "Automatic failback.")
+        return self._done(now, notes)
+
+    def peer_alive(self, now: float) -> None:
+        """The peer's agent answered something other than a heartbeat (it is not dead)."""
+        self.last_alive = now
+
+    # ------------------------------------------------------------ failover
+    def _guard(self, now: float, what: str, after: str) -> None:
+        at = self.allowed_switch_at()
+        if at is not None and now < at:
+            mins = self.config.stabilisation_seconds / 60
+            raise Refused(
+                f"{what} is not allowed until {iso(at)}: the database needs {mins:g} minutes to stabilise after a {after}."
+            )
+
+    def _begin_failover(self, now: float, remarks: str) -> list[Note]:
+        self.phase = "failover"
+        self.pending_generation = self.generation + 1
+        return [Note(EventText.FAILOVER_SHUTTING_DOWN_PRIMARY, remarks)]
+
+    def invoke_failover(self, now: float) -> list[Note]:
+        """Manual switchover, on the secondary (the runtime forwards it there)."""
+        if self.role is not Role.SECONDARY:
+            raise Refused("A failover is carried out by the secondary server.")
+        if not self.running:
+            raise Refused("The secondary's services are stopped; start them first.")
+        if self.phase is not None:
+            raise Refused(f"A {self.phase} is already in progress.")
+        if self.in_charge or self.owner is not Role.PRIMARY or self.reclaim_pending:
+            raise Refused("The secondary is already in charge; a failover is not possible.")
+        if not self.synced:
+            raise Refused("The secondary is not synchronized with the primary yet; a failover would lose data.")
+        self._guard(now, "Failover", "failback")
+        return self._done(now, self._begin_failover(now, "Switchover invoked by the manager."))
+
+    def complete_failover(self, now: float) -> list[Note]:
+        """Secondary: the primary has released the VIP (or is gone); take charge."""
+        if self.phase != "failover" or self.role is not Role.SECONDARY:
+            raise Refused("No failover in progress.")
+        self.generation = max(self.generation + 1, self.pending_generation or 0)
+        self.pending_generation = None
+        self.owner = Role.SECONDARY
+        self.in_charge = True
+        self.phase = None
+        self.last_switch_at = now
+        self.alone = not self.heartbeat_up
+        return self._done(now, [
+            Note(EventText.FAILOVER_RECONFIGURING_DB),
+            Note(EventText.FAILOVER_STARTING_INSTANCE),
+            Note(EventText.FAILOVER_ACTIVE, f"Generation {self.generation}."),
+        ])
+
+    def peer_failover_begin(self, now: float, generation: int) -> list[Note]:
+        """Primary: the secondary starts a failover that will own ``generation``."""
+        if self.role is not Role.PRIMARY:
+            raise Refused("Only a primary can be failed over.")
+        if generation <= self.generation and self.owner is Role.SECONDARY:
+            return []  # already done (repeat)
+        self.in_charge = False
+        self.reclaim_pending = False
+        self.phase = "failover"
+        self.pending_generation = generation
+        return self._done(now, [Note(EventText.FAILOVER_SHUTTING_DOWN_PRIMARY)])
+
+    def failover_shutdown_done(self, now: float) -> list[Note]:
+        """Primary: services stopped for the failover (simulates a primary failure)."""
+        gen = max(self.pending_generation or 0, self.generation + 1)
+        self.generation = gen
+        self.pending_generation = None
+        self.owner = Role.SECONDARY
+        self.in_charge = False
+        self.phase = None
+        self.running = False
+        self.stop_reason = "failover"
+        self.resume_in_charge = False
+        self.last_switch_at = now
+        return self._done(now, [])
+
+    # ------------------------------------------------------------ failback
+    def _begin_failback(self, now: float, remarks: str) -> list[Note]:
+        self.phase = "failback"
+        return [Note(EventText.FAILBACK_IN_PROGRESS, remarks)]
+
+    def invoke_failback(self, now: float) -> list[Note]:
+        """Failback, on the secondary (coordinator; the runtime forwards it there)."""
+        if self.role is not Role.SECONDARY:
+            raise Refused("A failback is carried out by the secondary server.")
+        if self.phase is not None:
+            raise Refused(f"A {self.phase} is already in progress.")
+        if not self.in_charge:
+            raise Refused("The secondary is not in charge; there is nothing to fail back.")
+        if not (self.heartbeat_up and self.peer_running):
+            raise Refused("The primary must be up (state TERMINATED) before a failback.")
+        self._guard(now, "Failback", "failover")
+        return self._done(now, self._begin_failback(now, "Failback invoked by the manager."))
+
+    def peer_failback_begin(self, now: float, generation: int) -> list[Note]:
+        if self.role is not Role.PRIMARY:
+            raise Refused("Only a primary can be failed back to.")
+        if generation < self.generation:
+            raise Refused("Stale failback request (older generation).")
+        if self.in_charge:
+            return []
+        if not self.running:
+            raise Refused("The primary's services are stopped; start them first.")
+        self.phase = "failback"
+        return self._done(now, [Note(EventText.FAILBACK_IN_PROGRESS)])
+
+    def failback_abort(self, now: float, reason: str) -> list[Note]:
+        if self.phase != "failback":
+            return []
+        self.phase = None
+        return self._done(now, [Note("Failback aborted", reason)])
+
+    def failback_handover(self, now: float) -> list[Note]:
+        """Secondary: data copied back; give the VIP up and hand the pair to the primary."""
+        if self.phase != "failback" or self.role is not Role.SECONDARY:
+            raise Refused("No failback in progress.")
+        self.in_charge = False
+        self.generation += 1
+        self.owner = Role.PRIMARY
+        self.phase = "resync"
+        self.synced = True  # it was the source of the copy
+        self.last_switch_at = now
+        return self._done(now, [Note(EventText.FAILBACK_COMPLETE, f"Generation {self.generation}.")])
+
+    def peer_failback_take_charge(self, now: float, generation: int) -> list[Note]:
+        """Primary: the secondary handed the pair over at ``generation``."""
+        if self.role is not Role.PRIMARY:
+            raise Refused("Only a primary takes charge after a failback.")
+        if generation < self.generation or (generation == self.generation and self.in_charge):
+            return []
+        self.generation = generation
+        self.owner = Role.PRIMARY
+        self.in_charge = True
+        self.reclaim_pending = False
+        self.phase = "resync"
+        self.last_switch_at = now
+        return self._done(now, [Note(EventText.FAILBACK_COMPLETE), Note(EventText.NOT_SYNCHRONIZED)])
+
+    def resync_done(self, now: float) -> list[Note]:
+        if self.phase != "resync":
+            return []
+        self.phase = None
+        if self.role is Role.SECONDARY:
+            self.synced = True
+        return self._done(now, [Note(EventText.ACTIVE)])
+
+    # ------------------------------------------------------------ sync (secondary)
+    def set_synced(self, now: float, synced: bool) -> list[Note]:
+        if self.role is Role.SECONDARY:
+            self.synced = synced
+        return self._done(now, [])
+
+    # ------------------------------------------------------------ stop / start / restart
+    def stop_services(self, now: float) -> list[Note]:
+        """Stopped by hand: deliberate downtime, the peer must not take over."""
+        if not self.running:
+            return []
+        self.resume_in_charge = self.in_charge or self.reclaim_pending
+        self.in_charge = False
+        self.reclaim_pending = False
+        self.phase = None
+        self.running = False
+        self.stop_reason = "graceful"
+        self.heartbeat_up = False
+        return self._done(now, [Note(EventText.SERVICES_STOPPED)])
+
+    def start_services(self, now: float) -> list[Note]:
+        if self.running:
+            return []
+        self.running = True
+        self.stop_reason = None
+        self.last_heard = now
+        self.created_at = now
+        self._resume(now, self.resume_in_charge)
+        self.resume_in_charge = False
+        return self._done(now, [Note(EventText.SERVICES_STARTED)])
+
+    def restarted(self, now: float) -> list[Note]:
+        """The process restarted from its persisted state (it may have been killed)."""
+        was_in_charge = self.in_charge or self.reclaim_pending
+        self.in_charge = False
+        self.heartbeat_up = False
+        self.peer_running = False
+        self.last_heard = now
+        self.created_at = now
+        if self.phase == "failover" and self.role is Role.PRIMARY:
+            self.phase = None  # the secondary finishes it; we will hear the new generation
+        if self.phase == "failback":
+            self.phase = None
+        if self.running:
+            self._resume(now, was_in_charge)
+        else:
+            self.resume_in_charge = self.resume_in_charge or was_in_charge
+        return self._done(now, [])
+
+    def _resume(self, now: float, was_in_charge: bool) -> None:
+        if self.role is Role.SECONDARY and not (was_in_charge and self.owner is Role.SECONDARY):
+            self.synced = False  # may have missed writes while down
+        if was_in_charge and self.owner is self.role:
+            if self.alone:
+                self.in_charge = True  # the peer was already gone: nobody can have taken over
+            else:
+                self.reclaim_pending = True
+
+    # ------------------------------------------------------------ configuration
+    def update_config(self, now: float, new: PairConfig) -> list[Note]:
+        notes = []
+        if new.failover_type is not self.config.failover_type:
+            notes.append(Note(EventText.CONFIG_UPDATED, f"Failover mode set to {new.failover_type.value.upper()}."))
+        if new.failback_type is not self.config.failback_type:
+            notes.append(Note(EventText.CONFIG_UPDATED, f"Failback mode set to {new.failback_type.value.upper()}."))
+        if new.failover_wait != self.config.failover_wait:
+            notes.append(Note(EventText.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
+        if new.stabilisation_seconds != self.config.stabilisation_seconds:
+            notes.append(Note(EventText.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds."))
+        self.config = new
+        return self._done(now, notes)
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["role"] = self.role.value
+        d["owner"] = self.owner.value
+        d["config"] = self.config.to_dict()
+        d["peer_state"] = self.peer_state.value if self.peer_state else None
+        d["transitions"] = [[t, s.value] for t, s in self.transitions]
+        d["state"] = self.state.value  # informative ("Last shutdown state")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PairHA":
+        d = dict(d)
+        d.pop("state", None)
+        d["role"] = Role(d["role"])
+        d["owner"] = Role(d["owner"])
+        d["config"] = PairConfig.from_dict(d["config"])
+        d["peer_state"] = HAState(d["peer_state"]) if d.get("peer_state") else None
+        d["transitions"] = [(t, HAState(s)) for t, s in d.get("transitions", [])]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

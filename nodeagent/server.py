@@ -1,0 +1,325 @@
+"""HTTP servers of a node: the Health Monitor API on the HM IP (and direct-connect address),
+and the service API (Context Aware element store) on the VIP while in charge."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from . import protocol as P
+from .node import ApiError, Node
+from .replication import BadElement, validate_element
+from .vip import LoopbackVipDriver
+
+log = logging.getLogger("nodeagent.server")
+
+NODE_KEY = web.AppKey("node", Node)
+REPLAY_KEY = web.AppKey("replay", P.ReplayCache)
+MAX_BODY = 8 * 1024 * 1024
+IDEMPOTENCY_KEEP = 2000
+
+
+def jerr(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+# ---------------------------------------------------------------- middlewares
+@web.middleware
+async def errors_mw(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return jerr(e.status, e.message)
+    except web.HTTPException as e:
+        if e.content_type == "application/json":
+            raise
+        return jerr(e.status, e.reason)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return jerr(400, "body is not valid JSON")
+
+
+def _unsigned(path: str) -> bool:
+    return not path.startswith(P.PREFIX + "/")
+
+
+@web.middleware
+async def signature_mw(request: web.Request, handler):
+    if _unsigned(request.path):
+        return await handler(request)
+    node: Node = request.app[NODE_KEY]
+    body = await request.read()
+    try:
+        P.verify_request(node.cfg.password, request.method, request.path_qs, body, request.headers,
+                         replay_cache=request.app[REPLAY_KEY])
+    except P.SignatureError as e:
+        return jerr(401, str(e))
+    return await handler(request)
+
+
+class IdempotencyStore:  # noqa: D101 - documented below
+    """Answers to mutating requests by Idempotency-Key, persisted so a repeat after an
+    agent restart still gets the first answer."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.entries: dict[str, dict] = node.sd.load("idempotency.json", {}) or {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def save(self) -> None:
+        if len(self.entries) > IDEMPOTENCY_KEEP:
+            for k in sorted(self.entries, key=lambda k: self.entries[k]["at"])[: len(self.entries) - IDEMPOTENCY_KEEP]:
+                del self.entries[k]
+        self.node.sd.save("idempotency.json", self.entries)
+
+
+@web.middleware
+async def idempotency_mw(request: web.Request, handler):
+    if request.method in ("GET", "HEAD", "OPTIONS") or _unsigned(request.path) or request.path.startswith(P.PREFIX + "/peer/"):
+        return await handler(request)
+    key = request.headers.get(P.IDEMPOTENCY_HEADER, "").strip()
+    if not key or len(key) > 200:
+        return jerr(400, f"mutating requests need an {P.IDEMPOTENCY_HEADER} header (1-200 characters)")
+    store: IdempotencyStore = request.app[IDEM_KEY]
+    body = await request.read()
+    fp = hashlib.sha256(f"{request.method} {request.path}\n".encode() + body).hexdigest()
+    lock = store.locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        prev = store.entries.get(key)
+        if prev is not None:
+            if prev["fp"] != fp:
+                return jerr(422, f"{P.IDEMPOTENCY_HEADER} {key!r} was used for a different request")
+            resp = web.json_response(prev["body"], status=prev["status"])
+            resp.headers["Idempotent-Replayed"] = "true"
+            return resp
+        resp = await handler(request)
+        if isinstance(resp, web.Response) and resp.status < 500 and resp.body is not None:
+            try:
+                data = json.loads(resp.body)
+            except (TypeError, ValueError):
+                data = None
+            store.entries[key] = {"fp": fp, "status": resp.status, "body": data, "at": time.time()}
+            store.save()
+        store.locks.pop(key, None)
+        return resp
+
+
+IDEM_KEY = web.AppKey("idem", IdempotencyStore)
+
+
+# ---------------------------------------------------------------- HM API handlers
+async def _json(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw:
+        return {}
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+def build_hm_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[errors_mw, signature_mw, idempotency_mw], client_max_size=MAX_BODY)
+    app[NODE_KEY] = node
+    app[REPLAY_KEY] = P.ReplayCache()
+    app[IDEM_KEY] = IdempotencyStore(node)
+    r = app.router
+
+    async def server_info(request):
+        return web.json_response(node.server_info())
+
+    async def ha_info(request):
+        return web.json_response(node.ha_info())
+
+    async def events(request):
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = min(1000, max(1, int(request.query.get("limit", "500"))))
+        except ValueError:
+            raise ApiError(400, "since and limit must be integers") from None
+        return web.json_response(node.events_since(since, limit))
+
+    async def configure(request):
+        out = node.configure(await _json(request))
+        return web.json_response(out, status=201 if out["created"] else 200)
+
+    async def delete_peer(request):
+        return web.json_response(await node.delete_peer(request.match_info["peer_hm_ip"]))
+
+    async def failover(request):
+        return web.json_response(await node.invoke(await _json(request), "failover"), status=202)
+
+    async def failback(request):
+        return web.json_response(await node.invoke(await _json(request), "failback"), status=202)
+
+    async def licences(request):
+        return web.json_response({"licences": [{k: v for k, v in x.items() if k != "text"} for x in node.licences]})
+
+    async def install_licence(request):
+        return web.json_response(node.install_licence(await _json(request)), status=201)
+
+    async def remove_licence(request):
+        return web.json_response(node.remove_licence(request.match_info["licence_id"]))
+
+    async def stop(request):
+        return web.json_response(await node.stop_services())
+
+    async def start(request):
+        return web.json_response(await node.start_services())
+
+    async def traps_get(request):
+        return web.json_response(node.trap_info())
+
+    async def traps_put(request):
+        return web.json_response(node.set_trap_destinations(await _json(request)))
+
+    async def peer_heartbeat(request):
+        return web.json_response(node.peer_heartbeat(await _json(request)))
+
+    async def peer_command(request):
+        return web.json_response(await node.peer_command(await _json(request)))
+
+    async def peer_replicate(request):
+        return web.json_response(node.peer_replicate(await _json(request)))
+
+    async def peer_snapshot(request):
+        return web.json_response(node.peer_snapshot(await _json(request)))
+
+    # unsigned health checks for load balancers: no secrets, just the role answer
+    async def health_primary(request):
+        vips = sorted(node.desired_vips())
+        return web.json_response({"in_charge": vips}, status=200 if vips else 503)
+
+    async def health_secondary(request):
+        ok = (node.cfg.role is P.Role.SECONDARY and node.services_running and bool(node.pairs)
+              and not node.desired_vips())
+        return web.json_response({"standby": ok}, status=200 if ok else 503)
+
+    async def health(request):
+        ok = node.services_running
+        return web.json_response({"running": ok}, status=200 if ok else 503)
+
+    r.add_get(P.PATH_SERVER_INFO, server_info)
+    r.add_get(P.PATH_HA_INFO, ha_info)
+    r.add_get(P.PATH_EVENTS, events)
+    r.add_post(P.PATH_HA_CONFIGURE, configure)
+    r.add_delete(P.PATH_HA_PEER, delete_peer)
+    r.add_post(P.PATH_FAILOVER, failover)
+    r.add_post(P.PATH_FAILBACK, failback)
+    r.add_get(P.PATH_LICENCES, licences)
+    r.add_post(P.PATH_LICENCES, install_licence)
+    r.add_delete(P.PATH_LICENCE, remove_licence)
+    r.add_post(P.PATH_SERVICES_STOP, stop)
+    r.add_post(P.PATH_SERVICES_START, start)
+    r.add_get(P.PATH_TRAP_DESTINATIONS, traps_get)
+    r.add_put(P.PATH_TRAP_DESTINATIONS, traps_put)
+    r.add_post(P.PATH_PEER_HEARTBEAT, peer_heartbeat)
+    r.add_post(P.PATH_PEER_COMMAND, peer_command)
+    r.add_post(P.PATH_PEER_REPLICATE, peer_replicate)
+    r.add_post(P.PATH_PEER_SNAPSHOT, peer_snapshot)
+    r.add_get(P.PATH_HEALTH_PRIMARY, health_primary)
+    r.add_get(P.PATH_HEALTH_SECONDARY, health_secondary)
+    r.add_get(P.PATH_HEALTH, health)
+    return app
+
+
+# ---------------------------------------------------------------- service API (on the VIP)
+ELEMENTS = "/api/contextaware/v1/elements"
+
+
+def build_service_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[errors_mw], client_max_size=1024 * 1024)
+
+    def bind(request: web.Request):
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        vip = sock[0] if sock else ""
+        in_charge, pr, inst, password = node.binding_for(vip)
+        if not in_charge or inst is None:
+            raise ApiError(503, "this node is not in charge of the virtual IP")
+        auth = request.headers.get("Authorization", "")
+        ok = False
+        if auth.startswith("Basic "):
+            try:
+                user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+                ok = user == "admin" and hmac.compare_digest(pw.encode(), password.encode())
+            except (binascii.Error, UnicodeDecodeError):
+                ok = False
+        if not ok:
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="MSE"'},
+                                       text=json.dumps({"error": "HTTP Basic authentication as admin required"}),
+                                       content_type="application/json")
+        return vip, pr, inst
+
+    async def post_element(request):
+        vip, pr, inst = bind(request)
+        try:
+            element = validate_element(await request.json())
+        except BadElement as e:
+            raise ApiError(400, str(e)) from None
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "body is not valid JSON") from None
+        rec = await node.write_element(vip, element)
+        return web.json_response({"element": rec, "served_by": node.cfg.name}, status=201)
+
+    async def get_element(request):
+        vip, pr, inst = bind(request)
+        rec = inst.get(request.match_info["mac"])
+        if rec is None:
+            raise ApiError(404, "no such element")
+        return web.json_response({"element": rec, "served_by": node.cfg.name})
+
+    async def list_elements(request):
+        vip, pr, inst = bind(request)
+        try:
+            limit = int(request.query.get("limit", "100"))
+            offset = int(request.query.get("offset", "0"))
+        except ValueError:
+            raise ApiError(400, "limit and offset must be integers") from None
+        recs = inst.snapshot()
+        return web.json_response({"count": len(recs), "elements": recs[offset: offset + max(0, limit)],
+                                  "served_by": node.cfg.name})
+
+    app.router.add_post(ELEMENTS, post_element)
+    app.router.add_get(ELEMENTS, list_elements)
+    app.router.add_get(ELEMENTS + "/{mac}", get_element)
+    return app
+
+
+# ---------------------------------------------------------------- running nodes
+class NodeServer:
+    """One node: its HM API listener(s), its VIP driver and its runtime."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.hm_runner: web.AppRunner | None = None
+        self.svc_runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        node = self.node
+        self.hm_runner = web.AppRunner(build_hm_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25)
+        await self.hm_runner.setup()
+        for addr in filter(None, (node.cfg.hm_ip, node.cfg.direct_connect)):
+            await web.TCPSite(self.hm_runner, addr, node.cfg.port, reuse_address=True, backlog=256).start()
+        self.svc_runner = web.AppRunner(build_service_app(node), access_log=None, handle_signals=False,
+                                      shutdown_timeout=0.25)
+        await self.svc_runner.setup()
+        node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)
+        await node.start()
+
+    async def close(self, *, graceful: bool = False) -> None:
+        await self.node.close(graceful=graceful)
+        for r in (self.svc_runner, self.hm_runner):
+            if r is not None:
+                await r.cleanup()
+
+
+def default_state_dir(name: str) -> Path:
+    return Path.cwd() / "var" / "nodeagent" / name

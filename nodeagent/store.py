@@ -1,0 +1,140 @@
+"""The node's state directory: atomic JSON files, the event log and instance data logs.
+
+Layout (``var/nodeagent/NAME`` by default)::
+
+    config.json        the node configuration (set-up / fleet)      atomic
+    ha.json            HA pairs, services flag, last shutdown state   atomic
+    licences.json      installed licences                            atomic
+    idempotency.json   answers to mutating requests, by key          atomic
+    traps.json         trap destinations and push positions          atomic
+    events.jsonl       the event log, one JSON object a line         append
+    instances/*.jsonl  instance data (element store), one record a line   append
+
+Atomic = write a temporary file in the same directory, flush, fsync, ``os.replace``,
+fsync the directory. Append logs are written (not fsynced) before a write is acknowledged,
+which survives a killed process; a torn last line (power loss) is ignored on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, separators=(",", ":"), sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue  # torn last line
+
+
+class AppendLog:
+    """An append-only JSON-lines file kept open."""
+
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = None
+        self._fsync = fsync
+
+    def append(self, obj: dict) -> None:
+        if self._f is None:
+            self._f = open(self.path, "ab", buffering=0)
+        self._f.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        if self._fsync:
+            os.fsync(self._f.fileno())
+
+    def rewrite(self, objs: list[dict]) -> None:
+        """Replace the whole log atomically (compaction, failback copy)."""
+        self.close()
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for o in objs:
+                f.write(json.dumps(o, separators=(",", ":")).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class StateDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def ensure(self) -> "StateDir":
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(self.root, 0o700)
+        except OSError:  # pragma: no cover
+            pass
+        (self.root / "instances").mkdir(exist_ok=True)
+        return self
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def load(self, name: str, default: Any = None) -> Any:
+        return read_json(self.path(name), default)
+
+    def save(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path(name), obj)
+
+    def save_if_changed(self, name: str, obj: Any) -> None:
+        if read_json(self.path(name)) != json.loads(json.dumps(obj)):
+            atomic_write_json(self.path(name), obj)
+
+    def instance_log(self, db_name: str) -> Path:
+        return self.root / "instances" / f"{db_name}.jsonl"
+
+    def exists(self) -> bool:
+        return (self.root / "config.json").exists()

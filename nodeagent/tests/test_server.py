@@ -1,0 +1,354 @@
+"""The HM API of real nodes (in this process, real sockets on loopback): signing,
+idempotency, pairing through the API, licences, stop/start, health checks, trap pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from nodeagent import protocol as P
+from nodeagent.client import AgentClient
+from nodeagent.config import parse_fleet
+from nodeagent.node import Node
+from nodeagent.server import NodeServer
+
+from .agentutil import free_subnet
+
+
+def fleet_dict(net, traps=()):
+    return {
+        "node": [
+            {"name": "prim", "type": "VA-High", "version": "8.0.110.0", "role": "primary", "hm_ip": f"{net}.2",
+             "vip": f"{net}.1", "netmask": "255.255.255.0", "password": "pw-prim", "trap_destinations": list(traps)},
+            {"name": "sec", "type": "VA-High", "version": "8.0.110.0", "role": "secondary", "hm_ip": f"{net}.3",
+             "password": "pw-sec"},
+            {"name": "old", "type": "VA-High", "version": "7.2.103.0", "role": "primary", "hm_ip": f"{net}.4",
+             "vip": f"{net}.5", "netmask": "255.255.255.0", "password": "pw-old"},
+        ]
+    }
+
+
+@asynccontextmanager
+async def running(tmp_path, traps=()):
+    net = free_subnet()
+    fleet = parse_fleet(fleet_dict(net, traps), allow_short_wait=True)
+    servers = {}
+    async with aiohttp.ClientSession() as session:
+        try:
+            for name, cfg in fleet.nodes.items():
+                node = Node(cfg, tmp_path / name, session=session, allow_short_wait=True)
+                node.load([])
+                srv = NodeServer(node)
+                await srv.start()
+                servers[name] = srv
+            clients = {n: AgentClient(session, s.node.cfg.hm_ip, s.node.cfg.password) for n, s in servers.items()}
+            yield net, {n: s.node for n, s in servers.items()}, clients, session
+        finally:
+            for s in servers.values():
+                await s.close()
+
+
+async def until(pred, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = pred()
+        if asyncio.iscoroutine(r):
+            r = await r
+        if r:
+            return r
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pair_body(role, peer_node, **kw):
+    c = peer_node.cfg
+    body = {"role": role, "peer": {"name": c.name, "hm_ip": c.hm_ip, "password": c.password, "version": c.version,
+                                   "udi": c.udi, "device_type": c.device_type, "vip": c.vip, "netmask": c.netmask},
+            "failover_type": "Manual", "failback_type": "Manual", "failover_wait": 10}
+    body.update(kw)
+    return body
+
+
+async def pair_up(nodes, clients, **kw):
+    st, out = await clients["sec"].request("POST", P.PATH_HA_CONFIGURE, pair_body("secondary", nodes["prim"], **kw))
+    assert st == 201, out
+    st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE, pair_body("primary", nodes["sec"], **kw))
+    assert st == 201, out
+
+    async def ok():
+        i = await clients["sec"].call("GET", P.PATH_HA_INFO)
+        return i["peers"] and i["peers"][0]["state"] == "SECONDARY_ACTIVE" and i["peers"][0]["data_replication"] == "Up"
+    await until(ok, 5, "paired")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------- signing
+def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            url = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
+            base = {P.IDEMPOTENCY_HEADER: "k1", "Content-Type": "application/json"}
+            # unsigned
+            async with session.post(url, data=b"{}", headers=base) as r:
+                assert r.status == 401 and (await r.json())["error"] == "unsigned request"
+            # forged (wrong password)
+            h = {**base, **P.sign_request("wrong", "POST", P.PATH_SERVICES_STOP, b"{}")}
+            async with session.post(url, data=b"{}", headers=h) as r:
+                assert r.status == 401 and (await r.json())["error"] == "bad signature"
+            # stale
+            h = {**base, **P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}", timestamp=int(time.time()) - 3600)}
+            async with session.post(url, data=b"{}", headers=h) as r:
+                assert r.status == 401 and (await r.json())["error"] == "stale request"
+            # body changed after signing
+            h = {**base, **P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}")}
+            async with session.post(url, data=b'{"x":1}', headers=h) as r:
+                assert r.status == 401
+            assert nodes["prim"].services_running, "nothing changed"
+            # a GET is signed too; a replay of it is refused
+            path = P.PATH_HA_INFO
+            h = P.sign_request("pw-prim", "GET", path, b"")
+            u = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{path}"
+            async with session.get(u, headers=h) as r:
+                assert r.status == 200
+            async with session.get(u, headers=h) as r:
+                assert r.status == 401 and (await r.json())["error"] == "replayed request"
+            # a signed, fresh request with a key does work
+            st, out = await clients["prim"].request("POST", P.PATH_SERVICES_STOP, {})
+            assert st == 200 and not nodes["prim"].services_running
+    run(go())
+
+
+def test_query_string_is_signed(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            h = P.sign_request("pw-prim", "GET", P.PATH_EVENTS + "?since=0", b"")
+            u = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_EVENTS}?since=5"
+            async with session.get(u, headers=h) as r:
+                assert r.status == 401
+    run(go())
+
+
+# ---------------------------------------------------------------- idempotency
+def test_a_repeated_mutating_request_returns_the_first_answer(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            c = clients["prim"]
+            body = {"text": "LICENSE-FILE-1", "features": {"CAS Elements": 100}}
+            st1, out1 = await c.request("POST", P.PATH_LICENCES, body, idempotency_key="job-1-step-2")
+            assert st1 == 201
+            st2, out2 = await c.request("POST", P.PATH_LICENCES, body, idempotency_key="job-1-step-2")
+            assert (st2, out2) == (st1, out1)
+            assert len(nodes["prim"].licences) == 1
+            # same key, another request: refused
+            st, out = await c.request("POST", P.PATH_LICENCES, {"text": "OTHER"}, idempotency_key="job-1-step-2")
+            assert st == 422
+            # no key: refused
+            st, out = await c.request("POST", P.PATH_LICENCES, body, auto_key=False)
+            assert st == 400 and P.IDEMPOTENCY_HEADER in out["error"]
+            # a stop repeated after the node is started again does not stop it again
+            st, a = await c.request("POST", P.PATH_SERVICES_STOP, {}, idempotency_key="stop-1")
+            st, b = await c.request("POST", P.PATH_SERVICES_START, {}, idempotency_key="start-1")
+            seq = nodes["prim"].seq
+            st, again = await c.request("POST", P.PATH_SERVICES_STOP, {}, idempotency_key="stop-1")
+            assert again == a and nodes["prim"].services_running
+            assert nodes["prim"].seq == seq
+            # licences: list, remove, server info shows the licensed limit
+            lid = out1["id"]
+            info = await c.call("GET", P.PATH_SERVER_INFO)
+            assert info["licences"][0]["features"] == {"CAS Elements": 100} and "text" not in info["licences"][0]
+            assert (await c.request("DELETE", P.PATH_LICENCE.format(licence_id=lid)))[0] == 200
+            assert (await c.request("DELETE", P.PATH_LICENCE.format(licence_id=lid)))[0] == 404
+    run(go())
+
+
+def test_idempotency_answers_survive_a_restart(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            st, out = await clients["prim"].request("POST", P.PATH_LICENCES, {"text": "L"}, idempotency_key="k")
+        async with running(tmp_path) as (net, nodes, clients, session):
+            pass
+        return out
+    run(go())
+    stored = json.loads((tmp_path / "prim" / "idempotency.json").read_text())
+    assert stored["k"]["status"] == 201
+
+
+# ---------------------------------------------------------------- pairing through the API
+def test_pairing_through_the_api_and_its_refusals(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            # a node refuses a role it was not set up with
+            st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE, pair_body("secondary", nodes["sec"]))
+            assert st == 409 and "switched roles" in out["error"]
+            # versions must match
+            st, out = await clients["sec"].request("POST", P.PATH_HA_CONFIGURE, pair_body("secondary", nodes["old"]))
+            assert st == 409 and "same software version" in out["error"]
+            # bad failover wait
+            st, out = await clients["sec"].request("POST", P.PATH_HA_CONFIGURE,
+                                                   pair_body("secondary", nodes["prim"], failover_wait=500))
+            assert st == 400 and "between 2 and 120" in out["error"]
+            await pair_up(nodes, clients)
+            async def measured():
+                i = await clients["prim"].call("GET", P.PATH_HA_INFO)
+                return i["peers"][0]["mean_heartbeat_ms"] is not None and i
+            info = await until(measured, 5, "mean heartbeat time on the primary")
+            p = info["peers"][0]
+            assert p["state"] == "PRIMARY_ACTIVE" and p["heartbeat"] == "Up" and p["status"] == "Active"
+            assert p["instance_db_name"] == "mseos3s" and p["instance_db_port"] == 1624
+            assert p["mean_heartbeat_ms"] is not None and p["mean_heartbeat_ms"] > 0
+            ev = await clients["prim"].call("GET", P.PATH_EVENTS + "?since=0")
+            d = [e["description"] for e in ev["events"]]
+            assert d.index("Configuration successfully created") < d.index("Heartbeats have been setup successfully") < d.index("Active")
+            assert all(e["generated_by"] == "Primary" and e["generation"] >= 1 for e in ev["events"] if e["peer"])
+            # paging by seq
+            ev2 = await clients["prim"].call("GET", P.PATH_EVENTS + f"?since={ev['events'][1]['seq']}&limit=1")
+            assert [e["seq"] for e in ev2["events"]] == [ev["events"][2]["seq"]]
+            # a change of failover type
+            st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE,
+                                                    pair_body("primary", nodes["sec"], failover_type="Automatic"))
+            assert st == 200 and out["peer"]["failover_type"] == "Automatic"
+            ev = await clients["prim"].call("GET", P.PATH_EVENTS + "?since=0")
+            assert {"description": "Configuration updated", "remarks": "Failover mode set to AUTOMATIC."}.items() <= ev["events"][-1].items()
+            # a primary has one secondary
+            st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE, pair_body("primary", nodes["old"]))
+            assert st == 409
+            # deleting the secondary from the manager: both forget the pair; the primary keeps its VIP
+            st, out = await clients["prim"].request("DELETE", P.PATH_HA_PEER.format(peer_hm_ip=nodes["sec"].cfg.hm_ip))
+            assert st == 200
+            st, out = await clients["sec"].request("DELETE", P.PATH_HA_PEER.format(peer_hm_ip=nodes["prim"].cfg.hm_ip))
+            assert st == 200
+            assert nodes["prim"].cfg.vip in nodes["prim"].vip_driver.bound
+            assert (await clients["prim"].call("GET", P.PATH_HA_INFO))["peers"] == []
+    run(go())
+
+
+def test_stop_by_hand_is_graceful_no_takeover(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            await pair_up(nodes, clients, failover_type="Automatic", failover_wait=0.5)
+            prim, sec = nodes["prim"], nodes["sec"]
+            st, out = await clients["prim"].request("POST", P.PATH_SERVICES_STOP, {})
+            assert st == 200 and out["states"][sec.cfg.hm_ip] == "GRACEFUL_SHUTDOWN"
+            assert prim.cfg.vip not in prim.vip_driver.bound
+            await until(lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.GRACEFUL_SHUTDOWN, 3, "secondary GRACEFUL_SHUTDOWN")
+            await asyncio.sleep(1.5)  # three failover waits: still no takeover
+            assert not sec.desired_vips() and next(iter(sec.pairs.values())).ha.state is P.HAState.GRACEFUL_SHUTDOWN
+            # health checks (unsigned): nobody answers /primary
+            async with session.get(f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/primary") as r:
+                assert r.status == 503
+            async with session.get(f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/health") as r:
+                assert r.status == 503
+            st, out = await clients["prim"].request("POST", P.PATH_SERVICES_START, {})
+            await until(lambda: prim.cfg.vip in prim.vip_driver.bound, 3, "primary takes its VIP back")
+            async with session.get(f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/primary") as r:
+                assert r.status == 200
+            async with session.get(f"http://{sec.cfg.hm_ip}:{P.DEFAULT_PORT}/secondary") as r:
+                assert r.status == 200
+            await until(lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.SECONDARY_ACTIVE, 3, "SECONDARY_ACTIVE")
+    run(go())
+
+
+def test_switchover_is_refused_until_synchronised_and_forwarded_to_the_secondary(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            await pair_up(nodes, clients)
+            st, out = await clients["prim"].request("POST", P.PATH_FAILBACK, {})
+            assert st == 409 and "nothing to fail back" in out["error"]
+            # a command from an older generation is refused
+            st, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {"generation": 0})
+            assert st == 409 and "stale" in out["error"]
+            st, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {}, idempotency_key="sw-1")
+            assert st == 202 and out["state"] == "FAILOVER_INVOKED"
+            await until(lambda: nodes["sec"].cfg.hm_ip and nodes["prim"].cfg.vip in nodes["sec"].vip_driver.bound, 5, "VIP moved")
+            # the repeat of the same job step does not start a second failover
+            st2, out2 = await clients["prim"].request("POST", P.PATH_FAILOVER, {}, idempotency_key="sw-1")
+            assert (st2, out2) == (st, out)
+            # the failback is refused for 30 minutes, with the time it becomes allowed
+            st, out = await clients["sec"].request("POST", P.PATH_FAILBACK, {})
+            assert st == 409
+    run(go())
+
+
+# ---------------------------------------------------------------- trap destinations
+def test_events_are_pushed_signed_to_trap_destinations(tmp_path):
+    received = []
+    bad = []
+
+    async def ingest(request):
+        body = await request.read()
+        try:
+            P.verify_request("pw-prim", "POST", request.path_qs, body, request.headers, replay_cache=None)
+        except P.SignatureError as e:
+            bad.append(str(e))
+            return web.json_response({"error": str(e)}, status=401)
+        received.append(json.loads(body))
+        return web.json_response({"ok": True})
+
+    async def go():
+        app = web.Application()
+        app.router.add_post("/api/v1/ingest/events", ingest)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/api/v1/ingest/events"
+        try:
+            async with running(tmp_path) as (net, nodes, clients, session):
+                st, out = await clients["prim"].request("PUT", P.PATH_TRAP_DESTINATIONS, {"urls": [url]})
+                assert st == 200 and out["destinations"][0]["url"] == url
+                st, out = await clients["prim"].request("PUT", P.PATH_TRAP_DESTINATIONS, {"urls": ["http://10.1.2.3/x"]})
+                assert st == 400  # never anything but loopback
+                await clients["prim"].request("POST", P.PATH_LICENCES, {"text": "L1", "features": {"CAS Elements": 100}})
+                await until(lambda: any(e["description"] == "Licence installed" for r in received for e in r["events"]), 5, "push")
+                info = await clients["prim"].call("GET", P.PATH_TRAP_DESTINATIONS)
+                assert info["destinations"][0]["pushed_seq"] == nodes["prim"].seq
+        finally:
+            await runner.cleanup()
+
+    run(go())
+    assert not bad
+    seqs = [e["seq"] for r in received for e in r["events"]]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+    assert received[0]["node"] == "prim"
+
+
+def test_direct_connect_carries_the_heartbeats(tmp_path):
+    async def go():
+        net = free_subnet()
+        d = fleet_dict(net)
+        d["node"][0]["direct_connect"] = f"{net}.7"
+        d["node"][1]["direct_connect"] = f"{net}.8"
+        d["pair"] = [{"primary": "prim", "secondary": "sec", "failover_wait": 2}]
+        fleet = parse_fleet(d)
+        from nodeagent.cli import declared_pairs
+        servers = []
+        async with aiohttp.ClientSession() as session:
+            try:
+                for name in ("prim", "sec"):
+                    node = Node(fleet.nodes[name], tmp_path / name, session=session)
+                    node.load(declared_pairs(fleet, name))
+                    srv = NodeServer(node)
+                    await srv.start()
+                    servers.append(srv)
+                prim, sec = servers[0].node, servers[1].node
+                pr = next(iter(sec.pairs.values()))
+                assert pr.direct and pr.client().base == f"http://{net}.7:{P.DEFAULT_PORT}"
+                await until(lambda: next(iter(prim.pairs.values())).ha.heartbeat_up, 5, "heartbeats over direct connect")
+                # the HM API answers on the direct-connect address too
+                c = AgentClient(session, f"{net}.7", "pw-prim")
+                info = await c.call("GET", P.PATH_HA_INFO)
+                assert info["peers"][0]["direct_connect"] is True
+            finally:
+                for s in servers:
+                    await s.close()
+    run(go())
