@@ -25,8 +25,12 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
     try:
         raw = await client.request(target, "GET", protocol.PATH_HA_INFO)
         info = agent_replies.parse_ha_info(raw, source=source)
-        page = await client.request(target, "GET", f"{protocol.PATH_EVENTS}?since={since}&limit={EVENTS_PAGE}")
-        events = agent_replies.parse_events(page.get("events", []), source=source)
+        last_seq = raw.get("last_seq")
+        events = []
+        # ha-info says how far the node's events go: ask for them only when there are new ones
+        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq > since:
+            page = await client.request(target, "GET", f"{protocol.PATH_EVENTS}?since={since}&limit={EVENTS_PAGE}")
+            events = agent_replies.parse_events(page.get("events", []), source=source)
     except agent_client.AgentError as exc:
         return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message)
     return PollResult(appliance_id=appliance_id, ha_info=info, events=events)

@@ -44,39 +44,61 @@ def _pair_for_peer(appliance: Appliance, pairs: list[HAPair], peer_hm_ip: str | 
 
 @transaction.atomic
 def events_ingest(*, appliance: Appliance, events: list[AgentEvent]) -> int:
-    """Store agent events once each; returns how many were new."""
+    """Store one agent's pushed events once each; returns how many were new."""
     if not events:
         return 0
     # Lock order (appliance rows by pk, then pairs, then events) is the same as the
     # poller's, so concurrent pushes and polls queue up instead of deadlocking.
-    Appliance.objects.select_for_update().filter(pk=appliance.pk).first()
-    pairs = _pairs_of(appliance)
-    rows = []
-    for event in events:
-        pair = _pair_for_peer(appliance, pairs, event.peer_hm_ip)
-        severity = Severity.INFO
-        if event.description == FAILOVER_EVENT or event.description.startswith(("Heartbeats lost", "Newer generation")):
-            severity = Severity.WARNING
-        rows.append(
-            HAEvent(
-                appliance=appliance,
-                pair=pair,
-                seq=event.seq,
-                description=event.description[:300],
-                generated_by=(event.generated_by or appliance.name)[:128],
-                timestamp=event.timestamp,
-                remarks=event.remarks[:500],
-                generation=event.generation,
-                severity=severity,
-            )
-        )
+    locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
+    return _ingest_locked({locked.pk: (locked, events)}, _pairs_of(locked))
+
+
+def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: list[HAPair]) -> int:
+    """Insert the events of several appliances (their rows already locked) in a few queries."""
+    batch = {pk: (a, evs) for pk, (a, evs) in batch.items() if evs}
+    if not batch:
+        return 0
+    pairs_by_node: dict[int, list[HAPair]] = {}
+    for pair in pairs:
+        pairs_by_node.setdefault(pair.primary_id, []).append(pair)
+        pairs_by_node.setdefault(pair.secondary_id, []).append(pair)
+    lowest = min(event.seq for _, evs in batch.values() for event in evs)
     existing = set(
-        HAEvent.objects.filter(appliance=appliance, seq__in=[e.seq for e in events]).values_list("seq", flat=True)
+        HAEvent.objects.filter(appliance_id__in=list(batch), seq__gte=lowest).values_list("appliance_id", "seq")
     )
-    new_rows = [row for row in rows if row.seq not in existing]
-    HAEvent.objects.bulk_create(new_rows, ignore_conflicts=True)
-    highest = max(event.seq for event in events)
-    Appliance.objects.filter(pk=appliance.pk, last_event_seq__lt=highest).update(last_event_seq=highest)
+    new_rows, advanced = [], []
+    for pk, (appliance, events) in batch.items():
+        node_pairs = pairs_by_node.get(pk, [])
+        for event in events:
+            if (pk, event.seq) in existing:
+                continue
+            existing.add((pk, event.seq))
+            severity = Severity.INFO
+            if event.description == FAILOVER_EVENT or event.description.startswith(("Heartbeats lost", "Newer generation")):
+                severity = Severity.WARNING
+            new_rows.append(
+                HAEvent(
+                    appliance_id=pk,
+                    pair=_pair_for_peer(appliance, node_pairs, event.peer_hm_ip),
+                    seq=event.seq,
+                    description=event.description[:300],
+                    generated_by=(event.generated_by or appliance.name)[:128],
+                    timestamp=event.timestamp,
+                    remarks=event.remarks[:500],
+                    generation=event.generation,
+                    severity=severity,
+                )
+            )
+        highest = max(event.seq for event in events)
+        if highest > appliance.last_event_seq:
+            appliance.last_event_seq = highest
+            advanced.append(appliance)
+    HAEvent.objects.bulk_create(new_rows, ignore_conflicts=True, batch_size=500)
+    by_value: dict[int, list[int]] = {}
+    for appliance in advanced:  # most nodes share a few values: one UPDATE per value
+        by_value.setdefault(appliance.last_event_seq, []).append(appliance.pk)
+    for value, pks in by_value.items():
+        Appliance.objects.filter(pk__in=pks, last_event_seq__lt=value).update(last_event_seq=value)
     for row in new_rows:
         if row.pair is None:
             continue
@@ -96,49 +118,63 @@ class PollResult:
 
 
 def status_record(results: list[PollResult]) -> None:
-    """Write one polling round (or a single refresh) in one transaction."""
+    """Write one polling round (or a single refresh) in one transaction.
+
+    Cheap in steady state: timestamps for every node in two UPDATEs; states, pairs and
+    events only where something changed.
+    """
     now = timezone.now()
     by_id = {result.appliance_id: result for result in results}
+    if not by_id:
+        return
     with transaction.atomic():
-        appliances = {a.pk: a for a in Appliance.objects.select_for_update().filter(pk__in=by_id).order_by("pk")}
-        changed_appliances = []
-        for appliance_id, result in by_id.items():
-            appliance = appliances.get(appliance_id)
-            if appliance is None:
-                continue
-            info = result.ha_info
-            appliance.last_polled_at = now
-            if info is None:
-                appliance.reachability = Reachability.UNREACHABLE
-            else:
-                appliance.reachability = Reachability.REACHABLE
-                appliance.last_seen_at = now
-                appliance.generation = info.generation
-                appliance.ha_state = _node_state(appliance, info)
-            changed_appliances.append(appliance)
-        Appliance.objects.bulk_update(
-            changed_appliances, ["reachability", "last_seen_at", "last_polled_at", "generation", "ha_state"], batch_size=500
-        )
+        appliances = {
+            a.pk: a
+            for a in Appliance.objects.select_for_update()
+            .filter(pk__in=list(by_id))
+            .order_by("pk")
+            .only("pk", "name", "hm_ip", "ha_state", "generation", "last_event_seq")
+        }
+        reachable = [pk for pk in appliances if by_id[pk].ha_info is not None]
+        unreachable = [pk for pk in appliances if by_id[pk].ha_info is None]
+        if reachable:
+            Appliance.objects.filter(pk__in=reachable).update(
+                reachability=Reachability.REACHABLE, last_seen_at=now, last_polled_at=now
+            )
+        if unreachable:
+            Appliance.objects.filter(pk__in=unreachable).update(reachability=Reachability.UNREACHABLE, last_polled_at=now)
+        changed = []
+        for pk in reachable:
+            appliance, info = appliances[pk], by_id[pk].ha_info
+            state, generation = _node_state(appliance, info), info.generation
+            if (appliance.ha_state, appliance.generation) != (state, generation):
+                appliance.ha_state, appliance.generation = state, generation
+                changed.append(appliance)
+        Appliance.objects.bulk_update(changed, ["ha_state", "generation"], batch_size=500)
+
         pairs = list(
             HAPair.objects.select_for_update(of=("self",))
             .select_related("primary", "secondary")
-            .filter(Q(primary_id__in=by_id) | Q(secondary_id__in=by_id))
+            .filter(Q(primary_id__in=list(by_id)) | Q(secondary_id__in=list(by_id)))
             .order_by("pk")
         )
-        split_brains = []
+        changed_pairs, split_brains = [], []
         for pair in pairs:
+            before = tuple(getattr(pair, name) for name in PAIR_STATUS_FIELDS)
             was_split = pair.split_brain
             for side in ("primary", "secondary"):
                 node = getattr(pair, side)
                 result = by_id.get(node.pk)
-                if result is None:
-                    continue
-                _apply_side(pair, side, node, result.ha_info, now)
+                if result is not None:
+                    _apply_side(pair, side, node, result.ha_info)
             pair.split_brain = pair.primary_in_charge and pair.secondary_in_charge
             if pair.split_brain and not was_split:
                 split_brains.append(pair)
-            pair.status_updated_at = now
-        HAPair.objects.bulk_update(pairs, PAIR_STATUS_FIELDS, batch_size=500)
+            if tuple(getattr(pair, name) for name in PAIR_STATUS_FIELDS) != before:
+                changed_pairs.append(pair)
+        HAPair.objects.bulk_update(changed_pairs, PAIR_STATUS_FIELDS, batch_size=250)
+        if pairs:
+            HAPair.objects.filter(pk__in=[pair.pk for pair in pairs]).update(status_updated_at=now)
         for pair in split_brains:
             event_record(
                 description="Split brain detected: primary and secondary are both active",
@@ -147,9 +183,10 @@ def status_record(results: list[PollResult]) -> None:
                 severity=Severity.CRITICAL,
                 remarks=SPLIT_BRAIN_REMEDY,
             )
-        for result in results:
-            if result.events and result.appliance_id in appliances:
-                events_ingest(appliance=appliances[result.appliance_id], events=result.events)
+        _ingest_locked(
+            {pk: (appliances[pk], by_id[pk].events or []) for pk in reachable},
+            pairs,
+        )
 
 
 PAIR_STATUS_FIELDS = [
@@ -171,7 +208,6 @@ PAIR_STATUS_FIELDS = [
     "status_text",
     "switch_allowed_at",
     "split_brain",
-    "status_updated_at",
 ]
 
 
@@ -181,7 +217,7 @@ def _node_state(appliance: Appliance, info: HAInfo) -> str:
     return info.peers[0].state
 
 
-def _apply_side(pair: HAPair, side: str, node: Appliance, info: HAInfo | None, now) -> None:
+def _apply_side(pair: HAPair, side: str, node: Appliance, info: HAInfo | None) -> None:
     other = pair.secondary if side == "primary" else pair.primary
     if info is None:
         setattr(pair, f"{side}_reachable", False)
