@@ -9,7 +9,7 @@ REQS := requirements/base.txt requirements/dev.txt requirements/agent.txt
 # environment names PostgreSQL/Redis.
 RUN_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: run test bench venv migrate demo-users clean
+.PHONY: run test bench venv migrate demo-users clean chromium
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ demo-users: migrate
 run: demo-users
 	$(RUN_ENV) $(VENV)/bin/honcho --procfile Procfile.dev --app-root . start
 
-test: venv
+# The browser tests drive Debian's Chromium (never a downloaded one): install it where we can.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no chromium here (apt-get install chromium): the browser tests will fail saying so"; fi; }
+
+test: venv chromium
 	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -78,6 +78,7 @@ class JobKind(models.TextChoices):
     UPDATE_HA = "update_ha", "Update high availability parameters"
     ACTIVATE_SECONDARY = "activate_secondary", "Activate secondary"
     INSTALL_LICENSE = "install_license", "Install licence"
+    REMOVE_LICENSE = "remove_license", "Remove licence"
     SWITCHOVER = "switchover", "Switchover"
     FAILBACK = "failback", "Failback"
     DELETE_SECONDARY = "delete_secondary", "Delete secondary"

@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db import transaction
 
 from hapairs import agent_client, polling
-from hapairs.choices import HAState, JobKind, LinkStatus, ReplicationStatus
+from hapairs.choices import HAState, JobKind, LicenseStatus, LinkStatus, ReplicationStatus
 from hapairs.jobs import JobContext, Step, StepFailed, register
-from hapairs.models import Appliance, HAPair
+from hapairs.models import Appliance, HAPair, LicenseFile
 from hapairs.services._common import event_record
 from nodeagent import protocol
 
@@ -75,6 +75,89 @@ def _refresh(pair: HAPair) -> HAPair:
     return HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk)
 
 
+# --- licences --------------------------------------------------------------------------
+def _job_licence_file(ctx: JobContext) -> LicenseFile:
+    found = LicenseFile.objects.select_related("appliance").filter(pk=ctx.params.get("license_file")).first()
+    if found is None:
+        raise StepFailed("The licence file of this job no longer exists.")
+    return found
+
+
+def _install_file(ctx: JobContext, license_file: LicenseFile, *, key: str) -> bool:
+    """Send one stored file to its appliance's agent, then record its lines INSTALLED.
+
+    Idempotent: a file with no VERIFIED line left (installed, or removed meanwhile) is
+    skipped, and a re-sent request carries the same key, so the agent answers as before.
+    """
+    from hapairs.services.licences import licence_features, licence_installed_record
+
+    lines = list(license_file.licenses.all())
+    if not any(line.status == LicenseStatus.VERIFIED for line in lines):
+        return False
+    appliance = license_file.appliance
+    reply = agent_client.call(
+        agent_client.target_for(appliance),
+        "POST",
+        protocol.PATH_LICENCES,
+        body={"text": license_file.content, "features": licence_features(lines)},
+        idempotency_key=key,
+    )
+    agent_id = reply.get("id") if isinstance(reply, dict) else None
+    if not isinstance(agent_id, str) or not agent_id:
+        raise agent_client.AgentBadReply(f"{appliance.name} installed the licence but did not say under which id.")
+    licence_installed_record(license_file=license_file, agent_licence_id=agent_id, job=ctx.job)
+    return True
+
+
+def install_licence(ctx: JobContext) -> None:
+    _install_file(ctx, _job_licence_file(ctx), key=ctx.idempotency_key)
+
+
+def remove_licence_from_agent(ctx: JobContext) -> None:
+    license_file = _job_licence_file(ctx)
+    if not license_file.agent_licence_id:  # never installed: the agent has nothing to drop
+        return
+    path = protocol.PATH_LICENCE.format(licence_id=license_file.agent_licence_id)
+    try:
+        _post(ctx, license_file.appliance, path, {}, method="DELETE")
+    except agent_client.AgentRejected as exc:
+        if exc.status != 404:  # already gone: fine, the step is done
+            raise
+
+
+def record_licence_removed(ctx: JobContext) -> None:
+    from hapairs.services.licences import licence_removed_record
+
+    licence_removed_record(license_file=_job_licence_file(ctx), job=ctx.job)
+
+
+def install_pending_licences(ctx: JobContext) -> None:
+    """Licences uploaded but not installed yet on either node (a VA's activation licence,
+    uploaded just before pairing) reach their agents before HA is configured."""
+    pair = _pair(ctx)
+    files = (
+        LicenseFile.objects.select_related("appliance")
+        .filter(appliance_id__in=[pair.primary_id, pair.secondary_id], licenses__status=LicenseStatus.VERIFIED)
+        .distinct()
+        .order_by("pk")
+    )
+    for license_file in files:
+        _install_file(ctx, license_file, key=f"{ctx.idempotency_key}:{license_file.pk}")
+
+
+register(
+    JobKind.INSTALL_LICENSE,
+    [Step("install_licence", install_licence, "Installing the licence on the appliance")],
+)
+register(
+    JobKind.REMOVE_LICENSE,
+    [
+        Step("remove_licence", remove_licence_from_agent, "Removing the licence from the appliance"),
+        Step("record_removed", record_licence_removed, "Recording the removal"),
+    ],
+)
+
+
 # --- configure ----------------------------------------------------------------------
 def configure_secondary(ctx: JobContext) -> None:
     pair = _pair(ctx)
@@ -127,6 +210,7 @@ def wait_until_active(ctx: JobContext) -> None:
 register(
     JobKind.CONFIGURE_HA,
     [
+        Step("install_licences", install_pending_licences, "Installing uploaded licences on both nodes"),
         Step("configure_secondary", configure_secondary, "Configuring the secondary"),
         Step("configure_primary", configure_primary, "Configuring the primary"),
         Step("trap_destinations", set_trap_destinations, "Pointing both agents' events at the portal"),

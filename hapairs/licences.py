@@ -290,15 +290,20 @@ def _describe(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+def check_size(size: int, *, max_bytes: int = MAX_BYTES) -> None:
+    """Refuse a file of ``size`` bytes past the limit (before reading it: an upload may be huge)."""
+    if size > max_bytes:
+        raise LicenceError(
+            f"The licence file is {size:,} bytes; the limit is {max_bytes // 1024} KiB ({max_bytes:,} bytes). "
+            "A licence file is plain text of a few lines: check that you picked the right file."
+        )
+
+
 def _decode(data: bytes, max_bytes: int) -> str:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise LicenceError("The licence file must be given as bytes.")
     data = bytes(data)
-    if len(data) > max_bytes:
-        raise LicenceError(
-            f"The licence file is {len(data):,} bytes; the limit is {max_bytes // 1024} KiB ({max_bytes:,} bytes). "
-            "A licence file is plain text of a few lines: check that you picked the right file."
-        )
+    check_size(len(data), max_bytes=max_bytes)
     if not data.strip():
         raise LicenceError("The licence file is empty.")
     if b"\x00" in data:

@@ -151,6 +151,9 @@ class LicenseFile(models.Model):
     appliance = models.ForeignKey(Appliance, on_delete=models.PROTECT, related_name="license_files")
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     uploaded_at = models.DateTimeField(auto_now_add=True)
+    # The id the appliance's agent gave the file when it installed it (blank until then);
+    # the removal job deletes it from the agent by this id.
+    agent_licence_id = models.CharField("Agent licence id", max_length=64, blank=True)
 
     class Meta:
         ordering = ["-uploaded_at"]
@@ -165,6 +168,7 @@ class License(models.Model):
     source_file = models.ForeignKey(LicenseFile, on_delete=models.CASCADE, related_name="licenses")
     feature = models.CharField(max_length=64)  # e.g. MSE_ACTIVATION, CAS_ELEMENTS
     sku = models.CharField("SKU", max_length=64, blank=True)  # e.g. L-MSE-7.0-K9
+    vendor_string = models.CharField(max_length=255, blank=True)  # as signed, e.g. SKU=L-MSE-7.0-K9
     version = models.CharField(max_length=16, blank=True)
     count = models.PositiveIntegerField()
     host_udi = models.CharField("Host binding", max_length=128)  # a UDI, or ANY
@@ -186,6 +190,21 @@ class License(models.Model):
     @property
     def is_permanent(self) -> bool:
         return self.expires_on is None
+
+    @property
+    def canonical(self) -> str:
+        """The signed form of the line (hapairs.licences.canonical_form): equal lines are the same licence."""
+        from hapairs.licences import canonical_form
+
+        return canonical_form(
+            feature=self.feature,
+            version=self.version,
+            expires_on=self.expires_on,
+            count=self.count,
+            host_udi=self.host_udi,
+            is_evaluation=self.is_evaluation,
+            vendor_string=self.vendor_string or f"SKU={self.sku}",
+        )
 
 
 class HAPair(models.Model):
@@ -282,6 +301,21 @@ class HAPair(models.Model):
             setattr(self, field, value)
 
 
+class HeartbeatSample(models.Model):
+    """A pair's mean heartbeat response time, sampled at most once a minute (the status
+    screen's chart and the health report's trend). Old samples are pruned by beat."""
+
+    pair = models.ForeignKey(HAPair, on_delete=models.CASCADE, related_name="heartbeat_samples")
+    at = models.DateTimeField()
+    mean_ms = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["pair", "-at"], name="hbsample_pair_time")]
+
+    def __str__(self) -> str:
+        return f"{self.pair}: {self.mean_ms:.1f} ms at {self.at:%H:%M}"
+
+
 class Job(models.Model):
     """One operator action run by a worker against the agents."""
 
@@ -375,6 +409,7 @@ __all__ = [
     "Appliance",
     "HAEvent",
     "HAPair",
+    "HeartbeatSample",
     "Job",
     "JobKind",
     "JobStatus",

@@ -22,6 +22,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]] | str] = {
     MONITOR: list(_VIEW),
 }
 OPERATE = "hapairs.operate_hapair"
+LICENCES = "hapairs.add_licensefile"  # upload licences (and remove them: "Delete Secondary Activation license")
 ADMINISTER = "hapairs.add_appliance"
 
 

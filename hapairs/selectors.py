@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from hapairs import rules
 from hapairs.choices import LicenseStatus
-from hapairs.models import Appliance, HAPair, Job, License
+from hapairs.models import Appliance, HAPair, Job, License, LicenseFile
 
 ACTIVATION_FEATURE = "MSE_ACTIVATION"
 
@@ -23,8 +23,27 @@ def active_licenses(appliance: Appliance) -> QuerySet[License]:
 
 
 def appliance_is_activated(appliance: Appliance) -> bool:
-    """A VA is activated while it holds an installed, unexpired activation licence."""
-    return active_licenses(appliance).filter(feature=ACTIVATION_FEATURE).exists()
+    """A VA is activated while it holds an unexpired activation licence: installed, or
+    uploaded and verified with its install still pending (the configure job installs
+    pending licences first, so an operator can upload the activation licence and pair in one go)."""
+    today = timezone.localdate()
+    return (
+        License.objects.filter(feature=ACTIVATION_FEATURE)
+        .filter(
+            Q(status=LicenseStatus.INSTALLED, installed_on=appliance)
+            | Q(status=LicenseStatus.VERIFIED, source_file__appliance=appliance)
+        )
+        .filter(Q(expires_on__isnull=True) | Q(expires_on__gte=today))
+        .exists()
+    )
+
+
+def license_files(*, appliance: Appliance | None = None, limit: int = 500) -> list[LicenseFile]:
+    """Uploaded licence files, newest first, with their lines (three queries, whatever the count)."""
+    queryset = LicenseFile.objects.select_related("appliance", "uploaded_by").prefetch_related("licenses__installed_on")
+    if appliance is not None:
+        queryset = queryset.filter(appliance=appliance)
+    return list(queryset.order_by("-uploaded_at", "-pk")[:limit])
 
 
 def node_facts(appliance: Appliance) -> rules.NodeFacts:
@@ -244,3 +263,94 @@ def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
         "status_updated_at": pair.status_updated_at,
         "events": list(events),
     }
+
+
+# --- the operator's screens ------------------------------------------------------------
+APPLIANCE_SORTS = {
+    # ?sort= value: (label, ordering)
+    "name": ("Device Name", ("name",)),
+    "type": ("Device Type", ("device_type", "name")),
+    "ip": ("IP Address", ("hm_ip",)),
+    "version": ("Version", ("version", "name")),
+    "reachability": ("Reachability Status", ("reachability", "name")),
+}
+
+
+def appliance_filtered(*, q: str = "", device_type: str = "", reachability: str = "", paired: str = "") -> QuerySet:
+    """The Mobility Services Engines list's filters, as a queryset (count it, then page it)."""
+    from django.db.models import Exists, OuterRef
+
+    queryset = Appliance.objects.defer("password_ciphertext")
+    if q:
+        queryset = queryset.filter(Q(name__icontains=q) | Q(hm_ip__startswith=q) | Q(vip__startswith=q))
+    if device_type:
+        queryset = queryset.filter(device_type=device_type)
+    if reachability:
+        queryset = queryset.filter(reachability=reachability)
+    if paired:
+        as_primary = Exists(HAPair.objects.filter(primary=OuterRef("pk")))
+        as_secondary = Exists(HAPair.objects.filter(secondary=OuterRef("pk")))
+        queryset = {
+            "yes": queryset.filter(as_primary),
+            "secondary": queryset.filter(as_secondary),
+            "no": queryset.filter(~as_primary & ~as_secondary),
+        }.get(paired, queryset)
+    return queryset
+
+
+def appliance_page(queryset: QuerySet, *, sort: str = "name", descending: bool = False, offset: int = 0,
+                   limit: int = 50) -> list[Appliance]:
+    """One sorted page with each row's pair and the primaries it backs: two queries at any size."""
+    from django.db.models import Prefetch
+
+    ordering = APPLIANCE_SORTS.get(sort, APPLIANCE_SORTS["name"])[1]
+    if descending:
+        ordering = tuple(f"-{field}" for field in ordering)
+    return list(
+        queryset.select_related("ha_pair_as_primary__secondary")
+        .prefetch_related(
+            Prefetch("ha_pairs_as_secondary", queryset=HAPair.objects.select_related("primary").order_by("slot"))
+        )
+        .order_by(*ordering, "pk")[offset : offset + limit]
+    )
+
+
+def pair_for(appliance: Appliance) -> HAPair | None:
+    """The pair an appliance is primary of, else the first it backs as a secondary."""
+    pairs = HAPair.objects.select_related("primary", "secondary", "maintenance_by")
+    return pairs.filter(primary=appliance).first() or pairs.filter(secondary=appliance).order_by("slot").first()
+
+
+def pair_in_progress(pair: HAPair) -> bool:
+    """Is something moving (a job, a synchronisation, a transition)? Then the screens poll."""
+    from hapairs.choices import HAState
+
+    settled = {HAState.PRIMARY_ACTIVE, HAState.SECONDARY_ACTIVE, HAState.FAILOVER_ACTIVE, HAState.TERMINATED}
+    if Job.objects.filter(pair=pair, status__in=("pending", "running")).exists():
+        return True
+    if pair.status_updated_at is None or pair.sync_percent < 100:
+        return True
+    return pair.primary_state not in settled or pair.secondary_state not in settled
+
+
+def ha_overview_secondaries() -> QuerySet[Appliance]:
+    """Appliances that back at least one primary (count it, then page it with ha_overview)."""
+    return Appliance.objects.defer("password_ciphertext").filter(ha_pairs_as_secondary__isnull=False).distinct()
+
+
+def ha_overview(secondaries: QuerySet[Appliance], *, offset: int = 0, limit: int = 50):
+    """The N:1 view: each secondary with the primaries it backs. Two queries per page."""
+    page = list(secondaries.order_by("name")[offset : offset + limit])
+    pairs = HAPair.objects.filter(secondary__in=page).select_related("primary").order_by("slot")
+    by_secondary: dict[int, list[HAPair]] = {}
+    for pair in pairs:
+        by_secondary.setdefault(pair.secondary_id, []).append(pair)
+    return [(secondary, by_secondary.get(secondary.pk, [])) for secondary in page]
+
+
+def heartbeat_history(pair: HAPair, *, limit: int = 60) -> list[tuple]:
+    """The recent mean heartbeat samples of a pair, oldest first: [(at, ms)]."""
+    from hapairs.models import HeartbeatSample
+
+    rows = HeartbeatSample.objects.filter(pair=pair).order_by("-at").values_list("at", "mean_ms")[:limit]
+    return list(reversed(rows))

@@ -38,3 +38,13 @@ def appliances_refresh(appliance_ids: list[int]) -> dict:
     from hapairs import polling
 
     return polling.poll(appliance_ids)
+
+
+@shared_task(ignore_result=True)
+def heartbeat_samples_prune() -> int:
+    """Beat, daily: keep MSEPORTAL_HEARTBEAT_KEEP_DAYS of heartbeat samples."""
+    from django.conf import settings
+
+    from hapairs.services.status import heartbeat_samples_prune as prune
+
+    return prune(keep_days=settings.HEARTBEAT_KEEP_DAYS)

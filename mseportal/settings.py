@@ -69,6 +69,9 @@ try:
     # Where agents push their events (set on each agent when a pair is configured).
     INGEST_URL = ENV.get("MSEPORTAL_INGEST_URL", "http://127.0.0.1:8000/api/v1/ingest/events")
     AGENT_ALLOWED_NETWORKS = env_networks(ENV, "MSEPORTAL_AGENT_NETWORKS", ["127.0.0.0/8"])
+    # The Ed25519 public keys licence files must be signed with (docs/licences.md): base64
+    # keys separated by commas or spaces, or PEM blocks. Empty: the development key, DEBUG only.
+    MSEPORTAL_LICENSE_PUBLIC_KEYS = ENV.get("MSEPORTAL_LICENSE_PUBLIC_KEYS", "")
 except ConfigError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -220,7 +223,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "hapairs.tasks.jobs_resume",
         "schedule": float(env_int(ENV, "MSEPORTAL_RESUME_SECONDS", 15, minimum=1)),
     },
+    "heartbeat-samples-prune": {"task": "hapairs.tasks.heartbeat_samples_prune", "schedule": 86400.0},
 }
+HEARTBEAT_KEEP_DAYS = env_int(ENV, "MSEPORTAL_HEARTBEAT_KEEP_DAYS", 30, minimum=1)
 
 # --- Logging ------------------------------------------------------------------------
 LOGGING = {

@@ -8,6 +8,7 @@ tasks call these and nothing else that writes. Modules by entity; all re-exporte
 from hapairs.services._common import PORTAL, ServiceError, event_record
 from hapairs.services.appliances import appliance_add, appliance_create, appliance_discover, appliance_set_password
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
+from hapairs.services.licences import licence_remove, licence_upload
 from hapairs.services.pairs import (
     appliance_start_services,
     ha_configure,
@@ -47,4 +48,6 @@ __all__ = [
     "job_enqueue",
     "job_failed_event",
     "job_succeeded_event",
+    "licence_remove",
+    "licence_upload",
 ]

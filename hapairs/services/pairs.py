@@ -109,6 +109,7 @@ def ha_configure(
     failover_type: str = SwitchType.MANUAL,
     failback_type: str = SwitchType.MANUAL,
     failover_wait: int = 10,
+    activation_licence: tuple[str, bytes] | None = None,
     by: AbstractBaseUser | None = None,
     reason: str = "",
 ):
@@ -116,7 +117,9 @@ def ha_configure(
 
     A secondary the portal does not know yet is contacted first (as Add Mobility Services
     Engine would) and recorded in the same transaction as the pair and the job, so a
-    refusal leaves nothing behind.
+    refusal leaves nothing behind. ``activation_licence`` (file name, bytes) is "Activate
+    Secondary with License": verified and stored in that same transaction, so a VA
+    secondary counts as activated for the rules; the job installs it first.
     """
     from hapairs.choices import JobKind
     from hapairs.services.appliances import appliance_create, appliance_discover
@@ -154,6 +157,14 @@ def ha_configure(
         elif secondary_password and secondary_password != secondary.get_password():
             secondary.set_password(secondary_password)
             secondary.save(update_fields=["password_ciphertext", "updated_at"])
+        if activation_licence is not None:
+            from hapairs.services.licences import licence_upload
+
+            filename, data = activation_licence
+            try:
+                licence_upload(appliance=secondary, filename=filename, data=data, by=by, reason=reason)
+            except ServiceError as exc:
+                raise ServiceError(exc.message, field="activation_license") from None
         pair = ha_pair_create(
             primary=primary,
             secondary=secondary,

@@ -8,6 +8,7 @@ is a split brain and raises a critical event with the spec's remedy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Q
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from hapairs.agent_replies import AgentEvent, HAInfo
 from hapairs.choices import HAState, Reachability, Severity
-from hapairs.models import Appliance, HAEvent, HAPair
+from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample
 from hapairs.services._common import event_record
 
 SPLIT_BRAIN_REMEDY = (
@@ -175,6 +176,7 @@ def status_record(results: list[PollResult]) -> None:
         HAPair.objects.bulk_update(changed_pairs, PAIR_STATUS_FIELDS, batch_size=250)
         if pairs:
             HAPair.objects.filter(pk__in=[pair.pk for pair in pairs]).update(status_updated_at=now)
+            _sample_heartbeats(pairs, now)
         for pair in split_brains:
             event_record(
                 description="Split brain detected: primary and secondary are both active",
@@ -187,6 +189,28 @@ def status_record(results: list[PollResult]) -> None:
             {pk: (appliances[pk], by_id[pk].events or []) for pk in reachable},
             pairs,
         )
+
+
+def _sample_heartbeats(pairs: list[HAPair], now) -> None:
+    """One heartbeat sample per pair per minute, with no query to find the last one: a
+    pair is sampled when this write is the first of a new minute for it."""
+    minute = now.replace(second=0, microsecond=0)
+    HeartbeatSample.objects.bulk_create(
+        [
+            HeartbeatSample(pair=pair, at=now, mean_ms=pair.mean_heartbeat_ms)
+            for pair in pairs
+            if pair.mean_heartbeat_ms is not None
+            and (pair.status_updated_at is None or pair.status_updated_at < minute)
+        ],
+        batch_size=500,
+    )
+
+
+def heartbeat_samples_prune(*, keep_days: int) -> int:
+    """Drop samples older than ``keep_days`` (beat, daily)."""
+    cutoff = timezone.now() - timedelta(days=keep_days)
+    deleted, _ = HeartbeatSample.objects.filter(at__lt=cutoff).delete()
+    return deleted
 
 
 PAIR_STATUS_FIELDS = [

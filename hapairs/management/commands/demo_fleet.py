@@ -1,7 +1,9 @@
 """Register the demo fleet's appliances and pair them, through the same services the UI uses.
 
 `make run` starts the agents of ``fleet/demo.toml`` and then this command, which waits
-for them, adds every appliance (the portal discovers each one over its signed API) and
+for them, adds every appliance (the portal discovers each one over its signed API), gives
+every virtual appliance a development activation licence bound to its UDI (signed with
+the development key, as ``mklicense`` does, and uploaded through ``licence_upload``) and
 configures the pairs listed in ``fleet/demo-paired.toml``. Re-running it changes
 nothing that is already there. Development only (the fleet's passwords are public).
 """
@@ -14,7 +16,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from hapairs import services
+from hapairs import licences, selectors, services
+from hapairs.choices import VIRTUAL_TYPES
+from hapairs.management.commands.mklicense import DEV_PRIVATE_KEY
 from hapairs.models import Appliance, HAPair
 from nodeagent.config import ConfigError, load_fleet
 
@@ -45,6 +49,8 @@ class Command(BaseCommand):
             appliance = self._add_when_up(node, wait=wait, by=by)
             self.stdout.write(f"added {appliance.name} ({appliance.get_device_type_display()}, {appliance.hm_ip})")
 
+        self._activate_virtual_appliances(list(nodes), by=by)
+
         for declared in wanted_pairs:
             primary = Appliance.objects.filter(name=declared.primary).first()
             secondary_node = nodes.get(declared.secondary)
@@ -71,6 +77,35 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(f"pairing {primary.name} → {secondary_node.name} (job #{job.pk})")
         self.stdout.write("Demo fleet ready: open http://127.0.0.1:8000/")
+
+    def _activate_virtual_appliances(self, names: list[str], *, by) -> None:
+        """A VA pairs only once activated (MSE-HA-SPEC §2 rule 7): upload a development
+        activation licence for each VA of the fleet that has none; its job installs it."""
+        key = licences.load_private_key(DEV_PRIVATE_KEY.read_bytes())
+        virtual = Appliance.objects.filter(name__in=names, device_type__in=VIRTUAL_TYPES).order_by("name")
+        for appliance in virtual:
+            if selectors.appliance_is_activated(appliance):
+                continue
+            if not appliance.udi:
+                self.stdout.write(f"not activated {appliance.name}: its UDI is not known")
+                continue
+            text = licences.render_licence_file(
+                [licences.LicenceSpec(licences.ACTIVATION_FEATURE, 1, host_udi=appliance.udi)],
+                key,
+                comment=f"Development activation licence for {appliance.name} (demo fleet; DEBUG only)",
+            )
+            try:
+                _file, job = services.licence_upload(
+                    appliance=appliance,
+                    filename=f"{appliance.name}-activation-dev.lic",
+                    data=text.encode("ascii"),
+                    by=by,
+                    reason="demo fleet",
+                )
+            except services.ServiceError as exc:
+                self.stdout.write(f"not activated {appliance.name}: {exc.message}")
+                continue
+            self.stdout.write(f"activating {appliance.name} (job #{job.pk})")
 
     def _add_when_up(self, node, *, wait: float, by):
         deadline = time.monotonic() + wait

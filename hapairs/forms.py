@@ -1,0 +1,101 @@
+"""Forms of the operator's screens. They check shapes only; the services decide.
+
+Labels are the seed's words (MSE-HA-SPEC §4), so the screens read like the manager's.
+Passwords are ``PasswordInput(render_value=False)``: never shown back.
+"""
+
+from __future__ import annotations
+
+from django import forms
+
+from hapairs.choices import DeviceType, Reachability, SwitchType
+from hapairs.models import FAILOVER_WAIT_DEFAULT, FAILOVER_WAIT_MAX, FAILOVER_WAIT_MIN, device_name_validator
+
+SWITCH_CHOICES = SwitchType.choices
+
+
+class PortalForm(forms.Form):
+    """The seed's labels carry no colon."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
+class ApplianceAddForm(PortalForm):
+    """Add Mobility Services Engine, first page."""
+
+    name = forms.CharField(label="Device Name", max_length=63, validators=[device_name_validator])
+    ip = forms.GenericIPAddressField(label="IP Address", protocol="IPv4", help_text="The Health Monitor IP address.")
+    contact_name = forms.CharField(label="Contact Name", max_length=128, required=False)
+    username = forms.CharField(label="Username", max_length=64, initial="admin")
+    password = forms.CharField(label="Password", max_length=256, widget=forms.PasswordInput(render_value=False))
+    http_enabled = forms.BooleanField(label="HTTP", required=False, help_text="Enable HTTP access.")
+
+
+class ConfigureHAForm(PortalForm):
+    """Configure High Availability Parameters (the labels are the seed's, exactly)."""
+
+    secondary_name = forms.CharField(label="Secondary Device Name", max_length=63, validators=[device_name_validator])
+    secondary_ip = forms.GenericIPAddressField(label="Secondary IP Address", protocol="IPv4")
+    secondary_password = forms.CharField(
+        label="Secondary Password", max_length=256, required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="The secondary's admin password. Leave empty for a secondary the portal already knows.",
+    )
+    activation_license = forms.FileField(label="Activate Secondary with License", required=False)
+    delete_activation_license = forms.BooleanField(label="Delete Secondary Activation license", required=False)
+    failover_type = forms.ChoiceField(label="Failover Type", choices=SWITCH_CHOICES, initial=SwitchType.MANUAL)
+    failback_type = forms.ChoiceField(label="Failback Type", choices=SWITCH_CHOICES, initial=SwitchType.MANUAL)
+    failover_wait = forms.IntegerField(
+        label="Long Failover Wait",
+        min_value=FAILOVER_WAIT_MIN,
+        max_value=FAILOVER_WAIT_MAX,
+        initial=FAILOVER_WAIT_DEFAULT,
+        help_text=f"Seconds of missed heartbeats before an automatic failover ({FAILOVER_WAIT_MIN}–{FAILOVER_WAIT_MAX}).",
+    )
+    reason = forms.CharField(label="Reason", max_length=500, required=False, help_text="Recorded with the job.")
+
+
+class UpdateHAForm(PortalForm):
+    failover_type = forms.ChoiceField(label="Failover Type", choices=SWITCH_CHOICES)
+    failback_type = forms.ChoiceField(label="Failback Type", choices=SWITCH_CHOICES)
+    failover_wait = forms.IntegerField(label="Long Failover Wait", min_value=FAILOVER_WAIT_MIN, max_value=FAILOVER_WAIT_MAX)
+    reason = forms.CharField(label="Reason", max_length=500, required=False)
+
+
+class ReasonForm(PortalForm):
+    reason = forms.CharField(label="Reason", max_length=500, required=False, help_text="Recorded with the job and in the events log.")
+
+
+class MaintenanceForm(PortalForm):
+    on = forms.BooleanField(required=False)
+    reason = forms.CharField(label="Reason", max_length=500, required=False)
+
+
+class ApplianceFilterForm(PortalForm):
+    """The list's filter bar: every field optional, bad values simply ignored."""
+
+    q = forms.CharField(label="Search", required=False, max_length=100)
+    device_type = forms.ChoiceField(label="Device Type", required=False, choices=[("", "Any type"), *DeviceType.choices])
+    reachability = forms.ChoiceField(
+        label="Reachability", required=False, choices=[("", "Any reachability"), *Reachability.choices]
+    )
+    paired = forms.ChoiceField(
+        label="High Availability",
+        required=False,
+        choices=[("", "Paired or not"), ("yes", "Primary of a pair"), ("secondary", "Secondary"), ("no", "Not paired")],
+    )
+
+
+class LicenceUploadForm(PortalForm):
+    appliance = forms.ModelChoiceField(
+        label="Appliance", queryset=None, to_field_name="name", empty_label="Choose the appliance…"
+    )
+    file = forms.FileField(label="Licence file", help_text="A .lic file; it is verified before anything is stored.")
+    reason = forms.CharField(label="Reason", max_length=500, required=False)
+
+    def __init__(self, *args, **kwargs):
+        from hapairs.models import Appliance
+
+        super().__init__(*args, **kwargs)
+        self.fields["appliance"].queryset = Appliance.objects.defer("password_ciphertext").order_by("name")

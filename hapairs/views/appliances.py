@@ -1,0 +1,143 @@
+"""Mobility Services Engines: the list, the Add wizard, an appliance's detail."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
+
+from hapairs import agent_client, licences, roles, selectors, services
+from hapairs.crypto import SecretUnreadable
+from hapairs.forms import ApplianceAddForm, ApplianceFilterForm
+from hapairs.models import Appliance, License
+from hapairs.views._common import Pager, render_page, requires
+from nodeagent import output, protocol
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("mse_list")
+
+
+@require_GET
+def mse_list(request: HttpRequest) -> HttpResponse:
+    """Mobility Services Engines: filter, sort and page; the table alone for HTMX."""
+    filters = ApplianceFilterForm(request.GET)
+    wanted = filters.cleaned_data if filters.is_valid() else {}
+    sort = request.GET.get("sort", "name")
+    descending = sort.startswith("-")
+    sort = sort.lstrip("-")
+    if sort not in selectors.APPLIANCE_SORTS:
+        sort, descending = "name", False
+    queryset = selectors.appliance_filtered(
+        **{key: wanted.get(key, "") for key in ("q", "device_type", "reachability", "paired")}
+    )
+    total = queryset.count()
+    pager = Pager(request, total)
+    rows = selectors.appliance_page(queryset, sort=sort, descending=descending, offset=pager.offset,
+                                    limit=pager.per_page)
+    base = {k: v for k, v in request.GET.items() if k not in ("sort", "page") and v}
+    columns = [
+        {
+            "key": key,
+            "label": label,
+            "active": key == sort,
+            "descending": descending,
+            "url": "?" + urlencode({**base, "sort": f"-{key}" if key == sort and not descending else key}),
+        }
+        for key, (label, _order) in selectors.APPLIANCE_SORTS.items()
+    ]
+    context = {"rows": rows, "total": total, "pager": pager, "filters": filters, "columns": columns,
+               "can_add": request.user.has_perm(roles.ADMINISTER), "can_operate": request.user.has_perm(roles.OPERATE)}
+    return render_page(request, "hapairs/mse_list.html", context, partial="table")
+
+
+WIZARD_STEPS = [("details", "Device details"), ("licences", "Licence summary"), ("services", "Services"), ("done", "Done")]
+
+
+@require_http_methods(["GET", "POST"])
+@requires(roles.ADMINISTER, "add appliances")
+def mse_add(request: HttpRequest) -> HttpResponse:
+    """Add Mobility Services Engine, page 1: the portal contacts the agent; nothing is saved
+    unless it answers with the right password."""
+    form = ApplianceAddForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            appliance = services.appliance_add(
+                name=data["name"], ip=data["ip"], password=data["password"], username=data["username"],
+                contact_name=data["contact_name"], http_enabled=data["http_enabled"], by=request.user,
+            )
+        except services.ServiceError as exc:
+            for field, problems in exc.errors.items():
+                for problem in problems:
+                    form.add_error(field if field in form.fields else None, problem)
+        else:
+            messages.success(request, f"{appliance.name} added: {appliance.get_device_type_display()} {appliance.version}.")
+            return redirect("mse_add_step", name=appliance.name, step="licences")
+    return render_page(request, "hapairs/mse_add.html", {"form": form, "steps": WIZARD_STEPS, "step": "details"})
+
+
+@require_GET
+def mse_add_step(request: HttpRequest, name: str, step: str) -> HttpResponse:
+    """The wizard's later pages: licence summary, services, done (reading what was discovered)."""
+    appliance = get_object_or_404(Appliance, name=name)
+    if step not in dict(WIZARD_STEPS) or step == "details":
+        return redirect("mse_add_step", name=name, step="licences")
+    context = {"appliance": appliance, "steps": WIZARD_STEPS, "step": step, **_licence_context(appliance)}
+    return render_page(request, "hapairs/mse_add.html", context)
+
+
+def _licence_context(appliance: Appliance) -> dict:
+    today = timezone.localdate()
+    held = list(License.objects.filter(installed_on=appliance) | License.objects.filter(source_file__appliance=appliance))
+    try:
+        summary = licences.licence_summary(appliance.device_type, held, today)
+    except ValueError:  # a device type without platform limits (none today): show nothing rather than fail
+        summary = []
+    return {
+        "licence_summary": summary,
+        "activated": selectors.appliance_is_activated(appliance) if appliance.is_virtual else None,
+    }
+
+
+@require_GET
+def mse_detail(request: HttpRequest, name: str) -> HttpResponse:
+    appliance = get_object_or_404(Appliance.objects.defer("password_ciphertext"), name=name)
+    pair = selectors.pair_for(appliance)
+    backed = list(appliance.ha_pairs_as_secondary.select_related("primary").order_by("slot"))
+    context = {"appliance": appliance, "pair": pair, "backed": backed, **_licence_context(appliance),
+               "can_operate": request.user.has_perm(roles.OPERATE)}
+    return render_page(request, "hapairs/mse_detail.html", context)
+
+
+@require_GET
+def mse_agent_text(request: HttpRequest, name: str, what: str) -> HttpResponse:
+    """The appliance's own `gethainfo` / `getserverinfo` output, read from its agent now."""
+    appliance = get_object_or_404(Appliance, name=name)
+    if what == "hainfo":
+        path, render = protocol.PATH_HA_INFO, lambda d: output.format_hainfo(d, running=bool(d.get("running", True)))
+    else:
+        path = protocol.PATH_SERVER_INFO
+        render = lambda d: output.format_serverinfo(d, running=bool(d.get("services_running", True)))  # noqa: E731
+    try:
+        text, status = render(agent_client.call(agent_client.target_for(appliance), "GET", path)), 200
+    except agent_client.AgentError as exc:
+        text, status = f"Cannot read it from {appliance.name} now: {exc.message}", 503
+    except SecretUnreadable as exc:
+        text, status = str(exc), 503
+    except (KeyError, TypeError, ValueError, AttributeError):
+        text, status = f"{appliance.name} answered with something that cannot be shown as text.", 502
+    if request.htmx:
+        return render_page(request, "hapairs/mse_detail.html", {"agent_text": text, "agent_ok": status == 200},
+                           partial="agent-text")
+    return HttpResponse(text, content_type="text/plain; charset=utf-8", status=status)
+
+
+def mse_url(appliance: Appliance) -> str:
+    return reverse("mse_detail", kwargs={"name": appliance.name})

@@ -1,0 +1,384 @@
+"""High availability: configure, current status, switchover/failback, maintenance, overview.
+
+Every write goes through ``hapairs.services``; these views only collect input, show the
+services' refusals next to the right field and never render a password back.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from hapairs import crypto, licences, roles, rules, selectors, services, tasks
+from hapairs.choices import ACTIVE_JOB_STATUSES
+from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
+from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job
+from hapairs.views._common import Pager, render_page, requires
+
+RULE_FIELDS = {rules.F_LICENSE: "activation_license", rules.F_PRIMARY: "__all__"}
+PENDING_KEY = "ha-configure-pending"
+HTMX_STOP_POLLING = 286
+
+
+# --- Configure High Availability Parameters -------------------------------------------
+def _pairing_check(primary: Appliance, data: dict, licence_file) -> tuple[dict[str, list[str]], dict]:
+    """Everything the Save would be refused for, found before anything is sent to the
+    agents: the form's rules, the secondary's own answer, its activation, the pairing rules.
+    Returns (errors by form field, what is known of the secondary)."""
+    errors: dict[str, list[str]] = {}
+    facts = {"udi": "", "activation": "", "device_type": "", "version": ""}
+
+    def refuse(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    name, ip, password = data["secondary_name"], data["secondary_ip"], data.get("secondary_password") or ""
+    if data.get("delete_activation_license"):
+        refuse("delete_activation_license", "A virtual secondary must be activated to take part in high availability: "
+                                            "its activation licence cannot be deleted while pairing it.")
+    if name == primary.name or ip == primary.hm_ip:
+        refuse("secondary_name", f"{primary.name} cannot be its own secondary.")
+        return errors, facts
+    secondary = Appliance.objects.filter(name=name).first()
+    if secondary is not None:
+        if secondary.hm_ip != ip:
+            refuse("secondary_ip", f"{name}'s Health Monitor IP is {secondary.hm_ip}, not {ip}.")
+        node = selectors.node_facts(secondary)
+        facts.update(udi=secondary.udi, device_type=secondary.get_device_type_display(), version=secondary.version)
+    else:
+        other = Appliance.objects.filter(hm_ip=ip).first()
+        if other is not None:
+            refuse("secondary_ip", f"{ip} is registered as {other.name}, not {name}.")
+            return errors, facts
+        if not password:
+            refuse("secondary_password", f"Enter {name}'s password: the portal must contact it to pair it.")
+            return errors, facts
+        try:
+            found = services.appliance_discover(ip=ip, password=password)
+        except services.ServiceError as exc:
+            refuse("secondary_password" if exc.field == "password" else "secondary_ip", exc.message)
+            return errors, facts
+        node = rules.NodeFacts(name=name, device_type=found.device_type, version=found.version, hm_ip=ip,
+                               vip=None, vip_prefixlen=None, activated=False, role=found.role)
+        facts.update(udi=found.udi, device_type=rules.DEVICE_LABELS.get(found.device_type, found.device_type),
+                     version=found.version)
+    if licence_file is not None and not errors:
+        try:
+            verified = licences.parse_and_verify(
+                licence_file.read(licences.MAX_BYTES + 1), trusted_keys=licences.trusted_keys_from_settings(),
+                today=timezone.localdate(),
+            )
+            licences.check_host(verified, facts["udi"], appliance=name)
+        except licences.LicenceError as exc:
+            refuse("activation_license", str(exc))
+        else:
+            if any(line.feature == licences.ACTIVATION_FEATURE for line in verified.lines):
+                node = rules.NodeFacts(**{**node.__dict__, "activated": True})
+            else:
+                refuse("activation_license", f"This file holds no {licences.ACTIVATION_FEATURE} licence "
+                                              f"({licences.ACTIVATION_SKU}); it cannot activate {name}.")
+        licence_file.seek(0)
+    if node.is_virtual:
+        facts["activation"] = "Activated" if node.activated else "Not Activated"
+    if errors:
+        return errors, facts
+    backed = HAPair.objects.filter(secondary__name=name).select_related("primary")
+    for violation in rules.validate_pairing(
+        selectors.node_facts(primary), node, already_backed=[selectors.node_facts(p.primary) for p in backed],
+        failover_wait=data["failover_wait"],
+    ):
+        refuse(RULE_FIELDS.get(violation.field, violation.field), violation.message)
+    return errors, facts
+
+
+def _apply_errors(form, errors: dict[str, list[str]]) -> None:
+    for field, problems in errors.items():
+        for problem in problems:
+            form.add_error(field if field in form.fields else None, problem)
+
+
+@require_http_methods(["GET", "POST"])
+def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
+    """Configure High Availability Parameters (a new pair) or update an existing one."""
+    primary = get_object_or_404(Appliance, name=name)
+    existing = HAPair.objects.select_related("primary", "secondary").filter(primary=primary).first()
+    backs = HAPair.objects.filter(secondary=primary).select_related("primary").first()
+    context = {"primary": primary, "pair": existing, "backs": backs,
+               "can_operate": request.user.has_perm(roles.OPERATE)}
+    if existing is not None:
+        return _ha_update(request, existing, context)
+    if backs is not None:
+        return render_page(request, "hapairs/ha_configure.html", context)
+    if request.method == "POST" and not context["can_operate"]:
+        return _forbidden(request, "configure high availability")
+
+    stage = request.POST.get("stage", "")
+    if stage == "confirm":
+        return _ha_configure_confirm(request, primary, context)
+    if request.method == "POST" and stage == "cancel":
+        request.session.pop(PENDING_KEY, None)
+        return redirect("ha_configure", name=primary.name)
+    form = ConfigureHAForm(request.POST or None, request.FILES or None)
+    facts: dict = {}
+    checked = False
+    if request.method == "POST":
+        valid = form.is_valid()
+        if stage == "validate":  # half-filled as the operator types: no "required" noise yet
+            for name in [n for n in form.errors if n in form.fields and not request.POST.get(n) and n not in request.FILES]:
+                del form.errors[name]
+        data = form.cleaned_data
+        if "secondary_name" in data and "secondary_ip" in data:
+            # the pairing rules too, even while another field is wrong, so every problem shows at once
+            errors, facts = _pairing_check(
+                primary, {**data, "failover_wait": data.get("failover_wait", FAILOVER_WAIT_DEFAULT)},
+                data.get("activation_license"),
+            )
+            _apply_errors(form, errors)
+            if valid and not errors and stage == "save":
+                return _ha_configure_ask(request, primary, form, facts, context)
+        checked = stage != "validate" or bool(form.errors) or "secondary_name" in data and "secondary_ip" in data
+    context.update(form=form, facts=facts, checked=checked)
+    if stage == "validate":  # HTMX, as the operator fills the form: the rule check only
+        return render_page(request, "hapairs/ha_configure.html", context, partial="rule-check")
+    return render_page(request, "hapairs/ha_configure.html", context, status=400 if form.errors else 200)
+
+
+def _ha_configure_ask(request, primary, form, facts, context) -> HttpResponse:
+    """Every check passed: keep the input server-side (the password encrypted, never put back
+    into the page) and ask the operator to confirm."""
+    data = form.cleaned_data
+    upload = data.get("activation_license")
+    token = secrets.token_urlsafe(16)
+    request.session[PENDING_KEY] = {
+        "token": token,
+        "primary": primary.pk,
+        "secondary_name": data["secondary_name"],
+        "secondary_ip": data["secondary_ip"],
+        "password": crypto.encrypt(data.get("secondary_password") or ""),
+        "failover_type": data["failover_type"],
+        "failback_type": data["failback_type"],
+        "failover_wait": data["failover_wait"],
+        "reason": data.get("reason", ""),
+        "licence_name": upload.name if upload else "",
+        "licence": crypto.encrypt(upload.read().decode("latin-1")) if upload else "",
+    }
+    context.update(stage="confirm", token=token, pending=data, facts=facts, licence_name=upload.name if upload else "")
+    return render_page(request, "hapairs/ha_configure.html", context)
+
+
+def _ha_configure_confirm(request, primary, context) -> HttpResponse:
+    pending = request.session.get(PENDING_KEY)
+    if not pending or pending.get("token") != request.POST.get("token") or pending.get("primary") != primary.pk:
+        messages.error(request, "That confirmation has expired or was already used; fill the form again.")
+        return redirect("ha_configure", name=primary.name)
+    request.session.pop(PENDING_KEY, None)
+    licence = None
+    if pending["licence"]:
+        licence = (pending["licence_name"], crypto.decrypt(pending["licence"]).encode("latin-1"))
+    try:
+        pair, job = services.ha_configure(
+            primary=primary,
+            secondary_name=pending["secondary_name"],
+            secondary_ip=pending["secondary_ip"],
+            secondary_password=crypto.decrypt(pending["password"]),
+            failover_type=pending["failover_type"],
+            failback_type=pending["failback_type"],
+            failover_wait=pending["failover_wait"],
+            activation_licence=licence,
+            by=request.user,
+            reason=pending["reason"],
+        )
+    except services.ServiceError as exc:
+        form = ConfigureHAForm(initial={k: pending[k] for k in ("secondary_name", "secondary_ip", "failover_type",
+                                                                "failback_type", "failover_wait", "reason")})
+        form.add_error(None, exc.message)
+        context.update(form=form, facts={}, checked=True)
+        return render_page(request, "hapairs/ha_configure.html", context, status=400)
+    status_url = reverse("ha_status", kwargs={"name": primary.name})
+    context.update(stage="wait", job=job, status_url=status_url)
+    return render_page(request, "hapairs/ha_configure.html", context)
+
+
+def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpResponse:
+    """The pair exists: change Failover Type, Failback Type, Long Failover Wait (a job
+    pushes them to both agents: "Configuration updated")."""
+    initial = {"failover_type": pair.failover_type, "failback_type": pair.failback_type,
+               "failover_wait": pair.failover_wait}
+    form = UpdateHAForm(request.POST or None, initial=initial)
+    if request.method == "POST":
+        if not context["can_operate"]:
+            return _forbidden(request, "change high availability parameters")
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = services.ha_update(pair=pair, failover_type=data["failover_type"], failback_type=data["failback_type"],
+                                         failover_wait=data["failover_wait"], by=request.user, reason=data["reason"])
+            except services.ServiceError as exc:
+                _apply_errors(form, exc.errors)
+            else:
+                messages.success(request, f"Updating the parameters (job #{job.pk}).")
+                return redirect("ha_status", name=pair.primary.name)
+    context.update(form=form, secondary_activated=(
+        selectors.appliance_is_activated(pair.secondary) if pair.secondary.is_virtual else None))
+    return render_page(request, "hapairs/ha_configure.html", context, status=400 if form.errors else 200)
+
+
+def _forbidden(request: HttpRequest, what: str) -> HttpResponse:
+    from django.core.exceptions import PermissionDenied
+
+    raise PermissionDenied(f"Your role ({roles.role_of(request.user) or 'no role'}) may not {what}.")
+
+
+# --- Current High Availability Status ---------------------------------------------------
+def _status_context(request: HttpRequest, pair: HAPair) -> dict:
+    events = HAEvent.objects.filter(pair=pair)
+    pager = Pager(request, events.count(), per_page=25)
+    active_job = (
+        Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).select_related("requested_by").first()
+    )
+    history = selectors.heartbeat_history(pair)
+    return {
+        "pair": pair,
+        "primary": pair.primary,
+        "status": selectors.pair_status_sentence(pair),
+        "events": events.order_by("-timestamp", "-pk")[pager.offset : pager.offset + pager.per_page],
+        "pager": pager,
+        "active_job": active_job,
+        "in_progress": selectors.pair_in_progress(pair),
+        "chart": _sparkline(history),
+        "history": history,
+        "can_operate": request.user.has_perm(roles.OPERATE),
+        "window_open": pair.switch_allowed_at is not None and pair.switch_allowed_at > timezone.now(),
+        "maintenance_form": MaintenanceForm(),
+    }
+
+
+def _sparkline(history: list[tuple], width: int = 240, height: int = 40) -> dict | None:
+    """Server-side chart of the mean heartbeat time: SVG polyline points, no JavaScript."""
+    if len(history) < 2:
+        return None
+    values = [ms for _at, ms in history]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    step = width / (len(values) - 1)
+    points = " ".join(f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}" for i, v in enumerate(values))
+    return {"points": points, "width": width, "height": height, "low": low, "high": high,
+            "first": history[0][0], "last": history[-1][0]}
+
+
+def _pair_or_404(name: str) -> HAPair:
+    appliance = get_object_or_404(Appliance, name=name)
+    pair = selectors.pair_for(appliance)
+    if pair is None:
+        from django.http import Http404
+
+        raise Http404(f"{name} is not part of an HA pair.")
+    return pair
+
+
+@require_GET
+def ha_status(request: HttpRequest, name: str) -> HttpResponse:
+    """Current High Availability Status; HTMX polls the status block while something moves."""
+    appliance = get_object_or_404(Appliance, name=name)
+    pair = selectors.pair_for(appliance)
+    if pair is None:
+        return render_page(request, "hapairs/ha_status.html", {"appliance": appliance, "pair": None}, status=404)
+    context = _status_context(request, pair)
+    if request.htmx and request.htmx.target == "ha-status":
+        response = render_page(request, "hapairs/ha_status.html", context, partial="status-block")
+        if not context["in_progress"]:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render_page(request, "hapairs/ha_status.html", context)
+
+
+@require_POST
+def ha_refresh(request: HttpRequest, name: str) -> HttpResponse:
+    """Refresh Status: ask both agents now (a worker does it; the page shows it when it lands)."""
+    pair = _pair_or_404(name)
+    tasks.appliances_refresh.delay([pair.primary_id, pair.secondary_id])
+    messages.info(request, "Asking both nodes for their status now.")
+    return redirect("ha_status", name=name)
+
+
+SWITCH_ACTIONS = {"switchover": "run a switchover", "failback": "run a failback"}
+
+
+@require_http_methods(["GET", "POST"])
+def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
+    """Switchover / Failback: the pre-flight check, a confirmation, then the job."""
+    pair = _pair_or_404(name)
+    if action not in SWITCH_ACTIONS:
+        return redirect("ha_status", name=name)
+    form = ReasonForm(request.POST or None)
+    refusal = ""
+    if request.method == "POST":
+        if not request.user.has_perm(roles.OPERATE):
+            return _forbidden(request, SWITCH_ACTIONS[action])
+        if form.is_valid():
+            service = services.ha_switchover if action == "switchover" else services.ha_failback
+            try:
+                job = service(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
+            except services.ServiceError as exc:
+                refusal = exc.message
+            else:
+                messages.success(request, f"{action.title()} started (job #{job.pk}).")
+                return redirect("ha_status", name=pair.primary.name)
+    check = selectors.preflight(pair, action)
+    context = {"pair": pair, "primary": pair.primary, "action": action, "check": check, "form": form,
+               "refusal": refusal, "can_operate": request.user.has_perm(roles.OPERATE)}
+    return render_page(request, "hapairs/ha_switch.html", context, status=409 if refusal else 200)
+
+
+@require_POST
+@requires(roles.OPERATE, "change maintenance mode")
+def ha_maintenance(request: HttpRequest, name: str) -> HttpResponse:
+    pair = _pair_or_404(name)
+    form = MaintenanceForm(request.POST)
+    if form.is_valid():
+        try:
+            services.ha_maintenance_set(pair=pair, on=form.cleaned_data["on"], by=request.user,
+                                        reason=form.cleaned_data["reason"])
+        except services.ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, "Maintenance mode on: automatic failover paused." if form.cleaned_data["on"]
+                             else "Maintenance mode off.")
+    return redirect("ha_status", name=pair.primary.name)
+
+
+@require_http_methods(["GET", "POST"])
+def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """Delete the secondary: the only safe teardown (spec §5). Asks first."""
+    pair = _pair_or_404(name)
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST":
+        if not request.user.has_perm(roles.OPERATE):
+            return _forbidden(request, "delete a secondary")
+        if form.is_valid() and request.POST.get("confirm") == pair.secondary.name:
+            try:
+                job = services.ha_delete_secondary(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
+            except services.ServiceError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"Deleting {pair.secondary.name} from the pair (job #{job.pk}).")
+                return redirect("job_detail", job_id=job.pk)
+        elif form.is_valid():
+            form.add_error(None, f"Type the secondary's name ({pair.secondary.name}) to confirm.")
+    return render_page(request, "hapairs/ha_delete.html", {"pair": pair, "primary": pair.primary, "form": form},
+                       status=400 if form.errors else 200)
+
+
+# --- High Availability overview (N:1) -------------------------------------------------------
+@require_GET
+def ha_overview(request: HttpRequest) -> HttpResponse:
+    secondaries = selectors.ha_overview_secondaries()
+    total = secondaries.count()
+    pager = Pager(request, total)
+    rows = selectors.ha_overview(secondaries, offset=pager.offset, limit=pager.per_page)
+    return render_page(request, "hapairs/ha_overview.html", {"rows": rows, "pager": pager, "total": total})

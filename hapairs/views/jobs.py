@@ -1,0 +1,48 @@
+"""Jobs: the list and one job's progress, steps and events (live while it runs)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
+
+from hapairs.choices import ACTIVE_JOB_STATUSES, JobStatus
+from hapairs.models import HAEvent, Job
+from hapairs.views._common import Pager, render_page
+
+HTMX_STOP_POLLING = 286
+JOB_RELATED = ("pair__primary", "pair__secondary", "appliance", "requested_by")
+
+
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status", "")
+    jobs = Job.objects.select_related(*JOB_RELATED)
+    if status == "active":
+        jobs = jobs.filter(status__in=ACTIVE_JOB_STATUSES)
+    elif status in JobStatus.values:
+        jobs = jobs.filter(status=status)
+    pager = Pager(request, jobs.count())
+    page = list(jobs.order_by("-created_at", "-pk")[pager.offset : pager.offset + pager.per_page])
+    live = any(job.is_active for job in page)
+    context = {"jobs": page, "pager": pager, "status": status, "live": live,
+               "statuses": [("", "All"), ("active", "In progress"), *JobStatus.choices]}
+    if request.htmx and request.htmx.target == "job-table":
+        response = render_page(request, "hapairs/job_list.html", context, partial="table")
+        if not live:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render_page(request, "hapairs/job_list.html", context)
+
+
+@require_GET
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related(*JOB_RELATED), pk=job_id)
+    events = HAEvent.objects.filter(job=job).order_by("timestamp", "pk")[:200]
+    context = {"job": job, "events": events}
+    if request.htmx and request.htmx.target == "job-progress":
+        response = render_page(request, "hapairs/job_detail.html", context, partial="progress")
+        if not job.is_active:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render_page(request, "hapairs/job_detail.html", context)
