@@ -328,6 +328,17 @@ def failback(request, name: str, payload: ReasonIn | None = None):
     return _switch(request, name, payload or ReasonIn(), "failback")
 
 
+@api.post("/appliances/{name}/ha/recover", response={202: JobOut}, summary="Recover a primary that lost its configuration")
+def recover(request, name: str, payload: ReasonIn | None = None):
+    require(request, roles.OPERATE, "recover a primary")
+    pair = pair_of_or_404(appliance_or_404(name))
+    try:
+        job = services.ha_recover_primary(pair=pair, by=request.auth, reason=(payload or ReasonIn()).reason)
+    except services.ServiceError as exc:  # nothing to recover now
+        raise HttpError(409, exc.message) from None
+    return 202, job_out(job)
+
+
 @api.post("/appliances/{name}/ha/maintenance", summary="Maintenance mode on or off")
 def maintenance(request, name: str, payload: MaintenanceIn):
     require(request, roles.OPERATE, "change maintenance mode")

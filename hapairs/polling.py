@@ -26,14 +26,16 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
         raw = await client.request(target, "GET", protocol.PATH_HA_INFO)
         info = agent_replies.parse_ha_info(raw, source=source)
         last_seq = raw.get("last_seq")
+        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
+            last_seq = None
         events = []
         # ha-info says how far the node's events go: ask for them only when there are new ones
-        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq > since:
+        if last_seq is None or last_seq > since:
             page = await client.request(target, "GET", f"{protocol.PATH_EVENTS}?since={since}&limit={EVENTS_PAGE}")
             events = agent_replies.parse_events(page.get("events", []), source=source)
     except agent_client.AgentError as exc:
         return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message)
-    return PollResult(appliance_id=appliance_id, ha_info=info, events=events)
+    return PollResult(appliance_id=appliance_id, ha_info=info, events=events, last_seq=last_seq)
 
 
 async def poll_async(targets: list[tuple[int, agent_client.AgentTarget, int]], *, concurrency: int = 200,

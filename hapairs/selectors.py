@@ -247,6 +247,8 @@ def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
         "mean_heartbeat_response_ms": pair.mean_heartbeat_ms,
         "primary_state": pair.primary_state,
         "secondary_state": pair.secondary_state,
+        "primary_reachable": pair.primary_reachable,
+        "secondary_reachable": pair.secondary_reachable,
         "generation": pair.generation,
         "split_brain": pair.split_brain,
         "failover_type": pair.get_failover_type_display(),

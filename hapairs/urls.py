@@ -15,6 +15,7 @@ urlpatterns = [
     path("mse/<str:name>/ha/refresh/", views.ha_refresh, name="ha_refresh"),
     path("mse/<str:name>/ha/maintenance/", views.ha_maintenance, name="ha_maintenance"),
     path("mse/<str:name>/ha/delete/", views.ha_delete, name="ha_delete"),
+    path("mse/<str:name>/ha/recover/", views.ha_recover, name="ha_recover"),
     path("mse/<str:name>/ha/<str:action>/", views.ha_switch, name="ha_switch"),
     path("ha/", views.ha_overview, name="ha_overview"),
     path("jobs/", views.job_list, name="job_list"),

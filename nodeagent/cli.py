@@ -351,6 +351,7 @@ def cmd_setup(a) -> int:
     hm_ip = _ask("Health Monitor interface address (eth0)", ex.get("hm_ip"), interactive, a.hm_ip)
     dc = _ask("Select direct connect interface address [address/none]", ex.get("direct_connect") or "none", interactive, a.direct_connect)
     vip = netmask = None
+    recovery = "no"
     if role == "primary":
         vip = _ask("Enter Virtual IP address", ex.get("vip"), interactive, a.vip)
         netmask = _ask(f"Enter the network mask for IP address {vip}", ex.get("netmask", "255.255.255.0"), interactive, a.netmask)
@@ -365,6 +366,7 @@ def cmd_setup(a) -> int:
         cfg = NodeConfig(name=name, device_type=device_type, version=version, role=role, hm_ip=hm_ip, password=password,
                          vip=vip, netmask=netmask, direct_connect=None if dc.lower() == "none" else dc, domain=domain,
                          timezone=tz, ntp=ntp, dns=dns, port=a.port or ex.get("port", DEFAULT_PORT),
+                         recovery=recovery.lower() == "yes",
                          udi=ex.get("udi", "") if ex.get("name") == name else "").validate()
     except ConfigError as e:
         raise CliError(str(e)) from None
@@ -373,6 +375,7 @@ def cmd_setup(a) -> int:
                f"Direct connect interface={cfg.direct_connect or 'none'}"]
     if cfg.vip:
         summary.append(f"Virtual IP Address={cfg.vip}, Virtual IP Netmask={cfg.netmask}")
+        summary.append(f"Recovery mode={'yes' if cfg.recovery else 'no'}")
     summary += [f"Time zone={cfg.timezone}", f"NTP servers={cfg.ntp or 'none'}", "-----END-----"]
     print("\n".join(summary))
     if interactive:

@@ -65,6 +65,9 @@ class NodeConfig:
     ntp: str = ""
     dns: str = ""
     trap_destinations: list[str] = field(default_factory=list)
+    # set-up's "recovery mode" (spec §3): this primary was paired and lost its configuration;
+    # until the manager restores it, it does not claim its VIP (the secondary may hold it)
+    recovery: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, Role):
@@ -119,6 +122,8 @@ class NodeConfig:
                 )
         elif self.vip:
             raise ConfigError(f"{where}: a secondary has no VIP (Not Applicable for a secondary)")
+        if self.recovery and self.role is not Role.PRIMARY:
+            raise ConfigError(f"{where}: recovery mode is for a primary that lost its configuration")
         for url in self.trap_destinations:
             check_trap_url(url, where, allow_non_loopback=allow_non_loopback)
         return self
@@ -171,7 +176,7 @@ class Fleet:
 
 
 NODE_KEYS = {"name", "type", "version", "role", "hm_ip", "vip", "netmask", "password", "udi", "direct_connect",
-             "hostname", "domain", "timezone", "ntp", "dns", "trap_destinations", "port"}
+             "hostname", "domain", "timezone", "ntp", "dns", "trap_destinations", "port", "recovery"}
 PAIR_KEYS = {"primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds"}
 
 
@@ -195,6 +200,8 @@ def parse_fleet(data: dict, *, allow_non_loopback: bool = False, allow_short_wai
         unknown = set(rn) - NODE_KEYS
         if unknown:
             raise ConfigError(f"{source}: [[node]] #{i} has unknown keys {sorted(unknown)}")
+        if not isinstance(rn.get("recovery", False), bool):
+            raise ConfigError(f"{source}: [[node]] #{i} ({rn.get('name', '?')}): recovery must be true or false")
         missing = {"name", "type", "version", "role", "hm_ip", "password"} - set(rn)
         if missing:
             raise ConfigError(f"{source}: [[node]] #{i} ({rn.get('name', '?')}) is missing {sorted(missing)}")
@@ -206,6 +213,7 @@ def parse_fleet(data: dict, *, allow_non_loopback: bool = False, allow_short_wai
                 domain=rn.get("domain", "localdomain"), timezone=rn.get("timezone", "UTC"), ntp=rn.get("ntp", ""),
                 dns=rn.get("dns", ""), port=rn.get("port", default_port),
                 trap_destinations=list(rn.get("trap_destinations", default_traps)),
+                recovery=rn.get("recovery", False),
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None

@@ -160,6 +160,23 @@ class PairHA:
         p._record(now)
         return p, [Note(EventText.CONFIG_CREATED)]
 
+    def restore_behind_secondary(self, now: float, generation: int) -> None:
+        """Recovery mode (spec §3): a primary that lost its configuration gets it back from
+        the manager while the secondary is in charge of ``generation``. It comes back
+        running but not in charge (TERMINATED), like a primary restarted after a failover;
+        a failback copies the data back. Never in charge here, so never a second VIP owner."""
+        if self.role is not Role.PRIMARY:
+            raise Refused("Only a primary is restored in recovery mode.")
+        self.generation = max(self.generation, generation)
+        self.owner = Role.SECONDARY
+        self.in_charge = False
+        self.running = True
+        self.stop_reason = None
+        self.resume_in_charge = False
+        self.reclaim_pending = False
+        self.phase = None
+        self._record(now)
+
     # ------------------------------------------------------------ derived
     @property
     def state(self) -> HAState:

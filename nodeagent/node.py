@@ -309,7 +309,7 @@ class Node:
         if self._stopping:
             return out
         if self.cfg.role is Role.PRIMARY and not self.pairs:
-            if self.unpaired_running and self.cfg.vip:
+            if self.unpaired_running and self.cfg.vip and not self.cfg.recovery:
                 out[self.cfg.vip] = (self.cfg.netmask, None)
             return out
         for pr in self.pairs.values():
@@ -748,18 +748,43 @@ class Node:
             raise ApiError(409, "a secondary can back at most two primaries")
         if any(p.vip == peer["vip"] for p in self.pairs.values() if peer["vip"]):
             raise ApiError(409, f"VIP {peer['vip']} is already backed by this secondary")
+        recovery = body.get("recovery") is True
+        if recovery and (self.cfg.role is not Role.PRIMARY or not self.cfg.recovery):
+            raise ApiError(409, "Recovery restores the configuration of a primary that was set up in recovery mode "
+                                "(setup: \"Start MSE in recovery mode\" yes); this server was not.")
         ha, notes = PairHA.create(self.cfg.role, pc, now)
-        if self.cfg.role is Role.PRIMARY and not self.unpaired_running:
+        if recovery:
+            # the secondary holds the data and the VIP: come back behind it (TERMINATED); a
+            # failback copies the data back and returns the VIP
+            ha.restore_behind_secondary(now, self._recovery_generation(body))
+            notes = [Note(EventText.CONFIG_RESTORED, f"Recovery mode: generation {ha.generation}, "
+                                                     "the secondary stays in charge until a failback.")]
+        elif self.cfg.role is Role.PRIMARY and not self.unpaired_running:
             ha.running, ha.stop_reason, ha.in_charge = False, "graceful", False
             ha.resume_in_charge = True
         pr = PairRuntime(self, peer, self._free_slot(), ha)
         self.pairs[peer["hm_ip"]] = pr
         self.record(notes, pr)
-        self._announce_initial_sync(pr)
+        if recovery:
+            pr.sync_done_once = True  # the data comes back with the failback, not an initial sync
+            self.cfg.recovery = False  # restored: a later unpaired start claims the VIP again
+            self.sd.save("config.json", self.cfg.to_dict())
+        else:
+            self._announce_initial_sync(pr)
         self.save_ha()
         self._start_heartbeats(pr)
         self._wake.set()
         return {"created": True, "peer": self.peer_info(pr)}
+
+    @staticmethod
+    def _recovery_generation(body: dict) -> int:
+        try:
+            generation = int(body.get("generation", 0))
+        except (TypeError, ValueError):
+            raise ApiError(400, "generation must be an integer") from None
+        if generation < 1:
+            raise ApiError(400, "recovery needs the pair's generation (the secondary's, 1 or more)")
+        return generation
 
     async def delete_peer(self, hm_ip: str) -> dict:
         pr = self.pairs.get(hm_ip)
@@ -990,6 +1015,7 @@ class Node:
             "generation": max((p.ha.generation for p in self.pairs.values()), default=0),
             "vips_in_charge": sorted(self.desired_vips()),
             "last_seq": self.seq,
+            "recovery_mode": self.cfg.recovery,
         }
 
     def server_info(self) -> dict:

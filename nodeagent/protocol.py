@@ -123,6 +123,7 @@ class EventText:
     HEARTBEATS_SETUP = "Heartbeats have been setup successfully"
     ACTIVE = "Active"
     CONFIG_UPDATED = "Configuration updated"
+    CONFIG_RESTORED = "High availability configuration restored from the manager"
     FAILOVER_SHUTTING_DOWN_PRIMARY = "Failover invoked; shutting down primary instance"
     FAILOVER_RECONFIGURING_DB = "Failover has been invoked. Reconfiguring instance database"
     FAILOVER_STARTING_INSTANCE = "Failover invoked; starting application instance"

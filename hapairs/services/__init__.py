@@ -16,6 +16,7 @@ from hapairs.services.pairs import (
     ha_failback,
     ha_maintenance_set,
     ha_pair_create,
+    ha_recover_primary,
     ha_switchover,
     ha_update,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ha_failback",
     "ha_maintenance_set",
     "ha_pair_create",
+    "ha_recover_primary",
     "ha_switchover",
     "ha_update",
     "job_cancel",

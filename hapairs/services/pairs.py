@@ -285,6 +285,24 @@ def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
     pair.delete()
 
 
+def ha_recover_primary(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str = ""):
+    """HA recovery mode (spec §3): the primary answers but lost its configuration. The job
+    makes sure the secondary (which holds the data) is in charge, restores the primary's
+    pairing behind it (TERMINATED), and leaves the failback to the operator."""
+    from hapairs.choices import HAState, JobKind
+    from hapairs.services.jobs import job_enqueue
+
+    if not pair.primary_reachable:
+        raise ServiceError(f"{pair.primary.name} is not answering the portal; recovery needs it running in recovery mode.")
+    if pair.primary_state != HAState.UNKNOWN:
+        raise ServiceError(
+            f"{pair.primary.name} still has its high availability configuration ({pair.primary_state}); "
+            "there is nothing to recover."
+        )
+    with transaction.atomic():
+        return job_enqueue(kind=JobKind.RECOVER_PRIMARY, pair=pair, by=by, reason=reason)
+
+
 def appliance_start_services(*, appliance: Appliance, by: AbstractBaseUser | None = None, reason: str = ""):
     """Start an appliance's services (the seed's "primary brought back up" after a switchover)."""
     from hapairs.choices import JobKind

@@ -116,6 +116,7 @@ class PollResult:
     ha_info: HAInfo | None  # None: unreachable or a bad reply
     error: str = ""
     events: list[AgentEvent] | None = None
+    last_seq: int | None = None  # how far the node's own event log goes (ha-info)
 
 
 def status_record(results: list[PollResult]) -> None:
@@ -137,6 +138,7 @@ def status_record(results: list[PollResult]) -> None:
             .only("pk", "name", "hm_ip", "ha_state", "generation", "last_event_seq")
         }
         reachable = [pk for pk in appliances if by_id[pk].ha_info is not None]
+        _restart_event_logs(appliances, by_id, reachable)
         unreachable = [pk for pk in appliances if by_id[pk].ha_info is None]
         if reachable:
             Appliance.objects.filter(pk__in=reachable).update(
@@ -189,6 +191,31 @@ def status_record(results: list[PollResult]) -> None:
             {pk: (appliances[pk], by_id[pk].events or []) for pk in reachable},
             pairs,
         )
+
+
+def _restart_event_logs(appliances: dict, by_id: dict, reachable: list[int]) -> None:
+    """A node whose own log is behind what the portal stored lost its state (re-installed,
+    or set up again in recovery mode) and numbers its events from 1 again. Its earlier
+    events stay in the log without their sequence numbers, so the new ones are stored
+    (events are unique per (appliance, seq)) and fetched from the start."""
+    restarted = [
+        appliances[pk] for pk in reachable
+        if by_id[pk].last_seq is not None and by_id[pk].last_seq < appliances[pk].last_event_seq
+    ]
+    for appliance in restarted:
+        HAEvent.objects.filter(appliance=appliance, seq__isnull=False).update(seq=None)
+        Appliance.objects.filter(pk=appliance.pk).update(last_event_seq=0)
+        event_record(
+            description=f"Event log of {appliance.name} restarted",
+            generated_by="mseportal",
+            appliance=appliance,
+            pair=HAPair.objects.filter(Q(primary=appliance) | Q(secondary=appliance)).first(),
+            severity=Severity.WARNING,
+            remarks=f"It reports {by_id[appliance.pk].last_seq} events where the portal had "
+            f"{appliance.last_event_seq}: its state was reset. Earlier events are kept.",
+        )
+        appliance.last_event_seq = 0
+        by_id[appliance.pk].events = []  # fetched after the old numbering: the next poll reads from the start
 
 
 def _sample_heartbeats(pairs: list[HAPair], now) -> None:

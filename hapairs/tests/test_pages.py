@@ -184,6 +184,7 @@ def test_a_monitor_sees_no_action_and_is_refused_by_the_server(client, pair, mon
         client.post("/mse/p1/ha/failback/", {"reason": "x"}),
         client.post("/mse/p1/ha/maintenance/", {"on": "on", "reason": "x"}),
         client.post("/mse/p1/ha/delete/", {"confirm": "s1"}),
+        client.post("/mse/p1/ha/recover/", {"reason": "x"}),
         client.post("/mse/p1/ha/configure/", {"failover_type": "automatic", "failback_type": "manual", "failover_wait": 10}),
         client.post("/mse/add/", {"name": "x", "ip": "127.0.0.9", "username": "admin", "password": "p"}),
     ]
@@ -387,3 +388,20 @@ def test_licence_upload_page_verifies_and_a_paired_vas_activation_cannot_be_remo
     response = client.post(f"/licences/{LicenseFile.objects.get(appliance=mse1).pk}/remove/", follow=True)
     assert "delete the secondary from the pair first" in response.content.decode()
     assert Job.objects.count() == jobs_before
+
+
+def test_recover_is_offered_only_for_a_primary_that_lost_its_configuration(client, pair, operator_user):
+    healthy(pair)
+    client.force_login(operator_user)
+    assert "Recover primary…" not in client.get("/mse/p1/ha/").content.decode()
+    refused = client.post("/mse/p1/ha/recover/", {"reason": "just in case"})
+    assert refused.status_code == 409 and "there is nothing to recover" in refused.content.decode()
+    assert not Job.objects.exists()
+    # the primary answers but reports no pair any more
+    lost = HAInfo(node="p1", running=True, role="primary", generation=0, peers=[])
+    status_record([PollResult(pair.primary_id, lost)])
+    page = client.get("/mse/p1/ha/").content.decode()
+    assert "has lost its high availability configuration" in page and "Recover primary…" in page
+    response = client.post("/mse/p1/ha/recover/", {"reason": "rebuilt p1"})
+    assert response.status_code == 302
+    assert Job.objects.get().kind == "recover_primary"

@@ -70,3 +70,29 @@ def test_the_generation_only_grows(pair):
     status_record([PollResult(pair.secondary_id, info("127.10.10.15", "FAILOVER_ACTIVE", in_charge=True, generation=5))])
     status_record([PollResult(pair.primary_id, info("127.10.10.16", "TERMINATED", in_charge=False, generation=4))])
     assert HAPair.objects.get(pk=pair.pk).generation == 5
+
+
+def test_a_node_whose_event_log_restarted_gets_its_new_events_stored(pair):
+    from django.utils import timezone
+
+    from hapairs.agent_replies import AgentEvent
+    from hapairs.models import Appliance
+
+    def event(seq, text):
+        return AgentEvent(seq=seq, description=text, generated_by="Primary", timestamp=timezone.now(), remarks="",
+                          generation=1, peer_hm_ip="127.10.10.16")
+
+    healthy = info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)
+    status_record([PollResult(pair.primary_id, healthy, events=[event(1, "old one"), event(2, "old two")], last_seq=2)])
+    assert Appliance.objects.get(pk=pair.primary_id).last_event_seq == 2
+    # the node lost its state: its log now says 1
+    status_record([PollResult(pair.primary_id, healthy, events=[], last_seq=1)])
+    primary = Appliance.objects.get(pk=pair.primary_id)
+    assert primary.last_event_seq == 0
+    assert HAEvent.objects.filter(appliance=primary, description__startswith="old", seq__isnull=True).count() == 2
+    assert HAEvent.objects.filter(description="Event log of p restarted", pair=pair).count() == 1
+    status_record([PollResult(pair.primary_id, healthy, events=[event(1, "new one")], last_seq=1)])
+    assert HAEvent.objects.get(appliance=primary, seq=1).description == "new one"
+    # an ordinary round changes nothing
+    status_record([PollResult(pair.primary_id, healthy, events=[], last_seq=1)])
+    assert HAEvent.objects.filter(description="Event log of p restarted").count() == 1

@@ -2,13 +2,15 @@
 (django-template-partials), so a piece and its page never drift apart."""
 
 from hapairs.views.appliances import home, mse_add, mse_add_step, mse_agent_text, mse_detail, mse_list
-from hapairs.views.ha import ha_configure, ha_delete, ha_maintenance, ha_overview, ha_refresh, ha_status, ha_switch
+from hapairs.views.ha import (
+    ha_configure, ha_delete, ha_maintenance, ha_overview, ha_recover, ha_refresh, ha_status, ha_switch,
+)
 from hapairs.views.health import healthz
 from hapairs.views.jobs import job_detail, job_list
 from hapairs.views.licences import licence_list, licence_remove, licence_upload
 
 __all__ = [
-    "ha_configure", "ha_delete", "ha_maintenance", "ha_overview", "ha_refresh", "ha_status", "ha_switch",
+    "ha_configure", "ha_delete", "ha_maintenance", "ha_overview", "ha_recover", "ha_refresh", "ha_status", "ha_switch",
     "healthz", "home", "job_detail", "job_list", "licence_list", "licence_remove", "licence_upload",
     "mse_add", "mse_add_step", "mse_agent_text", "mse_detail", "mse_list",
 ]

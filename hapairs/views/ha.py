@@ -374,6 +374,29 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
                        status=400 if form.errors else 200)
 
 
+@require_http_methods(["GET", "POST"])
+def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
+    """Recover a primary that lost its configuration (HA recovery mode). Asks first."""
+    pair = _pair_or_404(name)
+    form = ReasonForm(request.POST or None)
+    refusal = ""
+    if request.method == "POST":
+        if not request.user.has_perm(roles.OPERATE):
+            return _forbidden(request, "recover a primary")
+        if form.is_valid():
+            try:
+                job = services.ha_recover_primary(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
+            except services.ServiceError as exc:
+                refusal = exc.message
+            else:
+                messages.success(request, f"Recovering {pair.primary.name} (job #{job.pk}).")
+                return redirect("ha_status", name=pair.primary.name)
+    context = {"pair": pair, "primary": pair.primary, "form": form, "refusal": refusal,
+               "lost": pair.primary_reachable and pair.primary_state == "UNKNOWN",
+               "can_operate": request.user.has_perm(roles.OPERATE)}
+    return render_page(request, "hapairs/ha_recover.html", context, status=409 if refusal else 200)
+
+
 # --- High Availability overview (N:1) -------------------------------------------------------
 @require_GET
 def ha_overview(request: HttpRequest) -> HttpResponse:

@@ -70,6 +70,8 @@ def test_demo_fleets_are_the_seed_scenarios_on_loopback():
     ([node(), sec()], [{"primary": "a", "secondary": "zz"}], "unknown node"),
     ([node(colour="red")], [], "unknown keys"),
     ([node(trap_destinations=["http://10.0.0.1/x"])], [], "not a loopback"),
+    ([node(recovery="yes")], [], "recovery must be true or false"),
+    ([node(), sec(recovery=True)], [], "recovery mode is for a primary"),
 ])
 def test_bad_fleets_are_refused_with_a_clear_message(nodes, pairs, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -189,3 +191,9 @@ Current state: SECONDARY_ACTIVE
     down = format_hainfo(info, running=False)
     assert down.startswith("Health Monitor is not running. Following information is from the last saved configuration\n")
     assert down.endswith("Direct connect used: No\nLast shutdown state: SECONDARY_ACTIVE\n")
+
+
+def test_recovery_mode_is_read_from_the_fleet():
+    fleet = parse_fleet({"node": [node(recovery=True)]})
+    assert fleet.nodes["a"].recovery is True
+    assert parse_fleet({"node": [node()]}).nodes["a"].recovery is False

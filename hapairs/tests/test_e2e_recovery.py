@@ -1,0 +1,106 @@
+"""End to end: HA recovery mode (spec §3). A paired primary loses its configuration; set
+up again in recovery mode, it does not claim the VIP; the portal's recover job makes the
+secondary take charge and restores the primary behind it (TERMINATED); a failback then
+brings every element written before the loss back to the primary.
+
+Real agent processes (one farm per node, so the primary can be wiped alone), a real
+Celery worker, the REST API, the test database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from hapairs.models import HAEvent, HAPair, Job
+from hapairs.tests.e2e import AgentFarm, node_toml, wait_for
+from hapairs.tests.test_e2e_jobs import STABILISATION, add, api, subnet, wait_job, worker  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ELEMENTS = "/api/contextaware/v1/elements"
+
+
+def vip_call(vip: str, password: str, method: str = "GET", body: dict | None = None):
+    request = urllib.request.Request(
+        f"http://{vip}:8001{ELEMENTS}" + ("?limit=1000" if method == "GET" else ""),
+        data=json.dumps(body).encode() if body is not None else None, method=method,
+        headers={"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode(),
+                 "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError:
+        return None, None  # nobody serves the VIP
+
+
+def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary(tmp_path, subnet, worker, api):
+    p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
+    primary_toml = node_toml("mse-p", "3355", "primary", p_ip, "pw-primary", vip=vip)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "s").mkdir()
+    farm_p = AgentFarm(tmp_path / "p", primary_toml, port=8001).start()
+    farm_s = AgentFarm(tmp_path / "s", node_toml("mse-s", "3355", "secondary", s_ip, "pw-secondary"), port=8001).start()
+    try:
+        # Given a healthy pair holding some data
+        add(api, "mse-p", p_ip, "pw-primary")
+        response = api("post", "/appliances/mse-p/ha", {
+            "secondary_name": "mse-s", "secondary_ip": s_ip, "secondary_password": "pw-secondary",
+            "failover_type": "manual", "failback_type": "manual", "long_failover_wait": 10,
+        })
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+        written = {f"02:00:00:00:00:{n:02x}" for n in range(5)}
+        for mac in written:
+            assert vip_call(vip, "pw-primary", "POST", {"mac": mac, "x": 1, "y": 2, "floor": 3})[0] in (200, 201)
+
+        # Nothing to recover while the primary has its configuration
+        refused = api("post", "/appliances/mse-p/ha/recover", {"reason": "too soon"})
+        assert refused.status_code == 409 and "nothing to recover" in refused.json()["detail"]
+
+        # When the primary loses its configuration and is set up again in recovery mode
+        farm_p.stop()
+        shutil.rmtree(tmp_path / "p" / "state")
+        farm_p = AgentFarm(tmp_path / "p", primary_toml + "recovery = true\n", port=8001).start()
+        status = wait_for(
+            lambda: (lambda s: s if s["primary_state"] == "UNKNOWN" and s["primary_reachable"] else None)(
+                api("get", "/appliances/mse-p/ha").json()),
+            timeout=30, what="the portal to see the primary without its configuration")
+        assert status["secondary_state"] != "FAILOVER_ACTIVE"
+        assert vip_call(vip, "pw-primary")[0] is None  # it does not claim the VIP on its own
+
+        # the recover job makes the secondary take charge and restores the primary behind it
+        response = api("post", "/appliances/mse-p/ha/recover", {"reason": "mse-p rebuilt after a disk failure"})
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+        status = api("get", "/appliances/mse-p/ha").json()
+        assert (status["primary_state"], status["secondary_state"]) == ("TERMINATED", "FAILOVER_ACTIVE")
+        code, data = vip_call(vip, "pw-primary")
+        assert code == 200 and {e["mac"] for e in data["elements"]} == written
+        assert HAEvent.objects.filter(description="Primary mse-p recovered from mse-s").count() == 1
+        assert HAEvent.objects.filter(appliance__name="mse-p",
+                                      description="High availability configuration restored from the manager").exists()
+
+        # and, once the window allows, a failback brings the data and the VIP back to the primary
+        allowed_at = HAPair.objects.get().switch_allowed_at
+        time.sleep(max(0.0, allowed_at.timestamp() - time.time()) + 1.5)
+        response = api("post", "/appliances/mse-p/ha/failback", {"reason": "back to normal"})
+        assert response.status_code == 202, response.content
+        wait_job(api, response.json()["id"], worker=worker)
+        wait_for(lambda: (lambda s: (s["primary_state"], s["secondary_state"]) == ("PRIMARY_ACTIVE", "SECONDARY_ACTIVE"))(
+            api("get", "/appliances/mse-p/ha").json()), timeout=60, what="PRIMARY_ACTIVE / SECONDARY_ACTIVE")
+        code, data = vip_call(vip, "pw-primary")
+        assert code == 200 and data["served_by"] == "mse-p" and {e["mac"] for e in data["elements"]} == written
+        assert Job.objects.filter(kind="recover_primary", status="succeeded").count() == 1
+    finally:
+        farm_p.stop()
+        farm_s.stop()
