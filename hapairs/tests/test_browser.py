@@ -34,7 +34,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("MSEPORTAL_SCREENSHOT_DIR", REPO / "var" / "screenshots"))
-SUBNET = "127.62.10"
+SUBNET = f"127.62.{os.getpid() % 200 + 10}"  # per process: concurrent suites do not collide
 # Tests run with DEBUG off, where the development key is refused: sign with a key of our own.
 LICENCE_KEY = Ed25519PrivateKey.generate()
 LICENCE_PUBLIC = licences.public_key_b64(LICENCE_KEY.public_key())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import time
 
 import pytest
@@ -20,7 +21,8 @@ from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 STABILISATION = 8  # seconds, instead of 30 minutes
-_subnets = itertools.count(40)
+# per process, so two suites running at once on one machine (a session and its CI) do not collide
+_subnets = itertools.count(40 + os.getpid() % 150)
 
 
 @pytest.fixture

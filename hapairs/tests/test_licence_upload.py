@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -528,7 +529,7 @@ def test_removal_through_the_api(client, va_nodes, upload_api, monitor_user):
 
 
 # --- end to end: a real agent, a real worker ------------------------------------------------------
-_subnets = itertools.count(10)
+_subnets = itertools.count(10 + os.getpid() % 150)  # per process: concurrent suites do not collide
 E2E_UDI_1 = "AIR-MSE-VA-K9:V01:valic1_0d6a3c1e-5696-11e1-bd0c-0050568901d6"
 E2E_UDI_2 = "AIR-MSE-VA-K9:V01:valic2_1e7b4d2f-5699-11e1-b1b1-0050568901d9"
 
