@@ -405,3 +405,23 @@ def test_recover_is_offered_only_for_a_primary_that_lost_its_configuration(clien
     response = client.post("/mse/p1/ha/recover/", {"reason": "rebuilt p1"})
     assert response.status_code == 302
     assert Job.objects.get().kind == "recover_primary"
+
+
+def test_the_licence_summary_counts_what_is_held_not_what_was_removed(client, settings, make_appliance, operator_user):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hapairs import licences
+    from hapairs.models import License
+
+    node = make_appliance(name="cas1", device_type="3355", hm_ip="127.10.10.40", udi="AIR-MSE-3355-K9:V01:cas1")
+    key = Ed25519PrivateKey.generate()
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = licences.public_key_b64(key.public_key())
+    for count in (100, 50):
+        text = licences.render_licence_file([licences.LicenceSpec(feature="CAS_ELEMENTS", count=count, host_udi="ANY")], key)
+        services.licence_upload(appliance=node, filename=f"cas{count}.lic", data=text.encode())
+    client.force_login(operator_user)
+    summary = client.get("/mse/cas1/").content.decode()
+    assert "CAS Elements 150" in summary
+    License.objects.filter(count=50).update(status="removed")
+    summary = client.get("/mse/cas1/").content.decode()
+    assert "CAS Elements 100" in summary and "CAS Elements 150" not in summary

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from hapairs import agent_client, licences, roles, selectors, services
+from hapairs.choices import LicenseStatus
 from hapairs.crypto import SecretUnreadable
 from hapairs.forms import ApplianceAddForm, ApplianceFilterForm
 from hapairs.models import Appliance, License
@@ -95,7 +96,8 @@ def mse_add_step(request: HttpRequest, name: str, step: str) -> HttpResponse:
 
 def _licence_context(appliance: Appliance) -> dict:
     today = timezone.localdate()
-    held = list(License.objects.filter(installed_on=appliance) | License.objects.filter(source_file__appliance=appliance))
+    # what counts: installed, or verified with the install job pending; never removed ones
+    held = list(License.objects.filter(source_file__appliance=appliance).exclude(status=LicenseStatus.REMOVED))
     try:
         summary = licences.licence_summary(appliance.device_type, held, today)
     except ValueError:  # a device type without platform limits (none today): show nothing rather than fail
