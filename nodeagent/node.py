@@ -425,10 +425,11 @@ class Node:
         """The secondary heartbeats each primary; the answer carries the primary's side."""
         while not self._stopping:
             interval = pr.ha.config.heartbeat_interval
-            t0 = time.monotonic()
+            started = time.monotonic()
+            client, msg = pr.client(timeout=max(0.2, min(1.0, interval * 2))), self._peer_msg(pr)
             try:
-                status, out = await pr.client(timeout=max(0.2, min(1.0, interval * 2))).request(
-                    "POST", PATH_PEER_HEARTBEAT, self._peer_msg(pr), auto_key=False)
+                t0 = time.monotonic()  # the response time: from sending the heartbeat to its answer
+                status, out = await client.request("POST", PATH_PEER_HEARTBEAT, msg, auto_key=False)
                 rtt = time.monotonic() - t0
                 if status == 200 and isinstance(out, dict) and "view" in out:
                     pr.rtts.append(rtt)
@@ -443,7 +444,7 @@ class Node:
                     self.counters["heartbeats_failed"] += 1
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError):
                 self.counters["heartbeats_failed"] += 1
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     # ================================================================= peer endpoints
     def _pair_from(self, body: dict) -> PairRuntime:
