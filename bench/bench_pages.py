@@ -7,16 +7,14 @@ server time measured: p50 and p95 over --requests runs (targets: the MSE list an
 status screen at p95 ≤ 50 ms). The database queries per page are counted at the full
 size and at a tenth of it, to show they do not grow with the fleet.
 
-Uses var/bench-pages (SQLite) unless DATABASE_URL names PostgreSQL, whose public schema
-it then recreates. Usage: python bench/bench_pages.py [--appliances 2000] [--events 100000]
+Uses var/bench-pages (SQLite), or, when DATABASE_URL names PostgreSQL, a database of its
+own beside it (<name>_bench, see benchlib). Usage: python bench/bench_pages.py
+[--appliances 2000] [--events 100000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -26,49 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VAR = REPO / "var" / "bench-pages"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlib import emit, setup_django  # noqa: E402
 
 
-def emit(**figures) -> None:
-    print(json.dumps(figures), flush=True)
 
 
-def ensure_postgres_database(url: str) -> None:
-    """Create the named PostgreSQL database if it does not exist yet (a fresh machine)."""
-    if not url.startswith(("postgres://", "postgresql://")):
-        return
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def setup_django() -> None:
-    if VAR.exists():
-        shutil.rmtree(VAR)
-    VAR.mkdir(parents=True)
-    os.environ.setdefault("DEBUG", "1")
-    os.environ["MSEPORTAL_VAR_DIR"] = str(VAR)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mseportal.settings")
-    ensure_postgres_database(os.environ.get("DATABASE_URL", ""))
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-    from django.db import connection
-
-    settings.ALLOWED_HOSTS = ["*"]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    call_command("migrate", verbosity=0)
 
 
 def build_fleet(appliances: int, events: int) -> None:
@@ -76,7 +38,6 @@ def build_fleet(appliances: int, events: int) -> None:
     from django.utils import timezone
 
     from hapairs import crypto
-    from hapairs.choices import instance_identity
     from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample
 
     from django.db import connection
@@ -172,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.appliances < 20 or args.appliances % 2 or args.events < 0 or args.requests < 1:
         parser.error("--appliances: an even number ≥ 20; --events ≥ 0; --requests ≥ 1")
-    setup_django()
+    setup_django(VAR)
     from django.db import connection
 
     started = time.perf_counter()

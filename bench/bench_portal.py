@@ -9,16 +9,15 @@
    agent's own failover time read from its events (target ≤ 3 s beyond the agent's steps).
 
 Everything runs on loopback, under var/bench (SQLite and the filesystem broker unless
-DATABASE_URL / CELERY_BROKER_URL say otherwise). Usage: python bench/bench_portal.py
+DATABASE_URL / CELERY_BROKER_URL say otherwise; a PostgreSQL database is the bench's own,
+<name>_bench, see benchlib). Usage: python bench/bench_portal.py
 [--nodes 2000] [--rounds 3].
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,30 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VAR = REPO / "var" / "bench"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlib import emit, setup_django  # noqa: E402
 
 
-def emit(**figures) -> None:
-    print(json.dumps(figures), flush=True)
 
 
-def setup_django() -> None:
-    if VAR.exists():
-        shutil.rmtree(VAR)
-    VAR.mkdir(parents=True)
-    os.environ.setdefault("DEBUG", "1")
-    os.environ["MSEPORTAL_VAR_DIR"] = str(VAR)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mseportal.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        from django.db import connection
-
-        with connection.cursor() as cursor:  # a fresh schema for the bench
-            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    call_command("migrate", verbosity=0)
 
 
 def address(i: int, base: int) -> str:
@@ -261,7 +243,7 @@ def main() -> None:
         parser.error("--nodes must be an even number from 2 to 20000")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    setup_django()
+    setup_django(VAR)
     bench_poll(args.nodes, args.rounds, paired=False)
     if args.paired:
         bench_poll(args.nodes, args.rounds, paired=True)

@@ -225,39 +225,31 @@ def licence_installed_record(*, license_file: LicenseFile, agent_licence_id: str
     if agent_licence_id and license_file.agent_licence_id != agent_licence_id:
         license_file.agent_licence_id = agent_licence_id[:64]
         license_file.save(update_fields=["agent_licence_id"])
-    lines = list(License.objects.filter(source_file=license_file, status=LicenseStatus.VERIFIED))
-    updated = License.objects.filter(pk__in=[row.pk for row in lines], status=LicenseStatus.VERIFIED).update(
-        status=LicenseStatus.INSTALLED, installed_on=appliance
-    )
-    if updated:
-        event_record(
-            description="Licence installed",
-            generated_by="mseportal",
-            appliance=appliance,
-            pair=_pair_of(appliance),
-            job=job,
-            remarks=f"{license_file.filename} on {appliance.name}: "
-            + ", ".join(licence_line_remark(row) for row in lines),
-        )
-    return updated
+    return _lines_move(license_file, License.objects.filter(status=LicenseStatus.VERIFIED),
+                       {"status": LicenseStatus.INSTALLED, "installed_on": appliance}, "Licence installed", "on", job)
 
 
 @transaction.atomic
 def licence_removed_record(*, license_file: LicenseFile, job: Job | None = None) -> int:
     """The agent no longer holds the file: its lines become REMOVED and stop counting."""
+    return _lines_move(license_file, License.objects.exclude(status=LicenseStatus.REMOVED),
+                       {"status": LicenseStatus.REMOVED}, "Licence removed", "from", job)
+
+
+def _lines_move(license_file: LicenseFile, candidates, changes: dict, description: str, preposition: str, job) -> int:
+    """Move the file's lines that are still ``candidates`` to ``changes``, conditionally (a
+    step re-run records the move once), with one event naming them."""
     appliance = license_file.appliance
-    lines = list(License.objects.filter(source_file=license_file).exclude(status=LicenseStatus.REMOVED))
-    updated = License.objects.filter(pk__in=[row.pk for row in lines]).exclude(status=LicenseStatus.REMOVED).update(
-        status=LicenseStatus.REMOVED
-    )
+    lines = list(candidates.filter(source_file=license_file))
+    updated = candidates.filter(pk__in=[row.pk for row in lines]).update(**changes)
     if updated:
         event_record(
-            description="Licence removed",
+            description=description,
             generated_by="mseportal",
             appliance=appliance,
             pair=_pair_of(appliance),
             job=job,
-            remarks=f"{license_file.filename} from {appliance.name}: "
+            remarks=f"{license_file.filename} {preposition} {appliance.name}: "
             + ", ".join(licence_line_remark(row) for row in lines),
         )
     return updated

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hapairs import licences, roles, services
+from hapairs import licences, services
 from hapairs.forms import LicenceUploadForm
 from hapairs.models import License, LicenseFile
 from hapairs.views._common import Pager, render_page, requires

@@ -9,7 +9,6 @@ import time
 from contextlib import asynccontextmanager
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from nodeagent import protocol as P
