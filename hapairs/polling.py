@@ -23,16 +23,19 @@ EVENTS_PAGE = 200
 async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target, since: int) -> PollResult:
     source = f"{target.name} ({target.host})"
     try:
-        raw = await client.request(target, "GET", protocol.PATH_HA_INFO)
+        # one request: the state and the events after the last one stored
+        raw = await client.request(target, "GET", f"{protocol.PATH_HA_INFO}?events_since={since}&events_limit={EVENTS_PAGE}")
         info = agent_replies.parse_ha_info(raw, source=source)
         last_seq = raw.get("last_seq")
         if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
             last_seq = None
-        events = []
-        # ha-info says how far the node's events go: ask for them only when there are new ones
-        if last_seq is None or last_seq > since:
+        if "events" in raw:
+            events = agent_replies.parse_events(raw["events"], source=source)
+        elif last_seq is None or last_seq > since:  # an agent that does not inline them
             page = await client.request(target, "GET", f"{protocol.PATH_EVENTS}?since={since}&limit={EVENTS_PAGE}")
             events = agent_replies.parse_events(page.get("events", []), source=source)
+        else:
+            events = []
     except agent_client.AgentError as exc:
         return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message)
     return PollResult(appliance_id=appliance_id, ha_info=info, events=events, last_seq=last_seq)

@@ -136,16 +136,23 @@ def build_hm_app(node: Node) -> web.Application:
     async def server_info(request):
         return web.json_response(node.server_info())
 
+    def _since_limit(request, since_name: str, limit_name: str) -> tuple[int, int]:
+        try:
+            since = int(request.query.get(since_name, "0"))
+            limit = min(1000, max(1, int(request.query.get(limit_name, "500"))))
+        except ValueError:
+            raise ApiError(400, f"{since_name} and {limit_name} must be integers") from None
+        return since, limit
+
     async def ha_info(request):
-        return web.json_response(node.ha_info())
+        info = node.ha_info()
+        if "events_since" in request.query:  # the poller's one request: state and new events together
+            since, limit = _since_limit(request, "events_since", "events_limit")
+            info["events"] = node.events_since(since, limit)["events"] if since < node.seq else []
+        return web.json_response(info)
 
     async def events(request):
-        try:
-            since = int(request.query.get("since", "0"))
-            limit = min(1000, max(1, int(request.query.get("limit", "500"))))
-        except ValueError:
-            raise ApiError(400, "since and limit must be integers") from None
-        return web.json_response(node.events_since(since, limit))
+        return web.json_response(node.events_since(*_since_limit(request, "since", "limit")))
 
     async def configure(request):
         out = node.configure(await _json(request))

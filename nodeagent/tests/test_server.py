@@ -211,6 +211,14 @@ def test_pairing_through_the_api_and_its_refusals(tmp_path):
             # paging by seq
             ev2 = await clients["prim"].call("GET", P.PATH_EVENTS + f"?since={ev['events'][1]['seq']}&limit=1")
             assert [e["seq"] for e in ev2["events"]] == [ev["events"][2]["seq"]]
+            # ha-info carries the same events inline when asked (the poller's single request)
+            inline = await clients["prim"].call("GET", P.PATH_HA_INFO + f"?events_since={ev['events'][1]['seq']}&events_limit=1")
+            assert inline["events"] == ev2["events"] and inline["peers"][0]["state"] == "PRIMARY_ACTIVE"
+            up_to_date = await clients["prim"].call("GET", P.PATH_HA_INFO + f"?events_since={inline['last_seq']}")
+            assert up_to_date["events"] == []
+            assert "events" not in await clients["prim"].call("GET", P.PATH_HA_INFO)
+            st, out = await clients["prim"].request("GET", P.PATH_HA_INFO + "?events_since=x")
+            assert st == 400 and "integers" in out["error"]
             # a change of failover type
             st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE,
                                                     pair_body("primary", nodes["sec"], failover_type="Automatic"))
