@@ -425,3 +425,24 @@ def test_the_licence_summary_counts_what_is_held_not_what_was_removed(client, se
     License.objects.filter(count=50).update(status="removed")
     summary = client.get("/mse/cas1/").content.decode()
     assert "CAS Elements 100" in summary and "CAS Elements 150" not in summary
+
+
+def test_a_pairing_refused_between_save_and_confirm_says_why_and_creates_nothing(client, make_appliance, operator_user):
+    primary = make_appliance(name="p3355", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24)
+    make_appliance(name="s3355", device_type="3355", hm_ip="127.10.10.16")
+    client.force_login(operator_user)
+    form = {"secondary_name": "s3355", "secondary_ip": "127.10.10.16", "failover_type": "manual",
+            "failback_type": "manual", "failover_wait": "10", "stage": "save"}
+    ask = client.post("/mse/p3355/ha/configure/", form).content.decode()
+    token = ask.split('name="token" value="')[1].split('"')[0]
+    # meanwhile other operators give s3355 its two primaries
+    secondary = Appliance.objects.get(name="s3355")
+    for name, kind, n in (("p3310", "3310", 17), ("p3350", "3350", 22)):
+        other = make_appliance(name=name, device_type=kind, hm_ip=f"127.10.10.{n}", vip=f"127.10.11.{n}", vip_prefixlen=16)
+        services.ha_pair_create(primary=other, secondary=secondary)
+    response = client.post("/mse/p3355/ha/configure/", {"stage": "confirm", "token": token})
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "s3355 already backs two primaries" in page[page.index('id="err-secondary_name"'):][:400]
+    assert HAPair.objects.count() == 2 and not Job.objects.filter(kind="configure_ha").exists()
+    assert not HAPair.objects.filter(primary=primary).exists()

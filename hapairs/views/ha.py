@@ -129,8 +129,8 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST":
         valid = form.is_valid()
         if stage == "validate":  # half-filled as the operator types: no "required" noise yet
-            for name in [n for n in form.errors if n in form.fields and not request.POST.get(n) and n not in request.FILES]:
-                del form.errors[name]
+            for field in [n for n in form.errors if n in form.fields and not request.POST.get(n) and n not in request.FILES]:
+                del form.errors[field]
         data = form.cleaned_data
         if "secondary_name" in data and "secondary_ip" in data:
             # the pairing rules too, even while another field is wrong, so every problem shows at once
@@ -194,9 +194,11 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
             reason=pending["reason"],
         )
     except services.ServiceError as exc:
-        form = ConfigureHAForm(initial={k: pending[k] for k in ("secondary_name", "secondary_ip", "failover_type",
-                                                                "failback_type", "failover_wait", "reason")})
-        form.add_error(None, exc.message)
+        # the form again as it was saved (never the password), with the reason on top
+        form = ConfigureHAForm({k: pending[k] for k in ("secondary_name", "secondary_ip", "failover_type",
+                                                        "failback_type", "failover_wait", "reason")})
+        form.is_valid()
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         context.update(form=form, facts={}, checked=True)
         return render_page(request, "hapairs/ha_configure.html", context, status=400)
     status_url = reverse("ha_status", kwargs={"name": primary.name})
