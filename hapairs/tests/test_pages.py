@@ -446,3 +446,31 @@ def test_a_pairing_refused_between_save_and_confirm_says_why_and_creates_nothing
     assert "s3355 already backs two primaries" in page[page.index('id="err-secondary_name"'):][:400]
     assert HAPair.objects.count() == 2 and not Job.objects.filter(kind="configure_ha").exists()
     assert not HAPair.objects.filter(primary=primary).exists()
+
+
+JUNK = [
+    {},
+    {"stage": "confirm"},
+    {"stage": "save", "secondary_name": "x" * 500, "secondary_ip": "not-an-ip", "failover_wait": "1e9"},
+    {"stage": "validate", "secondary_name": "ok", "secondary_ip": "127.0.0.1", "failover_wait": "-5",
+     "failover_type": "sideways"},
+    {"on": "maybe", "reason": "r" * 5000, "confirm": "\x00", "page": "abc"},
+    {"name": "../etc", "ip": "999.1.1.1", "username": "", "password": "x" * 10_000, "appliance": "nope"},
+]
+POSTS = ["/mse/add/", "/mse/lonely/ha/configure/", "/mse/p1/ha/configure/", "/mse/p1/ha/switchover/",
+         "/mse/p1/ha/failback/", "/mse/p1/ha/maintenance/", "/mse/p1/ha/delete/", "/mse/p1/ha/recover/",
+         "/mse/p1/ha/refresh/", "/licences/upload/", "/licences/999/remove/", "/mse/nope/ha/configure/"]
+
+
+@pytest.mark.parametrize("url", POSTS)
+def test_junk_posted_anywhere_is_refused_cleanly_and_changes_nothing(client, pair, make_appliance, admin_user_, url):
+    make_appliance(name="lonely", hm_ip="127.10.10.30")
+    healthy(pair)
+    client.force_login(admin_user_)
+    before = (Appliance.objects.count(), HAPair.objects.count(), Job.objects.count())
+    for body in JUNK:
+        response = client.post(url, body)
+        assert response.status_code < 500, (url, body, response.status_code)
+    assert (Appliance.objects.count(), HAPair.objects.count()) == before[:2]
+    if not url.endswith("/switchover/"):  # a switchover needs nothing but a click (the reason is optional)
+        assert Job.objects.count() == before[2]

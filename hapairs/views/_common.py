@@ -31,6 +31,13 @@ def requires(permission: str, what: str):
     return decorate
 
 
+def posted(request: HttpRequest) -> tuple:
+    """A form's data on POST (bound even when empty: an empty POST is invalid, not unseen)."""
+    if request.method == "POST":
+        return request.POST, request.FILES
+    return None, None
+
+
 def page_number(request: HttpRequest, name: str = "page") -> int:
     try:
         return max(1, min(int(request.GET.get(name, "1")), 100_000))

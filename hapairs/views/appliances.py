@@ -16,7 +16,7 @@ from hapairs.choices import LicenseStatus
 from hapairs.crypto import SecretUnreadable
 from hapairs.forms import ApplianceAddForm, ApplianceFilterForm
 from hapairs.models import Appliance, License
-from hapairs.views._common import Pager, render_page, requires
+from hapairs.views._common import Pager, posted, render_page, requires
 from nodeagent import output, protocol
 
 
@@ -66,7 +66,7 @@ WIZARD_STEPS = [("details", "Device details"), ("licences", "Licence summary"), 
 def mse_add(request: HttpRequest) -> HttpResponse:
     """Add Mobility Services Engine, page 1: the portal contacts the agent; nothing is saved
     unless it answers with the right password."""
-    form = ApplianceAddForm(request.POST or None)
+    form = ApplianceAddForm(posted(request)[0])
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

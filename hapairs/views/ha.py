@@ -19,7 +19,7 @@ from hapairs import crypto, licences, roles, rules, selectors, services, tasks
 from hapairs.choices import ACTIVE_JOB_STATUSES
 from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job
-from hapairs.views._common import Pager, render_page, requires
+from hapairs.views._common import Pager, posted, render_page, requires
 
 RULE_FIELDS = {rules.F_LICENSE: "activation_license", rules.F_PRIMARY: "__all__"}
 PENDING_KEY = "ha-configure-pending"
@@ -123,7 +123,7 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST" and stage == "cancel":
         request.session.pop(PENDING_KEY, None)
         return redirect("ha_configure", name=primary.name)
-    form = ConfigureHAForm(request.POST or None, request.FILES or None)
+    form = ConfigureHAForm(*posted(request))
     facts: dict = {}
     checked = False
     if request.method == "POST":
@@ -211,7 +211,7 @@ def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpRespons
     pushes them to both agents: "Configuration updated")."""
     initial = {"failover_type": pair.failover_type, "failback_type": pair.failback_type,
                "failover_wait": pair.failover_wait}
-    form = UpdateHAForm(request.POST or None, initial=initial)
+    form = UpdateHAForm(posted(request)[0], initial=initial)
     if request.method == "POST":
         if not context["can_operate"]:
             return _forbidden(request, "change high availability parameters")
@@ -317,7 +317,7 @@ def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
     pair = _pair_or_404(name)
     if action not in SWITCH_ACTIONS:
         return redirect("ha_status", name=name)
-    form = ReasonForm(request.POST or None)
+    form = ReasonForm(posted(request)[0])
     refusal = ""
     if request.method == "POST":
         if not request.user.has_perm(roles.OPERATE):
@@ -358,7 +358,7 @@ def ha_maintenance(request: HttpRequest, name: str) -> HttpResponse:
 def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
     """Delete the secondary: the only safe teardown (spec §5). Asks first."""
     pair = _pair_or_404(name)
-    form = ReasonForm(request.POST or None)
+    form = ReasonForm(posted(request)[0])
     if request.method == "POST":
         if not request.user.has_perm(roles.OPERATE):
             return _forbidden(request, "delete a secondary")
@@ -380,7 +380,7 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
 def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
     """Recover a primary that lost its configuration (HA recovery mode). Asks first."""
     pair = _pair_or_404(name)
-    form = ReasonForm(request.POST or None)
+    form = ReasonForm(posted(request)[0])
     refusal = ""
     if request.method == "POST":
         if not request.user.has_perm(roles.OPERATE):

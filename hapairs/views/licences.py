@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hapairs import licences, services
 from hapairs.forms import LicenceUploadForm
 from hapairs.models import License, LicenseFile
-from hapairs.views._common import Pager, render_page, requires
+from hapairs.views._common import Pager, posted, render_page, requires
 
 UPLOAD = "hapairs.add_licensefile"
 
@@ -32,7 +32,7 @@ def licence_list(request: HttpRequest) -> HttpResponse:
 def licence_upload(request: HttpRequest) -> HttpResponse:
     """Upload a licence file for one appliance: every line verified (signature, host binding,
     expiry, duplicates) before it is stored; a job installs it on the appliance."""
-    form = LicenceUploadForm(request.POST or None, request.FILES or None, initial={"appliance": request.GET.get("appliance")})
+    form = LicenceUploadForm(*posted(request), initial={"appliance": request.GET.get("appliance")})
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
