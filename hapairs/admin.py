@@ -204,3 +204,106 @@ class HAEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the Events Log is a record; it is never edited by hand
+
+
+# --- health reports, alerts and their deliveries ----------------------------------------
+from hapairs.models import Alert, Delivery, ReportSchedule  # noqa: E402
+from hapairs.services.reports import report_schedule_clean  # noqa: E402
+
+SCHEDULE_FIELDS = ("name", "recipients", "cadence", "send_at", "weekday", "crontab", "period_days", "enabled",
+                   "also_alerts")
+
+
+class ReportScheduleAdminForm(forms.ModelForm):
+    class Meta:
+        model = ReportSchedule
+        fields = SCHEDULE_FIELDS
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        values = {name: cleaned.get(name) for name in SCHEDULE_FIELDS if name not in ("enabled", "also_alerts")}
+        try:
+            report_schedule_clean(schedule=self.instance if self.instance.pk else None, **values)
+        except services.ServiceError as exc:
+            raise ValidationError({name if name in self.fields else None: messages
+                                   for name, messages in exc.errors.items()}) from None
+        return cleaned
+
+
+@admin.register(ReportSchedule)
+class ReportScheduleAdmin(admin.ModelAdmin):
+    """Saved through the services, which keep the beat PeriodicTask in step."""
+
+    form = ReportScheduleAdminForm
+    list_display = ("name", "schedule_text", "recipients", "period_days", "enabled", "also_alerts", "last_sent_at")
+    list_filter = ("enabled", "cadence", "also_alerts")
+    search_fields = ("name", "recipients")
+    readonly_fields = ("periodic_task", "last_sent_at", "created_by", "created_at", "updated_at")
+    actions = ["send_now"]
+
+    def save_model(self, request, obj, form, change):
+        values = {name: form.cleaned_data[name] for name in SCHEDULE_FIELDS}
+        if change:
+            saved = services.report_schedule_update(schedule=obj, **values, by=request.user)
+        else:
+            saved = services.report_schedule_create(**values, by=request.user)
+        obj.pk = saved.pk
+        obj.periodic_task_id = saved.periodic_task_id
+
+    def delete_model(self, request, obj):
+        services.report_schedule_delete(schedule=obj, by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            services.report_schedule_delete(schedule=schedule, by=request.user)
+
+    @admin.action(description="Send the selected reports now")
+    def send_now(self, request, queryset):
+        for schedule in queryset:
+            delivery = services.report_send_now(schedule=schedule, by=request.user)
+            self.message_user(request, f"“{schedule.name}” queued (delivery #{delivery.pk}).")
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ("pk", "created_at", "kind", "channel", "subject", "status", "attempts", "sent_at")
+    list_filter = ("kind", "channel", "status")
+    search_fields = ("subject", "key", "last_error")
+    list_select_related = ("schedule", "alert")
+    readonly_fields = [f.name for f in Delivery._meta.fields]
+    actions = ["retry"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_retry_permission(self, request):
+        from hapairs.roles import REPORTS
+
+        return request.user.has_perm(REPORTS)
+
+    @admin.action(description="Retry the selected failed deliveries", permissions=["retry"])
+    def retry(self, request, queryset):
+        for delivery in queryset:
+            try:
+                services.delivery_retry(delivery=delivery, by=request.user)
+            except services.ServiceError as exc:
+                self.message_user(request, exc.message, level="warning")
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "title", "actor", "reason", "status", "suppressed_before")
+    list_filter = ("kind", "status")
+    search_fields = ("title", "actor", "reason", "key")
+    readonly_fields = [f.name for f in Alert._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

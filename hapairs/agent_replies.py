@@ -100,19 +100,7 @@ class DiscoveredNode:
     licences: list[dict] = field(default_factory=list)
 
 
-def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
-    if not isinstance(data, dict):
-        raise _bad(source, "not a JSON object")
-    device_type = _str(data, "device_type", source)
-    if device_type not in DEVICE_TYPES:
-        raise _bad(source, f"device type {device_type!r} is not one the portal knows")
-    version = _str(data, "version", source)
-    if not VERSION_RE.match(version):
-        raise _bad(source, f"version {version!r} is not dotted numbers")
-    role = _str(data, "role", source, required=False).lower() or "none"
-    if role not in {"primary", "secondary", "none"}:
-        raise _bad(source, f"role {role!r} is neither primary nor secondary")
-    raw_services = data.get("services", [])
+def _services(raw_services: Any, source: str) -> list[ServiceStatus]:
     if not isinstance(raw_services, list):
         raise _bad(source, "“services” should be a list")
     services = []
@@ -127,6 +115,28 @@ def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
                 service_status=_str(item, "operation_status", source, required=False, max_len=80),
             )
         )
+    return services
+
+
+def services_as_rows(services: list[ServiceStatus]) -> list[dict]:
+    """What Appliance.services stores."""
+    return [{"name": s.name, "version": s.version, "admin_status": s.admin_status, "service_status": s.service_status}
+            for s in services]
+
+
+def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
+    if not isinstance(data, dict):
+        raise _bad(source, "not a JSON object")
+    device_type = _str(data, "device_type", source)
+    if device_type not in DEVICE_TYPES:
+        raise _bad(source, f"device type {device_type!r} is not one the portal knows")
+    version = _str(data, "version", source)
+    if not VERSION_RE.match(version):
+        raise _bad(source, f"version {version!r} is not dotted numbers")
+    role = _str(data, "role", source, required=False).lower() or "none"
+    if role not in {"primary", "secondary", "none"}:
+        raise _bad(source, f"role {role!r} is neither primary nor secondary")
+    services = _services(data.get("services", []), source)
     licences = data.get("licences", [])
     return DiscoveredNode(
         name=_str(data, "node", source, required=False, max_len=63),
@@ -167,6 +177,7 @@ class HAInfo:
     role: str
     generation: int
     peers: list[PeerStatus]
+    services: list[ServiceStatus] | None = None  # None: the agent did not say (older agents)
 
     def peer(self, hm_ip: str) -> PeerStatus | None:
         return next((peer for peer in self.peers if peer.peer_hm_ip == hm_ip), None)
@@ -223,6 +234,7 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
         role=_str(data, "role", source, required=False).lower(),
         generation=_int(data, "generation", source, default=0),
         peers=peers,
+        services=_services(data["services"], source) if "services" in data else None,
     )
 
 

@@ -112,6 +112,61 @@ class LicenseStatus(models.TextChoices):
     REMOVED = "removed", "Removed"  # deleted from the agent; kept for the record
 
 
+# --- health reports, alerts and their deliveries ---------------------------------------
+class ReportCadence(models.TextChoices):
+    DAILY = "daily", "Daily"  # every day at send_at
+    WEEKLY = "weekly", "Weekly"  # on weekday at send_at
+    CRONTAB = "crontab", "Custom (crontab)"  # the crontab expression, e.g. "0 7 * * 1-5"
+
+
+class Weekday(models.IntegerChoices):
+    """Cron's numbering (Sunday is 0), listed from Monday."""
+
+    MONDAY = 1, "Monday"
+    TUESDAY = 2, "Tuesday"
+    WEDNESDAY = 3, "Wednesday"
+    THURSDAY = 4, "Thursday"
+    FRIDAY = 5, "Friday"
+    SATURDAY = 6, "Saturday"
+    SUNDAY = 0, "Sunday"
+
+
+class DeliveryKind(models.TextChoices):
+    REPORT = "report", "Health report"
+    ALERT = "alert", "Alert"
+
+
+class DeliveryChannel(models.TextChoices):
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # row written, its send queued (on commit)
+    SENDING = "sending", "Sending"  # a worker claimed it (lease_until) and is talking to the server
+    RETRYING = "retrying", "Retrying"  # an attempt failed; the next one is queued with backoff
+    SENT = "sent", "Sent"  # the mail server accepted it (the webhook answered 2xx)
+    FAILED = "failed", "Failed"  # retries spent, or refused for good; last_error says why
+
+
+OPEN_DELIVERY_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value, DeliveryStatus.RETRYING.value)
+
+
+class AlertKind(models.TextChoices):
+    FAILOVER = "failover", "Failover"
+    FAILBACK = "failback", "Failback"
+    SPLIT_BRAIN = "split_brain", "Split brain"
+    UNREACHABLE = "unreachable", "Node unreachable"
+    JOB_FAILED = "job_failed", "Job failed"
+    LICENCE_EXPIRING = "licence_expiring", "Licence expiring"
+
+
+class AlertStatus(models.TextChoices):
+    SENT = "sent", "Sent"  # deliveries queued to every recipient and the webhook
+    SUPPRESSED = "suppressed", "Suppressed"  # rate limit: one per kind per subject per interval; counted in the next
+    NOBODY = "nobody", "No recipients"  # neither recipients nor a webhook are configured
+
+
 # The Health Monitor's instance identity on a secondary, one per primary it backs
 # (spec §6): slot 1 → mseos3 / 1524 / dg_mse3 / mseop3s, slot 2 → mseos4 / 1525 / …
 MAX_PRIMARIES_PER_SECONDARY = 2

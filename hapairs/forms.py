@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from django import forms
 
-from hapairs.choices import DeviceType, Reachability, SwitchType
-from hapairs.models import FAILOVER_WAIT_DEFAULT, FAILOVER_WAIT_MAX, FAILOVER_WAIT_MIN, device_name_validator
+from hapairs.choices import DeviceType, Reachability, ReportCadence, SwitchType, Weekday
+from hapairs.models import (
+    FAILOVER_WAIT_DEFAULT,
+    FAILOVER_WAIT_MAX,
+    FAILOVER_WAIT_MIN,
+    REPORT_PERIOD_MAX_DAYS,
+    device_name_validator,
+)
 
 SWITCH_CHOICES = SwitchType.choices
 
@@ -99,3 +105,26 @@ class LicenceUploadForm(PortalForm):
 
         super().__init__(*args, **kwargs)
         self.fields["appliance"].queryset = Appliance.objects.defer("password_ciphertext").order_by("name")
+
+
+class ReportScheduleForm(PortalForm):
+    """A health report schedule. Shapes only: the recipients and the crontab are checked
+    by ``services.report_schedule_create/update``, whose errors land on these fields."""
+
+    name = forms.CharField(label="Name", max_length=100)
+    recipients = forms.CharField(
+        label="Recipients", max_length=5000, widget=forms.Textarea(attrs={"rows": 2, "cols": 40}),
+        help_text="E-mail addresses, separated by commas or new lines.",
+    )
+    cadence = forms.ChoiceField(label="Period", choices=ReportCadence.choices, initial=ReportCadence.DAILY)
+    send_at = forms.TimeField(label="Send at", initial="07:00", widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+                              help_text="Daily and weekly: the time of day.")
+    weekday = forms.TypedChoiceField(label="Day", choices=Weekday.choices, coerce=int, initial=Weekday.MONDAY,
+                                     help_text="Weekly: the day.")
+    crontab = forms.CharField(label="Crontab", max_length=100, required=False,
+                              help_text="Custom: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.")
+    period_days = forms.IntegerField(label="Report covers (days)", min_value=1, max_value=REPORT_PERIOD_MAX_DAYS, required=False,
+                                     help_text="Empty: 1 for daily, 7 for weekly.")
+    enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
+    also_alerts = forms.BooleanField(label="Also send alerts", required=False,
+                                     help_text="These recipients also get every alert as it happens.")

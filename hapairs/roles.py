@@ -13,17 +13,19 @@ from __future__ import annotations
 ADMIN, OPERATOR, MONITOR = "Admin", "Operator", "Monitor"
 ROLES = (ADMIN, OPERATOR, MONITOR)
 
-_MODELS = ("appliance", "hapair", "job", "haevent", "license", "licensefile")
+_MODELS = ("appliance", "hapair", "job", "haevent", "license", "licensefile", "reportschedule", "delivery", "alert")
 _VIEW = [("hapairs", f"view_{model}") for model in _MODELS]
+_EDIT_REPORTS = [("hapairs", f"{action}_reportschedule") for action in ("add", "change", "delete")]
 
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]] | str] = {
     ADMIN: "__all__",
-    OPERATOR: [*_VIEW, ("hapairs", "operate_hapair"), ("hapairs", "add_licensefile")],
+    OPERATOR: [*_VIEW, ("hapairs", "operate_hapair"), ("hapairs", "add_licensefile"), *_EDIT_REPORTS],
     MONITOR: list(_VIEW),
 }
 OPERATE = "hapairs.operate_hapair"
 LICENCES = "hapairs.add_licensefile"  # upload licences (and remove them: "Delete Secondary Activation license")
 ADMINISTER = "hapairs.add_appliance"
+REPORTS = "hapairs.change_reportschedule"  # edit report schedules, Send now, retry a delivery, the mailbox
 
 
 def sync_groups(apps, schema_editor=None) -> None:
@@ -46,8 +48,22 @@ def sync_groups(apps, schema_editor=None) -> None:
             perms = [
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
                 for app_label, codename in wanted
+                if _model_exists(apps, app_label, codename)
             ]
         group.permissions.set(perms)
+
+
+def _model_exists(apps, app_label: str, codename: str) -> bool:
+    """An early migration runs this before later models exist (their permissions come
+    with the migration that adds them, which calls sync_groups again)."""
+    action, _, model = codename.partition("_")
+    if action not in {"add", "change", "delete", "view"}:
+        return True  # a custom permission: it must exist
+    try:
+        apps.get_model(app_label, model)
+    except LookupError:
+        return False
+    return True
 
 
 def role_of(user) -> str | None:

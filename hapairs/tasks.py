@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from hapairs import jobs
+from hapairs.delivery import DeliveryRetry
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -48,3 +50,60 @@ def heartbeat_samples_prune() -> int:
     from hapairs.services.status import heartbeat_samples_prune as prune
 
     return prune(keep_days=settings.HEARTBEAT_KEEP_DAYS)
+
+
+# --- health reports, alerts and their deliveries ------------------------------------------
+@shared_task(ignore_result=True)
+def report_send_scheduled(schedule_id: int) -> int | None:
+    """Beat (each ReportSchedule's PeriodicTask names this): build the report, queue its e-mail."""
+    from hapairs.models import ReportSchedule
+    from hapairs.services.reports import report_schedule_run
+
+    schedule = ReportSchedule.objects.filter(pk=schedule_id).first()
+    delivery = report_schedule_run(schedule=schedule) if schedule is not None else None
+    return delivery.pk if delivery is not None else None
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(DeliveryRetry,),
+    max_retries=5,
+    retry_backoff=settings.DELIVERY_RETRY_BACKOFF_SECONDS,
+    retry_backoff_max=600,
+    retry_jitter=False,
+)
+def delivery_send(self, delivery_id: int) -> str | None:
+    """Send one report or alert (a no-op if it is already sent); retried with backoff."""
+    from hapairs import delivery
+
+    return delivery.attempt(delivery_id, retries=self.request.retries, final=self.request.retries >= self.max_retries)
+
+
+@shared_task(ignore_result=True)
+def alert_dispatch(kind: str, event_id: int) -> int | None:
+    """An event worth an alert was recorded: send it, or hold it back by the rate limit."""
+    from hapairs.services.alerts import alert_for_event
+
+    alert = alert_for_event(kind=kind, event_id=event_id)
+    return alert.pk if alert is not None else None
+
+
+@shared_task(ignore_result=True)
+def licences_expiry_check() -> list[int]:
+    """Beat, daily: alert licences as their expiry nears."""
+    from hapairs.services.alerts import licence_expiry_check
+
+    return [alert.pk for alert in licence_expiry_check()]
+
+
+@shared_task(ignore_result=True)
+def deliveries_resume() -> list[int]:
+    """Beat: re-queue deliveries whose message was lost or whose worker died mid-send."""
+    from hapairs.services.deliveries import deliveries_resume as resumable
+
+    delivery_ids = resumable()
+    for delivery_id in delivery_ids:
+        delivery_send.delay(delivery_id)
+    return delivery_ids

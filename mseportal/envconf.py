@@ -155,3 +155,25 @@ def broker_settings(url: str | None, *, var_dir: Path) -> dict[str, object]:
         },
         "filesystem": True,
     }
+
+
+def env_emails(environ: dict[str, str], name: str) -> list[str]:
+    """A comma-separated list of e-mail addresses, each checked (empty when unset)."""
+    import re
+
+    addresses = env_list(environ, name, [])
+    for address in addresses:
+        if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):
+            raise ConfigError(f"{name}: {address!r} is not an e-mail address such as noc@example.net.")
+    return addresses
+
+
+def env_http_url(environ: dict[str, str], name: str) -> str:
+    """An http(s) URL with a host, or empty when unset."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL with a host.")
+    return raw

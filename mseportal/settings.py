@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab as _crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from mseportal.envconf import (
@@ -19,6 +20,8 @@ from mseportal.envconf import (
     broker_settings,
     email_settings,
     env_bool,
+    env_emails,
+    env_http_url,
     env_int,
     env_list,
     env_networks,
@@ -72,6 +75,19 @@ try:
     # The Ed25519 public keys licence files must be signed with (docs/licences.md): base64
     # keys separated by commas or spaces, or PEM blocks. Empty: the development key, DEBUG only.
     MSEPORTAL_LICENSE_PUBLIC_KEYS = ENV.get("MSEPORTAL_LICENSE_PUBLIC_KEYS", "")
+    # Alerts (failover, failback, split brain, unreachable node, failed job, expiring
+    # licence): e-mailed at once to these, at most one per kind per pair per interval,
+    # and POSTed (HMAC-SHA256 signed) to the webhook when one is set.
+    ALERT_RECIPIENTS = env_emails(ENV, "MSEPORTAL_ALERT_RECIPIENTS")
+    ALERT_MIN_INTERVAL_SECONDS = env_int(ENV, "MSEPORTAL_ALERT_MIN_INTERVAL_SECONDS", 300, minimum=0)
+    ALERT_WEBHOOK_URL = env_http_url(ENV, "MSEPORTAL_ALERT_WEBHOOK_URL")
+    ALERT_WEBHOOK_SECRET = ENV.get("MSEPORTAL_ALERT_WEBHOOK_SECRET", "")
+    if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
+        raise ConfigError("MSEPORTAL_ALERT_WEBHOOK_URL is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not: "
+                          "the webhook's POSTs are signed with it.")
+    LICENCE_WARN_DAYS = env_int(ENV, "MSEPORTAL_LICENCE_WARN_DAYS", 30, minimum=1)
+    # Reports and alerts: failed sends are retried with backoff (this, doubling, 5 times).
+    DELIVERY_RETRY_BACKOFF_SECONDS = env_int(ENV, "MSEPORTAL_DELIVERY_RETRY_BACKOFF_SECONDS", 30, minimum=1)
 except ConfigError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -98,6 +114,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "ninja",
+    "django_celery_beat",
     "hapairs",
 ]
 
@@ -224,7 +241,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int(ENV, "MSEPORTAL_RESUME_SECONDS", 15, minimum=1)),
     },
     "heartbeat-samples-prune": {"task": "hapairs.tasks.heartbeat_samples_prune", "schedule": 86400.0},
+    "deliveries-resume": {"task": "hapairs.tasks.deliveries_resume", "schedule": 60.0},
+    "licences-expiry-check": {"task": "hapairs.tasks.licences_expiry_check", "schedule": _crontab(minute="0", hour="6")},
 }
+# Beat reads its schedule from the database (django-celery-beat): the entries above are
+# written there at start, and each ReportSchedule keeps its own PeriodicTask beside them.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 HEARTBEAT_KEEP_DAYS = env_int(ENV, "MSEPORTAL_HEARTBEAT_KEEP_DAYS", 30, minimum=1)
 
 # --- Logging ------------------------------------------------------------------------

@@ -1017,13 +1017,25 @@ class Node:
             "vips_in_charge": sorted(self.desired_vips()),
             "last_seq": self.seq,
             "recovery_mode": self.cfg.recovery,
+            "services": self.services_status(),
         }
+
+    def services_status(self) -> list[dict]:
+        """The services and their admin / operation status (a secondary's are DORMANT until
+        it takes charge): in server-info, and in ha-info for the portal's poller."""
+        running = self.services_running
+        dormant = self.cfg.role is Role.SECONDARY and not any(p.ha.in_charge for p in self.pairs.values())
+        svc = [("Context Aware Service", "8.0.1.79", running and not dormant)] + [
+            (n, v, False) for n, v in (("WIPS", "3.0.8155.0"), ("Mobile Concierge Service", "5.0.1.23"),
+                                       ("CMX Analytics", "3.0.1.68"), ("CMX Connect & Engage", "1.0.0.29"),
+                                       ("HTTP Proxy Service", "1.0.0.1"))]
+        return [{"name": n, "version": v, "admin_status": "Enabled" if n == "Context Aware Service" else "Disabled",
+                 "operation_status": "Up" if up else "Down"} for n, v, up in svc]
 
     def server_info(self) -> dict:
         import resource
         running = self.services_running
         dormant = self.cfg.role is Role.SECONDARY and not any(p.ha.in_charge for p in self.pairs.values())
-        cas_up = running and (not dormant)
         elements = sum(p.instance.count for p in self.pairs.values()) if self.cfg.role is Role.SECONDARY else (
             self.own_instance.count if self.own_instance else 0)
         limit = ELEMENT_LIMITS.get(self.cfg.device_type, 2000)
@@ -1034,10 +1046,6 @@ class Node:
                 pass
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         db_bytes = sum(f.stat().st_size for f in (self.sd.root / "instances").glob("*.jsonl"))
-        svc = [("Context Aware Service", "8.0.1.79", cas_up)] + [
-            (n, v, False) for n, v in (("WIPS", "3.0.8155.0"), ("Mobile Concierge Service", "5.0.1.23"),
-                                       ("CMX Analytics", "3.0.1.68"), ("CMX Connect & Engage", "1.0.0.29"),
-                                       ("HTTP Proxy Service", "1.0.0.1"))]
         return {
             "node": self.cfg.name, "product_name": "Cisco Mobility Service Engine", "version": self.cfg.version,
             "hm_ip": self.cfg.hm_ip, "role": self.cfg.role.value, "ha_role": self.cfg.role.number,
@@ -1045,8 +1053,7 @@ class Node:
             "udi": self.cfg.udi, "device_type": self.cfg.device_type, "legacy_port": self.cfg.port,
             "log_level": "INFO", "days_to_keep_events": 2, "session_timeout_mins": 30, "db_backup_days": 2,
             "services_running": running, "dormant": dormant,
-            "services": [{"name": n, "version": v, "admin_status": "Enabled" if n == "Context Aware Service" else "Disabled",
-                          "operation_status": "Up" if up else "Down"} for n, v, up in svc],
+            "services": self.services_status(),
             "start_time": now_iso(self.started_at), "current_time": now_iso(), "timezone": self.cfg.timezone,
             "restarts": self.restarts, "used_memory_mb": int(rss_mb), "db_disk_size_mb": round(db_bytes / 1e6, 3),
             "active_sessions": [],

@@ -22,6 +22,16 @@ from hapairs.services.pairs import (
 )
 from hapairs.services.status import events_ingest, status_record
 from hapairs.services.tokens import api_token_issue, api_token_revoke, api_token_user
+from hapairs.services.deliveries import delivery_create, delivery_retry
+from hapairs.services.reports import (
+    report_delivery_create,
+    report_schedule_create,
+    report_schedule_delete,
+    report_schedule_run,
+    report_schedule_update,
+    report_send_now,
+)
+from hapairs.services.alerts import alert_queue, alert_raise, licence_expiry_check
 
 __all__ = [
     "PORTAL",
@@ -52,4 +62,9 @@ __all__ = [
     "job_succeeded_event",
     "licence_remove",
     "licence_upload",
+]
+__all__ += [  # health reports and alerts
+    "alert_queue", "alert_raise", "delivery_create", "delivery_retry", "licence_expiry_check",
+    "report_delivery_create", "report_schedule_create", "report_schedule_delete", "report_schedule_run",
+    "report_schedule_update", "report_send_now",
 ]

@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from hapairs import agent_replies
 from hapairs.choices import Role
 from hapairs.models import Appliance, device_name_validator
 from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
@@ -80,7 +81,7 @@ def appliance_set_password(*, appliance: Appliance, password: str, by: AbstractB
 # --- add: contact the agent first, save only what it confirmed ---------------------
 def appliance_discover(*, ip: str, password: str, username: str = "admin"):
     """Ask the agent at ``ip`` who it is. Raises ServiceError with the reason if it cannot."""
-    from hapairs import agent_client, agent_replies
+    from hapairs import agent_client
     from nodeagent import protocol
 
     try:
@@ -147,9 +148,6 @@ def appliance_add(
         udi=found.udi,
         contact_name=contact_name,
         http_enabled=http_enabled,
-        services=[
-            {"name": s.name, "version": s.version, "admin_status": s.admin_status, "service_status": s.service_status}
-            for s in found.services
-        ],
+        services=agent_replies.services_as_rows(found.services),
         by=by,
     )

@@ -65,8 +65,10 @@ def job_enqueue(
 
 
 def job_failed_event(*, job: Job) -> None:
+    from hapairs.services.alerts import alert_queue
+
     job.refresh_from_db(fields=["error"])
-    event_record(
+    event = event_record(
         description=f"{job.get_kind_display()} failed",
         generated_by="mseportal",
         pair=job.pair,
@@ -75,6 +77,7 @@ def job_failed_event(*, job: Job) -> None:
         remarks=job.error[:500],
         severity=Severity.WARNING,
     )
+    alert_queue(kind="job_failed", event=event)  # sent by a worker, after commit
 
 
 def job_succeeded_event(*, job: Job) -> None:

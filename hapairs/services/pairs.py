@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from hapairs import rules, selectors
+from hapairs import agent_replies, rules, selectors
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, SwitchType
 from hapairs.models import Appliance, HAPair
 from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
@@ -148,10 +148,7 @@ def ha_configure(
                 password=secondary_password,
                 role=discovered.role,
                 udi=discovered.udi,
-                services=[
-                    {"name": s.name, "version": s.version, "admin_status": s.admin_status, "service_status": s.service_status}
-                    for s in discovered.services
-                ],
+                services=agent_replies.services_as_rows(discovered.services),
                 by=by,
             )
         elif secondary_password and secondary_password != secondary.get_password():

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from hapairs.agent_replies import AgentEvent, HAInfo
+from hapairs.agent_replies import AgentEvent, HAInfo, services_as_rows
 from hapairs.choices import HAState, Reachability, Severity
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample
 from hapairs.services._common import event_record
@@ -25,6 +25,8 @@ SPLIT_BRAIN_REMEDY = (
 )
 FAILOVER_EVENT = "Instance is in failover active state"
 FAILBACK_EVENTS = ("Failback complete; primary instance is in charge",)
+SPLIT_BRAIN_EVENT = "Split brain detected: primary and secondary are both active"
+UNREACHABLE_EVENT = "{name} is not answering the portal"
 
 
 def _pairs_of(appliance: Appliance) -> list[HAPair]:
@@ -95,6 +97,9 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
             appliance.last_event_seq = highest
             advanced.append(appliance)
     HAEvent.objects.bulk_create(new_rows, ignore_conflicts=True, batch_size=500)
+    from hapairs.services.alerts import alerts_for_ingested
+
+    alerts_for_ingested(new_rows)  # failovers and failbacks: alerted after commit
     by_value: dict[int, list[int]] = {}
     for appliance in advanced:  # most nodes share a few values: one UPDATE per value
         by_value.setdefault(appliance.last_event_seq, []).append(appliance.pk)
@@ -135,11 +140,12 @@ def status_record(results: list[PollResult]) -> None:
             for a in Appliance.objects.select_for_update()
             .filter(pk__in=list(by_id))
             .order_by("pk")
-            .only("pk", "name", "hm_ip", "ha_state", "generation", "last_event_seq")
+            .only("pk", "name", "hm_ip", "ha_state", "generation", "last_event_seq", "services", "reachability")
         }
         reachable = [pk for pk in appliances if by_id[pk].ha_info is not None]
         _restart_event_logs(appliances, by_id, reachable)
         unreachable = [pk for pk in appliances if by_id[pk].ha_info is None]
+        lost = [appliances[pk] for pk in unreachable if appliances[pk].reachability == Reachability.REACHABLE]
         if reachable:
             Appliance.objects.filter(pk__in=reachable).update(
                 reachability=Reachability.REACHABLE, last_seen_at=now, last_polled_at=now
@@ -154,6 +160,10 @@ def status_record(results: list[PollResult]) -> None:
                 appliance.ha_state, appliance.generation = state, generation
                 changed.append(appliance)
         _update_grouped(Appliance, changed, ["ha_state", "generation"])
+        for pk in reachable:  # the services' admin / operation status, written when it changes (rarely)
+            reported = by_id[pk].ha_info.services
+            if reported is not None and (rows := services_as_rows(reported)) != appliances[pk].services:
+                Appliance.objects.filter(pk=pk).update(services=rows)
 
         pairs = list(
             HAPair.objects.select_for_update(of=("self",))
@@ -179,14 +189,28 @@ def status_record(results: list[PollResult]) -> None:
         if pairs:
             HAPair.objects.filter(pk__in=[pair.pk for pair in pairs]).update(status_updated_at=now)
             _sample_heartbeats(pairs, now)
+        from hapairs.services.alerts import alert_queue
+
         for pair in split_brains:
-            event_record(
-                description="Split brain detected: primary and secondary are both active",
+            event = event_record(
+                description=SPLIT_BRAIN_EVENT,
                 generated_by="mseportal",
                 pair=pair,
                 severity=Severity.CRITICAL,
                 remarks=SPLIT_BRAIN_REMEDY,
             )
+            alert_queue(kind="split_brain", event=event)
+        for appliance in lost:  # answered the last poll, not this one
+            node_pairs = [pair for pair in pairs if appliance.pk in (pair.primary_id, pair.secondary_id)]
+            event = event_record(
+                description=UNREACHABLE_EVENT.format(name=appliance.name),
+                generated_by="mseportal",
+                appliance=appliance,
+                pair=node_pairs[0] if len(node_pairs) == 1 else None,
+                severity=Severity.WARNING,
+                remarks=by_id[appliance.pk].error[:500] or "No answer to the portal's poll.",
+            )
+            alert_queue(kind="unreachable", event=event)
         _ingest_locked(
             {pk: (appliances[pk], by_id[pk].events or []) for pk in reachable},
             pairs,

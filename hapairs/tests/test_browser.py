@@ -214,6 +214,11 @@ def test_an_operators_day(browser, agents, worker, live_server, make_user, tmp_p
     expect(page.get_by_role("button", name="Confirm failback")).to_have_count(0)
     shot(page, "09-failback-refused")
 
+    # The list follows the services: the secondary's came out of DORMANT, the primary's stopped
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Mobility Services Engines").click()
+    expect(page.get_by_role("row", name=re.compile("^mse2"))).to_contain_text("Context Aware Service: Enabled / Up")
+    expect(page.get_by_role("row", name=re.compile("^mse1"))).to_contain_text("Context Aware Service: Enabled / Down")
+
     # The other screens
     page.get_by_role("link", name="High Availability", exact=True).click()
     expect(page.get_by_role("row", name=re.compile("mse2"))).to_contain_text("mse1")

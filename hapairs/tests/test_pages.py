@@ -459,7 +459,9 @@ JUNK = [
 ]
 POSTS = ["/mse/add/", "/mse/lonely/ha/configure/", "/mse/p1/ha/configure/", "/mse/p1/ha/switchover/",
          "/mse/p1/ha/failback/", "/mse/p1/ha/maintenance/", "/mse/p1/ha/delete/", "/mse/p1/ha/recover/",
-         "/mse/p1/ha/refresh/", "/licences/upload/", "/licences/999/remove/", "/mse/nope/ha/configure/"]
+         "/mse/p1/ha/refresh/", "/licences/upload/", "/licences/999/remove/", "/mse/nope/ha/configure/",
+         "/jobs/999/cancel/", "/reports/new/", "/reports/999/edit/", "/reports/999/send/", "/reports/999/delete/",
+         "/reports/deliveries/999/retry/"]
 
 
 @pytest.mark.parametrize("url", POSTS)
@@ -474,3 +476,17 @@ def test_junk_posted_anywhere_is_refused_cleanly_and_changes_nothing(client, pai
     assert (Appliance.objects.count(), HAPair.objects.count()) == before[:2]
     if not url.endswith("/switchover/"):  # a switchover needs nothing but a click (the reason is optional)
         assert Job.objects.count() == before[2]
+
+
+def test_a_pending_job_can_be_cancelled_by_an_operator_only(client, pair, operator_user, monitor_user):
+    job = services.ha_delete_secondary(pair=pair, by=operator_user, reason="tidy up")
+    client.force_login(monitor_user)
+    assert "Cancel this job" not in client.get(f"/jobs/{job.pk}/").content.decode()
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 403
+    client.force_login(operator_user)
+    assert "Cancel this job" in client.get(f"/jobs/{job.pk}/").content.decode()
+    client.post(f"/jobs/{job.pk}/cancel/")
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    again = client.post(f"/jobs/{job.pk}/cancel/", follow=True).content.decode()
+    assert "cannot be cancelled" in again

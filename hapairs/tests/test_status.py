@@ -96,3 +96,25 @@ def test_a_node_whose_event_log_restarted_gets_its_new_events_stored(pair):
     # an ordinary round changes nothing
     status_record([PollResult(pair.primary_id, healthy, events=[], last_seq=1)])
     assert HAEvent.objects.filter(description="Event log of p restarted").count() == 1
+
+
+def test_the_services_status_follows_what_the_node_reports(pair):
+    from hapairs.agent_replies import ServiceStatus
+    from hapairs.models import Appliance
+
+    def reported(cas):
+        base = info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)
+        return HAInfo(node=base.node, running=True, role="primary", generation=1, peers=base.peers, services=[
+            ServiceStatus(name="Context Aware Service", version="8.0.1.79", admin_status="Enabled", service_status=cas),
+            ServiceStatus(name="WIPS", version="3.0", admin_status="Disabled", service_status="Down"),
+        ])
+
+    status_record([PollResult(pair.primary_id, reported("Up"))])
+    services = Appliance.objects.get(pk=pair.primary_id).services
+    assert services[0] == {"name": "Context Aware Service", "version": "8.0.1.79", "admin_status": "Enabled",
+                           "service_status": "Up"} and len(services) == 2
+    status_record([PollResult(pair.primary_id, reported("Down"))])
+    assert Appliance.objects.get(pk=pair.primary_id).services[0]["service_status"] == "Down"
+    # an agent that says nothing about its services leaves them as they were
+    status_record([PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True))])
+    assert Appliance.objects.get(pk=pair.primary_id).services[0]["service_status"] == "Down"

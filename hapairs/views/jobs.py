@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_GET, require_POST
+
+from hapairs import roles, services
 
 from hapairs.choices import ACTIVE_JOB_STATUSES, JobStatus
 from hapairs.models import HAEvent, Job
-from hapairs.views._common import Pager, render_page
+from hapairs.views._common import Pager, render_page, requires
 
 HTMX_STOP_POLLING = 286
 JOB_RELATED = ("pair__primary", "pair__secondary", "appliance", "requested_by")
@@ -39,10 +42,23 @@ def job_list(request: HttpRequest) -> HttpResponse:
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related(*JOB_RELATED), pk=job_id)
     events = HAEvent.objects.filter(job=job).order_by("timestamp", "pk")[:200]
-    context = {"job": job, "events": events}
+    context = {"job": job, "events": events, "can_operate": request.user.has_perm(roles.OPERATE)}
     if request.htmx and request.htmx.target == "job-progress":
         response = render_page(request, "hapairs/job_detail.html", context, partial="progress")
         if not job.is_active:
             response.status_code = HTMX_STOP_POLLING
         return response
     return render_page(request, "hapairs/job_detail.html", context)
+
+
+@require_POST
+@requires(roles.OPERATE, "cancel jobs")
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Withdraw a job no worker has started yet; a running one finishes (its steps are not
+    interrupted halfway)."""
+    job = get_object_or_404(Job, pk=job_id)
+    if services.job_cancel(job=job, by=request.user):
+        messages.success(request, f"Job #{job.pk} cancelled before it started.")
+    else:
+        messages.error(request, f"Job #{job.pk} has already started or finished; it cannot be cancelled.")
+    return redirect("job_detail", job_id=job.pk)

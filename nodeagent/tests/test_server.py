@@ -214,6 +214,8 @@ def test_pairing_through_the_api_and_its_refusals(tmp_path):
             # ha-info carries the same events inline when asked (the poller's single request)
             inline = await clients["prim"].call("GET", P.PATH_HA_INFO + f"?events_since={ev['events'][1]['seq']}&events_limit=1")
             assert inline["events"] == ev2["events"] and inline["peers"][0]["state"] == "PRIMARY_ACTIVE"
+            assert {"name": "Context Aware Service", "version": "8.0.1.79", "admin_status": "Enabled",
+                    "operation_status": "Up"} in inline["services"]
             up_to_date = await clients["prim"].call("GET", P.PATH_HA_INFO + f"?events_since={inline['last_seq']}")
             assert up_to_date["events"] == []
             assert "events" not in await clients["prim"].call("GET", P.PATH_HA_INFO)

@@ -1,0 +1,578 @@
+"""The health report: built once as data, rendered as HTML (styles inline, for mail
+clients) and as plain text.
+
+``report_build`` reads the fleet in six queries whatever its size: appliance counts,
+the pairs, heartbeat samples already averaged per pair and hour (or day) by the
+database, the failover/failback/split-brain events of the period, the jobs that explain
+them (and the ones that failed), and the licences about to expire. Everything after that
+is pure Python over those rows, so the figures can be tested without a mail server.
+
+Who caused a failover or failback: the agents' event carries the generation it created;
+a switchover (failback) job records the generation it was asked to change, so the job
+whose generation is one less — and that was running then — is the operator's action,
+with its ``requested_by`` and ``reason``. No such job: the agents did it themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Avg, Count, Max, Min, Q
+from django.db.models.functions import Trunc
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from hapairs.choices import HAState, JobKind, JobStatus, LicenseStatus, LinkStatus, Reachability, ReplicationStatus
+from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License
+from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT, SPLIT_BRAIN_EVENT
+
+# A job's window is stretched by this much when matching an agent's event to it (the
+# agents' clocks are not the portal's).
+ATTRIBUTION_SLACK = timedelta(minutes=2)
+TREND_STEADY_PERCENT = 20  # within ±20 % between the first and second half: steady
+BAR_MAX_PX = 40
+
+# The five states of the fleet summary, most urgent first (a pair counts under one).
+HEALTH_LABELS = {
+    "maintenance": "In maintenance",
+    "unreachable": "Unreachable",
+    "failed_over": "Failed over",
+    "degraded": "Degraded",
+    "active": "Active",
+}
+HEALTH_COLOURS = {  # text, background: the report's pills
+    "active": ("#1f7a3a", "#dff3e4"),
+    "degraded": ("#a05a00", "#fff1d6"),
+    "failed_over": ("#a05a00", "#fff1d6"),
+    "maintenance": ("#0b5cad", "#e8f1fb"),
+    "unreachable": ("#b3261e", "#fbe9e8"),
+}
+
+
+# --- the data ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FleetSummary:
+    appliances: int
+    appliances_unreachable: int
+    pairs: int
+    active: int
+    degraded: int
+    failed_over: int
+    maintenance: int
+    unreachable: int
+    split_brain: int  # pairs in split brain now (counted as degraded too)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bucket of the heartbeat chart (an hour, or a day for longer periods)."""
+
+    start: datetime
+    mean_ms: float | None
+    height: int  # px, 0 when there is no sample
+    label: str
+
+
+@dataclass(frozen=True)
+class HeartbeatTrend:
+    samples: int
+    mean_ms: float | None
+    low_ms: float | None
+    high_ms: float | None
+    first_half_ms: float | None
+    second_half_ms: float | None
+    bucket: str  # "hour" | "day"
+    bars: list[Bar]
+
+    chart_height = BAR_MAX_PX
+
+    @property
+    def bar_width(self) -> int:
+        return max(3, min(14, 360 // max(1, len(self.bars))))
+
+    @property
+    def peak_ms(self) -> float | None:
+        """The tallest bar's value (the chart's scale runs from 0 to it)."""
+        return max((bar.mean_ms for bar in self.bars if bar.mean_ms is not None), default=None)
+
+    @property
+    def first_start(self) -> datetime | None:
+        return self.bars[0].start if self.bars else None
+
+    @property
+    def last_start(self) -> datetime | None:
+        return self.bars[-1].start if self.bars else None
+
+    @property
+    def axis_format(self) -> str:
+        return "d M H:i" if self.bucket == "hour" else "D d M"
+
+    @property
+    def change_percent(self) -> float | None:
+        if not self.first_half_ms or self.second_half_ms is None:
+            return None
+        return (self.second_half_ms - self.first_half_ms) / self.first_half_ms * 100
+
+    @property
+    def direction(self) -> str:
+        """'rising', 'falling', 'steady', or 'no data'."""
+        change = self.change_percent
+        if self.samples == 0:
+            return "no data"
+        if change is None or abs(change) < TREND_STEADY_PERCENT:
+            return "steady"
+        return "rising" if change > 0 else "falling"
+
+    @property
+    def words(self) -> str:
+        """'rising: 1.2 → 3.4 ms (+183 %)', 'steady around 1.2 ms', 'no samples in the period'."""
+        if self.samples == 0:
+            return "no samples in the period"
+        if self.direction == "steady":
+            return f"steady around {self.mean_ms:.1f} ms"
+        return (f"{self.direction}: {self.first_half_ms:.1f} → {self.second_half_ms:.1f} ms "
+                f"({self.change_percent:+.0f} %)")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted: an operator (with the job's reason) or the agents by themselves."""
+
+    kind: str  # "operator" | "agents" | "portal"
+    name: str
+    reason: str = ""
+    job_id: int | None = None
+    what: str = ""  # "failover" / "failback" for the agents' own action
+
+    @property
+    def who_why(self) -> str:
+        """The sentence without the job number (for a line that already names the job)."""
+        if self.kind != "operator":
+            return self.sentence
+        return f"requested by {self.name}" + (f": “{self.reason}”" if self.reason else " (no reason given)")
+
+    @property
+    def sentence(self) -> str:
+        if self.kind == "agents":
+            return f"automatic {self.what or 'action'} by the agents"
+        if self.kind == "portal":
+            return f"detected by {self.name}"
+        why = f": “{self.reason}”" if self.reason else " (no reason given)"
+        job = f" (job #{self.job_id})" if self.job_id else ""
+        return f"requested by {self.name}{job}{why}"
+
+
+@dataclass(frozen=True)
+class Switch:
+    kind: str  # "failover" | "failback"
+    at: datetime
+    actor: Actor
+    generation: int | None
+    remarks: str = ""
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    job_id: int
+    kind: str
+    at: datetime
+    target: str
+    actor: Actor
+    error: str
+
+
+@dataclass(frozen=True)
+class SplitBrainAlert:
+    at: datetime
+    remarks: str
+
+
+@dataclass(frozen=True)
+class PairReport:
+    pair_id: int
+    primary: str
+    secondary: str
+    health: str  # a HEALTH_LABELS key
+    status: str  # the status screen's sentence
+    primary_state: str
+    secondary_state: str
+    primary_reachable: bool
+    secondary_reachable: bool
+    heartbeat: str
+    replication: str
+    sync_percent: int
+    mean_heartbeat_ms: float | None
+    failover_type: str
+    failback_type: str
+    split_brain_now: bool
+    maintenance: str  # "" or "by alice: reason"
+    trend: HeartbeatTrend
+    switches: list[Switch] = field(default_factory=list)
+    failed_jobs: list[FailedJob] = field(default_factory=list)
+    split_brains: list[SplitBrainAlert] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.primary} → {self.secondary}"
+
+    @property
+    def health_label(self) -> str:
+        return "Split brain" if self.split_brain_now else HEALTH_LABELS[self.health]
+
+    @property
+    def health_colours(self) -> tuple[str, str]:
+        return HEALTH_COLOURS["unreachable" if self.split_brain_now else self.health]
+
+    @property
+    def failovers(self) -> list[Switch]:
+        return [s for s in self.switches if s.kind == "failover"]
+
+    @property
+    def failbacks(self) -> list[Switch]:
+        return [s for s in self.switches if s.kind == "failback"]
+
+
+@dataclass(frozen=True)
+class ExpiringLicence:
+    licence_id: int
+    appliance: str
+    feature: str
+    sku: str
+    count: int
+    expires_on: date
+    days_left: int  # negative: already expired
+    is_evaluation: bool
+    status: str
+
+    @property
+    def when(self) -> str:
+        if self.days_left < 0:
+            days = -self.days_left
+            return f"expired {days} day{'s' if days != 1 else ''} ago"
+        if self.days_left == 0:
+            return "expires today"
+        return f"{self.days_left} day{'s' if self.days_left != 1 else ''} left"
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    generated_at: datetime
+    period_start: datetime
+    period_end: datetime
+    period_days: int
+    fleet: FleetSummary
+    pairs: list[PairReport]
+    licences: list[ExpiringLicence]
+    other_failed_jobs: list[FailedJob]  # jobs on no pair (an appliance's licence install, …)
+    licence_warn_days: int = 30
+
+    @property
+    def failovers(self) -> int:
+        return sum(len(p.failovers) for p in self.pairs)
+
+    @property
+    def failbacks(self) -> int:
+        return sum(len(p.failbacks) for p in self.pairs)
+
+    @property
+    def failed_jobs(self) -> int:
+        return sum(len(p.failed_jobs) for p in self.pairs) + len(self.other_failed_jobs)
+
+    @property
+    def split_brain_alerts(self) -> int:
+        return sum(len(p.split_brains) for p in self.pairs)
+
+    @property
+    def attention(self) -> list[PairReport]:
+        return [p for p in self.pairs if p.health != "active" or p.split_brain_now]
+
+    @property
+    def period_text(self) -> str:
+        return "the last 24 hours" if self.period_days == 1 else f"the last {self.period_days} days"
+
+    @property
+    def headline(self) -> str:
+        """One line for a subject: what needs attention first."""
+        fleet = self.fleet
+        if not fleet.pairs:
+            return f"{fleet.appliances} appliance{'s' if fleet.appliances != 1 else ''}, no HA pairs"
+        parts = [f"{fleet.active} of {fleet.pairs} pair{'s' if fleet.pairs != 1 else ''} active"]
+        for count, words in ((fleet.failed_over, "failed over"), (fleet.degraded, "degraded"),
+                             (fleet.unreachable, "unreachable"), (fleet.maintenance, "in maintenance")):
+            if count:
+                parts.append(f"{count} {words}")
+        if self.failovers:
+            parts.append(f"{self.failovers} failover{'s' if self.failovers != 1 else ''}")
+        if self.licences:
+            parts.append(f"{len(self.licences)} licence{'s' if len(self.licences) != 1 else ''} expiring")
+        return ", ".join(parts)
+
+
+# --- reading the fleet (six queries) ---------------------------------------------------
+def report_build(*, period_days: int = 1, now: datetime | None = None) -> HealthReport:
+    now = now or timezone.now()
+    start = now - timedelta(days=period_days)
+    warn_days = settings.LICENCE_WARN_DAYS
+    counts = Appliance.objects.aggregate(
+        total=Count("pk"), unreachable=Count("pk", filter=Q(reachability=Reachability.UNREACHABLE))
+    )
+    pairs = list(HAPair.objects.select_related("primary", "secondary", "maintenance_by").order_by("primary__name", "pk"))
+    bucket = "hour" if period_days <= 2 else "day"
+    buckets = list(
+        HeartbeatSample.objects.filter(at__gte=start, at__lte=now)
+        .annotate(bucket=Trunc("at", bucket))
+        .values("pair_id", "bucket")
+        .annotate(mean=Avg("mean_ms"), n=Count("pk"), low=Min("mean_ms"), high=Max("mean_ms"))
+        .order_by("pair_id", "bucket")
+    )
+    events = list(
+        HAEvent.objects.filter(timestamp__gte=start, timestamp__lte=now, pair__isnull=False,
+                               description__in=[FAILOVER_EVENT, *FAILBACK_EVENTS, SPLIT_BRAIN_EVENT])
+        .order_by("timestamp", "pk")
+        .values("pk", "pair_id", "description", "timestamp", "generation", "remarks")
+    )
+    jobs = list(
+        Job.objects.filter(
+            Q(kind__in=[JobKind.SWITCHOVER, JobKind.FAILBACK], pair__isnull=False,
+              created_at__lte=now, created_at__gte=start - timedelta(days=1))
+            | Q(status=JobStatus.FAILED, finished_at__gte=start, finished_at__lte=now)
+        ).select_related("requested_by", "pair__primary", "pair__secondary", "appliance")
+    )
+    today = timezone.localdate(now)
+    licences = list(
+        License.objects.exclude(status=LicenseStatus.REMOVED)
+        .filter(expires_on__isnull=False, expires_on__lte=today + timedelta(days=warn_days))
+        .select_related("source_file__appliance", "installed_on")
+        .order_by("expires_on", "feature", "pk")
+    )
+    return assemble(
+        now=now, start=start, period_days=period_days, appliance_counts=counts, pairs=pairs, buckets=buckets,
+        bucket=bucket, events=events, jobs=jobs, licences=licences, today=today, warn_days=warn_days,
+    )
+
+
+def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucket, events, jobs, licences, today,
+             warn_days) -> HealthReport:
+    """Pure: the report from the rows ``report_build`` read."""
+    by_pair_buckets: dict[int, list[dict]] = {}
+    for row in buckets:
+        by_pair_buckets.setdefault(row["pair_id"], []).append(row)
+    switch_jobs = [job for job in jobs if job.kind in (JobKind.SWITCHOVER, JobKind.FAILBACK)]
+    switches: dict[int, list[Switch]] = {}
+    split_brains: dict[int, list[SplitBrainAlert]] = {}
+    seen: set[tuple] = set()
+    for event in events:
+        pair_id = event["pair_id"]
+        if event["description"] == SPLIT_BRAIN_EVENT:
+            split_brains.setdefault(pair_id, []).append(SplitBrainAlert(at=event["timestamp"], remarks=event["remarks"]))
+            continue
+        kind = "failover" if event["description"] == FAILOVER_EVENT else "failback"
+        # both nodes report a failback: one switch per (pair, kind, generation)
+        once = (pair_id, kind, event["generation"] if event["generation"] is not None else event["pk"])
+        if once in seen:
+            continue
+        seen.add(once)
+        actor = attribute(kind=kind, pair_id=pair_id, generation=event["generation"], at=event["timestamp"],
+                          jobs=switch_jobs)
+        switches.setdefault(pair_id, []).append(
+            Switch(kind=kind, at=event["timestamp"], actor=actor, generation=event["generation"], remarks=event["remarks"])
+        )
+    failed: dict[int | None, list[FailedJob]] = {}
+    for job in sorted((j for j in jobs if j.status == JobStatus.FAILED and j.finished_at and j.finished_at >= start),
+                      key=lambda j: (j.finished_at, j.pk)):
+        failed.setdefault(job.pair_id, []).append(failed_job(job))
+
+    pair_reports = []
+    for pair in pairs:
+        pair_reports.append(PairReport(
+            pair_id=pair.pk,
+            primary=pair.primary.name,
+            secondary=pair.secondary.name,
+            health=pair_health(pair),
+            status=_status_sentence(pair),
+            primary_state=pair.primary_state,
+            secondary_state=pair.secondary_state,
+            primary_reachable=pair.primary_reachable,
+            secondary_reachable=pair.secondary_reachable,
+            heartbeat=pair.get_heartbeat_display(),
+            replication=pair.get_replication_display(),
+            sync_percent=pair.sync_percent,
+            mean_heartbeat_ms=pair.mean_heartbeat_ms,
+            failover_type=pair.get_failover_type_display(),
+            failback_type=pair.get_failback_type_display(),
+            split_brain_now=pair.split_brain,
+            maintenance=(
+                f"by {pair.maintenance_by.get_username() if pair.maintenance_by else 'someone'}: {pair.maintenance_reason}"
+                if pair.maintenance else ""
+            ),
+            trend=heartbeat_trend(by_pair_buckets.get(pair.pk, []), start=start, end=now, bucket=bucket),
+            switches=switches.get(pair.pk, []),
+            failed_jobs=failed.get(pair.pk, []),
+            split_brains=split_brains.get(pair.pk, []),
+        ))
+    pair_ids = {pair.pk for pair in pairs}
+    fleet = FleetSummary(
+        appliances=appliance_counts["total"],
+        appliances_unreachable=appliance_counts["unreachable"],
+        pairs=len(pair_reports),
+        active=sum(p.health == "active" for p in pair_reports),
+        degraded=sum(p.health == "degraded" for p in pair_reports),
+        failed_over=sum(p.health == "failed_over" for p in pair_reports),
+        maintenance=sum(p.health == "maintenance" for p in pair_reports),
+        unreachable=sum(p.health == "unreachable" for p in pair_reports),
+        split_brain=sum(p.split_brain_now for p in pair_reports),
+    )
+    return HealthReport(
+        generated_at=now,
+        period_start=start,
+        period_end=now,
+        period_days=period_days,
+        fleet=fleet,
+        pairs=pair_reports,
+        licences=[expiring_licence(licence, today) for licence in licences],
+        other_failed_jobs=[job for pair_id, jobs_ in failed.items() if pair_id not in pair_ids for job in jobs_],
+        licence_warn_days=warn_days,
+    )
+
+
+def pair_health(pair: HAPair) -> str:
+    """One of HEALTH_LABELS: maintenance, then unreachable, failed over, degraded, active."""
+    if pair.maintenance:
+        return "maintenance"
+    if not (pair.primary_reachable and pair.secondary_reachable):
+        return "unreachable"
+    if pair.secondary_state in (HAState.FAILOVER_INVOKED, HAState.FAILOVER_ACTIVE, HAState.FAILBACK_ACTIVE) or (
+        pair.secondary_in_charge and not pair.primary_in_charge
+    ):
+        return "failed_over"
+    healthy = (
+        pair.primary_state == HAState.PRIMARY_ACTIVE
+        and pair.secondary_state == HAState.SECONDARY_ACTIVE
+        and pair.heartbeat == LinkStatus.UP
+        and pair.replication == ReplicationStatus.UP
+        and pair.sync_percent >= 100
+        and not pair.split_brain
+    )
+    return "active" if healthy else "degraded"
+
+
+def _status_sentence(pair: HAPair) -> str:
+    from hapairs.selectors import pair_status_sentence
+
+    return pair_status_sentence(pair)
+
+
+def attribute(*, kind: str, pair_id: int, generation: int | None, at: datetime, jobs: list[Job]) -> Actor:
+    """Who caused a failover/failback the agents reported (see the module's docstring)."""
+    job_kind = JobKind.SWITCHOVER if kind == "failover" else JobKind.FAILBACK
+    running_then = [
+        job for job in jobs
+        if job.kind == job_kind and job.pair_id == pair_id and job.created_at - ATTRIBUTION_SLACK <= at
+        and (job.finished_at is None or at <= job.finished_at + ATTRIBUTION_SLACK)
+    ]
+    if generation is not None:
+        exact = [job for job in running_then if job.params.get("generation") == generation - 1]
+        if exact:
+            running_then = exact
+    if not running_then:
+        return Actor(kind="agents", name="the agents", what=kind)
+    job = max(running_then, key=lambda j: (j.created_at, j.pk))
+    return job_actor(job)
+
+
+def job_actor(job: Job) -> Actor:
+    name = job.requested_by.get_username() if job.requested_by else "mseportal"
+    return Actor(kind="operator", name=name, reason=job.reason, job_id=job.pk)
+
+
+def failed_job(job: Job) -> FailedJob:
+    if job.pair is not None:
+        target = f"{job.pair.primary.name} → {job.pair.secondary.name}"
+    else:
+        target = job.appliance.name if job.appliance else "—"
+    return FailedJob(job_id=job.pk, kind=job.get_kind_display(), at=job.finished_at, target=target,
+                     actor=job_actor(job), error=job.error)
+
+
+def expiring_licence(licence: License, today: date) -> ExpiringLicence:
+    appliance = licence.installed_on or licence.source_file.appliance
+    return ExpiringLicence(
+        licence_id=licence.pk,
+        appliance=appliance.name,
+        feature=licence.feature,
+        sku=licence.sku,
+        count=licence.count,
+        expires_on=licence.expires_on,
+        days_left=(licence.expires_on - today).days,
+        is_evaluation=licence.is_evaluation,
+        status=licence.get_status_display(),
+    )
+
+
+def heartbeat_trend(rows: list[dict], *, start: datetime, end: datetime, bucket: str) -> HeartbeatTrend:
+    """Bars for every hour (day) of the period, gaps included, and first half vs second half."""
+    samples = sum(row["n"] for row in rows)
+    by_start = {row["bucket"]: row for row in rows}
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    local = timezone.localtime(start)
+    cursor = local.replace(minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        cursor = cursor.replace(hour=0)
+    starts = []
+    while cursor <= end:
+        starts.append(cursor)
+        cursor = timezone.localtime(cursor + step)
+    # the database's buckets are matched by instant, whatever their time zone
+    by_instant = {value.timestamp(): row for value, row in by_start.items()}
+    high = max((row["mean"] for row in rows), default=0) or 0
+    bars = []
+    for bar_start in starts:
+        row = by_instant.get(bar_start.timestamp())
+        mean = row["mean"] if row else None
+        height = 0 if mean is None or high <= 0 else max(2, round(BAR_MAX_PX * mean / high))
+        label = f"{bar_start:%H:%M}" if bucket == "hour" else f"{bar_start:%a %d %b}"
+        bars.append(Bar(start=bar_start, mean_ms=mean, height=height,
+                        label=f"{label}: {mean:.1f} ms" if mean is not None else f"{label}: no sample"))
+    filled = [row for row in sorted(rows, key=lambda r: r["bucket"])]
+    half = len(filled) // 2
+
+    def weighted(part):
+        n = sum(row["n"] for row in part)
+        return sum(row["mean"] * row["n"] for row in part) / n if n else None
+
+    return HeartbeatTrend(
+        samples=samples,
+        mean_ms=weighted(filled),
+        low_ms=min((row["low"] for row in rows), default=None),
+        high_ms=max((row["high"] for row in rows), default=None),
+        first_half_ms=weighted(filled[:half]) if half else None,
+        second_half_ms=weighted(filled[half:]) if half else None,
+        bucket=bucket,
+        bars=bars,
+    )
+
+
+# --- rendering --------------------------------------------------------------------------
+def render_html(report: HealthReport) -> str:
+    return render_to_string("hapairs/reports/health_report.html", {"report": report})
+
+
+def render_text(report: HealthReport) -> str:
+    return tidy_text(render_to_string("hapairs/reports/health_report.txt", {"report": report}))
+
+
+def report_subject(report: HealthReport, *, name: str = "") -> str:
+    title = name or "Health report"
+    return f"[mseportal] {title}, {timezone.localtime(report.period_end):%Y-%m-%d}: {report.headline}"
+
+
+def tidy_text(text: str) -> str:
+    """Templates leave blank runs and trailing spaces; a plain-text mail should not."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+__all__ = ["HealthReport", "PairReport", "attribute", "render_html", "render_text", "report_build", "report_subject"]

@@ -1,0 +1,306 @@
+"""Alerts: a failover, failback, split brain, unreachable node, failed job or expiring
+licence, sent at once to the alert recipients (and the webhook), saying who acted and why.
+
+The services that record those events call ``alert_queue`` (``alerts_for_ingested`` for
+agent events stored in bulk). That only registers an on-commit hook queueing
+``tasks.alert_dispatch``: nothing is sent inside a request or a transaction. The task
+calls ``alert_raise``, which decides under a row lock (``AlertThrottle``) whether this
+alert goes out or is held back — at most one per kind per subject (a pair, a node, a
+licence) per ``MSEPORTAL_ALERT_MIN_INTERVAL_SECONDS`` — writes the ``Alert`` and one
+``Delivery`` per channel, and queues their sends after commit. The next alert that goes
+out says how many were held back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from hapairs import reports
+from hapairs.choices import AlertKind, AlertStatus, DeliveryChannel, DeliveryKind, JobKind, LicenseStatus
+from hapairs.models import Alert, AlertThrottle, Appliance, HAEvent, HAPair, Job, License, ReportSchedule
+from hapairs.services.deliveries import delivery_create
+from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT
+
+KIND_OF_AGENT_EVENT = {FAILOVER_EVENT: AlertKind.FAILOVER, **{text: AlertKind.FAILBACK for text in FAILBACK_EVENTS}}
+EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENCE_WARN_DAYS: alert again a week, a day before, and on the day
+
+
+# --- hooks the recording services call ---------------------------------------------------
+def alert_queue(*, kind: str, event: HAEvent) -> None:
+    """Alert about ``event`` once the transaction that recorded it commits."""
+    event_id = event.pk
+    transaction.on_commit(lambda: _dispatch(kind, event_id), robust=True)
+
+
+def alerts_for_ingested(rows: list[HAEvent]) -> None:
+    """Agent events just stored in bulk (so without their ids): queue the failover and
+    failback alerts. Costs one query only when such an event is among them."""
+    wanted = [(row.appliance_id, row.seq, KIND_OF_AGENT_EVENT[row.description]) for row in rows
+              if row.pair_id is not None and row.description in KIND_OF_AGENT_EVENT]
+    if not wanted:
+        return
+    which = Q()
+    for appliance_id, seq, _ in wanted:
+        which |= Q(appliance_id=appliance_id, seq=seq)
+    ids = {(a, s): pk for pk, a, s in HAEvent.objects.filter(which).values_list("pk", "appliance_id", "seq")}
+    for appliance_id, seq, kind in wanted:
+        if (appliance_id, seq) in ids:
+            event_id = ids[(appliance_id, seq)]
+            transaction.on_commit(lambda k=kind, e=event_id: _dispatch(k, e), robust=True)
+
+
+def _dispatch(kind: str, ref_id: int) -> None:
+    from hapairs import tasks
+
+    tasks.alert_dispatch.delay(kind, ref_id)
+
+
+# --- what an alert says ----------------------------------------------------------------------
+@dataclass
+class AlertContent:
+    kind: str
+    key: str  # the occurrence (one alert per failover, per event, per licence threshold)
+    subject_key: str  # what the rate limit counts per
+    title: str
+    actor: reports.Actor
+    at: datetime
+    what: str = ""
+    remarks: str = ""
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    pair: HAPair | None = None
+    appliance: Appliance | None = None
+    event: HAEvent | None = None
+    job: Job | None = None
+    licence: License | None = None
+
+
+PORTAL_ACTOR = reports.Actor(kind="portal", name="the portal's polling")
+
+
+def _pair_facts(pair: HAPair) -> list[tuple[str, str]]:
+    return [
+        ("Pair now", f"{pair.primary.name} {pair.primary_state} / {pair.secondary.name} {pair.secondary_state}"),
+        ("Heartbeats", f"{pair.get_heartbeat_display()} · data replication {pair.get_replication_display()}"),
+        ("Failover / failback", f"{pair.get_failover_type_display()} / {pair.get_failback_type_display()}"
+                                f" · Long Failover Wait {pair.failover_wait} s"),
+    ]
+
+
+def describe_event(kind: str, event: HAEvent) -> AlertContent:
+    """The alert for an event the portal recorded (one query for a failover's jobs)."""
+    pair, job = event.pair, event.job
+    facts = _pair_facts(pair) if pair is not None else []
+    if kind in (AlertKind.FAILOVER, AlertKind.FAILBACK):
+        what = "failover" if kind == AlertKind.FAILOVER else "failback"
+        jobs = list(
+            Job.objects.filter(pair=pair, kind=JobKind.SWITCHOVER if what == "failover" else JobKind.FAILBACK,
+                               created_at__lte=event.timestamp + reports.ATTRIBUTION_SLACK)
+            .select_related("requested_by").order_by("-created_at", "-pk")[:10]
+        )
+        actor = reports.attribute(kind=what, pair_id=pair.pk, generation=event.generation, at=event.timestamp, jobs=jobs)
+        job = next((j for j in jobs if j.pk == actor.job_id), None)
+        in_charge = pair.secondary.name if what == "failover" else pair.primary.name
+        key = (f"{kind}:pair{pair.pk}:gen{event.generation}" if event.generation is not None else f"event:{event.pk}")
+        if actor.kind == "agents" and what == "failover":
+            facts.insert(0, ("How", f"heartbeats from {pair.primary.name} were missing for the Long Failover Wait "
+                                    f"({pair.failover_wait} s), so {pair.secondary.name} took over by itself"))
+        return AlertContent(kind=kind, key=key, subject_key=f"pair:{pair.pk}",
+                            title=f"{what.title()} on {pair.primary.name} → {pair.secondary.name}: {in_charge} is in charge",
+                            actor=actor, at=event.timestamp, what=event.description, remarks=event.remarks,
+                            facts=facts, pair=pair, event=event, job=job)
+    if kind == AlertKind.SPLIT_BRAIN:
+        return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=f"pair:{pair.pk}",
+                            title=f"Split brain on {pair.primary.name} → {pair.secondary.name}: both nodes hold {pair.primary.vip}",
+                            actor=PORTAL_ACTOR, at=event.timestamp, what=event.description, remarks=event.remarks,
+                            facts=facts, pair=pair, event=event)
+    if kind == AlertKind.UNREACHABLE:
+        appliance = event.appliance
+        name = appliance.name if appliance else "A node"
+        return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=f"appliance:{event.appliance_id}",
+                            title=f"{name} is not answering the portal", actor=PORTAL_ACTOR, at=event.timestamp,
+                            what=event.description, remarks=event.remarks, facts=facts, pair=pair,
+                            appliance=appliance, event=event)
+    if kind == AlertKind.JOB_FAILED:
+        target = (f"{pair.primary.name} → {pair.secondary.name}" if pair is not None
+                  else event.appliance.name if event.appliance else "the portal")
+        subject = f"pair:{pair.pk}" if pair is not None else f"appliance:{event.appliance_id}"
+        actor = reports.job_actor(job) if job is not None else PORTAL_ACTOR
+        title = f"{job.get_kind_display() if job else 'A job'} failed on {target}"
+        if job is not None:
+            title += f" (job #{job.pk})"
+        return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=subject, title=title, actor=actor,
+                            at=event.timestamp, what=event.description, remarks=event.remarks,
+                            facts=[("Error", job.error if job else event.remarks), *facts], pair=pair,
+                            appliance=event.appliance, event=event, job=job)
+    raise ValueError(f"no alert of kind {kind!r} for an event")
+
+
+def expiry_step(days_left: int, warn_days: int) -> str | None:
+    """Which warning a licence with ``days_left`` is due (None: not yet)."""
+    if days_left < 0:
+        return "expired"
+    if days_left > warn_days:
+        return None
+    return f"{min(step for step in (warn_days, *EXPIRY_STEPS) if days_left <= step)}d"
+
+
+def describe_licence(licence: License, *, today: date) -> AlertContent | None:
+    step = expiry_step((licence.expires_on - today).days, settings.LICENCE_WARN_DAYS)
+    if step is None:
+        return None
+    row = reports.expiring_licence(licence, today)
+    appliance = licence.installed_on or licence.source_file.appliance
+    facts = [("Licence", f"{row.feature}{f' ({row.sku})' if row.sku else ''} × {row.count}"
+                         f"{', evaluation' if row.is_evaluation else ''}"),
+             ("Expires on", f"{row.expires_on:%Y-%m-%d} ({row.when})"), ("Status", row.status)]
+    return AlertContent(
+        kind=AlertKind.LICENCE_EXPIRING, key=f"licence:{licence.pk}:{step}", subject_key=f"licence:{licence.pk}",
+        title=f"Licence {row.feature} on {row.appliance}: {row.when}",
+        actor=reports.Actor(kind="portal", name="the portal's daily licence check"),
+        at=timezone.now(), what="Upload a renewed licence file before it expires." if row.days_left >= 0
+        else "The licence has expired: upload a renewed licence file.",
+        facts=facts, appliance=appliance, licence=licence,
+    )
+
+
+def alert_recipients() -> list[str]:
+    """MSEPORTAL_ALERT_RECIPIENTS and the recipients of enabled schedules that also take alerts."""
+    addresses = list(settings.ALERT_RECIPIENTS)
+    for text in ReportSchedule.objects.filter(enabled=True, also_alerts=True).values_list("recipients", flat=True):
+        addresses += [a.strip() for a in text.replace("\n", ",").split(",") if a.strip()]
+    seen, unique = set(), []
+    for address in addresses:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
+
+
+# --- deciding and writing -----------------------------------------------------------------
+def alert_raise(*, content: AlertContent, now: datetime | None = None) -> Alert | None:
+    """Record the alert once per occurrence; send it, or hold it back by the rate limit.
+    Returns None when this occurrence was already handled."""
+    now = now or timezone.now()
+    if Alert.objects.filter(key=content.key).exists():
+        return None
+    recipients = alert_recipients()
+    webhook = settings.ALERT_WEBHOOK_URL
+    interval = timedelta(seconds=settings.ALERT_MIN_INTERVAL_SECONDS)
+    with transaction.atomic():
+        throttle, _ = AlertThrottle.objects.get_or_create(subject_key=content.subject_key, kind=content.kind)
+        throttle = AlertThrottle.objects.select_for_update().get(pk=throttle.pk)
+        if Alert.objects.filter(key=content.key).exists():  # another worker got here first
+            return None
+        suppressed_before, suppressed_since = 0, None
+        if not recipients and not webhook:
+            status = AlertStatus.NOBODY
+        elif throttle.last_sent_at is not None and now - throttle.last_sent_at < interval:
+            status = AlertStatus.SUPPRESSED
+            throttle.suppressed += 1
+            throttle.suppressed_since = throttle.suppressed_since or now
+            throttle.save(update_fields=["suppressed", "suppressed_since"])
+        else:
+            status = AlertStatus.SENT
+            suppressed_before, suppressed_since = throttle.suppressed, throttle.suppressed_since
+            throttle.last_sent_at, throttle.suppressed, throttle.suppressed_since = now, 0, None
+            throttle.save(update_fields=["last_sent_at", "suppressed", "suppressed_since"])
+        alert = Alert.objects.create(
+            kind=content.kind, key=content.key[:200], subject_key=content.subject_key, pair=content.pair,
+            appliance=content.appliance, event=content.event, job=content.job, licence=content.licence,
+            title=content.title[:300], actor=content.actor.name[:200], reason=content.actor.reason[:500],
+            status=status, suppressed_before=suppressed_before,
+        )
+        if status == AlertStatus.SENT:
+            context = {"alert": alert, "content": content, "suppressed_since": suppressed_since,
+                       "interval_text": _interval_text(interval)}
+            subject = f"[mseportal] {content.title} — {_short_actor(content.actor)}"
+            if recipients:
+                delivery_create(
+                    key=f"alert:{alert.key}:email", kind=DeliveryKind.ALERT, channel=DeliveryChannel.EMAIL,
+                    recipients=recipients, subject=subject, alert=alert,
+                    body_text=reports.tidy_text(render_to_string("hapairs/reports/alert.txt", context)),
+                    body_html=render_to_string("hapairs/reports/alert.html", context),
+                )
+            if webhook:
+                delivery_create(
+                    key=f"alert:{alert.key}:webhook", kind=DeliveryKind.ALERT, channel=DeliveryChannel.WEBHOOK,
+                    recipients=[webhook], subject=subject, alert=alert,
+                    body_text=json.dumps(webhook_payload(alert, content, suppressed_since), sort_keys=True),
+                )
+    return alert
+
+
+def alert_for_event(*, kind: str, event_id: int) -> Alert | None:
+    """The task's entry point for event alerts (the event may be gone: nothing to do)."""
+    event = (HAEvent.objects.select_related("pair__primary", "pair__secondary", "appliance", "job__requested_by")
+             .filter(pk=event_id).first())
+    if event is None or (event.pair is None and kind in (AlertKind.FAILOVER, AlertKind.FAILBACK, AlertKind.SPLIT_BRAIN)):
+        return None
+    return alert_raise(content=describe_event(kind, event))
+
+
+def licence_expiry_check(*, today: date | None = None) -> list[Alert]:
+    """Beat, daily: alert each licence (not removed) once per step as its expiry nears —
+    at MSEPORTAL_LICENCE_WARN_DAYS, a week, a day, on the day, and once expired."""
+    today = today or timezone.localdate()
+    licences = list(
+        License.objects.exclude(status=LicenseStatus.REMOVED)
+        .filter(expires_on__isnull=False, expires_on__lte=today + timedelta(days=settings.LICENCE_WARN_DAYS))
+        .select_related("source_file__appliance", "installed_on")
+        .order_by("expires_on", "pk")
+    )
+    done = set(Alert.objects.filter(kind=AlertKind.LICENCE_EXPIRING, licence__in=licences).values_list("key", flat=True))
+    raised = []
+    for licence in licences:
+        content = describe_licence(licence, today=today)
+        if content is not None and content.key not in done:
+            alert = alert_raise(content=content)
+            if alert is not None:
+                raised.append(alert)
+    return raised
+
+
+def webhook_payload(alert: Alert, content: AlertContent, suppressed_since: datetime | None) -> dict:
+    pair = content.pair
+    event = content.event
+    return {
+        "alert": alert.kind,
+        "id": alert.pk,
+        "key": alert.key,
+        "title": alert.title,
+        "at": content.at.isoformat(),
+        "pair": {"primary": pair.primary.name, "secondary": pair.secondary.name} if pair else None,
+        "appliance": content.appliance.name if content.appliance else None,
+        "actor": {"kind": content.actor.kind, "name": content.actor.name, "reason": content.actor.reason,
+                  "job": content.actor.job_id, "says": content.actor.sentence},
+        "event": {"description": event.description, "generated_by": event.generated_by,
+                  "timestamp": event.timestamp.isoformat(), "remarks": event.remarks,
+                  "severity": event.severity} if event else None,
+        "facts": dict(content.facts),
+        "suppressed_before": alert.suppressed_before,
+        "suppressed_since": suppressed_since.isoformat() if suppressed_since else None,
+    }
+
+
+def _short_actor(actor: reports.Actor) -> str:
+    if actor.kind == "operator":
+        return f"requested by {actor.name}"
+    if actor.kind == "agents":
+        return f"automatic {actor.what}, by the agents"
+    return f"detected by {actor.name}"
+
+
+def _interval_text(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    if seconds % 60 == 0 and seconds >= 60:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
