@@ -308,13 +308,19 @@ def appliance_page(queryset: QuerySet, *, sort: str = "name", descending: bool =
     ordering = APPLIANCE_SORTS.get(sort, APPLIANCE_SORTS["name"])[1]
     if descending:
         ordering = tuple(f"-{field}" for field in ordering)
-    return list(
-        queryset.select_related("ha_pair_as_primary__secondary")
+    # the page's keys first, sorted on the appliance table alone; then only those rows with
+    # their pairs (a deep page does not sort every joined row)
+    pks = list(queryset.order_by(*ordering, "pk").values_list("pk", flat=True)[offset : offset + limit])
+    rows = {
+        appliance.pk: appliance
+        for appliance in Appliance.objects.defer("password_ciphertext")
+        .filter(pk__in=pks)
+        .select_related("ha_pair_as_primary__secondary")
         .prefetch_related(
             Prefetch("ha_pairs_as_secondary", queryset=HAPair.objects.select_related("primary").order_by("slot"))
         )
-        .order_by(*ordering, "pk")[offset : offset + limit]
-    )
+    }
+    return [rows[pk] for pk in pks if pk in rows]
 
 
 def pair_for(appliance: Appliance) -> HAPair | None:

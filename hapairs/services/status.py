@@ -7,6 +7,7 @@ is a split brain and raises a critical event with the spec's remedy.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -160,10 +161,13 @@ def status_record(results: list[PollResult]) -> None:
                 appliance.ha_state, appliance.generation = state, generation
                 changed.append(appliance)
         _update_grouped(Appliance, changed, ["ha_state", "generation"])
-        for pk in reachable:  # the services' admin / operation status, written when it changes (rarely)
+        services_changed = []  # the services' admin / operation status, written when it changes
+        for pk in reachable:
             reported = by_id[pk].ha_info.services
             if reported is not None and (rows := services_as_rows(reported)) != appliances[pk].services:
-                Appliance.objects.filter(pk=pk).update(services=rows)
+                appliances[pk].services = rows
+                services_changed.append(appliances[pk])
+        _update_grouped(Appliance, services_changed, ["services"])
 
         pairs = list(
             HAPair.objects.select_for_update(of=("self",))
@@ -221,10 +225,12 @@ def _update_grouped(model, rows: list, fields: list[str]) -> None:
     """Write ``fields`` of ``rows``: one UPDATE per distinct set of values. Most nodes and
     pairs share their values (Active, Up, 100 %...), and a plain UPDATE is far cheaper than
     bulk_update's CASE per row and field (measured: 6 s against 0.3 s for 1,000 pairs)."""
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[str, tuple[list, list[int]]] = {}
     for row in rows:
-        groups.setdefault(tuple(getattr(row, name) for name in fields), []).append(row.pk)
-    for values, pks in groups.items():
+        values = [getattr(row, name) for name in fields]
+        key = json.dumps(values, sort_keys=True, default=str)  # JSON fields (lists) are not hashable
+        groups.setdefault(key, (values, []))[1].append(row.pk)
+    for values, pks in groups.values():
         for start in range(0, len(pks), 1000):
             model.objects.filter(pk__in=pks[start : start + 1000]).update(**dict(zip(fields, values)))
 

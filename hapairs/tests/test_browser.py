@@ -26,7 +26,7 @@ from hapairs import licences
 from hapairs.models import Appliance
 from hapairs.tests.e2e import REPO, AgentFarm, Worker, node_toml
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api as playwright_sync  # noqa: E402  (requirements/dev.txt: never skipped)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

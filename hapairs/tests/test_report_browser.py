@@ -14,7 +14,7 @@ from hapairs import reports
 from hapairs.tests.e2e import REPO
 from hapairs.tests.reportfleet import build_fleet
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api as playwright_sync  # noqa: E402  (requirements/dev.txt: never skipped)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
