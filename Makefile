@@ -25,8 +25,11 @@ migrate: venv
 demo-users: migrate
 	$(RUN_ENV) $(PY) manage.py demo_users
 
+# The demo's alerts go to a local address: with no EMAIL_URL they land in var/mail/
+# (the Reports page's Mailbox shows them); nothing leaves the machine.
 run: demo-users
-	$(RUN_ENV) $(VENV)/bin/honcho --procfile Procfile.dev --app-root . start
+	$(RUN_ENV) MSEPORTAL_ALERT_RECIPIENTS=$${MSEPORTAL_ALERT_RECIPIENTS-noc@localhost} \
+	  $(VENV)/bin/honcho --procfile Procfile.dev --app-root . start
 
 # The browser tests drive Debian's Chromium (never a downloaded one): install it where we can.
 chromium:
