@@ -19,7 +19,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
-from ninja import NinjaAPI, Path, Schema
+from ninja import NinjaAPI, Path, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer, django_auth
@@ -237,7 +237,7 @@ def add_appliance(request, payload: ApplianceIn):
         http_enabled=payload.http_enabled,
         by=request.auth,
     )
-    return 201, appliance_out(appliance)
+    return Status(201, appliance_out(appliance))
 
 
 @api.get("/appliances/{name}", response=ApplianceOut)
@@ -269,7 +269,7 @@ def configure_ha(request, name: str, payload: HAConfigureIn):
         by=request.auth,
         reason=payload.reason,
     )
-    return 202, job_out(job)
+    return Status(202, job_out(job))
 
 
 @api.patch("/appliances/{name}/ha", response={202: JobOut}, summary="Update High Availability Parameters")
@@ -284,14 +284,14 @@ def update_ha(request, name: str, payload: HAUpdateIn):
         by=request.auth,
         reason=payload.reason,
     )
-    return 202, job_out(job)
+    return Status(202, job_out(job))
 
 
 @api.delete("/appliances/{name}/ha", response={202: JobOut}, summary="Delete the secondary")
 def delete_ha(request, name: str, reason: str = ""):
     require(request, roles.OPERATE, "delete a secondary")
     pair = pair_of_or_404(appliance_or_404(name))
-    return 202, job_out(services.ha_delete_secondary(pair=pair, by=request.auth, reason=reason[:500]))
+    return Status(202, job_out(services.ha_delete_secondary(pair=pair, by=request.auth, reason=reason[:500])))
 
 
 @api.get("/appliances/{name}/ha/preflight", summary="What a switchover or failback would do now")
@@ -315,7 +315,7 @@ def _switch(request, name: str, payload: ReasonIn, action: str):
         job = service(pair=pair, by=request.auth, reason=payload.reason)
     except services.ServiceError as exc:  # a refused pre-flight or a running job: "not now"
         raise HttpError(409, exc.message) from None
-    return 202, job_out(job)
+    return Status(202, job_out(job))
 
 
 @api.post("/appliances/{name}/ha/switchover", response={202: JobOut}, summary="Switchover (manual failover)")
@@ -336,7 +336,7 @@ def recover(request, name: str, payload: ReasonIn | None = None):
         job = services.ha_recover_primary(pair=pair, by=request.auth, reason=(payload or ReasonIn()).reason)
     except services.ServiceError as exc:  # nothing to recover now
         raise HttpError(409, exc.message) from None
-    return 202, job_out(job)
+    return Status(202, job_out(job))
 
 
 @api.post("/appliances/{name}/ha/maintenance", summary="Maintenance mode on or off")
@@ -352,7 +352,7 @@ def start_services(request, name: str, payload: ReasonIn | None = None):
     require(request, roles.OPERATE, "start services")
     appliance = appliance_or_404(name)
     job = services.appliance_start_services(appliance=appliance, by=request.auth, reason=(payload or ReasonIn()).reason)
-    return 202, job_out(job)
+    return Status(202, job_out(job))
 
 
 def _agent_text(name: str, path: str, render) -> HttpResponse:
@@ -504,7 +504,7 @@ def upload_licence(request):
         by=request.auth,
         reason=fields.get("reason", "")[:500],
     )
-    return 201, {**license_file_out(license_file), "job": job_out(job)}
+    return Status(201, {**license_file_out(license_file), "job": job_out(job)})
 
 
 @api.get("/licenses", response=list[LicenseFileOut], summary="Uploaded licence files, newest first")
@@ -526,7 +526,7 @@ def remove_licence(request, license_id: int = Path(..., ge=1, le=2**63 - 1), rea
         job = services.licence_remove(license_file=license_file, by=request.auth, reason=reason[:500])
     except services.ServiceError as exc:  # already removed, or a licence job still running: "not now"
         raise HttpError(409, exc.message) from None
-    return 202, job_out(job)
+    return Status(202, job_out(job))
 
 
 # --- agents' event pushes (trap destination) -----------------------------------------------
