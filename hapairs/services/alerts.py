@@ -123,9 +123,12 @@ def describe_event(kind: str, event: HAEvent) -> AlertContent:
                             facts=facts, pair=pair, event=event)
     if kind == AlertKind.UNREACHABLE:
         appliance = event.appliance
-        name = appliance.name if appliance else "A node"
+        if appliance is None:  # many nodes at once (status.MASS_UNREACHABLE): one fleet-wide alert
+            return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key="fleet", title=event.description,
+                                actor=PORTAL_ACTOR, at=event.timestamp, what=event.description,
+                                remarks=event.remarks, event=event)
         return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=f"appliance:{event.appliance_id}",
-                            title=f"{name} is not answering the portal", actor=PORTAL_ACTOR, at=event.timestamp,
+                            title=f"{appliance.name} is not answering the portal", actor=PORTAL_ACTOR, at=event.timestamp,
                             what=event.description, remarks=event.remarks, facts=facts, pair=pair,
                             appliance=appliance, event=event)
     if kind == AlertKind.JOB_FAILED:

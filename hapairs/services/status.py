@@ -28,6 +28,8 @@ FAILOVER_EVENT = "Instance is in failover active state"
 FAILBACK_EVENTS = ("Failback complete; primary instance is in charge",)
 SPLIT_BRAIN_EVENT = "Split brain detected: primary and secondary are both active"
 UNREACHABLE_EVENT = "{name} is not answering the portal"
+MASS_UNREACHABLE_EVENT = "{count} nodes stopped answering the portal at once"
+MASS_UNREACHABLE = 5  # more nodes lost in one poll than this: one alert for all of them
 
 
 def _pairs_of(appliance: Appliance) -> list[HAPair]:
@@ -204,6 +206,7 @@ def status_record(results: list[PollResult]) -> None:
                 remarks=SPLIT_BRAIN_REMEDY,
             )
             alert_queue(kind="split_brain", event=event)
+        mass = len(lost) > MASS_UNREACHABLE  # a network outage: one alert for all, not one per node
         for appliance in lost:  # answered the last poll, not this one
             node_pairs = [pair for pair in pairs if appliance.pk in (pair.primary_id, pair.secondary_id)]
             event = event_record(
@@ -213,6 +216,17 @@ def status_record(results: list[PollResult]) -> None:
                 pair=node_pairs[0] if len(node_pairs) == 1 else None,
                 severity=Severity.WARNING,
                 remarks=by_id[appliance.pk].error[:500] or "No answer to the portal's poll.",
+            )
+            if not mass:
+                alert_queue(kind="unreachable", event=event)
+        if mass:
+            names = sorted(appliance.name for appliance in lost)
+            event = event_record(
+                description=MASS_UNREACHABLE_EVENT.format(count=len(names)),
+                generated_by="mseportal",
+                severity=Severity.CRITICAL,
+                remarks="; ".join(names[:40]) + (f"; and {len(names) - 40} more" if len(names) > 40 else "")
+                + ". Many nodes at once usually means the network between the portal and them, not the nodes.",
             )
             alert_queue(kind="unreachable", event=event)
         _ingest_locked(

@@ -227,6 +227,24 @@ def test_a_node_that_stops_answering_alerts_once(pair, inbox, eager, django_capt
     assert HAEvent.objects.filter(description="seoul-s is not answering the portal").count() == 1
 
 
+def test_many_nodes_lost_at_once_send_one_alert_naming_them(make_appliance, inbox, eager,
+                                                           django_capture_on_commit_callbacks):
+    from hapairs.models import Appliance
+    from hapairs.services.status import MASS_UNREACHABLE
+
+    nodes = [make_appliance(name=f"edge{n}", hm_ip=f"127.44.0.{n + 10}") for n in range(MASS_UNREACHABLE + 3)]
+    Appliance.objects.update(reachability="reachable")
+    with django_capture_on_commit_callbacks(execute=True):
+        status_record([PollResult(node.pk, None, error="connection refused") for node in nodes])
+
+    [received] = inbox.wait_for(1)
+    assert received.subject.startswith(f"[mseportal] {len(nodes)} nodes stopped answering the portal at once")
+    assert "edge0" in received.text and "edge7" in received.text
+    # every node still has its own line in the events log
+    assert HAEvent.objects.filter(description__endswith="is not answering the portal").count() == len(nodes)
+    assert Alert.objects.count() == 1
+
+
 def test_an_expiring_licence_alerts_once_per_step(pair, inbox, eager, settings, django_capture_on_commit_callbacks):
     settings.ALERT_MIN_INTERVAL_SECONDS = 0  # the steps are days apart; here they run a moment apart
     evaluation = licence(pair.secondary, "CAS_ELEMENTS", days=12, evaluation=True)
