@@ -63,3 +63,14 @@ def operator_user(make_user):
 @pytest.fixture
 def monitor_user(make_user):
     return make_user(MONITOR, "monitor1")
+
+
+@pytest.fixture
+def eager():
+    """Tasks queued with .delay() run at once, in this process (retries too, without waiting)."""
+    from mseportal.celery import app as celery_app
+
+    saved = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = True, False
+    yield celery_app
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved

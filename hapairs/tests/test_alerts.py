@@ -23,19 +23,12 @@ from hapairs.models import Alert, Delivery, HAEvent, Job
 from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT, PollResult, status_record
 from hapairs.tests.mailutil import Inbox, WebhookReceiver, point_mail_at
 from hapairs.tests.reportfleet import agent_event, healthy, licence, peer_info
-from mseportal.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "webhook-secret-for-tests"
 
 
-@pytest.fixture
-def eager():
-    saved = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = True, False
-    yield celery_app
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
 
 
 @pytest.fixture

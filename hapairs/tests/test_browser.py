@@ -21,18 +21,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
+from playwright import sync_api as playwright_sync
 
 from hapairs import licences
 from hapairs.models import Appliance
+from hapairs.tests.browser import browser, orm_beside_playwright  # noqa: F401  (fixtures)
 from hapairs.tests.e2e import REPO, AgentFarm, Worker, node_toml
-
-from playwright import sync_api as playwright_sync  # noqa: E402  (requirements/dev.txt: never skipped)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("MSEPORTAL_SCREENSHOT_DIR", REPO / "var" / "screenshots"))
 SUBNET = f"127.62.{os.getpid() % 200 + 10}"  # per process: concurrent suites do not collide
 # Tests run with DEBUG off, where the development key is refused: sign with a key of our own.
@@ -45,21 +42,8 @@ def trusted_licence_key(settings):
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = LICENCE_PUBLIC
 
 
-@pytest.fixture(autouse=True)
-def orm_beside_playwright(monkeypatch):
-    """Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
-    are still synchronous. Only for this test (never leaked to other tests' subprocesses)."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)")
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -9,35 +9,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright_sync
 
 from hapairs import reports
+from hapairs.tests.browser import browser, orm_beside_playwright  # noqa: F401  (fixtures)
 from hapairs.tests.e2e import REPO
 from hapairs.tests.reportfleet import build_fleet
 
-from playwright import sync_api as playwright_sync  # noqa: E402  (requirements/dev.txt: never skipped)
-
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("MSEPORTAL_SCREENSHOT_DIR", REPO / "var" / "screenshots"))
 
 
-@pytest.fixture(autouse=True)
-def orm_beside_playwright(monkeypatch):
-    """Playwright's sync API keeps an event loop in this thread; the test's ORM calls are synchronous."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)")
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -45,13 +45,6 @@ def fleet(make_appliance, operator_user):
     return build_fleet(make_appliance, operator_user)
 
 
-@pytest.fixture
-def eager():
-    """Tasks queued with .delay() run at once, in this process (retries too, without waiting)."""
-    saved = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = True, False
-    yield celery_app
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+"""Debian's Chromium driven by Playwright, for the browser tests (never a downloaded browser).
+
+Import the fixtures into a test module: ``from hapairs.tests.browser import browser, orm_beside_playwright``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright import sync_api as playwright_sync
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(autouse=True)
+def orm_beside_playwright(monkeypatch):
+    """Playwright's sync API keeps an event loop in the test's thread; the test's own ORM
+    calls are still synchronous. Set per test, so it never leaks to other tests' subprocesses."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def browser():
+    """Function-scoped: it must be gone before the database is flushed (teardown order)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (`make test` and .ci/run do it)")
+    with playwright_sync.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
