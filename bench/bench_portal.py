@@ -62,6 +62,7 @@ def start_farm(fleet_text: str, name: str, timeout: float = 180) -> subprocess.P
     fleet = VAR / f"{name}.toml"
     fleet.write_text(fleet_text)
     ready = VAR / f"{name}.ready"
+    ready.unlink(missing_ok=True)  # a previous farm's file would say "ready" at once
     process = subprocess.Popen(
         [sys.executable, "-m", "nodeagent", "farm", "--fleet", str(fleet), "--state-root", str(VAR / name),
          "--ready-file", str(ready), "--log-level", "ERROR"],

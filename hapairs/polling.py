@@ -24,7 +24,7 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
     source = f"{target.name} ({target.host})"
     try:
         # one request: the state and the events after the last one stored
-        raw = await client.request(target, "GET", f"{protocol.PATH_HA_INFO}?events_since={since}&events_limit={EVENTS_PAGE}")
+        raw = await client.request(target, "GET", f"{protocol.PATH_HA_INFO}?brief=1&events_since={since}&events_limit={EVENTS_PAGE}")
         info = agent_replies.parse_ha_info(raw, source=source)
         last_seq = raw.get("last_seq")
         if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:

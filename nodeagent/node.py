@@ -968,7 +968,7 @@ class Node:
                 backoff[url] = time.monotonic() + 2.0
 
     # ================================================================= info
-    def peer_info(self, pr: PairRuntime) -> dict:
+    def peer_info(self, pr: PairRuntime, *, brief: bool = False) -> dict:
         ha = pr.ha
         names = instance_names(pr.slot)
         primary = self.cfg.role is Role.PRIMARY
@@ -1002,17 +1002,18 @@ class Node:
             "data_replication": "Up" if synced and ha.heartbeat_up else ("Setting up" if pr.replication == "Setting up" else "Down"),
             "sync_percent": 100 if synced else pr.sync_percent, "status": status,
             "allowed_switch_at": iso(at) if at else None,
-            "transitions": [{"at": now_iso(t), "state": s.value} for t, s in ha.transitions],
+            "transitions": [] if brief else [{"at": now_iso(t), "state": s.value} for t, s in ha.transitions],
             "instance": {"db_name": pr.instance.db_name, **pr.instance.digest()},
         }
 
-    def ha_info(self) -> dict:
+    def ha_info(self, *, brief: bool = False) -> dict:
+        """``brief``: without each pair's state history (the poller's request, 2,000 at a time)."""
         return {
             "node": self.cfg.name, "running": self.services_running, "role": self.cfg.role.value,
             "hm_ip": self.cfg.hm_ip, "vip": self.cfg.vip, "netmask": self.cfg.netmask,
             "version": self.cfg.version, "udi": self.cfg.udi,
             "device_type": self.cfg.device_type, "direct_connect": self.cfg.direct_connect,
-            "peers": [self.peer_info(p) for p in self.pairs.values()],
+            "peers": [self.peer_info(p, brief=brief) for p in self.pairs.values()],
             "generation": max((p.ha.generation for p in self.pairs.values()), default=0),
             "vips_in_charge": sorted(self.desired_vips()),
             "last_seq": self.seq,

@@ -145,7 +145,7 @@ def build_hm_app(node: Node) -> web.Application:
         return since, limit
 
     async def ha_info(request):
-        info = node.ha_info()
+        info = node.ha_info(brief=request.query.get("brief") == "1")
         if "events_since" in request.query:  # the poller's one request: state and new events together
             since, limit = _since_limit(request, "events_since", "events_limit")
             info["events"] = node.events_since(since, limit)["events"] if since < node.seq else []
