@@ -84,6 +84,7 @@ class JobKind(models.TextChoices):
     DELETE_SECONDARY = "delete_secondary", "Delete secondary"
     RECOVER_PRIMARY = "recover_primary", "Recover primary"
     START_SERVICES = "start_services", "Start services"
+    SET_MAINTENANCE = "set_maintenance", "Set maintenance mode"
 
 
 class JobStatus(models.TextChoices):

@@ -52,6 +52,7 @@ def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
         "failover_type": pair.failover_type,
         "failback_type": pair.failback_type,
         "failover_wait": pair.failover_wait,
+        "maintenance": pair.maintenance,
     }
     values.update(overrides)
     return {
@@ -60,6 +61,7 @@ def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
         "failover_type": _mode(values["failover_type"]),
         "failback_type": _mode(values["failback_type"]),
         "failover_wait": values["failover_wait"],
+        "maintenance": bool(values["maintenance"]),
         "stabilisation_seconds": settings.HA_STABILISATION_SECONDS,
     }
 
@@ -237,7 +239,8 @@ def update_primary(ctx: JobContext) -> None:
 def record_parameters(ctx: JobContext) -> None:
     changes = {k: v for k, v in _changes(ctx).items() if k in {"failover_type", "failback_type", "failover_wait"}}
     with transaction.atomic():
-        HAPair.objects.filter(pk=ctx.job.pair_id).update(**changes)
+        if changes:
+            HAPair.objects.filter(pk=ctx.job.pair_id).update(**changes)
         event_record(
             description="Configuration updated",
             generated_by="mseportal",
@@ -253,6 +256,41 @@ register(
         Step("update_secondary", update_secondary, "Updating the secondary"),
         Step("update_primary", update_primary, "Updating the primary"),
         Step("record", record_parameters, "Recording the new parameters"),
+    ],
+)
+
+
+# --- maintenance mode: the secondary decides automatic failover and failback ---------------
+def maintenance_secondary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE,
+          _configure_body(pair, "secondary", maintenance=ctx.params["maintenance"]))
+
+
+def maintenance_primary(ctx: JobContext) -> None:
+    """Best effort: the primary makes no automatic decision, and a primary that is down
+    (the usual reason for maintenance) learns it with its next configuration."""
+    pair = _pair(ctx)
+    try:
+        _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE,
+              _configure_body(pair, "primary", maintenance=ctx.params["maintenance"]))
+    except agent_client.AgentUnavailable as exc:
+        event_record(description="Maintenance mode not told to the primary", generated_by="mseportal", pair=pair,
+                     job=ctx.job, remarks=f"{pair.primary.name} is not answering ({exc.message}); the secondary, "
+                                          "which decides automatic failover, has it.")
+
+
+def maintenance_record(ctx: JobContext) -> None:
+    event_record(description="Configuration updated", generated_by="mseportal", pair=_pair(ctx), job=ctx.job,
+                 remarks=ctx.params.get("remarks", ""))
+
+
+register(
+    JobKind.SET_MAINTENANCE,
+    [
+        Step("maintenance_secondary", maintenance_secondary, "Telling the secondary"),
+        Step("maintenance_primary", maintenance_primary, "Telling the primary"),
+        Step("record", maintenance_record, "Recording it"),
     ],
 )
 

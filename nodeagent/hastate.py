@@ -49,6 +49,9 @@ class PairConfig:
     stabilisation_seconds: float = DEFAULT_STABILISATION_SECONDS
     # test/bench knob: allow a failover wait below 2 s (never from the API)
     allow_short_wait: bool = False
+    # maintenance mode (set from the portal): no automatic failover or failback while an
+    # operator works; manual switchover and failback still work
+    maintenance: bool = False
 
     def __post_init__(self) -> None:
         self.failover_type = Mode.parse(self.failover_type) if not isinstance(self.failover_type, Mode) else self.failover_type
@@ -63,6 +66,8 @@ class PairConfig:
             raise ValueError(f"Long Failover Wait must be between {MIN_FAILOVER_WAIT} and {MAX_FAILOVER_WAIT} seconds")
         if self.stabilisation_seconds < 0:
             raise ValueError("stabilisation_seconds must be >= 0")
+        if not isinstance(self.maintenance, bool):
+            raise ValueError("maintenance must be true or false")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -80,11 +85,13 @@ class PairConfig:
             "failover_wait": self.failover_wait,
             "stabilisation_seconds": self.stabilisation_seconds,
             "allow_short_wait": self.allow_short_wait,
+            "maintenance": self.maintenance,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "PairConfig":
-        return cls(**{k: d[k] for k in ("failover_type", "failback_type", "failover_wait", "stabilisation_seconds", "allow_short_wait") if k in d})
+        keys = ("failover_type", "failback_type", "failover_wait", "stabilisation_seconds", "allow_short_wait", "maintenance")
+        return cls(**{k: d[k] for k in keys if k in d})
 
 
 @dataclass
@@ -292,6 +299,7 @@ class PairHA:
             and self.phase in (None, "resync")
             and not self.reclaim_pending
             and self.config.failover_type is Mode.AUTOMATIC
+            and not self.config.maintenance
             and not self.peer_graceful
             and self.synced
             and since >= self.config.failover_wait
@@ -302,6 +310,7 @@ class PairHA:
             and self.in_charge
             and self.phase is None
             and self.config.failback_type is Mode.AUTOMATIC
+            and not self.config.maintenance
             and self.heartbeat_up
             and self.peer_running
             and self.peer_state is HAState.TERMINATED
@@ -525,6 +534,9 @@ class PairHA:
             notes.append(Note(EventText.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
         if new.stabilisation_seconds != self.config.stabilisation_seconds:
             notes.append(Note(EventText.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds."))
+        if new.maintenance != self.config.maintenance:
+            notes.append(Note(EventText.CONFIG_UPDATED, "Maintenance mode on: automatic failover and failback paused."
+                              if new.maintenance else "Maintenance mode off: automatic failover and failback resumed."))
         self.config = new
         return self._done(now, notes)
 

@@ -121,7 +121,7 @@ class PairRuntime:
         return (h.generation, h.owner, h.in_charge, h.running, h.stop_reason, h.phase, h.synced, h.alone,
                 h.reclaim_pending, h.resume_in_charge, h.last_switch_at, h.pending_generation, h.peer_graceful,
                 h.heartbeats_seen, h.state, c.failover_type, c.failback_type, c.failover_wait, c.stabilisation_seconds,
-                self.sync_done_once, self.slot)
+                c.maintenance, self.sync_done_once, self.slot)
 
 
 class Node:
@@ -723,7 +723,7 @@ class Node:
             pc = PairConfig(
                 Mode.parse(body.get("failover_type", "Manual")), Mode.parse(body.get("failback_type", "Manual")),
                 body.get("failover_wait", 10), body.get("stabilisation_seconds", 1800),
-                allow_short_wait=self.allow_short_wait,
+                allow_short_wait=self.allow_short_wait, maintenance=body.get("maintenance", False),
             )
         except KeyError as e:
             raise ApiError(400, f"peer is missing {e}") from None
@@ -993,6 +993,7 @@ class Node:
             "version": pr.peer["version"], "udi": pr.peer.get("udi", ""), "device_type": pr.peer.get("device_type", ""),
             "failover_type": ha.config.failover_type.value, "failback_type": ha.config.failback_type.value,
             "failover_wait": ha.config.failover_wait, "stabilisation_seconds": ha.config.stabilisation_seconds,
+            "maintenance": ha.config.maintenance,
             "instance_db_name": names["standby_db_name"] if primary else names["secondary_db_name"],
             "instance_db_port": names["standby_db_port"] if primary else names["secondary_db_port"],
             "dataguard_name": names["dataguard_name"], "primary_db_alias": names["primary_db_alias"],

@@ -250,8 +250,12 @@ def ha_delete_secondary(*, pair: HAPair, by: AbstractBaseUser | None = None, rea
 
 @transaction.atomic
 def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = None, reason: str = "") -> HAPair:
-    """Maintenance mode: automatic failover paused (on the agents too) while someone works."""
+    """Maintenance mode: automatic failover and failback paused while someone works. The
+    portal shows it at once; a job tells both agents, which stop deciding by themselves."""
     from django.utils import timezone
+
+    from hapairs.choices import JobKind
+    from hapairs.services.jobs import job_enqueue
 
     if on and not reason.strip():
         raise ServiceError("Say why the pair goes into maintenance; everyone will see it.", field="reason")
@@ -263,6 +267,10 @@ def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = 
     pair.maintenance_reason = reason.strip()[:500] if on else ""
     pair.maintenance_since = timezone.now() if on else None
     pair.save(update_fields=["maintenance", "maintenance_by", "maintenance_reason", "maintenance_since", "updated_at"])
+    remarks = ("Maintenance mode on: automatic failover and failback paused." if on
+               else "Maintenance mode off: automatic failover and failback resumed.")
+    job_enqueue(kind=JobKind.SET_MAINTENANCE, pair=pair, params={"maintenance": on, "remarks": remarks},
+                by=by, reason=reason or remarks)
     event_record(
         description="Maintenance mode on: automatic failover paused" if on else "Maintenance mode off",
         generated_by=actor_name(by),

@@ -74,6 +74,7 @@ class AgentFarm:
         return self
 
     def stop(self) -> None:
+        """SIGTERM: the agents stop gracefully (a deliberate stop, which peers never take over)."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -81,6 +82,12 @@ class AgentFarm:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power loss would: the peers see a failure."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 def database_url_for_workers() -> str:

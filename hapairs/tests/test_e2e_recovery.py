@@ -1,4 +1,7 @@
-"""End to end: HA recovery mode (spec §3). A paired primary loses its configuration; set
+"""End to end, one agent process per node (so one can be stopped or wiped alone): HA
+recovery mode, and maintenance mode pausing the automatic failover.
+
+HA recovery mode (spec §3). A paired primary loses its configuration; set
 up again in recovery mode, it does not claim the VIP; the portal's recover job makes the
 secondary take charge and restores the primary behind it (TERMINATED); a failback then
 brings every element written before the loss back to the primary.
@@ -101,6 +104,48 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
         code, data = vip_call(vip, "pw-primary")
         assert code == 200 and data["served_by"] == "mse-p" and {e["mac"] for e in data["elements"]} == written
         assert Job.objects.filter(kind="recover_primary", status="succeeded").count() == 1
+    finally:
+        farm_p.stop()
+        farm_s.stop()
+
+
+def test_maintenance_mode_pauses_the_agents_automatic_failover(tmp_path, subnet, worker, api):
+    """Maintenance is not only a banner: the secondary stops deciding by itself."""
+    p_ip, s_ip, vip = f"{subnet}.25", f"{subnet}.26", f"{subnet}.24"
+    (tmp_path / "p").mkdir()
+    (tmp_path / "s").mkdir()
+    farm_p = AgentFarm(tmp_path / "p", node_toml("mnt-p", "3355", "primary", p_ip, "pw-primary", vip=vip), port=8001).start()
+    farm_s = AgentFarm(tmp_path / "s", node_toml("mnt-s", "3355", "secondary", s_ip, "pw-secondary"), port=8001).start()
+    try:
+        add(api, "mnt-p", p_ip, "pw-primary")
+        response = api("post", "/appliances/mnt-p/ha", {
+            "secondary_name": "mnt-s", "secondary_ip": s_ip, "secondary_password": "pw-secondary",
+            "failover_type": "automatic", "failback_type": "manual", "long_failover_wait": 2,
+        })
+        wait_job(api, response.json()["id"], worker=worker)
+
+        # maintenance on: a job tells the agents
+        response = api("post", "/appliances/mnt-p/ha/maintenance", {"on": True, "reason": "replacing the PSU"})
+        assert response.status_code == 200, response.content
+        job = Job.objects.get(kind="set_maintenance")
+        wait_job(api, job.pk, worker=worker)
+        assert api("get", "/appliances/mnt-p/ha").json()["maintenance"]["by"] == "operator1"
+
+        # the primary fails (SIGKILL, not a deliberate stop): with maintenance on, nobody takes over
+        farm_p.kill()
+        time.sleep(2 * 3 + 1)  # three times the wait
+        status = api("get", "/appliances/mnt-s/ha").json()
+        assert status["secondary_state"] != "FAILOVER_ACTIVE"
+        assert vip_call(vip, "pw-primary")[0] is None
+
+        # maintenance off (the primary is still down: told to the secondary, noted for the primary)
+        response = api("post", "/appliances/mnt-p/ha/maintenance", {"on": False})
+        assert response.status_code == 200, response.content
+        wait_job(api, Job.objects.filter(kind="set_maintenance").order_by("-pk").first().pk, worker=worker)
+        assert HAEvent.objects.filter(description="Maintenance mode not told to the primary").exists()
+        wait_for(lambda: api("get", "/appliances/mnt-s/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
+                 timeout=30, what="the secondary to take over once maintenance ended")
+        assert vip_call(vip, "pw-primary")[0] == 200
     finally:
         farm_p.stop()
         farm_s.stop()

@@ -142,6 +142,25 @@ def test_manual_failover_type_never_takes_over_by_itself():
     assert s.state is S.TERMINATED and not s.in_charge
 
 
+def test_maintenance_pauses_the_automatic_failover_and_its_end_resumes_it():
+    p, s = synced_pair(failover=Mode.AUTOMATIC, wait=W)
+    on = PairConfig(Mode.AUTOMATIC, Mode.MANUAL, W, 1800, maintenance=True)
+    notes = s.update_config(0.5, on)
+    assert [n.remarks for n in notes] == ["Maintenance mode on: automatic failover and failback paused."]
+    notes = s.tick(0.5 + 10 * W)  # the primary is gone: heartbeats lost, and nobody takes over
+    assert [n.description for n in notes] == [T.HEARTBEATS_LOST] and not s.in_charge and s.state is S.TERMINATED
+    assert PairHA.from_dict(s.to_dict()).config.maintenance is True  # persisted
+    off = PairConfig(Mode.AUTOMATIC, Mode.MANUAL, W, 1800)
+    s.update_config(0.5 + 10 * W, off)
+    s.tick(0.5 + 10 * W + 0.01)
+    assert s.state is S.FAILOVER_INVOKED
+
+
+def test_maintenance_must_be_a_boolean():
+    with pytest.raises(ValueError, match="maintenance must be true or false"):
+        PairConfig(Mode.AUTOMATIC, Mode.MANUAL, W, 1800, maintenance="yes")
+
+
 def test_wait_bounds():
     for bad in (1.9, 121, "x"):
         with pytest.raises(ValueError):
