@@ -27,7 +27,13 @@ def browser():
     """Function-scoped: it must be gone before the database is flushed (teardown order)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (`make test` and .ci/run do it)")
+    from django.db import connections
+
     with playwright_sync.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+        # ORM calls made while Playwright's loop runs get a connection of their own (Django
+        # keys connections by async context): close it here, in that context, or it would
+        # keep the test database from being dropped
+        connections.close_all()
