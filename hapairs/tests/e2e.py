@@ -90,6 +90,20 @@ class AgentFarm:
             self.process.wait(timeout=10)
 
 
+def farm_per_node(workdir: Path, primary: tuple[str, str, str, str], secondary: tuple[str, str, str],
+                  *, device_type: str = "3355", primary_extra: str = "") -> tuple[AgentFarm, AgentFarm]:
+    """A primary (name, HM IP, password, VIP) and a secondary (name, HM IP, password), each in
+    its own agent process, so one can be stopped, killed or wiped alone."""
+    (workdir / "p").mkdir(exist_ok=True)
+    (workdir / "s").mkdir(exist_ok=True)
+    name, ip, password, vip = primary
+    farm_p = AgentFarm(workdir / "p", node_toml(name, device_type, "primary", ip, password, vip=vip) + primary_extra,
+                       port=8001).start()
+    farm_s = AgentFarm(workdir / "s", node_toml(secondary[0], device_type, "secondary", secondary[1], secondary[2]),
+                       port=8001).start()
+    return farm_p, farm_s
+
+
 def database_url_for_workers() -> str:
     """The URL of the database the test process is using right now (the test database)."""
     db = connection.settings_dict

@@ -16,7 +16,7 @@ import pytest
 from django.core.management import call_command
 
 from hapairs.models import HAEvent, HAPair, Job
-from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
+from hapairs.tests.e2e import AgentFarm, Worker, farm_per_node, node_toml, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -88,6 +88,18 @@ def add(api, name, ip, password):
     response = api("post", "/appliances", {"name": name, "ip": ip, "password": password}, as_="admin")
     assert response.status_code == 201, response.content
     return response.json()
+
+
+def pair_through_api(api, worker, primary: tuple, secondary: tuple, *, failover="manual", wait=10):
+    """Add the primary (name, HM IP, password, …) and pair it with the secondary through the
+    API, as an operator would; returns once the configure job succeeded."""
+    add(api, primary[0], primary[1], primary[2])
+    response = api("post", f"/appliances/{primary[0]}/ha", {
+        "secondary_name": secondary[0], "secondary_ip": secondary[1], "secondary_password": secondary[2],
+        "failover_type": failover, "failback_type": "manual", "long_failover_wait": wait,
+    })
+    assert response.status_code == 202, response.content
+    return wait_job(api, response.json()["id"], worker=worker)
 
 
 def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, api):
@@ -278,17 +290,10 @@ def test_a_worker_killed_mid_switchover_finishes_the_job_once(tmp_path, subnet, 
 def test_an_automatic_failover_by_the_agents_reaches_the_portal_with_its_time(tmp_path, subnet, worker, api):
     # Given a pair whose nodes run in separate processes, with automatic failover after 3 s
     p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
-    (tmp_path / "p").mkdir()
-    (tmp_path / "s").mkdir()
-    primary_farm = AgentFarm(tmp_path / "p", node_toml("auto-p", "3355", "primary", p_ip, "pw-p", vip=vip), port=8001).start()
-    secondary_farm = AgentFarm(tmp_path / "s", node_toml("auto-s", "3355", "secondary", s_ip, "pw-s"), port=8001).start()
+    primary, secondary = ("auto-p", p_ip, "pw-p", vip), ("auto-s", s_ip, "pw-s")
+    primary_farm, secondary_farm = farm_per_node(tmp_path, primary, secondary)
     try:
-        add(api, "auto-p", p_ip, "pw-p")
-        response = api("post", "/appliances/auto-p/ha", {
-            "secondary_name": "auto-s", "secondary_ip": s_ip, "secondary_password": "pw-s",
-            "failover_type": "automatic", "failback_type": "manual", "long_failover_wait": 3,
-        })
-        wait_job(api, response.json()["id"], worker=worker)
+        pair_through_api(api, worker, primary, secondary, failover="automatic", wait=3)
 
         # When the primary dies
         killed_at = time.time()

@@ -22,8 +22,10 @@ import urllib.request
 import pytest
 
 from hapairs.models import HAEvent, HAPair, Job
-from hapairs.tests.e2e import AgentFarm, node_toml, wait_for
-from hapairs.tests.test_e2e_jobs import STABILISATION, add, api, subnet, wait_job, worker  # noqa: F401  (fixtures)
+from hapairs.tests.e2e import AgentFarm, farm_per_node, node_toml, wait_for
+from hapairs.tests.test_e2e_jobs import (  # noqa: F401  (api, subnet, worker: fixtures)
+    api, pair_through_api, subnet, wait_job, worker,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -49,19 +51,10 @@ def vip_call(vip: str, password: str, method: str = "GET", body: dict | None = N
 def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary(tmp_path, subnet, worker, api):
     p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
     primary_toml = node_toml("mse-p", "3355", "primary", p_ip, "pw-primary", vip=vip)
-    (tmp_path / "p").mkdir()
-    (tmp_path / "s").mkdir()
-    farm_p = AgentFarm(tmp_path / "p", primary_toml, port=8001).start()
-    farm_s = AgentFarm(tmp_path / "s", node_toml("mse-s", "3355", "secondary", s_ip, "pw-secondary"), port=8001).start()
+    farm_p, farm_s = farm_per_node(tmp_path, ("mse-p", p_ip, "pw-primary", vip), ("mse-s", s_ip, "pw-secondary"))
     try:
         # Given a healthy pair holding some data
-        add(api, "mse-p", p_ip, "pw-primary")
-        response = api("post", "/appliances/mse-p/ha", {
-            "secondary_name": "mse-s", "secondary_ip": s_ip, "secondary_password": "pw-secondary",
-            "failover_type": "manual", "failback_type": "manual", "long_failover_wait": 10,
-        })
-        assert response.status_code == 202, response.content
-        wait_job(api, response.json()["id"], worker=worker)
+        pair_through_api(api, worker, ("mse-p", p_ip, "pw-primary"), ("mse-s", s_ip, "pw-secondary"))
         written = {f"02:00:00:00:00:{n:02x}" for n in range(5)}
         for mac in written:
             assert vip_call(vip, "pw-primary", "POST", {"mac": mac, "x": 1, "y": 2, "floor": 3})[0] in (200, 201)
@@ -112,17 +105,10 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
 def test_maintenance_mode_pauses_the_agents_automatic_failover(tmp_path, subnet, worker, api):
     """Maintenance is not only a banner: the secondary stops deciding by itself."""
     p_ip, s_ip, vip = f"{subnet}.25", f"{subnet}.26", f"{subnet}.24"
-    (tmp_path / "p").mkdir()
-    (tmp_path / "s").mkdir()
-    farm_p = AgentFarm(tmp_path / "p", node_toml("mnt-p", "3355", "primary", p_ip, "pw-primary", vip=vip), port=8001).start()
-    farm_s = AgentFarm(tmp_path / "s", node_toml("mnt-s", "3355", "secondary", s_ip, "pw-secondary"), port=8001).start()
+    primary, secondary = ("mnt-p", p_ip, "pw-primary", vip), ("mnt-s", s_ip, "pw-secondary")
+    farm_p, farm_s = farm_per_node(tmp_path, primary, secondary)
     try:
-        add(api, "mnt-p", p_ip, "pw-primary")
-        response = api("post", "/appliances/mnt-p/ha", {
-            "secondary_name": "mnt-s", "secondary_ip": s_ip, "secondary_password": "pw-secondary",
-            "failover_type": "automatic", "failback_type": "manual", "long_failover_wait": 2,
-        })
-        wait_job(api, response.json()["id"], worker=worker)
+        pair_through_api(api, worker, primary, secondary, failover="automatic", wait=2)
 
         # maintenance on: a job tells the agents
         response = api("post", "/appliances/mnt-p/ha/maintenance", {"on": True, "reason": "replacing the PSU"})
