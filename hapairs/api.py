@@ -28,7 +28,7 @@ from pydantic import Field
 from hapairs import agent_client, agent_replies, licences, roles, selectors, services, tasks
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance, HAPair, Job, LicenseFile
-from nodeagent import output, protocol
+from nodeagent import protocol
 
 log = logging.getLogger(__name__)
 
@@ -355,30 +355,22 @@ def start_services(request, name: str, payload: ReasonIn | None = None):
     return Status(202, job_out(job))
 
 
-def _agent_text(name: str, path: str, render) -> HttpResponse:
+def _agent_text(name: str, what: str) -> HttpResponse:
     appliance = appliance_or_404(name)
-    try:
-        data = agent_client.call(agent_client.target_for(appliance), "GET", path)
-        text = render(data)
-    except agent_client.AgentError as exc:
-        raise HttpError(503, f"Cannot read it from {appliance.name} now: {exc.message}") from None
-    except SecretUnreadable as exc:
-        raise HttpError(503, str(exc)) from None
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise HttpError(502, f"{appliance.name} answered with something that cannot be shown as text.") from None
+    text, status = selectors.appliance_output(appliance, what)
+    if status != 200:
+        raise HttpError(status, text)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
 
 @api.get("/appliances/{name}/hainfo", summary="The appliance's gethainfo output (text)")
 def hainfo(request, name: str):
-    return _agent_text(name, protocol.PATH_HA_INFO, lambda d: output.format_hainfo(d, running=bool(d.get("running", True))))
+    return _agent_text(name, "hainfo")
 
 
 @api.get("/appliances/{name}/serverinfo", summary="The appliance's getserverinfo output (text)")
 def serverinfo(request, name: str):
-    return _agent_text(
-        name, protocol.PATH_SERVER_INFO, lambda d: output.format_serverinfo(d, running=bool(d.get("services_running", True)))
-    )
+    return _agent_text(name, "serverinfo")
 
 
 # --- jobs ---------------------------------------------------------------------------------

@@ -329,12 +329,15 @@ def pair_for(appliance: Appliance) -> HAPair | None:
     return pairs.filter(primary=appliance).first() or pairs.filter(secondary=appliance).order_by("slot").first()
 
 
-def pair_in_progress(pair: HAPair) -> bool:
-    """Is something moving (a job, a synchronisation, a transition)? Then the screens poll."""
+def pair_in_progress(pair: HAPair, *, job_active: bool | None = None) -> bool:
+    """Is something moving (a job, a synchronisation, a transition)? Then the screens poll.
+    ``job_active``: whether the pair has an active job, when the caller knows already."""
     from hapairs.choices import HAState
 
     settled = {HAState.PRIMARY_ACTIVE, HAState.SECONDARY_ACTIVE, HAState.FAILOVER_ACTIVE, HAState.TERMINATED}
-    if Job.objects.filter(pair=pair, status__in=("pending", "running")).exists():
+    if job_active is None:
+        job_active = Job.objects.filter(pair=pair, status__in=("pending", "running")).exists()
+    if job_active:
         return True
     if pair.status_updated_at is None or pair.sync_percent < 100:
         return True
@@ -362,3 +365,31 @@ def heartbeat_history(pair: HAPair, *, limit: int = 60) -> list[tuple]:
 
     rows = HeartbeatSample.objects.filter(pair=pair).order_by("-at").values_list("at", "mean_ms")[:limit]
     return list(reversed(rows))
+
+
+# --- an appliance's own command output, read from its agent now -------------------------------
+AGENT_OUTPUTS = ("hainfo", "serverinfo")
+
+
+def appliance_output(appliance: Appliance, what: str) -> tuple[str, int]:
+    """Its `gethainfo` or `getserverinfo` text, and an HTTP status: 200, or 503 (cannot be
+    read now) / 502 (an answer that cannot be shown) with a sentence instead of the text."""
+    from hapairs import agent_client
+    from hapairs.crypto import SecretUnreadable
+    from nodeagent import output, protocol
+
+    if what == "hainfo":
+        path, render = protocol.PATH_HA_INFO, lambda d: output.format_hainfo(d, running=bool(d.get("running", True)))
+    elif what == "serverinfo":
+        path = protocol.PATH_SERVER_INFO
+        render = lambda d: output.format_serverinfo(d, running=bool(d.get("services_running", True)))  # noqa: E731
+    else:
+        raise ValueError(f"what must be one of {AGENT_OUTPUTS}, not {what!r}")
+    try:
+        return render(agent_client.call(agent_client.target_for(appliance), "GET", path)), 200
+    except agent_client.AgentError as exc:
+        return f"Cannot read it from {appliance.name} now: {exc.message}", 503
+    except SecretUnreadable as exc:
+        return str(exc), 503
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return f"{appliance.name} answered with something that cannot be shown as text.", 502

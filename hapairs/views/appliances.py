@@ -7,17 +7,14 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from hapairs import agent_client, licences, roles, selectors, services
+from hapairs import licences, roles, selectors, services
 from hapairs.choices import LicenseStatus
-from hapairs.crypto import SecretUnreadable
 from hapairs.forms import ApplianceAddForm, ApplianceFilterForm
 from hapairs.models import Appliance, License
 from hapairs.views._common import Pager, posted, render_page, requires
-from nodeagent import output, protocol
 
 
 @require_GET
@@ -122,24 +119,8 @@ def mse_detail(request: HttpRequest, name: str) -> HttpResponse:
 def mse_agent_text(request: HttpRequest, name: str, what: str) -> HttpResponse:
     """The appliance's own `gethainfo` / `getserverinfo` output, read from its agent now."""
     appliance = get_object_or_404(Appliance, name=name)
-    if what == "hainfo":
-        path, render = protocol.PATH_HA_INFO, lambda d: output.format_hainfo(d, running=bool(d.get("running", True)))
-    else:
-        path = protocol.PATH_SERVER_INFO
-        render = lambda d: output.format_serverinfo(d, running=bool(d.get("services_running", True)))  # noqa: E731
-    try:
-        text, status = render(agent_client.call(agent_client.target_for(appliance), "GET", path)), 200
-    except agent_client.AgentError as exc:
-        text, status = f"Cannot read it from {appliance.name} now: {exc.message}", 503
-    except SecretUnreadable as exc:
-        text, status = str(exc), 503
-    except (KeyError, TypeError, ValueError, AttributeError):
-        text, status = f"{appliance.name} answered with something that cannot be shown as text.", 502
+    text, status = selectors.appliance_output(appliance, what)
     if request.htmx:
         return render_page(request, "hapairs/mse_detail.html", {"agent_text": text, "agent_ok": status == 200},
                            partial="agent-text")
     return HttpResponse(text, content_type="text/plain; charset=utf-8", status=status)
-
-
-def mse_url(appliance: Appliance) -> str:
-    return reverse("mse_detail", kwargs={"name": appliance.name})

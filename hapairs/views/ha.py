@@ -243,7 +243,6 @@ def _status_context(request: HttpRequest, pair: HAPair) -> dict:
     active_job = (
         Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).select_related("requested_by").first()
     )
-    history = selectors.heartbeat_history(pair)
     return {
         "pair": pair,
         "primary": pair.primary,
@@ -251,9 +250,8 @@ def _status_context(request: HttpRequest, pair: HAPair) -> dict:
         "events": events.order_by("-timestamp", "-pk")[pager.offset : pager.offset + pager.per_page],
         "pager": pager,
         "active_job": active_job,
-        "in_progress": selectors.pair_in_progress(pair),
-        "chart": _sparkline(history),
-        "history": history,
+        "in_progress": selectors.pair_in_progress(pair, job_active=active_job is not None),
+        "chart": _sparkline(selectors.heartbeat_history(pair)),
         "can_operate": request.user.has_perm(roles.OPERATE),
         "window_open": pair.switch_allowed_at is not None and pair.switch_allowed_at > timezone.now(),
         "maintenance_form": MaintenanceForm(),
