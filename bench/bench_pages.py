@@ -72,7 +72,7 @@ def build_fleet(appliances: int, events: int) -> None:
     HAPair.objects.bulk_create(pair_rows, batch_size=1000)
     pair_ids = list(HAPair.objects.order_by("pk").values_list("pk", flat=True))
     event_rows = [
-        HAEvent(pair_id=pair_ids[n % len(pair_ids)], description="Heartbeats have been setup successfully",
+        HAEvent(pair_id=pair_ids[n % len(pair_ids)], code="heartbeats_setup", description="Heartbeats have been setup successfully",
                 generated_by="Primary", timestamp=now - timedelta(seconds=n), remarks="bench")
         for n in range(events)
     ]

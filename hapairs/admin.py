@@ -1,8 +1,12 @@
 """Django admin for every model.
 
-Status fields are read-only (agents and jobs own them); the appliance password is
-write-only: the form never renders it back, and saving with it blank keeps the old one.
-Writes go through services where a service exists.
+Every write here goes through a service, so the rules are checked and an event recorded;
+what no service may change from here is read-only. Status fields belong to the agents and
+jobs. A recorded appliance's identity and addresses are what its agent, and any pair it
+is in, were configured with: read-only (remove it and add it again to change them); its
+contact and its password change through the services. The password is write-only: the
+form never renders it back, and saving with it blank keeps the old one. Pairs are changed
+on the High Availability screens (which run jobs on both agents), so here they are read-only.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from hapairs import services
-from hapairs.models import Appliance, HAEvent, HAPair, Job, License, LicenseFile
+from hapairs.models import Alert, Appliance, Delivery, HAEvent, HAPair, Job, License, LicenseFile, ReportSchedule
+from hapairs.roles import REPORTS
+from hapairs.services.reports import report_schedule_clean
 
 STATUS_FIELDS_APPLIANCE = (
     "reachability",
@@ -70,9 +76,20 @@ class ApplianceAdmin(admin.ModelAdmin):
         ("Status (reported by the agent)", {"fields": STATUS_FIELDS_APPLIANCE}),
     )
 
+    EDITABLE_ONCE_RECORDED = ("contact_name",)  # and the write-only password
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:  # adding: everything but the status
+            return STATUS_FIELDS_APPLIANCE
+        not_shown_read_only = (*self.EDITABLE_ONCE_RECORDED, "password_ciphertext")  # the ciphertext: never shown
+        return [f.name for f in Appliance._meta.fields if f.name not in not_shown_read_only]
+
     def save_model(self, request, obj, form, change):
         if change:
-            return super().save_model(request, obj, form, change)
+            services.appliance_update(appliance=obj, contact_name=form.cleaned_data["contact_name"], by=request.user)
+            if form.cleaned_data.get("password"):
+                services.appliance_set_password(appliance=obj, password=form.cleaned_data["password"], by=request.user)
+            return
         data = {name: form.cleaned_data.get(name) for name in (
             "name", "device_type", "hm_ip", "version", "username", "role", "vip", "vip_prefixlen",
             "udi", "contact_name", "http_enabled", "direct_connect",
@@ -139,33 +156,16 @@ class HAPairAdmin(admin.ModelAdmin):
     list_filter = ("failover_type", "failback_type", "heartbeat", "replication", "maintenance")
     search_fields = ("primary__name", "secondary__name", "primary__hm_ip", "secondary__hm_ip")
     list_select_related = ("primary", "secondary")
-    readonly_fields = (
-        "slot",
-        "generation",
-        "instance_db_name",
-        "instance_db_port",
-        "dataguard_name",
-        "primary_db_alias",
-        "status_text",
-        "heartbeat",
-        "replication",
-        "sync_percent",
-        "mean_heartbeat_ms",
-        "last_failover_at",
-        "last_failback_at",
-        "maintenance_by",
-        "maintenance_since",
-        "created_by",
-        "created_at",
-        "updated_at",
-    )
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in HAPair._meta.fields]
 
     def has_add_permission(self, request):
         # A pair is made on the Configure High Availability Parameters screen, which
         # checks the rules and configures both agents; a bare row here would do neither.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Failover/failback types, the wait and maintenance are pushed to both agents by a job
+        # (High Availability screens, services.ha_update / ha_maintenance_set): a row edited
+        # here would be neither checked nor sent. The change form shows the pair read-only.
         return False
 
     def has_delete_permission(self, request, obj=None):
@@ -207,9 +207,6 @@ class HAEventAdmin(admin.ModelAdmin):
 
 
 # --- health reports, alerts and their deliveries ----------------------------------------
-from hapairs.models import Alert, Delivery, ReportSchedule  # noqa: E402
-from hapairs.services.reports import report_schedule_clean  # noqa: E402
-
 SCHEDULE_FIELDS = ("name", "recipients", "cadence", "send_at", "weekday", "crontab", "period_days", "enabled",
                    "also_alerts")
 
@@ -282,8 +279,6 @@ class DeliveryAdmin(admin.ModelAdmin):
         return False
 
     def has_retry_permission(self, request):
-        from hapairs.roles import REPORTS
-
         return request.user.has_perm(REPORTS)
 
     @admin.action(description="Retry the selected failed deliveries", permissions=["retry"])

@@ -112,6 +112,7 @@ class AgentClient:
         check_address(target.host)
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = protocol.sign_request(target.password, method, path, payload)
+        headers[protocol.HEADER_PROTOCOL] = str(protocol.PROTOCOL_VERSION)
         if payload:
             headers["Content-Type"] = "application/json"
         if idempotency_key:
@@ -121,6 +122,7 @@ class AgentClient:
             async with self._session.request(method, url, data=payload or None, headers=headers) as response:
                 raw = await response.read()
                 status = response.status
+                theirs = response.headers.get(protocol.HEADER_PROTOCOL)
         except asyncio.TimeoutError:
             raise AgentUnavailable(f"{target.name} ({target.host}) did not answer within {self.timeout.total:g} s.") from None
         except aiohttp.ClientConnectorError:
@@ -128,6 +130,10 @@ class AgentClient:
         except aiohttp.ClientError as exc:
             raise AgentUnavailable(f"{target.name} ({target.host}): {type(exc).__name__}.") from None
         data = _decode(raw)
+        try:  # an agent of another protocol version: refused, whatever it answered
+            protocol.check_version(theirs, who=f"{target.name} ({target.host})")
+        except protocol.ProtocolMismatch as exc:
+            raise AgentRejected(str(exc), status=status) from None
         if status >= 500:
             raise AgentUnavailable(f"{target.name} failed on its side: {_reason(data, status)}", status=status)
         if status == 401:

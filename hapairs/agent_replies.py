@@ -14,11 +14,13 @@ from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from hapairs.agent_client import AgentBadReply
-from hapairs.choices import DeviceType, HAState
+from hapairs.choices import DeviceType, HAState, LinkStatus, ReplicationStatus
+from nodeagent import protocol
 
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 STATES = {choice.value for choice in HAState}
 DEVICE_TYPES = {choice.value for choice in DeviceType}
+EVENT_CODES = {code.value for code in protocol.EventCode}
 
 
 def _bad(source: str, what: str) -> AgentBadReply:
@@ -137,7 +139,7 @@ def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
     if role not in {"primary", "secondary", "none"}:
         raise _bad(source, f"role {role!r} is neither primary nor secondary")
     services = _services(data.get("services", []), source)
-    licences = data.get("licences", [])
+    licences = data.get("licenses", [])
     return DiscoveredNode(
         name=_str(data, "node", source, required=False, max_len=63),
         device_type=device_type,
@@ -183,8 +185,9 @@ class HAInfo:
         return next((peer for peer in self.peers if peer.peer_hm_ip == hm_ip), None)
 
 
-_LINK = {"up": "up", "down": "down"}
-_REPLICATION = {"setting up": "setting_up", "setting_up": "setting_up", "up": "up", "down": "down"}
+# the wire's words (protocol.LinkStatus / ReplicationStatus) → what the database stores
+_LINK = {status.value: getattr(LinkStatus, status.name).value for status in protocol.LinkStatus}
+_REPLICATION = {status.value: getattr(ReplicationStatus, status.name).value for status in protocol.ReplicationStatus}
 
 
 def parse_ha_info(data: Any, *, source: str) -> HAInfo:
@@ -217,8 +220,10 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
                 peer_hm_ip=_ip(item, "hm_ip", source),
                 state=state,
                 running=peer_running,
-                heartbeat=_LINK.get(_str(item, "heartbeat", source, required=False).lower(), "unknown"),
-                replication=_REPLICATION.get(_str(item, "data_replication", source, required=False).lower(), "unknown"),
+                heartbeat=_LINK.get(_str(item, "heartbeat", source, required=False), LinkStatus.UNKNOWN.value),
+                replication=_REPLICATION.get(
+                    _str(item, "data_replication", source, required=False), ReplicationStatus.UNKNOWN.value
+                ),
                 sync_percent=_int(item, "sync_percent", source, default=0, high=100),
                 mean_heartbeat_ms=float(mean) if mean is not None else None,
                 generation=_int(item, "generation", source, default=0),
@@ -241,12 +246,14 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
 @dataclass(frozen=True)
 class AgentEvent:
     seq: int
+    code: str  # protocol.EventCode
     description: str
     generated_by: str
     timestamp: datetime
     remarks: str
     generation: int | None
     peer_hm_ip: str | None
+    cause_key: str = ""  # the idempotency key of the command that caused it ("" when the agents decided)
 
 
 def parse_events(raw_events: Any, *, source: str, limit: int = 1000) -> list[AgentEvent]:
@@ -260,15 +267,29 @@ def parse_events(raw_events: Any, *, source: str, limit: int = 1000) -> list[Age
         if timestamp is None:
             raise _bad(source, "an event has no timestamp")
         generation = item.get("generation")
+        code = _str(item, "code", source, max_len=40)
+        if code not in EVENT_CODES:
+            raise _bad(source, f"event code {code!r} is not one the portal knows")
         events.append(
             AgentEvent(
                 seq=_int(item, "seq", source, low=1),
+                code=code,
                 description=_str(item, "description", source),
                 generated_by=_str(item, "generated_by", source, required=False, max_len=128),
                 timestamp=timestamp,
                 remarks=_str(item, "remarks", source, required=False, max_len=500),
                 generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else None,
                 peer_hm_ip=_ip(item, "peer", source, required=False),
+                cause_key=_cause_key(item.get("cause"), source),
             )
         )
     return events
+
+
+def _cause_key(cause: Any, source: str) -> str:
+    """The key of ``protocol.Cause`` (requester and reason come from the job the key names)."""
+    if cause is None:
+        return ""
+    if not isinstance(cause, dict):
+        raise _bad(source, "an event's “cause” should be an object or null")
+    return _str(cause, "key", source, required=False, max_len=200)

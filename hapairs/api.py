@@ -9,6 +9,7 @@ also pairs and switches, an Admin also adds appliances. Errors are always
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from datetime import date, datetime
@@ -16,7 +17,6 @@ from typing import Literal
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import SuspiciousOperation
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI, Path, Schema, Status
@@ -25,7 +25,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer, django_auth
 from pydantic import Field
 
-from hapairs import agent_client, agent_replies, licences, roles, selectors, services, tasks
+from hapairs import agent_client, agent_replies, dispatch, licences, roles, selectors, services
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance, HAPair, Job, LicenseFile
 from nodeagent import protocol
@@ -79,9 +79,9 @@ def _unauthenticated(request, exc):
 
 
 def require(request: HttpRequest, permission: str, what: str) -> None:
-    if not request.auth.has_perm(permission):
-        role = roles.role_of(request.auth) or "no role"
-        raise HttpError(403, f"Your role ({role}) may not {what}.")
+    refusal = roles.refusal(request.auth, permission, what)
+    if refusal:
+        raise HttpError(403, refusal)
 
 
 def appliance_or_404(name: str) -> Appliance:
@@ -92,9 +92,7 @@ def appliance_or_404(name: str) -> Appliance:
 
 
 def pair_of_or_404(appliance: Appliance) -> HAPair:
-    pair = HAPair.objects.select_related("primary", "secondary").filter(primary=appliance).first()
-    if pair is None:
-        pair = HAPair.objects.select_related("primary", "secondary").filter(secondary=appliance).first()
+    pair = selectors.pair_for(appliance)
     if pair is None:
         raise HttpError(404, f"{appliance.name} is not part of an HA pair.")
     return pair
@@ -243,8 +241,8 @@ def add_appliance(request, payload: ApplianceIn):
 @api.get("/appliances/{name}", response=ApplianceOut)
 def get_appliance(request, name: str):
     appliance = appliance_or_404(name)
-    pair = HAPair.objects.select_related("secondary").filter(primary=appliance).first()
-    return appliance_out(appliance, pair.secondary.name if pair else None)
+    pair = selectors.pair_for(appliance)
+    return appliance_out(appliance, pair.secondary.name if pair is not None and pair.primary_id == appliance.pk else None)
 
 
 # --- HA ----------------------------------------------------------------------------------
@@ -536,7 +534,11 @@ def ingest_events(request):
     except (ValueError, UnicodeDecodeError):
         raise HttpError(400, "The body is not JSON.") from None
     hm_ip = push.get("hm_ip") if isinstance(push, dict) else None
-    appliance = Appliance.objects.filter(hm_ip=hm_ip).first() if isinstance(hm_ip, str) else None
+    try:  # an address before any query (PostgreSQL's inet refuses junk with an error)
+        hm_ip = str(ipaddress.IPv4Address(hm_ip)) if isinstance(hm_ip, str) else None
+    except ValueError:
+        hm_ip = None
+    appliance = Appliance.objects.filter(hm_ip=hm_ip).first() if hm_ip is not None else None
     if appliance is None:
         raise HttpError(401, "Unknown sender.")
     headers = {key: value for key, value in request.headers.items()}
@@ -547,14 +549,15 @@ def ingest_events(request):
     except (protocol.SignatureError, SecretUnreadable):
         raise HttpError(401, "Bad or missing signature.") from None
     try:
+        protocol.check_version(request.headers.get(protocol.HEADER_PROTOCOL), who=f"the agent {appliance.name}")
+    except protocol.ProtocolMismatch as exc:
+        raise HttpError(400, str(exc)) from None
+    try:
         events = agent_replies.parse_events(push.get("events", []), source=appliance.name)
     except agent_client.AgentBadReply as exc:
         raise HttpError(400, exc.message) from None
     stored = services.events_ingest(appliance=appliance, events=events)
     if stored:
-        peers = set(
-            HAPair.objects.filter(primary=appliance).values_list("secondary_id", flat=True)
-        ) | set(HAPair.objects.filter(secondary=appliance).values_list("primary_id", flat=True))
-        ids = [appliance.pk, *peers]
-        transaction.on_commit(lambda: tasks.appliances_refresh.delay(ids))
+        peers = {pk for both in selectors.pairs_of(appliance).values_list("primary_id", "secondary_id") for pk in both}
+        dispatch.on_commit(dispatch.APPLIANCES_REFRESH, [appliance.pk, *sorted(peers - {appliance.pk})])
     return {"stored": stored}

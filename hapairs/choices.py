@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from nodeagent import protocol
+
 
 class DeviceType(models.TextChoices):
     MSE_3310 = "3310", "MSE-3310"
@@ -21,11 +23,13 @@ class DeviceType(models.TextChoices):
 VIRTUAL_TYPES = frozenset({DeviceType.VA_LOW, DeviceType.VA_STANDARD, DeviceType.VA_HIGH})
 
 
-class Role(models.TextChoices):
-    UNCONFIGURED = "none", "Not configured"  # set-up has not chosen a role yet
-    PRIMARY = "primary", "Primary"  # role 1 in setup.sh
-    SECONDARY = "secondary", "Secondary"  # role 2 in setup.sh
+# --- the wire's vocabulary (nodeagent.protocol), as database choices ------------------------
+# Derived, never retyped: a state, role or mode the agents add appears here by itself.
 
+# What set-up chose for a node: primary (role 1 in setup.sh), secondary (role 2), or not yet.
+Role = models.TextChoices(
+    "Role", [("UNCONFIGURED", ("none", "Not configured")), *((r.name, (r.value, r.title)) for r in protocol.Role)]
+)
 
 class Reachability(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"  # never polled yet
@@ -33,43 +37,63 @@ class Reachability(models.TextChoices):
     UNREACHABLE = "unreachable", "Unreachable"  # the last poll timed out or was refused
 
 
-class SwitchType(models.TextChoices):
-    """Failover type and failback type (spec §2 rule 8)."""
+# Failover type and failback type (spec §2 rule 8); stored in lower case.
+SwitchType = models.TextChoices("SwitchType", [(m.name, (m.value.lower(), m.value)) for m in protocol.Mode])
 
-    MANUAL = "manual", "Manual"
-    AUTOMATIC = "automatic", "Automatic"
+# What a node's Health Monitor reports as its Current state (spec §5); UNKNOWN: not reported
+# yet, or the node is unreachable.
+HAState = models.TextChoices(
+    "HAState", [("UNKNOWN", ("UNKNOWN", "Unknown")), *((s.name, (s.value, s.value)) for s in protocol.HAState)]
+)
+
+# Heartbeats (Up / Down) on the status screen.
+LinkStatus = models.TextChoices(
+    "LinkStatus", [("UNKNOWN", ("unknown", "Unknown")), *((s.name, (s.name.lower(), s.value)) for s in protocol.LinkStatus)]
+)
+
+# Data Replication on the status screen.
+ReplicationStatus = models.TextChoices(
+    "ReplicationStatus",
+    [("UNKNOWN", ("unknown", "Unknown")), *((s.name, (s.name.lower(), s.value)) for s in protocol.ReplicationStatus)],
+)
+
+# What the portal records itself, beside the agents' codes: stable codes that decide
+# severity, alerts and reports (hapairs.events); the label is the display default.
+PORTAL_EVENT_CODES = (
+    ("APPLIANCE_ADDED", "appliance_added", "Mobility Services Engine added"),
+    ("APPLIANCE_PASSWORD_CHANGED", "appliance_password_changed", "Appliance password changed"),
+    ("APPLIANCE_CHANGED", "appliance_changed", "Appliance changed"),
+    ("PAIR_RECORDED", "pair_recorded", "High availability pair recorded"),
+    ("MAINTENANCE_ON", "maintenance_on", "Maintenance mode on: automatic failover paused"),
+    ("MAINTENANCE_OFF", "maintenance_off", "Maintenance mode off"),
+    ("MAINTENANCE_NOT_TOLD", "maintenance_not_told", "Maintenance mode not told to the primary"),
+    ("SECONDARY_DELETED", "secondary_deleted", "Secondary deleted"),
+    ("PRIMARY_RECOVERED", "primary_recovered", "Primary recovered"),
+    ("JOB_REQUESTED", "job_requested", "Job requested"),
+    ("JOB_COMPLETED", "job_completed", "Job completed"),
+    ("JOB_FAILED", "job_failed", "Job failed"),
+    ("JOB_CANCELLED", "job_cancelled", "Job cancelled"),
+    ("LICENSE_UPLOADED", "license_uploaded", "License file uploaded"),
+    ("REPORT_SCHEDULE_CREATED", "report_schedule_created", "Report schedule created"),
+    ("REPORT_SCHEDULE_UPDATED", "report_schedule_updated", "Report schedule updated"),
+    ("REPORT_SCHEDULE_DELETED", "report_schedule_deleted", "Report schedule deleted"),
+    ("SPLIT_BRAIN", "split_brain", "Split brain detected: primary and secondary are both active"),
+    ("NODE_UNREACHABLE", "node_unreachable", "Node is not answering the portal"),
+    ("NODES_UNREACHABLE", "nodes_unreachable", "Nodes stopped answering the portal at once"),
+    ("EVENT_LOG_RESTARTED", "event_log_restarted", "Event log restarted"),
+    ("TOKEN_ISSUED", "token_issued", "API token issued"),
+    ("TOKEN_REVOKED", "token_revoked", "API token revoked"),
+    ("NOTE", "note", "Note"),  # an event recorded before codes existed, whose text matched none
+)
+
+EventCode = models.TextChoices(
+    "EventCode",
+    [*((c.name, (c.value, c.text)) for c in protocol.EventCode), *((n, (v, label)) for n, v, label in PORTAL_EVENT_CODES)],
+)
 
 
-class HAState(models.TextChoices):
-    """What a node's Health Monitor reports as its Current state (spec §5)."""
-
-    UNKNOWN = "UNKNOWN", "Unknown"  # not reported yet, or the node is unreachable
-    PRIMARY_ACTIVE = "PRIMARY_ACTIVE", "PRIMARY_ACTIVE"
-    SECONDARY_ACTIVE = "SECONDARY_ACTIVE", "SECONDARY_ACTIVE"
-    FAILOVER_INVOKED = "FAILOVER_INVOKED", "FAILOVER_INVOKED"
-    FAILOVER_ACTIVE = "FAILOVER_ACTIVE", "FAILOVER_ACTIVE"
-    TERMINATED = "TERMINATED", "TERMINATED"
-    FAILBACK_ACTIVE = "FAILBACK_ACTIVE", "FAILBACK_ACTIVE"
-    FAILBACK_COMPLETE = "FAILBACK_COMPLETE", "FAILBACK_COMPLETE"
-    SECONDARY_ALONE = "SECONDARY_ALONE", "SECONDARY_ALONE"
-    GRACEFUL_SHUTDOWN = "GRACEFUL_SHUTDOWN", "GRACEFUL_SHUTDOWN"
-
-
-class LinkStatus(models.TextChoices):
-    """Heartbeats (Up / Down) on the status screen."""
-
-    UNKNOWN = "unknown", "Unknown"
-    UP = "up", "Up"
-    DOWN = "down", "Down"
-
-
-class ReplicationStatus(models.TextChoices):
-    """Data Replication on the status screen."""
-
-    UNKNOWN = "unknown", "Unknown"
-    SETTING_UP = "setting_up", "Setting up"
-    UP = "up", "Up"
-    DOWN = "down", "Down"
+FAILOVER_CODES = frozenset({EventCode.FAILOVER_ACTIVE})  # type: ignore[attr-defined]
+FAILBACK_CODES = frozenset({EventCode.FAILBACK_COMPLETE})  # type: ignore[attr-defined]
 
 
 class JobKind(models.TextChoices):
@@ -105,6 +129,25 @@ class Severity(models.TextChoices):
     INFO = "info", "Info"
     WARNING = "warning", "Warning"
     CRITICAL = "critical", "Critical"
+
+
+# The severity of an event by its code; every other code is INFO.
+EVENT_SEVERITY = {
+    EventCode.FAILOVER_ACTIVE: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.HEARTBEATS_LOST: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.STEPPED_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.REPLICATION_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.FAILBACK_ABORTED: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.NODE_UNREACHABLE: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.EVENT_LOG_RESTARTED: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.JOB_FAILED: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.NODES_UNREACHABLE: Severity.CRITICAL,  # type: ignore[attr-defined]
+    EventCode.SPLIT_BRAIN: Severity.CRITICAL,  # type: ignore[attr-defined]
+}
+
+
+def severity_of(code: str) -> str:
+    return EVENT_SEVERITY.get(code, Severity.INFO)
 
 
 class LicenseStatus(models.TextChoices):

@@ -14,6 +14,7 @@ from hapairs.models import (
     FAILOVER_WAIT_MAX,
     FAILOVER_WAIT_MIN,
     REPORT_PERIOD_MAX_DAYS,
+    Appliance,
     device_name_validator,
 )
 
@@ -101,8 +102,6 @@ class LicenceUploadForm(PortalForm):
     reason = forms.CharField(label="Reason", max_length=500, required=False)
 
     def __init__(self, *args, **kwargs):
-        from hapairs.models import Appliance
-
         super().__init__(*args, **kwargs)
         self.fields["appliance"].queryset = Appliance.objects.defer("password_ciphertext").order_by("name")
 

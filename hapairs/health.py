@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.db import connection
+
+from mseportal.celery import app
 
 
 def database_state() -> dict[str, str]:
@@ -30,16 +33,12 @@ def broker_state() -> dict[str, str]:
     transport = url.split("://", 1)[0]
     try:
         if transport in {"redis", "rediss"}:
-            import redis
-
             client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
             try:
                 client.ping()
             finally:
                 client.close()
         else:
-            from mseportal.celery import app
-
             with app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:

@@ -26,7 +26,9 @@ from django.utils import timezone
 
 from hapairs import agent_client
 from hapairs.choices import JobStatus
+from hapairs.jobkeys import job_step_key
 from hapairs.models import Job
+from hapairs.services.jobs import job_failed_event, job_succeeded_event
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,15 @@ class JobContext:
 
     @property
     def idempotency_key(self) -> str:
-        return f"mseportal-job-{self.job.pk}:{self.step.name}"
+        return job_step_key(self.job.pk, self.step.name)
+
+    @property
+    def cause(self) -> dict[str, str]:
+        """What every command of the job carries (``protocol.Cause``): the agent echoes it on
+        the events the command causes, on both nodes."""
+        user = self.job.requested_by
+        return {"key": self.idempotency_key, "by": user.get_username() if user is not None else "mseportal",
+                "reason": self.job.reason}
 
     @property
     def params(self) -> dict:
@@ -90,7 +100,7 @@ class JobContext:
             time.sleep(every)
 
 
-# kind → steps; filled in by hapairs.jobsteps
+# kind → steps; filled at start-up by HapairsConfig.ready() (hapairs.jobsteps.register_all)
 REGISTRY: dict[str, list[Step]] = {}
 
 
@@ -154,8 +164,6 @@ def _finish(job: Job, worker: str, status: str, error: str = "") -> bool:
 
 def run(job_id: int, *, worker: str | None = None) -> str | None:
     """Claim and run a job to its end. Returns the final status, or None if not ours."""
-    from hapairs import services  # services imports jobs' registry users; avoid a cycle
-
     worker = worker or worker_name()
     job = claim(job_id, worker)
     if job is None:
@@ -183,16 +191,16 @@ def run(job_id: int, *, worker: str | None = None) -> str | None:
         return None
     except StepFailed as exc:
         if _finish(job, worker, JobStatus.FAILED, exc.message):
-            services.job_failed_event(job=job)
+            job_failed_event(job=job)
         return JobStatus.FAILED
     except Exception as exc:  # a bug must still leave a clear, terminal record
         log.exception("job %s crashed in step %s", job.pk, job.step)
         message = f"Internal error in step “{job.step}”: {type(exc).__name__}. The administrator can find details in the worker log."
         if _finish(job, worker, JobStatus.FAILED, message):
-            services.job_failed_event(job=job)
+            job_failed_event(job=job)
         return JobStatus.FAILED
     if _finish(job, worker, JobStatus.SUCCEEDED):
-        services.job_succeeded_event(job=job)
+        job_succeeded_event(job=job)
     return JobStatus.SUCCEEDED
 
 

@@ -4,6 +4,9 @@ Every mutating request carries the job's step key as its Idempotency-Key, so a s
 re-run after a crash gets the agent's first answer instead of acting twice. Waiting
 steps poll the agents through the same poller the beat task uses, so what the job
 sees is exactly what the pages show.
+
+``STEPS`` holds each kind's steps as data; ``HapairsConfig.ready()`` hands them to the
+runner (``register_all``), so ``jobs.run`` finds them in every process, whoever imports what.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from django.conf import settings
 from django.db import transaction
 
 from hapairs import agent_client, polling
-from hapairs.choices import HAState, JobKind, LicenseStatus, LinkStatus, ReplicationStatus
+from hapairs.choices import EventCode, HAState, JobKind, LicenseStatus, LinkStatus, ReplicationStatus
 from hapairs.jobs import JobContext, Step, StepFailed, register
 from hapairs.models import Appliance, HAPair, LicenseFile
 from hapairs.services._common import event_record
+from hapairs.services.licences import licence_features, licence_installed_record, licence_removed_record
+from hapairs.services.pairs import ha_pair_delete_record
 from nodeagent import protocol
+
+STEPS: dict[str, list[Step]] = {}  # job kind → its steps in order (filled below, next to each kind's functions)
 
 
 def _pair(ctx: JobContext) -> HAPair:
@@ -67,8 +74,10 @@ def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
 
 
 def _post(ctx: JobContext, node: Appliance, path: str, body: dict, *, method: str = "POST") -> dict:
+    """One command of a job step: its key, and the cause the agent echoes on its events."""
     return agent_client.call(
-        agent_client.target_for(node), method, path, body=body, idempotency_key=ctx.idempotency_key
+        agent_client.target_for(node), method, path, body={**body, "cause": ctx.cause},
+        idempotency_key=ctx.idempotency_key,
     )
 
 
@@ -91,8 +100,6 @@ def _install_file(ctx: JobContext, license_file: LicenseFile, *, key: str) -> bo
     Idempotent: a file with no VERIFIED line left (installed, or removed meanwhile) is
     skipped, and a re-sent request carries the same key, so the agent answers as before.
     """
-    from hapairs.services.licences import licence_features, licence_installed_record
-
     lines = list(license_file.licenses.all())
     if not any(line.status == LicenseStatus.VERIFIED for line in lines):
         return False
@@ -100,8 +107,8 @@ def _install_file(ctx: JobContext, license_file: LicenseFile, *, key: str) -> bo
     reply = agent_client.call(
         agent_client.target_for(appliance),
         "POST",
-        protocol.PATH_LICENCES,
-        body={"text": license_file.content, "features": licence_features(lines)},
+        protocol.PATH_LICENSES,
+        body={"text": license_file.content, "features": licence_features(lines), "cause": {**ctx.cause, "key": key}},
         idempotency_key=key,
     )
     agent_id = reply.get("id") if isinstance(reply, dict) else None
@@ -119,7 +126,7 @@ def remove_licence_from_agent(ctx: JobContext) -> None:
     license_file = _job_licence_file(ctx)
     if not license_file.agent_licence_id:  # never installed: the agent has nothing to drop
         return
-    path = protocol.PATH_LICENCE.format(licence_id=license_file.agent_licence_id)
+    path = protocol.PATH_LICENSE.format(license_id=license_file.agent_licence_id)
     try:
         _post(ctx, license_file.appliance, path, {}, method="DELETE")
     except agent_client.AgentRejected as exc:
@@ -128,8 +135,6 @@ def remove_licence_from_agent(ctx: JobContext) -> None:
 
 
 def record_licence_removed(ctx: JobContext) -> None:
-    from hapairs.services.licences import licence_removed_record
-
     licence_removed_record(license_file=_job_licence_file(ctx), job=ctx.job)
 
 
@@ -147,17 +152,11 @@ def install_pending_licences(ctx: JobContext) -> None:
         _install_file(ctx, license_file, key=f"{ctx.idempotency_key}:{license_file.pk}")
 
 
-register(
-    JobKind.INSTALL_LICENSE,
-    [Step("install_licence", install_licence, "Installing the licence on the appliance")],
-)
-register(
-    JobKind.REMOVE_LICENSE,
-    [
-        Step("remove_licence", remove_licence_from_agent, "Removing the licence from the appliance"),
-        Step("record_removed", record_licence_removed, "Recording the removal"),
-    ],
-)
+STEPS[JobKind.INSTALL_LICENSE] = [Step("install_licence", install_licence, "Installing the licence on the appliance")]
+STEPS[JobKind.REMOVE_LICENSE] = [
+    Step("remove_licence", remove_licence_from_agent, "Removing the licence from the appliance"),
+    Step("record_removed", record_licence_removed, "Recording the removal"),
+]
 
 
 # --- configure ----------------------------------------------------------------------
@@ -209,16 +208,13 @@ def wait_until_active(ctx: JobContext) -> None:
     ctx.wait_until(check, timeout=settings.HA_SYNC_TIMEOUT_SECONDS, every=0.5, what="the pair to become Active")
 
 
-register(
-    JobKind.CONFIGURE_HA,
-    [
-        Step("install_licences", install_pending_licences, "Installing uploaded licences on both nodes"),
-        Step("configure_secondary", configure_secondary, "Configuring the secondary"),
-        Step("configure_primary", configure_primary, "Configuring the primary"),
-        Step("trap_destinations", set_trap_destinations, "Pointing both agents' events at the portal"),
-        Step("wait_active", wait_until_active, "Synchronising primary and secondary", weight=6),
-    ],
-)
+STEPS[JobKind.CONFIGURE_HA] = [
+    Step("install_licences", install_pending_licences, "Installing uploaded licences on both nodes"),
+    Step("configure_secondary", configure_secondary, "Configuring the secondary"),
+    Step("configure_primary", configure_primary, "Configuring the primary"),
+    Step("trap_destinations", set_trap_destinations, "Pointing both agents' events at the portal"),
+    Step("wait_active", wait_until_active, "Synchronising primary and secondary", weight=6),
+]
 
 
 # --- update parameters ------------------------------------------------------------------
@@ -242,7 +238,7 @@ def record_parameters(ctx: JobContext) -> None:
         if changes:
             HAPair.objects.filter(pk=ctx.job.pair_id).update(**changes)
         event_record(
-            description="Configuration updated",
+            code=EventCode.CONFIG_UPDATED,
             generated_by="mseportal",
             pair=_pair(ctx),
             job=ctx.job,
@@ -250,14 +246,11 @@ def record_parameters(ctx: JobContext) -> None:
         )
 
 
-register(
-    JobKind.UPDATE_HA,
-    [
-        Step("update_secondary", update_secondary, "Updating the secondary"),
-        Step("update_primary", update_primary, "Updating the primary"),
-        Step("record", record_parameters, "Recording the new parameters"),
-    ],
-)
+STEPS[JobKind.UPDATE_HA] = [
+    Step("update_secondary", update_secondary, "Updating the secondary"),
+    Step("update_primary", update_primary, "Updating the primary"),
+    Step("record", record_parameters, "Recording the new parameters"),
+]
 
 
 # --- maintenance mode: the secondary decides automatic failover and failback ---------------
@@ -275,24 +268,21 @@ def maintenance_primary(ctx: JobContext) -> None:
         _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE,
               _configure_body(pair, "primary", maintenance=ctx.params["maintenance"]))
     except agent_client.AgentUnavailable as exc:
-        event_record(description="Maintenance mode not told to the primary", generated_by="mseportal", pair=pair,
+        event_record(code=EventCode.MAINTENANCE_NOT_TOLD, generated_by="mseportal", pair=pair,
                      job=ctx.job, remarks=f"{pair.primary.name} is not answering ({exc.message}); the secondary, "
                                           "which decides automatic failover, has it.")
 
 
 def maintenance_record(ctx: JobContext) -> None:
-    event_record(description="Configuration updated", generated_by="mseportal", pair=_pair(ctx), job=ctx.job,
+    event_record(code=EventCode.CONFIG_UPDATED, generated_by="mseportal", pair=_pair(ctx), job=ctx.job,
                  remarks=ctx.params.get("remarks", ""))
 
 
-register(
-    JobKind.SET_MAINTENANCE,
-    [
-        Step("maintenance_secondary", maintenance_secondary, "Telling the secondary"),
-        Step("maintenance_primary", maintenance_primary, "Telling the primary"),
-        Step("record", maintenance_record, "Recording it"),
-    ],
-)
+STEPS[JobKind.SET_MAINTENANCE] = [
+    Step("maintenance_secondary", maintenance_secondary, "Telling the secondary"),
+    Step("maintenance_primary", maintenance_primary, "Telling the primary"),
+    Step("record", maintenance_record, "Recording it"),
+]
 
 
 # --- switchover / failback ----------------------------------------------------------------
@@ -343,14 +333,11 @@ def wait_failback_done(ctx: JobContext) -> None:
     ctx.wait_until(check, timeout=settings.HA_SWITCH_TIMEOUT_SECONDS, what="the primary to be back in charge")
 
 
-register(
-    JobKind.SWITCHOVER,
-    [
-        Step("check_generation", check_generation, "Checking who is in charge"),
-        Step("switchover_invoke", switchover_invoke, "Invoking failover on the secondary"),
-        Step("wait_failover_active", wait_failover_active, "Waiting for FAILOVER_ACTIVE", weight=4),
-    ],
-)
+STEPS[JobKind.SWITCHOVER] = [
+    Step("check_generation", check_generation, "Checking who is in charge"),
+    Step("switchover_invoke", switchover_invoke, "Invoking failover on the secondary"),
+    Step("wait_failover_active", wait_failover_active, "Waiting for FAILOVER_ACTIVE", weight=4),
+]
 def start_primary_services(ctx: JobContext) -> None:
     """After a switchover the primary's services are stopped: bring them back (TERMINATED)."""
     pair = _refresh(_pair(ctx))
@@ -363,15 +350,12 @@ def start_primary_services(ctx: JobContext) -> None:
     )
 
 
-register(
-    JobKind.FAILBACK,
-    [
-        Step("start_primary", start_primary_services, "Starting the primary's services"),
-        Step("check_generation", check_generation, "Checking who is in charge"),
-        Step("failback_invoke", failback_invoke, "Invoking failback on the secondary"),
-        Step("wait_failback", wait_failback_done, "Copying the database back to the primary", weight=4),
-    ],
-)
+STEPS[JobKind.FAILBACK] = [
+    Step("start_primary", start_primary_services, "Starting the primary's services"),
+    Step("check_generation", check_generation, "Checking who is in charge"),
+    Step("failback_invoke", failback_invoke, "Invoking failback on the secondary"),
+    Step("wait_failback", wait_failback_done, "Copying the database back to the primary", weight=4),
+]
 
 
 # --- delete the secondary --------------------------------------------------------------------
@@ -395,21 +379,16 @@ def delete_on_secondary(ctx: JobContext) -> None:
 
 
 def delete_pair_row(ctx: JobContext) -> None:
-    from hapairs.services.pairs import ha_pair_delete_record
-
     pair = HAPair.objects.select_related("primary", "secondary").filter(pk=ctx.job.pair_id).first()
     if pair is not None:  # a re-run after the row went: nothing left to do
         ha_pair_delete_record(pair=pair, job=ctx.job)
 
 
-register(
-    JobKind.DELETE_SECONDARY,
-    [
-        Step("delete_on_secondary", delete_on_secondary, "Removing the pairing on the secondary"),
-        Step("delete_on_primary", delete_on_primary, "Removing the pairing on the primary"),
-        Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
-    ],
-)
+STEPS[JobKind.DELETE_SECONDARY] = [
+    Step("delete_on_secondary", delete_on_secondary, "Removing the pairing on the secondary"),
+    Step("delete_on_primary", delete_on_primary, "Removing the pairing on the primary"),
+    Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
+]
 
 
 # --- start an appliance's services (e.g. the primary after a switchover) ---------------------
@@ -484,6 +463,7 @@ def recover_wait_terminated(ctx: JobContext) -> None:
         what=f"{pair.primary.name} to come back behind the secondary (TERMINATED)",
     )
     event_record(
+        code=EventCode.PRIMARY_RECOVERED,
         description=f"Primary {pair.primary.name} recovered from {pair.secondary.name}",
         generated_by="mseportal",
         pair=pair,
@@ -493,21 +473,21 @@ def recover_wait_terminated(ctx: JobContext) -> None:
     )
 
 
-register(
-    JobKind.RECOVER_PRIMARY,
-    [
-        Step("recover_check", recover_check, "Checking the primary is in recovery mode"),
-        Step("recover_secondary_in_charge", recover_secondary_in_charge, "Making sure the secondary is in charge", weight=3),
-        Step("recover_restore_primary", recover_restore_primary, "Restoring the primary's configuration"),
-        Step("recover_wait_terminated", recover_wait_terminated, "Waiting for the primary to come back", weight=2),
-    ],
-)
+STEPS[JobKind.RECOVER_PRIMARY] = [
+    Step("recover_check", recover_check, "Checking the primary is in recovery mode"),
+    Step("recover_secondary_in_charge", recover_secondary_in_charge, "Making sure the secondary is in charge", weight=3),
+    Step("recover_restore_primary", recover_restore_primary, "Restoring the primary's configuration"),
+    Step("recover_wait_terminated", recover_wait_terminated, "Waiting for the primary to come back", weight=2),
+]
 
 
-register(
-    JobKind.START_SERVICES,
-    [
-        Step("start_services", start_services, "Starting services"),
-        Step("wait_services_up", wait_services_up, "Waiting for the services to be up"),
-    ],
-)
+STEPS[JobKind.START_SERVICES] = [
+    Step("start_services", start_services, "Starting services"),
+    Step("wait_services_up", wait_services_up, "Waiting for the services to be up"),
+]
+
+
+def register_all() -> None:
+    """Give the job runner every kind's steps; ``HapairsConfig.ready()`` calls this once."""
+    for kind, steps in STEPS.items():
+        register(kind, steps)

@@ -26,6 +26,7 @@ from typing import Iterable, Protocol, Sequence
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from django.conf import settings  # read only in trusted_keys_from_settings: the rest needs no Django
 
 # --------------------------------------------------------------------------- limits
 MAX_BYTES = 64 * 1024  # a real file is a few hundred bytes; refuse anything past 64 KiB
@@ -247,8 +248,6 @@ def trusted_keys_from_settings() -> tuple[Ed25519PublicKey, ...]:
     or spaces is accepted too). Empty or unset: the development key, only when ``DEBUG``
     is on. With ``DEBUG`` off the development key is refused even when listed.
     """
-    from django.conf import settings
-
     debug = bool(getattr(settings, "DEBUG", False))
     entries = _split_key_setting(getattr(settings, "MSEPORTAL_LICENSE_PUBLIC_KEYS", None))
     keys: list[Ed25519PublicKey] = []

@@ -7,14 +7,15 @@ database, the failover/failback/split-brain events of the period, the jobs that 
 them (and the ones that failed), and the licences about to expire. Everything after that
 is pure Python over those rows, so the figures can be tested without a mail server.
 
-Who caused a failover or failback: the agents' event carries the generation it created;
-a switchover (failback) job records the generation it was asked to change, so the job
-whose generation is one less — and that was running then — is the operator's action,
-with its ``requested_by`` and ``reason``. No such job: the agents did it themselves.
+Who caused a failover or failback is a fact, not a guess: an operator's command carries
+its job's idempotency key, the agents echo it on every event the command causes (on both
+nodes), and the portal stores the job the key names on the event (``HAEvent.job``). An
+event with no job: the agents did it themselves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -25,13 +26,13 @@ from django.db.models.functions import Trunc
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from hapairs.choices import HAState, JobKind, JobStatus, LicenseStatus, LinkStatus, Reachability, ReplicationStatus
+from hapairs.choices import (
+    FAILBACK_CODES, FAILOVER_CODES, EventCode, HAState, JobStatus, LicenseStatus, LinkStatus, Reachability,
+    ReplicationStatus,
+)
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License
-from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT, SPLIT_BRAIN_EVENT
 
-# A job's window is stretched by this much when matching an agent's event to it (the
-# agents' clocks are not the portal's).
-ATTRIBUTION_SLACK = timedelta(minutes=2)
+REPORTED_CODES = (*FAILOVER_CODES, *FAILBACK_CODES, EventCode.SPLIT_BRAIN)  # type: ignore[attr-defined]
 TREND_STEADY_PERCENT = 20  # within ±20 % between the first and second half: steady
 BAR_MAX_PX = 40
 
@@ -329,15 +330,13 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
         .order_by("pair_id", "bucket")
     )
     events = list(
-        HAEvent.objects.filter(timestamp__gte=start, timestamp__lte=now, pair__isnull=False,
-                               description__in=[FAILOVER_EVENT, *FAILBACK_EVENTS, SPLIT_BRAIN_EVENT])
+        HAEvent.objects.filter(timestamp__gte=start, timestamp__lte=now, pair__isnull=False, code__in=REPORTED_CODES)
         .order_by("timestamp", "pk")
-        .values("pk", "pair_id", "description", "timestamp", "generation", "remarks")
+        .values("pk", "pair_id", "code", "timestamp", "generation", "remarks", "job_id")
     )
     jobs = list(
         Job.objects.filter(
-            Q(kind__in=[JobKind.SWITCHOVER, JobKind.FAILBACK], pair__isnull=False,
-              created_at__lte=now, created_at__gte=start - timedelta(days=1))
+            Q(pk__in={event["job_id"] for event in events if event["job_id"] is not None})
             | Q(status=JobStatus.FAILED, finished_at__gte=start, finished_at__lte=now)
         ).select_related("requested_by", "pair__primary", "pair__secondary", "appliance")
     )
@@ -360,24 +359,26 @@ def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucke
     by_pair_buckets: dict[int, list[dict]] = {}
     for row in buckets:
         by_pair_buckets.setdefault(row["pair_id"], []).append(row)
-    switch_jobs = [job for job in jobs if job.kind in (JobKind.SWITCHOVER, JobKind.FAILBACK)]
+    jobs_by_id = {job.pk: job for job in jobs}
     switches: dict[int, list[Switch]] = {}
     split_brains: dict[int, list[SplitBrainAlert]] = {}
-    seen: set[tuple] = set()
+    seen: dict[tuple, int] = {}  # (pair, kind, generation) → index in switches[pair]
     for event in events:
         pair_id = event["pair_id"]
-        if event["description"] == SPLIT_BRAIN_EVENT:
+        if event["code"] == EventCode.SPLIT_BRAIN:  # type: ignore[attr-defined]
             split_brains.setdefault(pair_id, []).append(SplitBrainAlert(at=event["timestamp"], remarks=event["remarks"]))
             continue
-        kind = "failover" if event["description"] == FAILOVER_EVENT else "failback"
+        kind = "failover" if event["code"] in FAILOVER_CODES else "failback"
+        actor = attribute(kind=kind, job=jobs_by_id.get(event["job_id"]))
         # both nodes report a failback: one switch per (pair, kind, generation)
         once = (pair_id, kind, event["generation"] if event["generation"] is not None else event["pk"])
         if once in seen:
+            if actor.kind == "operator":  # the other node's report names the job: keep that
+                index = seen[once]
+                switches[pair_id][index] = dataclasses.replace(switches[pair_id][index], actor=actor)
             continue
-        seen.add(once)
-        actor = attribute(kind=kind, pair_id=pair_id, generation=event["generation"], at=event["timestamp"],
-                          jobs=switch_jobs)
-        switches.setdefault(pair_id, []).append(
+        seen[once] = len(switches.setdefault(pair_id, []))
+        switches[pair_id].append(
             Switch(kind=kind, at=event["timestamp"], actor=actor, generation=event["generation"], remarks=event["remarks"])
         )
     failed: dict[int | None, list[FailedJob]] = {}
@@ -465,21 +466,11 @@ def _status_sentence(pair: HAPair) -> str:
     return pair_status_sentence(pair)
 
 
-def attribute(*, kind: str, pair_id: int, generation: int | None, at: datetime, jobs: list[Job]) -> Actor:
-    """Who caused a failover/failback the agents reported (see the module's docstring)."""
-    job_kind = JobKind.SWITCHOVER if kind == "failover" else JobKind.FAILBACK
-    running_then = [
-        job for job in jobs
-        if job.kind == job_kind and job.pair_id == pair_id and job.created_at - ATTRIBUTION_SLACK <= at
-        and (job.finished_at is None or at <= job.finished_at + ATTRIBUTION_SLACK)
-    ]
-    if generation is not None:
-        exact = [job for job in running_then if job.params.get("generation") == generation - 1]
-        if exact:
-            running_then = exact
-    if not running_then:
+def attribute(*, kind: str, job: Job | None) -> Actor:
+    """Who caused a failover/failback the agents reported: the job its event names (the
+    key the agents echoed), or the agents themselves."""
+    if job is None:
         return Actor(kind="agents", name="the agents", what=kind)
-    job = max(running_then, key=lambda j: (j.created_at, j.pk))
     return job_actor(job)
 
 

@@ -10,6 +10,8 @@ permissions change.
 
 from __future__ import annotations
 
+from django.contrib.auth.management import create_permissions
+
 ADMIN, OPERATOR, MONITOR = "Admin", "Operator", "Monitor"
 ROLES = (ADMIN, OPERATOR, MONITOR)
 
@@ -30,8 +32,6 @@ REPORTS = "hapairs.change_reportschedule"  # edit report schedules, Send now, re
 
 def sync_groups(apps, schema_editor=None) -> None:
     """Create the three groups and give each exactly its permissions."""
-    from django.contrib.auth.management import create_permissions
-
     # Permissions are normally made after all migrations (post_migrate): make them now.
     for app_config in apps.get_app_configs():
         app_config.models_module = True
@@ -74,3 +74,11 @@ def role_of(user) -> str | None:
         return ADMIN
     names = set(user.groups.values_list("name", flat=True))
     return next((role for role in ROLES if role in names), None)
+
+
+def refusal(user, permission: str, what: str) -> str:
+    """Why ``user`` may not ``what`` ("" when their role may): the one sentence the pages
+    (403) and the API (403) answer with."""
+    if user.has_perm(permission):
+        return ""
+    return f"Your role ({role_of(user) or 'no role'}) may not {what}."

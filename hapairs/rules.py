@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from nodeagent import protocol
+
 # ---------------------------------------------------------------------------------
 # The tables, as in the guide. Rows: primary. Columns: secondary. Y: supported.
 # MSE-3365 pairs only with another MSE-3365 (its own row and column).
@@ -35,7 +37,7 @@ N_TO_1_TABLE = {
 }
 
 MAX_PRIMARIES_PER_SECONDARY = 2
-FAILOVER_WAIT_RANGE = (2, 120)
+FAILOVER_WAIT_RANGE = (protocol.MIN_FAILOVER_WAIT, protocol.MAX_FAILOVER_WAIT)  # the wire's range
 ACTIVATION_SKU = "L-MSE-7.0-K9"
 VIRTUAL_TYPES = frozenset({"VA-Low", "VA-Standard", "VA-High"})
 DEVICE_LABELS = {
@@ -214,6 +216,13 @@ def address_violations(primary: NodeFacts, secondary: NodeFacts) -> list[Violati
     return violations
 
 
+def distinct_violation(primary_name: str, primary_ip: str, secondary_name: str, secondary_ip: str) -> Violation | None:
+    """A server cannot back itself, by name or by Health Monitor IP."""
+    if primary_name == secondary_name or primary_ip == secondary_ip:
+        return Violation(F_SECONDARY, f"{primary_name} cannot be its own secondary.", "distinct")
+    return None
+
+
 def validate_pairing(
     primary: NodeFacts,
     secondary: NodeFacts,
@@ -229,8 +238,9 @@ def validate_pairing(
     others = [node for node in already_backed if node.name != primary.name]
     violations: list[Violation] = []
 
-    if primary.name == secondary.name or primary.hm_ip == secondary.hm_ip:
-        return [Violation(F_SECONDARY, "A server cannot be its own secondary.", "distinct")]
+    same = distinct_violation(primary.name, primary.hm_ip, secondary.name, secondary.hm_ip)
+    if same is not None:
+        return [same]
 
     if primary.role == "secondary":
         violations.append(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from hapairs import rules
-from hapairs.choices import LicenseStatus
-from hapairs.models import Appliance, HAPair, Job, License, LicenseFile
+from hapairs import agent_client, rules
+from hapairs.choices import ACTIVE_JOB_STATUSES, HAState, LicenseStatus, LinkStatus, ReplicationStatus
+from hapairs.crypto import SecretUnreadable
+from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License, LicenseFile
+from nodeagent import output, protocol
 
 ACTIVATION_FEATURE = "MSE_ACTIVATION"
 
@@ -85,8 +87,6 @@ class Preflight:
 
 def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
     """What a switchover or failback would do now, and which checks pass (spec §5 rules)."""
-    from hapairs.choices import ACTIVE_JOB_STATUSES, HAState, LinkStatus, ReplicationStatus
-
     now = now or timezone.now()
     p, s = pair.primary.name, pair.secondary.name
     running = Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).first()
@@ -210,8 +210,6 @@ def appliance_rows(*, offset: int = 0, limit: int = 100, order: str = "name") ->
 
 def pair_status_sentence(pair: HAPair) -> str:
     """The status screen's Status line, in the seed's words."""
-    from hapairs.choices import HAState, ReplicationStatus
-
     if pair.status_text:
         return pair.status_text
     if pair.status_updated_at is None:
@@ -227,12 +225,11 @@ def pair_status_sentence(pair: HAPair) -> str:
 
 def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
     """Current High Availability Status, as data (the API's answer and the page's context)."""
-    from hapairs.models import HAEvent
-
     events = (
         HAEvent.objects.filter(pair=pair)
         .order_by("-timestamp", "-pk")
-        .values("description", "generated_by", "timestamp", "remarks", "severity")[:events_limit]
+        .values("code", "description", "generated_by", "timestamp", "remarks", "severity", "job_id",
+                requested_by=F("job__requested_by__username"), reason=F("job__reason"))[:events_limit]
     )
     return {
         "primary": pair.primary.name,
@@ -280,8 +277,6 @@ APPLIANCE_SORTS = {
 
 def appliance_filtered(*, q: str = "", device_type: str = "", reachability: str = "", paired: str = "") -> QuerySet:
     """The Mobility Services Engines list's filters, as a queryset (count it, then page it)."""
-    from django.db.models import Exists, OuterRef
-
     queryset = Appliance.objects.defer("password_ciphertext")
     if q:
         queryset = queryset.filter(Q(name__icontains=q) | Q(hm_ip__startswith=q) | Q(vip__startswith=q))
@@ -303,8 +298,6 @@ def appliance_filtered(*, q: str = "", device_type: str = "", reachability: str 
 def appliance_page(queryset: QuerySet, *, sort: str = "name", descending: bool = False, offset: int = 0,
                    limit: int = 50) -> list[Appliance]:
     """One sorted page with each row's pair and the primaries it backs: two queries at any size."""
-    from django.db.models import Prefetch
-
     ordering = APPLIANCE_SORTS.get(sort, APPLIANCE_SORTS["name"])[1]
     if descending:
         ordering = tuple(f"-{field}" for field in ordering)
@@ -323,17 +316,24 @@ def appliance_page(queryset: QuerySet, *, sort: str = "name", descending: bool =
     return [rows[pk] for pk in pks if pk in rows]
 
 
-def pair_for(appliance: Appliance) -> HAPair | None:
+def pairs_of(appliance: Appliance | int) -> QuerySet[HAPair]:
+    """Every pair the appliance is in: the one it is primary of first, then those it backs as
+    a secondary, by slot. THE lookup of "the HA pair of an appliance"; one query."""
+    return (
+        HAPair.objects.select_related("primary", "secondary", "maintenance_by")
+        .filter(Q(primary=appliance) | Q(secondary=appliance))
+        .order_by(Case(When(primary=appliance, then=Value(0)), default=Value(1), output_field=IntegerField()), "slot")
+    )
+
+
+def pair_for(appliance: Appliance | int) -> HAPair | None:
     """The pair an appliance is primary of, else the first it backs as a secondary."""
-    pairs = HAPair.objects.select_related("primary", "secondary", "maintenance_by")
-    return pairs.filter(primary=appliance).first() or pairs.filter(secondary=appliance).order_by("slot").first()
+    return pairs_of(appliance).first()
 
 
 def pair_in_progress(pair: HAPair, *, job_active: bool | None = None) -> bool:
     """Is something moving (a job, a synchronisation, a transition)? Then the screens poll.
     ``job_active``: whether the pair has an active job, when the caller knows already."""
-    from hapairs.choices import HAState
-
     settled = {HAState.PRIMARY_ACTIVE, HAState.SECONDARY_ACTIVE, HAState.FAILOVER_ACTIVE, HAState.TERMINATED}
     if job_active is None:
         job_active = Job.objects.filter(pair=pair, status__in=("pending", "running")).exists()
@@ -361,8 +361,6 @@ def ha_overview(secondaries: QuerySet[Appliance], *, offset: int = 0, limit: int
 
 def heartbeat_history(pair: HAPair, *, limit: int = 60) -> list[tuple]:
     """The recent mean heartbeat samples of a pair, oldest first: [(at, ms)]."""
-    from hapairs.models import HeartbeatSample
-
     rows = HeartbeatSample.objects.filter(pair=pair).order_by("-at").values_list("at", "mean_ms")[:limit]
     return list(reversed(rows))
 
@@ -374,10 +372,6 @@ AGENT_OUTPUTS = ("hainfo", "serverinfo")
 def appliance_output(appliance: Appliance, what: str) -> tuple[str, int]:
     """Its `gethainfo` or `getserverinfo` text, and an HTTP status: 200, or 503 (cannot be
     read now) / 502 (an answer that cannot be shown) with a sentence instead of the text."""
-    from hapairs import agent_client
-    from hapairs.crypto import SecretUnreadable
-    from nodeagent import output, protocol
-
     if what == "hainfo":
         path, render = protocol.PATH_HA_INFO, lambda d: output.format_hainfo(d, running=bool(d.get("running", True)))
     elif what == "serverinfo":

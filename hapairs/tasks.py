@@ -5,15 +5,17 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from hapairs import jobs
+from hapairs import delivery, dispatch, jobs, polling
 from hapairs.delivery import DeliveryRetry
+from hapairs.models import ReportSchedule
+from hapairs.services import alerts, deliveries, status
+from hapairs.services.reports import report_schedule_run
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def job_run(job_id: int) -> str | None:
-    """Run one job (or nothing, if another worker holds it)."""
-    import hapairs.jobsteps  # noqa: F401  (fills jobs.REGISTRY)
-
+    """Run one job (or nothing, if another worker holds it); its steps are registered
+    at start-up (``HapairsConfig.ready``)."""
     return jobs.run(job_id)
 
 
@@ -22,46 +24,35 @@ def jobs_resume() -> list[int]:
     """Beat: re-queue jobs whose worker died or whose message was lost."""
     job_ids = jobs.resumable_jobs()
     for job_id in job_ids:
-        job_run.delay(job_id)
+        dispatch.send(dispatch.JOB_RUN, job_id)
     return job_ids
 
 
 @shared_task(ignore_result=True)
 def fleet_poll() -> dict:
     """Beat: ask every agent for its HA info and new events."""
-    from hapairs import polling
-
     return polling.poll()
 
 
 @shared_task(ignore_result=True)
 def appliances_refresh(appliance_ids: list[int]) -> dict:
     """Refresh a few appliances at once (after an event push, or a Refresh Status click)."""
-    from hapairs import polling
-
     return polling.poll(appliance_ids)
 
 
 @shared_task(ignore_result=True)
 def heartbeat_samples_prune() -> int:
     """Beat, daily: keep MSEPORTAL_HEARTBEAT_KEEP_DAYS of heartbeat samples."""
-    from django.conf import settings
-
-    from hapairs.services.status import heartbeat_samples_prune as prune
-
-    return prune(keep_days=settings.HEARTBEAT_KEEP_DAYS)
+    return status.heartbeat_samples_prune(keep_days=settings.HEARTBEAT_KEEP_DAYS)
 
 
 # --- health reports, alerts and their deliveries ------------------------------------------
 @shared_task(ignore_result=True)
 def report_send_scheduled(schedule_id: int) -> int | None:
     """Beat (each ReportSchedule's PeriodicTask names this): build the report, queue its e-mail."""
-    from hapairs.models import ReportSchedule
-    from hapairs.services.reports import report_schedule_run
-
     schedule = ReportSchedule.objects.filter(pk=schedule_id).first()
-    delivery = report_schedule_run(schedule=schedule) if schedule is not None else None
-    return delivery.pk if delivery is not None else None
+    queued = report_schedule_run(schedule=schedule) if schedule is not None else None
+    return queued.pk if queued is not None else None
 
 
 @shared_task(
@@ -76,34 +67,26 @@ def report_send_scheduled(schedule_id: int) -> int | None:
 )
 def delivery_send(self, delivery_id: int) -> str | None:
     """Send one report or alert (a no-op if it is already sent); retried with backoff."""
-    from hapairs import delivery
-
     return delivery.attempt(delivery_id, retries=self.request.retries, final=self.request.retries >= self.max_retries)
 
 
 @shared_task(ignore_result=True)
 def alert_dispatch(kind: str, event_id: int) -> int | None:
     """An event worth an alert was recorded: send it, or hold it back by the rate limit."""
-    from hapairs.services.alerts import alert_for_event
-
-    alert = alert_for_event(kind=kind, event_id=event_id)
+    alert = alerts.alert_for_event(kind=kind, event_id=event_id)
     return alert.pk if alert is not None else None
 
 
 @shared_task(ignore_result=True)
 def licences_expiry_check() -> list[int]:
     """Beat, daily: alert licences as their expiry nears."""
-    from hapairs.services.alerts import licence_expiry_check
-
-    return [alert.pk for alert in licence_expiry_check()]
+    return [alert.pk for alert in alerts.licence_expiry_check()]
 
 
 @shared_task(ignore_result=True)
 def deliveries_resume() -> list[int]:
     """Beat: re-queue deliveries whose message was lost or whose worker died mid-send."""
-    from hapairs.services.deliveries import deliveries_resume as resumable
-
-    delivery_ids = resumable()
+    delivery_ids = deliveries.deliveries_resume()
     for delivery_id in delivery_ids:
-        delivery_send.delay(delivery_id)
+        dispatch.send(dispatch.DELIVERY_SEND, delivery_id)
     return delivery_ids

@@ -7,7 +7,13 @@ from typing import Any
 
 import aiohttp
 
-from .protocol import DEFAULT_PORT, IDEMPOTENCY_HEADER, new_idempotency_key, sign_request
+from .protocol import (
+    DEFAULT_PORT, HEADER_PROTOCOL, IDEMPOTENCY_HEADER, PREFIX, PROTOCOL_VERSION, ProtocolMismatch, check_version,
+    new_idempotency_key, sign_request,
+)
+
+
+VERSION_REFUSED = 400  # the status a version mismatch is reported with (the answer is not read)
 
 
 class AgentError(Exception):
@@ -30,6 +36,7 @@ class AgentClient:
                       timeout: float | None = None, auto_key: bool = True) -> tuple[int, Any]:
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = sign_request(self.password, method, path, data)
+        headers[HEADER_PROTOCOL] = str(PROTOCOL_VERSION)
         if body is not None:
             headers["Content-Type"] = "application/json"
         if method.upper() != "GET" and (idempotency_key or auto_key):
@@ -39,6 +46,11 @@ class AgentClient:
             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
         ) as resp:
             raw = await resp.read()
+            try:  # an HM API of another protocol version: its answer is not ours to read
+                if path.startswith(PREFIX + "/"):
+                    check_version(resp.headers.get(HEADER_PROTOCOL), who=f"{self.base}")
+            except ProtocolMismatch as e:
+                return VERSION_REFUSED, {"error": str(e)}
             try:
                 out = json.loads(raw) if raw else None
             except ValueError:

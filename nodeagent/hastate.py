@@ -23,113 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-from .protocol import EventText, HAState, Mode, Role
+from .haconfig import DEFAULT_STABILISATION_SECONDS, Note, PairConfig, PeerView, Refused, iso
+from .protocol import (
+    DEFAULT_FAILOVER_WAIT, MAX_FAILOVER_WAIT, MIN_FAILOVER_WAIT, EventCode, HAState, Mode, Phase, Role, StopReason,
+)
 
-MIN_FAILOVER_WAIT = 2
-MAX_FAILOVER_WAIT = 120
-DEFAULT_FAILOVER_WAIT = 10
-DEFAULT_STABILISATION_SECONDS = 30 * 60
+__all__ = [
+    "DEFAULT_FAILOVER_WAIT", "DEFAULT_STABILISATION_SECONDS", "MAX_FAILOVER_WAIT", "MIN_FAILOVER_WAIT", "Note",
+    "PairConfig", "PairHA", "PeerView", "Refused", "iso",
+]
 
-
-class Refused(Exception):
-    """A command that is not allowed now; the message is for the operator."""
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class PairConfig:
-    failover_type: Mode = Mode.MANUAL
-    failback_type: Mode = Mode.MANUAL
-    failover_wait: float = DEFAULT_FAILOVER_WAIT
-    stabilisation_seconds: float = DEFAULT_STABILISATION_SECONDS
-    # test/bench knob: allow a failover wait below 2 s (never from the API)
-    allow_short_wait: bool = False
-    # maintenance mode (set from the portal): no automatic failover or failback while an
-    # operator works; manual switchover and failback still work
-    maintenance: bool = False
-
-    def __post_init__(self) -> None:
-        self.failover_type = Mode.parse(self.failover_type) if not isinstance(self.failover_type, Mode) else self.failover_type
-        self.failback_type = Mode.parse(self.failback_type) if not isinstance(self.failback_type, Mode) else self.failback_type
-        try:
-            self.failover_wait = float(self.failover_wait)
-            self.stabilisation_seconds = float(self.stabilisation_seconds)
-        except (TypeError, ValueError):
-            raise ValueError("failover_wait and stabilisation_seconds must be numbers") from None
-        lo = 0.2 if self.allow_short_wait else MIN_FAILOVER_WAIT
-        if not lo <= self.failover_wait <= MAX_FAILOVER_WAIT:
-            raise ValueError(f"Long Failover Wait must be between {MIN_FAILOVER_WAIT} and {MAX_FAILOVER_WAIT} seconds")
-        if self.stabilisation_seconds < 0:
-            raise ValueError("stabilisation_seconds must be >= 0")
-        if not isinstance(self.maintenance, bool):
-            raise ValueError("maintenance must be true or false")
-
-    @property
-    def heartbeat_interval(self) -> float:
-        return min(1.0, max(0.1, self.failover_wait / 10))
-
-    @property
-    def heartbeat_down_after(self) -> float:
-        """Heartbeats are shown Down after this long without one (before the wait ends)."""
-        return min(self.failover_wait, max(3 * self.heartbeat_interval, 0.5))
-
-    def to_dict(self) -> dict:
-        return {
-            "failover_type": self.failover_type.value,
-            "failback_type": self.failback_type.value,
-            "failover_wait": self.failover_wait,
-            "stabilisation_seconds": self.stabilisation_seconds,
-            "allow_short_wait": self.allow_short_wait,
-            "maintenance": self.maintenance,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PairConfig":
-        keys = ("failover_type", "failback_type", "failover_wait", "stabilisation_seconds", "allow_short_wait", "maintenance")
-        return cls(**{k: d[k] for k in keys if k in d})
-
-
-@dataclass
-class Note:
-    description: str
-    remarks: str = ""
-
-
-@dataclass
-class PeerView:
-    """What a heartbeat tells about the peer's side of the pair."""
-
-    state: HAState
-    generation: int
-    owner: Role
-    in_charge: bool
-    running: bool
-    graceful: bool
-    phase: str | None = None
-    synced: bool = False
-
-    def to_dict(self) -> dict:
-        return {
-            "state": self.state.value, "generation": self.generation, "owner": self.owner.value,
-            "in_charge": self.in_charge, "running": self.running, "graceful": self.graceful,
-            "phase": self.phase, "synced": self.synced,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PeerView":
-        return cls(
-            state=HAState(d["state"]), generation=int(d["generation"]), owner=Role(d["owner"]),
-            in_charge=bool(d["in_charge"]), running=bool(d["running"]), graceful=bool(d["graceful"]),
-            phase=d.get("phase"), synced=bool(d.get("synced", False)),
-        )
-
-
-PHASES = (None, "failover", "failback", "resync")
+PHASES = (None, *Phase)
 
 
 @dataclass
@@ -140,8 +45,8 @@ class PairHA:
     owner: Role = Role.PRIMARY
     in_charge: bool = False
     running: bool = True
-    stop_reason: str | None = None  # "graceful" | "failover" while not running
-    phase: str | None = None
+    stop_reason: StopReason | None = None  # while not running: stopped by hand, or by a failover
+    phase: Phase | None = None
     heartbeat_up: bool = False
     heartbeats_seen: bool = False
     last_heard: float | None = None
@@ -165,7 +70,7 @@ class PairHA:
         if role is Role.PRIMARY:
             p.in_charge = True
         p._record(now)
-        return p, [Note(EventText.CONFIG_CREATED)]
+        return p, [Note(EventCode.CONFIG_CREATED)]
 
     def restore_behind_secondary(self, now: float, generation: int) -> None:
         """Recovery mode (spec §3): a primary that lost its configuration gets it back from
@@ -188,12 +93,12 @@ class PairHA:
     @property
     def state(self) -> HAState:
         if not self.running:
-            return HAState.FAILOVER_ACTIVE if self.stop_reason == "failover" else HAState.GRACEFUL_SHUTDOWN
-        if self.phase == "failover":
+            return HAState.FAILOVER_ACTIVE if self.stop_reason is StopReason.FAILOVER else HAState.GRACEFUL_SHUTDOWN
+        if self.phase == Phase.FAILOVER:
             return HAState.FAILOVER_INVOKED
-        if self.phase == "failback":
+        if self.phase == Phase.FAILBACK:
             return HAState.FAILBACK_ACTIVE
-        if self.phase == "resync":
+        if self.phase == Phase.RESYNC:
             return HAState.FAILBACK_COMPLETE if self.role is Role.PRIMARY else HAState.SECONDARY_ALONE
         if self.in_charge:
             return HAState.PRIMARY_ACTIVE if self.role is Role.PRIMARY else HAState.FAILOVER_ACTIVE
@@ -211,7 +116,7 @@ class PairHA:
     def view(self) -> PeerView:
         return PeerView(
             state=self.state, generation=self.generation, owner=self.owner, in_charge=self.in_charge,
-            running=self.running, graceful=self.stop_reason == "graceful", phase=self.phase, synced=self.synced,
+            running=self.running, graceful=self.stop_reason == StopReason.GRACEFUL, phase=self.phase, synced=self.synced,
         )
 
     def _record(self, now: float) -> None:
@@ -237,14 +142,14 @@ class PairHA:
             if self.in_charge and self.owner is not self.role:
                 self.in_charge = False
                 self.phase = None
-                notes.append(Note(EventText.STEPPED_DOWN, f"Generation {peer.generation} is owned by the {self.owner.value}."))
+                notes.append(Note(EventCode.STEPPED_DOWN, f"Generation {peer.generation} is owned by the {self.owner.value}."))
             if self.role is Role.SECONDARY and self.owner is Role.PRIMARY and self.phase is None:
                 self.synced = False  # must catch up with the primary that is now in charge
         elif peer.generation == self.generation and peer.in_charge and self.in_charge:
             # cannot happen (one owner per generation); be safe: the secondary yields
             if self.role is Role.SECONDARY:
                 self.in_charge = False
-                notes.append(Note(EventText.STEPPED_DOWN, "Both nodes were in charge; the secondary yields."))
+                notes.append(Note(EventCode.STEPPED_DOWN, "Both nodes were in charge; the secondary yields."))
         if not self.running:
             return self._done(now, notes)
         self.last_heard = now
@@ -255,12 +160,12 @@ class PairHA:
         if peer.graceful != self.peer_graceful:
             self.peer_graceful = peer.graceful
             if peer.graceful:
-                notes.append(Note(EventText.PEER_GRACEFUL))
+                notes.append(Note(EventCode.PEER_GRACEFUL))
         if self.heartbeat_up and not self.heartbeats_seen:
             self.heartbeats_seen = True
-            notes.append(Note(EventText.HEARTBEATS_SETUP))
+            notes.append(Note(EventCode.HEARTBEATS_SETUP))
         elif self.heartbeat_up and not was_up:
-            notes.append(Note(EventText.HEARTBEATS_RESTORED))
+            notes.append(Note(EventCode.HEARTBEATS_RESTORED))
         if self.heartbeat_up:
             self.alone = False
         # a restarted node that was in charge takes charge again only when the peer says
@@ -271,9 +176,9 @@ class PairHA:
                     self.in_charge = True
                 self.reclaim_pending = False
         # the peer abandoned a failback: leave the transitional state
-        if self.phase == "failback" and self.role is Role.PRIMARY and peer.phase != "failback" and peer.running:
+        if self.phase == Phase.FAILBACK and self.role is Role.PRIMARY and peer.phase != Phase.FAILBACK and peer.running:
             self.phase = None
-        if self.phase == "resync" and self.role is Role.SECONDARY and peer.phase is None and peer.in_charge and self.synced:
+        if self.phase == Phase.RESYNC and self.role is Role.SECONDARY and peer.phase is None and peer.in_charge and self.synced:
             self.phase = None
         return self._done(now, notes)
 
@@ -289,14 +194,14 @@ class PairHA:
         if self.heartbeat_up and since_hb > self.config.heartbeat_down_after:
             self.heartbeat_up = False
             self.peer_running = False
-            notes.append(Note(EventText.HEARTBEATS_LOST))
+            notes.append(Note(EventCode.HEARTBEATS_LOST))
         if not self.heartbeat_up and self.in_charge:
             self.alone = True
         if (
             self.role is Role.SECONDARY
             and not self.in_charge
             and self.owner is Role.PRIMARY
-            and self.phase in (None, "resync")
+            and self.phase in (None, Phase.RESYNC)
             and not self.reclaim_pending
             and self.config.failover_type is Mode.AUTOMATIC
             and not self.config.maintenance
@@ -333,9 +238,9 @@ class PairHA:
             )
 
     def _begin_failover(self, now: float, remarks: str) -> list[Note]:
-        self.phase = "failover"
+        self.phase = Phase.FAILOVER
         self.pending_generation = self.generation + 1
-        return [Note(EventText.FAILOVER_SHUTTING_DOWN_PRIMARY, remarks)]
+        return [Note(EventCode.FAILOVER_SHUTTING_DOWN_PRIMARY, remarks)]
 
     def invoke_failover(self, now: float) -> list[Note]:
         """Manual switchover, on the secondary (the runtime forwards it there)."""
@@ -354,7 +259,7 @@ class PairHA:
 
     def complete_failover(self, now: float) -> list[Note]:
         """Secondary: the primary has released the VIP (or is gone); take charge."""
-        if self.phase != "failover" or self.role is not Role.SECONDARY:
+        if self.phase != Phase.FAILOVER or self.role is not Role.SECONDARY:
             raise Refused("No failover in progress.")
         self.generation = max(self.generation + 1, self.pending_generation or 0)
         self.pending_generation = None
@@ -364,9 +269,9 @@ class PairHA:
         self.last_switch_at = now
         self.alone = not self.heartbeat_up
         return self._done(now, [
-            Note(EventText.FAILOVER_RECONFIGURING_DB),
-            Note(EventText.FAILOVER_STARTING_INSTANCE),
-            Note(EventText.FAILOVER_ACTIVE, f"Generation {self.generation}."),
+            Note(EventCode.FAILOVER_RECONFIGURING_DB),
+            Note(EventCode.FAILOVER_STARTING_INSTANCE),
+            Note(EventCode.FAILOVER_ACTIVE, f"Generation {self.generation}."),
         ])
 
     def peer_failover_begin(self, now: float, generation: int) -> list[Note]:
@@ -377,9 +282,9 @@ class PairHA:
             return []  # already done (repeat)
         self.in_charge = False
         self.reclaim_pending = False
-        self.phase = "failover"
+        self.phase = Phase.FAILOVER
         self.pending_generation = generation
-        return self._done(now, [Note(EventText.FAILOVER_SHUTTING_DOWN_PRIMARY)])
+        return self._done(now, [Note(EventCode.FAILOVER_SHUTTING_DOWN_PRIMARY)])
 
     def failover_shutdown_done(self, now: float) -> list[Note]:
         """Primary: services stopped for the failover (simulates a primary failure)."""
@@ -390,15 +295,15 @@ class PairHA:
         self.in_charge = False
         self.phase = None
         self.running = False
-        self.stop_reason = "failover"
+        self.stop_reason = StopReason.FAILOVER
         self.resume_in_charge = False
         self.last_switch_at = now
         return self._done(now, [])
 
     # ------------------------------------------------------------ failback
     def _begin_failback(self, now: float, remarks: str) -> list[Note]:
-        self.phase = "failback"
-        return [Note(EventText.FAILBACK_IN_PROGRESS, remarks)]
+        self.phase = Phase.FAILBACK
+        return [Note(EventCode.FAILBACK_IN_PROGRESS, remarks)]
 
     def invoke_failback(self, now: float) -> list[Note]:
         """Failback, on the secondary (coordinator; the runtime forwards it there)."""
@@ -422,26 +327,26 @@ class PairHA:
             return []
         if not self.running:
             raise Refused("The primary's services are stopped; start them first.")
-        self.phase = "failback"
-        return self._done(now, [Note(EventText.FAILBACK_IN_PROGRESS)])
+        self.phase = Phase.FAILBACK
+        return self._done(now, [Note(EventCode.FAILBACK_IN_PROGRESS)])
 
     def failback_abort(self, now: float, reason: str) -> list[Note]:
-        if self.phase != "failback":
+        if self.phase != Phase.FAILBACK:
             return []
         self.phase = None
-        return self._done(now, [Note("Failback aborted", reason)])
+        return self._done(now, [Note(EventCode.FAILBACK_ABORTED, reason)])
 
     def failback_handover(self, now: float) -> list[Note]:
         """Secondary: data copied back; give the VIP up and hand the pair to the primary."""
-        if self.phase != "failback" or self.role is not Role.SECONDARY:
+        if self.phase != Phase.FAILBACK or self.role is not Role.SECONDARY:
             raise Refused("No failback in progress.")
         self.in_charge = False
         self.generation += 1
         self.owner = Role.PRIMARY
-        self.phase = "resync"
+        self.phase = Phase.RESYNC
         self.synced = True  # it was the source of the copy
         self.last_switch_at = now
-        return self._done(now, [Note(EventText.FAILBACK_COMPLETE, f"Generation {self.generation}.")])
+        return self._done(now, [Note(EventCode.FAILBACK_COMPLETE, f"Generation {self.generation}.")])
 
     def peer_failback_take_charge(self, now: float, generation: int) -> list[Note]:
         """Primary: the secondary handed the pair over at ``generation``."""
@@ -453,17 +358,17 @@ class PairHA:
         self.owner = Role.PRIMARY
         self.in_charge = True
         self.reclaim_pending = False
-        self.phase = "resync"
+        self.phase = Phase.RESYNC
         self.last_switch_at = now
-        return self._done(now, [Note(EventText.FAILBACK_COMPLETE), Note(EventText.NOT_SYNCHRONIZED)])
+        return self._done(now, [Note(EventCode.FAILBACK_COMPLETE), Note(EventCode.NOT_SYNCHRONIZED)])
 
     def resync_done(self, now: float) -> list[Note]:
-        if self.phase != "resync":
+        if self.phase != Phase.RESYNC:
             return []
         self.phase = None
         if self.role is Role.SECONDARY:
             self.synced = True
-        return self._done(now, [Note(EventText.ACTIVE)])
+        return self._done(now, [Note(EventCode.ACTIVE)])
 
     # ------------------------------------------------------------ sync (secondary)
     def set_synced(self, now: float, synced: bool) -> list[Note]:
@@ -481,9 +386,9 @@ class PairHA:
         self.reclaim_pending = False
         self.phase = None
         self.running = False
-        self.stop_reason = "graceful"
+        self.stop_reason = StopReason.GRACEFUL
         self.heartbeat_up = False
-        return self._done(now, [Note(EventText.SERVICES_STOPPED)])
+        return self._done(now, [Note(EventCode.SERVICES_STOPPED)])
 
     def start_services(self, now: float) -> list[Note]:
         if self.running:
@@ -494,7 +399,7 @@ class PairHA:
         self.created_at = now
         self._resume(now, self.resume_in_charge)
         self.resume_in_charge = False
-        return self._done(now, [Note(EventText.SERVICES_STARTED)])
+        return self._done(now, [Note(EventCode.SERVICES_STARTED)])
 
     def restarted(self, now: float) -> list[Note]:
         """The process restarted from its persisted state (it may have been killed)."""
@@ -504,9 +409,9 @@ class PairHA:
         self.peer_running = False
         self.last_heard = now
         self.created_at = now
-        if self.phase == "failover" and self.role is Role.PRIMARY:
+        if self.phase == Phase.FAILOVER and self.role is Role.PRIMARY:
             self.phase = None  # the secondary finishes it; we will hear the new generation
-        if self.phase == "failback":
+        if self.phase == Phase.FAILBACK:
             self.phase = None
         if self.running:
             self._resume(now, was_in_charge)
@@ -527,15 +432,15 @@ class PairHA:
     def update_config(self, now: float, new: PairConfig) -> list[Note]:
         notes = []
         if new.failover_type is not self.config.failover_type:
-            notes.append(Note(EventText.CONFIG_UPDATED, f"Failover mode set to {new.failover_type.value.upper()}."))
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover mode set to {new.failover_type.value.upper()}."))
         if new.failback_type is not self.config.failback_type:
-            notes.append(Note(EventText.CONFIG_UPDATED, f"Failback mode set to {new.failback_type.value.upper()}."))
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failback mode set to {new.failback_type.value.upper()}."))
         if new.failover_wait != self.config.failover_wait:
-            notes.append(Note(EventText.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
         if new.stabilisation_seconds != self.config.stabilisation_seconds:
-            notes.append(Note(EventText.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds."))
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds."))
         if new.maintenance != self.config.maintenance:
-            notes.append(Note(EventText.CONFIG_UPDATED, "Maintenance mode on: automatic failover and failback paused."
+            notes.append(Note(EventCode.CONFIG_UPDATED, "Maintenance mode on: automatic failover and failback paused."
                               if new.maintenance else "Maintenance mode off: automatic failover and failback resumed."))
         self.config = new
         return self._done(now, notes)
@@ -559,6 +464,8 @@ class PairHA:
         d["owner"] = Role(d["owner"])
         d["config"] = PairConfig.from_dict(d["config"])
         d["peer_state"] = HAState(d["peer_state"]) if d.get("peer_state") else None
+        d["phase"] = Phase(d["phase"]) if d.get("phase") else None
+        d["stop_reason"] = StopReason(d["stop_reason"]) if d.get("stop_reason") else None
         d["transitions"] = [(t, HAState(s)) for t, s in d.get("transitions", [])]
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -2,37 +2,37 @@
 
 Everything here is importable without aiohttp or Django:
 
-* request signing: HMAC-SHA256 keyed by the *receiving* node's admin password over
-  ``METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nSHA256(body)``;
-* verification with a freshness window and a replay cache;
-* header names, API paths, HA state names (MSE-HA-SPEC §5) and event descriptions (§4);
-* message shapes (TypedDicts) for server info, HA info, events and event pushes.
+* the protocol version, refused clearly when the other side speaks another;
+* header names and API paths;
+* the vocabulary: HA states (MSE-HA-SPEC §5), roles, modes, link and replication status,
+  phases, peer commands, and a stable code for every event (§4's words for display);
+* message shapes (TypedDicts) of what crosses the wire, and the ``Cause`` every operator
+  command carries and the agents echo on the events it causes;
+* request signing (``nodeagent.signing``, re-exported here).
 
 See docs/agent-api.md for the full API.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
-import threading
-import time
-from collections import OrderedDict
 from enum import Enum
-from typing import Mapping, TypedDict
+from typing import Any, TypedDict
 
-API_VERSION = "v1"
+# signing lives in nodeagent.signing; re-exported so both sides import one contract
+from .signing import (  # noqa: F401
+    DEFAULT_FRESHNESS_SECONDS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, SIGNATURE_SCHEME, ReplayCache,
+    SignatureError, body_digest, canonical_string, compute_signature, sign_request, verify_request,
+)
+
+API_VERSION = "v1"  # the HTTP paths (/hm/v1)
+PROTOCOL_VERSION = 2  # the messages: bumped by any change to the wire
 
 # ---------------------------------------------------------------- headers
-HEADER_TIMESTAMP = "X-MSE-Timestamp"
-HEADER_NONCE = "X-MSE-Nonce"
-HEADER_SIGNATURE = "X-MSE-Signature"
 HEADER_NODE = "X-MSE-Node"  # on event pushes: the sending node's name
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+HEADER_PROTOCOL = "X-MSE-Protocol"  # on every request and answer: PROTOCOL_VERSION
 
-SIGNATURE_SCHEME = "v1"  # X-MSE-Signature: "v1=<hex>"
-DEFAULT_FRESHNESS_SECONDS = 300
 DEFAULT_PORT = 8001  # the appliance's "Legacy Port"
 
 # ---------------------------------------------------------------- paths (HM API)
@@ -44,8 +44,8 @@ PATH_HA_CONFIGURE = f"{PREFIX}/ha/configure"
 PATH_HA_PEER = f"{PREFIX}/ha/peers/{{peer_hm_ip}}"  # DELETE
 PATH_FAILOVER = f"{PREFIX}/ha/failover"
 PATH_FAILBACK = f"{PREFIX}/ha/failback"
-PATH_LICENCES = f"{PREFIX}/licences"
-PATH_LICENCE = f"{PREFIX}/licences/{{licence_id}}"  # DELETE
+PATH_LICENSES = f"{PREFIX}/licenses"
+PATH_LICENSE = f"{PREFIX}/licenses/{{license_id}}"  # DELETE
 PATH_SERVICES_STOP = f"{PREFIX}/services/stop"
 PATH_SERVICES_START = f"{PREFIX}/services/start"
 PATH_TRAP_DESTINATIONS = f"{PREFIX}/trap-destinations"
@@ -88,7 +88,7 @@ class Role(str, Enum):
         return self.value
 
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]  # str.title is shadowed on purpose
         return self.value.capitalize()
 
     @property
@@ -107,7 +107,7 @@ class Mode(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, value: str) -> "Mode":
+    def parse(cls, value: object) -> "Mode":
         v = str(value).strip().lower()
         for m in cls:
             if m.value.lower() == v:
@@ -115,36 +115,167 @@ class Mode(str, Enum):
         raise ValueError(f"failover/failback type must be Manual or Automatic, not {value!r}")
 
 
-class EventText:
-    """Event descriptions; the seed's exact words where the seed has them (§4)."""
+class LinkStatus(str, Enum):
+    """Heartbeats, as ha-info reports them."""
 
-    CONFIG_CREATED = "Configuration successfully created"
-    SYNC_IN_PROGRESS = "Primary and secondary server synchronization in progress"
-    HEARTBEATS_SETUP = "Heartbeats have been setup successfully"
-    ACTIVE = "Active"
-    CONFIG_UPDATED = "Configuration updated"
-    CONFIG_RESTORED = "High availability configuration restored from the manager"
-    FAILOVER_SHUTTING_DOWN_PRIMARY = "Failover invoked; shutting down primary instance"
-    FAILOVER_RECONFIGURING_DB = "Failover has been invoked. Reconfiguring instance database"
-    FAILOVER_STARTING_INSTANCE = "Failover invoked; starting application instance"
-    FAILOVER_ACTIVE = "Instance is in failover active state"
-    FAILBACK_IN_PROGRESS = "Failback in progress; starting primary database instance"
-    # not worded in the seed: ours, in the same style
-    FAILBACK_COMPLETE = "Failback complete; primary instance is in charge"
-    NOT_SYNCHRONIZED = "Primary instance is not synchronized with the secondary server. In progress."
-    HEARTBEATS_LOST = "Heartbeats lost with peer"
-    HEARTBEATS_RESTORED = "Heartbeats restored with peer"
-    STEPPED_DOWN = "Newer generation seen; released the virtual IP"
-    PEER_GRACEFUL = "Peer was stopped by hand; no failover will be triggered"
-    SERVICES_STOPPED = "Services stopped by the administrator"
-    SERVICES_STARTED = "Services started"
-    PEER_DELETED = "High availability configuration deleted"
-    LICENCE_INSTALLED = "Licence installed"
-    LICENCE_REMOVED = "Licence removed"
-    REPLICATION_DOWN = "Data replication down; primary is running alone"
+    UP = "Up"
+    DOWN = "Down"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+class ReplicationStatus(str, Enum):
+    """Data Replication, as ha-info reports it."""
+
+    SETTING_UP = "Setting up"
+    UP = "Up"
+    DOWN = "Down"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+class Phase(str, Enum):
+    """A pair's transitional procedure (None when settled)."""
+
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    RESYNC = "resync"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+class StopReason(str, Enum):
+    """Why a pair's services are not running."""
+
+    GRACEFUL = "graceful"  # stopped by hand: the peer must not take over
+    FAILOVER = "failover"  # stopped by a failover (a simulated primary failure)
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+class PeerCommand(str, Enum):
+    """``cmd`` of a peer command (PATH_PEER_COMMAND)."""
+
+    HEARTBEAT_NOW = "heartbeat_now"  # "I am stopping": answer with a heartbeat now
+    FAILOVER_BEGIN = "failover_begin"  # secondary → primary: release the VIP, shut down
+    FAILBACK_BEGIN = "failback_begin"  # secondary → primary: a copy back is coming
+    TAKE_CHARGE = "take_charge"  # secondary → primary: the pair is yours again
+    RESYNC_DONE = "resync_done"  # primary → secondary: both hold the same data
+    INVOKE_FAILOVER = "invoke_failover"  # primary → secondary: the manager asked a switchover
+    INVOKE_FAILBACK = "invoke_failback"  # primary → secondary: the manager asked a failback
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+class SnapshotOp(str, Enum):
+    BEGIN = "begin"
+    CHUNK = "chunk"
+    END = "end"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+# Long Failover Wait (spec §2): the one range, used by the agent, the rules and the model.
+MIN_FAILOVER_WAIT = 2
+MAX_FAILOVER_WAIT = 120
+DEFAULT_FAILOVER_WAIT = 10
+
+
+# ---------------------------------------------------------------- events
+class EventCode(str, Enum):
+    """A stable code for every event an agent records. The portal decides by these
+    (alerts, severity, reports, last failover); ``EVENT_TEXT`` is for display only."""
+
+    CONFIG_CREATED = "config_created"
+    SYNC_IN_PROGRESS = "sync_in_progress"
+    HEARTBEATS_SETUP = "heartbeats_setup"
+    ACTIVE = "active"
+    CONFIG_UPDATED = "config_updated"
+    CONFIG_RESTORED = "config_restored"
+    FAILOVER_SHUTTING_DOWN_PRIMARY = "failover_shutting_down_primary"
+    FAILOVER_RECONFIGURING_DB = "failover_reconfiguring_db"
+    FAILOVER_STARTING_INSTANCE = "failover_starting_instance"
+    FAILOVER_ACTIVE = "failover_active"
+    FAILBACK_IN_PROGRESS = "failback_in_progress"
+    FAILBACK_COMPLETE = "failback_complete"
+    FAILBACK_ABORTED = "failback_aborted"
+    NOT_SYNCHRONIZED = "not_synchronized"
+    HEARTBEATS_LOST = "heartbeats_lost"
+    HEARTBEATS_RESTORED = "heartbeats_restored"
+    STEPPED_DOWN = "stepped_down"
+    PEER_GRACEFUL = "peer_graceful"
+    SERVICES_STOPPED = "services_stopped"
+    SERVICES_STARTED = "services_started"
+    PEER_DELETED = "peer_deleted"
+    LICENSE_INSTALLED = "license_installed"
+    LICENSE_REMOVED = "license_removed"
+    REPLICATION_DOWN = "replication_down"
+    VIP_TAKEN = "vip_taken"
+    VIP_RELEASED = "vip_released"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+    @property
+    def text(self) -> str:
+        return EVENT_TEXT[self]
+
+
+# The seed's exact words where the seed has them (§4); ours, in the same style, elsewhere.
+EVENT_TEXT: dict[EventCode, str] = {
+    EventCode.CONFIG_CREATED: "Configuration successfully created",
+    EventCode.SYNC_IN_PROGRESS: "Primary and secondary server synchronization in progress",
+    EventCode.HEARTBEATS_SETUP: "Heartbeats have been setup successfully",
+    EventCode.ACTIVE: "Active",
+    EventCode.CONFIG_UPDATED: "Configuration updated",
+    EventCode.CONFIG_RESTORED: "High availability configuration restored from the manager",
+    EventCode.FAILOVER_SHUTTING_DOWN_PRIMARY: "Failover invoked; shutting down primary instance",
+    EventCode.FAILOVER_RECONFIGURING_DB: "Failover has been invoked. Reconfiguring instance database",
+    EventCode.FAILOVER_STARTING_INSTANCE: "Failover invoked; starting application instance",
+    EventCode.FAILOVER_ACTIVE: "Instance is in failover active state",
+    EventCode.FAILBACK_IN_PROGRESS: "Failback in progress; starting primary database instance",
+    EventCode.FAILBACK_COMPLETE: "Failback complete; primary instance is in charge",
+    EventCode.FAILBACK_ABORTED: "Failback aborted",
+    EventCode.NOT_SYNCHRONIZED: "Primary instance is not synchronized with the secondary server. In progress.",
+    EventCode.HEARTBEATS_LOST: "Heartbeats lost with peer",
+    EventCode.HEARTBEATS_RESTORED: "Heartbeats restored with peer",
+    EventCode.STEPPED_DOWN: "Newer generation seen; released the virtual IP",
+    EventCode.PEER_GRACEFUL: "Peer was stopped by hand; no failover will be triggered",
+    EventCode.SERVICES_STOPPED: "Services stopped by the administrator",
+    EventCode.SERVICES_STARTED: "Services started",
+    EventCode.PEER_DELETED: "High availability configuration deleted",
+    EventCode.LICENSE_INSTALLED: "License installed",
+    EventCode.LICENSE_REMOVED: "License removed",
+    EventCode.REPLICATION_DOWN: "Data replication down; primary is running alone",
+    EventCode.VIP_TAKEN: "Virtual IP taken",
+    EventCode.VIP_RELEASED: "Virtual IP released",
+}
+
+# What a protocol-1 agent wrote instead of a code (its events in a portal being upgraded).
+V1_TEXT_CODES: dict[str, EventCode] = {
+    **{text: code for code, text in EVENT_TEXT.items()},
+    "Licence installed": EventCode.LICENSE_INSTALLED,
+    "Licence removed": EventCode.LICENSE_REMOVED,
+}
 
 
 # ---------------------------------------------------------------- message shapes
+class Cause(TypedDict, total=False):
+    """Who asked for what an event records: the job's idempotency key, echoed by the agent
+    on every event the command causes (on both nodes of the pair), with the requester and
+    reason the command carried. None on events the agents decided by themselves."""
+
+    key: str
+    by: str
+    reason: str
+
+
 class PeerInfo(TypedDict, total=False):
     peer_name: str
     hm_ip: str
@@ -152,39 +283,29 @@ class PeerInfo(TypedDict, total=False):
     version: str
     udi: str
     device_type: str
-    failover_type: str
-    failback_type: str
-    failover_wait: int
-    stabilisation_seconds: int
+    failover_type: str  # Mode
+    failback_type: str  # Mode
+    failover_wait: float
+    stabilisation_seconds: float
+    maintenance: bool
     instance_db_name: str
     instance_db_port: int
     dataguard_name: str
     primary_db_alias: str
     direct_connect: bool
-    heartbeat: str  # "Up" | "Down"
+    heartbeat: str  # LinkStatus
     mean_heartbeat_ms: float | None
     state: str  # HAState
     running: bool
     in_charge: bool  # this node is in charge of this pair's VIP
+    owner: str  # Role owning the VIP at this generation
     generation: int
-    data_replication: str  # "Setting up" | "Up" | "Down"
+    data_replication: str  # ReplicationStatus
     sync_percent: int
     status: str  # the portal's "Status" line
     allowed_switch_at: str | None  # ISO time when the stabilisation guard lifts
-    transitions: list[dict]  # [{"at": iso, "state": str}] for this pair, oldest first
-
-
-class HAInfo(TypedDict, total=False):
-    node: str
-    running: bool  # Health Monitor (HA services) running
-    role: str
-    hm_ip: str
-    vip: str | None
-    version: str
-    udi: str
-    device_type: str
-    peers: list[PeerInfo]
-    generation: int  # max over pairs
+    transitions: list[dict[str, str]]  # [{"at": iso, "state": HAState}] for this pair, oldest first
+    instance: dict[str, Any]  # {"db_name", "count", "lsn", ...}
 
 
 class ServiceInfo(TypedDict):
@@ -194,7 +315,41 @@ class ServiceInfo(TypedDict):
     operation_status: str
 
 
+class Event(TypedDict):
+    seq: int  # per node, strictly increasing from 1
+    code: str  # EventCode
+    description: str  # EVENT_TEXT[code]: display only
+    generated_by: str  # "Primary" | "Secondary"
+    timestamp: str  # ISO 8601 UTC
+    remarks: str
+    generation: int
+    peer: str | None  # the peer's HM IP this event is about, if any
+    cause: Cause | None
+
+
+class HAInfo(TypedDict, total=False):
+    protocol: int
+    node: str
+    running: bool  # Health Monitor (HA services) running
+    role: str  # Role
+    hm_ip: str
+    vip: str | None
+    netmask: str | None
+    version: str
+    udi: str
+    device_type: str
+    direct_connect: str | None
+    peers: list[PeerInfo]
+    generation: int  # max over pairs
+    vips_in_charge: list[str]
+    last_seq: int
+    recovery_mode: bool
+    services: list[ServiceInfo]
+    events: list[Event]  # with ?events_since=
+
+
 class ServerInfo(TypedDict, total=False):
+    protocol: int
     node: str
     product_name: str
     version: str
@@ -220,22 +375,12 @@ class ServerInfo(TypedDict, total=False):
     restarts: int
     used_memory_mb: int
     db_disk_size_mb: float
-    active_sessions: list[dict]
-    trap_destinations: list[dict]
+    active_sessions: list[dict[str, Any]]
+    trap_destinations: list[dict[str, Any]]
     active_elements: int
     element_limit: int
     elements_not_tracked: int
-    licences: list[dict]
-
-
-class Event(TypedDict):
-    seq: int  # per node, strictly increasing from 1
-    description: str
-    generated_by: str  # "Primary" | "Secondary"
-    timestamp: str  # ISO 8601 UTC
-    remarks: str
-    generation: int
-    peer: str | None  # the peer's HM IP this event is about, if any
+    licenses: list[dict[str, Any]]
 
 
 class EventsPage(TypedDict):
@@ -247,117 +392,65 @@ class EventsPage(TypedDict):
 class EventPush(TypedDict):
     """Body POSTed (signed with the sending node's password) to each trap destination."""
 
+    protocol: int
     node: str
     hm_ip: str
     events: list[Event]
 
 
-# ---------------------------------------------------------------- signing
-class SignatureError(Exception):
-    """Request refused: unsigned, stale, replayed or bad signature (→ HTTP 401)."""
+class PeerMessage(TypedDict, total=False):
+    """Body of every peer request (heartbeat, command, snapshot, replicate) and of the
+    heartbeat's answer: the sender's view of the pair."""
+
+    protocol: int
+    from_: str  # sent as "from" (see PEER_FROM)
+    name: str
+    view: dict[str, Any]  # hastate.PeerView.to_dict()
+    digest: dict[str, Any]
+    slot: int
+    mean_ms: float | None
+    cmd: str  # PeerCommand
+    op: str  # SnapshotOp
+    generation: int
+    cause: Cause | None
 
 
-def body_digest(body: bytes) -> str:
-    return hashlib.sha256(body or b"").hexdigest()
+PEER_FROM = "from"
+CAUSE_LIMITS = {"key": 200, "by": 150, "reason": 500}
 
 
-def canonical_string(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    return "\n".join([method.upper(), path, timestamp, nonce, body_digest(body)]).encode()
+def cause_from(value: object, *, key: str | None = None) -> Cause | None:
+    """A ``Cause`` from untrusted input: a body's ``"cause"`` object and/or a request's
+    Idempotency-Key (``key``, used when the body names none). Text only, bounded; None when
+    there is nothing to echo. Anything else is ignored rather than refused: a cause is
+    for the record, never a reason to refuse a command."""
+    out: Cause = {}
+    if isinstance(value, dict):
+        for name, limit in CAUSE_LIMITS.items():
+            item = value.get(name)
+            if isinstance(item, str) and item.strip():
+                out[name] = item.strip()[:limit]  # type: ignore[literal-required]
+    if "key" not in out and key and key.strip():
+        out["key"] = key.strip()[:CAUSE_LIMITS["key"]]
+    return out or None
 
 
-def compute_signature(password: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    mac = hmac.new(password.encode(), canonical_string(method, path, timestamp, nonce, body), hashlib.sha256)
-    return f"{SIGNATURE_SCHEME}={mac.hexdigest()}"
+# ---------------------------------------------------------------- versions
+class ProtocolMismatch(Exception):
+    """The other side speaks another protocol version (→ HTTP 400 with this message)."""
 
 
-def sign_request(
-    password: str,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    *,
-    timestamp: int | None = None,
-    nonce: str | None = None,
-) -> dict[str, str]:
-    """Headers to add to a request. ``path`` includes the query string (``/x?a=1``)."""
-    ts = str(int(time.time()) if timestamp is None else int(timestamp))
-    n = nonce or secrets.token_hex(16)
-    return {
-        HEADER_TIMESTAMP: ts,
-        HEADER_NONCE: n,
-        HEADER_SIGNATURE: compute_signature(password, method, path, ts, n, body),
-    }
+def version_refusal(theirs: object, *, who: str) -> str:
+    """The sentence for a peer, portal or agent that speaks another protocol."""
+    said = "no protocol version" if theirs in (None, "") else f"protocol {theirs}"
+    return (f"protocol mismatch: {who} speaks {said}, this side speaks protocol {PROTOCOL_VERSION}; "
+            "upgrade the older side (portal and every node agent of a pair run the same protocol)")
 
 
-class ReplayCache:
-    """Remembers nonces until they can no longer pass the freshness check. Thread-safe."""
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
-
-    def check_and_add(self, nonce: str, expires_at: float, now: float) -> bool:
-        """True if the nonce is new (and records it); False if it is a replay."""
-        with self._lock:
-            while self._seen:
-                oldest, exp = next(iter(self._seen.items()))
-                if exp < now or len(self._seen) >= self._max:
-                    self._seen.popitem(last=False)
-                else:
-                    break
-            if nonce in self._seen:
-                return False
-            self._seen[nonce] = expires_at
-            return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
-def _get(headers: Mapping[str, str], name: str) -> str | None:
-    v = headers.get(name)
-    if v is None:
-        lower = name.lower()
-        for k, val in headers.items():
-            if k.lower() == lower:
-                return val
-    return v
-
-
-def verify_request(
-    password: str,
-    method: str,
-    path: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    replay_cache: ReplayCache | None,
-    now: float | None = None,
-    window: int = DEFAULT_FRESHNESS_SECONDS,
-) -> None:
-    """Raise SignatureError unless the request is signed with ``password``, fresh
-    (|now - timestamp| <= window) and not seen before. The nonce is recorded only
-    once everything else checks out, so a forged request cannot burn a nonce."""
-    now = time.time() if now is None else now
-    ts = _get(headers, HEADER_TIMESTAMP)
-    nonce = _get(headers, HEADER_NONCE)
-    sig = _get(headers, HEADER_SIGNATURE)
-    if not ts or not nonce or not sig:
-        raise SignatureError("unsigned request")
-    if len(nonce) < 8 or len(nonce) > 128:
-        raise SignatureError("bad nonce")
-    try:
-        ts_i = int(ts)
-    except ValueError:
-        raise SignatureError("bad timestamp") from None
-    if abs(now - ts_i) > window:
-        raise SignatureError("stale request")
-    expected = compute_signature(password, method, path, ts, nonce, body)
-    if not hmac.compare_digest(expected.encode(), sig.strip().encode()):
-        raise SignatureError("bad signature")
-    if replay_cache is not None and not replay_cache.check_and_add(nonce, ts_i + window, now):
-        raise SignatureError("replayed request")
+def check_version(theirs: object, *, who: str) -> None:
+    """Raise ProtocolMismatch unless ``theirs`` (a header or body value) is our version."""
+    if str(theirs).strip() != str(PROTOCOL_VERSION):
+        raise ProtocolMismatch(version_refusal(theirs, who=who))
 
 
 def new_idempotency_key() -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from . import protocol as P
-from .node import ApiError, Node
+from .errors import ApiError
+from .node import Node
 from .replication import BadElement, validate_element
 from .vip import LoopbackVipDriver
 
@@ -52,6 +53,15 @@ def _unsigned(path: str) -> bool:
 
 
 @web.middleware
+async def protocol_mw(request: web.Request, handler):
+    """Every answer says which protocol this agent speaks (signature_mw refuses a signed
+    request in another version)."""
+    resp = await handler(request)
+    resp.headers[P.HEADER_PROTOCOL] = str(P.PROTOCOL_VERSION)
+    return resp
+
+
+@web.middleware
 async def signature_mw(request: web.Request, handler):
     if _unsigned(request.path):
         return await handler(request)
@@ -62,6 +72,10 @@ async def signature_mw(request: web.Request, handler):
                          replay_cache=request.app[REPLAY_KEY])
     except P.SignatureError as e:
         return jerr(401, str(e))
+    try:  # authenticated, but a portal or peer not upgraded: say so, change nothing
+        P.check_version(request.headers.get(P.HEADER_PROTOCOL), who="the caller")
+    except P.ProtocolMismatch as e:
+        return jerr(400, str(e))
     return await handler(request)
 
 
@@ -127,14 +141,14 @@ async def _json(request: web.Request) -> dict:
 
 
 def build_hm_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_mw, signature_mw, idempotency_mw], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[protocol_mw, errors_mw, signature_mw, idempotency_mw], client_max_size=MAX_BODY)
     app[NODE_KEY] = node
     app[REPLAY_KEY] = P.ReplayCache()
     app[IDEM_KEY] = IdempotencyStore(node)
     r = app.router
 
     async def server_info(request):
-        return web.json_response(node.server_info())
+        return web.json_response(node.info.server_info())
 
     def _since_limit(request, since_name: str, limit_name: str) -> tuple[int, int]:
         try:
@@ -145,60 +159,71 @@ def build_hm_app(node: Node) -> web.Application:
         return since, limit
 
     async def ha_info(request):
-        info = node.ha_info(brief=request.query.get("brief") == "1")
+        info = node.info.ha_info(brief=request.query.get("brief") == "1")
         if "events_since" in request.query:  # the poller's one request: state and new events together
             since, limit = _since_limit(request, "events_since", "events_limit")
-            info["events"] = node.events_since(since, limit)["events"] if since < node.seq else []
+            info["events"] = node.info.events_since(since, limit)["events"] if since < node.seq else []
         return web.json_response(info)
 
     async def events(request):
-        return web.json_response(node.events_since(*_since_limit(request, "since", "limit")))
+        return web.json_response(node.info.events_since(*_since_limit(request, "since", "limit")))
+
+    async def command(request) -> tuple[dict, P.Cause | None]:
+        """An operator command's body, and its cause (echoed on the events it causes)."""
+        body = await _json(request)
+        return body, P.cause_from(body.get("cause"), key=request.headers.get(P.IDEMPOTENCY_HEADER))
 
     async def configure(request):
-        out = node.configure(await _json(request))
+        out = node.operator.configure(*await command(request))
         return web.json_response(out, status=201 if out["created"] else 200)
 
     async def delete_peer(request):
-        return web.json_response(await node.delete_peer(request.match_info["peer_hm_ip"]))
+        _, cause = await command(request)
+        return web.json_response(await node.operator.delete_peer(request.match_info["peer_hm_ip"], cause))
 
     async def failover(request):
-        return web.json_response(await node.invoke(await _json(request), "failover"), status=202)
+        body, cause = await command(request)
+        return web.json_response(await node.operator.invoke(body, "failover", cause), status=202)
 
     async def failback(request):
-        return web.json_response(await node.invoke(await _json(request), "failback"), status=202)
+        body, cause = await command(request)
+        return web.json_response(await node.operator.invoke(body, "failback", cause), status=202)
 
-    async def licences(request):
-        return web.json_response({"licences": [{k: v for k, v in x.items() if k != "text"} for x in node.licences]})
+    async def licenses(request):
+        return web.json_response({"licenses": [{k: v for k, v in x.items() if k != "text"} for x in node.licenses]})
 
-    async def install_licence(request):
-        return web.json_response(node.install_licence(await _json(request)), status=201)
+    async def install_license(request):
+        return web.json_response(node.operator.install_license(*await command(request)), status=201)
 
-    async def remove_licence(request):
-        return web.json_response(node.remove_licence(request.match_info["licence_id"]))
+    async def remove_license(request):
+        _, cause = await command(request)
+        return web.json_response(node.operator.remove_license(request.match_info["license_id"], cause))
 
     async def stop(request):
-        return web.json_response(await node.stop_services())
+        _, cause = await command(request)
+        return web.json_response(await node.operator.stop_services(cause))
 
     async def start(request):
-        return web.json_response(await node.start_services())
+        _, cause = await command(request)
+        return web.json_response(await node.operator.start_services(cause))
 
     async def traps_get(request):
-        return web.json_response(node.trap_info())
+        return web.json_response(node.traps.info())
 
     async def traps_put(request):
-        return web.json_response(node.set_trap_destinations(await _json(request)))
+        return web.json_response(node.operator.set_trap_destinations(await _json(request)))
 
     async def peer_heartbeat(request):
-        return web.json_response(node.peer_heartbeat(await _json(request)))
+        return web.json_response(node.heartbeats.peer_heartbeat(await _json(request)))
 
     async def peer_command(request):
-        return web.json_response(await node.peer_command(await _json(request)))
+        return web.json_response(await node.procedures.peer_command(await _json(request)))
 
     async def peer_replicate(request):
-        return web.json_response(node.peer_replicate(await _json(request)))
+        return web.json_response(node.procedures.peer_replicate(await _json(request)))
 
     async def peer_snapshot(request):
-        return web.json_response(node.peer_snapshot(await _json(request)))
+        return web.json_response(node.procedures.peer_snapshot(await _json(request)))
 
     # unsigned health checks for load balancers: no secrets, just the role answer
     async def health_primary(request):
@@ -221,9 +246,9 @@ def build_hm_app(node: Node) -> web.Application:
     r.add_delete(P.PATH_HA_PEER, delete_peer)
     r.add_post(P.PATH_FAILOVER, failover)
     r.add_post(P.PATH_FAILBACK, failback)
-    r.add_get(P.PATH_LICENCES, licences)
-    r.add_post(P.PATH_LICENCES, install_licence)
-    r.add_delete(P.PATH_LICENCE, remove_licence)
+    r.add_get(P.PATH_LICENSES, licenses)
+    r.add_post(P.PATH_LICENSES, install_license)
+    r.add_delete(P.PATH_LICENSE, remove_license)
     r.add_post(P.PATH_SERVICES_STOP, stop)
     r.add_post(P.PATH_SERVICES_START, start)
     r.add_get(P.PATH_TRAP_DESTINATIONS, traps_get)
@@ -273,7 +298,7 @@ def build_service_app(node: Node) -> web.Application:
             raise ApiError(400, str(e)) from None
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "body is not valid JSON") from None
-        rec = await node.write_element(vip, element)
+        rec = await node.procedures.write_element(vip, element)
         return web.json_response({"element": rec, "served_by": node.cfg.name}, status=201)
 
     async def get_element(request):

@@ -4,7 +4,7 @@ Layout (``var/nodeagent/NAME`` by default)::
 
     config.json        the node configuration (set-up / fleet)      atomic
     ha.json            HA pairs, services flag, last shutdown state   atomic
-    licences.json      installed licences                            atomic
+    licenses.json      installed licenses (licences.json before)     atomic
     idempotency.json   answers to mutating requests, by key          atomic
     traps.json         trap destinations and push positions          atomic
     events.jsonl       the event log, one JSON object a line         append
@@ -22,6 +22,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+LICENSES_FILE = "licenses.json"
+LICENSES_FILE_V1 = "licences.json"  # the old spelling, still read at start-up
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

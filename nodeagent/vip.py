@@ -15,6 +15,10 @@ releases it when it is not. Two drivers:
   the listener and deletes the address. Needs CAP_NET_ADMIN. A killed agent leaves the
   address on the interface: run ``ip addr del`` for every configured VIP at start-up
   (:meth:`cleanup`) before the node decides whether it is in charge.
+
+:class:`VipReconciler` drives the driver, level-triggered: after every change it makes the
+bound VIPs equal to what :meth:`Node.desired_vips <nodeagent.node.Node.desired_vips>` says
+this node must serve now, releasing first, and retrying a VIP that cannot be taken yet.
 """
 
 from __future__ import annotations
@@ -22,8 +26,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from .protocol import EventCode
+
+if TYPE_CHECKING:  # types only: node.py imports this module
+    from .node import Node
+    from .pair import PairRuntime
 
 log = logging.getLogger("nodeagent.vip")
 
@@ -104,3 +116,39 @@ class IprouteVipDriver(LoopbackVipDriver):
     async def cleanup(self, vips: list[str]) -> None:
         for vip in vips:
             await self._run("ip", "addr", "del", f"{vip}/32", "dev", self.interface, check=False)
+
+
+class VipReconciler:
+    """Takes and releases the node's VIPs with its driver (``node.vip_driver``, set by the server)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.retry_at: dict[str, float] = {}  # VIP -> monotonic time of the next attempt to take it
+
+    async def reconcile(self) -> None:
+        node = self.node
+        drv = node.vip_driver
+        if drv is None:
+            return
+        want = node.desired_vips()
+        for vip in list(drv.bound - set(want)):
+            await drv.release(vip)
+            node.emit(EventCode.VIP_RELEASED, vip, want.get(vip, (None, None))[1] if vip in want else self.pair_by_vip(vip))
+        now = time.monotonic()
+        for vip, (mask, pr) in want.items():
+            if vip in drv.bound or self.retry_at.get(vip, 0) > now:
+                continue
+            try:
+                await drv.bind(vip, mask)
+            except OSError as e:
+                self.retry_at[vip] = now + 0.05
+                log.warning("%s: cannot take VIP %s yet: %s", node.cfg.name, vip, e)
+            else:
+                self.retry_at.pop(vip, None)
+                node.emit(EventCode.VIP_TAKEN, vip, pr)
+
+    def pair_by_vip(self, vip: str) -> PairRuntime | None:
+        for pr in self.node.pairs.values():
+            if pr.vip == vip:
+                return pr
+        return None

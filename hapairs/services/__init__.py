@@ -6,12 +6,20 @@ tasks call these and nothing else that writes. Modules by entity; all re-exporte
 """
 
 from hapairs.services._common import PORTAL, ServiceError, event_record
-from hapairs.services.appliances import appliance_add, appliance_create, appliance_discover, appliance_set_password
+from hapairs.services.appliances import (
+    appliance_add,
+    appliance_create,
+    appliance_discover,
+    appliance_set_password,
+    appliance_update,
+)
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
 from hapairs.services.licences import licence_remove, licence_upload
 from hapairs.services.pairs import (
     appliance_start_services,
     ha_configure,
+    PairingCheck,
+    ha_configure_check,
     ha_delete_secondary,
     ha_failback,
     ha_maintenance_set,
@@ -36,6 +44,7 @@ from hapairs.services.alerts import alert_queue, alert_raise, licence_expiry_che
 __all__ = [
     "PORTAL",
     "JobConflict",
+    "PairingCheck",
     "ServiceError",
     "api_token_issue",
     "api_token_revoke",
@@ -44,11 +53,13 @@ __all__ = [
     "appliance_create",
     "appliance_discover",
     "appliance_set_password",
+    "appliance_update",
     "appliance_start_services",
     "event_record",
     "events_ingest",
     "status_record",
     "ha_configure",
+    "ha_configure_check",
     "ha_delete_secondary",
     "ha_failback",
     "ha_maintenance_set",

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from hapairs.choices import Severity
+from hapairs.choices import EventCode, severity_of
 from hapairs.models import Appliance, HAEvent, HAPair
 
 PORTAL = "mseportal"
@@ -37,24 +37,28 @@ def service_error_from(exc: ValidationError) -> ServiceError:
 # --- events ---------------------------------------------------------------------------
 def event_record(
     *,
-    description: str,
+    code: str,
     generated_by: str,
+    description: str = "",
     pair: HAPair | None = None,
     appliance: Appliance | None = None,
     remarks: str = "",
-    severity: str = Severity.INFO,
+    severity: str | None = None,
     timestamp: datetime | None = None,
     job=None,
     generation: int | None = None,
 ) -> HAEvent:
-    """A portal-side event (agent events with sequence numbers are ingested elsewhere)."""
+    """A portal-side event (agent events with sequence numbers are ingested elsewhere).
+    ``code`` (an ``EventCode``) says what happened; the description defaults to its label
+    and the severity to the code's."""
     return HAEvent.objects.create(
-        description=description[:300],
+        code=EventCode(code).value,
+        description=(description or EventCode(code).label)[:300],
         generated_by=generated_by[:128],
         pair=pair,
         appliance=appliance,
         remarks=remarks[:500],
-        severity=severity,
+        severity=severity or severity_of(code),
         timestamp=timestamp or timezone.now(),
         job=job,
         generation=generation,

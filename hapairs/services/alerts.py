@@ -23,13 +23,15 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from hapairs import reports
-from hapairs.choices import AlertKind, AlertStatus, DeliveryChannel, DeliveryKind, JobKind, LicenseStatus
+from hapairs import dispatch, reports
+from hapairs.choices import (
+    FAILBACK_CODES, FAILOVER_CODES, AlertKind, AlertStatus, DeliveryChannel, DeliveryKind, LicenseStatus,
+)
 from hapairs.models import Alert, AlertThrottle, Appliance, HAEvent, HAPair, Job, License, ReportSchedule
 from hapairs.services.deliveries import delivery_create
-from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT
 
-KIND_OF_AGENT_EVENT = {FAILOVER_EVENT: AlertKind.FAILOVER, **{text: AlertKind.FAILBACK for text in FAILBACK_EVENTS}}
+KIND_OF_AGENT_EVENT = {**{code: AlertKind.FAILOVER for code in FAILOVER_CODES},
+                       **{code: AlertKind.FAILBACK for code in FAILBACK_CODES}}
 EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENCE_WARN_DAYS: alert again a week, a day before, and on the day
 
 
@@ -37,14 +39,14 @@ EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENCE_WARN_DAYS: alert again a w
 def alert_queue(*, kind: str, event: HAEvent) -> None:
     """Alert about ``event`` once the transaction that recorded it commits."""
     event_id = event.pk
-    transaction.on_commit(lambda: _dispatch(kind, event_id), robust=True)
+    dispatch.on_commit(dispatch.ALERT_DISPATCH, kind, event_id)
 
 
 def alerts_for_ingested(rows: list[HAEvent]) -> None:
     """Agent events just stored in bulk (so without their ids): queue the failover and
     failback alerts. Costs one query only when such an event is among them."""
-    wanted = [(row.appliance_id, row.seq, KIND_OF_AGENT_EVENT[row.description]) for row in rows
-              if row.pair_id is not None and row.description in KIND_OF_AGENT_EVENT]
+    wanted = [(row.appliance_id, row.seq, KIND_OF_AGENT_EVENT[row.code]) for row in rows
+              if row.pair_id is not None and row.code in KIND_OF_AGENT_EVENT]
     if not wanted:
         return
     which = Q()
@@ -54,13 +56,7 @@ def alerts_for_ingested(rows: list[HAEvent]) -> None:
     for appliance_id, seq, kind in wanted:
         if (appliance_id, seq) in ids:
             event_id = ids[(appliance_id, seq)]
-            transaction.on_commit(lambda k=kind, e=event_id: _dispatch(k, e), robust=True)
-
-
-def _dispatch(kind: str, ref_id: int) -> None:
-    from hapairs import tasks
-
-    tasks.alert_dispatch.delay(kind, ref_id)
+            dispatch.on_commit(dispatch.ALERT_DISPATCH, kind, event_id)
 
 
 # --- what an alert says ----------------------------------------------------------------------
@@ -95,18 +91,12 @@ def _pair_facts(pair: HAPair) -> list[tuple[str, str]]:
 
 
 def describe_event(kind: str, event: HAEvent) -> AlertContent:
-    """The alert for an event the portal recorded (one query for a failover's jobs)."""
+    """The alert for an event the portal recorded; who caused it is the job its event names."""
     pair, job = event.pair, event.job
     facts = _pair_facts(pair) if pair is not None else []
     if kind in (AlertKind.FAILOVER, AlertKind.FAILBACK):
         what = "failover" if kind == AlertKind.FAILOVER else "failback"
-        jobs = list(
-            Job.objects.filter(pair=pair, kind=JobKind.SWITCHOVER if what == "failover" else JobKind.FAILBACK,
-                               created_at__lte=event.timestamp + reports.ATTRIBUTION_SLACK)
-            .select_related("requested_by").order_by("-created_at", "-pk")[:10]
-        )
-        actor = reports.attribute(kind=what, pair_id=pair.pk, generation=event.generation, at=event.timestamp, jobs=jobs)
-        job = next((j for j in jobs if j.pk == actor.job_id), None)
+        actor = reports.attribute(kind=what, job=job)
         in_charge = pair.secondary.name if what == "failover" else pair.primary.name
         key = (f"{kind}:pair{pair.pk}:gen{event.generation}" if event.generation is not None else f"event:{event.pk}")
         if actor.kind == "agents" and what == "failover":

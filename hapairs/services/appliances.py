@@ -1,4 +1,4 @@
-"""Appliances: add (discovering the agent), password changes."""
+"""Appliances: add (discovering the agent), password and contact changes."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from hapairs import agent_replies
-from hapairs.choices import Role
+from hapairs import agent_client, agent_replies
+from hapairs.choices import EventCode, Role
 from hapairs.models import Appliance, device_name_validator
 from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
+from nodeagent import protocol
 
 # --- appliances -----------------------------------------------------------------------
 @transaction.atomic
@@ -59,7 +60,7 @@ def appliance_create(
         raise service_error_from(exc) from None
     appliance.save()
     event_record(
-        description="Mobility Services Engine added",
+        code=EventCode.APPLIANCE_ADDED,
         generated_by=actor_name(by),
         appliance=appliance,
         remarks=f"{appliance.get_device_type_display()} {appliance.version} at {appliance.hm_ip}",
@@ -73,7 +74,29 @@ def appliance_set_password(*, appliance: Appliance, password: str, by: AbstractB
         raise ServiceError("Enter the appliance's password.", field="password")
     appliance.set_password(password)
     appliance.save(update_fields=["password_ciphertext", "updated_at"])
-    event_record(description="Appliance password changed", generated_by=actor_name(by), appliance=appliance)
+    event_record(code=EventCode.APPLIANCE_PASSWORD_CHANGED, generated_by=actor_name(by), appliance=appliance)
+
+
+@transaction.atomic
+def appliance_update(*, appliance: Appliance, contact_name: str, by: AbstractBaseUser | None = None) -> Appliance:
+    """Change what may change on a recorded appliance without asking its agent: the contact.
+
+    Its identity and addresses (name, type, UDI, HM IP, VIP) are what its agent, and any pair
+    it is in, were configured with: they change by removing the appliance and adding it again
+    (the agent is asked then), never by editing the row."""
+    locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
+    before = locked.contact_name
+    if contact_name == before:
+        return locked
+    locked.contact_name = contact_name
+    try:
+        locked.clean_fields(exclude=[f.name for f in Appliance._meta.fields if f.name != "contact_name"])
+    except ValidationError as exc:
+        raise service_error_from(exc) from None
+    locked.save(update_fields=["contact_name", "updated_at"])
+    event_record(code=EventCode.APPLIANCE_CHANGED, generated_by=actor_name(by), appliance=locked,
+                 remarks=f"Contact name: “{before}” → “{contact_name}”.")
+    return locked
 
 
 
@@ -81,9 +104,6 @@ def appliance_set_password(*, appliance: Appliance, password: str, by: AbstractB
 # --- add: contact the agent first, save only what it confirmed ---------------------
 def appliance_discover(*, ip: str, password: str, username: str = "admin"):
     """Ask the agent at ``ip`` who it is. Raises ServiceError with the reason if it cannot."""
-    from hapairs import agent_client
-    from nodeagent import protocol
-
     try:
         ipaddress.IPv4Address(ip)
     except ValueError:

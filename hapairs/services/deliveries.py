@@ -1,6 +1,6 @@
 """Deliveries: one row per message (unique key), claimed before each attempt.
 
-The row is written first and its send queued after commit (``tasks.delivery_send``).
+The row is written first and its send queued after commit (``tasks.delivery_send``, by ``dispatch``).
 A worker *claims* it with a conditional update (pending/retrying → sending), so two
 workers, a retry and a resume never send the same message twice; once sent, every later
 task finds nothing to claim. Each attempt is appended to ``attempt_log``.
@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from hapairs import dispatch
 from hapairs.choices import DeliveryStatus
 from hapairs.models import Alert, Delivery, ReportSchedule
 from hapairs.services._common import ServiceError
@@ -26,10 +27,7 @@ ATTEMPT_LOG_MAX = 50
 
 def delivery_queue(delivery: Delivery) -> None:
     """Send it from a worker once the surrounding transaction commits."""
-    from hapairs import tasks
-
-    pk = delivery.pk
-    transaction.on_commit(lambda: tasks.delivery_send.delay(pk), robust=True)
+    dispatch.on_commit(dispatch.DELIVERY_SEND, delivery.pk)
 
 
 def delivery_create(

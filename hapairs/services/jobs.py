@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from hapairs.choices import ACTIVE_JOB_STATUSES, JobStatus, Severity
+from hapairs import dispatch
+from hapairs.choices import ACTIVE_JOB_STATUSES, EventCode, JobStatus, Severity
 from hapairs.models import Appliance, HAPair, Job
 from hapairs.services._common import ServiceError, actor_name, event_record
+from hapairs.services.alerts import alert_queue
 
 
 class JobConflict(ServiceError):
@@ -35,8 +37,6 @@ def job_enqueue(
     reason: str = "",
 ) -> Job:
     """Write the job row and queue it once the surrounding transaction commits."""
-    from hapairs import tasks
-
     if pair is not None and Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).exists():
         raise JobConflict(_conflict_message(pair))
     try:
@@ -53,6 +53,7 @@ def job_enqueue(
     except IntegrityError:
         raise JobConflict(_conflict_message(pair)) from None
     event_record(
+        code=EventCode.JOB_REQUESTED,
         description=f"{job.get_kind_display()} requested",
         generated_by=actor_name(by),
         pair=pair,
@@ -60,15 +61,14 @@ def job_enqueue(
         job=job,
         remarks=reason[:500],
     )
-    transaction.on_commit(lambda: tasks.job_run.delay(job.pk))
+    dispatch.on_commit(dispatch.JOB_RUN, job.pk)
     return job
 
 
 def job_failed_event(*, job: Job) -> None:
-    from hapairs.services.alerts import alert_queue
-
     job.refresh_from_db(fields=["error"])
     event = event_record(
+        code=EventCode.JOB_FAILED,
         description=f"{job.get_kind_display()} failed",
         generated_by="mseportal",
         pair=job.pair,
@@ -82,6 +82,7 @@ def job_failed_event(*, job: Job) -> None:
 
 def job_succeeded_event(*, job: Job) -> None:
     event_record(
+        code=EventCode.JOB_COMPLETED,
         description=f"{job.get_kind_display()} completed",
         generated_by="mseportal",
         pair=job.pair,
@@ -96,6 +97,6 @@ def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> bool:
     cancelled = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=JobStatus.CANCELLED)
     if cancelled:
         event_record(
-            description=f"{job.get_kind_display()} cancelled", generated_by=actor_name(by), pair=job.pair, job=job
+            code=EventCode.JOB_CANCELLED, description=f"{job.get_kind_display()} cancelled", generated_by=actor_name(by), pair=job.pair, job=job
         )
     return bool(cancelled)

@@ -17,10 +17,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from hapairs import licences
-from hapairs.choices import ACTIVE_JOB_STATUSES, JobKind, LicenseStatus
-from hapairs.models import Appliance, HAPair, Job, License, LicenseFile
+from hapairs import licences, selectors
+from hapairs.choices import ACTIVE_JOB_STATUSES, EventCode, JobKind, LicenseStatus
+from hapairs.models import Appliance, Job, License, LicenseFile
 from hapairs.services._common import ServiceError, actor_name, event_record
+from hapairs.services.jobs import job_enqueue
 
 FIELD = "file"
 _FILENAME_JUNK = re.compile(r"[\x00-\x1f\x7f]")
@@ -51,12 +52,9 @@ def licence_line_remark(line) -> str:
     return text
 
 
-def _pair_of(appliance: Appliance) -> HAPair | None:
-    return HAPair.objects.filter(Q(primary=appliance) | Q(secondary=appliance)).order_by("pk").first()
-
-
-def _verify(appliance: Appliance, data: bytes) -> licences.VerifiedLicenceFile:
-    """Every check that needs no database: keys, format, signatures, expiry, host binding."""
+def licence_verify(*, appliance: Appliance, data: bytes) -> licences.VerifiedLicenceFile:
+    """Every check that needs no database: keys, format, signatures, expiry, host binding.
+    ``appliance`` may be one not recorded yet (the secondary the configure screen pairs)."""
     try:
         keys = licences.trusted_keys_from_settings()
         verified = licences.parse_and_verify(data, trusted_keys=keys, today=timezone.localdate())
@@ -116,9 +114,7 @@ def licence_upload(
     after signing, expired, bound to another appliance, or already uploaded (the same file,
     or a line the appliance already holds). Nothing is stored then.
     """
-    from hapairs.services.jobs import job_enqueue
-
-    verified = _verify(appliance, data)
+    verified = licence_verify(appliance=appliance, data=data)
     name = licence_file_name(filename)
     remarks = f"{name}: " + ", ".join(licence_line_remark(line) for line in verified.lines)
     try:
@@ -151,10 +147,11 @@ def licence_upload(
                 ]
             )
             event_record(
-                description="Licence file uploaded",
+                code=EventCode.LICENSE_UPLOADED,
+                description="License file uploaded",
                 generated_by=actor_name(by),
                 appliance=locked,
-                pair=_pair_of(locked),
+                pair=selectors.pair_for(locked),
                 remarks=remarks,
             )
             job = job_enqueue(
@@ -172,8 +169,6 @@ def licence_upload(
 def licence_remove(*, license_file: LicenseFile, by: AbstractBaseUser | None = None, reason: str = "") -> Job:
     """"Delete Secondary Activation license": a job deletes the file from the agent and
     marks its lines REMOVED (kept for the record; they no longer count)."""
-    from hapairs.services.jobs import job_enqueue
-
     with transaction.atomic():
         locked = LicenseFile.objects.select_for_update().select_related("appliance").filter(pk=license_file.pk).first()
         if locked is None:
@@ -181,7 +176,7 @@ def licence_remove(*, license_file: LicenseFile, by: AbstractBaseUser | None = N
         appliance = locked.appliance
         if not locked.licenses.exclude(status=LicenseStatus.REMOVED).exists():
             raise ServiceError(f"{locked.filename} was already removed from {appliance.name}.")
-        pairs = HAPair.objects.filter(Q(primary=appliance) | Q(secondary=appliance))
+        pairs = selectors.pairs_of(appliance)
         holds_activation = locked.licenses.filter(feature=licences.ACTIVATION_FEATURE).exclude(
             status=LicenseStatus.REMOVED
         ).exists()
@@ -226,28 +221,30 @@ def licence_installed_record(*, license_file: LicenseFile, agent_licence_id: str
         license_file.agent_licence_id = agent_licence_id[:64]
         license_file.save(update_fields=["agent_licence_id"])
     return _lines_move(license_file, License.objects.filter(status=LicenseStatus.VERIFIED),
-                       {"status": LicenseStatus.INSTALLED, "installed_on": appliance}, "Licence installed", "on", job)
+                       {"status": LicenseStatus.INSTALLED, "installed_on": appliance}, EventCode.LICENSE_INSTALLED, "on", job)
 
 
 @transaction.atomic
 def licence_removed_record(*, license_file: LicenseFile, job: Job | None = None) -> int:
     """The agent no longer holds the file: its lines become REMOVED and stop counting."""
     return _lines_move(license_file, License.objects.exclude(status=LicenseStatus.REMOVED),
-                       {"status": LicenseStatus.REMOVED}, "Licence removed", "from", job)
+                       {"status": LicenseStatus.REMOVED}, EventCode.LICENSE_REMOVED, "from", job)
 
 
-def _lines_move(license_file: LicenseFile, candidates, changes: dict, description: str, preposition: str, job) -> int:
+def _lines_move(license_file: LicenseFile, candidates, changes: dict, code: str, preposition: str, job) -> int:
     """Move the file's lines that are still ``candidates`` to ``changes``, conditionally (a
     step re-run records the move once), with one event naming them."""
     appliance = license_file.appliance
+    description = EventCode(code).label
     lines = list(candidates.filter(source_file=license_file))
     updated = candidates.filter(pk__in=[row.pk for row in lines]).update(**changes)
     if updated:
         event_record(
+            code=code,
             description=description,
             generated_by="mseportal",
             appliance=appliance,
-            pair=_pair_of(appliance),
+            pair=selectors.pair_for(appliance),
             job=job,
             remarks=f"{license_file.filename} {preposition} {appliance.name}: "
             + ", ".join(licence_line_remark(row) for row in lines),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from hapairs import agent_replies, rules, selectors
-from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, SwitchType
-from hapairs.models import Appliance, HAPair
+from hapairs import agent_replies, licences, rules, selectors
+from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, HAState, JobKind, SwitchType
+from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAPair
 from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
+from hapairs.services.appliances import appliance_create, appliance_discover
+from hapairs.services.jobs import job_enqueue
+from hapairs.services.licences import licence_upload, licence_verify
 
 # --- HA pairs -------------------------------------------------------------------------
 def ha_pair_create(
@@ -51,26 +57,16 @@ def _ha_pair_create_locked(
 ) -> HAPair:
     locked = {a.pk: a for a in Appliance.objects.select_for_update().filter(pk__in=[primary_id, secondary_id])}
     primary, secondary = locked[primary_id], locked[secondary_id]
-    if HAPair.objects.filter(primary=primary).exists():
-        raise ServiceError(f"{primary.name} is already paired with a secondary.", field="__all__")
-    if HAPair.objects.filter(secondary=primary).exists():
-        raise ServiceError(f"{primary.name} is a secondary in another pair; it cannot be a primary.")
-    if HAPair.objects.filter(primary=secondary).exists():
-        raise ServiceError(
-            f"{secondary.name} is the primary of another pair; it cannot be a secondary.", field=rules.F_SECONDARY
-        )
-    backed = list(HAPair.objects.filter(secondary=secondary).select_related("primary").order_by("slot"))
-    violations = rules.validate_pairing(
-        selectors.node_facts(primary),
-        selectors.node_facts(secondary),
-        already_backed=[selectors.node_facts(pair.primary) for pair in backed],
-        failover_wait=failover_wait,
-    )
+    taken = _role_taken(primary, secondary)
+    if taken is not None:
+        raise taken
+    backed = _backed_by(secondary)
+    violations = _violations(primary, selectors.node_facts(secondary), backed, failover_wait)
     if violations:
         error = rules.PairingError(violations)
         raise ServiceError(str(error), field=violations[0].field, errors=error.by_field())
-    taken = {pair.slot for pair in backed}
-    slot = min(s for s in range(1, MAX_PRIMARIES_PER_SECONDARY + 1) if s not in taken)
+    used = {pair.slot for pair in backed}
+    slot = min(s for s in range(1, MAX_PRIMARIES_PER_SECONDARY + 1) if s not in used)
     pair = HAPair(
         primary=primary,
         secondary=secondary,
@@ -87,7 +83,7 @@ def _ha_pair_create_locked(
         raise service_error_from(exc) from None
     pair.save()
     event_record(
-        description="High availability pair recorded",
+        code=EventCode.PAIR_RECORDED,
         generated_by=actor_name(by),
         pair=pair,
         remarks=(
@@ -99,7 +95,131 @@ def _ha_pair_create_locked(
     return pair
 
 
+def _role_taken(primary: Appliance, secondary: Appliance | None) -> ServiceError | None:
+    """A role this pairing would give is held in another pair already."""
+    if HAPair.objects.filter(primary=primary).exists():
+        return ServiceError(f"{primary.name} is already paired with a secondary.", field="__all__")
+    if HAPair.objects.filter(secondary=primary).exists():
+        return ServiceError(f"{primary.name} is a secondary in another pair; it cannot be a primary.")
+    if secondary is not None and HAPair.objects.filter(primary=secondary).exists():
+        return ServiceError(
+            f"{secondary.name} is the primary of another pair; it cannot be a secondary.", field=rules.F_SECONDARY
+        )
+    return None
+
+
+def _backed_by(secondary: Appliance | None) -> list[HAPair]:
+    """The pairs a secondary already backs (none for one not recorded yet)."""
+    if secondary is None:
+        return []
+    return list(HAPair.objects.filter(secondary=secondary).select_related("primary").order_by("slot"))
+
+
+def _violations(primary: Appliance, secondary: rules.NodeFacts, backed: list[HAPair], failover_wait: int):
+    return rules.validate_pairing(
+        selectors.node_facts(primary),
+        secondary,
+        already_backed=[selectors.node_facts(pair.primary) for pair in backed],
+        failover_wait=failover_wait,
+    )
+
+
 # --- configure (the "Configure High Availability Parameters" save) -----------------
+RULE_FIELDS = {rules.F_LICENSE: "activation_license", rules.F_PRIMARY: "__all__"}  # a rule's field → the form's
+
+
+@dataclass
+class PairingCheck:
+    """Everything a Configure would be refused for, found before anything is written or sent
+    to the agents, with each refusal under the configure form's field it belongs next to."""
+
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    facts: dict[str, str] = field(  # what is known of the secondary, for the screen
+        default_factory=lambda: {"udi": "", "activation": "", "device_type": "", "version": ""}
+    )
+    secondary: Appliance | None = None  # the secondary, when the portal has recorded it
+    discovered: agent_replies.DiscoveredNode | None = None  # else what it said about itself
+
+    def refuse(self, where: str, message: str) -> None:
+        self.errors.setdefault(where, []).append(message)
+
+    def error(self) -> ServiceError:
+        first = next(iter(self.errors))
+        return ServiceError(" ".join(m for ms in self.errors.values() for m in ms), field=first, errors=self.errors)
+
+
+def ha_configure_check(
+    *,
+    primary: Appliance,
+    secondary_name: str,
+    secondary_ip: str,
+    secondary_password: str = "",
+    failover_wait: int = FAILOVER_WAIT_DEFAULT,
+    activation_licence: tuple[str, bytes] | None = None,
+    delete_activation_license: bool = False,
+) -> PairingCheck:
+    """The preconditions of pairing ``primary`` with the named secondary: the configure
+    screen's live check and ``ha_configure`` both ask this. Writes nothing; a secondary the
+    portal does not know yet is asked who it is (a read-only call to its agent)."""
+    check = PairingCheck()
+    name, ip = secondary_name, secondary_ip
+    if delete_activation_license:
+        check.refuse("delete_activation_license", "A virtual secondary must be activated to take part in high "
+                                                  "availability: its activation licence cannot be deleted while pairing it.")
+    same = rules.distinct_violation(primary.name, primary.hm_ip, name, ip)
+    if same is not None:
+        check.refuse(same.field, same.message)
+        return check
+    secondary = Appliance.objects.filter(name=name).first()
+    if secondary is not None:
+        if secondary.hm_ip != ip:
+            check.refuse("secondary_ip", f"{name}'s Health Monitor IP is {secondary.hm_ip}, not {ip}.")
+        node = selectors.node_facts(secondary)
+        check.secondary = secondary
+        check.facts.update(udi=secondary.udi, device_type=secondary.get_device_type_display(), version=secondary.version)
+    else:
+        other = Appliance.objects.filter(hm_ip=ip).first()
+        if other is not None:
+            check.refuse("secondary_ip", f"{ip} is registered as {other.name}, not {name}.")
+            return check
+        if not secondary_password:
+            check.refuse("secondary_password", f"Enter {name}'s password: the portal must contact it to pair it.")
+            return check
+        try:
+            found = appliance_discover(ip=ip, password=secondary_password)
+        except ServiceError as exc:
+            check.refuse("secondary_password" if exc.field == "password" else "secondary_ip", exc.message)
+            return check
+        node = rules.NodeFacts(name=name, device_type=found.device_type, version=found.version, hm_ip=ip,
+                               vip=None, vip_prefixlen=None, activated=False, role=found.role)
+        secondary = Appliance(name=name, device_type=found.device_type, hm_ip=ip, udi=found.udi)  # not saved
+        check.discovered = found
+        check.facts.update(udi=found.udi, device_type=rules.DEVICE_LABELS.get(found.device_type, found.device_type),
+                           version=found.version)
+    if activation_licence is not None and not check.errors:
+        try:
+            verified = licence_verify(appliance=secondary, data=activation_licence[1])
+        except ServiceError as exc:
+            check.refuse("activation_license", exc.message)
+        else:
+            if any(line.feature == licences.ACTIVATION_FEATURE for line in verified.lines):
+                node = rules.NodeFacts(**{**node.__dict__, "activated": True})
+            else:
+                check.refuse("activation_license", f"This file holds no {licences.ACTIVATION_FEATURE} licence "
+                                                   f"({licences.ACTIVATION_SKU}); it cannot activate {name}.")
+    if node.is_virtual:
+        check.facts["activation"] = "Activated" if node.activated else "Not Activated"
+    if check.errors:
+        return check
+    taken = _role_taken(primary, check.secondary)
+    if taken is not None:
+        check.refuse(taken.field, taken.message)
+        return check
+    for violation in _violations(primary, node, _backed_by(check.secondary), failover_wait):
+        check.refuse(RULE_FIELDS.get(violation.field, violation.field), violation.message)
+    return check
+
+
 def ha_configure(
     *,
     primary: Appliance,
@@ -120,24 +240,16 @@ def ha_configure(
     refusal leaves nothing behind. ``activation_licence`` (file name, bytes) is "Activate
     Secondary with License": verified and stored in that same transaction, so a VA
     secondary counts as activated for the rules; the job installs it first.
-    """
-    from hapairs.choices import JobKind
-    from hapairs.services.appliances import appliance_create, appliance_discover
-    from hapairs.services.jobs import job_enqueue
 
-    secondary = Appliance.objects.filter(name=secondary_name).first()
-    discovered = None
-    if secondary is None:
-        if Appliance.objects.filter(hm_ip=secondary_ip).exists():
-            other = Appliance.objects.get(hm_ip=secondary_ip)
-            raise ServiceError(
-                f"{secondary_ip} is registered as {other.name}, not {secondary_name}.", field="secondary_ip"
-            )
-        discovered = appliance_discover(ip=secondary_ip, password=secondary_password)
-    elif secondary.hm_ip != secondary_ip:
-        raise ServiceError(
-            f"{secondary_name}'s Health Monitor IP is {secondary.hm_ip}, not {secondary_ip}.", field="secondary_ip"
-        )
+    Refused, before anything is written, for whatever ``ha_configure_check`` finds.
+    """
+    check = ha_configure_check(
+        primary=primary, secondary_name=secondary_name, secondary_ip=secondary_ip,
+        secondary_password=secondary_password, failover_wait=failover_wait, activation_licence=activation_licence,
+    )
+    if check.errors:
+        raise check.error()
+    secondary, discovered = check.secondary, check.discovered
     with transaction.atomic():
         if discovered is not None:
             secondary = appliance_create(
@@ -155,8 +267,6 @@ def ha_configure(
             secondary.set_password(secondary_password)
             secondary.save(update_fields=["password_ciphertext", "updated_at"])
         if activation_licence is not None:
-            from hapairs.services.licences import licence_upload
-
             filename, data = activation_licence
             try:
                 licence_upload(appliance=secondary, filename=filename, data=data, by=by, reason=reason)
@@ -191,9 +301,6 @@ def ha_update(
     reason: str = "",
 ):
     """Change the pair's parameters; the job pushes them to both agents ("Configuration updated")."""
-    from hapairs.choices import JobKind
-    from hapairs.services.jobs import job_enqueue
-
     low, high = rules.FAILOVER_WAIT_RANGE
     if not low <= failover_wait <= high:
         raise ServiceError(
@@ -218,9 +325,6 @@ def ha_update(
 
 # --- switchover / failback: the pre-flight decides ------------------------------------
 def _switch(*, pair: HAPair, action: str, by, reason: str):
-    from hapairs.choices import JobKind
-    from hapairs.services.jobs import job_enqueue
-
     check = selectors.preflight(pair, action)
     if not check.allowed:
         raise ServiceError(check.refusal, field="__all__")
@@ -241,9 +345,6 @@ def ha_failback(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str
 
 def ha_delete_secondary(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str = ""):
     """The only safe teardown (spec §5): both agents drop the pairing, then the row goes."""
-    from hapairs.choices import JobKind
-    from hapairs.services.jobs import job_enqueue
-
     with transaction.atomic():
         return job_enqueue(kind=JobKind.DELETE_SECONDARY, pair=pair, by=by, reason=reason)
 
@@ -252,11 +353,6 @@ def ha_delete_secondary(*, pair: HAPair, by: AbstractBaseUser | None = None, rea
 def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = None, reason: str = "") -> HAPair:
     """Maintenance mode: automatic failover and failback paused while someone works. The
     portal shows it at once; a job tells both agents, which stop deciding by themselves."""
-    from django.utils import timezone
-
-    from hapairs.choices import JobKind
-    from hapairs.services.jobs import job_enqueue
-
     if on and not reason.strip():
         raise ServiceError("Say why the pair goes into maintenance; everyone will see it.", field="reason")
     pair = HAPair.objects.select_for_update().get(pk=pair.pk)
@@ -272,7 +368,7 @@ def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = 
     job_enqueue(kind=JobKind.SET_MAINTENANCE, pair=pair, params={"maintenance": on, "remarks": remarks},
                 by=by, reason=reason or remarks)
     event_record(
-        description="Maintenance mode on: automatic failover paused" if on else "Maintenance mode off",
+        code=EventCode.MAINTENANCE_ON if on else EventCode.MAINTENANCE_OFF,
         generated_by=actor_name(by),
         pair=pair,
         remarks=reason[:500],
@@ -285,7 +381,8 @@ def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
     """Forget a pair whose agents have both dropped it (the last step of delete-secondary)."""
     description = f"Secondary {pair.secondary.name} deleted; {pair.primary.name} runs without high availability"
     primary = pair.primary
-    event_record(description=description, generated_by="mseportal", appliance=primary, job=job,
+    event_record(code=EventCode.SECONDARY_DELETED, description=description, generated_by="mseportal",
+                 appliance=primary, job=job,
                  remarks=f"Instance {pair.instance_db_name} released on {pair.secondary.name}.")
     pair.delete()
 
@@ -294,9 +391,6 @@ def ha_recover_primary(*, pair: HAPair, by: AbstractBaseUser | None = None, reas
     """HA recovery mode (spec §3): the primary answers but lost its configuration. The job
     makes sure the secondary (which holds the data) is in charge, restores the primary's
     pairing behind it (TERMINATED), and leaves the failback to the operator."""
-    from hapairs.choices import HAState, JobKind
-    from hapairs.services.jobs import job_enqueue
-
     if not pair.primary_reachable:
         raise ServiceError(f"{pair.primary.name} is not answering the portal; recovery needs it running in recovery mode.")
     if pair.primary_state != HAState.UNKNOWN:
@@ -310,9 +404,6 @@ def ha_recover_primary(*, pair: HAPair, by: AbstractBaseUser | None = None, reas
 
 def appliance_start_services(*, appliance: Appliance, by: AbstractBaseUser | None = None, reason: str = ""):
     """Start an appliance's services (the seed's "primary brought back up" after a switchover)."""
-    from hapairs.choices import JobKind
-    from hapairs.services.jobs import job_enqueue
-
-    pair = HAPair.objects.filter(primary=appliance).first() or HAPair.objects.filter(secondary=appliance).first()
+    pair = selectors.pair_for(appliance)
     with transaction.atomic():
         return job_enqueue(kind=JobKind.START_SERVICES, pair=pair, appliance=appliance, by=by, reason=reason)

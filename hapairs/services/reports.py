@@ -14,15 +14,18 @@ import json
 import re
 import uuid
 
+from celery.schedules import crontab as celery_crontab
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
+from django_celery_beat import validators
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from hapairs import reports
-from hapairs.choices import DeliveryChannel, DeliveryKind, ReportCadence
+from hapairs.choices import DeliveryChannel, DeliveryKind, EventCode, ReportCadence
 from hapairs.models import REPORT_PERIOD_MAX_DAYS, Delivery, ReportSchedule
 from hapairs.services._common import ServiceError, actor_name, event_record
 from hapairs.services.deliveries import delivery_create
@@ -55,9 +58,6 @@ def parse_recipients(text: str, *, field: str = "recipients") -> list[str]:
 
 def check_crontab(expression: str) -> str:
     """The expression with single spaces, or a ServiceError saying which field is wrong."""
-    from celery.schedules import crontab as celery_crontab
-    from django_celery_beat import validators
-
     expression = " ".join((expression or "").split())
     parts = expression.split(" ") if expression else []
     if len(parts) != 5:
@@ -153,8 +153,6 @@ def report_schedule_clean(*, schedule: ReportSchedule | None, name, recipients, 
 
 def _sync_periodic_task(schedule: ReportSchedule) -> None:
     """Keep the schedule's beat entry (PeriodicTask + CrontabSchedule) in step with it."""
-    from django_celery_beat.models import CrontabSchedule, PeriodicTask
-
     minute, hour, day_of_month, month_of_year, day_of_week = schedule.cron_expression.split(" ")
     fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
               "day_of_week": day_of_week, "timezone": settings.TIME_ZONE}
@@ -191,7 +189,7 @@ def report_schedule_create(
     with transaction.atomic():
         schedule = ReportSchedule.objects.create(**values, enabled=enabled, also_alerts=also_alerts, created_by=by)
         _sync_periodic_task(schedule)
-        event_record(description=f"Report schedule “{schedule.name}” created", generated_by=actor_name(by),
+        event_record(code=EventCode.REPORT_SCHEDULE_CREATED, description=f"Report schedule “{schedule.name}” created", generated_by=actor_name(by),
                      remarks=f"{schedule.schedule_text}, covering {schedule.period_days} day(s), to {schedule.recipients}"
                              f"{'' if enabled else ' (disabled)'}")
     return schedule
@@ -219,7 +217,7 @@ def report_schedule_update(
             setattr(schedule, field_name, value)
         schedule.save(update_fields=[*values, "enabled", "also_alerts", "updated_at"])
         _sync_periodic_task(schedule)
-        event_record(description=f"Report schedule “{schedule.name}” updated", generated_by=actor_name(by),
+        event_record(code=EventCode.REPORT_SCHEDULE_UPDATED, description=f"Report schedule “{schedule.name}” updated", generated_by=actor_name(by),
                      remarks=f"{schedule.schedule_text}, covering {schedule.period_days} day(s), to {schedule.recipients}"
                              f"{'' if enabled else ' (disabled)'}")
     return schedule
@@ -233,7 +231,7 @@ def report_schedule_delete(*, schedule: ReportSchedule, by: AbstractBaseUser | N
             schedule.periodic_task.delete()
         name = schedule.name
         schedule.delete()
-        event_record(description=f"Report schedule “{name}” deleted", generated_by=actor_name(by))
+        event_record(code=EventCode.REPORT_SCHEDULE_DELETED, description=f"Report schedule “{name}” deleted", generated_by=actor_name(by))
 
 
 # --- report deliveries -------------------------------------------------------------------

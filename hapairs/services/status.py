@@ -16,19 +16,19 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hapairs.agent_replies import AgentEvent, HAInfo, services_as_rows
-from hapairs.choices import HAState, Reachability, Severity
-from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample
+from hapairs.jobkeys import job_of_key
+from hapairs.choices import FAILBACK_CODES, FAILOVER_CODES, EventCode, HAState, Reachability, severity_of
+from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
 from hapairs.services._common import event_record
+from hapairs.services.alerts import alert_queue, alerts_for_ingested
 
 SPLIT_BRAIN_REMEDY = (
     "Split brain: both nodes are in charge of the virtual IP. Remedy: take the VIP down on the "
     "secondary, restart the secondary's services, and check that it resynchronises with the primary."
 )
-FAILOVER_EVENT = "Instance is in failover active state"
-FAILBACK_EVENTS = ("Failback complete; primary instance is in charge",)
-SPLIT_BRAIN_EVENT = "Split brain detected: primary and secondary are both active"
-UNREACHABLE_EVENT = "{name} is not answering the portal"
-MASS_UNREACHABLE_EVENT = "{count} nodes stopped answering the portal at once"
+# display texts only: what happened is the event's code
+UNREACHABLE_TEXT = "{name} is not answering the portal"
+MASS_UNREACHABLE_TEXT = "{count} nodes stopped answering the portal at once"
 MASS_UNREACHABLE = 5  # more nodes lost in one poll than this: one alert for all of them
 
 
@@ -46,6 +46,14 @@ def _pair_for_peer(appliance: Appliance, pairs: list[HAPair], peer_hm_ip: str | 
         if other.hm_ip == peer_hm_ip:
             return pair
     return None
+
+
+def _jobs_of_keys(keys: set[str]) -> dict[str, int]:
+    """The jobs that caused events, from the keys the agents echoed (a job step's key,
+    ``jobs.idempotency_key``); a key that names no job (or not one of ours) names none."""
+    job_ids = {key: job_id for key in keys if (job_id := job_of_key(key)) is not None}
+    known = set(Job.objects.filter(pk__in=set(job_ids.values())).values_list("pk", flat=True))
+    return {key: job_id for key, job_id in job_ids.items() if job_id in known}
 
 
 @transaction.atomic
@@ -69,6 +77,7 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
         pairs_by_node.setdefault(pair.primary_id, []).append(pair)
         pairs_by_node.setdefault(pair.secondary_id, []).append(pair)
     lowest = min(event.seq for _, evs in batch.values() for event in evs)
+    jobs = _jobs_of_keys({event.cause_key for _, evs in batch.values() for event in evs if event.cause_key})
     existing = set(
         HAEvent.objects.filter(appliance_id__in=list(batch), seq__gte=lowest).values_list("appliance_id", "seq")
     )
@@ -79,20 +88,20 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
             if (pk, event.seq) in existing:
                 continue
             existing.add((pk, event.seq))
-            severity = Severity.INFO
-            if event.description == FAILOVER_EVENT or event.description.startswith(("Heartbeats lost", "Newer generation")):
-                severity = Severity.WARNING
             new_rows.append(
                 HAEvent(
                     appliance_id=pk,
                     pair=_pair_for_peer(appliance, node_pairs, event.peer_hm_ip),
                     seq=event.seq,
+                    code=event.code,
+                    cause_key=event.cause_key[:200],
+                    job_id=jobs.get(event.cause_key),
                     description=event.description[:300],
                     generated_by=(event.generated_by or appliance.name)[:128],
                     timestamp=event.timestamp,
                     remarks=event.remarks[:500],
                     generation=event.generation,
-                    severity=severity,
+                    severity=severity_of(event.code),
                 )
             )
         highest = max(event.seq for event in events)
@@ -100,8 +109,6 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
             appliance.last_event_seq = highest
             advanced.append(appliance)
     HAEvent.objects.bulk_create(new_rows, ignore_conflicts=True, batch_size=500)
-    from hapairs.services.alerts import alerts_for_ingested
-
     alerts_for_ingested(new_rows)  # failovers and failbacks: alerted after commit
     by_value: dict[int, list[int]] = {}
     for appliance in advanced:  # most nodes share a few values: one UPDATE per value
@@ -111,9 +118,9 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
     for row in new_rows:
         if row.pair is None:
             continue
-        if row.description == FAILOVER_EVENT:
+        if row.code in FAILOVER_CODES:
             HAPair.objects.filter(pk=row.pair.pk).update(last_failover_at=row.timestamp)
-        elif row.description in FAILBACK_EVENTS:
+        elif row.code in FAILBACK_CODES:
             HAPair.objects.filter(pk=row.pair.pk).update(last_failback_at=row.timestamp)
     return len(new_rows)
 
@@ -195,14 +202,12 @@ def status_record(results: list[PollResult]) -> None:
         if pairs:
             HAPair.objects.filter(pk__in=[pair.pk for pair in pairs]).update(status_updated_at=now)
             _sample_heartbeats(pairs, now)
-        from hapairs.services.alerts import alert_queue
 
         for pair in split_brains:
             event = event_record(
-                description=SPLIT_BRAIN_EVENT,
+                code=EventCode.SPLIT_BRAIN,
                 generated_by="mseportal",
                 pair=pair,
-                severity=Severity.CRITICAL,
                 remarks=SPLIT_BRAIN_REMEDY,
             )
             alert_queue(kind="split_brain", event=event)
@@ -210,11 +215,11 @@ def status_record(results: list[PollResult]) -> None:
         for appliance in lost:  # answered the last poll, not this one
             node_pairs = [pair for pair in pairs if appliance.pk in (pair.primary_id, pair.secondary_id)]
             event = event_record(
-                description=UNREACHABLE_EVENT.format(name=appliance.name),
+                code=EventCode.NODE_UNREACHABLE,
+                description=UNREACHABLE_TEXT.format(name=appliance.name),
                 generated_by="mseportal",
                 appliance=appliance,
                 pair=node_pairs[0] if len(node_pairs) == 1 else None,
-                severity=Severity.WARNING,
                 remarks=by_id[appliance.pk].error[:500] or "No answer to the portal's poll.",
             )
             if not mass:
@@ -222,9 +227,9 @@ def status_record(results: list[PollResult]) -> None:
         if mass:
             names = sorted(appliance.name for appliance in lost)
             event = event_record(
-                description=MASS_UNREACHABLE_EVENT.format(count=len(names)),
+                code=EventCode.NODES_UNREACHABLE,
+                description=MASS_UNREACHABLE_TEXT.format(count=len(names)),
                 generated_by="mseportal",
-                severity=Severity.CRITICAL,
                 remarks="; ".join(names[:40]) + (f"; and {len(names) - 40} more" if len(names) > 40 else "")
                 + ". Many nodes at once usually means the network between the portal and them, not the nodes.",
             )
@@ -262,11 +267,11 @@ def _restart_event_logs(appliances: dict, by_id: dict, reachable: list[int]) -> 
         HAEvent.objects.filter(appliance=appliance, seq__isnull=False).update(seq=None)
         Appliance.objects.filter(pk=appliance.pk).update(last_event_seq=0)
         event_record(
+            code=EventCode.EVENT_LOG_RESTARTED,
             description=f"Event log of {appliance.name} restarted",
             generated_by="mseportal",
             appliance=appliance,
             pair=HAPair.objects.filter(Q(primary=appliance) | Q(secondary=appliance)).first(),
-            severity=Severity.WARNING,
             remarks=f"It reports {by_id[appliance.pk].last_seq} events where the portal had "
             f"{appliance.last_event_seq}: its state was reset. Earlier events are kept.",
         )

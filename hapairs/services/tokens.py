@@ -1,4 +1,5 @@
-"""API tokens: a random secret shown once; only its SHA-256 is stored."""
+"""API tokens: a random secret shown once; only its SHA-256 is stored. Issuing and
+revoking one is recorded as a portal event (no pair): who, for whom, which prefix."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from hapairs.choices import EventCode
 from hapairs.models import ApiToken
+from hapairs.services._common import actor_name, event_record
 
 TOKEN_PREFIX = "mse_"
 
@@ -19,11 +22,17 @@ def token_hash(token: str) -> str:
 
 
 @transaction.atomic
-def api_token_issue(*, user: AbstractBaseUser) -> str:
+def api_token_issue(*, user: AbstractBaseUser, by: AbstractBaseUser | None = None) -> str:
     """Issue a new token for the user, replacing any previous one; return it (shown once)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    ApiToken.objects.update_or_create(
+    _, created = ApiToken.objects.update_or_create(
         user=user, defaults={"key_hash": token_hash(token), "prefix": token[:12], "last_used_at": None}
+    )
+    event_record(
+        code=EventCode.TOKEN_ISSUED,
+        description=f"API token issued for {user.get_username()}",
+        generated_by=actor_name(by),
+        remarks=f"Token {token[:12]}…" + ("" if created else "; the previous token stops working."),
     )
     return token
 
@@ -42,5 +51,15 @@ def api_token_user(token: str):
 
 
 @transaction.atomic
-def api_token_revoke(*, user: AbstractBaseUser) -> bool:
-    return bool(ApiToken.objects.filter(user=user).delete()[0])
+def api_token_revoke(*, user: AbstractBaseUser, by: AbstractBaseUser | None = None) -> bool:
+    """Revoke the user's token, if they have one (recorded only then)."""
+    held = ApiToken.objects.filter(user=user).first()
+    if held is None or not ApiToken.objects.filter(pk=held.pk).delete()[0]:  # none, or revoked meanwhile
+        return False
+    event_record(
+        code=EventCode.TOKEN_REVOKED,
+        description=f"API token revoked for {user.get_username()}",
+        generated_by=actor_name(by),
+        remarks=f"Token {held.prefix}…",
+    )
+    return True

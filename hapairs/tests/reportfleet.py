@@ -20,7 +20,9 @@ from hapairs import services
 from hapairs.agent_replies import AgentEvent, HAInfo, PeerStatus
 from hapairs.choices import JobStatus, LicenseStatus
 from hapairs.models import HAPair, HeartbeatSample, Job, License, LicenseFile
-from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT, PollResult, status_record
+from hapairs.choices import EventCode
+from hapairs.jobkeys import job_step_key
+from hapairs.services.status import PollResult, status_record
 
 SWITCHOVER_REASON = "Replacing the primary's power supply"
 UPDATE_REASON = "Longer wait for the Seoul link"
@@ -57,12 +59,15 @@ def failed_over(pair: HAPair, *, generation: int = 2) -> None:
     ])
 
 
-def agent_event(pair: HAPair, node, seq: int, description: str, *, at, generation: int) -> None:
-    """An event pushed by one node's agent, as the ingest API stores it."""
+def agent_event(pair: HAPair, node, seq: int, code: str, *, at, generation: int, cause_key: str = "") -> None:
+    """An event pushed by one node's agent, as the ingest API stores it; ``cause_key``: the
+    key of the command that caused it, as the agent echoes it."""
     peer = pair.secondary if node.pk == pair.primary_id else pair.primary
     services.events_ingest(appliance=node, events=[AgentEvent(
-        seq=seq, description=description, generated_by="Secondary" if node.pk == pair.secondary_id else "Primary",
+        seq=seq, code=code, description=EventCode(code).label,
+        generated_by="Secondary" if node.pk == pair.secondary_id else "Primary",
         timestamp=at, remarks=f"Generation {generation}.", generation=generation, peer_hm_ip=peer.hm_ip,
+        cause_key=cause_key,
     )])
 
 
@@ -101,9 +106,9 @@ def build_fleet(make_appliance, operator, *, prefix: str = "127.41") -> dict:
     healthy(pair2, mean_ms=2.0)
 
     # p2 → s2: the agents fail over and back by themselves; both nodes report the failback
-    agent_event(pair2, s2, 1, FAILOVER_EVENT, at=now - timedelta(hours=5), generation=2)
-    agent_event(pair2, s2, 2, FAILBACK_EVENTS[0], at=now - timedelta(hours=3), generation=3)
-    agent_event(pair2, p2, 1, FAILBACK_EVENTS[0], at=now - timedelta(hours=3, seconds=-2), generation=3)
+    agent_event(pair2, s2, 1, EventCode.FAILOVER_ACTIVE, at=now - timedelta(hours=5), generation=2)
+    agent_event(pair2, s2, 2, EventCode.FAILBACK_COMPLETE, at=now - timedelta(hours=3), generation=3)
+    agent_event(pair2, p2, 1, EventCode.FAILBACK_COMPLETE, at=now - timedelta(hours=3, seconds=-2), generation=3)
     healthy(pair2, generation=3, mean_ms=2.0)
     update = services.ha_update(pair=pair2, failover_type="automatic", failback_type="automatic", failover_wait=30,
                                 by=operator, reason=UPDATE_REASON)
@@ -113,7 +118,8 @@ def build_fleet(make_appliance, operator, *, prefix: str = "127.41") -> dict:
     # p1 → s1: an operator's switchover, then the agents' failover event
     pair1.refresh_from_db()
     switchover = services.ha_switchover(pair=pair1, by=operator, reason=SWITCHOVER_REASON)
-    agent_event(pair1, s1, 1, FAILOVER_EVENT, at=now - timedelta(minutes=58), generation=2)
+    agent_event(pair1, s1, 1, EventCode.FAILOVER_ACTIVE, at=now - timedelta(minutes=58), generation=2,
+                cause_key=job_step_key(switchover.pk, "switchover_invoke"))
     Job.objects.filter(pk=switchover.pk).update(status=JobStatus.SUCCEEDED, created_at=now - timedelta(minutes=60),
                                                 finished_at=now - timedelta(minutes=57))
     failed_over(pair1)

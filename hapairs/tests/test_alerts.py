@@ -18,9 +18,10 @@ import pytest
 from django.utils import timezone
 
 from hapairs import services
-from hapairs.choices import AlertStatus, DeliveryStatus, JobKind, JobStatus
+from hapairs.jobkeys import job_step_key
+from hapairs.choices import AlertStatus, DeliveryStatus, EventCode, JobKind, JobStatus
 from hapairs.models import Alert, Delivery, HAEvent, Job
-from hapairs.services.status import FAILBACK_EVENTS, FAILOVER_EVENT, PollResult, status_record
+from hapairs.services.status import PollResult, status_record
 from hapairs.tests.mailutil import Inbox, WebhookReceiver, point_mail_at
 from hapairs.tests.reportfleet import agent_event, healthy, licence, peer_info
 
@@ -57,7 +58,8 @@ def test_an_operators_failover_sends_one_alert_saying_who_and_why(pair, operator
 
     # the agents' event arrives: stored, and nothing sent until the transaction commits
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
+        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2,
+                    cause_key=job_step_key(job.pk, "switchover_invoke"))
     assert len(callbacks) == 1 and not inbox.messages and not Alert.objects.exists()
     for callback in callbacks:
         with django_capture_on_commit_callbacks(execute=True):
@@ -77,15 +79,15 @@ def test_an_operators_failover_sends_one_alert_saying_who_and_why(pair, operator
 
     # the same event again (a poll after the push), and the other node's view: one alert
     with django_capture_on_commit_callbacks(execute=True):
-        agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
-        services.alert_queue(kind="failover", event=HAEvent.objects.get(description=FAILOVER_EVENT))
+        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
+        services.alert_queue(kind="failover", event=HAEvent.objects.get(code=EventCode.FAILOVER_ACTIVE))
     assert len(inbox.messages) == 1 and Alert.objects.count() == 1
 
 
 def test_an_automatic_failover_says_the_agents_did_it_themselves(pair, inbox, eager,
                                                                   django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
+        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
 
     [received] = inbox.wait_for(1)
     assert received.subject.endswith("— automatic failover, by the agents")
@@ -101,7 +103,7 @@ def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_h
     now = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):  # over, back, over, back, over within seconds
         for seq, generation in enumerate(range(2, 7), start=1):
-            description = FAILOVER_EVENT if generation % 2 == 0 else FAILBACK_EVENTS[0]
+            description = EventCode.FAILOVER_ACTIVE if generation % 2 == 0 else EventCode.FAILBACK_COMPLETE
             agent_event(pair, pair.secondary, seq, description, at=now + timedelta(seconds=seq), generation=generation)
 
     # one failover and one failback went out; two failovers and a failback were held back
@@ -113,8 +115,8 @@ def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_h
 
     time.sleep(2.1)  # the interval passes; the pair fails over once more
     with django_capture_on_commit_callbacks(execute=True):
-        agent_event(pair, pair.secondary, 6, FAILBACK_EVENTS[0], at=timezone.now(), generation=7)
-        agent_event(pair, pair.secondary, 7, FAILOVER_EVENT, at=timezone.now(), generation=8)
+        agent_event(pair, pair.secondary, 6, EventCode.FAILBACK_COMPLETE, at=timezone.now(), generation=7)
+        agent_event(pair, pair.secondary, 7, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=8)
     assert len(inbox.wait_for(4)) == 4
     failback, failover = inbox.messages[2:]
     assert "Also: 1 more “failback” alert for this pair was held back since" in failback.text
@@ -131,8 +133,8 @@ def test_another_pair_is_not_held_back_by_the_first(pair, make_appliance, inbox,
                                     secondary=make_appliance(name="busan-s", hm_ip="127.43.1.12"))
     healthy(other)
     with django_capture_on_commit_callbacks(execute=True):
-        agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
-        agent_event(other, other.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
+        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
+        agent_event(other, other.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
     assert len(inbox.wait_for(2)) == 2
 
 
@@ -177,7 +179,7 @@ def test_a_tampered_body_does_not_match_the_signature(pair, inbox, eager, settin
     settings.ALERT_WEBHOOK_URL, settings.ALERT_WEBHOOK_SECRET = receiver.url, SECRET
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
+            agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
     finally:
         receiver.stop()
     [post] = receiver.posts
@@ -234,7 +236,7 @@ def test_many_nodes_lost_at_once_send_one_alert_naming_them(make_appliance, inbo
     assert received.subject.startswith(f"[mseportal] {len(nodes)} nodes stopped answering the portal at once")
     assert "edge0" in received.text and "edge7" in received.text
     # every node still has its own line in the events log
-    assert HAEvent.objects.filter(description__endswith="is not answering the portal").count() == len(nodes)
+    assert HAEvent.objects.filter(code=EventCode.NODE_UNREACHABLE).count() == len(nodes)
     assert Alert.objects.count() == 1
 
 
@@ -262,7 +264,7 @@ def test_schedules_that_also_take_alerts_add_their_recipients(pair, operator_use
     services.report_schedule_create(name="NOC", recipients="noc@example.net, Duty@Example.net", also_alerts=True)
     services.report_schedule_create(name="Managers", recipients="boss@example.net")
     with django_capture_on_commit_callbacks(execute=True):
-        agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
+        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
     [received] = inbox.wait_for(1)
     assert sorted(received.rcpt_tos) == ["Duty@Example.net", "noc@example.net"]
 
@@ -271,5 +273,5 @@ def test_with_nobody_to_tell_the_alert_is_recorded_and_nothing_sent(pair, settin
                                                                     django_capture_on_commit_callbacks):
     settings.ALERT_RECIPIENTS, settings.ALERT_WEBHOOK_URL = [], ""
     with django_capture_on_commit_callbacks(execute=True):
-        agent_event(pair, pair.secondary, 1, FAILOVER_EVENT, at=timezone.now(), generation=2)
+        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
     assert Alert.objects.get().status == AlertStatus.NOBODY and not Delivery.objects.exists()

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from hapairs import services
-from hapairs.models import Appliance, HAPair, Job
+from hapairs.models import Appliance, HAEvent, HAPair, Job
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +46,16 @@ def test_the_api_token_command_prints_the_token_on_its_last_line_and_rotates(ope
     assert first.startswith("mse_") and first != second
     assert client.get("/api/v1/appliances", HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 200
     assert client.get("/api/v1/appliances", HTTP_AUTHORIZATION=f"Bearer {first}").status_code == 401
+
+
+def test_the_api_token_command_issues_and_revokes_on_the_record(operator_user):
+    token = token_for(operator_user)
+    call_command("api_token", operator_user.username, "--revoke", stdout=io.StringIO())
+    events = HAEvent.objects.filter(code__in=["token_issued", "token_revoked"]).order_by("pk")
+    assert [(e.description, e.generated_by, e.remarks) for e in events] == [
+        ("API token issued for operator1", "mseportal", f"Token {token[:12]}…"),
+        ("API token revoked for operator1", "mseportal", f"Token {token[:12]}…"),
+    ]
 
 
 def test_the_api_token_command_refuses_an_unknown_user():

@@ -279,7 +279,7 @@ def test_a_worker_killed_mid_switchover_finishes_the_job_once(tmp_path, subnet, 
         assert body["steps_done"] == ["check_generation", "switchover_invoke", "wait_failover_active"]
         assert Job.objects.get(pk=job_id).attempts == 2
         # the agent acted once: one failover in its event log, no duplicate events stored
-        invoked = HAEvent.objects.filter(description="Failover invoked; shutting down primary instance")
+        invoked = HAEvent.objects.filter(code="failover_shutting_down_primary")
         assert invoked.filter(appliance__name="s1").count() == 1
         seqs = list(HAEvent.objects.filter(seq__isnull=False).values_list("appliance_id", "seq"))
         assert len(seqs) == len(set(seqs))
@@ -302,7 +302,7 @@ def test_an_automatic_failover_by_the_agents_reaches_the_portal_with_its_time(tm
 
         # Then the portal learns of the failover from the secondary, timed when it happened
         event = wait_for(
-            lambda: HAEvent.objects.filter(appliance__name="auto-s", description="Instance is in failover active state").first(),
+            lambda: HAEvent.objects.filter(appliance__name="auto-s", code="failover_active").first(),
             timeout=30, what="the failover event from the secondary",
         )
         assert killed_at + 2 <= event.timestamp.timestamp() <= killed_at + 15

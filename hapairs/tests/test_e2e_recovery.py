@@ -84,7 +84,7 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
         assert code == 200 and {e["mac"] for e in data["elements"]} == written
         assert HAEvent.objects.filter(description="Primary mse-p recovered from mse-s").count() == 1
         assert HAEvent.objects.filter(appliance__name="mse-p",
-                                      description="High availability configuration restored from the manager").exists()
+                                      code="config_restored").exists()
 
         # and, once the window allows, a failback brings the data and the VIP back to the primary
         allowed_at = HAPair.objects.get().switch_allowed_at
@@ -128,7 +128,7 @@ def test_maintenance_mode_pauses_the_agents_automatic_failover(tmp_path, subnet,
         response = api("post", "/appliances/mnt-p/ha/maintenance", {"on": False})
         assert response.status_code == 200, response.content
         wait_job(api, Job.objects.filter(kind="set_maintenance").order_by("-pk").first().pk, worker=worker)
-        assert HAEvent.objects.filter(description="Maintenance mode not told to the primary").exists()
+        assert HAEvent.objects.filter(code="maintenance_not_told").exists()
         wait_for(lambda: api("get", "/appliances/mnt-s/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
                  timeout=30, what="the secondary to take over once maintenance ended")
         assert vip_call(vip, "pw-primary")[0] == 200

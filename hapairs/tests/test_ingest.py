@@ -7,14 +7,16 @@ import json
 import pytest
 
 from hapairs import agent_client, agent_replies, services
-from hapairs.models import HAEvent
+from hapairs.choices import JobKind
+from hapairs.jobkeys import job_step_key
+from hapairs.models import HAEvent, HAPair, Job
 from nodeagent import protocol
 
 PATH = "/api/v1/ingest/events"
 
 
-def event(seq, description="Active", peer="127.10.10.16", **extra):
-    return {"seq": seq, "description": description, "generated_by": "Primary",
+def event(seq, description="Active", peer="127.10.10.16", code="active", **extra):
+    return {"seq": seq, "code": code, "description": description, "generated_by": "Primary",
             "timestamp": "2026-11-25T06:00:00Z", "remarks": "", "generation": 1, "peer": peer, **extra}
 
 
@@ -96,6 +98,7 @@ def sender(make_appliance):
 def push(client, body, *, password="pw-p", headers_override=None):
     raw = json.dumps(body).encode()
     headers = protocol.sign_request(password, "POST", PATH, raw)
+    headers[protocol.HEADER_PROTOCOL] = str(protocol.PROTOCOL_VERSION)
     headers.update(headers_override or {})
     extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
     return client.post(PATH, data=raw, content_type="application/json", **extra), headers
@@ -113,6 +116,42 @@ def test_a_signed_push_is_stored_once_even_if_sent_twice(client, sender, django_
     assert stored.count() == 2 and all(e.pair_id for e in stored)
     sender.refresh_from_db()
     assert sender.last_event_seq == 2
+
+
+@pytest.mark.django_db
+def test_a_protocol_1_agents_push_is_refused_by_version_and_stores_nothing(client, sender):
+    # given an agent that speaks protocol 1 (no X-MSE-Protocol header, events without codes)
+    body = {"node": "p", "hm_ip": "127.10.10.15", "events": [{k: v for k, v in event(1).items() if k != "code"}]}
+    # when it pushes, correctly signed
+    response, _ = push(client, body, headers_override={protocol.HEADER_PROTOCOL: ""})
+    # then the portal says which versions disagree, and stores nothing
+    assert response.status_code == 400
+    assert "protocol mismatch" in response.json()["detail"] and "protocol 2" in response.json()["detail"]
+    assert not HAEvent.objects.filter(seq__isnull=False).exists()
+
+
+@pytest.mark.django_db
+def test_an_event_with_a_code_the_portal_does_not_know_is_refused(client, sender):
+    response, _ = push(client, {"node": "p", "hm_ip": "127.10.10.15", "events": [event(1, code="reboot_the_world")]})
+    assert response.status_code == 400 and "reboot_the_world" in response.json()["detail"]
+    assert not HAEvent.objects.filter(seq__isnull=False).exists()
+
+
+@pytest.mark.django_db
+def test_an_event_caused_by_a_job_is_stored_with_that_job(client, sender, django_capture_on_commit_callbacks):
+    # given a job of the portal's, and an event echoing its step's key; another echoing a key that names no job
+    pair = HAPair.objects.get(primary=sender)
+    job = Job.objects.create(kind=JobKind.SWITCHOVER, pair=pair, reason="change CHG-7")
+    key = job_step_key(job.pk, "switchover_invoke")
+    events = [event(1, code="failover_active", cause={"key": key, "by": "op", "reason": "change CHG-7"}),
+              event(2, cause={"key": "someone-elses-key"}), event(3, cause=None)]
+    with django_capture_on_commit_callbacks():
+        response, _ = push(client, {"node": "p", "hm_ip": "127.10.10.15", "events": events})
+    assert response.status_code == 200
+    stored = {e.seq: e for e in HAEvent.objects.filter(appliance=sender, seq__isnull=False)}
+    assert (stored[1].code, stored[1].job_id, stored[1].cause_key) == ("failover_active", job.pk, key)
+    assert (stored[2].job_id, stored[2].cause_key) == (None, "someone-elses-key")
+    assert (stored[3].job_id, stored[3].cause_key) == (None, "")
 
 
 @pytest.mark.django_db
@@ -145,6 +184,7 @@ def test_an_unsigned_push_is_refused(client, sender):
 @pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"hm_ip": 5}'])
 def test_garbage_is_a_4xx(client, sender, raw):
     headers = protocol.sign_request("pw-p", "POST", PATH, raw)
+    headers[protocol.HEADER_PROTOCOL] = str(protocol.PROTOCOL_VERSION)
     extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
     response = client.post(PATH, data=raw, content_type="application/json", **extra)
     assert 400 <= response.status_code < 500

@@ -6,18 +6,24 @@ is the runner itself (the agent-facing steps are covered end to end).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from hapairs import agent_client, jobs, services
-from hapairs.choices import JobStatus
+from hapairs.choices import JobKind, JobStatus
 from hapairs.models import HAEvent, Job
 
 pytestmark = pytest.mark.django_db
 
 KIND = "test_kind"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -172,3 +178,22 @@ def test_job_enqueue_queues_only_after_commit(django_capture_on_commit_callbacks
     assert Job.objects.get(pk=job.pk).status == "pending"
     with pytest.raises(services.JobConflict, match="already pending"):
         services.job_enqueue(kind="switchover", pair=pair)
+
+
+# --- the steps are registered at start-up, in every process ---------------------------------------
+NO_JOB_BEHIND = {"add_appliance", "activate_secondary"}  # choices no service enqueues (no steps to run)
+
+
+def test_every_job_kind_has_its_steps_after_django_setup_without_importing_jobsteps():
+    # a fresh interpreter (a web process, a worker, a shell): only django.setup(), then the runner
+    code = (
+        "import json, django; django.setup(); from hapairs import jobs; "
+        "print(json.dumps({kind: [step.name for step in steps] for kind, steps in jobs.REGISTRY.items()}))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mseportal.settings", "DEBUG": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    registry = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(registry) == set(JobKind.values) - NO_JOB_BEHIND
+    assert all(registry.values())  # each with at least one step
+    assert registry[JobKind.SWITCHOVER] == ["check_generation", "switchover_invoke", "wait_failover_active"]

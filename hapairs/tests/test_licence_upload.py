@@ -216,7 +216,7 @@ def test_a_good_file_is_stored_verified_with_an_event_and_an_install_job_queued_
     assert (job.kind, job.status, job.appliance, job.pair, job.params) == (
         JobKind.INSTALL_LICENSE, JobStatus.PENDING, mse2, None, {"license_file": stored.pk}
     )
-    event = HAEvent.objects.get(description="Licence file uploaded")
+    event = HAEvent.objects.get(code="license_uploaded")
     assert event.appliance == mse2 and event.generated_by == "operator1"
     assert "mse2.lic" in event.remarks and "MSE_ACTIVATION × 1" in event.remarks and "CAS_ELEMENTS × 100" in event.remarks
     assert "WIPS_LOCAL_APS × 10 (evaluation until" in event.remarks
@@ -323,7 +323,7 @@ def test_activation_counts_while_verified_or_installed_and_stops_when_removed_or
     assert (row.status, row.installed_on) == (LicenseStatus.INSTALLED, mse2)
     assert selectors.appliance_is_activated(mse2)
     assert licence_installed_record(license_file=stored, agent_licence_id="abc123") == 0  # a re-run records nothing new
-    assert HAEvent.objects.filter(description="Licence installed").count() == 1
+    assert HAEvent.objects.filter(code="license_installed").count() == 1
     License.objects.filter(pk=row.pk).update(expires_on=today() - timedelta(days=1))
     assert not selectors.appliance_is_activated(mse2)
     License.objects.filter(pk=row.pk).update(expires_on=today())  # valid through its last day
@@ -460,11 +460,12 @@ def test_the_list_shows_each_appliances_files_and_an_unknown_name_is_404(client,
 
 @pytest.mark.django_db
 def test_a_monitor_gets_403_and_nothing_is_stored(client, va_nodes, monitor_user):
+    token = token_for(monitor_user)  # issuing it is recorded (an event) before the upload is tried
     before = trace()
     response = client.post(
         "/api/v1/licenses",
         data={"file": SimpleUploadedFile("a.lic", issue(ACTIVATION_MSE2)), "appliance": "mse2"},
-        HTTP_AUTHORIZATION=f"Bearer {token_for(monitor_user)}",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert response.status_code == 403
     assert response.json()["detail"] == "Your role (Monitor) may not upload licences."
@@ -600,7 +601,7 @@ def wait_job(api, job_id, worker, *, timeout=60):
 
 def agent_licences(name: str) -> list[dict]:
     appliance = Appliance.objects.get(name=name)
-    return agent_client.call(agent_client.target_for(appliance), "GET", protocol.PATH_LICENCES)["licences"]
+    return agent_client.call(agent_client.target_for(appliance), "GET", protocol.PATH_LICENSES)["licenses"]
 
 
 def add_appliance(api, name, ip, password):
@@ -633,7 +634,7 @@ def test_the_upload_job_installs_the_licence_on_the_agent_and_removal_removes_it
     assert stored.agent_licence_id == held[0]["id"]
     assert {(row.status, row.installed_on.name) for row in stored.licenses.all()} == {(LicenseStatus.INSTALLED, "valic1")}
     assert selectors.appliance_is_activated(stored.appliance)
-    assert HAEvent.objects.filter(description="Licence installed", appliance__name="valic1").count() == 1
+    assert HAEvent.objects.filter(code="license_installed", appliance__name="valic1").count() == 1
 
     # When the operator deletes it
     response = e2e_api("delete", f"/licenses/{uploaded['id']}?reason=decommissioned")
@@ -680,3 +681,24 @@ def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, 
     }
     status = e2e_api("get", "/appliances/valic1/ha").json()
     assert status["status"] == "Active", status
+
+
+# --- "Activate Secondary with License" on the configure screen: one check for live and Save --------
+@pytest.mark.django_db
+def test_the_live_check_and_the_save_refuse_a_file_that_cannot_activate_the_secondary_alike(va_nodes):
+    mse1, _ = va_nodes
+    services.licence_upload(appliance=mse1, filename="mse1.lic", data=issue(ACTIVATION_MSE1))  # the primary is activated
+    typed = {"secondary_name": "mse2", "secondary_ip": "127.10.10.13"}
+    before = trace()
+    # When a file without an activation licence comes with the pairing
+    cas = ("cas.lic", issue(CAS_100))
+    check = services.ha_configure_check(primary=mse1, activation_licence=cas, **typed)
+    with pytest.raises(services.ServiceError) as caught:
+        services.ha_configure(primary=mse1, secondary_password="", activation_licence=cas, **typed)
+    # Then the live check and the Save refuse it with the same sentence, and nothing is stored
+    expected = {"activation_license": ["This file holds no MSE_ACTIVATION licence (L-MSE-7.0-K9); it cannot activate mse2."]}
+    assert check.errors == expected and caught.value.errors == expected
+    assert check.facts["activation"] == "Not Activated" and trace() == before
+    # And with mse2's own activation licence the same check finds nothing against the pairing
+    good = services.ha_configure_check(primary=mse1, activation_licence=("mse2.lic", issue(ACTIVATION_MSE2)), **typed)
+    assert good.errors == {} and good.facts["activation"] == "Activated"

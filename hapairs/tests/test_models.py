@@ -62,12 +62,12 @@ def test_a_pair_never_has_two_active_jobs(make_appliance):
 def test_an_agent_event_is_stored_once_per_node_sequence(make_appliance):
     node = make_appliance()
     now = timezone.now()
-    HAEvent.objects.create(appliance=node, seq=7, description="Active", generated_by=node.name, timestamp=now)
+    HAEvent.objects.create(appliance=node, seq=7, code="active", description="Active", generated_by=node.name, timestamp=now)
     with pytest.raises(IntegrityError), transaction.atomic():
-        HAEvent.objects.create(appliance=node, seq=7, description="Active", generated_by=node.name, timestamp=now)
+        HAEvent.objects.create(appliance=node, seq=7, code="active", description="Active", generated_by=node.name, timestamp=now)
     # portal events have no sequence and never collide
     for _ in range(2):
-        HAEvent.objects.create(appliance=node, description="note", generated_by="mseportal", timestamp=now)
+        HAEvent.objects.create(appliance=node, code="note", description="note", generated_by="mseportal", timestamp=now)
     assert HAEvent.objects.filter(appliance=node, seq=7).count() == 1
     assert HAEvent.objects.filter(appliance=node, description="note").count() == 2
 

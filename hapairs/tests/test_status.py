@@ -79,7 +79,7 @@ def test_a_node_whose_event_log_restarted_gets_its_new_events_stored(pair):
     from hapairs.models import Appliance
 
     def event(seq, text):
-        return AgentEvent(seq=seq, description=text, generated_by="Primary", timestamp=timezone.now(), remarks="",
+        return AgentEvent(seq=seq, code="note", description=text, generated_by="Primary", timestamp=timezone.now(), remarks="",
                           generation=1, peer_hm_ip="127.10.10.16")
 
     healthy = info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)

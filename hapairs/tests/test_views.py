@@ -6,8 +6,9 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from hapairs import roles
-from hapairs.models import Appliance
+from hapairs import roles, services
+from hapairs.choices import EventCode
+from hapairs.models import Appliance, HAEvent
 
 
 @pytest.mark.django_db
@@ -116,3 +117,53 @@ def test_the_admin_refuses_an_appliance_without_a_password(client, admin_user_):
     assert response.status_code == 200
     assert b"Enter the appliance&#x27;s password." in response.content
     assert not Appliance.objects.exists()
+
+
+# --- the admin writes only through the services ----------------------------------------------------
+@pytest.fixture
+def paired(make_appliance):
+    primary = make_appliance(name="p1", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24)
+    secondary = make_appliance(name="s1", device_type="3355", hm_ip="127.10.10.16")
+    return services.ha_pair_create(primary=primary, secondary=secondary)
+
+
+@pytest.mark.django_db
+def test_the_admin_cannot_change_a_paired_nodes_addresses_and_records_what_it_may_change(client, admin_user_, paired):
+    primary = paired.primary
+    client.force_login(admin_user_)
+    page = client.get(f"/admin/hapairs/appliance/{primary.pk}/change/").content.decode()
+    assert 'name="contact_name"' in page and 'name="password"' in page
+    assert not any(f'name="{field}"' in page for field in ("name", "hm_ip", "vip", "vip_prefixlen", "device_type"))
+    # When an Admin posts new addresses, a new identity, a contact and a new password
+    response = client.post(f"/admin/hapairs/appliance/{primary.pk}/change/", {
+        "name": "renamed", "device_type": "3310", "hm_ip": "127.10.10.99", "vip": "127.10.10.98", "vip_prefixlen": "16",
+        "username": "root", "role": "secondary", "contact_name": "NOC Lyon", "password": "rotated-pw-1",
+    })
+    # Then only the contact and the password change, each through its service with an event
+    assert response.status_code == 302
+    primary.refresh_from_db()
+    assert (primary.name, primary.device_type, primary.hm_ip, primary.vip, primary.vip_prefixlen, primary.username) == (
+        "p1", "3355", "127.10.10.15", "127.10.10.14", 24, "admin")
+    assert primary.contact_name == "NOC Lyon" and primary.get_password() == "rotated-pw-1"
+    events = {event.code: event for event in HAEvent.objects.filter(appliance=primary, generated_by="admin1")}
+    assert set(events) == {EventCode.APPLIANCE_CHANGED, EventCode.APPLIANCE_PASSWORD_CHANGED}
+    assert events[EventCode.APPLIANCE_CHANGED].remarks == "Contact name: “” → “NOC Lyon”."
+    # And saving it again unchanged records nothing
+    assert client.post(f"/admin/hapairs/appliance/{primary.pk}/change/",
+                       {"contact_name": "NOC Lyon", "password": ""}).status_code == 302
+    assert HAEvent.objects.filter(appliance=primary, generated_by="admin1").count() == 2
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_a_pair_read_only_and_refuses_to_change_it(client, admin_user_, paired):
+    client.force_login(admin_user_)
+    page = client.get(f"/admin/hapairs/hapair/{paired.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="failover_wait"' not in page.content.decode() and 'name="_save"' not in page.content.decode()
+    events = HAEvent.objects.count()
+    response = client.post(f"/admin/hapairs/hapair/{paired.pk}/change/",
+                           {"failover_type": "automatic", "failover_wait": "99", "maintenance": "on"})
+    assert response.status_code == 403
+    paired.refresh_from_db()
+    assert (paired.failover_type, paired.failover_wait, paired.maintenance) == ("manual", 10, False)
+    assert HAEvent.objects.count() == events

@@ -1,4 +1,4 @@
-"""What the page views share: role checks, pagination, HTMX partial rendering."""
+"""What the page views share: role checks, pagination, HTMX partial rendering and polling."""
 
 from __future__ import annotations
 
@@ -8,22 +8,28 @@ from urllib.parse import urlencode
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django_htmx.http import HTMX_STOP_POLLING
 
 from hapairs import roles
 
 PAGE_SIZE = 50
 
 
-def requires(permission: str, what: str):
+def check_role(request: HttpRequest, permission: str, what: str) -> None:
     """Refuse (403, with a sentence) a user whose role may not do ``what``; the buttons are
     hidden too, but the server is what decides."""
+    refusal = roles.refusal(request.user, permission, what)
+    if refusal:
+        raise PermissionDenied(refusal)
+
+
+def requires(permission: str, what: str):
+    """``check_role`` before the view runs."""
 
     def decorate(view):
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs):
-            if not request.user.has_perm(permission):
-                role = roles.role_of(request.user) or "no role"
-                raise PermissionDenied(f"Your role ({role}) may not {what}.")
+            check_role(request, permission, what)
             return view(request, *args, **kwargs)
 
         return wrapped
@@ -83,3 +89,16 @@ def render_page(request: HttpRequest, template: str, context: dict, *, partial: 
     if partial and request.htmx and not request.htmx.boosted:
         return render(request, f"{template}#{partial}", context, status=status)
     return render(request, template, context, status=status)
+
+
+def render_polled(request: HttpRequest, template: str, context: dict, *, target: str, partial: str,
+                  live: bool) -> HttpResponse:
+    """A page with a block that HTMX polls while something moves: the whole page; or, when
+    HTMX polls ``target``, only ``template#partial`` — answered 286 (``HTMX_STOP_POLLING``)
+    once nothing is ``live``, so htmx stops (the re-rendered block carries no trigger either)."""
+    if request.htmx and request.htmx.target == target:
+        response = render_page(request, template, context, partial=partial)
+        if not live:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render_page(request, template, context)

@@ -108,8 +108,9 @@ def _licence_context(appliance: Appliance) -> dict:
 @require_GET
 def mse_detail(request: HttpRequest, name: str) -> HttpResponse:
     appliance = get_object_or_404(Appliance.objects.defer("password_ciphertext"), name=name)
-    pair = selectors.pair_for(appliance)
-    backed = list(appliance.ha_pairs_as_secondary.select_related("primary").order_by("slot"))
+    pairs = list(selectors.pairs_of(appliance))
+    pair = pairs[0] if pairs else None
+    backed = [each for each in pairs if each.secondary_id == appliance.pk]  # the primaries it backs
     context = {"appliance": appliance, "pair": pair, "backed": backed, **_licence_context(appliance),
                "can_operate": request.user.has_perm(roles.OPERATE)}
     return render_page(request, "hapairs/mse_detail.html", context)

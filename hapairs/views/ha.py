@@ -9,91 +9,38 @@ from __future__ import annotations
 import secrets
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hapairs import crypto, licences, roles, rules, selectors, services, tasks
+from hapairs import crypto, dispatch, licences, roles, selectors, services
 from hapairs.choices import ACTIVE_JOB_STATUSES
 from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job
-from hapairs.views._common import Pager, posted, render_page, requires
+from hapairs.views._common import Pager, check_role, posted, render_page, render_polled, requires
 
-RULE_FIELDS = {rules.F_LICENSE: "activation_license", rules.F_PRIMARY: "__all__"}
 PENDING_KEY = "ha-configure-pending"
-HTMX_STOP_POLLING = 286
 
 
 # --- Configure High Availability Parameters -------------------------------------------
-def _pairing_check(primary: Appliance, data: dict, licence_file) -> tuple[dict[str, list[str]], dict]:
-    """Everything the Save would be refused for, found before anything is sent to the
-    agents: the form's rules, the secondary's own answer, its activation, the pairing rules.
-    Returns (errors by form field, what is known of the secondary)."""
-    errors: dict[str, list[str]] = {}
-    facts = {"udi": "", "activation": "", "device_type": "", "version": ""}
-
-    def refuse(field: str, message: str) -> None:
-        errors.setdefault(field, []).append(message)
-
-    name, ip, password = data["secondary_name"], data["secondary_ip"], data.get("secondary_password") or ""
-    if data.get("delete_activation_license"):
-        refuse("delete_activation_license", "A virtual secondary must be activated to take part in high availability: "
-                                            "its activation licence cannot be deleted while pairing it.")
-    if name == primary.name or ip == primary.hm_ip:
-        refuse("secondary_name", f"{primary.name} cannot be its own secondary.")
-        return errors, facts
-    secondary = Appliance.objects.filter(name=name).first()
-    if secondary is not None:
-        if secondary.hm_ip != ip:
-            refuse("secondary_ip", f"{name}'s Health Monitor IP is {secondary.hm_ip}, not {ip}.")
-        node = selectors.node_facts(secondary)
-        facts.update(udi=secondary.udi, device_type=secondary.get_device_type_display(), version=secondary.version)
-    else:
-        other = Appliance.objects.filter(hm_ip=ip).first()
-        if other is not None:
-            refuse("secondary_ip", f"{ip} is registered as {other.name}, not {name}.")
-            return errors, facts
-        if not password:
-            refuse("secondary_password", f"Enter {name}'s password: the portal must contact it to pair it.")
-            return errors, facts
-        try:
-            found = services.appliance_discover(ip=ip, password=password)
-        except services.ServiceError as exc:
-            refuse("secondary_password" if exc.field == "password" else "secondary_ip", exc.message)
-            return errors, facts
-        node = rules.NodeFacts(name=name, device_type=found.device_type, version=found.version, hm_ip=ip,
-                               vip=None, vip_prefixlen=None, activated=False, role=found.role)
-        facts.update(udi=found.udi, device_type=rules.DEVICE_LABELS.get(found.device_type, found.device_type),
-                     version=found.version)
-    if licence_file is not None and not errors:
-        try:
-            verified = licences.parse_and_verify(
-                licence_file.read(licences.MAX_BYTES + 1), trusted_keys=licences.trusted_keys_from_settings(),
-                today=timezone.localdate(),
-            )
-            licences.check_host(verified, facts["udi"], appliance=name)
-        except licences.LicenceError as exc:
-            refuse("activation_license", str(exc))
-        else:
-            if any(line.feature == licences.ACTIVATION_FEATURE for line in verified.lines):
-                node = rules.NodeFacts(**{**node.__dict__, "activated": True})
-            else:
-                refuse("activation_license", f"This file holds no {licences.ACTIVATION_FEATURE} licence "
-                                              f"({licences.ACTIVATION_SKU}); it cannot activate {name}.")
-        licence_file.seek(0)
-    if node.is_virtual:
-        facts["activation"] = "Activated" if node.activated else "Not Activated"
-    if errors:
-        return errors, facts
-    backed = HAPair.objects.filter(secondary__name=name).select_related("primary")
-    for violation in rules.validate_pairing(
-        selectors.node_facts(primary), node, already_backed=[selectors.node_facts(p.primary) for p in backed],
-        failover_wait=data["failover_wait"],
-    ):
-        refuse(RULE_FIELDS.get(violation.field, violation.field), violation.message)
-    return errors, facts
+def _pairing_check(primary: Appliance, data: dict, upload) -> services.PairingCheck:
+    """The service's own preconditions (``services.ha_configure_check``, which the Save asks
+    too) on what the form holds so far."""
+    licence = None
+    if upload is not None:
+        licence = (upload.name, upload.read(licences.MAX_BYTES + 1))
+        upload.seek(0)
+    return services.ha_configure_check(
+        primary=primary,
+        secondary_name=data["secondary_name"],
+        secondary_ip=data["secondary_ip"],
+        secondary_password=data.get("secondary_password") or "",
+        failover_wait=data.get("failover_wait", FAILOVER_WAIT_DEFAULT),
+        activation_licence=licence,
+        delete_activation_license=bool(data.get("delete_activation_license")),
+    )
 
 
 def _apply_errors(form, errors: dict[str, list[str]]) -> None:
@@ -106,16 +53,17 @@ def _apply_errors(form, errors: dict[str, list[str]]) -> None:
 def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     """Configure High Availability Parameters (a new pair) or update an existing one."""
     primary = get_object_or_404(Appliance, name=name)
-    existing = HAPair.objects.select_related("primary", "secondary").filter(primary=primary).first()
-    backs = HAPair.objects.filter(secondary=primary).select_related("primary").first()
+    pair = selectors.pair_for(primary)
+    existing = pair if pair is not None and pair.primary_id == primary.pk else None
+    backs = pair if pair is not None and pair.secondary_id == primary.pk else None
     context = {"primary": primary, "pair": existing, "backs": backs,
                "can_operate": request.user.has_perm(roles.OPERATE)}
     if existing is not None:
         return _ha_update(request, existing, context)
     if backs is not None:
         return render_page(request, "hapairs/ha_configure.html", context)
-    if request.method == "POST" and not context["can_operate"]:
-        return _forbidden(request, "configure high availability")
+    if request.method == "POST":
+        check_role(request, roles.OPERATE, "configure high availability")
 
     stage = request.POST.get("stage", "")
     if stage == "confirm":
@@ -134,12 +82,10 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
         data = form.cleaned_data
         if "secondary_name" in data and "secondary_ip" in data:
             # the pairing rules too, even while another field is wrong, so every problem shows at once
-            errors, facts = _pairing_check(
-                primary, {**data, "failover_wait": data.get("failover_wait", FAILOVER_WAIT_DEFAULT)},
-                data.get("activation_license"),
-            )
-            _apply_errors(form, errors)
-            if valid and not errors and stage == "save":
+            check = _pairing_check(primary, data, data.get("activation_license"))
+            facts = check.facts
+            _apply_errors(form, check.errors)
+            if valid and not check.errors and stage == "save":
                 return _ha_configure_ask(request, primary, form, facts, context)
         checked = stage != "validate" or bool(form.errors) or "secondary_name" in data and "secondary_ip" in data
     context.update(form=form, facts=facts, checked=checked)
@@ -198,7 +144,7 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
         form = ConfigureHAForm({k: pending[k] for k in ("secondary_name", "secondary_ip", "failover_type",
                                                         "failback_type", "failover_wait", "reason")})
         form.is_valid()
-        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        _apply_errors(form, exc.errors)
         context.update(form=form, facts={}, checked=True)
         return render_page(request, "hapairs/ha_configure.html", context, status=400)
     status_url = reverse("ha_status", kwargs={"name": primary.name})
@@ -213,8 +159,7 @@ def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpRespons
                "failover_wait": pair.failover_wait}
     form = UpdateHAForm(posted(request)[0], initial=initial)
     if request.method == "POST":
-        if not context["can_operate"]:
-            return _forbidden(request, "change high availability parameters")
+        check_role(request, roles.OPERATE, "change high availability parameters")
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -230,12 +175,6 @@ def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpRespons
     return render_page(request, "hapairs/ha_configure.html", context, status=400 if form.errors else 200)
 
 
-def _forbidden(request: HttpRequest, what: str) -> HttpResponse:
-    from django.core.exceptions import PermissionDenied
-
-    raise PermissionDenied(f"Your role ({roles.role_of(request.user) or 'no role'}) may not {what}.")
-
-
 # --- Current High Availability Status ---------------------------------------------------
 def _status_context(request: HttpRequest, pair: HAPair) -> dict:
     events = HAEvent.objects.filter(pair=pair)
@@ -247,7 +186,9 @@ def _status_context(request: HttpRequest, pair: HAPair) -> dict:
         "pair": pair,
         "primary": pair.primary,
         "status": selectors.pair_status_sentence(pair),
-        "events": events.order_by("-timestamp", "-pk")[pager.offset : pager.offset + pager.per_page],
+        "events": events.select_related("job__requested_by").order_by("-timestamp", "-pk")[
+            pager.offset : pager.offset + pager.per_page
+        ],
         "pager": pager,
         "active_job": active_job,
         "in_progress": selectors.pair_in_progress(pair, job_active=active_job is not None),
@@ -275,8 +216,6 @@ def _pair_or_404(name: str) -> HAPair:
     appliance = get_object_or_404(Appliance, name=name)
     pair = selectors.pair_for(appliance)
     if pair is None:
-        from django.http import Http404
-
         raise Http404(f"{name} is not part of an HA pair.")
     return pair
 
@@ -289,19 +228,15 @@ def ha_status(request: HttpRequest, name: str) -> HttpResponse:
     if pair is None:
         return render_page(request, "hapairs/ha_status.html", {"appliance": appliance, "pair": None}, status=404)
     context = _status_context(request, pair)
-    if request.htmx and request.htmx.target == "ha-status":
-        response = render_page(request, "hapairs/ha_status.html", context, partial="status-block")
-        if not context["in_progress"]:
-            response.status_code = HTMX_STOP_POLLING
-        return response
-    return render_page(request, "hapairs/ha_status.html", context)
+    return render_polled(request, "hapairs/ha_status.html", context, target="ha-status", partial="status-block",
+                         live=context["in_progress"])
 
 
 @require_POST
 def ha_refresh(request: HttpRequest, name: str) -> HttpResponse:
     """Refresh Status: ask both agents now (a worker does it; the page shows it when it lands)."""
     pair = _pair_or_404(name)
-    tasks.appliances_refresh.delay([pair.primary_id, pair.secondary_id])
+    dispatch.on_commit(dispatch.APPLIANCES_REFRESH, [pair.primary_id, pair.secondary_id])
     messages.info(request, "Asking both nodes for their status now.")
     return redirect("ha_status", name=name)
 
@@ -318,8 +253,7 @@ def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
     form = ReasonForm(posted(request)[0])
     refusal = ""
     if request.method == "POST":
-        if not request.user.has_perm(roles.OPERATE):
-            return _forbidden(request, SWITCH_ACTIONS[action])
+        check_role(request, roles.OPERATE, SWITCH_ACTIONS[action])
         if form.is_valid():
             service = services.ha_switchover if action == "switchover" else services.ha_failback
             try:
@@ -358,8 +292,7 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
     pair = _pair_or_404(name)
     form = ReasonForm(posted(request)[0])
     if request.method == "POST":
-        if not request.user.has_perm(roles.OPERATE):
-            return _forbidden(request, "delete a secondary")
+        check_role(request, roles.OPERATE, "delete a secondary")
         if form.is_valid() and request.POST.get("confirm") == pair.secondary.name:
             try:
                 job = services.ha_delete_secondary(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
@@ -381,8 +314,7 @@ def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
     form = ReasonForm(posted(request)[0])
     refusal = ""
     if request.method == "POST":
-        if not request.user.has_perm(roles.OPERATE):
-            return _forbidden(request, "recover a primary")
+        check_role(request, roles.OPERATE, "recover a primary")
         if form.is_valid():
             try:
                 job = services.ha_recover_primary(pair=pair, by=request.user, reason=form.cleaned_data["reason"])

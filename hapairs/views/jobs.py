@@ -8,12 +8,10 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from hapairs import roles, services
-
 from hapairs.choices import ACTIVE_JOB_STATUSES, JobStatus
 from hapairs.models import HAEvent, Job
-from hapairs.views._common import Pager, render_page, requires
+from hapairs.views._common import Pager, render_polled, requires
 
-HTMX_STOP_POLLING = 286
 JOB_RELATED = ("pair__primary", "pair__secondary", "appliance", "requested_by")
 
 
@@ -30,12 +28,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     live = any(job.is_active for job in page)
     context = {"jobs": page, "pager": pager, "status": status, "live": live,
                "statuses": [("", "All"), ("active", "In progress"), *JobStatus.choices]}
-    if request.htmx and request.htmx.target == "job-table":
-        response = render_page(request, "hapairs/job_list.html", context, partial="table")
-        if not live:
-            response.status_code = HTMX_STOP_POLLING
-        return response
-    return render_page(request, "hapairs/job_list.html", context)
+    return render_polled(request, "hapairs/job_list.html", context, target="job-table", partial="table", live=live)
 
 
 @require_GET
@@ -43,12 +36,8 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related(*JOB_RELATED), pk=job_id)
     events = HAEvent.objects.filter(job=job).order_by("timestamp", "pk")[:200]
     context = {"job": job, "events": events, "can_operate": request.user.has_perm(roles.OPERATE)}
-    if request.htmx and request.htmx.target == "job-progress":
-        response = render_page(request, "hapairs/job_detail.html", context, partial="progress")
-        if not job.is_active:
-            response.status_code = HTMX_STOP_POLLING
-        return response
-    return render_page(request, "hapairs/job_detail.html", context)
+    return render_polled(request, "hapairs/job_detail.html", context, target="job-progress", partial="progress",
+                         live=job.is_active)
 
 
 @require_POST

@@ -4,6 +4,8 @@ edit schedules, send now and retry deliveries (``roles.REPORTS``)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -14,15 +16,12 @@ from hapairs import mailbox, reports, roles, services
 from hapairs.delivery import describe_backend
 from hapairs.forms import ReportScheduleForm
 from hapairs.models import REPORT_PERIOD_MAX_DAYS, Alert, Delivery, ReportSchedule
-from hapairs.views._common import Pager, posted, render_page, requires
+from hapairs.views._common import Pager, posted, render_page, render_polled, requires
 
-HTMX_STOP_POLLING = 286
 EDIT = roles.REPORTS
 
 
 def _alert_config() -> dict:
-    from urllib.parse import urlsplit
-
     webhook = settings.ALERT_WEBHOOK_URL
     return {
         "recipients": settings.ALERT_RECIPIENTS,
@@ -51,12 +50,8 @@ def report_list(request: HttpRequest) -> HttpResponse:
         "can_edit": can_edit,
         "mailbox": can_edit and mailbox.available(),
     }
-    if request.htmx and request.htmx.target == "delivery-log":
-        response = render_page(request, "hapairs/report_list.html", context, partial="deliveries")
-        if not live:
-            response.status_code = HTMX_STOP_POLLING
-        return response
-    return render_page(request, "hapairs/report_list.html", context)
+    return render_polled(request, "hapairs/report_list.html", context, target="delivery-log", partial="deliveries",
+                         live=live)
 
 
 def _initial(schedule: ReportSchedule | None) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 
 from nodeagent.hastate import PairConfig, PairHA, Refused
-from nodeagent.protocol import EventText as T, HAState as S, Mode, Role
+from nodeagent.protocol import EventCode as T, HAState as S, Mode, Role
 
 W = 10.0
 
@@ -12,7 +12,7 @@ def pair(failover=Mode.MANUAL, failback=Mode.MANUAL, wait=W, stab=1800):
     cfg = PairConfig(failover, failback, wait, stab)
     p, notes_p = PairHA.create(Role.PRIMARY, cfg, 0.0)
     s, notes_s = PairHA.create(Role.SECONDARY, PairConfig(failover, failback, wait, stab), 0.0)
-    assert [n.description for n in notes_p] == [T.CONFIG_CREATED]
+    assert [n.code for n in notes_p] == [T.CONFIG_CREATED]
     return p, s
 
 
@@ -20,7 +20,7 @@ def exchange(a, b, now):
     """One heartbeat: a sends, b answers with its view."""
     na = b.on_heartbeat(now, a.view())
     nb = a.on_heartbeat(now, b.view())
-    return [n.description for n in na + nb]
+    return [n.code for n in na + nb]
 
 
 def synced_pair(**kw):
@@ -48,14 +48,14 @@ def test_section5_walkthrough_in_order():
     t = 1.0
     # 2. switchover invoked from the manager: both FAILOVER_INVOKED
     notes = s.invoke_failover(t)
-    assert [n.description for n in notes] == [T.FAILOVER_SHUTTING_DOWN_PRIMARY]
+    assert [n.code for n in notes] == [T.FAILOVER_SHUTTING_DOWN_PRIMARY]
     p.peer_failover_begin(t, s.pending_generation)
     assert states(p, s) == (S.FAILOVER_INVOKED, S.FAILOVER_INVOKED)
     assert not p.in_charge and not s.in_charge
     # 3. failover done: primary stopped (last shutdown state FAILOVER_ACTIVE), secondary in charge
     p.failover_shutdown_done(t)
     notes = s.complete_failover(t)
-    assert [n.description for n in notes] == [T.FAILOVER_RECONFIGURING_DB, T.FAILOVER_STARTING_INSTANCE, T.FAILOVER_ACTIVE]
+    assert [n.code for n in notes] == [T.FAILOVER_RECONFIGURING_DB, T.FAILOVER_STARTING_INSTANCE, T.FAILOVER_ACTIVE]
     assert states(p, s) == (S.FAILOVER_ACTIVE, S.FAILOVER_ACTIVE)
     assert s.in_charge and not p.in_charge and not p.running
     assert s.generation == p.generation == 2 and s.owner is Role.SECONDARY
@@ -71,7 +71,7 @@ def test_section5_walkthrough_in_order():
     t = 1.0 + 1800
     exchange(p, s, t)
     notes = s.invoke_failback(t)
-    assert [n.description for n in notes] == [T.FAILBACK_IN_PROGRESS]
+    assert [n.code for n in notes] == [T.FAILBACK_IN_PROGRESS]
     p.peer_failback_begin(t, s.generation)
     assert states(p, s) == (S.FAILBACK_ACTIVE, S.FAILBACK_ACTIVE)
     assert s.in_charge  # serves (read-only) while the data is copied back
@@ -79,7 +79,7 @@ def test_section5_walkthrough_in_order():
     s.failback_handover(t + 1)
     assert not s.in_charge and not p.in_charge
     notes = p.peer_failback_take_charge(t + 1, s.generation)
-    assert T.NOT_SYNCHRONIZED in [n.description for n in notes]
+    assert T.NOT_SYNCHRONIZED in [n.code for n in notes]
     assert states(p, s) == (S.FAILBACK_COMPLETE, S.SECONDARY_ALONE)
     assert p.in_charge and p.generation == s.generation == 3
     exchange(p, s, t + 1.5)
@@ -122,7 +122,7 @@ def test_automatic_failover_after_exactly_the_wait(wait):
     assert s.state is S.TERMINATED  # HA link down
     notes = s.tick(0.5 + wait)
     assert s.state is S.FAILOVER_INVOKED
-    assert notes[-1].description == T.FAILOVER_SHUTTING_DOWN_PRIMARY
+    assert notes[-1].code == T.FAILOVER_SHUTTING_DOWN_PRIMARY
     s.complete_failover(0.5 + wait)
     assert s.state is S.FAILOVER_ACTIVE and s.in_charge and s.generation == 2
 
@@ -148,7 +148,7 @@ def test_maintenance_pauses_the_automatic_failover_and_its_end_resumes_it():
     notes = s.update_config(0.5, on)
     assert [n.remarks for n in notes] == ["Maintenance mode on: automatic failover and failback paused."]
     notes = s.tick(0.5 + 10 * W)  # the primary is gone: heartbeats lost, and nobody takes over
-    assert [n.description for n in notes] == [T.HEARTBEATS_LOST] and not s.in_charge and s.state is S.TERMINATED
+    assert [n.code for n in notes] == [T.HEARTBEATS_LOST] and not s.in_charge and s.state is S.TERMINATED
     assert PairHA.from_dict(s.to_dict()).config.maintenance is True  # persisted
     off = PairConfig(Mode.AUTOMATIC, Mode.MANUAL, W, 1800)
     s.update_config(0.5 + 10 * W, off)
@@ -254,7 +254,7 @@ def test_automatic_failback_waits_for_the_stabilisation_time():
 def test_config_update_remarks():
     p, s = synced_pair()
     notes = p.update_config(1, PairConfig(Mode.AUTOMATIC, Mode.MANUAL, 10))
-    assert [(n.description, n.remarks) for n in notes] == [(T.CONFIG_UPDATED, "Failover mode set to AUTOMATIC.")]
+    assert [(n.code, n.remarks) for n in notes] == [(T.CONFIG_UPDATED, "Failover mode set to AUTOMATIC.")]
 
 
 def test_persistence_round_trip():

@@ -90,6 +90,51 @@ def run(coro):
     return asyncio.run(coro)
 
 
+# ---------------------------------------------------------------- protocol version
+def test_a_correctly_signed_request_in_another_protocol_version_is_refused_and_changes_nothing(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            url = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
+            for version in (None, "1"):  # a protocol-1 portal sends no header
+                # given a portal of another version, signing correctly
+                h = {**P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}"), P.IDEMPOTENCY_HEADER: "kv",
+                     "Content-Type": "application/json"}
+                if version:
+                    h[P.HEADER_PROTOCOL] = version
+                # when it asks for a stop
+                async with session.post(url, data=b"{}", headers=h) as r:
+                    body = await r.json()
+                    # then it is told which versions disagree, and nothing changed
+                    assert r.status == 400 and "protocol mismatch" in body["error"], body
+                    assert f"speaks protocol {P.PROTOCOL_VERSION}" in body["error"]
+                    assert r.headers[P.HEADER_PROTOCOL] == str(P.PROTOCOL_VERSION)
+                assert nodes["prim"].services_running
+    run(go())
+
+
+def test_the_cause_of_a_command_is_echoed_on_its_events_and_not_on_later_ones(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            cause = {"key": "mseportal-job-7:stop", "by": "alice", "reason": "change CHG-9"}
+            # when the manager stops the services with a cause
+            st, _ = await clients["prim"].request("POST", P.PATH_SERVICES_STOP, {"cause": cause},
+                                                  idempotency_key="mseportal-job-7:stop")
+            assert st == 200
+            # and starts them with only an idempotency key
+            st, _ = await clients["prim"].request("POST", P.PATH_SERVICES_START, {}, idempotency_key="job-8:start")
+            assert st == 200
+            events = (await clients["prim"].call("GET", P.PATH_EVENTS + "?since=0"))["events"]
+            by_code = {e["code"]: e for e in events}
+            # then each event names its command: the full cause, or the key alone
+            assert by_code["services_stopped"]["cause"] == cause
+            assert by_code["services_started"]["cause"] == {"key": "job-8:start"}
+            assert by_code["services_started"]["description"] == P.EventCode.SERVICES_STARTED.text
+            # and a cause is text only, bounded: junk is dropped, never refused
+            assert P.cause_from({"key": 5, "by": ["x"], "reason": "r" * 900}) == {"reason": "r" * 500}
+            assert P.cause_from("junk") is None and P.cause_from(None, key="  ") is None
+    run(go())
+
+
 # ---------------------------------------------------------------- signing
 def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(tmp_path):
     async def go():
@@ -114,7 +159,7 @@ def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(t
             assert nodes["prim"].services_running, "nothing changed"
             # a GET is signed too; a replay of it is refused
             path = P.PATH_HA_INFO
-            h = P.sign_request("pw-prim", "GET", path, b"")
+            h = {**P.sign_request("pw-prim", "GET", path, b""), P.HEADER_PROTOCOL: str(P.PROTOCOL_VERSION)}
             u = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{path}"
             async with session.get(u, headers=h) as r:
                 assert r.status == 200
@@ -142,16 +187,16 @@ def test_a_repeated_mutating_request_returns_the_first_answer(tmp_path):
         async with running(tmp_path) as (net, nodes, clients, session):
             c = clients["prim"]
             body = {"text": "LICENSE-FILE-1", "features": {"CAS Elements": 100}}
-            st1, out1 = await c.request("POST", P.PATH_LICENCES, body, idempotency_key="job-1-step-2")
+            st1, out1 = await c.request("POST", P.PATH_LICENSES, body, idempotency_key="job-1-step-2")
             assert st1 == 201
-            st2, out2 = await c.request("POST", P.PATH_LICENCES, body, idempotency_key="job-1-step-2")
+            st2, out2 = await c.request("POST", P.PATH_LICENSES, body, idempotency_key="job-1-step-2")
             assert (st2, out2) == (st1, out1)
-            assert len(nodes["prim"].licences) == 1
+            assert len(nodes["prim"].licenses) == 1
             # same key, another request: refused
-            st, out = await c.request("POST", P.PATH_LICENCES, {"text": "OTHER"}, idempotency_key="job-1-step-2")
+            st, out = await c.request("POST", P.PATH_LICENSES, {"text": "OTHER"}, idempotency_key="job-1-step-2")
             assert st == 422
             # no key: refused
-            st, out = await c.request("POST", P.PATH_LICENCES, body, auto_key=False)
+            st, out = await c.request("POST", P.PATH_LICENSES, body, auto_key=False)
             assert st == 400 and P.IDEMPOTENCY_HEADER in out["error"]
             # a stop repeated after the node is started again does not stop it again
             st, a = await c.request("POST", P.PATH_SERVICES_STOP, {}, idempotency_key="stop-1")
@@ -163,16 +208,16 @@ def test_a_repeated_mutating_request_returns_the_first_answer(tmp_path):
             # licences: list, remove, server info shows the licensed limit
             lid = out1["id"]
             info = await c.call("GET", P.PATH_SERVER_INFO)
-            assert info["licences"][0]["features"] == {"CAS Elements": 100} and "text" not in info["licences"][0]
-            assert (await c.request("DELETE", P.PATH_LICENCE.format(licence_id=lid)))[0] == 200
-            assert (await c.request("DELETE", P.PATH_LICENCE.format(licence_id=lid)))[0] == 404
+            assert info["licenses"][0]["features"] == {"CAS Elements": 100} and "text" not in info["licenses"][0]
+            assert (await c.request("DELETE", P.PATH_LICENSE.format(license_id=lid)))[0] == 200
+            assert (await c.request("DELETE", P.PATH_LICENSE.format(license_id=lid)))[0] == 404
     run(go())
 
 
 def test_idempotency_answers_survive_a_restart(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
-            st, out = await clients["prim"].request("POST", P.PATH_LICENCES, {"text": "L"}, idempotency_key="k")
+            st, out = await clients["prim"].request("POST", P.PATH_LICENSES, {"text": "L"}, idempotency_key="k")
         async with running(tmp_path) as (net, nodes, clients, session):
             pass
         return out
@@ -317,8 +362,8 @@ def test_events_are_pushed_signed_to_trap_destinations(tmp_path):
                 assert st == 200 and out["destinations"][0]["url"] == url
                 st, out = await clients["prim"].request("PUT", P.PATH_TRAP_DESTINATIONS, {"urls": ["http://10.1.2.3/x"]})
                 assert st == 400  # never anything but loopback
-                await clients["prim"].request("POST", P.PATH_LICENCES, {"text": "L1", "features": {"CAS Elements": 100}})
-                await until(lambda: any(e["description"] == "Licence installed" for r in received for e in r["events"]), 5, "push")
+                await clients["prim"].request("POST", P.PATH_LICENSES, {"text": "L1", "features": {"CAS Elements": 100}})
+                await until(lambda: any(e["code"] == "license_installed" for r in received for e in r["events"]), 5, "push")
                 info = await clients["prim"].call("GET", P.PATH_TRAP_DESTINATIONS)
                 assert info["destinations"][0]["pushed_seq"] == nodes["prim"].seq
         finally:
@@ -328,7 +373,7 @@ def test_events_are_pushed_signed_to_trap_destinations(tmp_path):
     assert not bad
     seqs = [e["seq"] for r in received for e in r["events"]]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
-    assert received[0]["node"] == "prim"
+    assert received[0]["node"] == "prim" and received[0]["protocol"] == P.PROTOCOL_VERSION
 
 
 def test_direct_connect_carries_the_heartbeats(tmp_path):

@@ -1,0 +1,45 @@
+"""The one place that queues Celery tasks: by name, once the surrounding transaction commits.
+
+Services, views and the API never import ``hapairs.tasks`` nor call ``.delay``: they hand
+a task's name and its ids (never model instances) to ``on_commit``. So nothing below the
+tasks imports them, and the layers keep one direction (tasks → services, never back).
+
+The task is looked up by name in the Celery app's registry, not sent blind with
+``send_task``: the registry's ``apply_async`` honours ``task_always_eager`` (the embedded
+mode and the tests' ``eager`` fixture), and a name no module defines fails at the call
+that queues it, not later in a worker. A web process has not imported the tasks modules
+yet, so a name not found asks Celery's autodiscovery to import them first.
+"""
+
+from __future__ import annotations
+
+from celery import current_app
+from celery.app.task import Task
+from django.db import transaction
+
+JOB_RUN = "hapairs.tasks.job_run"
+DELIVERY_SEND = "hapairs.tasks.delivery_send"
+ALERT_DISPATCH = "hapairs.tasks.alert_dispatch"
+APPLIANCES_REFRESH = "hapairs.tasks.appliances_refresh"
+
+
+def task(name: str) -> Task:
+    """The registered task called ``name`` (``celery.exceptions.NotRegistered`` if none is)."""
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()  # autodiscovery: imports every app's tasks.py
+    return current_app.tasks[name]
+
+
+def send(name: str, *args) -> None:
+    """Queue ``name(*args)`` now: for the tasks themselves (beat re-queues), outside any transaction."""
+    task(name).apply_async(args=args)
+
+
+def on_commit(name: str, *args) -> None:
+    """Queue ``name(*args)`` once the current transaction commits (at once outside one).
+
+    Robust: a broker that is down when the transaction commits does not undo or fail the
+    request that wrote the rows; the error is logged, and the rows wait for the beat tasks
+    that re-queue what was lost (``jobs_resume``, ``deliveries_resume``)."""
+    found = task(name)  # an unknown name fails here, in the caller, even though the send is robust
+    transaction.on_commit(lambda: found.apply_async(args=args), robust=True)

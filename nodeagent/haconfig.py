@@ -1,0 +1,116 @@
+"""What the HA state machine works with (pure, no I/O): a pair's configuration, what a
+heartbeat says about the peer, and the notes (events) every decision returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .protocol import DEFAULT_FAILOVER_WAIT, MAX_FAILOVER_WAIT, MIN_FAILOVER_WAIT, EventCode, HAState, Mode, Phase, Role
+
+DEFAULT_STABILISATION_SECONDS = 30 * 60
+
+
+class Refused(Exception):
+    """A command that is not allowed now; the message is for the operator."""
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class PairConfig:
+    failover_type: Mode = Mode.MANUAL
+    failback_type: Mode = Mode.MANUAL
+    failover_wait: float = DEFAULT_FAILOVER_WAIT
+    stabilisation_seconds: float = DEFAULT_STABILISATION_SECONDS
+    # test/bench knob: allow a failover wait below 2 s (never from the API)
+    allow_short_wait: bool = False
+    # maintenance mode (set from the portal): no automatic failover or failback while an
+    # operator works; manual switchover and failback still work
+    maintenance: bool = False
+
+    def __post_init__(self) -> None:
+        self.failover_type = Mode.parse(self.failover_type) if not isinstance(self.failover_type, Mode) else self.failover_type
+        self.failback_type = Mode.parse(self.failback_type) if not isinstance(self.failback_type, Mode) else self.failback_type
+        try:
+            self.failover_wait = float(self.failover_wait)
+            self.stabilisation_seconds = float(self.stabilisation_seconds)
+        except (TypeError, ValueError):
+            raise ValueError("failover_wait and stabilisation_seconds must be numbers") from None
+        lo = 0.2 if self.allow_short_wait else MIN_FAILOVER_WAIT
+        if not lo <= self.failover_wait <= MAX_FAILOVER_WAIT:
+            raise ValueError(f"Long Failover Wait must be between {MIN_FAILOVER_WAIT} and {MAX_FAILOVER_WAIT} seconds")
+        if self.stabilisation_seconds < 0:
+            raise ValueError("stabilisation_seconds must be >= 0")
+        if not isinstance(self.maintenance, bool):
+            raise ValueError("maintenance must be true or false")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return min(1.0, max(0.1, self.failover_wait / 10))
+
+    @property
+    def heartbeat_down_after(self) -> float:
+        """Heartbeats are shown Down after this long without one (before the wait ends)."""
+        return min(self.failover_wait, max(3 * self.heartbeat_interval, 0.5))
+
+    def to_dict(self) -> dict:
+        return {
+            "failover_type": self.failover_type.value,
+            "failback_type": self.failback_type.value,
+            "failover_wait": self.failover_wait,
+            "stabilisation_seconds": self.stabilisation_seconds,
+            "allow_short_wait": self.allow_short_wait,
+            "maintenance": self.maintenance,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PairConfig":
+        keys = ("failover_type", "failback_type", "failover_wait", "stabilisation_seconds", "allow_short_wait", "maintenance")
+        return cls(**{k: d[k] for k in keys if k in d})
+
+
+@dataclass
+class Note:
+    """One event to record: its stable code, and remarks for the operator."""
+
+    code: EventCode
+    remarks: str = ""
+
+    @property
+    def description(self) -> str:
+        return self.code.text
+
+
+@dataclass
+class PeerView:
+    """What a heartbeat tells about the peer's side of the pair."""
+
+    state: HAState
+    generation: int
+    owner: Role
+    in_charge: bool
+    running: bool
+    graceful: bool
+    phase: Phase | None = None
+    synced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value, "generation": self.generation, "owner": self.owner.value,
+            "in_charge": self.in_charge, "running": self.running, "graceful": self.graceful,
+            "phase": self.phase.value if self.phase else None, "synced": self.synced,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PeerView":
+        return cls(
+            state=HAState(d["state"]), generation=int(d["generation"]), owner=Role(d["owner"]),
+            in_charge=bool(d["in_charge"]), running=bool(d["running"]), graceful=bool(d["graceful"]),
+            phase=Phase(d["phase"]) if d.get("phase") else None, synced=bool(d.get("synced", False)),
+        )
+
+

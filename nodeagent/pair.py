@@ -1,0 +1,108 @@
+"""One HA pair as a node sees it: the peer's addresses, the pair's state machine
+(:class:`~nodeagent.hastate.PairHA`), the instance it replicates, and the run-time figures
+(heartbeat response times, copy progress, the running procedure and heartbeat tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Any
+
+from .client import AgentClient
+from .hastate import PairHA, PeerView
+from .protocol import Cause, ReplicationStatus, Role, instance_names
+from .replication import InstanceStore
+
+# a command's cause is echoed at most this long (a procedure that never settles)
+CAUSE_MAX_SECONDS = 600.0
+
+if TYPE_CHECKING:  # a type only: node.py imports this module
+    from .node import Node
+
+
+class PairRuntime:
+    def __init__(self, node: Node, peer: dict, slot: int, ha: PairHA) -> None:
+        self.node = node
+        self.peer = peer  # name, hm_ip, vip, netmask, password, version, udi, device_type, direct_connect, port
+        self.slot = slot
+        self.ha = ha
+        self.rtts: collections.deque[float] = collections.deque(maxlen=50)
+        self.peer_mean_ms: float | None = None
+        self.peer_view: PeerView | None = None
+        self.peer_digest: dict = {}
+        self.sync_percent = 0
+        self.sync_done_once = False
+        self.replication = ReplicationStatus.SETTING_UP
+        # the operator command driving this pair's procedure (switchover, failback, a new
+        # pairing): echoed on every event until the pair settles; see settle_cause
+        self.cause: Cause | None = None
+        self.cause_since = 0.0
+        self.proc: asyncio.Task | None = None
+        self.hb_task: asyncio.Task | None = None
+        self.saved_sig: Any = None
+        self.status_note = ""
+        if node.cfg.role is Role.SECONDARY:
+            names = instance_names(slot)
+            self.instance = InstanceStore(names["secondary_db_name"], names["secondary_db_port"],
+                                          node.sd.instance_log(names["secondary_db_name"]))
+        else:
+            self.instance = node.own_instance
+
+    # addresses and secrets of the pair
+    @property
+    def peer_hm_ip(self) -> str:
+        return self.peer["hm_ip"]
+
+    @property
+    def vip(self) -> str:
+        return self.node.cfg.vip if self.node.cfg.role is Role.PRIMARY else self.peer["vip"]
+
+    @property
+    def netmask(self) -> str | None:
+        return self.node.cfg.netmask if self.node.cfg.role is Role.PRIMARY else self.peer.get("netmask")
+
+    @property
+    def service_password(self) -> str:
+        return self.node.cfg.password if self.node.cfg.role is Role.PRIMARY else self.peer["password"]
+
+    @property
+    def direct(self) -> bool:
+        return bool(self.node.cfg.direct_connect and self.peer.get("direct_connect"))
+
+    def client(self, timeout: float = 2.0) -> AgentClient:
+        host = self.peer["direct_connect"] if self.direct else self.peer["hm_ip"]
+        return AgentClient(self.node.session, host, self.peer["password"], port=self.peer.get("port", self.node.cfg.port),
+                           timeout=timeout)
+
+    @property
+    def mean_ms(self) -> float | None:
+        if self.rtts:
+            return round(sum(self.rtts) / len(self.rtts) * 1000, 3)
+        return self.peer_mean_ms
+
+    def take_cause(self, cause: Cause | None, now: float) -> None:
+        """A command starts a procedure on this pair: its events carry ``cause`` from now on."""
+        if cause:
+            self.cause, self.cause_since = cause, now
+
+    def settle_cause(self, now: float) -> None:
+        """The pair is settled (no phase, no procedure running, synchronised once): the
+        command's consequences are over, later events are the agents' own."""
+        if self.cause is None:
+            return
+        running = self.proc is not None and not self.proc.done()
+        settled = self.ha.phase is None and not running and self.sync_done_once
+        if settled or now - self.cause_since > CAUSE_MAX_SECONDS:
+            self.cause = None
+
+    def to_dict(self) -> dict:
+        return {"peer": self.peer, "slot": self.slot, "ha": self.ha.to_dict(), "sync_done_once": self.sync_done_once}
+
+    def sig(self) -> Any:
+        """What must be persisted when it changes (not the heartbeat timestamps)."""
+        h = self.ha
+        c = h.config
+        return (h.generation, h.owner, h.in_charge, h.running, h.stop_reason, h.phase, h.synced, h.alone,
+                h.reclaim_pending, h.resume_in_charge, h.last_switch_at, h.pending_generation, h.peer_graceful,
+                h.heartbeats_seen, h.state, c.failover_type, c.failback_type, c.failover_wait, c.stabilisation_seconds,
+                c.maintenance, self.sync_done_once, self.slot)

@@ -1,0 +1,89 @@
+"""Trap destinations: where the node pushes its events, and the loop that pushes them.
+
+Each destination remembers the last event it acknowledged (``pushed_seq``, persisted in
+``traps.json``); the loop sends what follows, in order and at least once, signed with this
+node's password. The receiver de-duplicates by (node, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from .clock import now_iso, wait_event
+from .protocol import HEADER_NODE, HEADER_PROTOCOL, PROTOCOL_VERSION, sign_request
+
+if TYPE_CHECKING:  # a type only: node.py imports this module
+    from .node import Node
+
+
+class TrapPusher:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.destinations: dict[str, dict] = {}  # URL -> {url, last_updated, pushed_seq, last_error, last_pushed}
+        self.wake = asyncio.Event()  # set by every new event
+
+    def load(self) -> None:
+        """The saved destinations; on a first start, the configured ones, from the current event on."""
+        node = self.node
+        traps = node.sd.load("traps.json", None)
+        if traps is None:
+            traps = {"destinations": {u: {"url": u, "last_updated": now_iso(), "pushed_seq": node.seq}
+                                      for u in node.cfg.trap_destinations}}
+        self.destinations = traps["destinations"]
+
+    def save(self) -> None:
+        self.node.sd.save("traps.json", {"destinations": self.destinations})
+
+    def replace(self, urls: list[str]) -> dict:
+        """Set the destinations (checked by the caller); one kept keeps its progress."""
+        new = {}
+        for u in urls:
+            new[u] = self.destinations.get(u) or {"url": u, "last_updated": now_iso(), "pushed_seq": 0}
+        self.destinations = new
+        self.save()
+        self.wake.set()
+        return self.info()
+
+    def info(self) -> dict:
+        return {"destinations": [dict(v) for v in self.destinations.values()]}
+
+    async def loop(self) -> None:
+        """Push events, signed with this node's password, to every trap destination
+        (at least once, in order; the receiver de-duplicates by (node, seq))."""
+        node = self.node
+        backoff: dict[str, float] = {}
+        while not node.stopping:
+            await wait_event(self.wake, 1.0)
+            self.wake.clear()
+            for url, dest in list(self.destinations.items()):
+                if backoff.get(url, 0) > time.monotonic():
+                    continue
+                pending = [e for e in node.events if e["seq"] > dest.get("pushed_seq", 0)][:200]
+                if not pending:
+                    continue
+                body = json.dumps({"protocol": PROTOCOL_VERSION, "node": node.cfg.name, "hm_ip": node.cfg.hm_ip, "events": pending},
+                                  separators=(",", ":")).encode()
+                path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
+                headers = sign_request(node.cfg.password, "POST", path, body)
+                headers[HEADER_NODE] = node.cfg.name
+                headers[HEADER_PROTOCOL] = str(PROTOCOL_VERSION)
+                headers["Content-Type"] = "application/json"
+                try:
+                    async with node.session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
+                        if r.status < 300:
+                            dest["pushed_seq"] = pending[-1]["seq"]
+                            dest["last_error"] = None
+                            dest["last_pushed"] = now_iso()
+                            backoff.pop(url, None)
+                            self.save()
+                            self.wake.set()
+                            continue
+                        dest["last_error"] = f"HTTP {r.status}"
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    dest["last_error"] = str(e) or type(e).__name__
+                backoff[url] = time.monotonic() + 2.0
