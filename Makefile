@@ -9,7 +9,7 @@ REQS := requirements/base.txt requirements/dev.txt requirements/agent.txt
 # environment names PostgreSQL/Redis.
 RUN_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: run test bench venv migrate demo-users clean chromium
+.PHONY: run test lint bench venv migrate demo-users clean chromium
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: no chromium here (apt-get install chromium): the browser tests will fail saying so"; fi; }
 
-test: venv chromium
+# The habits: lint and format (ruff), types (mypy, on the typed parts: pyproject.toml),
+# and no model change without its migration. `make test` runs them first.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(RUN_ENV) $(PY) manage.py makemigrations --check --dry-run
+
+test: venv chromium lint
 	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -112,7 +112,7 @@ class LicenseInline(admin.TabularInline):
 
 @admin.register(LicenseFile)
 class LicenseFileAdmin(admin.ModelAdmin):
-    """Licence files are verified on upload; nothing here may alter a signed file."""
+    """License files are verified on upload; nothing here may alter a signed file."""
 
     list_display = ("filename", "appliance", "uploaded_by", "uploaded_at")
     list_filter = ("uploaded_at",)

@@ -179,24 +179,3 @@ def call(
             return await client.request(target, method, path, body=body, idempotency_key=idempotency_key)
 
     return asyncio.run(run())
-
-
-def call_many(
-    requests: list[tuple[AgentTarget, str, str]], *, timeout: float | None = None, concurrency: int = 200
-) -> list[dict[str, Any] | AgentError]:
-    """Many GETs at once (the poller); each result is the reply or the AgentError it raised."""
-
-    async def run() -> list[dict[str, Any] | AgentError]:
-        semaphore = asyncio.Semaphore(concurrency)
-        async with AgentClient(timeout=timeout, limit=concurrency) as client:
-
-            async def one(target: AgentTarget, method: str, path: str):
-                async with semaphore:
-                    try:
-                        return await client.request(target, method, path)
-                    except AgentError as exc:
-                        return exc
-
-            return await asyncio.gather(*(one(*request) for request in requests))
-
-    return asyncio.run(run())

@@ -18,8 +18,8 @@ from hapairs.choices import DeviceType, HAState, LinkStatus, ReplicationStatus
 from nodeagent import protocol
 
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
-STATES = {choice.value for choice in HAState}
-DEVICE_TYPES = {choice.value for choice in DeviceType}
+STATES = set(HAState.values)
+DEVICE_TYPES = set(DeviceType.values)
 EVENT_CODES = {code.value for code in protocol.EventCode}
 
 
@@ -47,8 +47,12 @@ def _ip(data: dict, key: str, source: str, *, required: bool = True) -> str | No
     value = data.get(key)
     if value in (None, "") and not required:
         return None
+    return _ip_required(data, key, source)
+
+
+def _ip_required(data: dict, key: str, source: str) -> str:
     try:
-        return str(ipaddress.IPv4Address(value))
+        return str(ipaddress.IPv4Address(data.get(key)))
     except (ValueError, TypeError):
         raise _bad(source, f"“{key}” should be an IPv4 address") from None
 
@@ -99,7 +103,7 @@ class DiscoveredNode:
     vip: str | None
     vip_prefixlen: int | None
     services: list[ServiceStatus]
-    licences: list[dict] = field(default_factory=list)
+    licenses: list[dict] = field(default_factory=list)
 
 
 def _services(raw_services: Any, source: str) -> list[ServiceStatus]:
@@ -139,18 +143,18 @@ def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
     if role not in {"primary", "secondary", "none"}:
         raise _bad(source, f"role {role!r} is neither primary nor secondary")
     services = _services(data.get("services", []), source)
-    licences = data.get("licenses", [])
+    licenses = data.get("licenses", [])
     return DiscoveredNode(
         name=_str(data, "node", source, required=False, max_len=63),
         device_type=device_type,
         version=version,
         udi=_str(data, "udi", source, required=False, max_len=128),
         role=role,
-        hm_ip=_ip(data, "hm_ip", source),
+        hm_ip=_ip_required(data, "hm_ip", source),
         vip=_ip(data, "vip", source, required=False),
         vip_prefixlen=_prefixlen(data, source),
         services=services,
-        licences=licences if isinstance(licences, list) else [],
+        licenses=licenses if isinstance(licenses, list) else [],
     )
 
 
@@ -217,7 +221,7 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
             raise _bad(source, "a peer's “running” should be true or false")
         peers.append(
             PeerStatus(
-                peer_hm_ip=_ip(item, "hm_ip", source),
+                peer_hm_ip=_ip_required(item, "hm_ip", source),
                 state=state,
                 running=peer_running,
                 heartbeat=_LINK.get(_str(item, "heartbeat", source, required=False), LinkStatus.UNKNOWN.value),

@@ -101,8 +101,8 @@ class JobKind(models.TextChoices):
     CONFIGURE_HA = "configure_ha", "Configure high availability"
     UPDATE_HA = "update_ha", "Update high availability parameters"
     ACTIVATE_SECONDARY = "activate_secondary", "Activate secondary"
-    INSTALL_LICENSE = "install_license", "Install licence"
-    REMOVE_LICENSE = "remove_license", "Remove licence"
+    INSTALL_LICENSE = "install_license", "Install license"
+    REMOVE_LICENSE = "remove_license", "Remove license"
     SWITCHOVER = "switchover", "Switchover"
     FAILBACK = "failback", "Failback"
     DELETE_SECONDARY = "delete_secondary", "Delete secondary"
@@ -202,7 +202,7 @@ class AlertKind(models.TextChoices):
     SPLIT_BRAIN = "split_brain", "Split brain"
     UNREACHABLE = "unreachable", "Node unreachable"
     JOB_FAILED = "job_failed", "Job failed"
-    LICENCE_EXPIRING = "licence_expiring", "Licence expiring"
+    LICENSE_EXPIRING = "license_expiring", "License expiring"
 
 
 class AlertStatus(models.TextChoices):

@@ -94,11 +94,11 @@ class ApplianceFilterForm(PortalForm):
     )
 
 
-class LicenceUploadForm(PortalForm):
+class LicenseUploadForm(PortalForm):
     appliance = forms.ModelChoiceField(
         label="Appliance", queryset=None, to_field_name="name", empty_label="Choose the appliance…"
     )
-    file = forms.FileField(label="Licence file", help_text="A .lic file; it is verified before anything is stored.")
+    file = forms.FileField(label="License file", help_text="A .lic file; it is verified before anything is stored.")
     reason = forms.CharField(label="Reason", max_length=500, required=False)
 
     def __init__(self, *args, **kwargs):

@@ -19,7 +19,7 @@ from hapairs.choices import EventCode, HAState, JobKind, LicenseStatus, LinkStat
 from hapairs.jobs import JobContext, Step, StepFailed, register
 from hapairs.models import Appliance, HAPair, LicenseFile
 from hapairs.services._common import event_record
-from hapairs.services.licences import licence_features, licence_installed_record, licence_removed_record
+from hapairs.services.licenses import license_features, license_installed_record, license_removed_record
 from hapairs.services.pairs import ha_pair_delete_record
 from nodeagent import protocol
 
@@ -86,11 +86,11 @@ def _refresh(pair: HAPair) -> HAPair:
     return HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk)
 
 
-# --- licences --------------------------------------------------------------------------
-def _job_licence_file(ctx: JobContext) -> LicenseFile:
+# --- licenses --------------------------------------------------------------------------
+def _job_license_file(ctx: JobContext) -> LicenseFile:
     found = LicenseFile.objects.select_related("appliance").filter(pk=ctx.params.get("license_file")).first()
     if found is None:
-        raise StepFailed("The licence file of this job no longer exists.")
+        raise StepFailed("The license file of this job no longer exists.")
     return found
 
 
@@ -108,25 +108,25 @@ def _install_file(ctx: JobContext, license_file: LicenseFile, *, key: str) -> bo
         agent_client.target_for(appliance),
         "POST",
         protocol.PATH_LICENSES,
-        body={"text": license_file.content, "features": licence_features(lines), "cause": {**ctx.cause, "key": key}},
+        body={"text": license_file.content, "features": license_features(lines), "cause": {**ctx.cause, "key": key}},
         idempotency_key=key,
     )
     agent_id = reply.get("id") if isinstance(reply, dict) else None
     if not isinstance(agent_id, str) or not agent_id:
-        raise agent_client.AgentBadReply(f"{appliance.name} installed the licence but did not say under which id.")
-    licence_installed_record(license_file=license_file, agent_licence_id=agent_id, job=ctx.job)
+        raise agent_client.AgentBadReply(f"{appliance.name} installed the license but did not say under which id.")
+    license_installed_record(license_file=license_file, agent_license_id=agent_id, job=ctx.job)
     return True
 
 
-def install_licence(ctx: JobContext) -> None:
-    _install_file(ctx, _job_licence_file(ctx), key=ctx.idempotency_key)
+def install_license(ctx: JobContext) -> None:
+    _install_file(ctx, _job_license_file(ctx), key=ctx.idempotency_key)
 
 
-def remove_licence_from_agent(ctx: JobContext) -> None:
-    license_file = _job_licence_file(ctx)
-    if not license_file.agent_licence_id:  # never installed: the agent has nothing to drop
+def remove_license_from_agent(ctx: JobContext) -> None:
+    license_file = _job_license_file(ctx)
+    if not license_file.agent_license_id:  # never installed: the agent has nothing to drop
         return
-    path = protocol.PATH_LICENSE.format(license_id=license_file.agent_licence_id)
+    path = protocol.PATH_LICENSE.format(license_id=license_file.agent_license_id)
     try:
         _post(ctx, license_file.appliance, path, {}, method="DELETE")
     except agent_client.AgentRejected as exc:
@@ -134,12 +134,12 @@ def remove_licence_from_agent(ctx: JobContext) -> None:
             raise
 
 
-def record_licence_removed(ctx: JobContext) -> None:
-    licence_removed_record(license_file=_job_licence_file(ctx), job=ctx.job)
+def record_license_removed(ctx: JobContext) -> None:
+    license_removed_record(license_file=_job_license_file(ctx), job=ctx.job)
 
 
-def install_pending_licences(ctx: JobContext) -> None:
-    """Licences uploaded but not installed yet on either node (a VA's activation licence,
+def install_pending_licenses(ctx: JobContext) -> None:
+    """Licenses uploaded but not installed yet on either node (a VA's activation license,
     uploaded just before pairing) reach their agents before HA is configured."""
     pair = _pair(ctx)
     files = (
@@ -152,10 +152,10 @@ def install_pending_licences(ctx: JobContext) -> None:
         _install_file(ctx, license_file, key=f"{ctx.idempotency_key}:{license_file.pk}")
 
 
-STEPS[JobKind.INSTALL_LICENSE] = [Step("install_licence", install_licence, "Installing the licence on the appliance")]
+STEPS[JobKind.INSTALL_LICENSE] = [Step("install_license", install_license, "Installing the license on the appliance")]
 STEPS[JobKind.REMOVE_LICENSE] = [
-    Step("remove_licence", remove_licence_from_agent, "Removing the licence from the appliance"),
-    Step("record_removed", record_licence_removed, "Recording the removal"),
+    Step("remove_license", remove_license_from_agent, "Removing the license from the appliance"),
+    Step("record_removed", record_license_removed, "Recording the removal"),
 ]
 
 
@@ -209,7 +209,7 @@ def wait_until_active(ctx: JobContext) -> None:
 
 
 STEPS[JobKind.CONFIGURE_HA] = [
-    Step("install_licences", install_pending_licences, "Installing uploaded licences on both nodes"),
+    Step("install_licenses", install_pending_licenses, "Installing uploaded licenses on both nodes"),
     Step("configure_secondary", configure_secondary, "Configuring the secondary"),
     Step("configure_primary", configure_primary, "Configuring the primary"),
     Step("trap_destinations", set_trap_destinations, "Pointing both agents' events at the portal"),

@@ -210,8 +210,8 @@ class PairReport:
 
 
 @dataclass(frozen=True)
-class ExpiringLicence:
-    licence_id: int
+class ExpiringLicense:
+    license_id: int
     appliance: str
     feature: str
     sku: str
@@ -239,9 +239,9 @@ class HealthReport:
     period_days: int
     fleet: FleetSummary
     pairs: list[PairReport]
-    licences: list[ExpiringLicence]
-    other_failed_jobs: list[FailedJob]  # jobs on no pair (an appliance's licence install, …)
-    licence_warn_days: int = 30
+    licenses: list[ExpiringLicense]
+    other_failed_jobs: list[FailedJob]  # jobs on no pair (an appliance's license install, …)
+    license_warn_days: int = 30
 
     @property
     def failovers(self) -> int:
@@ -280,6 +280,6 @@ class HealthReport:
                 parts.append(f"{count} {words}")
         if self.failovers:
             parts.append(f"{self.failovers} failover{'s' if self.failovers != 1 else ''}")
-        if self.licences:
-            parts.append(f"{len(self.licences)} licence{'s' if len(self.licences) != 1 else ''} expiring")
+        if self.licenses:
+            parts.append(f"{len(self.licenses)} license{'s' if len(self.licenses) != 1 else ''} expiring")
         return ", ".join(parts)

@@ -4,7 +4,7 @@ clients) and as plain text.
 ``report_build`` reads the fleet in six queries whatever its size: appliance counts,
 the pairs, heartbeat samples already averaged per pair and hour (or day) by the
 database, the failover/failback/split-brain events of the period, the jobs that explain
-them (and the ones that failed), and the licences about to expire. Everything after that
+them (and the ones that failed), and the licenses about to expire. Everything after that
 is pure Python over those rows, so the figures can be tested without a mail server.
 
 Who caused a failover or failback is a fact, not a guess: an operator's command carries
@@ -31,7 +31,7 @@ from hapairs.choices import (
 )
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License
 from hapairs.report_data import (
-    BAR_MAX_PX, Actor, Bar, ExpiringLicence, FailedJob,
+    BAR_MAX_PX, Actor, Bar, ExpiringLicense, FailedJob,
     FleetSummary, HealthReport, HeartbeatTrend, PairReport, SplitBrainAlert, Switch,
 )
 from hapairs.selectors import pair_status_sentence
@@ -43,7 +43,7 @@ REPORTED_CODES = (*FAILOVER_CODES, *FAILBACK_CODES, EventCode.SPLIT_BRAIN)  # ty
 def report_build(*, period_days: int = 1, now: datetime | None = None) -> HealthReport:
     now = now or timezone.now()
     start = now - timedelta(days=period_days)
-    warn_days = settings.LICENCE_WARN_DAYS
+    warn_days = settings.LICENSE_WARN_DAYS
     counts = Appliance.objects.aggregate(
         total=Count("pk"), unreachable=Count("pk", filter=Q(reachability=Reachability.UNREACHABLE))
     )
@@ -68,7 +68,7 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
         ).select_related("requested_by", "pair__primary", "pair__secondary", "appliance")
     )
     today = timezone.localdate(now)
-    licences = list(
+    licenses = list(
         License.objects.exclude(status=LicenseStatus.REMOVED)
         .filter(expires_on__isnull=False, expires_on__lte=today + timedelta(days=warn_days))
         .select_related("source_file__appliance", "installed_on")
@@ -76,11 +76,11 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
     )
     return assemble(
         now=now, start=start, period_days=period_days, appliance_counts=counts, pairs=pairs, buckets=buckets,
-        bucket=bucket, events=events, jobs=jobs, licences=licences, today=today, warn_days=warn_days,
+        bucket=bucket, events=events, jobs=jobs, licenses=licenses, today=today, warn_days=warn_days,
     )
 
 
-def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucket, events, jobs, licences, today,
+def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucket, events, jobs, licenses, today,
              warn_days) -> HealthReport:
     """Pure: the report from the rows ``report_build`` read."""
     by_pair_buckets: dict[int, list[dict]] = {}
@@ -160,9 +160,9 @@ def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucke
         period_days=period_days,
         fleet=fleet,
         pairs=pair_reports,
-        licences=[expiring_licence(licence, today) for licence in licences],
+        licenses=[expiring_license(license, today) for license in licenses],
         other_failed_jobs=[job for pair_id, jobs_ in failed.items() if pair_id not in pair_ids for job in jobs_],
-        licence_warn_days=warn_days,
+        license_warn_days=warn_days,
     )
 
 
@@ -213,18 +213,18 @@ def failed_job(job: Job) -> FailedJob:
                      actor=job_actor(job), error=job.error)
 
 
-def expiring_licence(licence: License, today: date) -> ExpiringLicence:
-    appliance = licence.installed_on or licence.source_file.appliance
-    return ExpiringLicence(
-        licence_id=licence.pk,
+def expiring_license(license: License, today: date) -> ExpiringLicense:
+    appliance = license.installed_on or license.source_file.appliance
+    return ExpiringLicense(
+        license_id=license.pk,
         appliance=appliance.name,
-        feature=licence.feature,
-        sku=licence.sku,
-        count=licence.count,
-        expires_on=licence.expires_on,
-        days_left=(licence.expires_on - today).days,
-        is_evaluation=licence.is_evaluation,
-        status=licence.get_status_display(),
+        feature=license.feature,
+        sku=license.sku,
+        count=license.count,
+        expires_on=license.expires_on,
+        days_left=(license.expires_on - today).days,
+        is_evaluation=license.is_evaluation,
+        status=license.get_status_display(),
     )
 
 

@@ -1,7 +1,7 @@
 """Roles (DESIGN.md security model) as Django groups with model permissions.
 
-* Admin: everything (appliances, users, licences, pairs).
-* Operator: read everything; pair, activate, upload licences, switch over, fail back.
+* Admin: everything (appliances, users, licenses, pairs).
+* Operator: read everything; pair, activate, upload licenses, switch over, fail back.
 * Monitor: read-only.
 
 ``sync_groups`` is idempotent: the migration calls it, and so may a later one after
@@ -25,7 +25,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]] | str] = {
     MONITOR: list(_VIEW),
 }
 OPERATE = "hapairs.operate_hapair"
-LICENCES = "hapairs.add_licensefile"  # upload licences (and remove them: "Delete Secondary Activation license")
+LICENSES = "hapairs.add_licensefile"  # upload licenses (and remove them: "Delete Secondary Activation license")
 ADMINISTER = "hapairs.add_appliance"
 REPORTS = "hapairs.change_reportschedule"  # edit report schedules, Send now, retry a delivery, the mailbox
 

@@ -79,7 +79,7 @@ class NodeFacts:
     hm_ip: str
     vip: str | None = None
     vip_prefixlen: int | None = None
-    activated: bool = False  # holds a valid activation licence (matters for VAs only)
+    activated: bool = False  # holds a valid activation license (matters for VAs only)
     role: str = "none"  # "primary", "secondary" or "none", as set-up left it
 
     @property
@@ -296,9 +296,9 @@ def validate_pairing(
     for node, fieldname in ((secondary, F_LICENSE), (primary, F_PRIMARY)):
         if node.is_virtual and not node.activated:
             where = (
-                "upload its activation licence under Activate Secondary with License"
+                "upload its activation license under Activate Secondary with License"
                 if node is secondary
-                else "upload its activation licence on the Licences page first"
+                else "upload its activation license on the Licenses page first"
             )
             violations.append(
                 Violation(

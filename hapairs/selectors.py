@@ -16,18 +16,10 @@ from nodeagent import output, protocol
 ACTIVATION_FEATURE = "MSE_ACTIVATION"
 
 
-def active_licenses(appliance: Appliance) -> QuerySet[License]:
-    """Licences installed on the appliance that have not expired."""
-    today = timezone.localdate()
-    return License.objects.filter(installed_on=appliance, status=LicenseStatus.INSTALLED).filter(
-        Q(expires_on__isnull=True) | Q(expires_on__gte=today)
-    )
-
-
 def appliance_is_activated(appliance: Appliance) -> bool:
-    """A VA is activated while it holds an unexpired activation licence: installed, or
+    """A VA is activated while it holds an unexpired activation license: installed, or
     uploaded and verified with its install still pending (the configure job installs
-    pending licences first, so an operator can upload the activation licence and pair in one go)."""
+    pending licenses first, so an operator can upload the activation license and pair in one go)."""
     today = timezone.localdate()
     return (
         License.objects.filter(feature=ACTIVATION_FEATURE)
@@ -41,7 +33,7 @@ def appliance_is_activated(appliance: Appliance) -> bool:
 
 
 def license_files(*, appliance: Appliance | None = None, limit: int = 500) -> list[LicenseFile]:
-    """Uploaded licence files, newest first, with their lines (three queries, whatever the count)."""
+    """Uploaded license files, newest first, with their lines (three queries, whatever the count)."""
     queryset = LicenseFile.objects.select_related("appliance", "uploaded_by").prefetch_related("licenses__installed_on")
     if appliance is not None:
         queryset = queryset.filter(appliance=appliance)
@@ -215,11 +207,11 @@ def pair_status_sentence(pair: HAPair) -> str:
     if pair.status_updated_at is None:
         return "High Availability configuration is being created at the Primary and Secondary servers."
     if pair.secondary_state == HAState.FAILOVER_ACTIVE:
-        return "Instance is in failover active state"
+        return protocol.EventCode.FAILOVER_ACTIVE.text
     if pair.replication == ReplicationStatus.SETTING_UP or pair.sync_percent < 100:
-        return f"Primary and secondary server synchronization in progress ({pair.sync_percent}% complete)"
+        return f"{protocol.EventCode.SYNC_IN_PROGRESS.text} ({pair.sync_percent}% complete)"
     if pair.primary_state == HAState.PRIMARY_ACTIVE and pair.secondary_state == HAState.SECONDARY_ACTIVE:
-        return "Active"
+        return protocol.EventCode.ACTIVE.text
     return f"{pair.primary_state} / {pair.secondary_state}"
 
 

@@ -78,9 +78,15 @@ def alert_dispatch(kind: str, event_id: int) -> int | None:
 
 
 @shared_task(ignore_result=True)
-def licences_expiry_check() -> list[int]:
-    """Beat, daily: alert licences as their expiry nears."""
-    return [alert.pk for alert in alerts.licence_expiry_check()]
+def licenses_expiry_check() -> list[int]:
+    """Beat, daily: alert licenses as their expiry nears."""
+    return [alert.pk for alert in alerts.license_expiry_check()]
+
+
+@shared_task(name="hapairs.tasks.licences_expiry_check", ignore_result=True)
+def licenses_expiry_check_old_name() -> list[int]:
+    """The same, under the name beat sent before the rename (a message queued across the upgrade)."""
+    return licenses_expiry_check()
 
 
 @shared_task(ignore_result=True)

@@ -1,4 +1,5 @@
 from django.urls import path, re_path
+from django.views.generic import RedirectView
 
 from hapairs import views
 from hapairs.api import api
@@ -21,9 +22,13 @@ urlpatterns = [
     path("jobs/", views.job_list, name="job_list"),
     path("jobs/<int:job_id>/", views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
-    path("licences/", views.licence_list, name="licence_list"),
-    path("licences/upload/", views.licence_upload, name="licence_upload"),
-    path("licences/<int:file_id>/remove/", views.licence_remove, name="licence_remove"),
+    path("licenses/", views.license_list, name="license_list"),
+    path("licenses/upload/", views.license_upload, name="license_upload"),
+    path("licenses/<int:file_id>/remove/", views.license_remove, name="license_remove"),
+    # The old spelling of these pages (bookmarks, links in old e-mails): a permanent redirect.
+    path("licences/", RedirectView.as_view(pattern_name="license_list", permanent=True, query_string=True)),
+    path("licences/upload/", RedirectView.as_view(pattern_name="license_upload", permanent=True, query_string=True)),
+    path("licences/<int:file_id>/remove/", RedirectView.as_view(pattern_name="license_remove", permanent=True)),
     path("reports/", views.report_list, name="report_list"),
     path("reports/new/", views.report_schedule_edit, name="report_new"),
     path("reports/preview/", views.report_preview, name="report_preview"),

@@ -8,6 +8,8 @@ deep inside Django.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,6 +31,16 @@ def env_bool(environ: dict[str, str], name: str, default: bool) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off.")
+
+
+def env_name(environ: dict[str, str], name: str, *old_names: str) -> str:
+    """Which variable to read for a setting that was renamed: ``name`` when it is set, else
+    the first of ``old_names`` that is (so a deployment configured under the old name keeps
+    working), else ``name``. Errors then name the variable actually read."""
+    for candidate in (name, *old_names):
+        if (environ.get(candidate) or "").strip():
+            return candidate
+    return name
 
 
 def env_int(environ: dict[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -53,8 +65,6 @@ def env_list(environ: dict[str, str], name: str, default: list[str]) -> list[str
 
 def env_networks(environ: dict[str, str], name: str, default: list[str]) -> list[str]:
     """A comma-separated list of IP networks (CIDR), each checked."""
-    import ipaddress
-
     networks = env_list(environ, name, default)
     for network in networks:
         try:
@@ -159,8 +169,6 @@ def broker_settings(url: str | None, *, var_dir: Path) -> dict[str, object]:
 
 def env_emails(environ: dict[str, str], name: str) -> list[str]:
     """A comma-separated list of e-mail addresses, each checked (empty when unset)."""
-    import re
-
     addresses = env_list(environ, name, [])
     for address in addresses:
         if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):

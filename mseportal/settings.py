@@ -24,6 +24,7 @@ from mseportal.envconf import (
     env_http_url,
     env_int,
     env_list,
+    env_name,
     env_networks,
 )
 
@@ -72,11 +73,11 @@ try:
     # Where agents push their events (set on each agent when a pair is configured).
     INGEST_URL = ENV.get("MSEPORTAL_INGEST_URL", "http://127.0.0.1:8000/api/v1/ingest/events")
     AGENT_ALLOWED_NETWORKS = env_networks(ENV, "MSEPORTAL_AGENT_NETWORKS", ["127.0.0.0/8"])
-    # The Ed25519 public keys licence files must be signed with (docs/licences.md): base64
+    # The Ed25519 public keys license files must be signed with (docs/licenses.md): base64
     # keys separated by commas or spaces, or PEM blocks. Empty: the development key, DEBUG only.
     MSEPORTAL_LICENSE_PUBLIC_KEYS = ENV.get("MSEPORTAL_LICENSE_PUBLIC_KEYS", "")
     # Alerts (failover, failback, split brain, unreachable node, failed job, expiring
-    # licence): e-mailed at once to these, at most one per kind per pair per interval,
+    # license): e-mailed at once to these, at most one per kind per pair per interval,
     # and POSTed (HMAC-SHA256 signed) to the webhook when one is set.
     ALERT_RECIPIENTS = env_emails(ENV, "MSEPORTAL_ALERT_RECIPIENTS")
     ALERT_MIN_INTERVAL_SECONDS = env_int(ENV, "MSEPORTAL_ALERT_MIN_INTERVAL_SECONDS", 300, minimum=0)
@@ -85,7 +86,10 @@ try:
     if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
         raise ConfigError("MSEPORTAL_ALERT_WEBHOOK_URL is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not: "
                           "the webhook's POSTs are signed with it.")
-    LICENCE_WARN_DAYS = env_int(ENV, "MSEPORTAL_LICENCE_WARN_DAYS", 30, minimum=1)
+    # Renamed from MSEPORTAL_LICENCE_WARN_DAYS, still read when the new name is unset.
+    LICENSE_WARN_DAYS = env_int(
+        ENV, env_name(ENV, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS"), 30, minimum=1
+    )
     # Reports and alerts: failed sends are retried with backoff (this, doubling, 5 times).
     DELIVERY_RETRY_BACKOFF_SECONDS = env_int(ENV, "MSEPORTAL_DELIVERY_RETRY_BACKOFF_SECONDS", 30, minimum=1)
 except ConfigError as exc:
@@ -242,7 +246,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "heartbeat-samples-prune": {"task": "hapairs.tasks.heartbeat_samples_prune", "schedule": 86400.0},
     "deliveries-resume": {"task": "hapairs.tasks.deliveries_resume", "schedule": 60.0},
-    "licences-expiry-check": {"task": "hapairs.tasks.licences_expiry_check", "schedule": _crontab(minute="0", hour="6")},
+    "licenses-expiry-check": {"task": "hapairs.tasks.licenses_expiry_check", "schedule": _crontab(minute="0", hour="6")},
 }
 # Beat reads its schedule from the database (django-celery-beat): the entries above are
 # written there at start, and each ReportSchedule keeps its own PeriodicTask beside them.

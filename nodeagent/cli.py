@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import os
 import resource
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import aiohttp
 
 from .client import AgentClient, AgentError
-from .config import ConfigError, DEVICE_TYPES, Fleet, NodeConfig, load_fleet
+from .config import DEVICE_TYPES, ConfigError, Fleet, NodeConfig, load_fleet
 from .hastate import PairHA
+from .node import Node
 from .output import format_hainfo, format_serverinfo
 from .protocol import DEFAULT_PORT, PATH_HA_INFO, PATH_SERVER_INFO, Role, instance_names
+from .server import NodeServer
 from .store import StateDir, read_json
 
 EXIT_USAGE = 2
@@ -39,7 +43,7 @@ class CliError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage + message, exit 2
+    def error(self, message: str) -> NoReturn:  # argparse prints usage + message, exit 2
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -114,7 +118,6 @@ def declared_pairs(fleet: Fleet, name: str):
             "vip": peer_cfg.vip, "netmask": peer_cfg.netmask, "direct_connect": peer_cfg.direct_connect,
             "port": peer_cfg.port,
         }
-        import copy
         out.append((peer, copy.deepcopy(d.config)))
     del me
     return out
@@ -135,9 +138,6 @@ def _logging(level: str) -> None:
 
 # ---------------------------------------------------------------- serve / farm
 async def _run(nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: bool, ready_file: str | None = None) -> int:
-    from .node import Node
-    from .server import NodeServer
-
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=8))
     servers: list[NodeServer] = []
     stop = asyncio.Event()
@@ -223,6 +223,8 @@ def _alive(pid: int) -> bool:
 def cmd_farm(a) -> int:
     _logging(a.log_level)
     fleet = _fleet(a.fleet, a.allow_short_wait)
+    if fleet is None:
+        raise CliError("farm needs --fleet FILE")
     root = Path(a.state_root) if a.state_root else Path.cwd() / "var" / "nodeagent"
     _raise_nofile()
     nodes = []
@@ -363,7 +365,7 @@ def cmd_setup(a) -> int:
     ntp = _ask("NTP servers", ex.get("ntp", ""), interactive, a.ntp)
     dns = _ask("DNS servers", ex.get("dns", ""), interactive, a.dns)
     try:
-        cfg = NodeConfig(name=name, device_type=device_type, version=version, role=role, hm_ip=hm_ip, password=password,
+        cfg = NodeConfig(name=name, device_type=device_type, version=version, role=Role(role), hm_ip=hm_ip, password=password,
                          vip=vip, netmask=netmask, direct_connect=None if dc.lower() == "none" else dc, domain=domain,
                          timezone=tz, ntp=ntp, dns=dns, port=a.port or ex.get("port", DEFAULT_PORT),
                          recovery=recovery.lower() == "yes",

@@ -7,6 +7,7 @@ import re
 import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from pathlib import Path
 
 from .hastate import PairConfig
@@ -180,8 +181,8 @@ NODE_KEYS = {"name", "type", "version", "role", "hm_ip", "vip", "netmask", "pass
 PAIR_KEYS = {"primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds"}
 
 
-def parse_fleet(data: dict, *, allow_non_loopback: bool = False, allow_short_wait: bool = False, source: str = "fleet") -> Fleet:
-    agent = data.get("agent", {})
+def parse_fleet(data: dict[str, Any], *, allow_non_loopback: bool = False, allow_short_wait: bool = False, source: str = "fleet") -> Fleet:
+    agent: dict[str, Any] = data.get("agent", {})
     if not isinstance(agent, dict):
         raise ConfigError(f"{source}: [agent] must be a table")
     default_port = agent.get("port", DEFAULT_PORT)
@@ -189,7 +190,7 @@ def parse_fleet(data: dict, *, allow_non_loopback: bool = False, allow_short_wai
     unknown_top = set(data) - {"agent", "node", "pair"}
     if unknown_top:
         raise ConfigError(f"{source}: unknown sections {sorted(unknown_top)} (expected [agent], [[node]], [[pair]])")
-    raw_nodes = data.get("node", [])
+    raw_nodes: list[Any] = data.get("node", [])
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise ConfigError(f"{source}: no [[node]] entries")
     nodes: dict[str, NodeConfig] = {}
@@ -211,8 +212,8 @@ def parse_fleet(data: dict, *, allow_non_loopback: bool = False, allow_short_wai
                 hm_ip=rn["hm_ip"], password=rn["password"], vip=rn.get("vip"), netmask=rn.get("netmask"),
                 udi=rn.get("udi", ""), direct_connect=rn.get("direct_connect"), hostname=rn.get("hostname", ""),
                 domain=rn.get("domain", "localdomain"), timezone=rn.get("timezone", "UTC"), ntp=rn.get("ntp", ""),
-                dns=rn.get("dns", ""), port=rn.get("port", default_port),
-                trap_destinations=list(rn.get("trap_destinations", default_traps)),
+                dns=rn.get("dns", ""), port=int(rn["port"] if "port" in rn else default_port),
+                trap_destinations=list(rn.get("trap_destinations", default_traps) or []),
                 recovery=rn.get("recovery", False),
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:

@@ -14,7 +14,7 @@ from .config import ELEMENT_LIMITS
 from .hastate import iso
 from .protocol import (
     PROTOCOL_VERSION, EventCode, EventsPage, HAInfo, HAState, LinkStatus, PeerInfo, Phase, ReplicationStatus, Role,
-    ServerInfo, ServiceInfo, instance_names,
+    ServerInfo, ServiceInfo, event_upgraded, instance_names,
 )
 from .store import read_jsonl
 
@@ -137,5 +137,6 @@ class NodeInfo:
         node = self.node
         evs = [e for e in node.events if e["seq"] > since][:limit]
         if not evs and since < node.seq and (not node.events or node.events[0]["seq"] > since + 1):
-            evs = [e for e in read_jsonl(node.sd.path("events.jsonl")) if e["seq"] > since][:limit]
+            upgraded = (event_upgraded(raw) for raw in read_jsonl(node.sd.path("events.jsonl")))
+            evs = [e for e in upgraded if e is not None and e["seq"] > since][:limit]
         return {"node": node.cfg.name, "last_seq": node.seq, "events": evs}

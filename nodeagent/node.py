@@ -41,11 +41,11 @@ from .info import NodeInfo
 from .operator_api import OperatorApi
 from .pair import PairRuntime
 from .procedures import SYNC_CHUNK, Procedures
-from .protocol import Cause, Event, EventCode, HAState, Phase, ReplicationStatus, Role
+from .protocol import Cause, Event, EventCode, HAState, Phase, ReplicationStatus, Role, event_upgraded
 from .replication import InstanceStore
 from .store import LICENSES_FILE, LICENSES_FILE_V1, AppendLog, StateDir, read_jsonl
 from .traps import TrapPusher
-from .vip import VipReconciler
+from .vip import VipDriver, VipReconciler
 
 # importable from here as before: the server's error, the time helpers, a pair, the copy's chunk size
 __all__ = ["ApiError", "Node", "PairRuntime", "SYNC_CHUNK", "now_iso", "pid_alive", "wait_event"]
@@ -66,13 +66,13 @@ class Node:
         self.own_instance = InstanceStore("msedb", 1521, self.sd.instance_log("msedb")) if cfg.role is Role.PRIMARY else None
         self.admin_stopped = False
         self.unpaired_running = True
-        self.events: collections.deque[dict] = collections.deque(maxlen=5000)
+        self.events: collections.deque[Event] = collections.deque(maxlen=5000)
         self.seq = 0
         self._event_log = AppendLog(self.sd.path("events.jsonl"))
         self.started_at = time.time()
         self.restarts = 0
         self.licenses: list[dict] = []
-        self.vip_driver = None  # set by the server
+        self.vip_driver: VipDriver | None = None  # set by the server
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self.stopping = False
@@ -91,9 +91,11 @@ class Node:
         """Load persisted state; on a first start create the pairs the fleet declares."""
         now = time.time()
         self.sd.save_if_changed("config.json", self.cfg.to_dict())
-        for ev in read_jsonl(self.sd.path("events.jsonl")):
-            self.seq = max(self.seq, int(ev.get("seq", 0)))
-            self.events.append(ev)
+        for raw in read_jsonl(self.sd.path("events.jsonl")):
+            self.seq = max(self.seq, int(raw.get("seq", 0)))
+            ev = event_upgraded(raw)  # written by an older agent: in this protocol's shape
+            if ev is not None:
+                self.events.append(ev)
         self.licenses = self.sd.load(LICENSES_FILE, None) or self.sd.load(LICENSES_FILE_V1, []) or []
         self.traps.load()
         saved = self.sd.load("ha.json")

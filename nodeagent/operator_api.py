@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -49,7 +49,7 @@ class OperatorApi:
         if not isinstance(peer_in, dict):
             raise ApiError(400, "peer must be an object with name, hm_ip, password, version")
         try:
-            peer = {
+            peer: dict[str, Any] = {
                 "name": str(peer_in["name"]),
                 "hm_ip": check_ip(peer_in["hm_ip"], "peer hm_ip", allow_non_loopback=node.allow_non_loopback),
                 "password": str(peer_in["password"]),

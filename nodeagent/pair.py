@@ -46,6 +46,7 @@ class PairRuntime:
             self.instance = InstanceStore(names["secondary_db_name"], names["secondary_db_port"],
                                           node.sd.instance_log(names["secondary_db_name"]))
         else:
+            assert node.own_instance is not None, "a primary has its own instance"
             self.instance = node.own_instance
 
     # addresses and secrets of the pair
@@ -54,7 +55,7 @@ class PairRuntime:
         return self.peer["hm_ip"]
 
     @property
-    def vip(self) -> str:
+    def vip(self) -> str | None:
         return self.node.cfg.vip if self.node.cfg.role is Role.PRIMARY else self.peer["vip"]
 
     @property
@@ -71,6 +72,7 @@ class PairRuntime:
 
     def client(self, timeout: float = 2.0) -> AgentClient:
         host = self.peer["direct_connect"] if self.direct else self.peer["hm_ip"]
+        assert self.node.session is not None, "the node is started"
         return AgentClient(self.node.session, host, self.peer["password"], port=self.peer.get("port", self.node.cfg.port),
                            timeout=timeout)
 

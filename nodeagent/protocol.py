@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from enum import Enum
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 # signing lives in nodeagent.signing; re-exported so both sides import one contract
 from .signing import (  # noqa: F401
@@ -436,6 +436,21 @@ def cause_from(value: object, *, key: str | None = None) -> Cause | None:
 
 
 # ---------------------------------------------------------------- versions
+def event_upgraded(raw: dict[str, Any]) -> Event | None:
+    """An event as stored on disk, in this protocol's shape: a protocol-1 agent's events
+    (text, no code, no cause) get the code their text stands for; one whose text stands for
+    none is None (never sent with a made-up code)."""
+    if isinstance(raw.get("code"), str) and raw["code"] in _CODES:
+        return cast(Event, {**raw, "cause": raw.get("cause")})
+    code = V1_TEXT_CODES.get(str(raw.get("description", "")))
+    if code is None:
+        return None
+    return cast(Event, {**raw, "code": code.value, "description": code.text, "cause": None})
+
+
+_CODES = {code.value for code in EventCode}
+
+
 class ProtocolMismatch(Exception):
     """The other side speaks another protocol version (→ HTTP 400 with this message)."""
 
@@ -457,7 +472,16 @@ def new_idempotency_key() -> str:
     return secrets.token_hex(16)
 
 
-def instance_names(slot: int) -> dict[str, object]:
+class InstanceNames(TypedDict):
+    secondary_db_name: str
+    secondary_db_port: int
+    standby_db_name: str
+    standby_db_port: int
+    dataguard_name: str
+    primary_db_alias: str
+
+
+def instance_names(slot: int) -> InstanceNames:
     """Names of the per-primary instance on a secondary (spec §6): slot 3 → mseos3/1524."""
     return {
         "secondary_db_name": f"mseos{slot}",

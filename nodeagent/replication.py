@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 from pathlib import Path
 
 from .store import AppendLog, atomic_write_json, read_json, read_jsonl
@@ -30,7 +31,7 @@ def validate_element(body: object) -> dict:
     mac = str(body.get("mac", "")).strip().lower()
     if not MAC_RE.match(mac):
         raise BadElement("mac must look like 00:11:22:33:44:55")
-    out = {"mac": mac}
+    out: dict[str, Any] = {"mac": mac}
     for k in ("x", "y"):
         v = body.get(k)
         if isinstance(v, bool) or not isinstance(v, (int, float)):

@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator, Mapping
 
 LICENSES_FILE = "licenses.json"
 LICENSES_FILE_V1 = "licences.json"  # the old spelling, still read at start-up
@@ -83,10 +83,10 @@ class AppendLog:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = None
+        self._f: BinaryIO | None = None
         self._fsync = fsync
 
-    def append(self, obj: dict) -> None:
+    def append(self, obj: Mapping[str, Any]) -> None:
         if self._f is None:
             self._f = open(self.path, "ab", buffering=0)
         self._f.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")

@@ -73,6 +73,7 @@ class TrapPusher:
                 headers[HEADER_NODE] = node.cfg.name
                 headers[HEADER_PROTOCOL] = str(PROTOCOL_VERSION)
                 headers["Content-Type"] = "application/json"
+                assert node.session is not None, "started"
                 try:
                     async with node.session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
                         if r.status < 300:

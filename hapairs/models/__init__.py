@@ -1,4 +1,4 @@
-"""The domain model: appliances, licences, HA pairs, jobs and HA events.
+"""The domain model: appliances, licenses, HA pairs, jobs and HA events.
 
 Rows are written only through ``hapairs.services``; the constraints below make the
 impossible states impossible in the database itself, under concurrency too:

@@ -23,7 +23,7 @@ from hapairs.choices import (
     SwitchType,
     instance_identity,
 )
-from hapairs.licences import canonical_form
+from hapairs.licenses import canonical_form
 from nodeagent import protocol
 
 device_name_validator = RegexValidator(
@@ -132,7 +132,7 @@ class Appliance(models.Model):
 
 
 class LicenseFile(models.Model):
-    """An uploaded licence file, stored only after every line verified."""
+    """An uploaded license file, stored only after every line verified."""
 
     filename = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64, unique=True)  # refuses the same file twice
@@ -142,7 +142,7 @@ class LicenseFile(models.Model):
     uploaded_at = models.DateTimeField(auto_now_add=True)
     # The id the appliance's agent gave the file when it installed it (blank until then);
     # the removal job deletes it from the agent by this id.
-    agent_licence_id = models.CharField("Agent licence id", max_length=64, blank=True)
+    agent_license_id = models.CharField("Agent license id", max_length=64, blank=True)
 
     class Meta:
         ordering = ["-uploaded_at"]
@@ -152,7 +152,7 @@ class LicenseFile(models.Model):
 
 
 class License(models.Model):
-    """One feature line (INCREMENT) of a licence file."""
+    """One feature line (INCREMENT) of a license file."""
 
     source_file = models.ForeignKey(LicenseFile, on_delete=models.CASCADE, related_name="licenses")
     feature = models.CharField(max_length=64)  # e.g. MSE_ACTIVATION, CAS_ELEMENTS
@@ -182,7 +182,7 @@ class License(models.Model):
 
     @property
     def canonical(self) -> str:
-        """The signed form of the line (hapairs.licences.canonical_form): equal lines are the same licence."""
+        """The signed form of the line (hapairs.licenses.canonical_form): equal lines are the same license."""
 
         return canonical_form(
             feature=self.feature,

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from hapairs.choices import (
+    OPEN_DELIVERY_STATUSES,
     AlertKind,
     AlertStatus,
     DeliveryChannel,
@@ -96,12 +97,12 @@ class Alert(models.Model):
 
     kind = models.CharField(max_length=20, choices=AlertKind.choices)
     key = models.CharField(max_length=200, unique=True, help_text="The occurrence: the same failover or event alerts once.")
-    subject_key = models.CharField(max_length=64, help_text="What the rate limit counts per: pair:3, appliance:5, licence:9.")
+    subject_key = models.CharField(max_length=64, help_text="What the rate limit counts per: pair:3, appliance:5, license:9.")
     pair = models.ForeignKey(HAPair, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     appliance = models.ForeignKey(Appliance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     event = models.ForeignKey(HAEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    licence = models.ForeignKey(License, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    license = models.ForeignKey(License, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     title = models.CharField(max_length=300)
     actor = models.CharField("Who", max_length=200, help_text="A user name, or the agents / the portal.")
     reason = models.CharField("Why", max_length=500, blank=True)
@@ -174,8 +175,6 @@ class Delivery(models.Model):
 
     @property
     def is_open(self) -> bool:
-        from hapairs.choices import OPEN_DELIVERY_STATUSES
-
         return self.status in OPEN_DELIVERY_STATUSES
 
     @property

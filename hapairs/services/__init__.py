@@ -14,7 +14,7 @@ from hapairs.services.appliances import (
     appliance_update,
 )
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
-from hapairs.services.licences import licence_remove, licence_upload
+from hapairs.services.licenses import license_remove, license_upload
 from hapairs.services.pairs import (
     appliance_start_services,
     ha_configure,
@@ -39,7 +39,7 @@ from hapairs.services.reports import (
     report_schedule_update,
     report_send_now,
 )
-from hapairs.services.alerts import alert_queue, alert_raise, licence_expiry_check
+from hapairs.services.alerts import alert_queue, alert_raise, license_expiry_check
 
 __all__ = [
     "PORTAL",
@@ -71,11 +71,11 @@ __all__ = [
     "job_enqueue",
     "job_failed_event",
     "job_succeeded_event",
-    "licence_remove",
-    "licence_upload",
+    "license_remove",
+    "license_upload",
 ]
 __all__ += [  # health reports and alerts
-    "alert_queue", "alert_raise", "delivery_create", "delivery_retry", "licence_expiry_check",
+    "alert_queue", "alert_raise", "delivery_create", "delivery_retry", "license_expiry_check",
     "report_delivery_create", "report_schedule_create", "report_schedule_delete", "report_schedule_run",
     "report_schedule_update", "report_send_now",
 ]

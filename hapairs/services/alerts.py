@@ -1,12 +1,12 @@
 """Alerts: a failover, failback, split brain, unreachable node, failed job or expiring
-licence, sent at once to the alert recipients (and the webhook), saying who acted and why.
+license, sent at once to the alert recipients (and the webhook), saying who acted and why.
 
 The services that record those events call ``alert_queue`` (``alerts_for_ingested`` for
 agent events stored in bulk). That only registers an on-commit hook queueing
 ``tasks.alert_dispatch``: nothing is sent inside a request or a transaction. The task
 calls ``alert_raise``, which decides under a row lock (``AlertThrottle``) whether this
 alert goes out or is held back — at most one per kind per subject (a pair, a node, a
-licence) per ``MSEPORTAL_ALERT_MIN_INTERVAL_SECONDS`` — writes the ``Alert`` and one
+license) per ``MSEPORTAL_ALERT_MIN_INTERVAL_SECONDS`` — writes the ``Alert`` and one
 ``Delivery`` per channel, and queues their sends after commit. The next alert that goes
 out says how many were held back.
 """
@@ -32,7 +32,7 @@ from hapairs.services.deliveries import delivery_create
 
 KIND_OF_AGENT_EVENT = {**{code: AlertKind.FAILOVER for code in FAILOVER_CODES},
                        **{code: AlertKind.FAILBACK for code in FAILBACK_CODES}}
-EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENCE_WARN_DAYS: alert again a week, a day before, and on the day
+EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENSE_WARN_DAYS: alert again a week, a day before, and on the day
 
 
 # --- hooks the recording services call ---------------------------------------------------
@@ -63,7 +63,7 @@ def alerts_for_ingested(rows: list[HAEvent]) -> None:
 @dataclass
 class AlertContent:
     kind: str
-    key: str  # the occurrence (one alert per failover, per event, per licence threshold)
+    key: str  # the occurrence (one alert per failover, per event, per license threshold)
     subject_key: str  # what the rate limit counts per
     title: str
     actor: reports.Actor
@@ -75,7 +75,7 @@ class AlertContent:
     appliance: Appliance | None = None
     event: HAEvent | None = None
     job: Job | None = None
-    licence: License | None = None
+    license: License | None = None
 
 
 PORTAL_ACTOR = reports.Actor(kind="portal", name="the portal's polling")
@@ -137,7 +137,7 @@ def describe_event(kind: str, event: HAEvent) -> AlertContent:
 
 
 def expiry_step(days_left: int, warn_days: int) -> str | None:
-    """Which warning a licence with ``days_left`` is due (None: not yet)."""
+    """Which warning a license with ``days_left`` is due (None: not yet)."""
     if days_left < 0:
         return "expired"
     if days_left > warn_days:
@@ -145,22 +145,22 @@ def expiry_step(days_left: int, warn_days: int) -> str | None:
     return f"{min(step for step in (warn_days, *EXPIRY_STEPS) if days_left <= step)}d"
 
 
-def describe_licence(licence: License, *, today: date) -> AlertContent | None:
-    step = expiry_step((licence.expires_on - today).days, settings.LICENCE_WARN_DAYS)
+def describe_license(license: License, *, today: date) -> AlertContent | None:
+    step = expiry_step((license.expires_on - today).days, settings.LICENSE_WARN_DAYS)
     if step is None:
         return None
-    row = reports.expiring_licence(licence, today)
-    appliance = licence.installed_on or licence.source_file.appliance
-    facts = [("Licence", f"{row.feature}{f' ({row.sku})' if row.sku else ''} × {row.count}"
+    row = reports.expiring_license(license, today)
+    appliance = license.installed_on or license.source_file.appliance
+    facts = [("License", f"{row.feature}{f' ({row.sku})' if row.sku else ''} × {row.count}"
                          f"{', evaluation' if row.is_evaluation else ''}"),
              ("Expires on", f"{row.expires_on:%Y-%m-%d} ({row.when})"), ("Status", row.status)]
     return AlertContent(
-        kind=AlertKind.LICENCE_EXPIRING, key=f"licence:{licence.pk}:{step}", subject_key=f"licence:{licence.pk}",
-        title=f"Licence {row.feature} on {row.appliance}: {row.when}",
-        actor=reports.Actor(kind="portal", name="the portal's daily licence check"),
-        at=timezone.now(), what="Upload a renewed licence file before it expires." if row.days_left >= 0
-        else "The licence has expired: upload a renewed licence file.",
-        facts=facts, appliance=appliance, licence=licence,
+        kind=AlertKind.LICENSE_EXPIRING, key=f"license:{license.pk}:{step}", subject_key=f"license:{license.pk}",
+        title=f"License {row.feature} on {row.appliance}: {row.when}",
+        actor=reports.Actor(kind="portal", name="the portal's daily license check"),
+        at=timezone.now(), what="Upload a renewed license file before it expires." if row.days_left >= 0
+        else "The license has expired: upload a renewed license file.",
+        facts=facts, appliance=appliance, license=license,
     )
 
 
@@ -207,7 +207,7 @@ def alert_raise(*, content: AlertContent, now: datetime | None = None) -> Alert 
             throttle.save(update_fields=["last_sent_at", "suppressed", "suppressed_since"])
         alert = Alert.objects.create(
             kind=content.kind, key=content.key[:200], subject_key=content.subject_key, pair=content.pair,
-            appliance=content.appliance, event=content.event, job=content.job, licence=content.licence,
+            appliance=content.appliance, event=content.event, job=content.job, license=content.license,
             title=content.title[:300], actor=content.actor.name[:200], reason=content.actor.reason[:500],
             status=status, suppressed_before=suppressed_before,
         )
@@ -240,20 +240,20 @@ def alert_for_event(*, kind: str, event_id: int) -> Alert | None:
     return alert_raise(content=describe_event(kind, event))
 
 
-def licence_expiry_check(*, today: date | None = None) -> list[Alert]:
-    """Beat, daily: alert each licence (not removed) once per step as its expiry nears —
-    at MSEPORTAL_LICENCE_WARN_DAYS, a week, a day, on the day, and once expired."""
+def license_expiry_check(*, today: date | None = None) -> list[Alert]:
+    """Beat, daily: alert each license (not removed) once per step as its expiry nears —
+    at MSEPORTAL_LICENSE_WARN_DAYS, a week, a day, on the day, and once expired."""
     today = today or timezone.localdate()
-    licences = list(
+    licenses = list(
         License.objects.exclude(status=LicenseStatus.REMOVED)
-        .filter(expires_on__isnull=False, expires_on__lte=today + timedelta(days=settings.LICENCE_WARN_DAYS))
+        .filter(expires_on__isnull=False, expires_on__lte=today + timedelta(days=settings.LICENSE_WARN_DAYS))
         .select_related("source_file__appliance", "installed_on")
         .order_by("expires_on", "pk")
     )
-    done = set(Alert.objects.filter(kind=AlertKind.LICENCE_EXPIRING, licence__in=licences).values_list("key", flat=True))
+    done = set(Alert.objects.filter(kind=AlertKind.LICENSE_EXPIRING, license__in=licenses).values_list("key", flat=True))
     raised = []
-    for licence in licences:
-        content = describe_licence(licence, today=today)
+    for license in licenses:
+        content = describe_license(license, today=today)
         if content is not None and content.key not in done:
             alert = alert_raise(content=content)
             if alert is not None:

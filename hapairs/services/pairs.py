@@ -9,13 +9,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hapairs import agent_replies, licences, rules, selectors
+from hapairs import agent_replies, licenses, rules, selectors
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, HAState, JobKind, SwitchType
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAPair
 from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
 from hapairs.services.appliances import appliance_create, appliance_discover
 from hapairs.services.jobs import job_enqueue
-from hapairs.services.licences import licence_upload, licence_verify
+from hapairs.services.licenses import license_upload, license_verify
 
 # --- HA pairs -------------------------------------------------------------------------
 def ha_pair_create(
@@ -155,7 +155,7 @@ def ha_configure_check(
     secondary_ip: str,
     secondary_password: str = "",
     failover_wait: int = FAILOVER_WAIT_DEFAULT,
-    activation_licence: tuple[str, bytes] | None = None,
+    activation_license: tuple[str, bytes] | None = None,
     delete_activation_license: bool = False,
 ) -> PairingCheck:
     """The preconditions of pairing ``primary`` with the named secondary: the configure
@@ -165,7 +165,7 @@ def ha_configure_check(
     name, ip = secondary_name, secondary_ip
     if delete_activation_license:
         check.refuse("delete_activation_license", "A virtual secondary must be activated to take part in high "
-                                                  "availability: its activation licence cannot be deleted while pairing it.")
+                                                  "availability: its activation license cannot be deleted while pairing it.")
     same = rules.distinct_violation(primary.name, primary.hm_ip, name, ip)
     if same is not None:
         check.refuse(same.field, same.message)
@@ -196,17 +196,17 @@ def ha_configure_check(
         check.discovered = found
         check.facts.update(udi=found.udi, device_type=rules.DEVICE_LABELS.get(found.device_type, found.device_type),
                            version=found.version)
-    if activation_licence is not None and not check.errors:
+    if activation_license is not None and not check.errors:
         try:
-            verified = licence_verify(appliance=secondary, data=activation_licence[1])
+            verified = license_verify(appliance=secondary, data=activation_license[1])
         except ServiceError as exc:
             check.refuse("activation_license", exc.message)
         else:
-            if any(line.feature == licences.ACTIVATION_FEATURE for line in verified.lines):
+            if any(line.feature == licenses.ACTIVATION_FEATURE for line in verified.lines):
                 node = rules.NodeFacts(**{**node.__dict__, "activated": True})
             else:
-                check.refuse("activation_license", f"This file holds no {licences.ACTIVATION_FEATURE} licence "
-                                                   f"({licences.ACTIVATION_SKU}); it cannot activate {name}.")
+                check.refuse("activation_license", f"This file holds no {licenses.ACTIVATION_FEATURE} license "
+                                                   f"({licenses.ACTIVATION_SKU}); it cannot activate {name}.")
     if node.is_virtual:
         check.facts["activation"] = "Activated" if node.activated else "Not Activated"
     if check.errors:
@@ -229,7 +229,7 @@ def ha_configure(
     failover_type: str = SwitchType.MANUAL,
     failback_type: str = SwitchType.MANUAL,
     failover_wait: int = 10,
-    activation_licence: tuple[str, bytes] | None = None,
+    activation_license: tuple[str, bytes] | None = None,
     by: AbstractBaseUser | None = None,
     reason: str = "",
 ):
@@ -237,7 +237,7 @@ def ha_configure(
 
     A secondary the portal does not know yet is contacted first (as Add Mobility Services
     Engine would) and recorded in the same transaction as the pair and the job, so a
-    refusal leaves nothing behind. ``activation_licence`` (file name, bytes) is "Activate
+    refusal leaves nothing behind. ``activation_license`` (file name, bytes) is "Activate
     Secondary with License": verified and stored in that same transaction, so a VA
     secondary counts as activated for the rules; the job installs it first.
 
@@ -245,7 +245,7 @@ def ha_configure(
     """
     check = ha_configure_check(
         primary=primary, secondary_name=secondary_name, secondary_ip=secondary_ip,
-        secondary_password=secondary_password, failover_wait=failover_wait, activation_licence=activation_licence,
+        secondary_password=secondary_password, failover_wait=failover_wait, activation_license=activation_license,
     )
     if check.errors:
         raise check.error()
@@ -266,10 +266,10 @@ def ha_configure(
         elif secondary_password and secondary_password != secondary.get_password():
             secondary.set_password(secondary_password)
             secondary.save(update_fields=["password_ciphertext", "updated_at"])
-        if activation_licence is not None:
-            filename, data = activation_licence
+        if activation_license is not None:
+            filename, data = activation_license
             try:
-                licence_upload(appliance=secondary, filename=filename, data=data, by=by, reason=reason)
+                license_upload(appliance=secondary, filename=filename, data=data, by=by, reason=reason)
             except ServiceError as exc:
                 raise ServiceError(exc.message, field="activation_license") from None
         pair = ha_pair_create(

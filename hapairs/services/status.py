@@ -16,9 +16,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hapairs.agent_replies import AgentEvent, HAInfo, services_as_rows
-from hapairs.jobkeys import job_of_key
 from hapairs.choices import FAILBACK_CODES, FAILOVER_CODES, EventCode, HAState, Reachability, severity_of
+from hapairs.jobkeys import job_of_key
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
+from hapairs.selectors import pair_for, pairs_of
 from hapairs.services._common import event_record
 from hapairs.services.alerts import alert_queue, alerts_for_ingested
 
@@ -30,12 +31,6 @@ SPLIT_BRAIN_REMEDY = (
 UNREACHABLE_TEXT = "{name} is not answering the portal"
 MASS_UNREACHABLE_TEXT = "{count} nodes stopped answering the portal at once"
 MASS_UNREACHABLE = 5  # more nodes lost in one poll than this: one alert for all of them
-
-
-def _pairs_of(appliance: Appliance) -> list[HAPair]:
-    return list(
-        HAPair.objects.select_related("primary", "secondary").filter(Q(primary=appliance) | Q(secondary=appliance))
-    )
 
 
 def _pair_for_peer(appliance: Appliance, pairs: list[HAPair], peer_hm_ip: str | None) -> HAPair | None:
@@ -64,7 +59,7 @@ def events_ingest(*, appliance: Appliance, events: list[AgentEvent]) -> int:
     # Lock order (appliance rows by pk, then pairs, then events) is the same as the
     # poller's, so concurrent pushes and polls queue up instead of deadlocking.
     locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
-    return _ingest_locked({locked.pk: (locked, events)}, _pairs_of(locked))
+    return _ingest_locked({locked.pk: (locked, events)}, list(pairs_of(locked)))
 
 
 def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: list[HAPair]) -> int:
@@ -271,7 +266,7 @@ def _restart_event_logs(appliances: dict, by_id: dict, reachable: list[int]) -> 
             description=f"Event log of {appliance.name} restarted",
             generated_by="mseportal",
             appliance=appliance,
-            pair=HAPair.objects.filter(Q(primary=appliance) | Q(secondary=appliance)).first(),
+            pair=pair_for(appliance),
             remarks=f"It reports {by_id[appliance.pk].last_seq} events where the portal had "
             f"{appliance.last_event_seq}: its state was reset. Earlier events are kept.",
         )

@@ -66,9 +66,7 @@ class Seen:
     protocol_version: str | None  # what the portal said it speaks
 
 
-# what a current agent says on every answer; None while the protocol has no version header
-HEADER_PROTOCOL = getattr(protocol, "HEADER_PROTOCOL", None)
-CURRENT_VERSION = str(getattr(protocol, "PROTOCOL_VERSION", ""))
+CURRENT_VERSION = str(protocol.PROTOCOL_VERSION)  # what a current agent says on every answer
 
 
 class ScriptedAgent:
@@ -95,8 +93,8 @@ class ScriptedAgent:
         except protocol.SignatureError as exc:
             error = str(exc)
         self.seen.append(Seen(request.method, request.path_qs, body, request.headers.get(protocol.IDEMPOTENCY_HEADER),
-                              error, request.headers.get(HEADER_PROTOCOL) if HEADER_PROTOCOL else None))
-        headers = {HEADER_PROTOCOL: self.protocol_version} if HEADER_PROTOCOL and self.protocol_version else {}
+                              error, request.headers.get(protocol.HEADER_PROTOCOL)))
+        headers = {protocol.HEADER_PROTOCOL: self.protocol_version} if self.protocol_version else {}
         if error is not None:
             return web.json_response({"error": error}, status=401, headers=headers)
         script = self.replies.get((request.method, request.path))

@@ -5,7 +5,7 @@ reason), the agents' failover event that followed, now failed over (s1 in charge
 as TERMINATED); its mean heartbeat rose from about 1 ms to about 4 ms over the day.
 ``p2 → s2``: an automatic failover by the agents 5 h ago and an automatic failback 3 h
 ago (reported by both nodes), active now, heartbeat steady around 2 ms, and an
-"update parameters" job of an operator that failed. Licences: an evaluation licence on s1
+"update parameters" job of an operator that failed. Licenses: an evaluation license on s1
 with 12 days left, one on p2 expired 3 days ago; one expiring in 60 days and a removed
 one, which the report leaves out.
 """
@@ -71,7 +71,7 @@ def agent_event(pair: HAPair, node, seq: int, code: str, *, at, generation: int,
     )])
 
 
-def licence(appliance, feature: str, *, days: int, evaluation: bool = False,
+def license(appliance, feature: str, *, days: int, evaluation: bool = False,
             status: str = LicenseStatus.INSTALLED) -> License:
     today = timezone.localdate()
     source = LicenseFile.objects.create(filename=f"{feature.lower()}-{appliance.name}.lic",
@@ -127,13 +127,13 @@ def build_fleet(make_appliance, operator, *, prefix: str = "127.41") -> dict:
     samples(pair1, [1.0, 1.1, 1.0, 1.2, 1.1, 1.3, 3.6, 3.9, 4.1, 4.0, 3.8, 4.2])
     samples(pair2, [2.0, 2.1, 1.9, 2.0, 2.0, 2.1, 1.9, 2.0, 2.1, 2.0, 1.9, 2.0])
 
-    licence(s1, "CAS_ELEMENTS", days=12, evaluation=True)
-    licence(p2, "WIPS_MONITOR", days=-3)
-    licence(p1, "MSAP_CLICKS", days=60)
-    licence(s2, "CAS_SPARE", days=5, status=LicenseStatus.REMOVED)
+    license(s1, "CAS_ELEMENTS", days=12, evaluation=True)
+    license(p2, "WIPS_MONITOR", days=-3)
+    license(p1, "MSAP_CLICKS", days=60)
+    license(s2, "CAS_SPARE", days=5, status=LicenseStatus.REMOVED)
     return {"pair1": HAPair.objects.get(pk=pair1.pk), "pair2": HAPair.objects.get(pk=pair2.pk),
             "switchover": Job.objects.get(pk=switchover.pk), "update": Job.objects.get(pk=update.pk),
             "p1": p1, "s1": s1, "p2": p2, "s2": s2}
 
 
-__all__ = ["agent_event", "build_fleet", "failed_over", "healthy", "licence", "peer_info", "samples"]
+__all__ = ["agent_event", "build_fleet", "failed_over", "healthy", "license", "peer_info", "samples"]

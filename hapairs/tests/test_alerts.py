@@ -1,5 +1,5 @@
 """Alerts: sent at once when the services record a failover, failback, split brain,
-unreachable node, failed job or expiring licence — after commit, through a real SMTP
+unreachable node, failed job or expiring license — after commit, through a real SMTP
 server and a real webhook receiver on loopback — saying who acted and why, and rate
 limited per pair and kind.
 
@@ -23,7 +23,7 @@ from hapairs.choices import AlertStatus, DeliveryStatus, EventCode, JobKind, Job
 from hapairs.models import Alert, Delivery, HAEvent, Job
 from hapairs.services.status import PollResult, status_record
 from hapairs.tests.mailutil import Inbox, WebhookReceiver, point_mail_at
-from hapairs.tests.reportfleet import agent_event, healthy, licence, peer_info
+from hapairs.tests.reportfleet import agent_event, healthy, license, peer_info
 
 pytestmark = pytest.mark.django_db
 
@@ -240,22 +240,22 @@ def test_many_nodes_lost_at_once_send_one_alert_naming_them(make_appliance, inbo
     assert Alert.objects.count() == 1
 
 
-def test_an_expiring_licence_alerts_once_per_step(pair, inbox, eager, settings, django_capture_on_commit_callbacks):
+def test_an_expiring_license_alerts_once_per_step(pair, inbox, eager, settings, django_capture_on_commit_callbacks):
     settings.ALERT_MIN_INTERVAL_SECONDS = 0  # the steps are days apart; here they run a moment apart
-    evaluation = licence(pair.secondary, "CAS_ELEMENTS", days=12, evaluation=True)
-    licence(pair.primary, "WIPS_MONITOR", days=45)  # not yet
+    evaluation = license(pair.secondary, "CAS_ELEMENTS", days=12, evaluation=True)
+    license(pair.primary, "WIPS_MONITOR", days=45)  # not yet
     today = timezone.localdate()
     with django_capture_on_commit_callbacks(execute=True):
-        assert len(services.licence_expiry_check(today=today)) == 1
-        assert services.licence_expiry_check(today=today) == []  # the next day's run: nothing new
-        assert services.licence_expiry_check(today=today + timedelta(days=1)) == []
-        week_before = services.licence_expiry_check(today=today + timedelta(days=6))
+        assert len(services.license_expiry_check(today=today)) == 1
+        assert services.license_expiry_check(today=today) == []  # the next day's run: nothing new
+        assert services.license_expiry_check(today=today + timedelta(days=1)) == []
+        week_before = services.license_expiry_check(today=today + timedelta(days=6))
 
-    assert [alert.key for alert in week_before] == [f"licence:{evaluation.pk}:7d"]
+    assert [alert.key for alert in week_before] == [f"license:{evaluation.pk}:7d"]
     first, second = inbox.wait_for(2)
-    assert first.subject.startswith("[mseportal] Licence CAS_ELEMENTS on seoul-s: 12 days left")
-    assert "Licence: CAS_ELEMENTS (L-CAS_ELEM) × 100, evaluation" in first.text
-    assert second.subject.startswith("[mseportal] Licence CAS_ELEMENTS on seoul-s: 6 days left")
+    assert first.subject.startswith("[mseportal] License CAS_ELEMENTS on seoul-s: 12 days left")
+    assert "License: CAS_ELEMENTS (L-CAS_ELEM) × 100, evaluation" in first.text
+    assert second.subject.startswith("[mseportal] License CAS_ELEMENTS on seoul-s: 6 days left")
 
 
 def test_schedules_that_also_take_alerts_add_their_recipients(pair, operator_user, inbox, eager, settings,

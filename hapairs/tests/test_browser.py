@@ -1,9 +1,9 @@
 """An operator's day in a real browser (Debian's Chromium driven by Playwright) against the
 live portal, real agent processes on loopback and a real Celery worker.
 
-Log in, add two VAs through the wizard, activate the primary on the Licences page, open
+Log in, add two VAs through the wizard, activate the primary on the Licenses page, open
 "N/A (Click here to configure)", fill the form by its labels (activating the secondary
-with its licence), save, confirm, watch "Active", switch over and see "Instance is in
+with its license), save, confirm, watch "Active", switch over and see "Instance is in
 failover active state", be refused a failback inside the stabilisation window with the
 reason shown. A Monitor sees no action buttons and the server refuses the actions too.
 
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from playwright import sync_api as playwright_sync
 
-from hapairs import licences
+from hapairs import licenses
 from hapairs.models import Appliance
 from hapairs.tests.browser import browser, orm_beside_playwright  # noqa: F401  (fixtures)
 from hapairs.tests.e2e import REPO, AgentFarm, Worker, node_toml
@@ -33,13 +33,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 SHOTS = Path(os.environ.get("MSEPORTAL_SCREENSHOT_DIR", REPO / "var" / "screenshots"))
 SUBNET = f"127.62.{os.getpid() % 200 + 10}"  # per process: concurrent suites do not collide
 # Tests run with DEBUG off, where the development key is refused: sign with a key of our own.
-LICENCE_KEY = Ed25519PrivateKey.generate()
-LICENCE_PUBLIC = licences.public_key_b64(LICENCE_KEY.public_key())
+LICENSE_KEY = Ed25519PrivateKey.generate()
+LICENSE_PUBLIC = licenses.public_key_b64(LICENSE_KEY.public_key())
 
 
 @pytest.fixture(autouse=True)
-def trusted_licence_key(settings):
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = LICENCE_PUBLIC
+def trusted_license_key(settings):
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = LICENSE_PUBLIC
 
 
 
@@ -66,7 +66,7 @@ def worker(tmp_path, live_server):
         "MSEPORTAL_POLL_SECONDS": "2",
         "MSEPORTAL_RESUME_SECONDS": "2",
         "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90",
-        "MSEPORTAL_LICENSE_PUBLIC_KEYS": LICENCE_PUBLIC,
+        "MSEPORTAL_LICENSE_PUBLIC_KEYS": LICENSE_PUBLIC,
     }).start()
     yield started
     started.stop()
@@ -77,11 +77,11 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def activation_licence(tmp_path: Path, appliance: str) -> Path:
-    """An activation licence (L-MSE-7.0-K9) bound to the appliance's UDI."""
+def activation_license(tmp_path: Path, appliance: str) -> Path:
+    """An activation license (L-MSE-7.0-K9) bound to the appliance's UDI."""
     udi = Appliance.objects.get(name=appliance).udi
-    text = licences.render_licence_file([licences.LicenceSpec(feature=licences.ACTIVATION_FEATURE, count=1, host_udi=udi)],
-                                        LICENCE_KEY, comment=f"activation for {appliance}")
+    text = licenses.render_license_file([licenses.LicenseSpec(feature=licenses.ACTIVATION_FEATURE, count=1, host_udi=udi)],
+                                        LICENSE_KEY, comment=f"activation for {appliance}")
     path = tmp_path / f"{appliance}-activation.lic"
     path.write_text(text)
     return path
@@ -105,10 +105,10 @@ def add_appliance(page, base: str, name: str, ip: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Save").click()
     expect = playwright_sync.expect
-    expect(page.get_by_role("heading", name=re.compile(f"Licence summary — {name}"))).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile(f"License summary — {name}"))).to_be_visible()
     expect(page.get_by_role("columnheader", name="Platform Limit")).to_be_visible()
     if name == "mse1":
-        shot(page, "02-add-licence-summary")
+        shot(page, "02-add-license-summary")
     page.get_by_role("link", name="Next").click()
     expect(page.get_by_role("heading", name=f"Services on {name}")).to_be_visible()
     page.get_by_role("link", name="Next").click()
@@ -132,11 +132,11 @@ def test_an_operators_day(browser, agents, worker, live_server, make_user, tmp_p
     expect(page.get_by_role("row", name=re.compile("mse2"))).to_contain_text("MSE Virtual Appliance (High)")
     shot(page, "01-mse-list")
 
-    # Pairing a VA needs it activated: the primary's licence through the Licences page
-    page.get_by_role("link", name="Licences").click()
-    page.get_by_role("link", name="Upload licence file").click()
+    # Pairing a VA needs it activated: the primary's license through the Licenses page
+    page.get_by_role("link", name="Licenses").click()
+    page.get_by_role("link", name="Upload license file").click()
     page.get_by_label("Appliance").select_option("mse1")
-    page.get_by_label("Licence file").set_input_files(str(activation_licence(tmp_path, "mse1")))
+    page.get_by_label("License file").set_input_files(str(activation_license(tmp_path, "mse1")))
     page.get_by_role("button", name="Upload").click()
     expect(page.get_by_role("status")).to_contain_text("verified for mse1 (MSE_ACTIVATION × 1)")
 
@@ -150,12 +150,12 @@ def test_an_operators_day(browser, agents, worker, live_server, make_user, tmp_p
     page.get_by_label("Failover Type").select_option(label="Manual")
     page.get_by_label("Failback Type").select_option(label="Manual")
     page.get_by_label("Long Failover Wait").fill("10")
-    # the rules are checked live: mse2 is not activated yet, and it says so next to the licence field
+    # the rules are checked live: mse2 is not activated yet, and it says so next to the license field
     expect(page.locator("#err-activation_license")).to_contain_text("The virtual appliance mse2 is not activated")
     expect(page.locator("#secondary-activation")).to_have_text("Not Activated")
     expect(page.locator("#secondary-udi")).to_contain_text("AIR-MSE-VA")
     shot(page, "03-configure-rule-check")
-    page.get_by_label("Activate Secondary with License").set_input_files(str(activation_licence(tmp_path, "mse2")))
+    page.get_by_label("Activate Secondary with License").set_input_files(str(activation_license(tmp_path, "mse2")))
     expect(page.locator("#rule-check")).to_contain_text("Every pairing rule passes")
     expect(page.locator("#secondary-activation")).to_have_text("Activated")
     page.get_by_label("Secondary Password").fill("pw-mse2")  # a password is never sent back to the page

@@ -1,4 +1,4 @@
-"""manage.py mklicense: issue signed licence files, make key pairs, refuse bad flags."""
+"""manage.py mklicense: issue signed license files, make key pairs, refuse bad flags."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from hapairs import licences
-from hapairs.licences import LicenceError, parse_and_verify
+from hapairs import licenses
+from hapairs.licenses import LicenseError, parse_and_verify
 
 REPO = Path(__file__).resolve().parents[2]
 MSE1_UDI = "AIR-MSE-VA-K9:V01:mse1_d5972642-5696-11e1-bd0c-0050568901d6"
@@ -38,7 +38,7 @@ def mklicense(*args: str) -> str:
 def verify_dev(path: Path, **kwargs):
     """Verify with the keys the settings trust (the development key under DEBUG)."""
     return parse_and_verify(
-        path.read_bytes(), trusted_keys=licences.trusted_keys_from_settings(), today=date.today(), **kwargs
+        path.read_bytes(), trusted_keys=licenses.trusted_keys_from_settings(), today=date.today(), **kwargs
     )
 
 
@@ -50,6 +50,14 @@ def test_it_writes_a_signed_file_that_verifies(debug, tmp_path):
     assert (line.feature, line.count, line.host_udi, line.expires_on, line.is_evaluation, line.sku, line.version) == (
         "CAS_ELEMENTS", 100, "ANY", None, False, "L-CAS-ELEMENTS", "7.0",
     )
+
+
+def test_the_version_option_takes_the_old_spelling_too(debug, tmp_path):
+    for option in ("--license-version", "--licence-version"):  # the option's name before the rename
+        out = tmp_path / f"{option}.lic"
+        mklicense("--feature", "CAS_ELEMENTS", "--count", "1", "--host", "ANY", "--expires", "permanent",
+                  option, "8.0", "--out", str(out))
+        assert verify_dev(out).lines[0].version == "8.0"
 
 
 def test_features_repeat_or_come_as_comma_lists(debug, tmp_path):
@@ -69,7 +77,7 @@ def test_features_repeat_or_come_as_comma_lists(debug, tmp_path):
     ]
 
 
-def test_an_evaluation_licence_runs_sixty_days_by_default(debug, tmp_path):
+def test_an_evaluation_license_runs_sixty_days_by_default(debug, tmp_path):
     out = tmp_path / "eval.lic"
     mklicense("--feature", "WIPS_LOCAL_APS", "--count", "10", "--host", "ANY", "--evaluation", "--out", str(out))
     (line,) = verify_dev(out).lines
@@ -78,22 +86,22 @@ def test_an_evaluation_licence_runs_sixty_days_by_default(debug, tmp_path):
     assert "TYPE=evaluation" in out.read_text()
 
 
-def test_an_activation_licence_for_mse2_activates_mse2_and_refuses_mse1(debug, tmp_path):
-    # given the activation licence issued for VA mse2's UDI
+def test_an_activation_license_for_mse2_activates_mse2_and_refuses_mse1(debug, tmp_path):
+    # given the activation license issued for VA mse2's UDI
     out = tmp_path / "mse2-activation.lic"
     mklicense("--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--out", str(out))
     # then it verifies for mse2, and activates it
     verified = verify_dev(out, host_udi=MSE2_UDI)
-    assert verified.lines[0].sku == licences.ACTIVATION_SKU == "L-MSE-7.0-K9"
-    assert licences.is_activated(verified.lines, date.today())
+    assert verified.lines[0].sku == licenses.ACTIVATION_SKU == "L-MSE-7.0-K9"
+    assert licenses.is_activated(verified.lines, date.today())
     # and the same file is refused for mse1
-    with pytest.raises(LicenceError) as caught:
+    with pytest.raises(LicenseError) as caught:
         verify_dev(out, host_udi=MSE1_UDI)
     assert str(caught.value) == (
-        f"Line 2: MSE_ACTIVATION: this licence is bound to another appliance ({MSE2_UDI}), not to {MSE1_UDI}."
+        f"Line 2: MSE_ACTIVATION: this license is bound to another appliance ({MSE2_UDI}), not to {MSE1_UDI}."
     )
-    with pytest.raises(LicenceError, match=r"not to mse1 \("):
-        licences.check_host(verified, MSE1_UDI, appliance="mse1")
+    with pytest.raises(LicenseError, match=r"not to mse1 \("):
+        licenses.check_host(verified, MSE1_UDI, appliance="mse1")
 
 
 GOOD = ["--feature", "CAS_ELEMENTS", "--count", "100", "--host", "ANY", "--expires", "permanent"]
@@ -125,13 +133,13 @@ def _with(flag: str, value: str | None) -> list[str]:
         (_with("--expires", "2099-02-30"), "--expires '2099-02-30' is neither permanent nor a date written YYYY-MM-DD."),
         (_with("--expires", "31/12/2099"), "is neither permanent nor a date written YYYY-MM-DD."),
         (_with("--expires", "2001-01-01"), "--expires 2001-01-01 is in the past"),
-        (GOOD + ["--evaluation"], "An evaluation licence cannot be permanent"),
+        (GOOD + ["--evaluation"], "An evaluation license cannot be permanent"),
         (["--feature", "MSE_ACTIVATION", "--count", "1", "--host", "ANY", "--expires", "permanent"],
-         "this licence must be bound to one appliance's UDI, not HOSTID=ANY."),
+         "this license must be bound to one appliance's UDI, not HOSTID=ANY."),
         (["--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--sku", "L-X"],
          "the SKU must be L-MSE-7.0-K9, not L-X."),
         (_with("--feature", "CAS_ELEMENTS,MSAP_CLICKS") + ["--count", "2", "--sku", "L-X"], "--sku applies to one feature only"),
-        (GOOD + ["--licence-version", "seven"], "version 'seven' is not a version number"),
+        (GOOD + ["--license-version", "seven"], "version 'seven' is not a version number"),
         (GOOD + ["--key", "/nonexistent/key.pem"], "Cannot read the key file /nonexistent/key.pem"),
         (GOOD + ["--generate-key", "/tmp/x"], "--generate-key makes a key pair only"),
         (GOOD + ["--bogus"], "unrecognized arguments: --bogus"),
@@ -162,7 +170,7 @@ def test_an_existing_file_is_kept_unless_forced(debug, tmp_path):
 
 def test_a_key_file_that_is_not_a_private_key_is_refused(debug, tmp_path):
     bad = tmp_path / "public.pem"
-    bad.write_bytes((Path(licences.__file__).parent / "devkeys" / "dev_licence_public.pem").read_bytes())
+    bad.write_bytes((REPO / "hapairs" / "devkeys" / "dev_license_public.pem").read_bytes())
     with pytest.raises(CommandError, match="not an unencrypted PEM Ed25519 private key"):
         mklicense(*GOOD, "--out", str(tmp_path / "x.lic"), "--key", str(bad))
     assert not (tmp_path / "x.lic").exists()
@@ -170,7 +178,7 @@ def test_a_key_file_that_is_not_a_private_key_is_refused(debug, tmp_path):
 
 def test_the_development_key_signs_only_with_debug_on(settings, tmp_path):
     settings.DEBUG = False
-    with pytest.raises(CommandError, match="The development key signs licences only with DEBUG=1"):
+    with pytest.raises(CommandError, match="The development key signs licenses only with DEBUG=1"):
         mklicense(*GOOD, "--out", str(tmp_path / "x.lic"))
     assert not (tmp_path / "x.lic").exists()
 
@@ -179,32 +187,32 @@ def test_a_generated_key_pair_signs_and_is_trusted_in_production(settings, tmp_p
     # given a new key pair, made with DEBUG off
     settings.DEBUG = False
     printed = mklicense("--generate-key", str(tmp_path / "keys"))
-    private, public = tmp_path / "keys" / "licence_private.pem", tmp_path / "keys" / "licence_public.pem"
+    private, public = tmp_path / "keys" / "license_private.pem", tmp_path / "keys" / "license_public.pem"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     setting_line = printed.strip().splitlines()[-1]
     assert setting_line.startswith("Trust it on the portal with: MSEPORTAL_LICENSE_PUBLIC_KEYS=")
-    # when a licence is signed with it and the portal trusts the printed key
+    # when a license is signed with it and the portal trusts the printed key
     out = tmp_path / "prod.lic"
     mklicense(*GOOD, "--out", str(out), "--key", str(private))
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [setting_line.split("=", 1)[1]]
     # then it verifies, and the same key from the PEM file is the one printed
     assert verify_dev(out).lines[0].count == 100
-    assert licences.public_key_b64(licences.load_public_key(public.read_text())) == setting_line.split("=", 1)[1]
+    assert licenses.public_key_b64(licenses.load_public_key(public.read_text())) == setting_line.split("=", 1)[1]
     # and a file signed with the development key is refused there
     settings.DEBUG = True
     dev_file = tmp_path / "dev.lic"
     mklicense(*GOOD, "--out", str(dev_file))
     settings.DEBUG = False
-    with pytest.raises(LicenceError, match="signed with the development key"):
+    with pytest.raises(LicenseError, match="signed with the development key"):
         verify_dev(dev_file)
 
 
 def test_generate_key_does_not_overwrite_a_key_pair(settings, tmp_path):
     mklicense("--generate-key", str(tmp_path))
-    before = (tmp_path / "licence_private.pem").read_bytes()
+    before = (tmp_path / "license_private.pem").read_bytes()
     with pytest.raises(CommandError, match="already exists; pass --force to replace the key pair"):
         mklicense("--generate-key", str(tmp_path))
-    assert (tmp_path / "licence_private.pem").read_bytes() == before
+    assert (tmp_path / "license_private.pem").read_bytes() == before
 
 
 def _run(*args: str, debug: str = "1") -> subprocess.CompletedProcess:

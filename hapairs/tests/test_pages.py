@@ -46,7 +46,7 @@ def healthy(pair, **kwargs):
 
 
 PAGES = ["/mse/", "/mse/add/", "/mse/p1/", "/mse/p1/ha/", "/mse/p1/ha/configure/", "/mse/p1/ha/switchover/",
-         "/mse/p1/ha/delete/", "/ha/", "/jobs/", "/licences/", "/mse/p1/hainfo.txt"]
+         "/mse/p1/ha/delete/", "/ha/", "/jobs/", "/licenses/", "/mse/p1/hainfo.txt"]
 
 
 @pytest.mark.parametrize("url", PAGES)
@@ -350,42 +350,42 @@ def _activation_file(udi: str):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from hapairs import licences
+    from hapairs import licenses
 
     key = Ed25519PrivateKey.generate()
-    text = licences.render_licence_file(
-        [licences.LicenceSpec(feature=licences.ACTIVATION_FEATURE, count=1, host_udi=udi)], key)
+    text = licenses.render_license_file(
+        [licenses.LicenseSpec(feature=licenses.ACTIVATION_FEATURE, count=1, host_udi=udi)], key)
     return key, SimpleUploadedFile("act.lic", text.encode())
 
 
-def test_licence_upload_page_verifies_and_a_paired_vas_activation_cannot_be_removed(
+def test_license_upload_page_verifies_and_a_paired_vas_activation_cannot_be_removed(
         client, settings, make_appliance, operator_user):
-    from hapairs import licences
+    from hapairs import licenses
     from hapairs.models import LicenseFile
 
     mse1 = make_appliance(name="mse1", device_type="VA-High", hm_ip="127.10.10.12", vip="127.10.10.11",
                           vip_prefixlen=24, udi="AIR-MSE-VA-K9:V01:one")
     mse2 = make_appliance(name="mse2", device_type="VA-High", hm_ip="127.10.10.13", udi="AIR-MSE-VA-K9:V01:two")
     key, upload = _activation_file(mse1.udi)
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = licences.public_key_b64(key.public_key())
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = licenses.public_key_b64(key.public_key())
     client.force_login(operator_user)
     # bound to mse1: refused for mse2 with the reason next to the file, nothing stored
-    wrong = client.post("/licences/upload/", {"appliance": "mse2", "file": upload})
+    wrong = client.post("/licenses/upload/", {"appliance": "mse2", "file": upload})
     assert wrong.status_code == 400 and "mse2" in wrong.content.decode() and not LicenseFile.objects.exists()
     upload.seek(0)
-    done = client.post("/licences/upload/", {"appliance": "mse1", "file": upload})
+    done = client.post("/licenses/upload/", {"appliance": "mse1", "file": upload})
     assert done.status_code == 302
-    page = client.get("/licences/").content.decode()
-    assert "MSE_ACTIVATION" in page and "Delete activation licence" in page
+    page = client.get("/licenses/").content.decode()
+    assert "MSE_ACTIVATION" in page and "Delete activation license" in page
     # activate mse2 too (another key is fine: both trusted), pair them, then try to remove mse1's activation
     key2, upload2 = _activation_file(mse2.udi)
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = ",".join(
-        licences.public_key_b64(k.public_key()) for k in (key, key2))
-    assert client.post("/licences/upload/", {"appliance": "mse2", "file": upload2}).status_code == 302
+        licenses.public_key_b64(k.public_key()) for k in (key, key2))
+    assert client.post("/licenses/upload/", {"appliance": "mse2", "file": upload2}).status_code == 302
     Job.objects.update(status="succeeded")  # the install jobs have no worker here
     services.ha_pair_create(primary=mse1, secondary=mse2)
     jobs_before = Job.objects.count()
-    response = client.post(f"/licences/{LicenseFile.objects.get(appliance=mse1).pk}/remove/", follow=True)
+    response = client.post(f"/licenses/{LicenseFile.objects.get(appliance=mse1).pk}/remove/", follow=True)
     assert "delete the secondary from the pair first" in response.content.decode()
     assert Job.objects.count() == jobs_before
 
@@ -407,24 +407,38 @@ def test_recover_is_offered_only_for_a_primary_that_lost_its_configuration(clien
     assert Job.objects.get().kind == "recover_primary"
 
 
-def test_the_licence_summary_counts_what_is_held_not_what_was_removed(client, settings, make_appliance, operator_user):
+def test_the_license_summary_counts_what_is_held_not_what_was_removed(client, settings, make_appliance, operator_user):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from hapairs import licences
+    from hapairs import licenses
     from hapairs.models import License
 
     node = make_appliance(name="cas1", device_type="3355", hm_ip="127.10.10.40", udi="AIR-MSE-3355-K9:V01:cas1")
     key = Ed25519PrivateKey.generate()
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = licences.public_key_b64(key.public_key())
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = licenses.public_key_b64(key.public_key())
     for count in (100, 50):
-        text = licences.render_licence_file([licences.LicenceSpec(feature="CAS_ELEMENTS", count=count, host_udi="ANY")], key)
-        services.licence_upload(appliance=node, filename=f"cas{count}.lic", data=text.encode())
+        text = licenses.render_license_file([licenses.LicenseSpec(feature="CAS_ELEMENTS", count=count, host_udi="ANY")], key)
+        services.license_upload(appliance=node, filename=f"cas{count}.lic", data=text.encode())
     client.force_login(operator_user)
     summary = client.get("/mse/cas1/").content.decode()
     assert "CAS Elements 150" in summary
     License.objects.filter(count=50).update(status="removed")
     summary = client.get("/mse/cas1/").content.decode()
     assert "CAS Elements 100" in summary and "CAS Elements 150" not in summary
+
+
+@pytest.mark.parametrize("old,new", [
+    ("/licences/", "/licenses/"),
+    ("/licences/?page=2", "/licenses/?page=2"),
+    ("/licences/upload/", "/licenses/upload/"),
+    ("/licences/7/remove/", "/licenses/7/remove/"),
+])
+def test_the_old_spelling_of_the_license_pages_redirects_permanently(client, operator_user, old, new):
+    client.force_login(operator_user)
+    response = client.get(old)
+    assert response.status_code == 301 and response["Location"] == new
+    if "remove" not in old:
+        assert client.get(old, follow=True).status_code == 200
 
 
 def test_a_pairing_refused_between_save_and_confirm_says_why_and_creates_nothing(client, make_appliance, operator_user):
@@ -459,7 +473,7 @@ JUNK = [
 ]
 POSTS = ["/mse/add/", "/mse/lonely/ha/configure/", "/mse/p1/ha/configure/", "/mse/p1/ha/switchover/",
          "/mse/p1/ha/failback/", "/mse/p1/ha/maintenance/", "/mse/p1/ha/delete/", "/mse/p1/ha/recover/",
-         "/mse/p1/ha/refresh/", "/licences/upload/", "/licences/999/remove/", "/mse/nope/ha/configure/",
+         "/mse/p1/ha/refresh/", "/licenses/upload/", "/licenses/999/remove/", "/mse/nope/ha/configure/",
          "/jobs/999/cancel/", "/reports/new/", "/reports/999/edit/", "/reports/999/send/", "/reports/999/delete/",
          "/reports/deliveries/999/retry/"]
 

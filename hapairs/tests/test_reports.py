@@ -91,12 +91,12 @@ def test_the_report_sums_up_the_fleet_and_says_who_caused_each_switch(fleet, ope
     assert one.trend.second_half_ms == pytest.approx(3.933, abs=0.01)
     assert two.trend.direction == "steady" and two.trend.words == "steady around 2.0 ms"
     assert len(one.trend.bars) in (24, 25) and max(bar.height for bar in one.trend.bars) == reports.BAR_MAX_PX
-    # licences within 30 days, not removed: the evaluation one and the expired one
-    assert [(lic.appliance, lic.feature, lic.days_left, lic.is_evaluation, lic.when) for lic in report.licences] == [
+    # licenses within 30 days, not removed: the evaluation one and the expired one
+    assert [(lic.appliance, lic.feature, lic.days_left, lic.is_evaluation, lic.when) for lic in report.licenses] == [
         ("mse-p2", "WIPS_MONITOR", -3, False, "expired 3 days ago"),
         ("mse-s1", "CAS_ELEMENTS", 12, True, "12 days left"),
     ]
-    assert report.headline == "1 of 2 pairs active, 1 failed over, 2 failovers, 2 licences expiring"
+    assert report.headline == "1 of 2 pairs active, 1 failed over, 2 failovers, 2 licenses expiring"
 
 
 def test_an_event_outside_the_period_is_left_out(fleet):
@@ -174,7 +174,7 @@ def test_the_beat_scheduled_report_arrives_by_smtp_with_both_parts(fleet, schedu
     [received] = inbox.wait_for(1)
     message = received.message
     assert message["Subject"].startswith("[mseportal] Daily NOC report, ")
-    assert message["Subject"].endswith(": 1 of 2 pairs active, 1 failed over, 2 failovers, 2 licences expiring")
+    assert message["Subject"].endswith(": 1 of 2 pairs active, 1 failed over, 2 failovers, 2 licenses expiring")
     assert message["To"] == "noc@example.net, oncall@example.net"
     assert sorted(received.rcpt_tos) == ["noc@example.net", "oncall@example.net"]
     assert message["From"] == "mseportal@localhost"
@@ -347,7 +347,7 @@ def test_beat_reads_the_static_entries_and_the_report_schedules_from_the_databas
     finally:
         scheduler._finalize.cancel()
     assert entries[f"health-report:{schedule.pk}"] == "hapairs.tasks.report_send_scheduled"
-    for name in ("fleet-poll", "jobs-resume", "heartbeat-samples-prune", "deliveries-resume", "licences-expiry-check"):
+    for name in ("fleet-poll", "jobs-resume", "heartbeat-samples-prune", "deliveries-resume", "licenses-expiry-check"):
         assert entries[name] == settings.CELERY_BEAT_SCHEDULE[name]["task"]
 
 

@@ -209,7 +209,7 @@ def test_a_node_set_up_as_primary_cannot_be_a_secondary():
     assert rules_broken(rules.validate_pairing(primary_node("3355"), secondary)) == {"roles"}
 
 
-def test_a_va_secondary_without_activation_asks_for_the_licence():
+def test_a_va_secondary_without_activation_asks_for_the_license():
     violations = rules.validate_pairing(primary_node("VA-Low"), secondary_node("VA-Low", activated=False))
     assert rules_broken(violations) == {"va_activation"}
     assert violations[0].field == rules.F_LICENSE

@@ -73,7 +73,7 @@ def license_line(make_appliance):
     return make
 
 
-# --- licences -------------------------------------------------------------------------------
+# --- licenses -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("line", "activated"),
     [
@@ -82,16 +82,16 @@ def license_line(make_appliance):
         ({"expires_in_days": 30}, True),
         ({"expires_in_days": -1}, False),  # expired yesterday
         ({"status": LicenseStatus.REMOVED}, False),
-        ({"feature": "CAS_ELEMENTS"}, False),  # not an activation licence
+        ({"feature": "CAS_ELEMENTS"}, False),  # not an activation license
         ({"on_other": True}, False),  # another appliance's file
         ({"status": LicenseStatus.INSTALLED, "installed_here": False}, False),  # installed elsewhere
     ],
     ids=["verified", "installed", "expires-later", "expired", "removed", "other-feature", "other-file",
          "installed-elsewhere"],
 )
-def test_a_virtual_appliance_is_activated_only_by_its_own_live_activation_licence(make_appliance, license_line, line,
+def test_a_virtual_appliance_is_activated_only_by_its_own_live_activation_license(make_appliance, license_line, line,
                                                                                    activated):
-    # Given a VA and one licence line as described
+    # Given a VA and one license line as described
     va = make_appliance(name="va1", device_type="VA-High")
     other = make_appliance(name="va2", device_type="VA-High")
     line = dict(line)
@@ -115,7 +115,7 @@ def test_license_files_are_newest_first_with_their_lines_in_three_queries_at_mos
     lines = [license_line(first, "CAS_ELEMENTS", status=LicenseStatus.INSTALLED, installed_on=first) for _ in range(4)]
     lines += [license_line(second, "CAS_ELEMENTS") for _ in range(3)]
 
-    # When the licences page reads them, lines and installed appliances included
+    # When the licenses page reads them, lines and installed appliances included
     with django_assert_max_num_queries(3):
         files = selectors.license_files()
         seen = [(f.appliance.name, f.uploaded_by, [(line.feature, line.installed_on and line.installed_on.name)

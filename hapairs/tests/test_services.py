@@ -88,7 +88,7 @@ def test_a_refused_pairing_creates_nothing_and_says_why_per_field(make_appliance
     assert HAEvent.objects.count() == events_before
 
 
-def test_an_unactivated_va_secondary_is_refused_with_the_licence_field(make_appliance):
+def test_an_unactivated_va_secondary_is_refused_with_the_license_field(make_appliance):
     mse1 = make_appliance(name="mse1", device_type="VA-Low", hm_ip="127.10.10.12", vip="127.10.10.11", vip_prefixlen=24)
     mse2 = make_appliance(name="mse2", device_type="VA-Low", hm_ip="127.10.10.13")
     with pytest.raises(services.ServiceError) as caught:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from mseportal.envconf import ConfigError, broker_settings, email_settings, env_bool
+from mseportal.envconf import ConfigError, broker_settings, email_settings, env_bool, env_int, env_name
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION_ENV = {
@@ -89,3 +90,33 @@ def test_no_broker_url_means_the_filesystem_broker_under_var(tmp_path):
     assert result["broker_url"] == "filesystem://"
     assert result["broker_transport_options"]["data_folder_in"] == str(tmp_path / "broker" / "queue")
     assert broker_settings("redis://127.0.0.1:6379/0", var_dir=tmp_path)["broker_url"].startswith("redis://")
+
+
+def fresh_settings(monkeypatch, **environ):
+    """mseportal/settings.py run again, as a new process would, under ``environ``."""
+    for name in ("MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("fresh_settings", REPO / "mseportal" / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_renamed_variable_is_still_read_under_its_old_name_until_the_new_one_is_set(monkeypatch):
+    assert fresh_settings(monkeypatch).LICENSE_WARN_DAYS == 30
+    assert fresh_settings(monkeypatch, MSEPORTAL_LICENSE_WARN_DAYS="21").LICENSE_WARN_DAYS == 21
+    # A deployment configured before the rename (the old British spelling) keeps its value.
+    assert fresh_settings(monkeypatch, MSEPORTAL_LICENCE_WARN_DAYS="14").LICENSE_WARN_DAYS == 14
+    both = fresh_settings(monkeypatch, MSEPORTAL_LICENSE_WARN_DAYS="21", MSEPORTAL_LICENCE_WARN_DAYS="14")
+    assert both.LICENSE_WARN_DAYS == 21
+    assert not hasattr(both, "LICENCE_WARN_DAYS")
+
+
+def test_a_bad_value_under_the_old_name_is_refused_naming_the_old_name():
+    environ = {"MSEPORTAL_LICENCE_WARN_DAYS": "soon"}
+    assert env_name(environ, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS") == "MSEPORTAL_LICENCE_WARN_DAYS"
+    assert env_name({"MSEPORTAL_LICENSE_WARN_DAYS": " "}, "MSEPORTAL_LICENSE_WARN_DAYS", "X") == "MSEPORTAL_LICENSE_WARN_DAYS"
+    with pytest.raises(ConfigError, match="MSEPORTAL_LICENCE_WARN_DAYS='soon'"):
+        env_int(environ, env_name(environ, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS"), 30)

@@ -7,7 +7,7 @@ from hapairs.views.ha import (
 )
 from hapairs.views.health import healthz
 from hapairs.views.jobs import job_cancel, job_detail, job_list
-from hapairs.views.licences import licence_list, licence_remove, licence_upload
+from hapairs.views.licenses import license_list, license_remove, license_upload
 from hapairs.views.reports import (
     report_delivery, report_delivery_retry, report_list, report_mailbox, report_mailbox_message, report_preview,
     report_schedule_delete, report_schedule_edit, report_send,
@@ -15,7 +15,7 @@ from hapairs.views.reports import (
 
 __all__ = [
     "ha_configure", "ha_delete", "ha_maintenance", "ha_overview", "ha_recover", "ha_refresh", "ha_status", "ha_switch",
-    "healthz", "home", "job_cancel", "job_detail", "job_list", "licence_list", "licence_remove", "licence_upload",
+    "healthz", "home", "job_cancel", "job_detail", "job_list", "license_list", "license_remove", "license_upload",
     "mse_add", "mse_add_step", "mse_agent_text", "mse_detail", "mse_list",
     "report_delivery", "report_delivery_retry", "report_list", "report_mailbox", "report_mailbox_message",
     "report_preview", "report_schedule_delete", "report_schedule_edit", "report_send",

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from hapairs import licences, roles, selectors, services
+from hapairs import licenses, roles, selectors, services
 from hapairs.choices import LicenseStatus
 from hapairs.forms import ApplianceAddForm, ApplianceFilterForm
 from hapairs.models import Appliance, License
@@ -55,7 +55,7 @@ def mse_list(request: HttpRequest) -> HttpResponse:
     return render_page(request, "hapairs/mse_list.html", context, partial="table")
 
 
-WIZARD_STEPS = [("details", "Device details"), ("licences", "Licence summary"), ("services", "Services"), ("done", "Done")]
+WIZARD_STEPS = [("details", "Device details"), ("licenses", "License summary"), ("services", "Services"), ("done", "Done")]
 
 
 @require_http_methods(["GET", "POST"])
@@ -77,30 +77,30 @@ def mse_add(request: HttpRequest) -> HttpResponse:
                     form.add_error(field if field in form.fields else None, problem)
         else:
             messages.success(request, f"{appliance.name} added: {appliance.get_device_type_display()} {appliance.version}.")
-            return redirect("mse_add_step", name=appliance.name, step="licences")
+            return redirect("mse_add_step", name=appliance.name, step="licenses")
     return render_page(request, "hapairs/mse_add.html", {"form": form, "steps": WIZARD_STEPS, "step": "details"})
 
 
 @require_GET
 def mse_add_step(request: HttpRequest, name: str, step: str) -> HttpResponse:
-    """The wizard's later pages: licence summary, services, done (reading what was discovered)."""
+    """The wizard's later pages: license summary, services, done (reading what was discovered)."""
     appliance = get_object_or_404(Appliance, name=name)
     if step not in dict(WIZARD_STEPS) or step == "details":
-        return redirect("mse_add_step", name=name, step="licences")
-    context = {"appliance": appliance, "steps": WIZARD_STEPS, "step": step, **_licence_context(appliance)}
+        return redirect("mse_add_step", name=name, step="licenses")
+    context = {"appliance": appliance, "steps": WIZARD_STEPS, "step": step, **_license_context(appliance)}
     return render_page(request, "hapairs/mse_add.html", context)
 
 
-def _licence_context(appliance: Appliance) -> dict:
+def _license_context(appliance: Appliance) -> dict:
     today = timezone.localdate()
     # what counts: installed, or verified with the install job pending; never removed ones
     held = list(License.objects.filter(source_file__appliance=appliance).exclude(status=LicenseStatus.REMOVED))
     try:
-        summary = licences.licence_summary(appliance.device_type, held, today)
+        summary = licenses.license_summary(appliance.device_type, held, today)
     except ValueError:  # a device type without platform limits (none today): show nothing rather than fail
         summary = []
     return {
-        "licence_summary": summary,
+        "license_summary": summary,
         "activated": selectors.appliance_is_activated(appliance) if appliance.is_virtual else None,
     }
 
@@ -111,7 +111,7 @@ def mse_detail(request: HttpRequest, name: str) -> HttpResponse:
     pairs = list(selectors.pairs_of(appliance))
     pair = pairs[0] if pairs else None
     backed = [each for each in pairs if each.secondary_id == appliance.pk]  # the primaries it backs
-    context = {"appliance": appliance, "pair": pair, "backed": backed, **_licence_context(appliance),
+    context = {"appliance": appliance, "pair": pair, "backed": backed, **_license_context(appliance),
                "can_operate": request.user.has_perm(roles.OPERATE)}
     return render_page(request, "hapairs/mse_detail.html", context)
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hapairs import crypto, dispatch, licences, roles, selectors, services
+from hapairs import crypto, dispatch, licenses, roles, selectors, services
 from hapairs.choices import ACTIVE_JOB_STATUSES
 from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job
@@ -28,9 +28,9 @@ PENDING_KEY = "ha-configure-pending"
 def _pairing_check(primary: Appliance, data: dict, upload) -> services.PairingCheck:
     """The service's own preconditions (``services.ha_configure_check``, which the Save asks
     too) on what the form holds so far."""
-    licence = None
+    license = None
     if upload is not None:
-        licence = (upload.name, upload.read(licences.MAX_BYTES + 1))
+        license = (upload.name, upload.read(licenses.MAX_BYTES + 1))
         upload.seek(0)
     return services.ha_configure_check(
         primary=primary,
@@ -38,7 +38,7 @@ def _pairing_check(primary: Appliance, data: dict, upload) -> services.PairingCh
         secondary_ip=data["secondary_ip"],
         secondary_password=data.get("secondary_password") or "",
         failover_wait=data.get("failover_wait", FAILOVER_WAIT_DEFAULT),
-        activation_licence=licence,
+        activation_license=license,
         delete_activation_license=bool(data.get("delete_activation_license")),
     )
 
@@ -110,10 +110,10 @@ def _ha_configure_ask(request, primary, form, facts, context) -> HttpResponse:
         "failback_type": data["failback_type"],
         "failover_wait": data["failover_wait"],
         "reason": data.get("reason", ""),
-        "licence_name": upload.name if upload else "",
-        "licence": crypto.encrypt(upload.read().decode("latin-1")) if upload else "",
+        "license_name": upload.name if upload else "",
+        "license": crypto.encrypt(upload.read().decode("latin-1")) if upload else "",
     }
-    context.update(stage="confirm", token=token, pending=data, facts=facts, licence_name=upload.name if upload else "")
+    context.update(stage="confirm", token=token, pending=data, facts=facts, license_name=upload.name if upload else "")
     return render_page(request, "hapairs/ha_configure.html", context)
 
 
@@ -123,9 +123,9 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
         messages.error(request, "That confirmation has expired or was already used; fill the form again.")
         return redirect("ha_configure", name=primary.name)
     request.session.pop(PENDING_KEY, None)
-    licence = None
-    if pending["licence"]:
-        licence = (pending["licence_name"], crypto.decrypt(pending["licence"]).encode("latin-1"))
+    license = None
+    if pending["license"]:
+        license = (pending["license_name"], crypto.decrypt(pending["license"]).encode("latin-1"))
     try:
         pair, job = services.ha_configure(
             primary=primary,
@@ -135,7 +135,7 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
             failover_type=pending["failover_type"],
             failback_type=pending["failback_type"],
             failover_wait=pending["failover_wait"],
-            activation_licence=licence,
+            activation_license=license,
             by=request.user,
             reason=pending["reason"],
         )

@@ -201,7 +201,7 @@ def test_restarted_primary_after_automatic_failover_is_terminated():
     p = PairHA.from_dict(saved)
     p.restarted(5)
     assert not p.in_charge and p.state is S.TERMINATED
-    notes = exchange(p, s, 5)
+    exchange(p, s, 5)
     assert not p.in_charge and p.generation == 2 and p.owner is Role.SECONDARY
     assert states(p, s) == (S.TERMINATED, S.FAILOVER_ACTIVE)
 

@@ -1,105 +1,100 @@
-"""Given/when/then tests of request signing, freshness and replay (nodeagent.protocol)."""
+"""nodeagent.protocol: the one vocabulary of the wire, its versions, causes and old events."""
 
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
 import pytest
+from aiohttp import web
 
-from nodeagent import protocol as p
+from nodeagent import protocol as P
+from nodeagent.client import VERSION_REFUSED, AgentClient
+from nodeagent.config import parse_fleet
+from nodeagent.node import Node
 
-
-def headers_for(password="pw", method="POST", path="/hm/v1/ha/failover?x=1", body=b'{"a":1}', ts=1_000_000, nonce="n" * 16):
-    return p.sign_request(password, method, path, body, timestamp=ts, nonce=nonce)
-
-
-def test_signed_request_verifies():
-    h = headers_for()
-    assert set(h) == {p.HEADER_TIMESTAMP, p.HEADER_NONCE, p.HEADER_SIGNATURE}
-    assert h[p.HEADER_SIGNATURE].startswith("v1=")
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', h, replay_cache=p.ReplayCache(), now=1_000_010)
+from .agentutil import free_subnet
 
 
-def test_header_lookup_is_case_insensitive():
-    h = {k.lower(): v for k, v in headers_for().items()}
-    p.verify_request("pw", "post", "/hm/v1/ha/failover?x=1", b'{"a":1}', h, replay_cache=None, now=1_000_000)
+def test_every_event_code_has_display_words_and_every_v1_text_maps_to_its_code():
+    assert set(P.EVENT_TEXT) == set(P.EventCode)
+    assert len(set(P.EVENT_TEXT.values())) == len(P.EVENT_TEXT), "two codes must not read the same"
+    for code, text in P.EVENT_TEXT.items():
+        assert code.text == text and P.V1_TEXT_CODES[text] is code
+    assert P.V1_TEXT_CODES["Licence installed"] is P.EventCode.LICENSE_INSTALLED  # the old spelling
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"password": "other"},
-        {"method": "GET"},
-        {"path": "/hm/v1/ha/failover?x=2"},
-        {"path": "/hm/v1/ha/failover"},
-        {"body": b'{"a":2}'},
-    ],
-)
-def test_any_change_breaks_the_signature(change):
-    args = {"password": "pw", "method": "POST", "path": "/hm/v1/ha/failover?x=1", "body": b'{"a":1}'}
-    h = headers_for()
-    args.update(change)
-    with pytest.raises(p.SignatureError, match="bad signature"):
-        p.verify_request(args["password"], args["method"], args["path"], args["body"], h, replay_cache=p.ReplayCache(), now=1_000_000)
+@pytest.mark.parametrize("theirs", [None, "", "1", "3", "two", 2.0])
+def test_any_other_version_is_a_mismatch_that_names_both(theirs):
+    with pytest.raises(P.ProtocolMismatch) as refused:
+        P.check_version(theirs, who="the portal")
+    assert "the portal speaks" in str(refused.value) and f"protocol {P.PROTOCOL_VERSION}" in str(refused.value)
 
 
-@pytest.mark.parametrize("missing", [p.HEADER_TIMESTAMP, p.HEADER_NONCE, p.HEADER_SIGNATURE])
-def test_unsigned_request_is_refused(missing):
-    h = headers_for()
-    del h[missing]
-    with pytest.raises(p.SignatureError, match="unsigned"):
-        p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', h, replay_cache=None, now=1_000_000)
+def test_our_version_passes_as_header_text_or_number():
+    P.check_version(str(P.PROTOCOL_VERSION), who="x")
+    P.check_version(P.PROTOCOL_VERSION, who="x")
 
 
-@pytest.mark.parametrize("skew", [301, -301, 10_000])
-def test_stale_request_is_refused(skew):
-    h = headers_for()
-    with pytest.raises(p.SignatureError, match="stale"):
-        p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', h, replay_cache=None, now=1_000_000 + skew)
+def test_a_v1_event_on_disk_gets_its_code_and_an_unknown_text_is_dropped():
+    v1 = {"seq": 4, "description": "Instance is in failover active state", "generated_by": "Secondary",
+          "timestamp": "2026-11-01T00:00:00+00:00", "remarks": "", "generation": 2, "peer": "127.0.0.2"}
+    upgraded = P.event_upgraded(v1)
+    assert upgraded is not None
+    assert (upgraded["code"], upgraded["cause"], upgraded["seq"]) == ("failover_active", None, 4)
+    assert P.event_upgraded({**v1, "description": "Something nobody wrote"}) is None
+    v2 = {**v1, "code": "active", "cause": {"key": "k"}}
+    assert P.event_upgraded(v2) == v2
 
 
-def test_window_edge_is_accepted():
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', headers_for(), replay_cache=None, now=1_000_300)
+def test_a_node_restarted_over_a_v1_event_log_serves_its_events_with_codes(tmp_path):
+    # given a state directory an older agent wrote: events with texts and no codes
+    net = free_subnet()
+    fleet = parse_fleet({"node": [{"name": "old", "type": "VA-High", "version": "8.0.110.0", "role": "primary",
+                                   "hm_ip": f"{net}.2", "vip": f"{net}.1", "netmask": "255.255.255.0",
+                                   "password": "pw-old"}]})
+    state = tmp_path / "old"
+    state.mkdir()
+    lines = [{"seq": 1, "description": "Configuration successfully created", "generated_by": "Primary",
+              "timestamp": "2026-11-01T00:00:00+00:00", "remarks": "", "generation": 1, "peer": None},
+             {"seq": 2, "description": "Licence installed", "generated_by": "Primary",
+              "timestamp": "2026-11-01T00:00:01+00:00", "remarks": "CAS Elements: 100", "generation": 1, "peer": None}]
+    (state / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # when the new agent loads it
+    node = Node(fleet.nodes["old"], state)
+    node.load([])
+    try:
+        page = node.info.events_since(0, 100)
+        # then every event has its code, and the next one is numbered after them
+        assert [(e["seq"], e["code"]) for e in page["events"]] == [(1, "config_created"), (2, "license_installed")]
+        assert node.emit(P.EventCode.SERVICES_STARTED)["seq"] == 3
+    finally:
+        node._event_log.close()
 
 
-def test_replay_is_refused_but_a_new_nonce_passes():
-    cache = p.ReplayCache()
-    h = headers_for()
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', h, replay_cache=cache, now=1_000_000)
-    with pytest.raises(p.SignatureError, match="replayed"):
-        p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', h, replay_cache=cache, now=1_000_001)
-    h2 = headers_for(nonce="m" * 16)
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', h2, replay_cache=cache, now=1_000_001)
+def test_a_peer_that_answers_in_another_version_is_a_refusal_not_an_answer():
+    # given a peer that speaks protocol 1 (its answers carry no X-MSE-Protocol header)
+    async def v1_peer(request):
+        return web.json_response({"view": {"state": "PRIMARY_ACTIVE"}})
 
+    async def go():
+        app = web.Application()
+        app.router.add_post(P.PATH_PEER_HEARTBEAT, v1_peer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                client = AgentClient(session, "127.0.0.1", "pw", port=port)
+                return await client.request("POST", P.PATH_PEER_HEARTBEAT, {"from": "127.0.0.9"}, auto_key=False)
+        finally:
+            await runner.cleanup()
 
-def test_forged_request_does_not_burn_the_nonce():
-    cache = p.ReplayCache()
-    forged = headers_for(password="wrong")
-    with pytest.raises(p.SignatureError):
-        p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', forged, replay_cache=cache, now=1_000_000)
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', headers_for(), replay_cache=cache, now=1_000_000)
-
-
-def test_replay_cache_forgets_expired_nonces():
-    cache = p.ReplayCache()
-    assert cache.check_and_add("a" * 8, expires_at=10, now=0)
-    assert not cache.check_and_add("a" * 8, expires_at=10, now=5)
-    assert cache.check_and_add("b" * 8, expires_at=30, now=20)  # evicts a
-    assert len(cache) == 1
-
-
-def test_default_signature_uses_now_and_random_nonce():
-    h1 = p.sign_request("pw", "GET", "/hm/v1/ha-info", b"")
-    h2 = p.sign_request("pw", "GET", "/hm/v1/ha-info", b"")
-    assert h1[p.HEADER_NONCE] != h2[p.HEADER_NONCE]
-    p.verify_request("pw", "GET", "/hm/v1/ha-info", b"", h1, replay_cache=p.ReplayCache())
-
-
-def test_instance_names_match_the_spec():
-    assert p.instance_names(3) == {
-        "secondary_db_name": "mseos3", "secondary_db_port": 1524, "standby_db_name": "mseos3s",
-        "standby_db_port": 1624, "dataguard_name": "dg_mse3", "primary_db_alias": "mseop3s",
-    }
-    assert p.instance_names(4)["secondary_db_port"] == 1525
-
-
-def test_mode_parse():
-    assert p.Mode.parse("automatic") is p.Mode.AUTOMATIC
-    with pytest.raises(ValueError):
-        p.Mode.parse("sometimes")
+    # when a heartbeat is sent to it
+    status, out = asyncio.run(go())
+    # then the answer is not read as a heartbeat: it is a refusal naming the versions
+    assert status == VERSION_REFUSED and "view" not in out
+    assert "protocol mismatch" in out["error"] and f"protocol {P.PROTOCOL_VERSION}" in out["error"]

@@ -1,5 +1,5 @@
 """The HM API of real nodes (in this process, real sockets on loopback): signing,
-idempotency, pairing through the API, licences, stop/start, health checks, trap pushes."""
+idempotency, pairing through the API, licenses, stop/start, health checks, trap pushes."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def test_a_repeated_mutating_request_returns_the_first_answer(tmp_path):
             st, again = await c.request("POST", P.PATH_SERVICES_STOP, {}, idempotency_key="stop-1")
             assert again == a and nodes["prim"].services_running
             assert nodes["prim"].seq == seq
-            # licences: list, remove, server info shows the licensed limit
+            # licenses: list, remove, server info shows the licensed limit
             lid = out1["id"]
             info = await c.call("GET", P.PATH_SERVER_INFO)
             assert info["licenses"][0]["features"] == {"CAS Elements": 100} and "text" not in info["licenses"][0]

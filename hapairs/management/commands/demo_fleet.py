@@ -2,8 +2,8 @@
 
 `make run` starts the agents of ``fleet/demo.toml`` and then this command, which waits
 for them, adds every appliance (the portal discovers each one over its signed API), gives
-every virtual appliance a development activation licence bound to its UDI (signed with
-the development key, as ``mklicense`` does, and uploaded through ``licence_upload``) and
+every virtual appliance a development activation license bound to its UDI (signed with
+the development key, as ``mklicense`` does, and uploaded through ``license_upload``) and
 configures the pairs listed in ``fleet/demo-paired.toml``. Re-running it changes
 nothing that is already there. Development only (the fleet's passwords are public).
 """
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from hapairs import licences, selectors, services
+from hapairs import licenses, selectors, services
 from hapairs.choices import VIRTUAL_TYPES
 from hapairs.management.commands.mklicense import DEV_PRIVATE_KEY
 from hapairs.models import Appliance, HAPair
@@ -80,8 +80,8 @@ class Command(BaseCommand):
 
     def _activate_virtual_appliances(self, names: list[str], *, by) -> None:
         """A VA pairs only once activated (MSE-HA-SPEC §2 rule 7): upload a development
-        activation licence for each VA of the fleet that has none; its job installs it."""
-        key = licences.load_private_key(DEV_PRIVATE_KEY.read_bytes())
+        activation license for each VA of the fleet that has none; its job installs it."""
+        key = licenses.load_private_key(DEV_PRIVATE_KEY.read_bytes())
         virtual = Appliance.objects.filter(name__in=names, device_type__in=VIRTUAL_TYPES).order_by("name")
         for appliance in virtual:
             if selectors.appliance_is_activated(appliance):
@@ -89,13 +89,13 @@ class Command(BaseCommand):
             if not appliance.udi:
                 self.stdout.write(f"not activated {appliance.name}: its UDI is not known")
                 continue
-            text = licences.render_licence_file(
-                [licences.LicenceSpec(licences.ACTIVATION_FEATURE, 1, host_udi=appliance.udi)],
+            text = licenses.render_license_file(
+                [licenses.LicenseSpec(licenses.ACTIVATION_FEATURE, 1, host_udi=appliance.udi)],
                 key,
-                comment=f"Development activation licence for {appliance.name} (demo fleet; DEBUG only)",
+                comment=f"Development activation license for {appliance.name} (demo fleet; DEBUG only)",
             )
             try:
-                _file, job = services.licence_upload(
+                _file, job = services.license_upload(
                     appliance=appliance,
                     filename=f"{appliance.name}-activation-dev.lic",
                     data=text.encode("ascii"),

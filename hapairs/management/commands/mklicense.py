@@ -1,4 +1,4 @@
-"""Issue a signed licence file, or make a new signing key pair (docs/licences.md)."""
+"""Issue a signed license file, or make a new signing key pair (docs/licenses.md)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hapairs import licences
+from hapairs import licenses
 
-DEV_PRIVATE_KEY = Path(__file__).resolve().parents[2] / "devkeys" / "dev_licence_private.pem"
-PRIVATE_NAME = "licence_private.pem"
-PUBLIC_NAME = "licence_public.pem"
+DEV_PRIVATE_KEY = Path(__file__).resolve().parents[2] / "devkeys" / "dev_license_private.pem"
+PRIVATE_NAME = "license_private.pem"
+PUBLIC_NAME = "license_public.pem"
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -25,7 +25,7 @@ def _split(values: list[str] | None) -> list[str]:
 
 class Command(BaseCommand):
     help = (
-        "Write a signed licence file, one INCREMENT line per feature. Give features by repeating "
+        "Write a signed license file, one INCREMENT line per feature. Give features by repeating "
         "--feature NAME --count N (the n-th --count goes with the n-th --feature) or as comma lists "
         "(--feature CAS_ELEMENTS,WIPS_MONITOR_APS --count 100,10). Signs with the development key "
         "(hapairs/devkeys/, DEBUG=1 only) unless --key is given. Or, with --generate-key DIR, make a "
@@ -33,19 +33,19 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        features = ", ".join(licences.FEATURES)
+        features = ", ".join(licenses.FEATURES)
         parser.add_argument("--feature", action="append", metavar="NAME", help=f"a feature: {features}")
         parser.add_argument("--count", action="append", metavar="N", help="its count, a positive whole number")
-        parser.add_argument("--host", metavar="UDI|ANY", help="the UDI the licence is bound to, or ANY")
+        parser.add_argument("--host", metavar="UDI|ANY", help="the UDI the license is bound to, or ANY")
         parser.add_argument(
             "--expires",
             metavar="permanent|YYYY-MM-DD",
-            help=f"expiry; the licence is valid through that day (--evaluation defaults to today + {licences.EVALUATION_DAYS} days)",
+            help=f"expiry; the license is valid through that day (--evaluation defaults to today + {licenses.EVALUATION_DAYS} days)",
         )
-        parser.add_argument("--evaluation", action="store_true", help="mark the lines as an evaluation licence (TYPE=evaluation)")
-        parser.add_argument("--licence-version", dest="licence_version", default="7.0", metavar="X.Y", help="the licence version (default 7.0)")
+        parser.add_argument("--evaluation", action="store_true", help="mark the lines as an evaluation license (TYPE=evaluation)")
+        parser.add_argument("--license-version", "--licence-version", dest="license_version", default="7.0", metavar="X.Y", help="the license version (default 7.0)")
         parser.add_argument("--sku", metavar="SKU", help="override the SKU (only with one feature; MSE_ACTIVATION is always L-MSE-7.0-K9)")
-        parser.add_argument("--out", metavar="FILE", help="where to write the licence file")
+        parser.add_argument("--out", metavar="FILE", help="where to write the license file")
         parser.add_argument("--force", action="store_true", help="overwrite --out (or --generate-key files) if present")
         parser.add_argument("--key", metavar="KEYFILE", help="PEM Ed25519 private key to sign with (default: the development key)")
         parser.add_argument("--generate-key", metavar="DIR", help=f"write a new key pair to DIR/{PRIVATE_NAME} and DIR/{PUBLIC_NAME}, and stop")
@@ -60,15 +60,15 @@ class Command(BaseCommand):
         specs = self._specs(options)
         out = self._out_path(options)
         private_key = self._private_key(options["key"])
-        text = licences.render_licence_file(
+        text = licenses.render_license_file(
             specs,
             private_key,
-            comment=f"MSE licence file issued {date.today().isoformat()} by manage.py mklicense",
+            comment=f"MSE license file issued {date.today().isoformat()} by manage.py mklicense",
         )
         # The file must verify with the signing key's public half before it is written.
         try:
-            licences.parse_and_verify(text.encode("ascii"), trusted_keys=[private_key.public_key()], today=date.today())
-        except licences.LicenceError as exc:  # pragma: no cover - a bug, not a user error
+            licenses.parse_and_verify(text.encode("ascii"), trusted_keys=[private_key.public_key()], today=date.today())
+        except licenses.LicenseError as exc:  # pragma: no cover - a bug, not a user error
             raise CommandError(f"The issued file does not verify: {exc}") from exc
         try:
             with open(out, "w" if options["force"] else "x", encoding="ascii", newline="\n") as handle:
@@ -81,16 +81,16 @@ class Command(BaseCommand):
         self.stdout.write(f"Wrote {out}: {names}, bound to {specs[0].host_udi}.")
 
     # ------------------------------------------------------------------ issuing
-    def _specs(self, options) -> list[licences.LicenceSpec]:
+    def _specs(self, options) -> list[licenses.LicenseSpec]:
         names = _split(options["feature"])
         counts = _split(options["count"])
         if not names:
             raise CommandError("Give at least one --feature NAME (with its --count N), or --generate-key DIR.")
         if len(names) != len(counts):
             raise CommandError(f"Give one --count per --feature: {len(names)} feature(s), {len(counts)} count(s).")
-        unknown = [name for name in names if name not in licences.FEATURES]
+        unknown = [name for name in names if name not in licenses.FEATURES]
         if unknown:
-            raise CommandError(f"Unknown feature {', '.join(unknown)}; known features are {', '.join(licences.FEATURES)}.")
+            raise CommandError(f"Unknown feature {', '.join(unknown)}; known features are {', '.join(licenses.FEATURES)}.")
         if len(set(names)) != len(names):
             raise CommandError("A feature is given twice; give each feature once with its total count.")
         parsed_counts = []
@@ -105,21 +105,21 @@ class Command(BaseCommand):
         if options["sku"] and len(names) != 1:
             raise CommandError("--sku applies to one feature only; issue features with other SKUs separately.")
         specs = [
-            licences.LicenceSpec(
+            licenses.LicenseSpec(
                 feature=name,
                 count=count,
                 host_udi=host,
                 expires_on=expires_on,
                 is_evaluation=options["evaluation"],
-                version=options["licence_version"],
+                version=options["license_version"],
                 sku=options["sku"],
             )
             for name, count in zip(names, parsed_counts)
         ]
         for spec in specs:  # the verifier's own rules (UDI, version, SKU, HOSTID=ANY on activation)
             try:
-                licences.check_spec(spec)
-            except licences.LicenceError as exc:
+                licenses.check_spec(spec)
+            except licenses.LicenseError as exc:
                 raise CommandError(str(exc)) from None
         return specs
 
@@ -127,11 +127,11 @@ class Command(BaseCommand):
         expires = options["expires"]
         if expires is None:
             if options["evaluation"]:
-                return date.today() + timedelta(days=licences.EVALUATION_DAYS)
+                return date.today() + timedelta(days=licenses.EVALUATION_DAYS)
             raise CommandError("Give --expires permanent or --expires YYYY-MM-DD.")
-        if expires == licences.PERMANENT:
+        if expires == licenses.PERMANENT:
             if options["evaluation"]:
-                raise CommandError("An evaluation licence cannot be permanent: give --expires YYYY-MM-DD or leave it out.")
+                raise CommandError("An evaluation license cannot be permanent: give --expires YYYY-MM-DD or leave it out.")
             return None
         try:
             expires_on = date.fromisoformat(expires) if len(expires) == 10 else None
@@ -140,12 +140,12 @@ class Command(BaseCommand):
         if expires_on is None:
             raise CommandError(f"--expires {expires!r} is neither permanent nor a date written YYYY-MM-DD.")
         if expires_on < date.today():
-            raise CommandError(f"--expires {expires} is in the past; such a licence would be refused as expired.")
+            raise CommandError(f"--expires {expires} is in the past; such a license would be refused as expired.")
         return expires_on
 
     def _out_path(self, options) -> Path:
         if not options["out"]:
-            raise CommandError("Give --out FILE, where to write the licence file.")
+            raise CommandError("Give --out FILE, where to write the license file.")
         out = Path(options["out"])
         if out.exists() and not options["force"]:
             raise CommandError(f"{out} already exists; pass --force to overwrite it.")
@@ -160,12 +160,12 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read the key file {path}: {exc.strerror}.") from None
         try:
-            key = licences.load_private_key(pem)
-        except licences.LicenceError as exc:
+            key = licenses.load_private_key(pem)
+        except licenses.LicenseError as exc:
             raise CommandError(f"{path}: {exc}") from None
-        if licences.is_dev_key(key.public_key()) and not settings.DEBUG:
+        if licenses.is_dev_key(key.public_key()) and not settings.DEBUG:
             raise CommandError(
-                "The development key signs licences only with DEBUG=1 (with DEBUG off the portal refuses them); "
+                "The development key signs licenses only with DEBUG=1 (with DEBUG off the portal refuses them); "
                 "pass --key with your own key (make one with --generate-key DIR)."
             )
         return key
@@ -194,6 +194,6 @@ class Command(BaseCommand):
             handle.write(private_pem)
         os.chmod(private_path, 0o600)
         public_path.write_bytes(public_pem)
-        encoded = licences.public_key_b64(key.public_key())
+        encoded = licenses.public_key_b64(key.public_key())
         self.stdout.write(f"Wrote {private_path} (keep it secret, off the portal) and {public_path}.")
         self.stdout.write(f"Trust it on the portal with: MSEPORTAL_LICENSE_PUBLIC_KEYS={encoded}")

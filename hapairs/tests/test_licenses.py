@@ -1,4 +1,4 @@
-"""hapairs.licences: the file format, verification, every refusal, keys from settings, the summary."""
+"""hapairs.licenses: the file format, verification, every refusal, keys from settings, the summary."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
-from hapairs import licences
+from hapairs import licenses
 from hapairs.choices import DeviceType
-from hapairs.licences import LicenceError, LicenceSpec, parse_and_verify
+from hapairs.licenses import LicenseError, LicenseSpec, parse_and_verify
 
-DEVKEYS = Path(licences.__file__).resolve().parent / "devkeys"
-DEV_KEY = licences.load_private_key((DEVKEYS / "dev_licence_private.pem").read_bytes())
+DEVKEYS = Path(__file__).resolve().parents[1] / "devkeys"
+DEV_KEY = licenses.load_private_key((DEVKEYS / "dev_license_private.pem").read_bytes())
 OTHER_KEY = Ed25519PrivateKey.generate()
 TODAY = date(2026, 11, 25)
 MSE1_UDI = "AIR-MSE-VA-K9:V01:mse1_d5972642-5696-11e1-bd0c-0050568901d6"
 MSE2_UDI = "AIR-MSE-VA-K9:V01:mse2_666f2046-5699-11e1-b1b1-0050568901d9"
 
 
-def issue(*specs: LicenceSpec, key: Ed25519PrivateKey = DEV_KEY, comment: str = "") -> bytes:
-    return licences.render_licence_file(list(specs), key, comment=comment).encode("ascii")
+def issue(*specs: LicenseSpec, key: Ed25519PrivateKey = DEV_KEY, comment: str = "") -> bytes:
+    return licenses.render_license_file(list(specs), key, comment=comment).encode("ascii")
 
 
 def verify(data: bytes, *, keys=(DEV_KEY,), today: date = TODAY, **kwargs):
@@ -33,17 +33,17 @@ def verify(data: bytes, *, keys=(DEV_KEY,), today: date = TODAY, **kwargs):
 
 
 def refusal(data: bytes, **kwargs) -> str:
-    with pytest.raises(LicenceError) as caught:
+    with pytest.raises(LicenseError) as caught:
         verify(data, **kwargs)
     return str(caught.value)
 
 
-CAS_100 = LicenceSpec("CAS_ELEMENTS", 100)
-ACTIVATION_MSE2 = LicenceSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)
+CAS_100 = LicenseSpec("CAS_ELEMENTS", 100)
+ACTIVATION_MSE2 = LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)
 VALID = issue(
     CAS_100,
-    LicenceSpec("WIPS_MONITOR_APS", 10),
-    LicenceSpec("WIPS_LOCAL_APS", 10, expires_on=date(2027, 1, 24), is_evaluation=True),
+    LicenseSpec("WIPS_MONITOR_APS", 10),
+    LicenseSpec("WIPS_LOCAL_APS", 10, expires_on=date(2027, 1, 24), is_evaluation=True),
     comment="example",
 )
 
@@ -66,11 +66,11 @@ def test_a_valid_file_verifies_with_every_field_parsed():
 
 
 def test_the_canonical_form_lists_every_field_in_a_fixed_order():
-    assert licences.canonical_form(
+    assert licenses.canonical_form(
         feature="MSE_ACTIVATION", version="7.0", expires_on=None, count=1, host_udi=MSE2_UDI,
         is_evaluation=False, vendor_string="SKU=L-MSE-7.0-K9",
     ) == f'INCREMENT MSE_ACTIVATION 7.0 permanent 1 HOSTID={MSE2_UDI} TYPE=standard VENDOR_STRING="SKU=L-MSE-7.0-K9"'
-    assert licences.canonical_form(
+    assert licenses.canonical_form(
         feature="CAS_ELEMENTS", version="7.0", expires_on=date(2027, 1, 2), count=5, host_udi="ANY",
         is_evaluation=True, vendor_string="SKU=X",
     ) == 'INCREMENT CAS_ELEMENTS 7.0 2027-01-02 5 HOSTID=ANY TYPE=evaluation VENDOR_STRING="SKU=X"'
@@ -78,7 +78,7 @@ def test_the_canonical_form_lists_every_field_in_a_fixed_order():
 
 def test_the_signature_covers_the_context_and_the_canonical_form():
     line = verify(issue(CAS_100)).lines[0]
-    message = licences.SIGNATURE_CONTEXT + line.canonical.encode()
+    message = licenses.SIGNATURE_CONTEXT + line.canonical.encode()
     DEV_KEY.public_key().verify(base64.b64decode(line.signature), message)  # raises if not
 
 
@@ -124,20 +124,20 @@ def test_a_continuation_onto_a_blank_line_is_a_truncated_line():
 
 # ------------------------------------------------------------------ every refusal has its sentence
 def test_an_empty_file_is_refused():
-    assert refusal(b"") == "The licence file is empty."
-    assert refusal(b" \n\r\n\t\n") == "The licence file is empty."
+    assert refusal(b"") == "The license file is empty."
+    assert refusal(b" \n\r\n\t\n") == "The license file is empty."
 
 
 def test_a_file_of_comments_only_is_refused():
-    assert refusal(b"# nothing here\n\n") == "The licence file holds no INCREMENT line (only comments or blank lines)."
+    assert refusal(b"# nothing here\n\n") == "The license file holds no INCREMENT line (only comments or blank lines)."
 
 
 def test_a_binary_file_is_refused():
-    assert refusal(b"PK\x03\x04\x00\x00binary") == "The licence file is not a text file (it contains binary data)."
+    assert refusal(b"PK\x03\x04\x00\x00binary") == "The license file is not a text file (it contains binary data)."
 
 
 def test_a_file_that_is_not_utf8_is_refused():
-    assert refusal(b"INCREMENT \xff\xfe CAS") == "The licence file is not a text file (it is not valid UTF-8 text)."
+    assert refusal(b"INCREMENT \xff\xfe CAS") == "The license file is not a text file (it is not valid UTF-8 text)."
 
 
 def test_a_file_with_control_characters_is_refused():
@@ -145,10 +145,10 @@ def test_a_file_with_control_characters_is_refused():
 
 
 def test_a_file_over_the_size_limit_is_refused_and_the_limit_is_stated():
-    padded = VALID + b"#" * (licences.MAX_BYTES - len(VALID))
-    assert len(padded) == licences.MAX_BYTES and verify(padded).lines  # exactly at the limit: accepted
+    padded = VALID + b"#" * (licenses.MAX_BYTES - len(VALID))
+    assert len(padded) == licenses.MAX_BYTES and verify(padded).lines  # exactly at the limit: accepted
     message = refusal(padded + b"#")
-    assert message.startswith("The licence file is 65,537 bytes; the limit is 64 KiB (65,536 bytes).")
+    assert message.startswith("The license file is 65,537 bytes; the limit is 64 KiB (65,536 bytes).")
 
 
 def test_a_line_truncated_inside_the_signature_is_refused():
@@ -237,35 +237,35 @@ def test_a_file_signed_with_the_development_key_says_so_when_that_key_is_not_tru
 
 
 def test_no_trusted_key_refuses_everything():
-    with pytest.raises(LicenceError, match="No trusted licence public key"):
+    with pytest.raises(LicenseError, match="No trusted license public key"):
         parse_and_verify(VALID, trusted_keys=[], today=TODAY)
 
 
-def test_a_licence_bound_to_another_udi_is_refused():
+def test_a_license_bound_to_another_udi_is_refused():
     data = issue(ACTIVATION_MSE2)
     assert verify(data, host_udi=MSE2_UDI).lines[0].host_udi == MSE2_UDI
     assert refusal(data, host_udi=MSE1_UDI) == (
-        f"Line 1: MSE_ACTIVATION: this licence is bound to another appliance ({MSE2_UDI}), not to {MSE1_UDI}."
+        f"Line 1: MSE_ACTIVATION: this license is bound to another appliance ({MSE2_UDI}), not to {MSE1_UDI}."
     )
 
 
 def test_check_host_names_the_appliance_and_lets_any_fit_every_host():
     verified = verify(issue(CAS_100, ACTIVATION_MSE2))
-    licences.check_host(verified, MSE2_UDI, appliance="mse2")  # no error
-    licences.check_host(verify(issue(CAS_100)), MSE1_UDI)  # HOSTID=ANY fits anything
-    with pytest.raises(LicenceError) as caught:
-        licences.check_host(verified, MSE1_UDI, appliance="mse1")
+    licenses.check_host(verified, MSE2_UDI, appliance="mse2")  # no error
+    licenses.check_host(verify(issue(CAS_100)), MSE1_UDI)  # HOSTID=ANY fits anything
+    with pytest.raises(LicenseError) as caught:
+        licenses.check_host(verified, MSE1_UDI, appliance="mse1")
     assert str(caught.value).endswith(f"not to mse1 ({MSE1_UDI}).") and caught.value.line == 2
-    with pytest.raises(LicenceError, match="UDI is not known yet"):
-        licences.check_host(verified, "", appliance="mse2")
+    with pytest.raises(LicenseError, match="UDI is not known yet"):
+        licenses.check_host(verified, "", appliance="mse2")
 
 
-def test_an_expired_licence_is_refused_and_the_last_day_is_still_valid():
-    data = issue(LicenceSpec("MSAP_CLICKS", 1000, expires_on=date(2026, 11, 24), is_evaluation=True))
+def test_an_expired_license_is_refused_and_the_last_day_is_still_valid():
+    data = issue(LicenseSpec("MSAP_CLICKS", 1000, expires_on=date(2026, 11, 24), is_evaluation=True))
     assert verify(data, today=date(2026, 11, 24)).lines[0].days_left(date(2026, 11, 24)) == 0
-    assert refusal(data) == "Line 1: MSAP_CLICKS: this evaluation licence expired on 2026-11-24."
-    term = issue(LicenceSpec("MSAP_CLICKS", 1000, expires_on=date(2026, 1, 1)))
-    assert refusal(term) == "Line 1: MSAP_CLICKS: this licence expired on 2026-01-01."
+    assert refusal(data) == "Line 1: MSAP_CLICKS: this evaluation license expired on 2026-11-24."
+    term = issue(LicenseSpec("MSAP_CLICKS", 1000, expires_on=date(2026, 1, 1)))
+    assert refusal(term) == "Line 1: MSAP_CLICKS: this license expired on 2026-01-01."
 
 
 @pytest.mark.parametrize("count", ["0", "-5", "ten", "1e3", "10.5", "1234567890", "+5", "0x10", "0100", "00"])
@@ -286,11 +286,11 @@ def test_a_malformed_date_is_refused(expiry):
 def test_a_duplicate_line_is_refused():
     line = verify(issue(CAS_100)).lines[0].text
     data = f"{line}\n# again\n{line}\n".encode()
-    assert refusal(data) == "Line 3: CAS_ELEMENTS: the same licence appears twice (first on line 1)."
+    assert refusal(data) == "Line 3: CAS_ELEMENTS: the same license appears twice (first on line 1)."
 
 
 def test_the_same_feature_twice_with_different_counts_is_not_a_duplicate():
-    result = verify(issue(CAS_100, LicenceSpec("CAS_ELEMENTS", 50)))
+    result = verify(issue(CAS_100, LicenseSpec("CAS_ELEMENTS", 50)))
     assert [line.count for line in result.lines] == [100, 50]
 
 
@@ -303,14 +303,14 @@ def test_the_same_feature_twice_with_different_counts_is_not_a_duplicate():
         (lambda s: s.replace(" HOSTID=ANY", ""), "HOSTID= is missing (a UDI, or ANY)."),
         (lambda s: s.replace(" HOSTID=ANY", " HOSTID=bad!udi"), "HOSTID 'bad!udi' is neither ANY nor a UDI"),
         (lambda s: s.replace("TYPE=standard", "TYPE=trial"), "TYPE 'trial' is neither standard nor evaluation."),
-        (lambda s: s.replace("TYPE=standard", "TYPE=evaluation"), "an evaluation licence must have an expiry date, not permanent."),
+        (lambda s: s.replace("TYPE=standard", "TYPE=evaluation"), "an evaluation license must have an expiry date, not permanent."),
         (lambda s: s.replace(' VENDOR_STRING="SKU=L-CAS-ELEMENTS"', ""), 'VENDOR_STRING= is missing (VENDOR_STRING="SKU=...").'),
         (lambda s: s.replace('"SKU=L-CAS-ELEMENTS"', '"PART=L-CAS"'), 'VENDOR_STRING has no valid SKU'),
         (lambda s: s.replace(" 7.0 ", " seven "), "version 'seven' is not a version number such as 7.0."),
         (lambda s: s.replace(" 100 ", " 100 stray "), "unexpected 'stray'; after the count only KEY=VALUE fields may follow."),
         (lambda s: s.replace("TYPE=standard", 'TYPE"x"'), "a double quote may only open a value"),
         (lambda s: s.replace('"SKU=L-CAS-ELEMENTS"', '"SKU=L-CAS-ELEMENTS"x'), "text follows the closing quote of VENDOR_STRING"),
-        (lambda s: s.replace("SKU=L-CAS-ELEMENTS", "SKU=L-CAS-ÉLÉMENTS"), "which a licence line may not hold (ASCII only)."),
+        (lambda s: s.replace("SKU=L-CAS-ELEMENTS", "SKU=L-CAS-ÉLÉMENTS"), "which a license line may not hold (ASCII only)."),
     ],
 )
 def test_every_other_malformed_line_gets_its_own_sentence(edit, expected):
@@ -321,153 +321,153 @@ def test_every_other_malformed_line_gets_its_own_sentence(edit, expected):
     assert message.startswith("Line 1: ") and expected in message
 
 
-def test_an_activation_licence_must_name_its_host_and_carry_its_sku():
+def test_an_activation_license_must_name_its_host_and_carry_its_sku():
     line = verify(issue(ACTIVATION_MSE2)).lines[0].text
     assert "must be bound to one appliance's UDI, not HOSTID=ANY" in refusal(line.replace(MSE2_UDI, "ANY").encode())
     assert "the SKU must be L-MSE-7.0-K9, not L-MSE-8.0-K9" in refusal(line.replace("7.0-K9", "8.0-K9").encode())
-    with pytest.raises(LicenceError, match="must be bound to one appliance's UDI"):
-        licences.sign_line(LicenceSpec("MSE_ACTIVATION", 1), DEV_KEY)
+    with pytest.raises(LicenseError, match="must be bound to one appliance's UDI"):
+        licenses.sign_line(LicenseSpec("MSE_ACTIVATION", 1), DEV_KEY)
 
 
 def test_the_error_carries_the_line_number():
-    with pytest.raises(LicenceError) as caught:
+    with pytest.raises(LicenseError) as caught:
         verify(VALID.replace(b" 10 HOSTID", b" 11 HOSTID", 1))
     assert caught.value.line == 3 and caught.value.message == str(caught.value)
 
 
 # ------------------------------------------------------------------ keys
 def test_the_shipped_development_key_pair_matches_the_constant():
-    public = serialization.load_pem_public_key((DEVKEYS / "dev_licence_public.pem").read_bytes())
-    assert licences.public_key_b64(public) == licences.DEV_PUBLIC_KEY_B64
-    assert licences.public_key_b64(DEV_KEY.public_key()) == licences.DEV_PUBLIC_KEY_B64
-    assert licences.is_dev_key(licences.dev_public_key()) and not licences.is_dev_key(OTHER_KEY.public_key())
+    public = serialization.load_pem_public_key((DEVKEYS / "dev_license_public.pem").read_bytes())
+    assert licenses.public_key_b64(public) == licenses.DEV_PUBLIC_KEY_B64
+    assert licenses.public_key_b64(DEV_KEY.public_key()) == licenses.DEV_PUBLIC_KEY_B64
+    assert licenses.is_dev_key(licenses.dev_public_key()) and not licenses.is_dev_key(OTHER_KEY.public_key())
 
 
 def test_public_keys_load_from_pem_or_base64_and_garbage_is_refused():
     pem = OTHER_KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    b64 = licences.public_key_b64(OTHER_KEY.public_key())
+    b64 = licenses.public_key_b64(OTHER_KEY.public_key())
     for form in (pem, pem.decode(), b64, b64.encode(), OTHER_KEY.public_key()):
-        assert licences.public_key_b64(licences.load_public_key(form)) == b64
+        assert licenses.public_key_b64(licenses.load_public_key(form)) == b64
     for bad in ("", "not-a-key", base64.b64encode(b"x" * 31).decode(), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"):
-        with pytest.raises(LicenceError, match="is not an Ed25519 public key"):
-            licences.load_public_key(bad)
-    with pytest.raises(LicenceError, match="not an unencrypted PEM Ed25519 private key"):
-        licences.load_private_key(pem)
+        with pytest.raises(LicenseError, match="is not an Ed25519 public key"):
+            licenses.load_public_key(bad)
+    with pytest.raises(LicenseError, match="not an unencrypted PEM Ed25519 private key"):
+        licenses.load_private_key(pem)
 
 
 def test_with_no_keys_configured_debug_trusts_the_development_key(settings):
     settings.DEBUG = True
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = []
-    keys = licences.trusted_keys_from_settings()
-    assert [licences.public_key_b64(k) for k in keys] == [licences.DEV_PUBLIC_KEY_B64]
+    keys = licenses.trusted_keys_from_settings()
+    assert [licenses.public_key_b64(k) for k in keys] == [licenses.DEV_PUBLIC_KEY_B64]
     assert parse_and_verify(VALID, trusted_keys=keys, today=TODAY).lines
 
 
 def test_with_no_keys_configured_and_debug_off_nothing_verifies(settings):
     settings.DEBUG = False
     del settings.MSEPORTAL_LICENSE_PUBLIC_KEYS  # unset entirely: read with getattr(..., None)
-    with pytest.raises(LicenceError) as caught:
-        licences.trusted_keys_from_settings()
-    assert str(caught.value).startswith("No licence public key is configured, so no licence can be verified: set MSEPORTAL_LICENSE_PUBLIC_KEYS")
+    with pytest.raises(LicenseError) as caught:
+        licenses.trusted_keys_from_settings()
+    assert str(caught.value).startswith("No license public key is configured, so no license can be verified: set MSEPORTAL_LICENSE_PUBLIC_KEYS")
 
 
 def test_with_debug_off_the_development_key_is_refused_even_when_listed(settings):
     settings.DEBUG = False
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licences.public_key_b64(OTHER_KEY.public_key()), licences.DEV_PUBLIC_KEY_B64]
-    with pytest.raises(LicenceError) as caught:
-        licences.trusted_keys_from_settings()
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licenses.public_key_b64(OTHER_KEY.public_key()), licenses.DEV_PUBLIC_KEY_B64]
+    with pytest.raises(LicenseError) as caught:
+        licenses.trusted_keys_from_settings()
     assert "lists the development public key (hapairs/devkeys/), which is refused when DEBUG is off" in str(caught.value)
     settings.DEBUG = True  # read at call time: the same list is fine on a development machine
-    assert len(licences.trusted_keys_from_settings()) == 2
+    assert len(licenses.trusted_keys_from_settings()) == 2
 
 
 def test_with_debug_off_own_keys_verify_and_dev_signed_files_are_refused(settings):
     settings.DEBUG = False
     pem = OTHER_KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [pem.decode()]
-    keys = licences.trusted_keys_from_settings()
+    keys = licenses.trusted_keys_from_settings()
     assert parse_and_verify(issue(CAS_100, key=OTHER_KEY), trusted_keys=keys, today=TODAY).lines
-    with pytest.raises(LicenceError, match="signed with the development key, which this portal refuses"):
+    with pytest.raises(LicenseError, match="signed with the development key, which this portal refuses"):
         parse_and_verify(issue(CAS_100), trusted_keys=keys, today=TODAY)
 
 
 def test_the_key_setting_may_be_a_string_of_keys(settings):
     settings.DEBUG = False
     third = Ed25519PrivateKey.generate()
-    b64s = [licences.public_key_b64(k.public_key()) for k in (OTHER_KEY, third)]
+    b64s = [licenses.public_key_b64(k.public_key()) for k in (OTHER_KEY, third)]
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = f" {b64s[0]}, {b64s[1]}\n"
-    assert [licences.public_key_b64(k) for k in licences.trusted_keys_from_settings()] == b64s
+    assert [licenses.public_key_b64(k) for k in licenses.trusted_keys_from_settings()] == b64s
 
 
 def test_a_bad_key_in_the_setting_is_named(settings):
     settings.DEBUG = False
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licences.public_key_b64(OTHER_KEY.public_key()), "oops"]
-    with pytest.raises(LicenceError, match=r"^MSEPORTAL_LICENSE_PUBLIC_KEYS entry 2: 'oops' is not an Ed25519 public key"):
-        licences.trusted_keys_from_settings()
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licenses.public_key_b64(OTHER_KEY.public_key()), "oops"]
+    with pytest.raises(LicenseError, match=r"^MSEPORTAL_LICENSE_PUBLIC_KEYS entry 2: 'oops' is not an Ed25519 public key"):
+        licenses.trusted_keys_from_settings()
 
 
 # ------------------------------------------------------------------ the summary
 def test_the_summary_reproduces_the_seeds_va_example():
-    # given the seed's licences on a VA-Low (CAS Elements 100, wIPS 10 + 10, MSAP 1000)
+    # given the seed's licenses on a VA-Low (CAS Elements 100, wIPS 10 + 10, MSAP 1000)
     verified = verify(
         issue(
-            ACTIVATION_MSE2, CAS_100, LicenceSpec("WIPS_MONITOR_APS", 10), LicenceSpec("WIPS_LOCAL_APS", 10),
-            LicenceSpec("MSAP_CLICKS", 1000),
+            ACTIVATION_MSE2, CAS_100, LicenseSpec("WIPS_MONITOR_APS", 10), LicenseSpec("WIPS_LOCAL_APS", 10),
+            LicenseSpec("MSAP_CLICKS", 1000),
         )
     )
-    rows = licences.licence_summary("VA-Low", verified.lines, TODAY)
+    rows = licenses.license_summary("VA-Low", verified.lines, TODAY)
     assert [(r.service, r.platform_limit, r.type, r.label, r.installed_limit) for r in rows] == [
         ("CAS", 2000, "Permanent", "CAS Elements", 100),
         ("wIPS", 2000, "Permanent", "wIPS Monitor Mode APs", 10),
         ("wIPS", 2000, "Permanent", "wIPS Local Mode APs", 10),
         ("MSAP", 2000, "Permanent", "Service Advertisement Clicks", 1000),
     ]
-    assert licences.is_activated(verified.lines, TODAY)
+    assert licenses.is_activated(verified.lines, TODAY)
 
 
 def test_the_summary_sums_permanent_lines_shows_evaluation_days_and_expired_stops_counting():
     lines = verify(
         issue(
             CAS_100,
-            LicenceSpec("CAS_ELEMENTS", 50),
-            LicenceSpec("CAS_ELEMENTS", 25, expires_on=TODAY + timedelta(days=60), is_evaluation=True),
-            LicenceSpec("CAS_ELEMENTS", 7, expires_on=TODAY + timedelta(days=10)),
+            LicenseSpec("CAS_ELEMENTS", 50),
+            LicenseSpec("CAS_ELEMENTS", 25, expires_on=TODAY + timedelta(days=60), is_evaluation=True),
+            LicenseSpec("CAS_ELEMENTS", 7, expires_on=TODAY + timedelta(days=10)),
         )
     ).lines
-    later = TODAY + timedelta(days=20)  # the 10-day term licence has expired by then
-    rows = licences.licence_summary("3355", lines, later)
+    later = TODAY + timedelta(days=20)  # the 10-day term license has expired by then
+    rows = licenses.license_summary("3355", lines, later)
     assert [(r.type, r.installed_limit, r.days_left, r.counts) for r in rows if r.service == "CAS"] == [
         ("Permanent", 150, None, True),
         ("Evaluation", 25, 40, True),
         ("Expired", 7, None, False),
     ]
-    assert rows[0].platform_limit == licences.PLATFORM_LIMITS["3355"]["CAS"]
+    assert rows[0].platform_limit == licenses.PLATFORM_LIMITS["3355"]["CAS"]
     assert [(r.service, r.type, r.installed_limit) for r in rows if r.service != "CAS"] == [
         ("wIPS", "Not installed", 0), ("MSAP", "Not installed", 0),
     ]
-    assert licences.installed_counts(lines, later) == {"CAS_ELEMENTS": 175}
-    assert licences.installed_counts(lines, TODAY) == {"CAS_ELEMENTS": 182}
+    assert licenses.installed_counts(lines, later) == {"CAS_ELEMENTS": 175}
+    assert licenses.installed_counts(lines, TODAY) == {"CAS_ELEMENTS": 182}
 
 
-def test_a_dated_licence_that_is_not_an_evaluation_is_a_term_licence():
-    lines = verify(issue(LicenceSpec("MSAP_CLICKS", 10, expires_on=TODAY + timedelta(days=3)))).lines
-    (_, _, msap) = licences.licence_summary("VA-High", lines, TODAY)
+def test_a_dated_license_that_is_not_an_evaluation_is_a_term_license():
+    lines = verify(issue(LicenseSpec("MSAP_CLICKS", 10, expires_on=TODAY + timedelta(days=3)))).lines
+    (_, _, msap) = licenses.license_summary("VA-High", lines, TODAY)
     assert (msap.type, msap.days_left, msap.expires_on) == ("Term", 3, TODAY + timedelta(days=3))
 
 
 def test_an_expired_activation_does_not_activate():
-    lines = verify(issue(LicenceSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI, expires_on=TODAY, is_evaluation=True))).lines
-    assert licences.is_activated(lines, TODAY)
-    assert not licences.is_activated(lines, TODAY + timedelta(days=1))
-    assert not licences.is_activated([], TODAY)
+    lines = verify(issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI, expires_on=TODAY, is_evaluation=True))).lines
+    assert licenses.is_activated(lines, TODAY)
+    assert not licenses.is_activated(lines, TODAY + timedelta(days=1))
+    assert not licenses.is_activated([], TODAY)
 
 
 def test_every_device_type_has_a_platform_limit_for_every_service():
-    assert set(licences.PLATFORM_LIMITS) == {choice.value for choice in DeviceType}
-    for limits in licences.PLATFORM_LIMITS.values():
-        assert set(limits) == set(licences.SERVICES) and all(v > 0 for v in limits.values())
+    assert set(licenses.PLATFORM_LIMITS) == {choice.value for choice in DeviceType}
+    for limits in licenses.PLATFORM_LIMITS.values():
+        assert set(limits) == set(licenses.SERVICES) and all(v > 0 for v in limits.values())
     with pytest.raises(ValueError, match="unknown device type 'MSE-9999'"):
-        licences.licence_summary("MSE-9999", [], TODAY)
+        licenses.license_summary("MSE-9999", [], TODAY)
 
 
 def test_the_summary_takes_stored_rows_too():
@@ -475,30 +475,30 @@ def test_the_summary_takes_stored_rows_too():
         def __init__(self, feature, count, expires_on=None, is_evaluation=False):
             self.feature, self.count, self.expires_on, self.is_evaluation = feature, count, expires_on, is_evaluation
 
-    rows = licences.licence_summary("3310", [Row("WIPS_LOCAL_APS", 3), Row("WIPS_LOCAL_APS", 4)], TODAY)
+    rows = licenses.license_summary("3310", [Row("WIPS_LOCAL_APS", 3), Row("WIPS_LOCAL_APS", 4)], TODAY)
     assert [(r.label, r.installed_limit) for r in rows if r.service == "wIPS"] == [("wIPS Local Mode APs", 7)]
 
 
 # ------------------------------------------------------------------ issuing
 def test_issuing_refuses_what_the_verifier_would_refuse():
     for spec in (
-        LicenceSpec("NOPE", 1),
-        LicenceSpec("CAS_ELEMENTS", 0),
-        LicenceSpec("CAS_ELEMENTS", 1, host_udi="has space"),
-        LicenceSpec("CAS_ELEMENTS", 1, is_evaluation=True),
-        LicenceSpec("CAS_ELEMENTS", 1, version="x"),
+        LicenseSpec("NOPE", 1),
+        LicenseSpec("CAS_ELEMENTS", 0),
+        LicenseSpec("CAS_ELEMENTS", 1, host_udi="has space"),
+        LicenseSpec("CAS_ELEMENTS", 1, is_evaluation=True),
+        LicenseSpec("CAS_ELEMENTS", 1, version="x"),
     ):
-        with pytest.raises(LicenceError):
-            licences.sign_line(spec, DEV_KEY)
-    with pytest.raises(LicenceError, match="at least one feature"):
-        licences.render_licence_file([], DEV_KEY)
+        with pytest.raises(LicenseError):
+            licenses.sign_line(spec, DEV_KEY)
+    with pytest.raises(LicenseError, match="at least one feature"):
+        licenses.render_license_file([], DEV_KEY)
 
 
 # ------------------------------------------------------------------ never any other exception
 def _outcome(data: bytes):
     try:
         return verify(data)
-    except LicenceError as exc:
+    except LicenseError as exc:
         assert str(exc)  # always a sentence
         return exc
 
@@ -510,8 +510,8 @@ def _outcome(data: bytes):
 @example(b"INCREMENT \"")
 @example(b"INCREMENT CAS_ELEMENTS 7.0 permanent 1 =")
 @example(b"\\")
-def test_arbitrary_bytes_verify_or_raise_licence_error(data):
-    assert isinstance(_outcome(data), (licences.VerifiedLicenceFile, LicenceError))
+def test_arbitrary_bytes_verify_or_raise_license_error(data):
+    assert isinstance(_outcome(data), (licenses.VerifiedLicenseFile, LicenseError))
 
 
 _LINEISH = st.text(alphabet=st.sampled_from(list('INCREMT_CASWPLO =" \\\t\n\r#0123456789.-:ANYHOSTIDSGVKU+/é\x00')), max_size=300)
@@ -519,13 +519,13 @@ _LINEISH = st.text(alphabet=st.sampled_from(list('INCREMT_CASWPLO =" \\\t\n\r#01
 
 @hsettings(max_examples=400, deadline=None)
 @given(st.one_of(st.text(max_size=1000), _LINEISH))
-def test_arbitrary_text_verifies_or_raises_licence_error(text):
-    assert isinstance(_outcome(text.encode("utf-8", "surrogatepass")), (licences.VerifiedLicenceFile, LicenceError))
+def test_arbitrary_text_verifies_or_raises_license_error(text):
+    assert isinstance(_outcome(text.encode("utf-8", "surrogatepass")), (licenses.VerifiedLicenseFile, LicenseError))
 
 
 @hsettings(max_examples=500, deadline=None)
 @given(st.data())
-def test_mutations_of_a_valid_file_verify_only_to_signed_licences(data):
+def test_mutations_of_a_valid_file_verify_only_to_signed_licenses(data):
     # given a valid signed file, mutated by a few byte inserts, deletions or replacements
     mutated = bytearray(VALID)
     for _ in range(data.draw(st.integers(1, 4))):
@@ -538,14 +538,14 @@ def test_mutations_of_a_valid_file_verify_only_to_signed_licences(data):
             del mutated[at]
         elif mutated:
             mutated[at] = byte
-    # then it is refused with a LicenceError, or every line it yields is one that was signed
+    # then it is refused with a LicenseError, or every line it yields is one that was signed
     # (lines are signed one by one, so a mutation may drop a line, e.g. by joining it to a comment)
     outcome = _outcome(bytes(mutated))
-    if isinstance(outcome, licences.VerifiedLicenceFile):
+    if isinstance(outcome, licenses.VerifiedLicenseFile):
         original = [line.canonical for line in verify(VALID).lines]
         assert outcome.lines and all(line.canonical in original for line in outcome.lines)
     else:
-        assert isinstance(outcome, LicenceError)
+        assert isinstance(outcome, LicenseError)
 
 
 @hsettings(max_examples=200, deadline=None)
@@ -557,8 +557,8 @@ def test_any_other_count_breaks_the_signature(count):
 
 # ------------------------------------------------------------------ the documentation
 def test_the_example_in_the_documentation_verifies():
-    doc = (Path(licences.__file__).resolve().parents[1] / "docs" / "licences.md").read_text()
-    example = doc.split("```licence\n", 1)[1].split("\n```", 1)[0] + "\n"
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "licenses.md").read_text()
+    example = doc.split("```license\n", 1)[1].split("\n```", 1)[0] + "\n"
     result = verify(example.encode(), host_udi=MSE2_UDI)
     assert [(l.feature, l.count, l.is_evaluation) for l in result.lines] == [
         ("MSE_ACTIVATION", 1, False),

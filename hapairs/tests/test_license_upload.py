@@ -1,4 +1,4 @@
-"""Licence upload, install and removal: the service, the API, VA activation, and end to end.
+"""License upload, install and removal: the service, the API, VA activation, and end to end.
 
 Every bad file gets the verifier's sentence and leaves no trace (no row, no event, no
 job, nothing queued for the agent), through the service and through the API. The
@@ -20,28 +20,28 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.utils import timezone
 
-from hapairs import agent_client, licences, rules, selectors, services
+from hapairs import agent_client, licenses, rules, selectors, services
 from hapairs.choices import JobKind, JobStatus, LicenseStatus
-from hapairs.licences import LicenceSpec
+from hapairs.licenses import LicenseSpec
 from hapairs.models import Appliance, HAEvent, HAPair, Job, License, LicenseFile
-from hapairs.services.licences import licence_installed_record, licence_removed_record
+from hapairs.services.licenses import license_installed_record, license_removed_record
 from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
 from nodeagent import protocol
 
-DEVKEYS = Path(licences.__file__).resolve().parent / "devkeys"
-DEV_KEY = licences.load_private_key((DEVKEYS / "dev_licence_private.pem").read_bytes())
+DEVKEYS = Path(__file__).resolve().parents[1] / "devkeys"
+DEV_KEY = licenses.load_private_key((DEVKEYS / "dev_license_private.pem").read_bytes())
 PORTAL_KEY = Ed25519PrivateKey.generate()  # the key this portal trusts in these tests
 STRANGER_KEY = Ed25519PrivateKey.generate()  # a key it does not trust
 MSE1_UDI = "AIR-MSE-VA-K9:V01:mse1_d5972642-5696-11e1-bd0c-0050568901d6"
 MSE2_UDI = "AIR-MSE-VA-K9:V01:mse2_666f2046-5699-11e1-b1b1-0050568901d9"
 
-CAS_100 = LicenceSpec("CAS_ELEMENTS", 100)
-ACTIVATION_MSE1 = LicenceSpec("MSE_ACTIVATION", 1, host_udi=MSE1_UDI)
-ACTIVATION_MSE2 = LicenceSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)
+CAS_100 = LicenseSpec("CAS_ELEMENTS", 100)
+ACTIVATION_MSE1 = LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE1_UDI)
+ACTIVATION_MSE2 = LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)
 
 
-def issue(*specs: LicenceSpec, key: Ed25519PrivateKey = PORTAL_KEY, comment: str = "") -> bytes:
-    return licences.render_licence_file(list(specs), key, comment=comment).encode("ascii")
+def issue(*specs: LicenseSpec, key: Ed25519PrivateKey = PORTAL_KEY, comment: str = "") -> bytes:
+    return licenses.render_license_file(list(specs), key, comment=comment).encode("ascii")
 
 
 def today():
@@ -49,26 +49,26 @@ def today():
 
 
 def _truncated() -> bytes:
-    text = issue(CAS_100, LicenceSpec("MSAP_CLICKS", 1000)).decode()
+    text = issue(CAS_100, LicenseSpec("MSAP_CLICKS", 1000)).decode()
     cut = text.index(" permanent", text.index("MSAP_CLICKS"))
     return text[:cut].encode()  # the download stopped in line 2, after "INCREMENT MSAP_CLICKS 7.0"
 
 
 def _bad_signature() -> bytes:
     good = issue(CAS_100).decode()
-    other = issue(LicenceSpec("CAS_ELEMENTS", 101)).decode()
+    other = issue(LicenseSpec("CAS_ELEMENTS", 101)).decode()
     signature = other.rsplit("SIGN=", 1)[1].strip()
     return (good.rsplit("SIGN=", 1)[0] + "SIGN=" + signature + "\n").encode()  # a real signature, of another line
 
 
 # name → (the file's bytes, the target appliance, a phrase of the sentence the operator reads)
 BAD_FILES = {
-    "empty": (lambda: b"", "mse2", "The licence file is empty."),
-    "only blanks": (lambda: b"  \n\t\n", "mse2", "The licence file is empty."),
+    "empty": (lambda: b"", "mse2", "The license file is empty."),
+    "only blanks": (lambda: b"  \n\t\n", "mse2", "The license file is empty."),
     "only comments": (lambda: b"# nothing here\n", "mse2", "holds no INCREMENT line"),
     "binary junk": (lambda: bytes(range(256)) * 4, "mse2", "not a text file (it contains binary data)"),
     "not UTF-8": (lambda: b"INCREMENT \xff\xfe CAS", "mse2", "not a text file (it is not valid UTF-8 text)"),
-    "over the size limit": (lambda: b"#" * (licences.MAX_BYTES + 1), "mse2", "the limit is 64 KiB (65,536 bytes)"),
+    "over the size limit": (lambda: b"#" * (licenses.MAX_BYTES + 1), "mse2", "the limit is 64 KiB (65,536 bytes)"),
     "truncated line": (_truncated, "mse2", "Line 2: the line is incomplete (the file may be truncated)"),
     "unknown feature": (
         lambda: issue(CAS_100).replace(b"CAS_ELEMENTS", b"CAS_ELEMENTZ"),
@@ -104,22 +104,22 @@ BAD_FILES = {
     "bound to another UDI": (
         lambda: issue(ACTIVATION_MSE2),
         "mse1",
-        f"MSE_ACTIVATION: this licence is bound to another appliance ({MSE2_UDI}), not to mse1 ({MSE1_UDI}).",
+        f"MSE_ACTIVATION: this license is bound to another appliance ({MSE2_UDI}), not to mse1 ({MSE1_UDI}).",
     ),
     "expired": (
-        lambda: issue(LicenceSpec("MSAP_CLICKS", 5, expires_on=today() - timedelta(days=1), is_evaluation=True)),
+        lambda: issue(LicenseSpec("MSAP_CLICKS", 5, expires_on=today() - timedelta(days=1), is_evaluation=True)),
         "mse2",
-        "MSAP_CLICKS: this evaluation licence expired on ",  # yesterday
+        "MSAP_CLICKS: this evaluation license expired on ",  # yesterday
     ),
     "the same line twice": (
         lambda: issue(CAS_100) + issue(CAS_100),
         "mse2",
-        "Line 2: CAS_ELEMENTS: the same licence appears twice (first on line 1).",
+        "Line 2: CAS_ELEMENTS: the same license appears twice (first on line 1).",
     ),
     "activation for a physical appliance": (
-        lambda: issue(LicenceSpec("MSE_ACTIVATION", 1, host_udi="AIR-MSE-3355-K9:V01:KQ45xx")),
+        lambda: issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi="AIR-MSE-3355-K9:V01:KQ45xx")),
         "mse3355",
-        "mse3355 is a MSE-3355, which needs no activation licence",
+        "mse3355 is a MSE-3355, which needs no activation license",
     ),
 }
 
@@ -127,7 +127,7 @@ BAD_FILES = {
 @pytest.fixture
 def trusted_key(settings):
     """The portal trusts PORTAL_KEY only (DEBUG is off under pytest-django)."""
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licences.public_key_b64(PORTAL_KEY.public_key())]
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licenses.public_key_b64(PORTAL_KEY.public_key())]
     return PORTAL_KEY
 
 
@@ -161,7 +161,7 @@ def token_for(user) -> str:
 def upload_api(client, operator_user):
     tokens = {"operator": token_for(operator_user)}
 
-    def upload(data: bytes | None, appliance: str | None = "mse2", *, filename="licence.lic", as_="operator", **extra):
+    def upload(data: bytes | None, appliance: str | None = "mse2", *, filename="license.lic", as_="operator", **extra):
         form = {}
         if data is not None:
             form["file"] = SimpleUploadedFile(filename, data, content_type="application/octet-stream")
@@ -183,7 +183,7 @@ def test_every_bad_file_is_refused_by_the_service_with_its_sentence_and_leaves_n
     appliance = Appliance.objects.get(name=target)
     before = trace()
     with django_capture_on_commit_callbacks() as queued, pytest.raises(services.ServiceError) as caught:
-        services.licence_upload(appliance=appliance, filename=f"{case}.lic", data=make())
+        services.license_upload(appliance=appliance, filename=f"{case}.lic", data=make())
     assert sentence in caught.value.message
     assert caught.value.field == "file" and caught.value.errors == {"file": [caught.value.message]}
     assert trace() == before
@@ -195,10 +195,10 @@ def test_a_good_file_is_stored_verified_with_an_event_and_an_install_job_queued_
     va_nodes, operator_user, django_capture_on_commit_callbacks
 ):
     _, mse2 = va_nodes
-    data = issue(ACTIVATION_MSE2, CAS_100, LicenceSpec("WIPS_LOCAL_APS", 10, expires_on=today() + timedelta(days=60),
+    data = issue(ACTIVATION_MSE2, CAS_100, LicenseSpec("WIPS_LOCAL_APS", 10, expires_on=today() + timedelta(days=60),
                                                       is_evaluation=True), comment="for mse2")
     with django_capture_on_commit_callbacks() as queued:
-        stored, job = services.licence_upload(
+        stored, job = services.license_upload(
             appliance=mse2, filename="C:\\fakepath\\mse2.lic", data=data, by=operator_user, reason="activate"
         )
     assert (stored.filename, stored.appliance, stored.uploaded_by) == ("mse2.lic", mse2, operator_user)
@@ -211,7 +211,7 @@ def test_a_good_file_is_stored_verified_with_an_event_and_an_install_job_queued_
     assert rows["MSE_ACTIVATION"].vendor_string == "SKU=L-MSE-7.0-K9"
     # the stored rows rebuild exactly what was signed
     assert {row.canonical for row in rows.values()} == {
-        line.canonical for line in licences.parse_and_verify(data, trusted_keys=[PORTAL_KEY.public_key()], today=today()).lines
+        line.canonical for line in licenses.parse_and_verify(data, trusted_keys=[PORTAL_KEY.public_key()], today=today()).lines
     }
     assert (job.kind, job.status, job.appliance, job.pair, job.params) == (
         JobKind.INSTALL_LICENSE, JobStatus.PENDING, mse2, None, {"license_file": stored.pk}
@@ -227,11 +227,11 @@ def test_a_good_file_is_stored_verified_with_an_event_and_an_install_job_queued_
 def test_the_same_file_twice_is_refused_and_leaves_no_trace(va_nodes, django_capture_on_commit_callbacks):
     _, mse2 = va_nodes
     data = issue(CAS_100)
-    services.licence_upload(appliance=mse2, filename="cas.lic", data=data)
+    services.license_upload(appliance=mse2, filename="cas.lic", data=data)
     before = trace()
     with django_capture_on_commit_callbacks() as queued, pytest.raises(services.ServiceError) as caught:
-        services.licence_upload(appliance=mse2, filename="again.lic", data=data)
-    assert caught.value.message.startswith("This licence file was already uploaded for mse2 on ")
+        services.license_upload(appliance=mse2, filename="again.lic", data=data)
+    assert caught.value.message.startswith("This license file was already uploaded for mse2 on ")
     assert "(as cas.lic)" in caught.value.message and caught.value.field == "file"
     assert trace() == before and queued == []
 
@@ -239,62 +239,62 @@ def test_the_same_file_twice_is_refused_and_leaves_no_trace(va_nodes, django_cap
 @pytest.mark.django_db
 def test_a_file_repeating_a_line_the_appliance_holds_is_refused(va_nodes):
     _, mse2 = va_nodes
-    services.licence_upload(appliance=mse2, filename="cas.lic", data=issue(CAS_100))
+    services.license_upload(appliance=mse2, filename="cas.lic", data=issue(CAS_100))
     before = trace()
     # another file (other bytes) whose second line is the same signed CAS line
-    data = issue(LicenceSpec("MSAP_CLICKS", 1000), CAS_100, comment="re-issued")
+    data = issue(LicenseSpec("MSAP_CLICKS", 1000), CAS_100, comment="re-issued")
     with pytest.raises(services.ServiceError) as caught:
-        services.licence_upload(appliance=mse2, filename="bundle.lic", data=data)
+        services.license_upload(appliance=mse2, filename="bundle.lic", data=data)
     assert caught.value.message == (
-        "Line 3: CAS_ELEMENTS: mse2 already holds this licence (uploaded in cas.lic); "
-        "the same licence cannot be counted twice."
+        "Line 3: CAS_ELEMENTS: mse2 already holds this license (uploaded in cas.lic); "
+        "the same license cannot be counted twice."
     )
     assert trace() == before
-    # a different CAS licence (another count) is a different licence, and so is the same line on another appliance
-    services.licence_upload(appliance=mse2, filename="more.lic", data=issue(LicenceSpec("CAS_ELEMENTS", 50)))
+    # a different CAS license (another count) is a different license, and so is the same line on another appliance
+    services.license_upload(appliance=mse2, filename="more.lic", data=issue(LicenseSpec("CAS_ELEMENTS", 50)))
     mse1 = Appliance.objects.get(name="mse1")
-    services.licence_upload(appliance=mse1, filename="bundle.lic", data=data)
+    services.license_upload(appliance=mse1, filename="bundle.lic", data=data)
 
 
 @pytest.mark.django_db
 def test_a_removed_line_may_be_uploaded_again_in_another_file(va_nodes):
     _, mse2 = va_nodes
-    first, _ = services.licence_upload(appliance=mse2, filename="cas.lic", data=issue(CAS_100))
-    licence_removed_record(license_file=first)
-    again, _ = services.licence_upload(appliance=mse2, filename="cas-again.lic", data=issue(CAS_100, comment="again"))
+    first, _ = services.license_upload(appliance=mse2, filename="cas.lic", data=issue(CAS_100))
+    license_removed_record(license_file=first)
+    again, _ = services.license_upload(appliance=mse2, filename="cas-again.lic", data=issue(CAS_100, comment="again"))
     assert again.licenses.get().status == LicenseStatus.VERIFIED
 
 
 @pytest.mark.django_db
-def test_an_appliance_whose_udi_is_unknown_takes_only_any_host_licences(make_appliance, trusted_key):
+def test_an_appliance_whose_udi_is_unknown_takes_only_any_host_licenses(make_appliance, trusted_key):
     va = make_appliance(name="va-new", device_type="VA-Low", hm_ip="127.10.10.30", udi="")
     with pytest.raises(services.ServiceError, match="the target appliance's UDI is not known yet"):
-        services.licence_upload(appliance=va, filename="a.lic", data=issue(LicenceSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)))
-    services.licence_upload(appliance=va, filename="cas.lic", data=issue(CAS_100))
+        services.license_upload(appliance=va, filename="a.lic", data=issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)))
+    services.license_upload(appliance=va, filename="cas.lic", data=issue(CAS_100))
 
 
 @pytest.mark.django_db
 def test_with_debug_off_and_no_key_configured_nothing_is_accepted(va_nodes, settings):
     settings.DEBUG = False
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = ""
-    with pytest.raises(services.ServiceError, match="No licence public key is configured") as caught:
-        services.licence_upload(appliance=va_nodes[1], filename="a.lic", data=issue(CAS_100, key=DEV_KEY))
+    with pytest.raises(services.ServiceError, match="No license public key is configured") as caught:
+        services.license_upload(appliance=va_nodes[1], filename="a.lic", data=issue(CAS_100, key=DEV_KEY))
     assert caught.value.field == "file" and LicenseFile.objects.count() == 0
 
 
 # --- VA activation --------------------------------------------------------------------------
 @pytest.mark.django_db
-def test_an_activation_licence_for_mse2_activates_it_and_the_rules_then_allow_pairing(va_nodes):
+def test_an_activation_license_for_mse2_activates_it_and_the_rules_then_allow_pairing(va_nodes):
     mse1, mse2 = va_nodes
-    # Given two VAs without activation: pairing is refused on the licence field
+    # Given two VAs without activation: pairing is refused on the license field
     with pytest.raises(services.ServiceError) as caught:
         services.ha_pair_create(primary=mse1, secondary=mse2)
     assert "license_file" in caught.value.errors and "mse2 is not activated" in caught.value.message
     assert not selectors.appliance_is_activated(mse2)
 
-    # When mse2's activation licence is uploaded (install still pending)
+    # When mse2's activation license is uploaded (install still pending)
     mse2_file = issue(ACTIVATION_MSE2, comment="mse2 activation")
-    services.licence_upload(appliance=mse2, filename="mse2-activation.lic", data=mse2_file)
+    services.license_upload(appliance=mse2, filename="mse2-activation.lic", data=mse2_file)
 
     # Then mse2 counts as activated; mse1 still does not, and the rules say so about mse1 only
     assert selectors.appliance_is_activated(mse2) and not selectors.appliance_is_activated(mse1)
@@ -303,11 +303,11 @@ def test_an_activation_licence_for_mse2_activates_it_and_the_rules_then_allow_pa
 
     # And the same file is refused for mse1: it is bound to mse2's UDI
     with pytest.raises(services.ServiceError) as caught:
-        services.licence_upload(appliance=mse1, filename="mse2-activation.lic", data=mse2_file)
+        services.license_upload(appliance=mse1, filename="mse2-activation.lic", data=mse2_file)
     assert "bound to another appliance" in caught.value.message and f"not to mse1 ({MSE1_UDI})" in caught.value.message
 
     # Once mse1 has its own, the pair is allowed
-    services.licence_upload(appliance=mse1, filename="mse1-activation.lic", data=issue(ACTIVATION_MSE1))
+    services.license_upload(appliance=mse1, filename="mse1-activation.lic", data=issue(ACTIVATION_MSE1))
     assert rules.validate_pairing(selectors.node_facts(mse1), selectors.node_facts(mse2)) == []
     pair = services.ha_pair_create(primary=mse1, secondary=mse2)
     assert HAPair.objects.get() == pair
@@ -316,26 +316,26 @@ def test_an_activation_licence_for_mse2_activates_it_and_the_rules_then_allow_pa
 @pytest.mark.django_db
 def test_activation_counts_while_verified_or_installed_and_stops_when_removed_or_expired(va_nodes):
     _, mse2 = va_nodes
-    stored, _ = services.licence_upload(appliance=mse2, filename="a.lic", data=issue(ACTIVATION_MSE2))
+    stored, _ = services.license_upload(appliance=mse2, filename="a.lic", data=issue(ACTIVATION_MSE2))
     assert selectors.appliance_is_activated(mse2)
-    assert licence_installed_record(license_file=stored, agent_licence_id="abc123") == 1
+    assert license_installed_record(license_file=stored, agent_license_id="abc123") == 1
     row = stored.licenses.get()
     assert (row.status, row.installed_on) == (LicenseStatus.INSTALLED, mse2)
     assert selectors.appliance_is_activated(mse2)
-    assert licence_installed_record(license_file=stored, agent_licence_id="abc123") == 0  # a re-run records nothing new
+    assert license_installed_record(license_file=stored, agent_license_id="abc123") == 0  # a re-run records nothing new
     assert HAEvent.objects.filter(code="license_installed").count() == 1
     License.objects.filter(pk=row.pk).update(expires_on=today() - timedelta(days=1))
     assert not selectors.appliance_is_activated(mse2)
     License.objects.filter(pk=row.pk).update(expires_on=today())  # valid through its last day
     assert selectors.appliance_is_activated(mse2)
-    licence_removed_record(license_file=stored)
+    license_removed_record(license_file=stored)
     assert not selectors.appliance_is_activated(mse2)
 
 
 @pytest.mark.django_db
-def test_a_licence_other_than_activation_does_not_activate(va_nodes):
+def test_a_license_other_than_activation_does_not_activate(va_nodes):
     _, mse2 = va_nodes
-    services.licence_upload(appliance=mse2, filename="cas.lic", data=issue(CAS_100))
+    services.license_upload(appliance=mse2, filename="cas.lic", data=issue(CAS_100))
     assert not selectors.appliance_is_activated(mse2)
 
 
@@ -343,25 +343,25 @@ def test_a_licence_other_than_activation_does_not_activate(va_nodes):
 @pytest.mark.django_db
 def test_removal_waits_for_the_install_then_queues_one_job(va_nodes, operator_user):
     _, mse2 = va_nodes
-    stored, install = services.licence_upload(appliance=mse2, filename="a.lic", data=issue(ACTIVATION_MSE2))
-    with pytest.raises(services.ServiceError, match=rf"Install licence \(job #{install.pk}\) is pending on mse2"):
-        services.licence_remove(license_file=stored, by=operator_user)
+    stored, install = services.license_upload(appliance=mse2, filename="a.lic", data=issue(ACTIVATION_MSE2))
+    with pytest.raises(services.ServiceError, match=rf"Install license \(job #{install.pk}\) is pending on mse2"):
+        services.license_remove(license_file=stored, by=operator_user)
     Job.objects.filter(pk=install.pk).update(status=JobStatus.SUCCEEDED)
-    job = services.licence_remove(license_file=stored, by=operator_user, reason="VA decommissioned")
+    job = services.license_remove(license_file=stored, by=operator_user, reason="VA decommissioned")
     assert (job.kind, job.appliance, job.params, job.reason) == (
         JobKind.REMOVE_LICENSE, mse2, {"license_file": stored.pk}, "VA decommissioned"
     )
-    with pytest.raises(services.ServiceError, match="Remove licence"):
-        services.licence_remove(license_file=stored)
+    with pytest.raises(services.ServiceError, match="Remove license"):
+        services.license_remove(license_file=stored)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
-    licence_removed_record(license_file=stored, job=job)
+    license_removed_record(license_file=stored, job=job)
     with pytest.raises(services.ServiceError, match="a.lic was already removed from mse2"):
-        services.licence_remove(license_file=stored)
+        services.license_remove(license_file=stored)
 
 
 # --- the demo fleet --------------------------------------------------------------------------------
 @pytest.mark.django_db
-def test_the_demo_fleet_activates_its_vas_with_development_licences_so_mse1_and_mse2_pair(settings):
+def test_the_demo_fleet_activates_its_vas_with_development_licenses_so_mse1_and_mse2_pair(settings):
     import ipaddress
 
     from nodeagent.config import load_fleet
@@ -382,7 +382,7 @@ def test_the_demo_fleet_activates_its_vas_with_development_licences_so_mse1_and_
     out = io.StringIO()
     call_command("demo_fleet", wait=0, stdout=out)
 
-    # Then every VA got an activation licence bound to its own UDI, and every declared pair was made
+    # Then every VA got an activation license bound to its own UDI, and every declared pair was made
     for name in vas:
         appliance = Appliance.objects.get(name=name)
         row = License.objects.get(source_file__appliance=appliance)
@@ -427,7 +427,7 @@ def test_a_10_mb_file_gets_400_without_being_read(va_nodes, upload_api):
     before = trace()
     response = upload_api(b"INCREMENT " + b"x" * (10 * 1024 * 1024))
     assert response.status_code == 400
-    assert response.json()["detail"].startswith("The licence file is 10,485,770 bytes; the limit is 64 KiB")
+    assert response.json()["detail"].startswith("The license file is 10,485,770 bytes; the limit is 64 KiB")
     assert trace() == before
 
 
@@ -468,7 +468,7 @@ def test_a_monitor_gets_403_and_nothing_is_stored(client, va_nodes, monitor_user
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert response.status_code == 403
-    assert response.json()["detail"] == "Your role (Monitor) may not upload licences."
+    assert response.json()["detail"] == "Your role (Monitor) may not upload licenses."
     assert trace() == before
 
 
@@ -489,21 +489,21 @@ def test_an_unknown_appliance_is_404(va_nodes, upload_api):
 @pytest.mark.parametrize(
     "request_kwargs, phrase",
     [
-        ({"data": '{"file": "INCREMENT", "appliance": "mse2"}', "content_type": "application/json"}, "A licence is uploaded as a file"),
-        ({"data": b"INCREMENT CAS_ELEMENTS", "content_type": "text/plain"}, "A licence is uploaded as a file"),
-        ({"data": "", "content_type": "application/x-www-form-urlencoded"}, "A licence is uploaded as a file"),
+        ({"data": '{"file": "INCREMENT", "appliance": "mse2"}', "content_type": "application/json"}, "A license is uploaded as a file"),
+        ({"data": b"INCREMENT CAS_ELEMENTS", "content_type": "text/plain"}, "A license is uploaded as a file"),
+        ({"data": "", "content_type": "application/x-www-form-urlencoded"}, "A license is uploaded as a file"),
         ({"data": b"--zz\r\nContent-Disposition: form-data; na", "content_type": "multipart/form-data; boundary=zz"},
          "Name the target appliance"),
         ({"data": b"garbage", "content_type": "multipart/form-data"}, "could not be read as multipart/form-data"),
         ({"data": b"garbage", "content_type": "multipart/form-data; boundary="}, "could not be read as multipart/form-data"),
-        ({"data": {"appliance": "mse2"}}, "No licence file was attached"),
+        ({"data": {"appliance": "mse2"}}, "No license file was attached"),
         ({"data": {"file": SimpleUploadedFile("a.lic", b"x")}}, "Name the target appliance"),
-        ({"data": {"file": "INCREMENT CAS_ELEMENTS (a field, not a file)", "appliance": "mse2"}}, "No licence file was attached"),
+        ({"data": {"file": "INCREMENT CAS_ELEMENTS (a field, not a file)", "appliance": "mse2"}}, "No license file was attached"),
     ],
     ids=["json", "text", "urlencoded-empty", "multipart-cut", "multipart-no-boundary", "multipart-empty-boundary",
          "missing-file", "missing-appliance", "file-as-text-field"],
 )
-def test_requests_that_are_not_a_licence_upload_get_400_never_500(client, va_nodes, upload_api, request_kwargs, phrase):
+def test_requests_that_are_not_a_license_upload_get_400_never_500(client, va_nodes, upload_api, request_kwargs, phrase):
     before = trace()
     response = client.post(
         "/api/v1/licenses", HTTP_AUTHORIZATION=f"Bearer {upload_api.tokens['operator']}", **request_kwargs
@@ -518,7 +518,7 @@ def test_removal_through_the_api(client, va_nodes, upload_api, monitor_user):
     body = upload_api(issue(CAS_100), "mse2").json()
     auth = {"HTTP_AUTHORIZATION": f"Bearer {upload_api.tokens['operator']}"}
     response = client.delete(f"/api/v1/licenses/{body['id']}", **auth)
-    assert response.status_code == 409 and "Install licence" in response.json()["detail"]  # still installing
+    assert response.status_code == 409 and "Install license" in response.json()["detail"]  # still installing
     Job.objects.filter(pk=body["job"]["id"]).update(status=JobStatus.SUCCEEDED)
     monitor = client.delete(f"/api/v1/licenses/{body['id']}", HTTP_AUTHORIZATION=f"Bearer {token_for(monitor_user)}")
     assert monitor.status_code == 403
@@ -599,7 +599,7 @@ def wait_job(api, job_id, worker, *, timeout=60):
     return body
 
 
-def agent_licences(name: str) -> list[dict]:
+def agent_licenses(name: str) -> list[dict]:
     appliance = Appliance.objects.get(name=name)
     return agent_client.call(agent_client.target_for(appliance), "GET", protocol.PATH_LICENSES)["licenses"]
 
@@ -612,26 +612,26 @@ def add_appliance(api, name, ip, password):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_the_upload_job_installs_the_licence_on_the_agent_and_removal_removes_it(
+def test_the_upload_job_installs_the_license_on_the_agent_and_removal_removes_it(
     va_farm, start_worker, e2e_api, trusted_key
 ):
     worker = start_worker()
     add_appliance(e2e_api, "valic1", va_farm["primary"], "pw-valic1")
-    assert agent_licences("valic1") == []
+    assert agent_licenses("valic1") == []
 
-    # When the operator uploads valic1's activation licence with 100 CAS elements
-    data = issue(LicenceSpec("MSE_ACTIVATION", 1, host_udi=E2E_UDI_1), CAS_100)
+    # When the operator uploads valic1's activation license with 100 CAS elements
+    data = issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=E2E_UDI_1), CAS_100)
     response = e2e_api("post", "/licenses", data={"file": SimpleUploadedFile("valic1.lic", data), "appliance": "valic1"})
     assert response.status_code == 201, response.content
     uploaded = response.json()
     body = wait_job(e2e_api, uploaded["job"]["id"], worker)
-    assert body["steps_done"] == ["install_licence"]
+    assert body["steps_done"] == ["install_license"]
 
     # Then the agent holds it, and the portal records it installed there
-    held = agent_licences("valic1")
+    held = agent_licenses("valic1")
     assert [(lic["features"]) for lic in held] == [{"Activation": 1, "CAS Elements": 100}]
     stored = LicenseFile.objects.get(pk=uploaded["id"])
-    assert stored.agent_licence_id == held[0]["id"]
+    assert stored.agent_license_id == held[0]["id"]
     assert {(row.status, row.installed_on.name) for row in stored.licenses.all()} == {(LicenseStatus.INSTALLED, "valic1")}
     assert selectors.appliance_is_activated(stored.appliance)
     assert HAEvent.objects.filter(code="license_installed", appliance__name="valic1").count() == 1
@@ -640,10 +640,10 @@ def test_the_upload_job_installs_the_licence_on_the_agent_and_removal_removes_it
     response = e2e_api("delete", f"/licenses/{uploaded['id']}?reason=decommissioned")
     assert response.status_code == 202, response.content
     body = wait_job(e2e_api, response.json()["id"], worker)
-    assert body["steps_done"] == ["remove_licence", "record_removed"]
+    assert body["steps_done"] == ["remove_license", "record_removed"]
 
     # Then the agent no longer holds it, the lines are kept as REMOVED, and the VA is no longer activated
-    assert agent_licences("valic1") == []
+    assert agent_licenses("valic1") == []
     assert {row.status for row in stored.licenses.all()} == {LicenseStatus.REMOVED}
     assert not selectors.appliance_is_activated(stored.appliance)
     listed = e2e_api("get", "/licenses?appliance=valic1").json()
@@ -655,10 +655,10 @@ def test_the_upload_job_installs_the_licence_on_the_agent_and_removal_removes_it
 def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, e2e_api, trusted_key):
     add_appliance(e2e_api, "valic1", va_farm["primary"], "pw-valic1")
     add_appliance(e2e_api, "valic2", va_farm["secondary"], "pw-valic2")
-    # Given both VAs' activation licences uploaded, their own install jobs withdrawn before
+    # Given both VAs' activation licenses uploaded, their own install jobs withdrawn before
     # any worker ran (so only the configure job can install them)
     for name, udi in (("valic1", E2E_UDI_1), ("valic2", E2E_UDI_2)):
-        data = issue(LicenceSpec("MSE_ACTIVATION", 1, host_udi=udi))
+        data = issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=udi))
         response = e2e_api("post", "/licenses", data={"file": SimpleUploadedFile(f"{name}.lic", data), "appliance": name})
         assert response.status_code == 201, response.content
         assert services.job_cancel(job=Job.objects.get(pk=response.json()["job"]["id"]))
@@ -672,10 +672,10 @@ def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, 
     worker = start_worker()
     body = wait_job(e2e_api, response.json()["id"], worker, timeout=120)
 
-    # Then the configure job installed both licences first, and the pair is Active
-    assert body["steps_done"][0] == "install_licences"
-    assert [lic["features"] for lic in agent_licences("valic1")] == [{"Activation": 1}]
-    assert [lic["features"] for lic in agent_licences("valic2")] == [{"Activation": 1}]
+    # Then the configure job installed both licenses first, and the pair is Active
+    assert body["steps_done"][0] == "install_licenses"
+    assert [lic["features"] for lic in agent_licenses("valic1")] == [{"Activation": 1}]
+    assert [lic["features"] for lic in agent_licenses("valic2")] == [{"Activation": 1}]
     assert set(License.objects.values_list("status", "installed_on__name")) == {
         (LicenseStatus.INSTALLED, "valic1"), (LicenseStatus.INSTALLED, "valic2")
     }
@@ -687,18 +687,18 @@ def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, 
 @pytest.mark.django_db
 def test_the_live_check_and_the_save_refuse_a_file_that_cannot_activate_the_secondary_alike(va_nodes):
     mse1, _ = va_nodes
-    services.licence_upload(appliance=mse1, filename="mse1.lic", data=issue(ACTIVATION_MSE1))  # the primary is activated
+    services.license_upload(appliance=mse1, filename="mse1.lic", data=issue(ACTIVATION_MSE1))  # the primary is activated
     typed = {"secondary_name": "mse2", "secondary_ip": "127.10.10.13"}
     before = trace()
-    # When a file without an activation licence comes with the pairing
+    # When a file without an activation license comes with the pairing
     cas = ("cas.lic", issue(CAS_100))
-    check = services.ha_configure_check(primary=mse1, activation_licence=cas, **typed)
+    check = services.ha_configure_check(primary=mse1, activation_license=cas, **typed)
     with pytest.raises(services.ServiceError) as caught:
-        services.ha_configure(primary=mse1, secondary_password="", activation_licence=cas, **typed)
+        services.ha_configure(primary=mse1, secondary_password="", activation_license=cas, **typed)
     # Then the live check and the Save refuse it with the same sentence, and nothing is stored
-    expected = {"activation_license": ["This file holds no MSE_ACTIVATION licence (L-MSE-7.0-K9); it cannot activate mse2."]}
+    expected = {"activation_license": ["This file holds no MSE_ACTIVATION license (L-MSE-7.0-K9); it cannot activate mse2."]}
     assert check.errors == expected and caught.value.errors == expected
     assert check.facts["activation"] == "Not Activated" and trace() == before
-    # And with mse2's own activation licence the same check finds nothing against the pairing
-    good = services.ha_configure_check(primary=mse1, activation_licence=("mse2.lic", issue(ACTIVATION_MSE2)), **typed)
+    # And with mse2's own activation license the same check finds nothing against the pairing
+    good = services.ha_configure_check(primary=mse1, activation_license=("mse2.lic", issue(ACTIVATION_MSE2)), **typed)
     assert good.errors == {} and good.facts["activation"] == "Activated"
