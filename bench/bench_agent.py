@@ -50,8 +50,24 @@ def env():
 
 def serve(fleet: Path, name: str, tmp: Path) -> subprocess.Popen:
     log = open(tmp / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "nodeagent", "serve", "--fleet", str(fleet), "--node", name,
-                             "--state-dir", str(tmp / name)], cwd=tmp, env=env(), stdout=log, stderr=log)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nodeagent",
+            "serve",
+            "--fleet",
+            str(fleet),
+            "--node",
+            name,
+            "--state-dir",
+            str(tmp / name),
+        ],
+        cwd=tmp,
+        env=env(),
+        stdout=log,
+        stderr=log,
+    )
 
 
 async def ha_info(session, host, password):
@@ -82,8 +98,8 @@ name = "bp"
 type = "VA-High"
 version = "8.0.110.0"
 role = "primary"
-hm_ip = "{ips['p']}"
-vip = "{ips['vip']}"
+hm_ip = "{ips["p"]}"
+vip = "{ips["vip"]}"
 netmask = "255.255.255.0"
 password = "bench-p"
 
@@ -92,7 +108,7 @@ name = "bs"
 type = "VA-High"
 version = "8.0.110.0"
 role = "secondary"
-hm_ip = "{ips['s']}"
+hm_ip = "{ips["s"]}"
 password = "bench-s"
 
 [[pair]]
@@ -119,8 +135,13 @@ async def bench_pair(wait: float, do_failover: bool, do_heartbeat: bool, heartbe
                     # let 50 steady ones replace those of the pairing (first connection, sync)
                     await asyncio.sleep(heartbeat_settle)
                     s = (await ha_info(session, *S))["peers"][0]
-                    emit(metric="mean_heartbeat_ms", value=s["mean_heartbeat_ms"], target="< 2", unit="ms",
-                         note="secondary -> primary over loopback, signed HTTP, last 50 heartbeats")
+                    emit(
+                        metric="mean_heartbeat_ms",
+                        value=s["mean_heartbeat_ms"],
+                        target="< 2",
+                        unit="ms",
+                        note="secondary -> primary over loopback, signed HTTP, last 50 heartbeats",
+                    )
                 if do_failover:
                     await failover_window(session, ips, procs[0], wait)
         finally:
@@ -141,10 +162,11 @@ async def failover_window(session, ips, primary: subprocess.Popen, wait: float) 
         i = 0
         async with aiohttp.ClientSession(headers=auth) as s:
             while not stop.is_set():
-                mac = "02:%02x:%02x:%02x:%02x:%02x" % tuple((i >> sh) & 255 for sh in (32, 24, 16, 8, 0))
+                mac = "02:" + ":".join(f"{(i >> sh) & 255:02x}" for sh in (32, 24, 16, 8, 0))
                 try:
-                    async with s.post(url, json={"mac": mac, "x": i, "y": 0, "floor": 1},
-                                      timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    async with s.post(
+                        url, json={"mac": mac, "x": i, "y": 0, "floor": 1}, timeout=aiohttp.ClientTimeout(total=1)
+                    ) as r:
                         if r.status == 201:
                             body = await r.json()
                             acked.append(mac)
@@ -152,7 +174,7 @@ async def failover_window(session, ips, primary: subprocess.Popen, wait: float) 
                             if body["served_by"] == "bs" and not first_by_secondary:
                                 first_by_secondary.append(time.monotonic())
                             continue
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     pass
                 await asyncio.sleep(0.005)
 
@@ -171,8 +193,12 @@ async def failover_window(session, ips, primary: subprocess.Popen, wait: float) 
         return
     window = first_by_secondary[0] - kill_at
     emit(metric="unavailability_window_s", value=round(window, 3), wait_s=wait, unit="s")
-    emit(metric="unavailability_over_wait", value=round(window / wait, 3), target="<= 1.1",
-         note="keepalived needs ~3.6 s with defaults; the seed's MSE waits 10 s")
+    emit(
+        metric="unavailability_over_wait",
+        value=round(window / wait, 3),
+        target="<= 1.1",
+        note="keepalived needs ~3.6 s with defaults; the seed's MSE waits 10 s",
+    )
     async with aiohttp.ClientSession(headers=auth) as s:
         async with s.get(url + "?limit=100000000") as r:
             data = await r.json()
@@ -186,13 +212,32 @@ def farm_fleet(tmp: Path, n: int) -> Path:
     lines = ["[agent]", "port = 8001", ""]
     for i in range(pairs):
         a, b = divmod(i, 250)
-        lines += ["[[node]]", f'name = "fp{i}"', 'type = "3310"', 'version = "8.0.110.0"', 'role = "primary"',
-                  f'hm_ip = "127.241.{a}.{b + 1}"', f'vip = "127.242.{a}.{b + 1}"', 'netmask = "255.0.0.0"',
-                  f'password = "farm-p{i}"', "",
-                  "[[node]]", f'name = "fs{i}"', 'type = "3355"', 'version = "8.0.110.0"', 'role = "secondary"',
-                  f'hm_ip = "127.243.{a}.{b + 1}"', f'password = "farm-s{i}"', "",
-                  "[[pair]]", f'primary = "fp{i}"', f'secondary = "fs{i}"', 'failover_type = "Automatic"',
-                  "failover_wait = 10", ""]
+        lines += [
+            "[[node]]",
+            f'name = "fp{i}"',
+            'type = "3310"',
+            'version = "8.0.110.0"',
+            'role = "primary"',
+            f'hm_ip = "127.241.{a}.{b + 1}"',
+            f'vip = "127.242.{a}.{b + 1}"',
+            'netmask = "255.0.0.0"',
+            f'password = "farm-p{i}"',
+            "",
+            "[[node]]",
+            f'name = "fs{i}"',
+            'type = "3355"',
+            'version = "8.0.110.0"',
+            'role = "secondary"',
+            f'hm_ip = "127.243.{a}.{b + 1}"',
+            f'password = "farm-s{i}"',
+            "",
+            "[[pair]]",
+            f'primary = "fp{i}"',
+            f'secondary = "fs{i}"',
+            'failover_type = "Automatic"',
+            "failover_wait = 10",
+            "",
+        ]
     f = tmp / "farm.toml"
     f.write_text("\n".join(lines))
     return f
@@ -213,8 +258,24 @@ async def bench_farm(n: int, settle: float) -> None:
         ready = tmp / "ready"
         log = open(tmp / "farm.log", "ab")
         t0 = time.monotonic()
-        p = subprocess.Popen([sys.executable, "-m", "nodeagent", "farm", "--fleet", str(fleet), "--state-root",
-                              str(tmp / "state"), "--ready-file", str(ready)], cwd=tmp, env=env(), stdout=log, stderr=log)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nodeagent",
+                "farm",
+                "--fleet",
+                str(fleet),
+                "--state-root",
+                str(tmp / "state"),
+                "--ready-file",
+                str(ready),
+            ],
+            cwd=tmp,
+            env=env(),
+            stdout=log,
+            stderr=log,
+        )
         try:
             while not ready.exists():
                 if p.poll() is not None:
@@ -236,8 +297,15 @@ async def bench_farm(n: int, settle: float) -> None:
                         up += info["peers"][0]["heartbeat"] == "Up"
                     except Exception:  # noqa: BLE001
                         pass
-            emit(metric="farm_rss_mb", value=round(rss_mb(p.pid), 1), nodes=n, target="< 600", unit="MB",
-                 startup_s=round(started, 1), sampled_pairs_heartbeat_up=f"{up}/{min(20, n // 2)}")
+            emit(
+                metric="farm_rss_mb",
+                value=round(rss_mb(p.pid), 1),
+                nodes=n,
+                target="< 600",
+                unit="MB",
+                startup_s=round(started, 1),
+                sampled_pairs_heartbeat_up=f"{up}/{min(20, n // 2)}",
+            )
         finally:
             p.send_signal(signal.SIGKILL)
             p.wait()
@@ -247,10 +315,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wait", type=float, default=10.0, help="Long Failover Wait for the failover run (2-120)")
     ap.add_argument("--farm-nodes", type=int, default=2000)
-    ap.add_argument("--farm-settle", type=float, default=10.0, help="seconds to let the farm heartbeat before measuring")
+    ap.add_argument(
+        "--farm-settle", type=float, default=10.0, help="seconds to let the farm heartbeat before measuring"
+    )
     ap.add_argument("--only", default="failover,heartbeat,farm")
-    ap.add_argument("--heartbeat-settle", type=float, default=55.0,
-                    help="seconds of steady heartbeats before reading the mean of the last 50 (default 55)")
+    ap.add_argument(
+        "--heartbeat-settle",
+        type=float,
+        default=55.0,
+        help="seconds of steady heartbeats before reading the mean of the last 50 (default 55)",
+    )
     a = ap.parse_args()
     only = set(a.only.split(","))
     if a.heartbeat_settle < 0:

@@ -29,56 +29,100 @@ sys.path.insert(0, str(REPO / "bench"))
 from benchlib import emit, setup_django  # noqa: E402
 
 
-
-
-
-
 def build_fleet(appliances: int, events: int) -> None:
     """Half primaries (with a VIP), half secondaries, one pair each; events spread over the pairs."""
+    from django.db import connection
     from django.utils import timezone
 
     from hapairs import crypto
     from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample
 
-    from django.db import connection
-
     with connection.cursor() as cursor:  # a rerun at another size starts empty
-        for table in ("hapairs_haevent", "hapairs_heartbeatsample", "hapairs_job", "hapairs_hapair", "hapairs_appliance"):
+        for table in (
+            "hapairs_haevent",
+            "hapairs_heartbeatsample",
+            "hapairs_job",
+            "hapairs_hapair",
+            "hapairs_appliance",
+        ):
             cursor.execute(f"DELETE FROM {table}")
     password = crypto.encrypt("bench-password")
-    services = [{"name": "Context Aware Service", "version": "8.0.110.0", "admin_status": "Enabled", "service_status": "Up"},
-                {"name": "WIPS", "version": "8.0.110.0", "admin_status": "Disabled", "service_status": "Down"}]
+    services = [
+        {"name": "Context Aware Service", "version": "8.0.110.0", "admin_status": "Enabled", "service_status": "Up"},
+        {"name": "WIPS", "version": "8.0.110.0", "admin_status": "Disabled", "service_status": "Down"},
+    ]
     pairs = appliances // 2
     rows = []
     for i in range(pairs):
-        rows.append(Appliance(name=f"p{i:05d}", device_type="3355", hm_ip=f"127.100.{i // 250}.{i % 250 + 2}",
-                              vip=f"127.101.{i // 250}.{i % 250 + 2}", vip_prefixlen=16, version="8.0.110.0",
-                              role="primary", reachability="reachable", password_ciphertext=password,
-                              services=services, udi=f"AIR-MSE-3355-K9:V01:P{i:05d}"))
-        rows.append(Appliance(name=f"s{i:05d}", device_type="3355", hm_ip=f"127.102.{i // 250}.{i % 250 + 2}",
-                              version="8.0.110.0", role="secondary", reachability="reachable",
-                              password_ciphertext=password, services=services, udi=f"AIR-MSE-3355-K9:V01:S{i:05d}"))
+        rows.append(
+            Appliance(
+                name=f"p{i:05d}",
+                device_type="3355",
+                hm_ip=f"127.100.{i // 250}.{i % 250 + 2}",
+                vip=f"127.101.{i // 250}.{i % 250 + 2}",
+                vip_prefixlen=16,
+                version="8.0.110.0",
+                role="primary",
+                reachability="reachable",
+                password_ciphertext=password,
+                services=services,
+                udi=f"AIR-MSE-3355-K9:V01:P{i:05d}",
+            )
+        )
+        rows.append(
+            Appliance(
+                name=f"s{i:05d}",
+                device_type="3355",
+                hm_ip=f"127.102.{i // 250}.{i % 250 + 2}",
+                version="8.0.110.0",
+                role="secondary",
+                reachability="reachable",
+                password_ciphertext=password,
+                services=services,
+                udi=f"AIR-MSE-3355-K9:V01:S{i:05d}",
+            )
+        )
     Appliance.objects.bulk_create(rows, batch_size=1000)
     by_name = dict(Appliance.objects.values_list("name", "pk"))
     now = timezone.now()
     pair_rows = []
     for i in range(pairs):
-        pair = HAPair(primary_id=by_name[f"p{i:05d}"], secondary_id=by_name[f"s{i:05d}"], status_text="Active",
-                      heartbeat="up", replication="up", sync_percent=100, mean_heartbeat_ms=1.4,
-                      primary_state="PRIMARY_ACTIVE", secondary_state="SECONDARY_ACTIVE", primary_reachable=True,
-                      secondary_reachable=True, primary_in_charge=True, status_updated_at=now)
+        pair = HAPair(
+            primary_id=by_name[f"p{i:05d}"],
+            secondary_id=by_name[f"s{i:05d}"],
+            status_text="Active",
+            heartbeat="up",
+            replication="up",
+            sync_percent=100,
+            mean_heartbeat_ms=1.4,
+            primary_state="PRIMARY_ACTIVE",
+            secondary_state="SECONDARY_ACTIVE",
+            primary_reachable=True,
+            secondary_reachable=True,
+            primary_in_charge=True,
+            status_updated_at=now,
+        )
         pair.assign_slot(1)
         pair_rows.append(pair)
     HAPair.objects.bulk_create(pair_rows, batch_size=1000)
     pair_ids = list(HAPair.objects.order_by("pk").values_list("pk", flat=True))
     event_rows = [
-        HAEvent(pair_id=pair_ids[n % len(pair_ids)], code="heartbeats_setup", description="Heartbeats have been setup successfully",
-                generated_by="Primary", timestamp=now - timedelta(seconds=n), remarks="bench")
+        HAEvent(
+            pair_id=pair_ids[n % len(pair_ids)],
+            code="heartbeats_setup",
+            description="Heartbeats have been setup successfully",
+            generated_by="Primary",
+            timestamp=now - timedelta(seconds=n),
+            remarks="bench",
+        )
         for n in range(events)
     ]
     HAEvent.objects.bulk_create(event_rows, batch_size=2000)
-    samples = [HeartbeatSample(pair_id=pk, at=now - timedelta(minutes=m), mean_ms=1.0 + (m % 7) / 10)
-               for pk in pair_ids[:50] for m in range(60)]
+    samples = [
+        HeartbeatSample(pair_id=pk, at=now - timedelta(minutes=m), mean_ms=1.0 + (m % 7) / 10)
+        for pk in pair_ids[:50]
+        for m in range(60)
+    ]
     HeartbeatSample.objects.bulk_create(samples, batch_size=2000)
 
 
@@ -97,8 +141,11 @@ def measure(client, url: str, requests: int) -> dict:
         timings.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200
     timings.sort()
-    return {"p50_ms": round(statistics.median(timings), 2),
-            "p95_ms": round(timings[max(0, int(len(timings) * 0.95) - 1)], 2), "queries": len(captured)}
+    return {
+        "p50_ms": round(statistics.median(timings), 2),
+        "p95_ms": round(timings[max(0, int(len(timings) * 0.95) - 1)], 2),
+        "queries": len(captured),
+    }
 
 
 PAGES = {
@@ -140,10 +187,20 @@ def main() -> None:
     small = run(args.appliances // 10, args.events // 10, 5)
     full = run(args.appliances, args.events, args.requests)
     for name, figures in full.items():
-        emit(bench="page", page=name, database=connection.vendor, appliances=args.appliances,
-             pairs=args.appliances // 2, events=args.events, requests=args.requests, **figures,
-             queries_at_tenth_size=small[name]["queries"], target_p95_ms=50,
-             p95_within_target=figures["p95_ms"] <= 50, queries_independent_of_size=figures["queries"] == small[name]["queries"])
+        emit(
+            bench="page",
+            page=name,
+            database=connection.vendor,
+            appliances=args.appliances,
+            pairs=args.appliances // 2,
+            events=args.events,
+            requests=args.requests,
+            **figures,
+            queries_at_tenth_size=small[name]["queries"],
+            target_p95_ms=50,
+            p95_within_target=figures["p95_ms"] <= 50,
+            queries_independent_of_size=figures["queries"] == small[name]["queries"],
+        )
     emit(bench="pages_total", seconds=round(time.perf_counter() - started, 1))
 
 

@@ -44,7 +44,7 @@ class ApplianceAdminForm(forms.ModelForm):
 
     class Meta:
         model = Appliance
-        exclude = ("password_ciphertext",)
+        exclude = ("password_ciphertext",)  # noqa: DJ006  (every field but the secret; readonly_fields decide)
 
     def clean(self):
         cleaned = super().clean()
@@ -61,11 +61,20 @@ class ApplianceAdminForm(forms.ModelForm):
         return appliance
 
 
-
 @admin.register(Appliance)
 class ApplianceAdmin(admin.ModelAdmin):
     form = ApplianceAdminForm
-    list_display = ("name", "device_type", "hm_ip", "vip", "version", "role", "reachability", "ha_state", "last_seen_at")
+    list_display = (
+        "name",
+        "device_type",
+        "hm_ip",
+        "vip",
+        "version",
+        "role",
+        "reachability",
+        "ha_state",
+        "last_seen_at",
+    )
     list_filter = ("device_type", "role", "reachability", "ha_state", "version")
     search_fields = ("name", "hm_ip", "vip", "udi", "contact_name")
     readonly_fields = STATUS_FIELDS_APPLIANCE
@@ -90,10 +99,23 @@ class ApplianceAdmin(admin.ModelAdmin):
             if form.cleaned_data.get("password"):
                 services.appliance_set_password(appliance=obj, password=form.cleaned_data["password"], by=request.user)
             return
-        data = {name: form.cleaned_data.get(name) for name in (
-            "name", "device_type", "hm_ip", "version", "username", "role", "vip", "vip_prefixlen",
-            "udi", "contact_name", "http_enabled", "direct_connect",
-        )}
+        data = {
+            name: form.cleaned_data.get(name)
+            for name in (
+                "name",
+                "device_type",
+                "hm_ip",
+                "version",
+                "username",
+                "role",
+                "vip",
+                "vip_prefixlen",
+                "udi",
+                "contact_name",
+                "http_enabled",
+                "direct_connect",
+            )
+        }
         # The form has already run the model's validation, so the service accepts it.
         created = services.appliance_create(password=form.cleaned_data["password"], by=request.user, **data)
         obj.pk = created.pk
@@ -104,7 +126,17 @@ class LicenseInline(admin.TabularInline):
     model = License
     extra = 0
     can_delete = False
-    readonly_fields = ("feature", "sku", "version", "count", "host_udi", "expires_on", "is_evaluation", "installed_on", "status")
+    readonly_fields = (
+        "feature",
+        "sku",
+        "version",
+        "count",
+        "host_udi",
+        "expires_on",
+        "is_evaluation",
+        "installed_on",
+        "status",
+    )
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -174,7 +206,17 @@ class HAPairAdmin(admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("pk", "kind", "status", "pair", "appliance", "requested_by", "progress", "created_at", "finished_at")
+    list_display = (
+        "pk",
+        "kind",
+        "status",
+        "pair",
+        "appliance",
+        "requested_by",
+        "progress",
+        "created_at",
+        "finished_at",
+    )
     list_filter = ("kind", "status")
     search_fields = ("reason", "error", "pair__primary__name", "appliance__name")
     list_select_related = ("pair__primary", "pair__secondary", "appliance", "requested_by")
@@ -207,8 +249,17 @@ class HAEventAdmin(admin.ModelAdmin):
 
 
 # --- health reports, alerts and their deliveries ----------------------------------------
-SCHEDULE_FIELDS = ("name", "recipients", "cadence", "send_at", "weekday", "crontab", "period_days", "enabled",
-                   "also_alerts")
+SCHEDULE_FIELDS = (
+    "name",
+    "recipients",
+    "cadence",
+    "send_at",
+    "weekday",
+    "crontab",
+    "period_days",
+    "enabled",
+    "also_alerts",
+)
 
 
 class ReportScheduleAdminForm(forms.ModelForm):
@@ -224,8 +275,9 @@ class ReportScheduleAdminForm(forms.ModelForm):
         try:
             report_schedule_clean(schedule=self.instance if self.instance.pk else None, **values)
         except services.ServiceError as exc:
-            raise ValidationError({name if name in self.fields else None: messages
-                                   for name, messages in exc.errors.items()}) from None
+            raise ValidationError(
+                {name if name in self.fields else None: messages for name, messages in exc.errors.items()}
+            ) from None
         return cleaned
 
 

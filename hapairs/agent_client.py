@@ -89,7 +89,7 @@ class AgentClient:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "AgentClient":
+    async def __aenter__(self) -> AgentClient:
         connector = aiohttp.TCPConnector(limit=self.limit, force_close=False)
         self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         return self
@@ -119,12 +119,17 @@ class AgentClient:
             headers[protocol.IDEMPOTENCY_HEADER] = idempotency_key
         url = f"http://{target.host}:{target.port}{path}"
         try:
-            async with self._session.request(method, url, data=payload or None, headers=headers) as response:
+            # never follow a redirect: it would send the signed request where check_address never looked
+            async with self._session.request(
+                method, url, data=payload or None, headers=headers, allow_redirects=False
+            ) as response:
                 raw = await response.read()
                 status = response.status
                 theirs = response.headers.get(protocol.HEADER_PROTOCOL)
-        except asyncio.TimeoutError:
-            raise AgentUnavailable(f"{target.name} ({target.host}) did not answer within {self.timeout.total:g} s.") from None
+        except TimeoutError:
+            raise AgentUnavailable(
+                f"{target.name} ({target.host}) did not answer within {self.timeout.total:g} s."
+            ) from None
         except aiohttp.ClientConnectorError:
             raise AgentUnavailable(f"{target.name} ({target.host}) refused the connection or is unreachable.") from None
         except aiohttp.ClientError as exc:
@@ -142,6 +147,10 @@ class AgentClient:
             )
         if status >= 400:
             raise AgentRejected(f"{target.name}: {_reason(data, status)}", status=status)
+        if 300 <= status < 400:
+            raise AgentBadReply(
+                f"{target.name} answered with a redirect (HTTP {status}); it was not followed.", status=status
+            )
         if not isinstance(data, dict):
             raise AgentBadReply(f"{target.name} answered with something that is not a JSON object.", status=status)
         return data

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hapairs.agent_client import AgentBadReply
@@ -67,7 +67,7 @@ def _time(data: dict, key: str, source: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise _bad(source, f"“{key}” should be an ISO 8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _prefixlen(data: dict, source: str) -> int | None:
@@ -126,8 +126,10 @@ def _services(raw_services: Any, source: str) -> list[ServiceStatus]:
 
 def services_as_rows(services: list[ServiceStatus]) -> list[dict]:
     """What Appliance.services stores."""
-    return [{"name": s.name, "version": s.version, "admin_status": s.admin_status, "service_status": s.service_status}
-            for s in services]
+    return [
+        {"name": s.name, "version": s.version, "admin_status": s.admin_status, "service_status": s.service_status}
+        for s in services
+    ]
 
 
 def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:

@@ -31,6 +31,7 @@ Role = models.TextChoices(
     "Role", [("UNCONFIGURED", ("none", "Not configured")), *((r.name, (r.value, r.title)) for r in protocol.Role)]
 )
 
+
 class Reachability(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"  # never polled yet
     REACHABLE = "reachable", "Reachable"  # the last poll answered
@@ -48,7 +49,8 @@ HAState = models.TextChoices(
 
 # Heartbeats (Up / Down) on the status screen.
 LinkStatus = models.TextChoices(
-    "LinkStatus", [("UNKNOWN", ("unknown", "Unknown")), *((s.name, (s.name.lower(), s.value)) for s in protocol.LinkStatus)]
+    "LinkStatus",
+    [("UNKNOWN", ("unknown", "Unknown")), *((s.name, (s.name.lower(), s.value)) for s in protocol.LinkStatus)],
 )
 
 # Data Replication on the status screen.
@@ -88,7 +90,10 @@ PORTAL_EVENT_CODES = (
 
 EventCode = models.TextChoices(
     "EventCode",
-    [*((c.name, (c.value, c.text)) for c in protocol.EventCode), *((n, (v, label)) for n, v, label in PORTAL_EVENT_CODES)],
+    [
+        *((c.name, (c.value, c.text)) for c in protocol.EventCode),
+        *((n, (v, label)) for n, v, label in PORTAL_EVENT_CODES),
+    ],
 )
 
 
@@ -97,10 +102,8 @@ FAILBACK_CODES = frozenset({EventCode.FAILBACK_COMPLETE})  # type: ignore[attr-d
 
 
 class JobKind(models.TextChoices):
-    ADD_APPLIANCE = "add_appliance", "Add appliance"
     CONFIGURE_HA = "configure_ha", "Configure high availability"
     UPDATE_HA = "update_ha", "Update high availability parameters"
-    ACTIVATE_SECONDARY = "activate_secondary", "Activate secondary"
     INSTALL_LICENSE = "install_license", "Install license"
     REMOVE_LICENSE = "remove_license", "Remove license"
     SWITCHOVER = "switchover", "Switchover"
@@ -120,9 +123,7 @@ class JobStatus(models.TextChoices):
 
 
 JobStatus.ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)  # type: ignore[attr-defined]
-JobStatus.TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)  # type: ignore[attr-defined]
 ACTIVE_JOB_STATUSES = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
-TERMINAL_JOB_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
 
 class Severity(models.TextChoices):
@@ -216,7 +217,6 @@ class AlertStatus(models.TextChoices):
 MAX_PRIMARIES_PER_SECONDARY = 2
 FIRST_INSTANCE_NUMBER = 3
 FIRST_INSTANCE_PORT = 1524
-STANDBY_PORT_OFFSET = 100  # the primary's view names the standby on port 1624, …
 
 
 def instance_identity(slot: int) -> dict[str, object]:

@@ -99,7 +99,9 @@ def send_email(delivery: Delivery) -> None:
         raise
     except smtplib.SMTPResponseException as exc:
         if exc.smtp_code >= 500:
-            raise DeliveryRefused(f"The mail server refused the message: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+            raise DeliveryRefused(
+                f"The mail server refused the message: {exc.smtp_code} {_text(exc.smtp_error)}"
+            ) from None
         raise
     if not sent:
         raise RuntimeError("the mail backend sent nothing (no connection)")
@@ -118,13 +120,18 @@ def post_webhook(delivery: Delivery) -> None:
     url = delivery.recipients[0]
     body = delivery.body_text.encode()
     timestamp = str(int(time.time()))
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json",
-        "User-Agent": "mseportal-alerts",
-        "X-Mseportal-Delivery": delivery.key,
-        "X-Mseportal-Timestamp": timestamp,
-        "X-Mseportal-Signature": f"sha256={sign(settings.ALERT_WEBHOOK_SECRET, timestamp, body)}",
-    })
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "mseportal-alerts",
+            "X-Mseportal-Delivery": delivery.key,
+            "X-Mseportal-Timestamp": timestamp,
+            "X-Mseportal-Signature": f"sha256={sign(settings.ALERT_WEBHOOK_SECRET, timestamp, body)}",
+        },
+    )
     # No proxy from the environment and no redirects: the POST goes to the URL configured.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
     try:

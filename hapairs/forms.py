@@ -46,7 +46,10 @@ class ConfigureHAForm(PortalForm):
     secondary_name = forms.CharField(label="Secondary Device Name", max_length=63, validators=[device_name_validator])
     secondary_ip = forms.GenericIPAddressField(label="Secondary IP Address", protocol="IPv4")
     secondary_password = forms.CharField(
-        label="Secondary Password", max_length=256, required=False, widget=forms.PasswordInput(render_value=False),
+        label="Secondary Password",
+        max_length=256,
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
         help_text="The secondary's admin password. Leave empty for a secondary the portal already knows.",
     )
     activation_license = forms.FileField(label="Activate Secondary with License", required=False)
@@ -66,12 +69,16 @@ class ConfigureHAForm(PortalForm):
 class UpdateHAForm(PortalForm):
     failover_type = forms.ChoiceField(label="Failover Type", choices=SWITCH_CHOICES)
     failback_type = forms.ChoiceField(label="Failback Type", choices=SWITCH_CHOICES)
-    failover_wait = forms.IntegerField(label="Long Failover Wait", min_value=FAILOVER_WAIT_MIN, max_value=FAILOVER_WAIT_MAX)
+    failover_wait = forms.IntegerField(
+        label="Long Failover Wait", min_value=FAILOVER_WAIT_MIN, max_value=FAILOVER_WAIT_MAX
+    )
     reason = forms.CharField(label="Reason", max_length=500, required=False)
 
 
 class ReasonForm(PortalForm):
-    reason = forms.CharField(label="Reason", max_length=500, required=False, help_text="Recorded with the job and in the events log.")
+    reason = forms.CharField(
+        label="Reason", max_length=500, required=False, help_text="Recorded with the job and in the events log."
+    )
 
 
 class MaintenanceForm(PortalForm):
@@ -83,7 +90,9 @@ class ApplianceFilterForm(PortalForm):
     """The list's filter bar: every field optional, bad values simply ignored."""
 
     q = forms.CharField(label="Search", required=False, max_length=100)
-    device_type = forms.ChoiceField(label="Device Type", required=False, choices=[("", "Any type"), *DeviceType.choices])
+    device_type = forms.ChoiceField(
+        label="Device Type", required=False, choices=[("", "Any type"), *DeviceType.choices]
+    )
     reachability = forms.ChoiceField(
         label="Reachability", required=False, choices=[("", "Any reachability"), *Reachability.choices]
     )
@@ -112,18 +121,35 @@ class ReportScheduleForm(PortalForm):
 
     name = forms.CharField(label="Name", max_length=100)
     recipients = forms.CharField(
-        label="Recipients", max_length=5000, widget=forms.Textarea(attrs={"rows": 2, "cols": 40}),
+        label="Recipients",
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 40}),
         help_text="E-mail addresses, separated by commas or new lines.",
     )
     cadence = forms.ChoiceField(label="Period", choices=ReportCadence.choices, initial=ReportCadence.DAILY)
-    send_at = forms.TimeField(label="Send at", initial="07:00", widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
-                              help_text="Daily and weekly: the time of day.")
-    weekday = forms.TypedChoiceField(label="Day", choices=Weekday.choices, coerce=int, initial=Weekday.MONDAY,
-                                     help_text="Weekly: the day.")
-    crontab = forms.CharField(label="Crontab", max_length=100, required=False,
-                              help_text="Custom: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.")
-    period_days = forms.IntegerField(label="Report covers (days)", min_value=1, max_value=REPORT_PERIOD_MAX_DAYS, required=False,
-                                     help_text="Empty: 1 for daily, 7 for weekly.")
+    send_at = forms.TimeField(
+        label="Send at",
+        initial="07:00",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        help_text="Daily and weekly: the time of day.",
+    )
+    weekday = forms.TypedChoiceField(
+        label="Day", choices=Weekday.choices, coerce=int, initial=Weekday.MONDAY, help_text="Weekly: the day."
+    )
+    crontab = forms.CharField(
+        label="Crontab",
+        max_length=100,
+        required=False,
+        help_text="Custom: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.",
+    )
+    period_days = forms.IntegerField(
+        label="Report covers (days)",
+        min_value=1,
+        max_value=REPORT_PERIOD_MAX_DAYS,
+        required=False,
+        help_text="Empty: 1 for daily, 7 for weekly.",
+    )
     enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
-    also_alerts = forms.BooleanField(label="Also send alerts", required=False,
-                                     help_text="These recipients also get every alert as it happens.")
+    also_alerts = forms.BooleanField(
+        label="Also send alerts", required=False, help_text="These recipients also get every alert as it happens."
+    )

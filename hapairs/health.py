@@ -25,7 +25,9 @@ def database_state() -> dict[str, str]:
 def broker_state() -> dict[str, str]:
     url = settings.CELERY_BROKER_URL
     if settings.CELERY_BROKER_IS_FILESYSTEM:
-        folders = [Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]) for key in ("data_folder_in", "processed_folder")]
+        folders = [
+            Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]) for key in ("data_folder_in", "processed_folder")
+        ]
         missing = [str(folder) for folder in folders if not (folder.is_dir() and os.access(folder, os.W_OK))]
         if missing:
             return {"status": "down", "transport": "filesystem", "error": "folder missing or not writable"}

@@ -15,9 +15,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
 
 from django.conf import settings
 from django.db import OperationalError
@@ -48,7 +48,7 @@ class LeaseLost(Exception):
 @dataclass
 class Step:
     name: str
-    run: Callable[["JobContext"], None]
+    run: Callable[[JobContext], None]
     label: str = ""
     weight: int = 1  # share of the progress bar
 
@@ -70,8 +70,11 @@ class JobContext:
         """What every command of the job carries (``protocol.Cause``): the agent echoes it on
         the events the command causes, on both nodes."""
         user = self.job.requested_by
-        return {"key": self.idempotency_key, "by": user.get_username() if user is not None else "mseportal",
-                "reason": self.job.reason}
+        return {
+            "key": self.idempotency_key,
+            "by": user.get_username() if user is not None else "mseportal",
+            "reason": self.job.reason,
+        }
 
     @property
     def params(self) -> dict:
@@ -119,13 +122,15 @@ def lease_seconds() -> int:
 def claim(job_id: int, worker: str) -> Job | None:
     """Take the job if it is pending, or running under a lease that has run out."""
     now = timezone.now()
-    claimed = Job.objects.filter(pk=job_id).filter(
-        Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, lease_until__lt=now)
-    ).update(
-        status=JobStatus.RUNNING,
-        worker=worker,
-        lease_until=now + timedelta(seconds=lease_seconds()),
-        attempts=F("attempts") + 1,
+    claimed = (
+        Job.objects.filter(pk=job_id)
+        .filter(Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, lease_until__lt=now))
+        .update(
+            status=JobStatus.RUNNING,
+            worker=worker,
+            lease_until=now + timedelta(seconds=lease_seconds()),
+            attempts=F("attempts") + 1,
+        )
     )
     if not claimed:
         return None

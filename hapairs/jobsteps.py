@@ -25,6 +25,8 @@ from nodeagent import protocol
 
 STEPS: dict[str, list[Step]] = {}  # job kind → its steps in order (filled below, next to each kind's functions)
 
+TRAP_DESTINATIONS_MAX = 8  # what an agent keeps (nodeagent.operator_api)
+
 
 def _pair(ctx: JobContext) -> HAPair:
     if ctx.job.pair_id is None:
@@ -76,7 +78,10 @@ def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
 def _post(ctx: JobContext, node: Appliance, path: str, body: dict, *, method: str = "POST") -> dict:
     """One command of a job step: its key, and the cause the agent echoes on its events."""
     return agent_client.call(
-        agent_client.target_for(node), method, path, body={**body, "cause": ctx.cause},
+        agent_client.target_for(node),
+        method,
+        path,
+        body={**body, "cause": ctx.cause},
         idempotency_key=ctx.idempotency_key,
     )
 
@@ -180,13 +185,27 @@ def set_trap_destinations(ctx: JobContext) -> None:
         current = agent_client.call(target, "GET", protocol.PATH_TRAP_DESTINATIONS)
         urls = [d.get("url") for d in current.get("destinations", []) if isinstance(d, dict) and d.get("url")]
         if settings.INGEST_URL not in urls:
+            # the portal first: an agent keeps at most 8, and the portal must hear its events
+            kept = [settings.INGEST_URL, *urls][:TRAP_DESTINATIONS_MAX]
             agent_client.call(
                 target,
                 "PUT",
                 protocol.PATH_TRAP_DESTINATIONS,
-                body={"urls": [*urls, settings.INGEST_URL][:8]},
+                body={"urls": kept},
                 idempotency_key=f"{ctx.idempotency_key}:{node.pk}",
             )
+            dropped = [url for url in urls if url not in kept]
+            if dropped:
+                event_record(
+                    code=EventCode.CONFIG_UPDATED,
+                    generated_by="mseportal",
+                    appliance=node,
+                    pair=pair,
+                    job=ctx.job,
+                    description="Trap destination replaced by the portal",
+                    remarks=f"{node.name} keeps at most {TRAP_DESTINATIONS_MAX} trap destinations; "
+                    f"{', '.join(dropped)} made way for the portal ({settings.INGEST_URL}).",
+                )
 
 
 def wait_until_active(ctx: JobContext) -> None:
@@ -256,8 +275,12 @@ STEPS[JobKind.UPDATE_HA] = [
 # --- maintenance mode: the secondary decides automatic failover and failback ---------------
 def maintenance_secondary(ctx: JobContext) -> None:
     pair = _pair(ctx)
-    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE,
-          _configure_body(pair, "secondary", maintenance=ctx.params["maintenance"]))
+    _post(
+        ctx,
+        pair.secondary,
+        protocol.PATH_HA_CONFIGURE,
+        _configure_body(pair, "secondary", maintenance=ctx.params["maintenance"]),
+    )
 
 
 def maintenance_primary(ctx: JobContext) -> None:
@@ -265,17 +288,31 @@ def maintenance_primary(ctx: JobContext) -> None:
     (the usual reason for maintenance) learns it with its next configuration."""
     pair = _pair(ctx)
     try:
-        _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE,
-              _configure_body(pair, "primary", maintenance=ctx.params["maintenance"]))
+        _post(
+            ctx,
+            pair.primary,
+            protocol.PATH_HA_CONFIGURE,
+            _configure_body(pair, "primary", maintenance=ctx.params["maintenance"]),
+        )
     except agent_client.AgentUnavailable as exc:
-        event_record(code=EventCode.MAINTENANCE_NOT_TOLD, generated_by="mseportal", pair=pair,
-                     job=ctx.job, remarks=f"{pair.primary.name} is not answering ({exc.message}); the secondary, "
-                                          "which decides automatic failover, has it.")
+        event_record(
+            code=EventCode.MAINTENANCE_NOT_TOLD,
+            generated_by="mseportal",
+            pair=pair,
+            job=ctx.job,
+            remarks=f"{pair.primary.name} is not answering ({exc.message}); the secondary, "
+            "which decides automatic failover, has it.",
+        )
 
 
 def maintenance_record(ctx: JobContext) -> None:
-    event_record(code=EventCode.CONFIG_UPDATED, generated_by="mseportal", pair=_pair(ctx), job=ctx.job,
-                 remarks=ctx.params.get("remarks", ""))
+    event_record(
+        code=EventCode.CONFIG_UPDATED,
+        generated_by="mseportal",
+        pair=_pair(ctx),
+        job=ctx.job,
+        remarks=ctx.params.get("remarks", ""),
+    )
 
 
 STEPS[JobKind.SET_MAINTENANCE] = [
@@ -300,7 +337,10 @@ def check_generation(ctx: JobContext) -> None:
 def _invoke(ctx: JobContext, what: str) -> None:
     pair = _pair(ctx)
     path = protocol.PATH_FAILOVER if what == "switchover" else protocol.PATH_FAILBACK
-    _post(ctx, pair.secondary, path, {"peer": pair.primary.hm_ip})
+    body: dict = {"peer": pair.primary.hm_ip}
+    if ctx.params.get("generation") is not None:  # the agents' own fence: refused if the pair moved on
+        body["generation"] = ctx.params["generation"]
+    _post(ctx, pair.secondary, path, body)
 
 
 def switchover_invoke(ctx: JobContext) -> None:
@@ -325,7 +365,10 @@ def wait_failback_done(ctx: JobContext) -> None:
 
     def check():
         current = _refresh(pair)
-        return current.primary_state in (HAState.PRIMARY_ACTIVE, HAState.FAILBACK_COMPLETE) and current.secondary_state in (
+        return current.primary_state in (
+            HAState.PRIMARY_ACTIVE,
+            HAState.FAILBACK_COMPLETE,
+        ) and current.secondary_state in (
             HAState.SECONDARY_ACTIVE,
             HAState.SECONDARY_ALONE,
         )
@@ -338,15 +381,29 @@ STEPS[JobKind.SWITCHOVER] = [
     Step("switchover_invoke", switchover_invoke, "Invoking failover on the secondary"),
     Step("wait_failover_active", wait_failover_active, "Waiting for FAILOVER_ACTIVE", weight=4),
 ]
+
+
 def start_primary_services(ctx: JobContext) -> None:
     """After a switchover the primary's services are stopped: bring them back (TERMINATED)."""
     pair = _refresh(_pair(ctx))
     if not pair.primary_services_up:
         _post(ctx, pair.primary, protocol.PATH_SERVICES_START, {})
+
+    def back() -> bool:
+        # TERMINATED on the primary, and heard by the secondary (heartbeats Up in its view,
+        # which is the pair's while it is in charge): the failback the next step asks for
+        # needs the secondary to know the primary is up
+        current = _refresh(pair)
+        return (
+            current.primary_services_up
+            and current.primary_state == HAState.TERMINATED
+            and current.heartbeat == LinkStatus.UP
+        )
+
     ctx.wait_until(
-        lambda: (lambda p: p.primary_services_up and p.primary_state == HAState.TERMINATED)(_refresh(pair)),
+        back,
         timeout=settings.HA_SWITCH_TIMEOUT_SECONDS,
-        what=f"{pair.primary.name} to come back as TERMINATED",
+        what=f"{pair.primary.name} to come back as TERMINATED, heard by {pair.secondary.name}",
     )
 
 
@@ -429,7 +486,7 @@ def recover_check(ctx: JobContext) -> None:
     if not info.get("recovery_mode"):
         raise StepFailed(
             f"{pair.primary.name} has no high availability configuration but was not set up in recovery mode: "
-            "re-run setup on it answering yes to \"Start MSE in recovery mode\", then recover it again."
+            're-run setup on it answering yes to "Start MSE in recovery mode", then recover it again.'
         )
 
 
@@ -475,7 +532,9 @@ def recover_wait_terminated(ctx: JobContext) -> None:
 
 STEPS[JobKind.RECOVER_PRIMARY] = [
     Step("recover_check", recover_check, "Checking the primary is in recovery mode"),
-    Step("recover_secondary_in_charge", recover_secondary_in_charge, "Making sure the secondary is in charge", weight=3),
+    Step(
+        "recover_secondary_in_charge", recover_secondary_in_charge, "Making sure the secondary is in charge", weight=3
+    ),
     Step("recover_restore_primary", recover_restore_primary, "Restoring the primary's configuration"),
     Step("recover_wait_terminated", recover_wait_terminated, "Waiting for the primary to come back", weight=2),
 ]

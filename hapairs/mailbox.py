@@ -67,18 +67,20 @@ def _parse(path: Path) -> list[MailboxMessage]:
             date = parsedate_to_datetime(message["Date"]) if message["Date"] else None
         except (TypeError, ValueError):
             date = None
-        found.append(MailboxMessage(
-            file=path.name,
-            index=index,
-            subject=str(message["Subject"] or ""),
-            sender=str(message["From"] or ""),
-            to=str(message["To"] or ""),
-            date=date,
-            text=text_part.get_content() if text_part is not None else "",
-            html=html_part.get_content() if html_part is not None else "",
-            message_id=str(message["Message-ID"] or ""),
-            delivery_key=str(message["X-Mseportal-Delivery"] or ""),
-        ))
+        found.append(
+            MailboxMessage(
+                file=path.name,
+                index=index,
+                subject=str(message["Subject"] or ""),
+                sender=str(message["From"] or ""),
+                to=str(message["To"] or ""),
+                date=date,
+                text=text_part.get_content() if text_part is not None else "",
+                html=html_part.get_content() if html_part is not None else "",
+                message_id=str(message["Message-ID"] or ""),
+                delivery_key=str(message["X-Mseportal-Delivery"] or ""),
+            )
+        )
     return found
 
 

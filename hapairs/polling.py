@@ -24,7 +24,9 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
     source = f"{target.name} ({target.host})"
     try:
         # one request: the state and the events after the last one stored
-        raw = await client.request(target, "GET", f"{protocol.PATH_HA_INFO}?brief=1&events_since={since}&events_limit={EVENTS_PAGE}")
+        raw = await client.request(
+            target, "GET", f"{protocol.PATH_HA_INFO}?brief=1&events_since={since}&events_limit={EVENTS_PAGE}"
+        )
         info = agent_replies.parse_ha_info(raw, source=source)
         last_seq = raw.get("last_seq")
         if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
@@ -41,8 +43,9 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
     return PollResult(appliance_id=appliance_id, ha_info=info, events=events, last_seq=last_seq)
 
 
-async def poll_async(targets: list[tuple[int, agent_client.AgentTarget, int]], *, concurrency: int = 200,
-                     timeout: float | None = None) -> list[PollResult]:
+async def poll_async(
+    targets: list[tuple[int, agent_client.AgentTarget, int]], *, concurrency: int = 200, timeout: float | None = None
+) -> list[PollResult]:
     semaphore = asyncio.Semaphore(concurrency)
     async with agent_client.AgentClient(timeout=timeout, limit=concurrency) as client:
 

@@ -107,8 +107,9 @@ class HeartbeatTrend:
             return "no samples in the period"
         if self.direction == "steady":
             return f"steady around {self.mean_ms:.1f} ms"
-        return (f"{self.direction}: {self.first_half_ms:.1f} → {self.second_half_ms:.1f} ms "
-                f"({self.change_percent:+.0f} %)")
+        return (
+            f"{self.direction}: {self.first_half_ms:.1f} → {self.second_half_ms:.1f} ms ({self.change_percent:+.0f} %)"
+        )
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,12 @@ class HealthReport:
         if not fleet.pairs:
             return f"{fleet.appliances} appliance{'s' if fleet.appliances != 1 else ''}, no HA pairs"
         parts = [f"{fleet.active} of {fleet.pairs} pair{'s' if fleet.pairs != 1 else ''} active"]
-        for count, words in ((fleet.failed_over, "failed over"), (fleet.degraded, "degraded"),
-                             (fleet.unreachable, "unreachable"), (fleet.maintenance, "in maintenance")):
+        for count, words in (
+            (fleet.failed_over, "failed over"),
+            (fleet.degraded, "degraded"),
+            (fleet.unreachable, "unreachable"),
+            (fleet.maintenance, "in maintenance"),
+        ):
             if count:
                 parts.append(f"{count} {words}")
         if self.failovers:

@@ -26,13 +26,29 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from hapairs.choices import (
-    FAILBACK_CODES, FAILOVER_CODES, EventCode, HAState, JobStatus, LicenseStatus, LinkStatus, Reachability,
+    FAILBACK_CODES,
+    FAILOVER_CODES,
+    EventCode,
+    HAState,
+    JobStatus,
+    LicenseStatus,
+    LinkStatus,
+    Reachability,
     ReplicationStatus,
 )
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License
 from hapairs.report_data import (
-    BAR_MAX_PX, Actor, Bar, ExpiringLicense, FailedJob,
-    FleetSummary, HealthReport, HeartbeatTrend, PairReport, SplitBrainAlert, Switch,
+    BAR_MAX_PX,
+    Actor,
+    Bar,
+    ExpiringLicense,
+    FailedJob,
+    FleetSummary,
+    HealthReport,
+    HeartbeatTrend,
+    PairReport,
+    SplitBrainAlert,
+    Switch,
 )
 from hapairs.selectors import pair_status_sentence
 
@@ -47,7 +63,9 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
     counts = Appliance.objects.aggregate(
         total=Count("pk"), unreachable=Count("pk", filter=Q(reachability=Reachability.UNREACHABLE))
     )
-    pairs = list(HAPair.objects.select_related("primary", "secondary", "maintenance_by").order_by("primary__name", "pk"))
+    pairs = list(
+        HAPair.objects.select_related("primary", "secondary", "maintenance_by").order_by("primary__name", "pk")
+    )
     bucket = "hour" if period_days <= 2 else "day"
     buckets = list(
         HeartbeatSample.objects.filter(at__gte=start, at__lte=now)
@@ -75,13 +93,24 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
         .order_by("expires_on", "feature", "pk")
     )
     return assemble(
-        now=now, start=start, period_days=period_days, appliance_counts=counts, pairs=pairs, buckets=buckets,
-        bucket=bucket, events=events, jobs=jobs, licenses=licenses, today=today, warn_days=warn_days,
+        now=now,
+        start=start,
+        period_days=period_days,
+        appliance_counts=counts,
+        pairs=pairs,
+        buckets=buckets,
+        bucket=bucket,
+        events=events,
+        jobs=jobs,
+        licenses=licenses,
+        today=today,
+        warn_days=warn_days,
     )
 
 
-def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucket, events, jobs, licenses, today,
-             warn_days) -> HealthReport:
+def assemble(
+    *, now, start, period_days, appliance_counts, pairs, buckets, bucket, events, jobs, licenses, today, warn_days
+) -> HealthReport:
     """Pure: the report from the rows ``report_build`` read."""
     by_pair_buckets: dict[int, list[dict]] = {}
     for row in buckets:
@@ -93,7 +122,9 @@ def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucke
     for event in events:
         pair_id = event["pair_id"]
         if event["code"] == EventCode.SPLIT_BRAIN:  # type: ignore[attr-defined]
-            split_brains.setdefault(pair_id, []).append(SplitBrainAlert(at=event["timestamp"], remarks=event["remarks"]))
+            split_brains.setdefault(pair_id, []).append(
+                SplitBrainAlert(at=event["timestamp"], remarks=event["remarks"])
+            )
             continue
         kind = "failover" if event["code"] in FAILOVER_CODES else "failback"
         actor = attribute(kind=kind, job=jobs_by_id.get(event["job_id"]))
@@ -106,41 +137,48 @@ def assemble(*, now, start, period_days, appliance_counts, pairs, buckets, bucke
             continue
         seen[once] = len(switches.setdefault(pair_id, []))
         switches[pair_id].append(
-            Switch(kind=kind, at=event["timestamp"], actor=actor, generation=event["generation"], remarks=event["remarks"])
+            Switch(
+                kind=kind, at=event["timestamp"], actor=actor, generation=event["generation"], remarks=event["remarks"]
+            )
         )
     failed: dict[int | None, list[FailedJob]] = {}
-    for job in sorted((j for j in jobs if j.status == JobStatus.FAILED and j.finished_at and j.finished_at >= start),
-                      key=lambda j: (j.finished_at, j.pk)):
+    for job in sorted(
+        (j for j in jobs if j.status == JobStatus.FAILED and j.finished_at and j.finished_at >= start),
+        key=lambda j: (j.finished_at, j.pk),
+    ):
         failed.setdefault(job.pair_id, []).append(failed_job(job))
 
     pair_reports = []
     for pair in pairs:
-        pair_reports.append(PairReport(
-            pair_id=pair.pk,
-            primary=pair.primary.name,
-            secondary=pair.secondary.name,
-            health=pair_health(pair),
-            status=_status_sentence(pair),
-            primary_state=pair.primary_state,
-            secondary_state=pair.secondary_state,
-            primary_reachable=pair.primary_reachable,
-            secondary_reachable=pair.secondary_reachable,
-            heartbeat=pair.get_heartbeat_display(),
-            replication=pair.get_replication_display(),
-            sync_percent=pair.sync_percent,
-            mean_heartbeat_ms=pair.mean_heartbeat_ms,
-            failover_type=pair.get_failover_type_display(),
-            failback_type=pair.get_failback_type_display(),
-            split_brain_now=pair.split_brain,
-            maintenance=(
-                f"by {pair.maintenance_by.get_username() if pair.maintenance_by else 'someone'}: {pair.maintenance_reason}"
-                if pair.maintenance else ""
-            ),
-            trend=heartbeat_trend(by_pair_buckets.get(pair.pk, []), start=start, end=now, bucket=bucket),
-            switches=switches.get(pair.pk, []),
-            failed_jobs=failed.get(pair.pk, []),
-            split_brains=split_brains.get(pair.pk, []),
-        ))
+        pair_reports.append(
+            PairReport(
+                pair_id=pair.pk,
+                primary=pair.primary.name,
+                secondary=pair.secondary.name,
+                health=pair_health(pair),
+                status=_status_sentence(pair),
+                primary_state=pair.primary_state,
+                secondary_state=pair.secondary_state,
+                primary_reachable=pair.primary_reachable,
+                secondary_reachable=pair.secondary_reachable,
+                heartbeat=pair.get_heartbeat_display(),
+                replication=pair.get_replication_display(),
+                sync_percent=pair.sync_percent,
+                mean_heartbeat_ms=pair.mean_heartbeat_ms,
+                failover_type=pair.get_failover_type_display(),
+                failback_type=pair.get_failback_type_display(),
+                split_brain_now=pair.split_brain,
+                maintenance=(
+                    f"by {pair.maintenance_by.get_username() if pair.maintenance_by else 'someone'}: {pair.maintenance_reason}"
+                    if pair.maintenance
+                    else ""
+                ),
+                trend=heartbeat_trend(by_pair_buckets.get(pair.pk, []), start=start, end=now, bucket=bucket),
+                switches=switches.get(pair.pk, []),
+                failed_jobs=failed.get(pair.pk, []),
+                split_brains=split_brains.get(pair.pk, []),
+            )
+        )
     pair_ids = {pair.pk for pair in pairs}
     fleet = FleetSummary(
         appliances=appliance_counts["total"],
@@ -209,8 +247,14 @@ def failed_job(job: Job) -> FailedJob:
         target = f"{job.pair.primary.name} → {job.pair.secondary.name}"
     else:
         target = job.appliance.name if job.appliance else "—"
-    return FailedJob(job_id=job.pk, kind=job.get_kind_display(), at=job.finished_at, target=target,
-                     actor=job_actor(job), error=job.error)
+    return FailedJob(
+        job_id=job.pk,
+        kind=job.get_kind_display(),
+        at=job.finished_at,
+        target=target,
+        actor=job_actor(job),
+        error=job.error,
+    )
 
 
 def expiring_license(license: License, today: date) -> ExpiringLicense:
@@ -250,8 +294,14 @@ def heartbeat_trend(rows: list[dict], *, start: datetime, end: datetime, bucket:
         mean = row["mean"] if row else None
         height = 0 if mean is None or high <= 0 else max(2, round(BAR_MAX_PX * mean / high))
         label = f"{bar_start:%H:%M}" if bucket == "hour" else f"{bar_start:%a %d %b}"
-        bars.append(Bar(start=bar_start, mean_ms=mean, height=height,
-                        label=f"{label}: {mean:.1f} ms" if mean is not None else f"{label}: no sample"))
+        bars.append(
+            Bar(
+                start=bar_start,
+                mean_ms=mean,
+                height=height,
+                label=f"{label}: {mean:.1f} ms" if mean is not None else f"{label}: no sample",
+            )
+        )
     filled = [row for row in sorted(rows, key=lambda r: r["bucket"])]
     half = len(filled) // 2
 

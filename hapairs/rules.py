@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from nodeagent import protocol
 
@@ -59,7 +59,7 @@ def _parse_matrix(table: str) -> dict[tuple[str, str], bool]:
         primary, cells = row[0], row[1:]
         if len(cells) != len(header):
             raise ValueError(f"pairing matrix row {primary} has {len(cells)} cells for {len(header)} columns")
-        for secondary, cell in zip(header, cells):
+        for secondary, cell in zip(header, cells, strict=True):
             matrix[(primary, secondary)] = cell == "Y"
     return matrix
 
@@ -188,7 +188,11 @@ def address_violations(primary: NodeFacts, secondary: NodeFacts) -> list[Violati
         network = ipaddress.IPv4Network(f"{primary.vip}/{primary.vip_prefixlen}", strict=False)
         vip = ipaddress.IPv4Address(primary.vip)
     except ValueError:
-        return [Violation(F_PRIMARY, f"The primary's VIP {primary.vip}/{primary.vip_prefixlen} is not valid.", "vip_invalid")]
+        return [
+            Violation(
+                F_PRIMARY, f"The primary's VIP {primary.vip}/{primary.vip_prefixlen} is not valid.", "vip_invalid"
+            )
+        ]
     violations = []
     for node, fieldname in ((primary, F_PRIMARY), (secondary, F_SECONDARY_IP)):
         try:
@@ -291,7 +295,9 @@ def validate_pairing(
     elif others and not matrix_message:
         n1_message = n_to_1_violation(secondary.device_type, [node.device_type for node in (*others, primary)])
         if n1_message:
-            violations.append(Violation(F_SECONDARY, f"{n1_message} ({secondary.name} already backs {others[0].name}.)", "n_to_1"))
+            violations.append(
+                Violation(F_SECONDARY, f"{n1_message} ({secondary.name} already backs {others[0].name}.)", "n_to_1")
+            )
 
     for node, fieldname in ((secondary, F_LICENSE), (primary, F_PRIMARY)):
         if node.is_virtual and not node.activated:

@@ -86,18 +86,23 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
         Check(
             "No other job running",
             running is None,
-            "" if running is None else f"{running.get_kind_display()} (job #{running.pk}) is still running on this pair.",
+            ""
+            if running is None
+            else f"{running.get_kind_display()} (job #{running.pk}) is still running on this pair.",
         ),
         Check(
             "Not in maintenance",
             not pair.maintenance,
-            "" if not pair.maintenance else f"The pair is in maintenance ({pair.maintenance_reason}); end maintenance first.",
+            ""
+            if not pair.maintenance
+            else f"The pair is in maintenance ({pair.maintenance_reason}); end maintenance first.",
         ),
         Check(
             "Both nodes reachable",
             pair.primary_reachable and pair.secondary_reachable,
-            "" if pair.primary_reachable and pair.secondary_reachable else
-            f"{p if not pair.primary_reachable else s} is not answering the portal.",
+            ""
+            if pair.primary_reachable and pair.secondary_reachable
+            else f"{p if not pair.primary_reachable else s} is not answering the portal.",
         ),
     ]
     window_ok = pair.switch_allowed_at is None or pair.switch_allowed_at <= now
@@ -105,7 +110,9 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
         Check(
             "Stabilisation window over",
             window_ok,
-            "" if window_ok else (
+            ""
+            if window_ok
+            else (
                 f"The database needs time to stabilise after the last {'failover' if action == 'failback' else 'failback'}: "
                 f"{action} is allowed from {timezone.localtime(pair.switch_allowed_at):%Y-%m-%d %H:%M:%S %Z}."
             ),
@@ -118,7 +125,9 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
         Check(
             "Generation agreed",
             generation_ok,
-            "" if generation_ok else (
+            ""
+            if generation_ok
+            else (
                 f"The nodes disagree about who is in charge (generation: portal {pair.generation}, "
                 f"{p} {pair.primary_generation}, {s} {pair.secondary_generation}); refresh the status first."
             ),
@@ -130,7 +139,9 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
             Check(
                 "Primary active, secondary standing by",
                 states_ok,
-                "" if states_ok else (
+                ""
+                if states_ok
+                else (
                     f"A switchover needs {p} PRIMARY_ACTIVE and {s} SECONDARY_ACTIVE; "
                     f"they are {pair.primary_state} and {pair.secondary_state}."
                 ),
@@ -143,7 +154,9 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
             Check(
                 "Data replication in sync",
                 pair.replication == ReplicationStatus.UP and pair.sync_percent >= 100,
-                "" if pair.replication == ReplicationStatus.UP and pair.sync_percent >= 100 else (
+                ""
+                if pair.replication == ReplicationStatus.UP and pair.sync_percent >= 100
+                else (
                     f"The secondary is not in sync yet ({pair.sync_percent}% synchronised); a switchover now could lose data."
                 ),
             ),
@@ -161,15 +174,17 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
             Check(
                 "Secondary in charge, primary back up",
                 states_ok,
-                "" if states_ok else (
+                ""
+                if states_ok
+                else (
                     f"A failback needs {s} FAILOVER_ACTIVE and {p} TERMINATED (up again); "
                     f"they are {pair.secondary_state} and {pair.primary_state}."
                 ),
             )
         )
-        consequences = [] if pair.primary_services_up else [
-            f"The services on {p} are started first; it comes back as TERMINATED."
-        ]
+        consequences = (
+            [] if pair.primary_services_up else [f"The services on {p} are started first; it comes back as TERMINATED."]
+        )
         consequences += [
             f"The database is copied back from {s} to {p}.",
             f"{p} takes the virtual IP {pair.primary.vip} back; {s} returns to standing by.",
@@ -220,8 +235,17 @@ def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
     events = (
         HAEvent.objects.filter(pair=pair)
         .order_by("-timestamp", "-pk")
-        .values("code", "description", "generated_by", "timestamp", "remarks", "severity", "job_id",
-                requested_by=F("job__requested_by__username"), reason=F("job__reason"))[:events_limit]
+        .values(
+            "code",
+            "description",
+            "generated_by",
+            "timestamp",
+            "remarks",
+            "severity",
+            "job_id",
+            requested_by=F("job__requested_by__username"),
+            reason=F("job__reason"),
+        )[:events_limit]
     )
     return {
         "primary": pair.primary.name,
@@ -287,8 +311,9 @@ def appliance_filtered(*, q: str = "", device_type: str = "", reachability: str 
     return queryset
 
 
-def appliance_page(queryset: QuerySet, *, sort: str = "name", descending: bool = False, offset: int = 0,
-                   limit: int = 50) -> list[Appliance]:
+def appliance_page(
+    queryset: QuerySet, *, sort: str = "name", descending: bool = False, offset: int = 0, limit: int = 50
+) -> list[Appliance]:
     """One sorted page with each row's pair and the primaries it backs: two queries at any size."""
     ordering = APPLIANCE_SORTS.get(sort, APPLIANCE_SORTS["name"])[1]
     if descending:

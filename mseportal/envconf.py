@@ -139,8 +139,7 @@ def email_settings(url: str | None, *, sink_dir: Path) -> dict[str, object]:
         result["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
         return result
     raise ConfigError(
-        f"EMAIL_URL={url!r} has an unknown scheme {scheme!r}: "
-        "use smtp, smtp+tls, smtps, file, console or memory."
+        f"EMAIL_URL={url!r} has an unknown scheme {scheme!r}: use smtp, smtp+tls, smtps, file, console or memory."
     )
 
 

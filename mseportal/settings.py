@@ -84,8 +84,10 @@ try:
     ALERT_WEBHOOK_URL = env_http_url(ENV, "MSEPORTAL_ALERT_WEBHOOK_URL")
     ALERT_WEBHOOK_SECRET = ENV.get("MSEPORTAL_ALERT_WEBHOOK_SECRET", "")
     if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
-        raise ConfigError("MSEPORTAL_ALERT_WEBHOOK_URL is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not: "
-                          "the webhook's POSTs are signed with it.")
+        raise ConfigError(
+            "MSEPORTAL_ALERT_WEBHOOK_URL is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not: "
+            "the webhook's POSTs are signed with it."
+        )
     # Renamed from MSEPORTAL_LICENCE_WARN_DAYS, still read when the new name is unset.
     LICENSE_WARN_DAYS = env_int(
         ENV, env_name(ENV, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS"), 30, minimum=1
@@ -239,14 +241,20 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
-    "fleet-poll": {"task": "hapairs.tasks.fleet_poll", "schedule": float(env_int(ENV, "MSEPORTAL_POLL_SECONDS", 10, minimum=1))},
+    "fleet-poll": {
+        "task": "hapairs.tasks.fleet_poll",
+        "schedule": float(env_int(ENV, "MSEPORTAL_POLL_SECONDS", 10, minimum=1)),
+    },
     "jobs-resume": {
         "task": "hapairs.tasks.jobs_resume",
         "schedule": float(env_int(ENV, "MSEPORTAL_RESUME_SECONDS", 15, minimum=1)),
     },
     "heartbeat-samples-prune": {"task": "hapairs.tasks.heartbeat_samples_prune", "schedule": 86400.0},
     "deliveries-resume": {"task": "hapairs.tasks.deliveries_resume", "schedule": 60.0},
-    "licenses-expiry-check": {"task": "hapairs.tasks.licenses_expiry_check", "schedule": _crontab(minute="0", hour="6")},
+    "licenses-expiry-check": {
+        "task": "hapairs.tasks.licenses_expiry_check",
+        "schedule": _crontab(minute="0", hour="6"),
+    },
 }
 # Beat reads its schedule from the database (django-celery-beat): the entries above are
 # written there at start, and each ReportSchedule keeps its own PeriodicTask beside them.

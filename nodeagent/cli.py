@@ -113,9 +113,15 @@ def declared_pairs(fleet: Fleet, name: str):
     for d in fleet.pairs_of(name):
         peer_cfg = fleet.node(d.secondary if d.primary == name else d.primary)
         peer = {
-            "name": peer_cfg.name, "hm_ip": peer_cfg.hm_ip, "password": peer_cfg.password,
-            "version": peer_cfg.version, "udi": peer_cfg.udi, "device_type": peer_cfg.device_type,
-            "vip": peer_cfg.vip, "netmask": peer_cfg.netmask, "direct_connect": peer_cfg.direct_connect,
+            "name": peer_cfg.name,
+            "hm_ip": peer_cfg.hm_ip,
+            "password": peer_cfg.password,
+            "version": peer_cfg.version,
+            "udi": peer_cfg.udi,
+            "device_type": peer_cfg.device_type,
+            "vip": peer_cfg.vip,
+            "netmask": peer_cfg.netmask,
+            "direct_connect": peer_cfg.direct_connect,
             "port": peer_cfg.port,
         }
         out.append((peer, copy.deepcopy(d.config)))
@@ -137,7 +143,9 @@ def _logging(level: str) -> None:
 
 
 # ---------------------------------------------------------------- serve / farm
-async def _run(nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: bool, ready_file: str | None = None) -> int:
+async def _run(
+    nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: bool, ready_file: str | None = None
+) -> int:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=8))
     servers: list[NodeServer] = []
     stop = asyncio.Event()
@@ -158,13 +166,17 @@ async def _run(nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: 
             (sd / "agent.pid").write_text(str(os.getpid()))
         if ready_file:
             Path(ready_file).write_text(str(len(servers)))
-        print(f"nodeagent: {len(servers)} node(s) running "
-              f"({', '.join(f'{s.node.cfg.name}@{s.node.cfg.hm_ip}:{s.node.cfg.port}' for s in servers[:5])}"
-              f"{', ...' if len(servers) > 5 else ''})", file=sys.stderr, flush=True)
+        print(
+            f"nodeagent: {len(servers)} node(s) running "
+            f"({', '.join(f'{s.node.cfg.name}@{s.node.cfg.hm_ip}:{s.node.cfg.port}' for s in servers[:5])}"
+            f"{', ...' if len(servers) > 5 else ''})",
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
     finally:
         await asyncio.gather(*(s.close(graceful=stop.is_set()) for s in servers), return_exceptions=True)
-        for cfg, sd, _ in nodes:
+        for _cfg, sd, _ in nodes:
             try:
                 (sd / "agent.pid").unlink()
             except FileNotFoundError:
@@ -186,7 +198,9 @@ def cmd_serve(a) -> int:
             raise CliError("give --fleet FILE --node NAME, or --state-dir DIR of a node set up with `setup`")
         saved = read_json(Path(a.state_dir) / "config.json")
         if not saved:
-            raise CliError(f"{a.state_dir} has no config.json; run `python -m nodeagent setup --state-dir {a.state_dir}` first")
+            raise CliError(
+                f"{a.state_dir} has no config.json; run `python -m nodeagent setup --state-dir {a.state_dir}` first"
+            )
         cfg = NodeConfig.from_dict(saved).validate()
         pairs = []
     if a.port:
@@ -275,18 +289,33 @@ def offline_ha_info(sd: Path) -> dict:
         names = instance_names(int(d["slot"]))
         primary = cfg.role is Role.PRIMARY
         peer = d["peer"]
-        peers.append({
-            "hm_ip": peer["hm_ip"], "vip": cfg.vip if primary else peer.get("vip"), "version": peer["version"],
-            "udi": peer.get("udi", ""), "failover_type": ha.config.failover_type.value,
-            "failback_type": ha.config.failback_type.value, "failover_wait": ha.config.failover_wait,
-            "instance_db_name": names["standby_db_name"] if primary else names["secondary_db_name"],
-            "instance_db_port": names["standby_db_port"] if primary else names["secondary_db_port"],
-            "dataguard_name": names["dataguard_name"], "primary_db_alias": names["primary_db_alias"],
-            "direct_connect": bool(cfg.direct_connect and peer.get("direct_connect")),
-            "heartbeat": "Down", "state": ha.state.value, "running": False,
-        })
-    return {"role": cfg.role.value, "hm_ip": cfg.hm_ip, "vip": cfg.vip, "version": cfg.version, "udi": cfg.udi,
-            "peers": peers}
+        peers.append(
+            {
+                "hm_ip": peer["hm_ip"],
+                "vip": cfg.vip if primary else peer.get("vip"),
+                "version": peer["version"],
+                "udi": peer.get("udi", ""),
+                "failover_type": ha.config.failover_type.value,
+                "failback_type": ha.config.failback_type.value,
+                "failover_wait": ha.config.failover_wait,
+                "instance_db_name": names["standby_db_name"] if primary else names["secondary_db_name"],
+                "instance_db_port": names["standby_db_port"] if primary else names["secondary_db_port"],
+                "dataguard_name": names["dataguard_name"],
+                "primary_db_alias": names["primary_db_alias"],
+                "direct_connect": bool(cfg.direct_connect and peer.get("direct_connect")),
+                "heartbeat": "Down",
+                "state": ha.state.value,
+                "running": False,
+            }
+        )
+    return {
+        "role": cfg.role.value,
+        "hm_ip": cfg.hm_ip,
+        "vip": cfg.vip,
+        "version": cfg.version,
+        "udi": cfg.udi,
+        "peers": peers,
+    }
 
 
 def cmd_info(a, which: str) -> int:
@@ -297,7 +326,7 @@ def cmd_info(a, which: str) -> int:
         reachable = True
     except AgentError as e:
         raise CliError(f"the node at {host}:{port} refused the request: {e}") from None
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         info, reachable = None, False
     if which == "getserverinfo":
         sys.stdout.write(format_serverinfo(info, running=reachable))
@@ -308,7 +337,9 @@ def cmd_info(a, which: str) -> int:
         sys.stdout.write(format_hainfo(info, running=running))
         return 0
     if sd is None:
-        raise CliError(f"Health Monitor at {host}:{port} is not running; give --state-dir to read the last saved configuration")
+        raise CliError(
+            f"Health Monitor at {host}:{port} is not running; give --state-dir to read the last saved configuration"
+        )
     sys.stdout.write(format_hainfo(offline_ha_info(sd), running=False))
     return 0
 
@@ -340,23 +371,38 @@ def cmd_setup(a) -> int:
         existing = read_json(sd_path / "config.json")
         ex = existing or {}
     domain = _ask("Enter a domain name for the network", ex.get("domain", "localdomain"), interactive, a.domain)
-    role_in = _ask("Configure High Availability: Select role [1 for Primary, 2 for Secondary]",
-                   {"primary": "1", "secondary": "2"}.get(ex.get("role", ""), "1"), interactive, a.role)
-    role = {"1": "primary", "2": "secondary", "primary": "primary", "secondary": "secondary"}.get(role_in.strip().lower())
+    role_in = _ask(
+        "Configure High Availability: Select role [1 for Primary, 2 for Secondary]",
+        {"primary": "1", "secondary": "2"}.get(ex.get("role", ""), "1"),
+        interactive,
+        a.role,
+    )
+    role = {"1": "primary", "2": "secondary", "primary": "primary", "secondary": "secondary"}.get(
+        role_in.strip().lower()
+    )
     if role is None:
         raise CliError("role must be 1 (Primary) or 2 (Secondary)")
     if existing and existing.get("role") != role and _node_running(sd_path):
         print(ROLE_SWITCH_REFUSAL, file=sys.stderr)
         return EXIT_FAIL
-    device_type = _ask("Appliance type (" + "/".join(DEVICE_TYPES) + ")", ex.get("device_type", "VA-High"), interactive, a.device_type)
+    device_type = _ask(
+        "Appliance type (" + "/".join(DEVICE_TYPES) + ")", ex.get("device_type", "VA-High"), interactive, a.device_type
+    )
     version = _ask("Software version", ex.get("version", "8.0.110.0"), interactive, a.version)
     hm_ip = _ask("Health Monitor interface address (eth0)", ex.get("hm_ip"), interactive, a.hm_ip)
-    dc = _ask("Select direct connect interface address [address/none]", ex.get("direct_connect") or "none", interactive, a.direct_connect)
+    dc = _ask(
+        "Select direct connect interface address [address/none]",
+        ex.get("direct_connect") or "none",
+        interactive,
+        a.direct_connect,
+    )
     vip = netmask = None
     recovery = "no"
     if role == "primary":
         vip = _ask("Enter Virtual IP address", ex.get("vip"), interactive, a.vip)
-        netmask = _ask(f"Enter the network mask for IP address {vip}", ex.get("netmask", "255.255.255.0"), interactive, a.netmask)
+        netmask = _ask(
+            f"Enter the network mask for IP address {vip}", ex.get("netmask", "255.255.255.0"), interactive, a.netmask
+        )
         recovery = _ask("Start MSE in recovery mode (yes/no)", "no", interactive, a.recovery)
         if recovery.lower() not in ("yes", "no"):
             raise CliError("recovery mode must be yes or no")
@@ -365,24 +411,49 @@ def cmd_setup(a) -> int:
     ntp = _ask("NTP servers", ex.get("ntp", ""), interactive, a.ntp)
     dns = _ask("DNS servers", ex.get("dns", ""), interactive, a.dns)
     try:
-        cfg = NodeConfig(name=name, device_type=device_type, version=version, role=Role(role), hm_ip=hm_ip, password=password,
-                         vip=vip, netmask=netmask, direct_connect=None if dc.lower() == "none" else dc, domain=domain,
-                         timezone=tz, ntp=ntp, dns=dns, port=a.port or ex.get("port", DEFAULT_PORT),
-                         recovery=recovery.lower() == "yes",
-                         udi=ex.get("udi", "") if ex.get("name") == name else "").validate()
+        cfg = NodeConfig(
+            name=name,
+            device_type=device_type,
+            version=version,
+            role=Role(role),
+            hm_ip=hm_ip,
+            password=password,
+            vip=vip,
+            netmask=netmask,
+            direct_connect=None if dc.lower() == "none" else dc,
+            domain=domain,
+            timezone=tz,
+            ntp=ntp,
+            dns=dns,
+            port=a.port or ex.get("port", DEFAULT_PORT),
+            recovery=recovery.lower() == "yes",
+            udi=ex.get("udi", "") if ex.get("name") == name else "",
+        ).validate()
     except ConfigError as e:
         raise CliError(str(e)) from None
-    summary = ["-----BEGIN-----", f"Host name={cfg.name}", f"Domain={cfg.domain}",
-               f"Role={cfg.role.number}, Health Monitor Interface address={cfg.hm_ip}",
-               f"Direct connect interface={cfg.direct_connect or 'none'}"]
+    summary = [
+        "-----BEGIN-----",
+        f"Host name={cfg.name}",
+        f"Domain={cfg.domain}",
+        f"Role={cfg.role.number}, Health Monitor Interface address={cfg.hm_ip}",
+        f"Direct connect interface={cfg.direct_connect or 'none'}",
+    ]
     if cfg.vip:
         summary.append(f"Virtual IP Address={cfg.vip}, Virtual IP Netmask={cfg.netmask}")
         summary.append(f"Recovery mode={'yes' if cfg.recovery else 'no'}")
     summary += [f"Time zone={cfg.timezone}", f"NTP servers={cfg.ntp or 'none'}", "-----END-----"]
     print("\n".join(summary))
     if interactive:
-        ans = _ask("You may enter \"yes\" to proceed with configuration changes, \"no\" to abort, or \"^\" to go back",
-                   "no", True, None).strip().lower()
+        ans = (
+            _ask(
+                'You may enter "yes" to proceed with configuration changes, "no" to abort, or "^" to go back',
+                "no",
+                True,
+                None,
+            )
+            .strip()
+            .lower()
+        )
         if ans == "^":
             return cmd_setup(a)
         if ans != "yes":

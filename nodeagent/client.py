@@ -8,10 +8,16 @@ from typing import Any
 import aiohttp
 
 from .protocol import (
-    DEFAULT_PORT, HEADER_PROTOCOL, IDEMPOTENCY_HEADER, PREFIX, PROTOCOL_VERSION, ProtocolMismatch, check_version,
-    new_idempotency_key, sign_request,
+    DEFAULT_PORT,
+    HEADER_PROTOCOL,
+    IDEMPOTENCY_HEADER,
+    PREFIX,
+    PROTOCOL_VERSION,
+    ProtocolMismatch,
+    check_version,
+    new_idempotency_key,
+    sign_request,
 )
-
 
 VERSION_REFUSED = 400  # the status a version mismatch is reported with (the answer is not read)
 
@@ -25,15 +31,30 @@ class AgentError(Exception):
 
 
 class AgentClient:
-    def __init__(self, session: aiohttp.ClientSession, host: str, password: str, *, port: int = DEFAULT_PORT,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        host: str,
+        password: str,
+        *,
+        port: int = DEFAULT_PORT,
+        timeout: float = 5.0,
+    ) -> None:
         self.session = session
         self.base = f"http://{host}:{port}"
         self.password = password
         self.timeout = timeout
 
-    async def request(self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None,
-                      timeout: float | None = None, auto_key: bool = True) -> tuple[int, Any]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        auto_key: bool = True,
+    ) -> tuple[int, Any]:
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = sign_request(self.password, method, path, data)
         headers[HEADER_PROTOCOL] = str(PROTOCOL_VERSION)
@@ -42,7 +63,10 @@ class AgentClient:
         if method.upper() != "GET" and (idempotency_key or auto_key):
             headers[IDEMPOTENCY_HEADER] = idempotency_key or new_idempotency_key()
         async with self.session.request(
-            method, self.base + path, data=data or None, headers=headers,
+            method,
+            self.base + path,
+            data=data or None,
+            headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
         ) as resp:
             raw = await resp.read()

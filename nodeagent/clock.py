@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def now_iso(ts: float | None = None) -> str:
     """``ts`` (default: now) as an ISO 8601 UTC timestamp with milliseconds."""
-    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC).isoformat(timespec="milliseconds")
 
 
 async def wait_event(ev: asyncio.Event, timeout: float) -> None:

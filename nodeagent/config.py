@@ -7,8 +7,8 @@ import re
 import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .hastate import PairConfig
 from .protocol import DEFAULT_PORT, Mode, Role
@@ -18,8 +18,15 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 
 # Context Aware element limits per platform (licensed limit shown by getserverinfo)
-ELEMENT_LIMITS = {"3310": 2000, "3350": 18000, "3355": 25000, "3365": 50000,
-                  "VA-Low": 2000, "VA-Standard": 18000, "VA-High": 50000}
+ELEMENT_LIMITS = {
+    "3310": 2000,
+    "3350": 18000,
+    "3355": 25000,
+    "3365": 50000,
+    "VA-Low": 2000,
+    "VA-Standard": 18000,
+    "VA-High": 50000,
+}
 
 
 class ConfigError(ValueError):
@@ -36,9 +43,7 @@ def check_ip(value: object, what: str, *, allow_non_loopback: bool) -> str:
     except ValueError:
         raise ConfigError(f"{what}: {value!r} is not an IPv4 address") from None
     if not allow_non_loopback and not ip.is_loopback:
-        raise ConfigError(
-            f"{what}: {ip} is not a loopback address; on a development machine map 10.a.b.c to 127.a.b.c"
-        )
+        raise ConfigError(f"{what}: {ip} is not a loopback address; on a development machine map 10.a.b.c to 127.a.b.c")
     return str(ip)
 
 
@@ -90,7 +95,7 @@ class NodeConfig:
     def product_identifier(self) -> str:
         return product_identifier(self.device_type)
 
-    def validate(self, *, allow_non_loopback: bool = False) -> "NodeConfig":
+    def validate(self, *, allow_non_loopback: bool = False) -> NodeConfig:
         where = f"node {self.name!r}"
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             raise ConfigError(f"{where}: name must be 1-63 letters, digits, '.', '_' or '-'")
@@ -102,7 +107,9 @@ class NodeConfig:
             raise ConfigError(f"{where}: password must be at least 4 characters")
         self.hm_ip = check_ip(self.hm_ip, f"{where} hm_ip", allow_non_loopback=allow_non_loopback)
         if self.direct_connect:
-            self.direct_connect = check_ip(self.direct_connect, f"{where} direct_connect", allow_non_loopback=allow_non_loopback)
+            self.direct_connect = check_ip(
+                self.direct_connect, f"{where} direct_connect", allow_non_loopback=allow_non_loopback
+            )
             if self.direct_connect == self.hm_ip:
                 raise ConfigError(f"{where}: the direct connect address must differ from the Health Monitor IP")
         if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
@@ -135,7 +142,7 @@ class NodeConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NodeConfig":
+    def from_dict(cls, d: dict) -> NodeConfig:
         names = set(cls.__dataclass_fields__)
         unknown = set(d) - names
         if unknown:
@@ -170,18 +177,40 @@ class Fleet:
         try:
             return self.nodes[name]
         except KeyError:
-            raise ConfigError(f"no node named {name!r} in the fleet file (have: {', '.join(self.nodes) or 'none'})") from None
+            raise ConfigError(
+                f"no node named {name!r} in the fleet file (have: {', '.join(self.nodes) or 'none'})"
+            ) from None
 
     def pairs_of(self, name: str) -> list[PairDecl]:
         return [p for p in self.pairs if name in (p.primary, p.secondary)]
 
 
-NODE_KEYS = {"name", "type", "version", "role", "hm_ip", "vip", "netmask", "password", "udi", "direct_connect",
-             "hostname", "domain", "timezone", "ntp", "dns", "trap_destinations", "port", "recovery"}
+NODE_KEYS = {
+    "name",
+    "type",
+    "version",
+    "role",
+    "hm_ip",
+    "vip",
+    "netmask",
+    "password",
+    "udi",
+    "direct_connect",
+    "hostname",
+    "domain",
+    "timezone",
+    "ntp",
+    "dns",
+    "trap_destinations",
+    "port",
+    "recovery",
+}
 PAIR_KEYS = {"primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds"}
 
 
-def parse_fleet(data: dict[str, Any], *, allow_non_loopback: bool = False, allow_short_wait: bool = False, source: str = "fleet") -> Fleet:
+def parse_fleet(
+    data: dict[str, Any], *, allow_non_loopback: bool = False, allow_short_wait: bool = False, source: str = "fleet"
+) -> Fleet:
     agent: dict[str, Any] = data.get("agent", {})
     if not isinstance(agent, dict):
         raise ConfigError(f"{source}: [agent] must be a table")
@@ -208,11 +237,22 @@ def parse_fleet(data: dict[str, Any], *, allow_non_loopback: bool = False, allow
             raise ConfigError(f"{source}: [[node]] #{i} ({rn.get('name', '?')}) is missing {sorted(missing)}")
         try:
             cfg = NodeConfig(
-                name=rn["name"], device_type=rn["type"], version=str(rn["version"]), role=rn["role"],
-                hm_ip=rn["hm_ip"], password=rn["password"], vip=rn.get("vip"), netmask=rn.get("netmask"),
-                udi=rn.get("udi", ""), direct_connect=rn.get("direct_connect"), hostname=rn.get("hostname", ""),
-                domain=rn.get("domain", "localdomain"), timezone=rn.get("timezone", "UTC"), ntp=rn.get("ntp", ""),
-                dns=rn.get("dns", ""), port=int(rn["port"] if "port" in rn else default_port),
+                name=rn["name"],
+                device_type=rn["type"],
+                version=str(rn["version"]),
+                role=rn["role"],
+                hm_ip=rn["hm_ip"],
+                password=rn["password"],
+                vip=rn.get("vip"),
+                netmask=rn.get("netmask"),
+                udi=rn.get("udi", ""),
+                direct_connect=rn.get("direct_connect"),
+                hostname=rn.get("hostname", ""),
+                domain=rn.get("domain", "localdomain"),
+                timezone=rn.get("timezone", "UTC"),
+                ntp=rn.get("ntp", ""),
+                dns=rn.get("dns", ""),
+                port=int(rn["port"] if "port" in rn else default_port),
                 trap_destinations=list(rn.get("trap_destinations", default_traps) or []),
                 recovery=rn.get("recovery", False),
             ).validate(allow_non_loopback=allow_non_loopback)
@@ -248,8 +288,11 @@ def parse_fleet(data: dict[str, Any], *, allow_non_loopback: bool = False, allow
             raise ConfigError(f"{source}: [[pair]] #{i}: a secondary can back at most two primaries")
         try:
             pc = PairConfig(
-                Mode.parse(rp.get("failover_type", "Manual")), Mode.parse(rp.get("failback_type", "Manual")),
-                rp.get("failover_wait", 10), rp.get("stabilisation_seconds", 1800), allow_short_wait=allow_short_wait,
+                Mode.parse(rp.get("failover_type", "Manual")),
+                Mode.parse(rp.get("failback_type", "Manual")),
+                rp.get("failover_wait", 10),
+                rp.get("stabilisation_seconds", 1800),
+                allow_short_wait=allow_short_wait,
             )
         except ValueError as e:
             raise ConfigError(f"{source}: [[pair]] #{i}: {e}") from None

@@ -4,7 +4,7 @@ heartbeat says about the peer, and the notes (events) every decision returns."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .protocol import DEFAULT_FAILOVER_WAIT, MAX_FAILOVER_WAIT, MIN_FAILOVER_WAIT, EventCode, HAState, Mode, Phase, Role
@@ -17,7 +17,7 @@ class Refused(Exception):
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -33,8 +33,12 @@ class PairConfig:
     maintenance: bool = False
 
     def __post_init__(self) -> None:
-        self.failover_type = Mode.parse(self.failover_type) if not isinstance(self.failover_type, Mode) else self.failover_type
-        self.failback_type = Mode.parse(self.failback_type) if not isinstance(self.failback_type, Mode) else self.failback_type
+        self.failover_type = (
+            Mode.parse(self.failover_type) if not isinstance(self.failover_type, Mode) else self.failover_type
+        )
+        self.failback_type = (
+            Mode.parse(self.failback_type) if not isinstance(self.failback_type, Mode) else self.failback_type
+        )
         try:
             self.failover_wait = float(self.failover_wait)
             self.stabilisation_seconds = float(self.stabilisation_seconds)
@@ -68,8 +72,15 @@ class PairConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PairConfig":
-        keys = ("failover_type", "failback_type", "failover_wait", "stabilisation_seconds", "allow_short_wait", "maintenance")
+    def from_dict(cls, d: dict) -> PairConfig:
+        keys = (
+            "failover_type",
+            "failback_type",
+            "failover_wait",
+            "stabilisation_seconds",
+            "allow_short_wait",
+            "maintenance",
+        )
         return cls(**{k: d[k] for k in keys if k in d})
 
 
@@ -100,17 +111,25 @@ class PeerView:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "state": self.state.value, "generation": self.generation, "owner": self.owner.value,
-            "in_charge": self.in_charge, "running": self.running, "graceful": self.graceful,
-            "phase": self.phase.value if self.phase else None, "synced": self.synced,
+            "state": self.state.value,
+            "generation": self.generation,
+            "owner": self.owner.value,
+            "in_charge": self.in_charge,
+            "running": self.running,
+            "graceful": self.graceful,
+            "phase": self.phase.value if self.phase else None,
+            "synced": self.synced,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PeerView":
+    def from_dict(cls, d: dict[str, Any]) -> PeerView:
         return cls(
-            state=HAState(d["state"]), generation=int(d["generation"]), owner=Role(d["owner"]),
-            in_charge=bool(d["in_charge"]), running=bool(d["running"]), graceful=bool(d["graceful"]),
-            phase=Phase(d["phase"]) if d.get("phase") else None, synced=bool(d.get("synced", False)),
+            state=HAState(d["state"]),
+            generation=int(d["generation"]),
+            owner=Role(d["owner"]),
+            in_charge=bool(d["in_charge"]),
+            running=bool(d["running"]),
+            graceful=bool(d["graceful"]),
+            phase=Phase(d["phase"]) if d.get("phase") else None,
+            synced=bool(d.get("synced", False)),
         )
-
-

@@ -26,12 +26,28 @@ from dataclasses import dataclass, field
 
 from .haconfig import DEFAULT_STABILISATION_SECONDS, Note, PairConfig, PeerView, Refused, iso
 from .protocol import (
-    DEFAULT_FAILOVER_WAIT, MAX_FAILOVER_WAIT, MIN_FAILOVER_WAIT, EventCode, HAState, Mode, Phase, Role, StopReason,
+    DEFAULT_FAILOVER_WAIT,
+    MAX_FAILOVER_WAIT,
+    MIN_FAILOVER_WAIT,
+    EventCode,
+    HAState,
+    Mode,
+    Phase,
+    Role,
+    StopReason,
 )
 
 __all__ = [
-    "DEFAULT_FAILOVER_WAIT", "DEFAULT_STABILISATION_SECONDS", "MAX_FAILOVER_WAIT", "MIN_FAILOVER_WAIT", "Note",
-    "PairConfig", "PairHA", "PeerView", "Refused", "iso",
+    "DEFAULT_FAILOVER_WAIT",
+    "DEFAULT_STABILISATION_SECONDS",
+    "MAX_FAILOVER_WAIT",
+    "MIN_FAILOVER_WAIT",
+    "Note",
+    "PairConfig",
+    "PairHA",
+    "PeerView",
+    "Refused",
+    "iso",
 ]
 
 PHASES = (None, *Phase)
@@ -65,7 +81,7 @@ class PairHA:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def create(cls, role: Role, config: PairConfig, now: float) -> tuple["PairHA", list[Note]]:
+    def create(cls, role: Role, config: PairConfig, now: float) -> tuple[PairHA, list[Note]]:
         p = cls(role=role, config=config, created_at=now, last_heard=now)
         if role is Role.PRIMARY:
             p.in_charge = True
@@ -115,8 +131,14 @@ class PairHA:
 
     def view(self) -> PeerView:
         return PeerView(
-            state=self.state, generation=self.generation, owner=self.owner, in_charge=self.in_charge,
-            running=self.running, graceful=self.stop_reason == StopReason.GRACEFUL, phase=self.phase, synced=self.synced,
+            state=self.state,
+            generation=self.generation,
+            owner=self.owner,
+            in_charge=self.in_charge,
+            running=self.running,
+            graceful=self.stop_reason == StopReason.GRACEFUL,
+            phase=self.phase,
+            synced=self.synced,
         )
 
     def _record(self, now: float) -> None:
@@ -142,7 +164,9 @@ class PairHA:
             if self.in_charge and self.owner is not self.role:
                 self.in_charge = False
                 self.phase = None
-                notes.append(Note(EventCode.STEPPED_DOWN, f"Generation {peer.generation} is owned by the {self.owner.value}."))
+                notes.append(
+                    Note(EventCode.STEPPED_DOWN, f"Generation {peer.generation} is owned by the {self.owner.value}.")
+                )
             if self.role is Role.SECONDARY and self.owner is Role.PRIMARY and self.phase is None:
                 self.synced = False  # must catch up with the primary that is now in charge
         elif peer.generation == self.generation and peer.in_charge and self.in_charge:
@@ -178,7 +202,13 @@ class PairHA:
         # the peer abandoned a failback: leave the transitional state
         if self.phase == Phase.FAILBACK and self.role is Role.PRIMARY and peer.phase != Phase.FAILBACK and peer.running:
             self.phase = None
-        if self.phase == Phase.RESYNC and self.role is Role.SECONDARY and peer.phase is None and peer.in_charge and self.synced:
+        if (
+            self.phase == Phase.RESYNC
+            and self.role is Role.SECONDARY
+            and peer.phase is None
+            and peer.in_charge
+            and self.synced
+        ):
             self.phase = None
         return self._done(now, notes)
 
@@ -209,7 +239,9 @@ class PairHA:
             and self.synced
             and since >= self.config.failover_wait
         ):
-            notes += self._begin_failover(now, "Automatic failover: no heartbeat for %g seconds." % self.config.failover_wait)
+            notes += self._begin_failover(
+                now, f"Automatic failover: no heartbeat for {self.config.failover_wait:g} seconds."
+            )
         elif (
             self.role is Role.SECONDARY
             and self.in_charge
@@ -268,11 +300,14 @@ class PairHA:
         self.phase = None
         self.last_switch_at = now
         self.alone = not self.heartbeat_up
-        return self._done(now, [
-            Note(EventCode.FAILOVER_RECONFIGURING_DB),
-            Note(EventCode.FAILOVER_STARTING_INSTANCE),
-            Note(EventCode.FAILOVER_ACTIVE, f"Generation {self.generation}."),
-        ])
+        return self._done(
+            now,
+            [
+                Note(EventCode.FAILOVER_RECONFIGURING_DB),
+                Note(EventCode.FAILOVER_STARTING_INSTANCE),
+                Note(EventCode.FAILOVER_ACTIVE, f"Generation {self.generation}."),
+            ],
+        )
 
     def peer_failover_begin(self, now: float, generation: int) -> list[Note]:
         """Primary: the secondary starts a failover that will own ``generation``."""
@@ -438,10 +473,18 @@ class PairHA:
         if new.failover_wait != self.config.failover_wait:
             notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
         if new.stabilisation_seconds != self.config.stabilisation_seconds:
-            notes.append(Note(EventCode.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds."))
+            notes.append(
+                Note(EventCode.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds.")
+            )
         if new.maintenance != self.config.maintenance:
-            notes.append(Note(EventCode.CONFIG_UPDATED, "Maintenance mode on: automatic failover and failback paused."
-                              if new.maintenance else "Maintenance mode off: automatic failover and failback resumed."))
+            notes.append(
+                Note(
+                    EventCode.CONFIG_UPDATED,
+                    "Maintenance mode on: automatic failover and failback paused."
+                    if new.maintenance
+                    else "Maintenance mode off: automatic failover and failback resumed.",
+                )
+            )
         self.config = new
         return self._done(now, notes)
 
@@ -457,7 +500,7 @@ class PairHA:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PairHA":
+    def from_dict(cls, d: dict) -> PairHA:
         d = dict(d)
         d.pop("state", None)
         d["role"] = Role(d["role"])

@@ -37,8 +37,15 @@ class Heartbeats:
         """A ``protocol.PeerMessage``; a command carries the cause driving the pair, so the
         peer's events name it too."""
         cfg = self.node.cfg
-        msg: dict[str, Any] = {"from": cfg.hm_ip, "name": cfg.name, "view": pr.ha.view().to_dict(),
-                               "digest": pr.instance.digest(), "slot": pr.slot, "mean_ms": pr.mean_ms, **extra}
+        msg: dict[str, Any] = {
+            "from": cfg.hm_ip,
+            "name": cfg.name,
+            "view": pr.ha.view().to_dict(),
+            "digest": pr.instance.digest(),
+            "slot": pr.slot,
+            "mean_ms": pr.mean_ms,
+            **extra,
+        }
         if "cmd" in extra and "cause" not in extra:
             msg["cause"] = pr.cause
         return msg
@@ -75,7 +82,7 @@ class Heartbeats:
                     # being deleted): the peer is alive, so it must not be taken over
                     pr.ha.peer_alive(time.time())
                     node.counters["heartbeats_failed"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError):
                 node.counters["heartbeats_failed"] += 1
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
@@ -93,5 +100,5 @@ class Heartbeats:
         msg = self.peer_msg(pr, cmd=PeerCommand.HEARTBEAT_NOW.value, cause=cause)
         try:
             await pr.client(timeout=0.5).request("POST", PATH_PEER_COMMAND, msg, auto_key=False)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             pass

@@ -54,8 +54,15 @@ log = logging.getLogger("nodeagent.node")
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, state_dir: str | Path, *, session: aiohttp.ClientSession | None = None,
-                 allow_short_wait: bool = False, allow_non_loopback: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        state_dir: str | Path,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        allow_short_wait: bool = False,
+        allow_non_loopback: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.sd = StateDir(state_dir).ensure()
         self.session = session
@@ -63,7 +70,9 @@ class Node:
         self.allow_short_wait = allow_short_wait
         self.allow_non_loopback = allow_non_loopback
         self.pairs: dict[str, PairRuntime] = {}
-        self.own_instance = InstanceStore("msedb", 1521, self.sd.instance_log("msedb")) if cfg.role is Role.PRIMARY else None
+        self.own_instance = (
+            InstanceStore("msedb", 1521, self.sd.instance_log("msedb")) if cfg.role is Role.PRIMARY else None
+        )
         self.admin_stopped = False
         self.unpaired_running = True
         self.events: collections.deque[Event] = collections.deque(maxlen=5000)
@@ -137,7 +146,9 @@ class Node:
         if self.session is None:
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=8))
         if self.vip_driver is not None:
-            await self.vip_driver.cleanup([p.vip for p in self.pairs.values() if p.vip] + ([self.cfg.vip] if self.cfg.vip else []))
+            await self.vip_driver.cleanup(
+                [p.vip for p in self.pairs.values() if p.vip] + ([self.cfg.vip] if self.cfg.vip else [])
+            )
         self._tasks.append(asyncio.create_task(self._loop(), name=f"{self.cfg.name}-loop"))
         self._tasks.append(asyncio.create_task(self.traps.loop(), name=f"{self.cfg.name}-push"))
         for pr in self.pairs.values():
@@ -155,7 +166,9 @@ class Node:
                 if pr.ha.running:
                     self.record(pr.ha.stop_services(now), pr)
             await self.vips.reconcile()
-            await asyncio.gather(*(self.heartbeats.tell_stopping(pr) for pr in self.pairs.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(self.heartbeats.tell_stopping(pr) for pr in self.pairs.values()), return_exceptions=True
+            )
             self.save_ha(signal_stop=True)
         tasks = self._tasks + [t for pr in self.pairs.values() for t in (pr.proc, pr.hb_task) if t]
         for t in tasks:
@@ -177,16 +190,19 @@ class Node:
 
     # ================================================================= persistence and events
     def save_ha(self, *, signal_stop: bool = False) -> None:
-        self.sd.save("ha.json", {
-            "node": self.cfg.name,
-            "role": self.cfg.role.value,
-            "pairs": [p.to_dict() for p in self.pairs.values()],
-            "admin_stopped": self.admin_stopped,
-            "unpaired_running": self.unpaired_running,
-            "restarts": self.restarts,
-            "signal_stop": signal_stop,
-            "saved_at": now_iso(),
-        })
+        self.sd.save(
+            "ha.json",
+            {
+                "node": self.cfg.name,
+                "role": self.cfg.role.value,
+                "pairs": [p.to_dict() for p in self.pairs.values()],
+                "admin_stopped": self.admin_stopped,
+                "unpaired_running": self.unpaired_running,
+                "restarts": self.restarts,
+                "signal_stop": signal_stop,
+                "saved_at": now_iso(),
+            },
+        )
         for p in self.pairs.values():
             p.saved_sig = p.sig()
 
@@ -196,15 +212,22 @@ class Node:
             return True
         return False
 
-    def emit(self, code: EventCode, remarks: str = "", pr: PairRuntime | None = None, *,
-             cause: Cause | None = None) -> Event:
+    def emit(
+        self, code: EventCode, remarks: str = "", pr: PairRuntime | None = None, *, cause: Cause | None = None
+    ) -> Event:
         """Record one event. Its cause: the command being handled (``cause``), else the one
         driving the pair's procedure (``pr.cause``); none when the agents decided alone."""
         self.seq += 1
         gen = pr.ha.generation if pr else max((p.ha.generation for p in self.pairs.values()), default=0)
         ev: Event = {
-            "seq": self.seq, "code": code.value, "description": code.text, "generated_by": self.cfg.role.title,
-            "timestamp": now_iso(), "remarks": remarks, "generation": gen, "peer": pr.peer_hm_ip if pr else None,
+            "seq": self.seq,
+            "code": code.value,
+            "description": code.text,
+            "generated_by": self.cfg.role.title,
+            "timestamp": now_iso(),
+            "remarks": remarks,
+            "generation": gen,
+            "peer": pr.peer_hm_ip if pr else None,
             "cause": cause or (pr.cause if pr else None),
         }
         self._event_log.append(ev)
@@ -288,8 +311,13 @@ class Node:
         now = time.time()
         for pr in list(self.pairs.values()):
             self.record(pr.ha.tick(now), pr)
-            if (pr.ha.running and not pr.ha.heartbeat_up and pr.replication is not ReplicationStatus.DOWN
-                    and pr.sync_done_once and pr.ha.role is Role.PRIMARY):
+            if (
+                pr.ha.running
+                and not pr.ha.heartbeat_up
+                and pr.replication is not ReplicationStatus.DOWN
+                and pr.sync_done_once
+                and pr.ha.role is Role.PRIMARY
+            ):
                 pr.replication = ReplicationStatus.DOWN
                 if pr.ha.in_charge:
                     self.emit(EventCode.REPLICATION_DOWN, "", pr)
@@ -313,9 +341,18 @@ class Node:
             coro = procs.failover_shutdown(pr)
         elif ha.role is Role.PRIMARY and ha.phase is Phase.RESYNC and ha.heartbeat_up:
             coro = procs.resync(pr)
-        elif (ha.role is Role.PRIMARY and ha.in_charge and ha.phase is None and ha.heartbeat_up and ha.running
-              and pr.peer_view is not None and pr.peer_view.running and not pr.peer_view.synced
-              and pr.peer_view.owner is Role.PRIMARY and pr.peer_view.phase is None):
+        elif (
+            ha.role is Role.PRIMARY
+            and ha.in_charge
+            and ha.phase is None
+            and ha.heartbeat_up
+            and ha.running
+            and pr.peer_view is not None
+            and pr.peer_view.running
+            and not pr.peer_view.synced
+            and pr.peer_view.owner is Role.PRIMARY
+            and pr.peer_view.phase is None
+        ):
             coro = procs.sync(pr)
         if coro is not None:
             pr.proc = asyncio.create_task(coro, name=f"{self.cfg.name}-proc-{pr.peer_hm_ip}")

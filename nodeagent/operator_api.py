@@ -22,8 +22,8 @@ from .config import ConfigError, check_ip, check_trap_url
 from .errors import ApiError
 from .hastate import Note, PairConfig, PairHA, Refused
 from .pair import PairRuntime
-from .store import LICENSES_FILE
 from .protocol import PATH_PEER_COMMAND, Cause, EventCode, Mode, PeerCommand, Role, StopReason
+from .store import LICENSES_FILE
 
 if TYPE_CHECKING:  # a type only: node.py imports this module
     from .node import Node
@@ -43,8 +43,11 @@ class OperatorApi:
         if role not in ("primary", "secondary"):
             raise ApiError(400, "role must be primary or secondary")
         if Role(role) is not cfg.role:
-            raise ApiError(409, "*** User has switched roles for this MSE. MSE must be stopped before switching roles. "
-                                "Re-run setup to change the role.")
+            raise ApiError(
+                409,
+                "*** User has switched roles for this MSE. MSE must be stopped before switching roles. "
+                "Re-run setup to change the role.",
+            )
         peer_in = body.get("peer")
         if not isinstance(peer_in, dict):
             raise ApiError(400, "peer must be an object with name, hm_ip, password, version")
@@ -64,12 +67,16 @@ class OperatorApi:
             if peer["vip"]:
                 peer["vip"] = check_ip(peer["vip"], "peer vip", allow_non_loopback=node.allow_non_loopback)
             if peer["direct_connect"]:
-                peer["direct_connect"] = check_ip(peer["direct_connect"], "peer direct_connect",
-                                                  allow_non_loopback=node.allow_non_loopback)
+                peer["direct_connect"] = check_ip(
+                    peer["direct_connect"], "peer direct_connect", allow_non_loopback=node.allow_non_loopback
+                )
             pc = PairConfig(
-                Mode.parse(body.get("failover_type", "Manual")), Mode.parse(body.get("failback_type", "Manual")),
-                body.get("failover_wait", 10), body.get("stabilisation_seconds", 1800),
-                allow_short_wait=node.allow_short_wait, maintenance=body.get("maintenance", False),
+                Mode.parse(body.get("failover_type", "Manual")),
+                Mode.parse(body.get("failback_type", "Manual")),
+                body.get("failover_wait", 10),
+                body.get("stabilisation_seconds", 1800),
+                allow_short_wait=node.allow_short_wait,
+                maintenance=body.get("maintenance", False),
             )
         except KeyError as e:
             raise ApiError(400, f"peer is missing {e}") from None
@@ -78,7 +85,10 @@ class OperatorApi:
         if peer["hm_ip"] == cfg.hm_ip:
             raise ApiError(400, "a node cannot be paired with itself")
         if peer["version"] != cfg.version:
-            raise ApiError(409, f"Primary and secondary must run the same software version ({cfg.version} here, {peer['version']} there)")
+            raise ApiError(
+                409,
+                f"Primary and secondary must run the same software version ({cfg.version} here, {peer['version']} there)",
+            )
         if cfg.role is Role.SECONDARY and not peer["vip"]:
             raise ApiError(400, "the primary's vip is required on a secondary")
         existing = node.pairs.get(peer["hm_ip"])
@@ -97,15 +107,22 @@ class OperatorApi:
             raise ApiError(409, f"VIP {peer['vip']} is already backed by this secondary")
         recovery = body.get("recovery") is True
         if recovery and (cfg.role is not Role.PRIMARY or not cfg.recovery):
-            raise ApiError(409, "Recovery restores the configuration of a primary that was set up in recovery mode "
-                                "(setup: \"Start MSE in recovery mode\" yes); this server was not.")
+            raise ApiError(
+                409,
+                "Recovery restores the configuration of a primary that was set up in recovery mode "
+                '(setup: "Start MSE in recovery mode" yes); this server was not.',
+            )
         ha, notes = PairHA.create(cfg.role, pc, now)
         if recovery:
             # the secondary holds the data and the VIP: come back behind it (TERMINATED); a
             # failback copies the data back and returns the VIP
             ha.restore_behind_secondary(now, self._recovery_generation(body))
-            notes = [Note(EventCode.CONFIG_RESTORED, f"Recovery mode: generation {ha.generation}, "
-                                                     "the secondary stays in charge until a failback.")]
+            notes = [
+                Note(
+                    EventCode.CONFIG_RESTORED,
+                    f"Recovery mode: generation {ha.generation}, the secondary stays in charge until a failback.",
+                )
+            ]
         elif cfg.role is Role.PRIMARY and not node.unpaired_running:
             ha.running, ha.stop_reason, ha.in_charge = False, StopReason.GRACEFUL, False
             ha.resume_in_charge = True
@@ -168,7 +185,7 @@ class OperatorApi:
                 raise ApiError(404, f"no peer {peer}")
             return pr
         if len(pairs) > 1:
-            raise ApiError(400, "this secondary backs two primaries: say which with \"peer\": <primary HM IP>")
+            raise ApiError(400, 'this secondary backs two primaries: say which with "peer": <primary HM IP>')
         return next(iter(pairs.values()))
 
     async def invoke(self, body: dict, what: str, cause: Cause | None = None) -> dict:
@@ -190,7 +207,7 @@ class OperatorApi:
             return await pr.client(timeout=5.0).call("POST", PATH_PEER_COMMAND, msg)
         except AgentError as e:
             raise ApiError(e.status, e.data.get("error", str(e)) if isinstance(e.data, dict) else str(e)) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ApiError(502, f"the secondary {pr.peer_hm_ip} cannot be reached: {e}") from None
 
     async def invoke_here(self, pr: PairRuntime, cmd: PeerCommand, cause: Cause | None = None) -> dict:
@@ -223,8 +240,9 @@ class OperatorApi:
             node.emit(EventCode.SERVICES_STOPPED, cause=cause)
         node.save_ha()
         await node.vips.reconcile()
-        await asyncio.gather(*(node.heartbeats.tell_stopping(pr, cause) for pr in node.pairs.values()),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(node.heartbeats.tell_stopping(pr, cause) for pr in node.pairs.values()), return_exceptions=True
+        )
         return {"running": False, "states": {p.peer_hm_ip: p.ha.state.value for p in node.pairs.values()}}
 
     async def start_services(self, cause: Cause | None = None) -> dict:

@@ -90,8 +90,13 @@ def format_serverinfo(info: dict | None, *, running: bool) -> str:
     ]
     lines += _block("Services")
     for s in info["services"]:
-        lines += [f"Service Name: {s['name']}", f"Service Version: {s['version']}",
-                  f"Admin Status: {s['admin_status']}", f"Operation Status: {s['operation_status']}", ""]
+        lines += [
+            f"Service Name: {s['name']}",
+            f"Service Version: {s['version']}",
+            f"Admin Status: {s['admin_status']}",
+            f"Operation Status: {s['operation_status']}",
+            "",
+        ]
     lines += _block("Server Monitor")
     lines += [
         f"Server start time: {_t(info['start_time'])}",
@@ -109,7 +114,13 @@ def format_serverinfo(info: dict | None, *, running: bool) -> str:
     lines.append("")
     lines += _block("Default Trap Destinations")
     for i, t in enumerate(info.get("trap_destinations", []), 1):
-        lines += ["", f"Trap Destination - {i}", "-----", f"IP Address: {t['url']}", f"Last Updated: {_t(t.get('last_updated'))}"]
+        lines += [
+            "",
+            f"Trap Destination - {i}",
+            "-----",
+            f"IP Address: {t['url']}",
+            f"Last Updated: {_t(t.get('last_updated'))}",
+        ]
     lines.append("")
     n = info["active_elements"]
     lines += [

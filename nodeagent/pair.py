@@ -43,8 +43,9 @@ class PairRuntime:
         self.status_note = ""
         if node.cfg.role is Role.SECONDARY:
             names = instance_names(slot)
-            self.instance = InstanceStore(names["secondary_db_name"], names["secondary_db_port"],
-                                          node.sd.instance_log(names["secondary_db_name"]))
+            self.instance = InstanceStore(
+                names["secondary_db_name"], names["secondary_db_port"], node.sd.instance_log(names["secondary_db_name"])
+            )
         else:
             assert node.own_instance is not None, "a primary has its own instance"
             self.instance = node.own_instance
@@ -73,8 +74,13 @@ class PairRuntime:
     def client(self, timeout: float = 2.0) -> AgentClient:
         host = self.peer["direct_connect"] if self.direct else self.peer["hm_ip"]
         assert self.node.session is not None, "the node is started"
-        return AgentClient(self.node.session, host, self.peer["password"], port=self.peer.get("port", self.node.cfg.port),
-                           timeout=timeout)
+        return AgentClient(
+            self.node.session,
+            host,
+            self.peer["password"],
+            port=self.peer.get("port", self.node.cfg.port),
+            timeout=timeout,
+        )
 
     @property
     def mean_ms(self) -> float | None:
@@ -104,7 +110,27 @@ class PairRuntime:
         """What must be persisted when it changes (not the heartbeat timestamps)."""
         h = self.ha
         c = h.config
-        return (h.generation, h.owner, h.in_charge, h.running, h.stop_reason, h.phase, h.synced, h.alone,
-                h.reclaim_pending, h.resume_in_charge, h.last_switch_at, h.pending_generation, h.peer_graceful,
-                h.heartbeats_seen, h.state, c.failover_type, c.failback_type, c.failover_wait, c.stabilisation_seconds,
-                c.maintenance, self.sync_done_once, self.slot)
+        return (
+            h.generation,
+            h.owner,
+            h.in_charge,
+            h.running,
+            h.stop_reason,
+            h.phase,
+            h.synced,
+            h.alone,
+            h.reclaim_pending,
+            h.resume_in_charge,
+            h.last_switch_at,
+            h.pending_generation,
+            h.peer_graceful,
+            h.heartbeats_seen,
+            h.state,
+            c.failover_type,
+            c.failback_type,
+            c.failover_wait,
+            c.stabilisation_seconds,
+            c.maintenance,
+            self.sync_done_once,
+            self.slot,
+        )

@@ -26,8 +26,17 @@ from .client import AgentClient, AgentError
 from .errors import ApiError
 from .hastate import Refused
 from .protocol import (
-    PATH_PEER_COMMAND, PATH_PEER_REPLICATE, PATH_PEER_SNAPSHOT, EventCode, HAState, PeerCommand, Phase,
-    ReplicationStatus, Role, SnapshotOp, cause_from,
+    PATH_PEER_COMMAND,
+    PATH_PEER_REPLICATE,
+    PATH_PEER_SNAPSHOT,
+    EventCode,
+    HAState,
+    PeerCommand,
+    Phase,
+    ReplicationStatus,
+    Role,
+    SnapshotOp,
+    cause_from,
 )
 
 if TYPE_CHECKING:  # types only: node.py imports this module
@@ -49,9 +58,12 @@ class Procedures:
         node = self.node
         gen = pr.ha.pending_generation or pr.ha.generation + 1
         try:
-            await pr.client(timeout=1.0).call("POST", PATH_PEER_COMMAND,
-                                              node.heartbeats.peer_msg(pr, cmd=PeerCommand.FAILOVER_BEGIN.value, generation=gen))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AgentError) as e:
+            await pr.client(timeout=1.0).call(
+                "POST",
+                PATH_PEER_COMMAND,
+                node.heartbeats.peer_msg(pr, cmd=PeerCommand.FAILOVER_BEGIN.value, generation=gen),
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
             log.info("%s: primary %s did not answer the failover (%s); taking over", node.cfg.name, pr.peer_hm_ip, e)
         if pr.ha.state is not HAState.FAILOVER_INVOKED:
             return
@@ -73,9 +85,13 @@ class Procedures:
         peer_msg = node.heartbeats.peer_msg
         cl = pr.client(timeout=5.0)
         try:
-            await cl.call("POST", PATH_PEER_COMMAND, peer_msg(pr, cmd=PeerCommand.FAILBACK_BEGIN.value, generation=pr.ha.generation))
+            await cl.call(
+                "POST",
+                PATH_PEER_COMMAND,
+                peer_msg(pr, cmd=PeerCommand.FAILBACK_BEGIN.value, generation=pr.ha.generation),
+            )
             await self.send_snapshot(pr, cl, replace=True, records=pr.instance.snapshot())
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AgentError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
             node.record(pr.ha.failback_abort(time.time(), f"Copy to the primary failed: {e}"), pr)
             node.changed()
             return
@@ -85,9 +101,13 @@ class Procedures:
         await node.vips.reconcile()  # release the VIP before the primary takes it
         for _ in range(20):
             try:
-                await cl.call("POST", PATH_PEER_COMMAND, peer_msg(pr, cmd=PeerCommand.TAKE_CHARGE.value, generation=pr.ha.generation))
+                await cl.call(
+                    "POST",
+                    PATH_PEER_COMMAND,
+                    peer_msg(pr, cmd=PeerCommand.TAKE_CHARGE.value, generation=pr.ha.generation),
+                )
                 break
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AgentError):
+            except (TimeoutError, aiohttp.ClientError, OSError, AgentError):
                 await asyncio.sleep(0.1)
         node.changed()
 
@@ -97,12 +117,16 @@ class Procedures:
         peer_msg = node.heartbeats.peer_msg
         cl = pr.client(timeout=5.0)
         try:
-            info = await cl.call("POST", PATH_PEER_SNAPSHOT, peer_msg(pr, op=SnapshotOp.BEGIN.value, generation=pr.ha.generation))
+            info = await cl.call(
+                "POST", PATH_PEER_SNAPSHOT, peer_msg(pr, op=SnapshotOp.BEGIN.value, generation=pr.ha.generation)
+            )
             missing = pr.instance.since(int(info.get("sync_lsn", 0)))
             if info.get("count") != pr.instance.count or missing:
                 await self.send_snapshot(pr, cl, replace=False, records=missing, begun=True)
-            await cl.call("POST", PATH_PEER_COMMAND, peer_msg(pr, cmd=PeerCommand.RESYNC_DONE.value, generation=pr.ha.generation))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AgentError) as e:
+            await cl.call(
+                "POST", PATH_PEER_COMMAND, peer_msg(pr, cmd=PeerCommand.RESYNC_DONE.value, generation=pr.ha.generation)
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
             log.info("%s: resync with %s failed: %s", node.cfg.name, pr.peer_hm_ip, e)
             await asyncio.sleep(0.2)
             return
@@ -127,12 +151,21 @@ class Procedures:
         if not first:  # the first one was announced when the pair was created
             node.emit(EventCode.SYNC_IN_PROGRESS, "Catching up after an interruption.", pr)
         try:
-            info = await cl.call("POST", PATH_PEER_SNAPSHOT,
-                                 node.heartbeats.peer_msg(pr, op=SnapshotOp.BEGIN.value, generation=pr.ha.generation))
+            info = await cl.call(
+                "POST",
+                PATH_PEER_SNAPSHOT,
+                node.heartbeats.peer_msg(pr, op=SnapshotOp.BEGIN.value, generation=pr.ha.generation),
+            )
             sync_lsn = pr.instance.lsn
-            await self.send_snapshot(pr, cl, replace=False, records=pr.instance.since(int(info.get("sync_lsn", 0))),
-                                     begun=True, sync_lsn=sync_lsn)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AgentError) as e:
+            await self.send_snapshot(
+                pr,
+                cl,
+                replace=False,
+                records=pr.instance.since(int(info.get("sync_lsn", 0))),
+                begun=True,
+                sync_lsn=sync_lsn,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
             log.info("%s: sync with %s failed: %s", node.cfg.name, pr.peer_hm_ip, e)
             pr.replication = ReplicationStatus.DOWN
             await asyncio.sleep(0.5)
@@ -146,22 +179,51 @@ class Procedures:
             node.emit(EventCode.ACTIVE, "", pr)
         node.changed()
 
-    async def send_snapshot(self, pr: PairRuntime, cl: AgentClient, *, replace: bool, records: list[dict],
-                            begun: bool = False, sync_lsn: int | None = None) -> None:
+    async def send_snapshot(
+        self,
+        pr: PairRuntime,
+        cl: AgentClient,
+        *,
+        replace: bool,
+        records: list[dict],
+        begun: bool = False,
+        sync_lsn: int | None = None,
+    ) -> None:
         hm_ip = self.node.cfg.hm_ip
         gen = pr.ha.generation
         if not begun:
-            await cl.call("POST", PATH_PEER_SNAPSHOT,
-                          self.node.heartbeats.peer_msg(pr, op=SnapshotOp.BEGIN.value, replace=replace, generation=gen))
+            await cl.call(
+                "POST",
+                PATH_PEER_SNAPSHOT,
+                self.node.heartbeats.peer_msg(pr, op=SnapshotOp.BEGIN.value, replace=replace, generation=gen),
+            )
         total = len(records)
         for i in range(0, total, SYNC_CHUNK):
-            chunk = records[i:i + SYNC_CHUNK]
+            chunk = records[i : i + SYNC_CHUNK]
             pr.sync_percent = int(100 * (i + len(chunk)) / total)
-            await cl.call("POST", PATH_PEER_SNAPSHOT, {"from": hm_ip, "op": SnapshotOp.CHUNK.value, "records": chunk,
-                                                       "percent": pr.sync_percent, "generation": gen}, auto_key=False)
-        await cl.call("POST", PATH_PEER_SNAPSHOT, {"from": hm_ip, "op": SnapshotOp.END.value, "generation": gen,
-                                                   "sync_lsn": pr.instance.lsn if sync_lsn is None else sync_lsn},
-                      auto_key=False)
+            await cl.call(
+                "POST",
+                PATH_PEER_SNAPSHOT,
+                {
+                    "from": hm_ip,
+                    "op": SnapshotOp.CHUNK.value,
+                    "records": chunk,
+                    "percent": pr.sync_percent,
+                    "generation": gen,
+                },
+                auto_key=False,
+            )
+        await cl.call(
+            "POST",
+            PATH_PEER_SNAPSHOT,
+            {
+                "from": hm_ip,
+                "op": SnapshotOp.END.value,
+                "generation": gen,
+                "sync_lsn": pr.instance.lsn if sync_lsn is None else sync_lsn,
+            },
+            auto_key=False,
+        )
         pr.sync_percent = 100
 
     # ================================================================= peer endpoints
@@ -284,13 +346,16 @@ class Procedures:
                 return
             try:
                 status, out = await pr.client(timeout=1.0).request(
-                    "POST", PATH_PEER_REPLICATE,
-                    {"from": hm_ip, "generation": ha.generation, "records": [rec]}, auto_key=False)
+                    "POST",
+                    PATH_PEER_REPLICATE,
+                    {"from": hm_ip, "generation": ha.generation, "records": [rec]},
+                    auto_key=False,
+                )
                 if status == 200:
                     return
                 if status == 409:
                     # the secondary holds a newer generation: we must not acknowledge
                     raise ApiError(503, "the secondary is in charge; write not acknowledged")
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(0.02)

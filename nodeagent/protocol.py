@@ -21,8 +21,18 @@ from typing import Any, TypedDict, cast
 
 # signing lives in nodeagent.signing; re-exported so both sides import one contract
 from .signing import (  # noqa: F401
-    DEFAULT_FRESHNESS_SECONDS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, SIGNATURE_SCHEME, ReplayCache,
-    SignatureError, body_digest, canonical_string, compute_signature, sign_request, verify_request,
+    DEFAULT_FRESHNESS_SECONDS,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    SIGNATURE_SCHEME,
+    ReplayCache,
+    SignatureError,
+    body_digest,
+    canonical_string,
+    compute_signature,
+    sign_request,
+    verify_request,
 )
 
 API_VERSION = "v1"  # the HTTP paths (/hm/v1)
@@ -107,7 +117,7 @@ class Mode(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, value: object) -> "Mode":
+    def parse(cls, value: object) -> Mode:
         v = str(value).strip().lower()
         for m in cls:
             if m.value.lower() == v:
@@ -431,7 +441,7 @@ def cause_from(value: object, *, key: str | None = None) -> Cause | None:
             if isinstance(item, str) and item.strip():
                 out[name] = item.strip()[:limit]  # type: ignore[literal-required]
     if "key" not in out and key and key.strip():
-        out["key"] = key.strip()[:CAUSE_LIMITS["key"]]
+        out["key"] = key.strip()[: CAUSE_LIMITS["key"]]
     return out or None
 
 
@@ -458,8 +468,10 @@ class ProtocolMismatch(Exception):
 def version_refusal(theirs: object, *, who: str) -> str:
     """The sentence for a peer, portal or agent that speaks another protocol."""
     said = "no protocol version" if theirs in (None, "") else f"protocol {theirs}"
-    return (f"protocol mismatch: {who} speaks {said}, this side speaks protocol {PROTOCOL_VERSION}; "
-            "upgrade the older side (portal and every node agent of a pair run the same protocol)")
+    return (
+        f"protocol mismatch: {who} speaks {said}, this side speaks protocol {PROTOCOL_VERSION}; "
+        "upgrade the older side (portal and every node agent of a pair run the same protocol)"
+    )
 
 
 def check_version(theirs: object, *, who: str) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .store import AppendLog, atomic_write_json, read_json, read_jsonl
 

@@ -68,8 +68,14 @@ async def signature_mw(request: web.Request, handler):
     node: Node = request.app[NODE_KEY]
     body = await request.read()
     try:
-        P.verify_request(node.cfg.password, request.method, request.path_qs, body, request.headers,
-                         replay_cache=request.app[REPLAY_KEY])
+        P.verify_request(
+            node.cfg.password,
+            request.method,
+            request.path_qs,
+            body,
+            request.headers,
+            replay_cache=request.app[REPLAY_KEY],
+        )
     except P.SignatureError as e:
         return jerr(401, str(e))
     try:  # authenticated, but a portal or peer not upgraded: say so, change nothing
@@ -97,7 +103,11 @@ class IdempotencyStore:  # noqa: D101 - documented below
 
 @web.middleware
 async def idempotency_mw(request: web.Request, handler):
-    if request.method in ("GET", "HEAD", "OPTIONS") or _unsigned(request.path) or request.path.startswith(P.PREFIX + "/peer/"):
+    if (
+        request.method in ("GET", "HEAD", "OPTIONS")
+        or _unsigned(request.path)
+        or request.path.startswith(P.PREFIX + "/peer/")
+    ):
         return await handler(request)
     key = request.headers.get(P.IDEMPOTENCY_HEADER, "").strip()
     if not key or len(key) > 200:
@@ -231,8 +241,9 @@ def build_hm_app(node: Node) -> web.Application:
         return web.json_response({"in_charge": vips}, status=200 if vips else 503)
 
     async def health_secondary(request):
-        ok = (node.cfg.role is P.Role.SECONDARY and node.services_running and bool(node.pairs)
-              and not node.desired_vips())
+        ok = (
+            node.cfg.role is P.Role.SECONDARY and node.services_running and bool(node.pairs) and not node.desired_vips()
+        )
         return web.json_response({"standby": ok}, status=200 if ok else 503)
 
     async def health(request):
@@ -285,9 +296,11 @@ def build_service_app(node: Node) -> web.Application:
             except (binascii.Error, UnicodeDecodeError):
                 ok = False
         if not ok:
-            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="MSE"'},
-                                       text=json.dumps({"error": "HTTP Basic authentication as admin required"}),
-                                       content_type="application/json")
+            raise web.HTTPUnauthorized(
+                headers={"WWW-Authenticate": 'Basic realm="MSE"'},
+                text=json.dumps({"error": "HTTP Basic authentication as admin required"}),
+                content_type="application/json",
+            )
         return vip, pr, inst
 
     async def post_element(request):
@@ -316,8 +329,9 @@ def build_service_app(node: Node) -> web.Application:
         except ValueError:
             raise ApiError(400, "limit and offset must be integers") from None
         recs = inst.snapshot()
-        return web.json_response({"count": len(recs), "elements": recs[offset: offset + max(0, limit)],
-                                  "served_by": node.cfg.name})
+        return web.json_response(
+            {"count": len(recs), "elements": recs[offset : offset + max(0, limit)], "served_by": node.cfg.name}
+        )
 
     app.router.add_post(ELEMENTS, post_element)
     app.router.add_get(ELEMENTS, list_elements)
@@ -340,8 +354,9 @@ class NodeServer:
         await self.hm_runner.setup()
         for addr in filter(None, (node.cfg.hm_ip, node.cfg.direct_connect)):
             await web.TCPSite(self.hm_runner, addr, node.cfg.port, reuse_address=True, backlog=256).start()
-        self.svc_runner = web.AppRunner(build_service_app(node), access_log=None, handle_signals=False,
-                                      shutdown_timeout=0.25)
+        self.svc_runner = web.AppRunner(
+            build_service_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25
+        )
         await self.svc_runner.setup()
         node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)
         await node.start()

@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 HEADER_TIMESTAMP = "X-MSE-Timestamp"
 HEADER_NONCE = "X-MSE-Nonce"

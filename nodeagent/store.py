@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO
 
 LICENSES_FILE = "licenses.json"
 LICENSES_FILE_V1 = "licences.json"  # the old spelling, still read at start-up
@@ -114,7 +115,7 @@ class StateDir:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def ensure(self) -> "StateDir":
+    def ensure(self) -> StateDir:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             os.chmod(self.root, 0o700)

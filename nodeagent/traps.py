@@ -32,8 +32,11 @@ class TrapPusher:
         node = self.node
         traps = node.sd.load("traps.json", None)
         if traps is None:
-            traps = {"destinations": {u: {"url": u, "last_updated": now_iso(), "pushed_seq": node.seq}
-                                      for u in node.cfg.trap_destinations}}
+            traps = {
+                "destinations": {
+                    u: {"url": u, "last_updated": now_iso(), "pushed_seq": node.seq} for u in node.cfg.trap_destinations
+                }
+            }
         self.destinations = traps["destinations"]
 
     def save(self) -> None:
@@ -66,8 +69,10 @@ class TrapPusher:
                 pending = [e for e in node.events if e["seq"] > dest.get("pushed_seq", 0)][:200]
                 if not pending:
                     continue
-                body = json.dumps({"protocol": PROTOCOL_VERSION, "node": node.cfg.name, "hm_ip": node.cfg.hm_ip, "events": pending},
-                                  separators=(",", ":")).encode()
+                body = json.dumps(
+                    {"protocol": PROTOCOL_VERSION, "node": node.cfg.name, "hm_ip": node.cfg.hm_ip, "events": pending},
+                    separators=(",", ":"),
+                ).encode()
                 path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
                 headers = sign_request(node.cfg.password, "POST", path, body)
                 headers[HEADER_NODE] = node.cfg.name
@@ -75,7 +80,9 @@ class TrapPusher:
                 headers["Content-Type"] = "application/json"
                 assert node.session is not None, "started"
                 try:
-                    async with node.session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
+                    async with node.session.post(
+                        url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3)
+                    ) as r:
                         if r.status < 300:
                             dest["pushed_seq"] = pending[-1]["seq"]
                             dest["last_error"] = None
@@ -85,6 +92,6 @@ class TrapPusher:
                             self.wake.set()
                             continue
                         dest["last_error"] = f"HTTP {r.status}"
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError) as e:
                     dest["last_error"] = str(e) or type(e).__name__
                 backoff[url] = time.monotonic() + 2.0

@@ -92,7 +92,9 @@ class IprouteVipDriver(LoopbackVipDriver):
         self.interface = interface
 
     async def _run(self, *argv: str, check: bool = True) -> None:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
         _, err = await proc.communicate()
         if check and proc.returncode != 0:
             raise OSError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
@@ -133,7 +135,9 @@ class VipReconciler:
         want = node.desired_vips()
         for vip in list(drv.bound - set(want)):
             await drv.release(vip)
-            node.emit(EventCode.VIP_RELEASED, vip, want.get(vip, (None, None))[1] if vip in want else self.pair_by_vip(vip))
+            node.emit(
+                EventCode.VIP_RELEASED, vip, want.get(vip, (None, None))[1] if vip in want else self.pair_by_vip(vip)
+            )
         now = time.monotonic()
         for vip, (mask, pr) in want.items():
             if vip in drv.bound or self.retry_at.get(vip, 0) > now:

@@ -56,7 +56,9 @@ def add_appliance(request, payload: ApplianceIn):
 def get_appliance(request, name: str):
     appliance = appliance_or_404(name)
     pair = selectors.pair_for(appliance)
-    return appliance_out(appliance, pair.secondary.name if pair is not None and pair.primary_id == appliance.pk else None)
+    return appliance_out(
+        appliance, pair.secondary.name if pair is not None and pair.primary_id == appliance.pk else None
+    )
 
 
 # --- HA ----------------------------------------------------------------------------------
@@ -140,7 +142,9 @@ def failback(request, name: str, payload: ReasonIn | None = None):
     return _switch(request, name, payload or ReasonIn(), "failback")
 
 
-@router.post("/appliances/{name}/ha/recover", response={202: JobOut}, summary="Recover a primary that lost its configuration")
+@router.post(
+    "/appliances/{name}/ha/recover", response={202: JobOut}, summary="Recover a primary that lost its configuration"
+)
 def recover(request, name: str, payload: ReasonIn | None = None):
     require(request, roles.OPERATE, "recover a primary")
     pair = pair_of_or_404(appliance_or_404(name))

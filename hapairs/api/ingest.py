@@ -47,7 +47,12 @@ def ingest_events(request):
     headers = {key: value for key, value in request.headers.items()}
     try:
         protocol.verify_request(
-            appliance.get_password(), request.method, request.get_full_path(), body, headers, replay_cache=_ingest_replays
+            appliance.get_password(),
+            request.method,
+            request.get_full_path(),
+            body,
+            headers,
+            replay_cache=_ingest_replays,
         )
     except (protocol.SignatureError, SecretUnreadable):
         raise HttpError(401, "Bad or missing signature.") from None

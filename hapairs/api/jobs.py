@@ -20,7 +20,11 @@ def list_jobs(request, limit: int = 50):
 
 @router.get("/jobs/{job_id}", response=JobOut)
 def get_job(request, job_id: int):
-    job = Job.objects.select_related("pair__primary", "pair__secondary", "appliance", "requested_by").filter(pk=job_id).first()
+    job = (
+        Job.objects.select_related("pair__primary", "pair__secondary", "appliance", "requested_by")
+        .filter(pk=job_id)
+        .first()
+    )
     if job is None:
         raise HttpError(404, f"No job #{job_id}.")
     return job_out(job)

@@ -95,7 +95,9 @@ _LICENSE_UPLOAD_BODY = {
         },
     }
 }
-_UPLOAD_HINT = "send multipart/form-data with the fields 'file' (the license file) and 'appliance' (the appliance's name)"
+_UPLOAD_HINT = (
+    "send multipart/form-data with the fields 'file' (the license file) and 'appliance' (the appliance's name)"
+)
 
 
 @router.post(

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,196 +15,543 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Appliance',
+            name="Appliance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', 'A device name is 1–63 letters, digits, dots, hyphens or underscores, starting with a letter or digit.')], verbose_name='Device Name')),
-                ('device_type', models.CharField(choices=[('3310', 'MSE-3310'), ('3350', 'MSE-3350'), ('3355', 'MSE-3355'), ('3365', 'MSE-3365'), ('VA-Low', 'MSE Virtual Appliance (Low)'), ('VA-Standard', 'MSE Virtual Appliance (Standard)'), ('VA-High', 'MSE Virtual Appliance (High)')], max_length=16, verbose_name='Device Type')),
-                ('hm_ip', models.GenericIPAddressField(protocol='IPv4', unique=True, verbose_name='Health Monitor IP')),
-                ('vip', models.GenericIPAddressField(blank=True, null=True, protocol='IPv4', verbose_name='Virtual IP')),
-                ('vip_prefixlen', models.PositiveSmallIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(32)], verbose_name='VIP netmask (prefix length)')),
-                ('version', models.CharField(max_length=32, validators=[django.core.validators.RegexValidator('^\\d+(\\.\\d+){1,3}$', 'A software version is dotted numbers, such as 8.0.110.0.')], verbose_name='Version')),
-                ('udi', models.CharField(blank=True, max_length=128, verbose_name='UDI')),
-                ('role', models.CharField(choices=[('none', 'Not configured'), ('primary', 'Primary'), ('secondary', 'Secondary')], default='none', max_length=12)),
-                ('contact_name', models.CharField(blank=True, max_length=128, verbose_name='Contact Name')),
-                ('username', models.CharField(default='admin', max_length=64, verbose_name='Username')),
-                ('password_ciphertext', models.TextField(default='', editable=False)),
-                ('http_enabled', models.BooleanField(default=False, verbose_name='HTTP')),
-                ('direct_connect', models.CharField(blank=True, max_length=8, verbose_name='Direct connect interface')),
-                ('reachability', models.CharField(choices=[('unknown', 'Unknown'), ('reachable', 'Reachable'), ('unreachable', 'Unreachable')], default='unknown', max_length=12, verbose_name='Reachability Status')),
-                ('ha_state', models.CharField(choices=[('UNKNOWN', 'Unknown'), ('PRIMARY_ACTIVE', 'PRIMARY_ACTIVE'), ('SECONDARY_ACTIVE', 'SECONDARY_ACTIVE'), ('FAILOVER_INVOKED', 'FAILOVER_INVOKED'), ('FAILOVER_ACTIVE', 'FAILOVER_ACTIVE'), ('TERMINATED', 'TERMINATED'), ('FAILBACK_ACTIVE', 'FAILBACK_ACTIVE'), ('FAILBACK_COMPLETE', 'FAILBACK_COMPLETE'), ('SECONDARY_ALONE', 'SECONDARY_ALONE'), ('GRACEFUL_SHUTDOWN', 'GRACEFUL_SHUTDOWN')], default='UNKNOWN', max_length=20, verbose_name='Current state')),
-                ('generation', models.PositiveBigIntegerField(default=0, verbose_name='Generation seen')),
-                ('services', models.JSONField(blank=True, default=list)),
-                ('last_event_seq', models.PositiveBigIntegerField(default=0)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('last_polled_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                                "A device name is 1–63 letters, digits, dots, hyphens or underscores, starting with a letter or digit.",
+                            )
+                        ],
+                        verbose_name="Device Name",
+                    ),
+                ),
+                (
+                    "device_type",
+                    models.CharField(
+                        choices=[
+                            ("3310", "MSE-3310"),
+                            ("3350", "MSE-3350"),
+                            ("3355", "MSE-3355"),
+                            ("3365", "MSE-3365"),
+                            ("VA-Low", "MSE Virtual Appliance (Low)"),
+                            ("VA-Standard", "MSE Virtual Appliance (Standard)"),
+                            ("VA-High", "MSE Virtual Appliance (High)"),
+                        ],
+                        max_length=16,
+                        verbose_name="Device Type",
+                    ),
+                ),
+                ("hm_ip", models.GenericIPAddressField(protocol="IPv4", unique=True, verbose_name="Health Monitor IP")),
+                (
+                    "vip",
+                    models.GenericIPAddressField(blank=True, null=True, protocol="IPv4", verbose_name="Virtual IP"),
+                ),
+                (
+                    "vip_prefixlen",
+                    models.PositiveSmallIntegerField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(32),
+                        ],
+                        verbose_name="VIP netmask (prefix length)",
+                    ),
+                ),
+                (
+                    "version",
+                    models.CharField(
+                        max_length=32,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^\\d+(\\.\\d+){1,3}$", "A software version is dotted numbers, such as 8.0.110.0."
+                            )
+                        ],
+                        verbose_name="Version",
+                    ),
+                ),
+                ("udi", models.CharField(blank=True, max_length=128, verbose_name="UDI")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("none", "Not configured"), ("primary", "Primary"), ("secondary", "Secondary")],
+                        default="none",
+                        max_length=12,
+                    ),
+                ),
+                ("contact_name", models.CharField(blank=True, max_length=128, verbose_name="Contact Name")),
+                ("username", models.CharField(default="admin", max_length=64, verbose_name="Username")),
+                ("password_ciphertext", models.TextField(default="", editable=False)),
+                ("http_enabled", models.BooleanField(default=False, verbose_name="HTTP")),
+                ("direct_connect", models.CharField(blank=True, max_length=8, verbose_name="Direct connect interface")),
+                (
+                    "reachability",
+                    models.CharField(
+                        choices=[("unknown", "Unknown"), ("reachable", "Reachable"), ("unreachable", "Unreachable")],
+                        default="unknown",
+                        max_length=12,
+                        verbose_name="Reachability Status",
+                    ),
+                ),
+                (
+                    "ha_state",
+                    models.CharField(
+                        choices=[
+                            ("UNKNOWN", "Unknown"),
+                            ("PRIMARY_ACTIVE", "PRIMARY_ACTIVE"),
+                            ("SECONDARY_ACTIVE", "SECONDARY_ACTIVE"),
+                            ("FAILOVER_INVOKED", "FAILOVER_INVOKED"),
+                            ("FAILOVER_ACTIVE", "FAILOVER_ACTIVE"),
+                            ("TERMINATED", "TERMINATED"),
+                            ("FAILBACK_ACTIVE", "FAILBACK_ACTIVE"),
+                            ("FAILBACK_COMPLETE", "FAILBACK_COMPLETE"),
+                            ("SECONDARY_ALONE", "SECONDARY_ALONE"),
+                            ("GRACEFUL_SHUTDOWN", "GRACEFUL_SHUTDOWN"),
+                        ],
+                        default="UNKNOWN",
+                        max_length=20,
+                        verbose_name="Current state",
+                    ),
+                ),
+                ("generation", models.PositiveBigIntegerField(default=0, verbose_name="Generation seen")),
+                ("services", models.JSONField(blank=True, default=list)),
+                ("last_event_seq", models.PositiveBigIntegerField(default=0)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                ("last_polled_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('vip__isnull', False)), fields=('vip',), name='appliance_vip_unique'), models.CheckConstraint(condition=models.Q(('vip__isnull', True), ('vip_prefixlen__isnull', False), _connector='OR'), name='appliance_vip_has_netmask'), models.CheckConstraint(condition=models.Q(('vip__isnull', True), models.Q(('vip', models.F('hm_ip')), _negated=True), _connector='OR'), name='appliance_vip_differs_from_hm_ip')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("vip__isnull", False)), fields=("vip",), name="appliance_vip_unique"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("vip__isnull", True), ("vip_prefixlen__isnull", False), _connector="OR"),
+                        name="appliance_vip_has_netmask",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("vip__isnull", True), models.Q(("vip", models.F("hm_ip")), _negated=True), _connector="OR"
+                        ),
+                        name="appliance_vip_differs_from_hm_ip",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='HAPair',
+            name="HAPair",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slot', models.PositiveSmallIntegerField(help_text="Which of the secondary's instances backs this primary (1 or 2).")),
-                ('failover_type', models.CharField(choices=[('manual', 'Manual'), ('automatic', 'Automatic')], default='manual', max_length=10, verbose_name='Failover Type')),
-                ('failback_type', models.CharField(choices=[('manual', 'Manual'), ('automatic', 'Automatic')], default='manual', max_length=10, verbose_name='Failback Type')),
-                ('failover_wait', models.PositiveSmallIntegerField(default=10, help_text='Seconds of missed heartbeats before an automatic failover.', validators=[django.core.validators.MinValueValidator(2), django.core.validators.MaxValueValidator(120)], verbose_name='Long Failover Wait')),
-                ('direct_connect', models.BooleanField(default=False, verbose_name='Direct connect used')),
-                ('generation', models.PositiveBigIntegerField(default=1, help_text='Fencing epoch, bumped on every change of who is in charge.')),
-                ('instance_db_name', models.CharField(max_length=16, verbose_name='Instance database name')),
-                ('instance_db_port', models.PositiveIntegerField(verbose_name='Instance database port')),
-                ('dataguard_name', models.CharField(max_length=16, verbose_name='Dataguard configuration name')),
-                ('primary_db_alias', models.CharField(max_length=16, verbose_name='Primary database alias')),
-                ('status_text', models.CharField(blank=True, max_length=200, verbose_name='Status')),
-                ('heartbeat', models.CharField(choices=[('unknown', 'Unknown'), ('up', 'Up'), ('down', 'Down')], default='unknown', max_length=8, verbose_name='Heartbeats')),
-                ('replication', models.CharField(choices=[('unknown', 'Unknown'), ('setting_up', 'Setting up'), ('up', 'Up'), ('down', 'Down')], default='unknown', max_length=12, verbose_name='Data Replication')),
-                ('sync_percent', models.PositiveSmallIntegerField(default=0, validators=[django.core.validators.MaxValueValidator(100)])),
-                ('mean_heartbeat_ms', models.FloatField(blank=True, null=True, verbose_name='Mean Heartbeat Response Time (ms)')),
-                ('last_failover_at', models.DateTimeField(blank=True, null=True)),
-                ('last_failback_at', models.DateTimeField(blank=True, null=True)),
-                ('maintenance', models.BooleanField(default=False)),
-                ('maintenance_reason', models.CharField(blank=True, max_length=500)),
-                ('maintenance_since', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('maintenance_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('primary', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='ha_pair_as_primary', to='hapairs.appliance')),
-                ('secondary', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ha_pairs_as_secondary', to='hapairs.appliance')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "slot",
+                    models.PositiveSmallIntegerField(
+                        help_text="Which of the secondary's instances backs this primary (1 or 2)."
+                    ),
+                ),
+                (
+                    "failover_type",
+                    models.CharField(
+                        choices=[("manual", "Manual"), ("automatic", "Automatic")],
+                        default="manual",
+                        max_length=10,
+                        verbose_name="Failover Type",
+                    ),
+                ),
+                (
+                    "failback_type",
+                    models.CharField(
+                        choices=[("manual", "Manual"), ("automatic", "Automatic")],
+                        default="manual",
+                        max_length=10,
+                        verbose_name="Failback Type",
+                    ),
+                ),
+                (
+                    "failover_wait",
+                    models.PositiveSmallIntegerField(
+                        default=10,
+                        help_text="Seconds of missed heartbeats before an automatic failover.",
+                        validators=[
+                            django.core.validators.MinValueValidator(2),
+                            django.core.validators.MaxValueValidator(120),
+                        ],
+                        verbose_name="Long Failover Wait",
+                    ),
+                ),
+                ("direct_connect", models.BooleanField(default=False, verbose_name="Direct connect used")),
+                (
+                    "generation",
+                    models.PositiveBigIntegerField(
+                        default=1, help_text="Fencing epoch, bumped on every change of who is in charge."
+                    ),
+                ),
+                ("instance_db_name", models.CharField(max_length=16, verbose_name="Instance database name")),
+                ("instance_db_port", models.PositiveIntegerField(verbose_name="Instance database port")),
+                ("dataguard_name", models.CharField(max_length=16, verbose_name="Dataguard configuration name")),
+                ("primary_db_alias", models.CharField(max_length=16, verbose_name="Primary database alias")),
+                ("status_text", models.CharField(blank=True, max_length=200, verbose_name="Status")),
+                (
+                    "heartbeat",
+                    models.CharField(
+                        choices=[("unknown", "Unknown"), ("up", "Up"), ("down", "Down")],
+                        default="unknown",
+                        max_length=8,
+                        verbose_name="Heartbeats",
+                    ),
+                ),
+                (
+                    "replication",
+                    models.CharField(
+                        choices=[("unknown", "Unknown"), ("setting_up", "Setting up"), ("up", "Up"), ("down", "Down")],
+                        default="unknown",
+                        max_length=12,
+                        verbose_name="Data Replication",
+                    ),
+                ),
+                (
+                    "sync_percent",
+                    models.PositiveSmallIntegerField(
+                        default=0, validators=[django.core.validators.MaxValueValidator(100)]
+                    ),
+                ),
+                (
+                    "mean_heartbeat_ms",
+                    models.FloatField(blank=True, null=True, verbose_name="Mean Heartbeat Response Time (ms)"),
+                ),
+                ("last_failover_at", models.DateTimeField(blank=True, null=True)),
+                ("last_failback_at", models.DateTimeField(blank=True, null=True)),
+                ("maintenance", models.BooleanField(default=False)),
+                ("maintenance_reason", models.CharField(blank=True, max_length=500)),
+                ("maintenance_since", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "maintenance_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "primary",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ha_pair_as_primary",
+                        to="hapairs.appliance",
+                    ),
+                ),
+                (
+                    "secondary",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ha_pairs_as_secondary",
+                        to="hapairs.appliance",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'HA pair',
-                'ordering': ['primary__name'],
-                'permissions': [('operate_hapair', 'Can configure HA, activate, switch over and fail back')],
+                "verbose_name": "HA pair",
+                "ordering": ["primary__name"],
+                "permissions": [("operate_hapair", "Can configure HA, activate, switch over and fail back")],
             },
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('add_appliance', 'Add appliance'), ('configure_ha', 'Configure high availability'), ('update_ha', 'Update high availability parameters'), ('activate_secondary', 'Activate secondary'), ('install_license', 'Install licence'), ('switchover', 'Switchover'), ('failback', 'Failback'), ('delete_secondary', 'Delete secondary'), ('recover_primary', 'Recover primary')], max_length=24)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=12)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('progress', models.PositiveSmallIntegerField(default=0, validators=[django.core.validators.MaxValueValidator(100)])),
-                ('step', models.CharField(blank=True, max_length=100)),
-                ('steps_done', models.JSONField(blank=True, default=list)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('appliance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='hapairs.appliance')),
-                ('pair', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='hapairs.hapair')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("add_appliance", "Add appliance"),
+                            ("configure_ha", "Configure high availability"),
+                            ("update_ha", "Update high availability parameters"),
+                            ("activate_secondary", "Activate secondary"),
+                            ("install_license", "Install licence"),
+                            ("switchover", "Switchover"),
+                            ("failback", "Failback"),
+                            ("delete_secondary", "Delete secondary"),
+                            ("recover_primary", "Recover primary"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                (
+                    "progress",
+                    models.PositiveSmallIntegerField(
+                        default=0, validators=[django.core.validators.MaxValueValidator(100)]
+                    ),
+                ),
+                ("step", models.CharField(blank=True, max_length=100)),
+                ("steps_done", models.JSONField(blank=True, default=list)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "appliance",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="jobs",
+                        to="hapairs.appliance",
+                    ),
+                ),
+                (
+                    "pair",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="jobs",
+                        to="hapairs.hapair",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='HAEvent',
+            name="HAEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('description', models.CharField(max_length=300, verbose_name='Event Description')),
-                ('generated_by', models.CharField(max_length=128, verbose_name='Generated By')),
-                ('timestamp', models.DateTimeField(db_index=True, verbose_name='Timestamp')),
-                ('remarks', models.CharField(blank=True, max_length=500, verbose_name='Remarks')),
-                ('severity', models.CharField(choices=[('info', 'Info'), ('warning', 'Warning'), ('critical', 'Critical')], default='info', max_length=10)),
-                ('generation', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('appliance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='events', to='hapairs.appliance')),
-                ('pair', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='hapairs.hapair')),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='hapairs.job')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("description", models.CharField(max_length=300, verbose_name="Event Description")),
+                ("generated_by", models.CharField(max_length=128, verbose_name="Generated By")),
+                ("timestamp", models.DateTimeField(db_index=True, verbose_name="Timestamp")),
+                ("remarks", models.CharField(blank=True, max_length=500, verbose_name="Remarks")),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[("info", "Info"), ("warning", "Warning"), ("critical", "Critical")],
+                        default="info",
+                        max_length=10,
+                    ),
+                ),
+                ("generation", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "appliance",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="hapairs.appliance",
+                    ),
+                ),
+                (
+                    "pair",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="hapairs.hapair",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="hapairs.job",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'HA event',
-                'ordering': ['-timestamp', '-pk'],
+                "verbose_name": "HA event",
+                "ordering": ["-timestamp", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='LicenseFile',
+            name="LicenseFile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('filename', models.CharField(max_length=255)),
-                ('sha256', models.CharField(max_length=64, unique=True)),
-                ('content', models.TextField()),
-                ('uploaded_at', models.DateTimeField(auto_now_add=True)),
-                ('appliance', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='license_files', to='hapairs.appliance')),
-                ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("filename", models.CharField(max_length=255)),
+                ("sha256", models.CharField(max_length=64, unique=True)),
+                ("content", models.TextField()),
+                ("uploaded_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "appliance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="license_files",
+                        to="hapairs.appliance",
+                    ),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-uploaded_at'],
+                "ordering": ["-uploaded_at"],
             },
         ),
         migrations.CreateModel(
-            name='License',
+            name="License",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('feature', models.CharField(max_length=64)),
-                ('sku', models.CharField(blank=True, max_length=64, verbose_name='SKU')),
-                ('version', models.CharField(blank=True, max_length=16)),
-                ('count', models.PositiveIntegerField()),
-                ('host_udi', models.CharField(max_length=128, verbose_name='Host binding')),
-                ('expires_on', models.DateField(blank=True, null=True)),
-                ('is_evaluation', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('verified', 'Verified, not installed'), ('installed', 'Installed'), ('removed', 'Removed')], default='verified', max_length=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('installed_on', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='licenses', to='hapairs.appliance')),
-                ('source_file', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='licenses', to='hapairs.licensefile')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("feature", models.CharField(max_length=64)),
+                ("sku", models.CharField(blank=True, max_length=64, verbose_name="SKU")),
+                ("version", models.CharField(blank=True, max_length=16)),
+                ("count", models.PositiveIntegerField()),
+                ("host_udi", models.CharField(max_length=128, verbose_name="Host binding")),
+                ("expires_on", models.DateField(blank=True, null=True)),
+                ("is_evaluation", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("verified", "Verified, not installed"),
+                            ("installed", "Installed"),
+                            ("removed", "Removed"),
+                        ],
+                        default="verified",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "installed_on",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="licenses",
+                        to="hapairs.appliance",
+                    ),
+                ),
+                (
+                    "source_file",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="licenses", to="hapairs.licensefile"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['feature', 'expires_on'],
+                "ordering": ["feature", "expires_on"],
             },
         ),
         migrations.AddConstraint(
-            model_name='hapair',
-            constraint=models.UniqueConstraint(fields=('secondary', 'slot'), name='hapair_one_primary_per_secondary_slot'),
+            model_name="hapair",
+            constraint=models.UniqueConstraint(
+                fields=("secondary", "slot"), name="hapair_one_primary_per_secondary_slot"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='hapair',
-            constraint=models.CheckConstraint(condition=models.Q(('slot__gte', 1), ('slot__lte', 2)), name='hapair_at_most_two_primaries_per_secondary'),
+            model_name="hapair",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("slot__gte", 1), ("slot__lte", 2)),
+                name="hapair_at_most_two_primaries_per_secondary",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='hapair',
-            constraint=models.CheckConstraint(condition=models.Q(('primary', models.F('secondary')), _negated=True), name='hapair_primary_is_not_secondary'),
+            model_name="hapair",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("primary", models.F("secondary")), _negated=True),
+                name="hapair_primary_is_not_secondary",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='hapair',
-            constraint=models.CheckConstraint(condition=models.Q(('failover_wait__gte', 2), ('failover_wait__lte', 120)), name='hapair_failover_wait_range'),
+            model_name="hapair",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("failover_wait__gte", 2), ("failover_wait__lte", 120)),
+                name="hapair_failover_wait_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='hapair',
-            constraint=models.CheckConstraint(condition=models.Q(('sync_percent__lte', 100)), name='hapair_sync_percent_range'),
+            model_name="hapair",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("sync_percent__lte", 100)), name="hapair_sync_percent_range"
+            ),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['status', 'created_at'], name='job_status_created'),
+            model_name="job",
+            index=models.Index(fields=["status", "created_at"], name="job_status_created"),
         ),
         migrations.AddConstraint(
-            model_name='job',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ('pending', 'running')), ('pair__isnull', False)), fields=('pair',), name='job_one_active_per_pair'),
+            model_name="job",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ("pending", "running")), ("pair__isnull", False)),
+                fields=("pair",),
+                name="job_one_active_per_pair",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='job',
-            constraint=models.CheckConstraint(condition=models.Q(('progress__lte', 100)), name='job_progress_range'),
+            model_name="job",
+            constraint=models.CheckConstraint(condition=models.Q(("progress__lte", 100)), name="job_progress_range"),
         ),
         migrations.AddIndex(
-            model_name='haevent',
-            index=models.Index(fields=['pair', '-timestamp'], name='haevent_pair_time'),
+            model_name="haevent",
+            index=models.Index(fields=["pair", "-timestamp"], name="haevent_pair_time"),
         ),
         migrations.AddConstraint(
-            model_name='haevent',
-            constraint=models.UniqueConstraint(condition=models.Q(('seq__isnull', False)), fields=('appliance', 'seq'), name='haevent_once_per_node_seq'),
+            model_name="haevent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("seq__isnull", False)),
+                fields=("appliance", "seq"),
+                name="haevent_once_per_node_seq",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='license',
-            constraint=models.CheckConstraint(condition=models.Q(('count__gte', 1)), name='license_count_positive'),
+            model_name="license",
+            constraint=models.CheckConstraint(condition=models.Q(("count__gte", 1)), name="license_count_positive"),
         ),
     ]

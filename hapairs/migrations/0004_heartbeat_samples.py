@@ -5,22 +5,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hapairs', '0003_jobs_tokens_live_status'),
+        ("hapairs", "0003_jobs_tokens_live_status"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HeartbeatSample',
+            name="HeartbeatSample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField()),
-                ('mean_ms', models.FloatField()),
-                ('pair', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='heartbeat_samples', to='hapairs.hapair')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("at", models.DateTimeField()),
+                ("mean_ms", models.FloatField()),
+                (
+                    "pair",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="heartbeat_samples",
+                        to="hapairs.hapair",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['pair', '-at'], name='hbsample_pair_time')],
+                "indexes": [models.Index(fields=["pair", "-at"], name="hbsample_pair_time")],
             },
         ),
     ]

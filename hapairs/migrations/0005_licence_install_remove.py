@@ -4,25 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hapairs', '0004_heartbeat_samples'),
+        ("hapairs", "0004_heartbeat_samples"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='license',
-            name='vendor_string',
+            model_name="license",
+            name="vendor_string",
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddField(
-            model_name='licensefile',
-            name='agent_licence_id',
-            field=models.CharField(blank=True, max_length=64, verbose_name='Agent licence id'),
+            model_name="licensefile",
+            name="agent_licence_id",
+            field=models.CharField(blank=True, max_length=64, verbose_name="Agent licence id"),
         ),
         migrations.AlterField(
-            model_name='job',
-            name='kind',
-            field=models.CharField(choices=[('add_appliance', 'Add appliance'), ('configure_ha', 'Configure high availability'), ('update_ha', 'Update high availability parameters'), ('activate_secondary', 'Activate secondary'), ('install_license', 'Install licence'), ('remove_license', 'Remove licence'), ('switchover', 'Switchover'), ('failback', 'Failback'), ('delete_secondary', 'Delete secondary'), ('recover_primary', 'Recover primary'), ('start_services', 'Start services')], max_length=24),
+            model_name="job",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("add_appliance", "Add appliance"),
+                    ("configure_ha", "Configure high availability"),
+                    ("update_ha", "Update high availability parameters"),
+                    ("activate_secondary", "Activate secondary"),
+                    ("install_license", "Install licence"),
+                    ("remove_license", "Remove licence"),
+                    ("switchover", "Switchover"),
+                    ("failback", "Failback"),
+                    ("delete_secondary", "Delete secondary"),
+                    ("recover_primary", "Recover primary"),
+                    ("start_services", "Start services"),
+                ],
+                max_length=24,
+            ),
         ),
     ]

@@ -8,112 +8,321 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_celery_beat', '0019_alter_periodictasks_options'),
-        ('hapairs', '0005_licence_install_remove'),
+        ("django_celery_beat", "0019_alter_periodictasks_options"),
+        ("hapairs", "0005_licence_install_remove"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Alert',
+            name="Alert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('failover', 'Failover'), ('failback', 'Failback'), ('split_brain', 'Split brain'), ('unreachable', 'Node unreachable'), ('job_failed', 'Job failed'), ('licence_expiring', 'Licence expiring')], max_length=20)),
-                ('key', models.CharField(help_text='The occurrence: the same failover or event alerts once.', max_length=200, unique=True)),
-                ('subject_key', models.CharField(help_text='What the rate limit counts per: pair:3, appliance:5, licence:9.', max_length=64)),
-                ('title', models.CharField(max_length=300)),
-                ('actor', models.CharField(help_text='A user name, or the agents / the portal.', max_length=200, verbose_name='Who')),
-                ('reason', models.CharField(blank=True, max_length=500, verbose_name='Why')),
-                ('status', models.CharField(choices=[('sent', 'Sent'), ('suppressed', 'Suppressed'), ('nobody', 'No recipients')], max_length=12)),
-                ('suppressed_before', models.PositiveIntegerField(default=0, help_text='Alerts of this kind for this subject held back by the rate limit since the last one sent.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('appliance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='hapairs.appliance')),
-                ('event', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='hapairs.haevent')),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='hapairs.job')),
-                ('licence', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='hapairs.license')),
-                ('pair', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='hapairs.hapair')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("failover", "Failover"),
+                            ("failback", "Failback"),
+                            ("split_brain", "Split brain"),
+                            ("unreachable", "Node unreachable"),
+                            ("job_failed", "Job failed"),
+                            ("licence_expiring", "Licence expiring"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "key",
+                    models.CharField(
+                        help_text="The occurrence: the same failover or event alerts once.", max_length=200, unique=True
+                    ),
+                ),
+                (
+                    "subject_key",
+                    models.CharField(
+                        help_text="What the rate limit counts per: pair:3, appliance:5, licence:9.", max_length=64
+                    ),
+                ),
+                ("title", models.CharField(max_length=300)),
+                (
+                    "actor",
+                    models.CharField(
+                        help_text="A user name, or the agents / the portal.", max_length=200, verbose_name="Who"
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=500, verbose_name="Why")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("sent", "Sent"), ("suppressed", "Suppressed"), ("nobody", "No recipients")],
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "suppressed_before",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Alerts of this kind for this subject held back by the rate limit since the last one sent.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "appliance",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="hapairs.appliance",
+                    ),
+                ),
+                (
+                    "event",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="hapairs.haevent",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="hapairs.job",
+                    ),
+                ),
+                (
+                    "licence",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="hapairs.license",
+                    ),
+                ),
+                (
+                    "pair",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="hapairs.hapair",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='AlertThrottle',
+            name="AlertThrottle",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subject_key', models.CharField(max_length=64)),
-                ('kind', models.CharField(max_length=20)),
-                ('last_sent_at', models.DateTimeField(blank=True, null=True)),
-                ('suppressed', models.PositiveIntegerField(default=0)),
-                ('suppressed_since', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("subject_key", models.CharField(max_length=64)),
+                ("kind", models.CharField(max_length=20)),
+                ("last_sent_at", models.DateTimeField(blank=True, null=True)),
+                ("suppressed", models.PositiveIntegerField(default=0)),
+                ("suppressed_since", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('subject_key', 'kind'), name='alertthrottle_once_per_subject_kind')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("subject_key", "kind"), name="alertthrottle_once_per_subject_kind")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ReportSchedule',
+            name="ReportSchedule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('recipients', models.TextField(help_text='E-mail addresses, separated by commas or new lines.')),
-                ('cadence', models.CharField(choices=[('daily', 'Daily'), ('weekly', 'Weekly'), ('crontab', 'Custom (crontab)')], default='daily', max_length=8, verbose_name='Period')),
-                ('send_at', models.TimeField(default=datetime.time(7, 0), help_text='Daily and weekly reports: the time of day.', verbose_name='Send at')),
-                ('weekday', models.PositiveSmallIntegerField(choices=[(1, 'Monday'), (2, 'Tuesday'), (3, 'Wednesday'), (4, 'Thursday'), (5, 'Friday'), (6, 'Saturday'), (0, 'Sunday')], default=1, help_text='Weekly reports: the day.')),
-                ('crontab', models.CharField(blank=True, help_text='Custom period: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.', max_length=100)),
-                ('period_days', models.PositiveSmallIntegerField(default=1, help_text='The report looks back this many days.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(90)], verbose_name='Report covers (days)')),
-                ('enabled', models.BooleanField(default=True)),
-                ('also_alerts', models.BooleanField(default=False, help_text='These recipients also get every alert as it happens.', verbose_name='Also send alerts')),
-                ('last_sent_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('periodic_task', models.OneToOneField(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='django_celery_beat.periodictask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("recipients", models.TextField(help_text="E-mail addresses, separated by commas or new lines.")),
+                (
+                    "cadence",
+                    models.CharField(
+                        choices=[("daily", "Daily"), ("weekly", "Weekly"), ("crontab", "Custom (crontab)")],
+                        default="daily",
+                        max_length=8,
+                        verbose_name="Period",
+                    ),
+                ),
+                (
+                    "send_at",
+                    models.TimeField(
+                        default=datetime.time(7, 0),
+                        help_text="Daily and weekly reports: the time of day.",
+                        verbose_name="Send at",
+                    ),
+                ),
+                (
+                    "weekday",
+                    models.PositiveSmallIntegerField(
+                        choices=[
+                            (1, "Monday"),
+                            (2, "Tuesday"),
+                            (3, "Wednesday"),
+                            (4, "Thursday"),
+                            (5, "Friday"),
+                            (6, "Saturday"),
+                            (0, "Sunday"),
+                        ],
+                        default=1,
+                        help_text="Weekly reports: the day.",
+                    ),
+                ),
+                (
+                    "crontab",
+                    models.CharField(
+                        blank=True,
+                        help_text="Custom period: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "period_days",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        help_text="The report looks back this many days.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                        verbose_name="Report covers (days)",
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "also_alerts",
+                    models.BooleanField(
+                        default=False,
+                        help_text="These recipients also get every alert as it happens.",
+                        verbose_name="Also send alerts",
+                    ),
+                ),
+                ("last_sent_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "periodic_task",
+                    models.OneToOneField(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="django_celery_beat.periodictask",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200, unique=True)),
-                ('kind', models.CharField(choices=[('report', 'Health report'), ('alert', 'Alert')], max_length=8)),
-                ('channel', models.CharField(choices=[('email', 'E-mail'), ('webhook', 'Webhook')], default='email', max_length=8)),
-                ('recipients', models.JSONField(default=list)),
-                ('subject', models.CharField(max_length=300)),
-                ('body_text', models.TextField()),
-                ('body_html', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('retrying', 'Retrying'), ('sent', 'Sent'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('attempt_log', models.JSONField(blank=True, default=list)),
-                ('last_error', models.TextField(blank=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('alert', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='hapairs.alert')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('schedule', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='hapairs.reportschedule')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=200, unique=True)),
+                ("kind", models.CharField(choices=[("report", "Health report"), ("alert", "Alert")], max_length=8)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("email", "E-mail"), ("webhook", "Webhook")], default="email", max_length=8
+                    ),
+                ),
+                ("recipients", models.JSONField(default=list)),
+                ("subject", models.CharField(max_length=300)),
+                ("body_text", models.TextField()),
+                ("body_html", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("sending", "Sending"),
+                            ("retrying", "Retrying"),
+                            ("sent", "Sent"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("attempt_log", models.JSONField(blank=True, default=list)),
+                ("last_error", models.TextField(blank=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "alert",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deliveries",
+                        to="hapairs.alert",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "schedule",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deliveries",
+                        to="hapairs.reportschedule",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
-                'ordering': ['-created_at', '-pk'],
+                "verbose_name_plural": "deliveries",
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.AddIndex(
-            model_name='alert',
-            index=models.Index(fields=['subject_key', 'kind', '-created_at'], name='alert_subject_kind_time'),
+            model_name="alert",
+            index=models.Index(fields=["subject_key", "kind", "-created_at"], name="alert_subject_kind_time"),
         ),
         migrations.AddConstraint(
-            model_name='reportschedule',
-            constraint=models.CheckConstraint(condition=models.Q(('period_days__gte', 1), ('period_days__lte', 90)), name='reportschedule_period_days_range'),
+            model_name="reportschedule",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("period_days__gte", 1), ("period_days__lte", 90)),
+                name="reportschedule_period_days_range",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['status', 'created_at'], name='delivery_status_created'),
+            model_name="delivery",
+            index=models.Index(fields=["status", "created_at"], name="delivery_status_created"),
         ),
     ]

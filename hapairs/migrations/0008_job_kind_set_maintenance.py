@@ -4,15 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hapairs', '0007_report_roles'),
+        ("hapairs", "0007_report_roles"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='job',
-            name='kind',
-            field=models.CharField(choices=[('add_appliance', 'Add appliance'), ('configure_ha', 'Configure high availability'), ('update_ha', 'Update high availability parameters'), ('activate_secondary', 'Activate secondary'), ('install_license', 'Install licence'), ('remove_license', 'Remove licence'), ('switchover', 'Switchover'), ('failback', 'Failback'), ('delete_secondary', 'Delete secondary'), ('recover_primary', 'Recover primary'), ('start_services', 'Start services'), ('set_maintenance', 'Set maintenance mode')], max_length=24),
+            model_name="job",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("add_appliance", "Add appliance"),
+                    ("configure_ha", "Configure high availability"),
+                    ("update_ha", "Update high availability parameters"),
+                    ("activate_secondary", "Activate secondary"),
+                    ("install_license", "Install licence"),
+                    ("remove_license", "Remove licence"),
+                    ("switchover", "Switchover"),
+                    ("failback", "Failback"),
+                    ("delete_secondary", "Delete secondary"),
+                    ("recover_primary", "Recover primary"),
+                    ("start_services", "Start services"),
+                    ("set_maintenance", "Set maintenance mode"),
+                ],
+                max_length=24,
+            ),
         ),
     ]

@@ -32,7 +32,22 @@ from hapairs.models.reports import (
 )
 
 __all__ = [
-    "FAILOVER_WAIT_DEFAULT", "FAILOVER_WAIT_MAX", "FAILOVER_WAIT_MIN", "REPORT_PERIOD_MAX_DAYS", "Alert",
-    "AlertThrottle", "Appliance", "ApiToken", "Delivery", "HAEvent", "HAPair", "HeartbeatSample", "Job", "License",
-    "LicenseFile", "ReportSchedule", "device_name_validator", "version_validator",
+    "FAILOVER_WAIT_DEFAULT",
+    "FAILOVER_WAIT_MAX",
+    "FAILOVER_WAIT_MIN",
+    "REPORT_PERIOD_MAX_DAYS",
+    "Alert",
+    "AlertThrottle",
+    "Appliance",
+    "ApiToken",
+    "Delivery",
+    "HAEvent",
+    "HAPair",
+    "HeartbeatSample",
+    "Job",
+    "License",
+    "LicenseFile",
+    "ReportSchedule",
+    "device_name_validator",
+    "version_validator",
 ]

@@ -30,9 +30,7 @@ device_name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
     "A device name is 1–63 letters, digits, dots, hyphens or underscores, starting with a letter or digit.",
 )
-version_validator = RegexValidator(
-    r"^\d+(\.\d+){1,3}$", "A software version is dotted numbers, such as 8.0.110.0."
-)
+version_validator = RegexValidator(r"^\d+(\.\d+){1,3}$", "A software version is dotted numbers, such as 8.0.110.0.")
 
 # The one range, from the wire's contract (the agents refuse anything outside it).
 FAILOVER_WAIT_MIN = protocol.MIN_FAILOVER_WAIT
@@ -200,11 +198,13 @@ class HAPair(models.Model):
 
     primary = models.OneToOneField(Appliance, on_delete=models.PROTECT, related_name="ha_pair_as_primary")
     secondary = models.ForeignKey(Appliance, on_delete=models.PROTECT, related_name="ha_pairs_as_secondary")
-    slot = models.PositiveSmallIntegerField(
-        help_text="Which of the secondary's instances backs this primary (1 or 2)."
+    slot = models.PositiveSmallIntegerField(help_text="Which of the secondary's instances backs this primary (1 or 2).")
+    failover_type = models.CharField(
+        "Failover Type", max_length=10, choices=SwitchType.choices, default=SwitchType.MANUAL
     )
-    failover_type = models.CharField("Failover Type", max_length=10, choices=SwitchType.choices, default=SwitchType.MANUAL)
-    failback_type = models.CharField("Failback Type", max_length=10, choices=SwitchType.choices, default=SwitchType.MANUAL)
+    failback_type = models.CharField(
+        "Failback Type", max_length=10, choices=SwitchType.choices, default=SwitchType.MANUAL
+    )
     failover_wait = models.PositiveSmallIntegerField(
         "Long Failover Wait",
         default=FAILOVER_WAIT_DEFAULT,
@@ -212,7 +212,9 @@ class HAPair(models.Model):
         help_text="Seconds of missed heartbeats before an automatic failover.",
     )
     direct_connect = models.BooleanField("Direct connect used", default=False)
-    generation = models.PositiveBigIntegerField(default=1, help_text="Fencing epoch, bumped on every change of who is in charge.")
+    generation = models.PositiveBigIntegerField(
+        default=1, help_text="Fencing epoch, bumped on every change of who is in charge."
+    )
 
     # Instance identity on the secondary (spec §6), fixed by the slot.
     instance_db_name = models.CharField("Instance database name", max_length=16)

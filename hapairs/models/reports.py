@@ -34,21 +34,33 @@ class ReportSchedule(models.Model):
     name = models.CharField(max_length=100, unique=True)
     recipients = models.TextField(help_text="E-mail addresses, separated by commas or new lines.")
     cadence = models.CharField("Period", max_length=8, choices=ReportCadence.choices, default=ReportCadence.DAILY)
-    send_at = models.TimeField("Send at", default=datetime.time(7, 0), help_text="Daily and weekly reports: the time of day.")
-    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices, default=Weekday.MONDAY,
-                                               help_text="Weekly reports: the day.")
-    crontab = models.CharField(max_length=100, blank=True,
-                               help_text="Custom period: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.")
+    send_at = models.TimeField(
+        "Send at", default=datetime.time(7, 0), help_text="Daily and weekly reports: the time of day."
+    )
+    weekday = models.PositiveSmallIntegerField(
+        choices=Weekday.choices, default=Weekday.MONDAY, help_text="Weekly reports: the day."
+    )
+    crontab = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Custom period: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1-5.",
+    )
     period_days = models.PositiveSmallIntegerField(
-        "Report covers (days)", default=1,
+        "Report covers (days)",
+        default=1,
         validators=[MinValueValidator(1), MaxValueValidator(REPORT_PERIOD_MAX_DAYS)],
         help_text="The report looks back this many days.",
     )
     enabled = models.BooleanField(default=True)
-    also_alerts = models.BooleanField("Also send alerts", default=False,
-                                      help_text="These recipients also get every alert as it happens.")
+    also_alerts = models.BooleanField(
+        "Also send alerts", default=False, help_text="These recipients also get every alert as it happens."
+    )
     periodic_task = models.OneToOneField(
-        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         editable=False,
     )
     last_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -96,8 +108,12 @@ class Alert(models.Model):
     """One thing that happened and was (or was not, by the rate limit) sent at once."""
 
     kind = models.CharField(max_length=20, choices=AlertKind.choices)
-    key = models.CharField(max_length=200, unique=True, help_text="The occurrence: the same failover or event alerts once.")
-    subject_key = models.CharField(max_length=64, help_text="What the rate limit counts per: pair:3, appliance:5, license:9.")
+    key = models.CharField(
+        max_length=200, unique=True, help_text="The occurrence: the same failover or event alerts once."
+    )
+    subject_key = models.CharField(
+        max_length=64, help_text="What the rate limit counts per: pair:3, appliance:5, license:9."
+    )
     pair = models.ForeignKey(HAPair, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     appliance = models.ForeignKey(Appliance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     event = models.ForeignKey(HAEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -130,7 +146,9 @@ class AlertThrottle(models.Model):
     suppressed_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["subject_key", "kind"], name="alertthrottle_once_per_subject_kind")]
+        constraints = [
+            models.UniqueConstraint(fields=["subject_key", "kind"], name="alertthrottle_once_per_subject_kind")
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.subject_key}"
@@ -147,7 +165,9 @@ class Delivery(models.Model):
     key = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=8, choices=DeliveryKind.choices)
     channel = models.CharField(max_length=8, choices=DeliveryChannel.choices, default=DeliveryChannel.EMAIL)
-    schedule = models.ForeignKey(ReportSchedule, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries")
+    schedule = models.ForeignKey(
+        ReportSchedule, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
     alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries")
     recipients = models.JSONField(default=list)  # e-mail addresses, or [the webhook URL]
     subject = models.CharField(max_length=300)
@@ -184,4 +204,3 @@ class Delivery(models.Model):
             parts = [urlsplit(url) for url in self.recipients]
             return ", ".join(f"{p.scheme}://{p.netloc}/…" for p in parts)
         return ", ".join(self.recipients)
-

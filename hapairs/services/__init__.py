@@ -6,6 +6,7 @@ tasks call these and nothing else that writes. Modules by entity; all re-exporte
 """
 
 from hapairs.services._common import PORTAL, ServiceError, event_record
+from hapairs.services.alerts import alert_queue, alert_raise, license_expiry_check
 from hapairs.services.appliances import (
     appliance_add,
     appliance_create,
@@ -13,12 +14,13 @@ from hapairs.services.appliances import (
     appliance_set_password,
     appliance_update,
 )
+from hapairs.services.deliveries import delivery_create, delivery_retry
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
 from hapairs.services.licenses import license_remove, license_upload
 from hapairs.services.pairs import (
+    PairingCheck,
     appliance_start_services,
     ha_configure,
-    PairingCheck,
     ha_configure_check,
     ha_delete_secondary,
     ha_failback,
@@ -28,9 +30,6 @@ from hapairs.services.pairs import (
     ha_switchover,
     ha_update,
 )
-from hapairs.services.status import events_ingest, status_record
-from hapairs.services.tokens import api_token_issue, api_token_revoke, api_token_user
-from hapairs.services.deliveries import delivery_create, delivery_retry
 from hapairs.services.reports import (
     report_delivery_create,
     report_schedule_create,
@@ -39,7 +38,8 @@ from hapairs.services.reports import (
     report_schedule_update,
     report_send_now,
 )
-from hapairs.services.alerts import alert_queue, alert_raise, license_expiry_check
+from hapairs.services.status import events_ingest, status_record
+from hapairs.services.tokens import api_token_issue, api_token_revoke, api_token_user
 
 __all__ = [
     "PORTAL",
@@ -75,7 +75,15 @@ __all__ = [
     "license_upload",
 ]
 __all__ += [  # health reports and alerts
-    "alert_queue", "alert_raise", "delivery_create", "delivery_retry", "license_expiry_check",
-    "report_delivery_create", "report_schedule_create", "report_schedule_delete", "report_schedule_run",
-    "report_schedule_update", "report_send_now",
+    "alert_queue",
+    "alert_raise",
+    "delivery_create",
+    "delivery_retry",
+    "license_expiry_check",
+    "report_delivery_create",
+    "report_schedule_create",
+    "report_schedule_delete",
+    "report_schedule_run",
+    "report_schedule_update",
+    "report_send_now",
 ]

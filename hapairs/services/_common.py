@@ -63,5 +63,3 @@ def event_record(
         job=job,
         generation=generation,
     )
-
-

@@ -25,13 +25,21 @@ from django.utils import timezone
 
 from hapairs import dispatch, reports
 from hapairs.choices import (
-    FAILBACK_CODES, FAILOVER_CODES, AlertKind, AlertStatus, DeliveryChannel, DeliveryKind, LicenseStatus,
+    FAILBACK_CODES,
+    FAILOVER_CODES,
+    AlertKind,
+    AlertStatus,
+    DeliveryChannel,
+    DeliveryKind,
+    LicenseStatus,
 )
 from hapairs.models import Alert, AlertThrottle, Appliance, HAEvent, HAPair, Job, License, ReportSchedule
 from hapairs.services.deliveries import delivery_create
 
-KIND_OF_AGENT_EVENT = {**{code: AlertKind.FAILOVER for code in FAILOVER_CODES},
-                       **{code: AlertKind.FAILBACK for code in FAILBACK_CODES}}
+KIND_OF_AGENT_EVENT = {
+    **{code: AlertKind.FAILOVER for code in FAILOVER_CODES},
+    **{code: AlertKind.FAILBACK for code in FAILBACK_CODES},
+}
 EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENSE_WARN_DAYS: alert again a week, a day before, and on the day
 
 
@@ -45,8 +53,11 @@ def alert_queue(*, kind: str, event: HAEvent) -> None:
 def alerts_for_ingested(rows: list[HAEvent]) -> None:
     """Agent events just stored in bulk (so without their ids): queue the failover and
     failback alerts. Costs one query only when such an event is among them."""
-    wanted = [(row.appliance_id, row.seq, KIND_OF_AGENT_EVENT[row.code]) for row in rows
-              if row.pair_id is not None and row.code in KIND_OF_AGENT_EVENT]
+    wanted = [
+        (row.appliance_id, row.seq, KIND_OF_AGENT_EVENT[row.code])
+        for row in rows
+        if row.pair_id is not None and row.code in KIND_OF_AGENT_EVENT
+    ]
     if not wanted:
         return
     which = Q()
@@ -85,8 +96,11 @@ def _pair_facts(pair: HAPair) -> list[tuple[str, str]]:
     return [
         ("Pair now", f"{pair.primary.name} {pair.primary_state} / {pair.secondary.name} {pair.secondary_state}"),
         ("Heartbeats", f"{pair.get_heartbeat_display()} · data replication {pair.get_replication_display()}"),
-        ("Failover / failback", f"{pair.get_failover_type_display()} / {pair.get_failback_type_display()}"
-                                f" · Long Failover Wait {pair.failover_wait} s"),
+        (
+            "Failover / failback",
+            f"{pair.get_failover_type_display()} / {pair.get_failback_type_display()}"
+            f" · Long Failover Wait {pair.failover_wait} s",
+        ),
     ]
 
 
@@ -98,41 +112,100 @@ def describe_event(kind: str, event: HAEvent) -> AlertContent:
         what = "failover" if kind == AlertKind.FAILOVER else "failback"
         actor = reports.attribute(kind=what, job=job)
         in_charge = pair.secondary.name if what == "failover" else pair.primary.name
-        key = (f"{kind}:pair{pair.pk}:gen{event.generation}" if event.generation is not None else f"event:{event.pk}")
+        key = f"{kind}:pair{pair.pk}:gen{event.generation}" if event.generation is not None else f"event:{event.pk}"
         if actor.kind == "agents" and what == "failover":
-            facts.insert(0, ("How", f"heartbeats from {pair.primary.name} were missing for the Long Failover Wait "
-                                    f"({pair.failover_wait} s), so {pair.secondary.name} took over by itself"))
-        return AlertContent(kind=kind, key=key, subject_key=f"pair:{pair.pk}",
-                            title=f"{what.title()} on {pair.primary.name} → {pair.secondary.name}: {in_charge} is in charge",
-                            actor=actor, at=event.timestamp, what=event.description, remarks=event.remarks,
-                            facts=facts, pair=pair, event=event, job=job)
+            facts.insert(
+                0,
+                (
+                    "How",
+                    f"heartbeats from {pair.primary.name} were missing for the Long Failover Wait "
+                    f"({pair.failover_wait} s), so {pair.secondary.name} took over by itself",
+                ),
+            )
+        return AlertContent(
+            kind=kind,
+            key=key,
+            subject_key=f"pair:{pair.pk}",
+            title=f"{what.title()} on {pair.primary.name} → {pair.secondary.name}: {in_charge} is in charge",
+            actor=actor,
+            at=event.timestamp,
+            what=event.description,
+            remarks=event.remarks,
+            facts=facts,
+            pair=pair,
+            event=event,
+            job=job,
+        )
     if kind == AlertKind.SPLIT_BRAIN:
-        return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=f"pair:{pair.pk}",
-                            title=f"Split brain on {pair.primary.name} → {pair.secondary.name}: both nodes hold {pair.primary.vip}",
-                            actor=PORTAL_ACTOR, at=event.timestamp, what=event.description, remarks=event.remarks,
-                            facts=facts, pair=pair, event=event)
+        return AlertContent(
+            kind=kind,
+            key=f"event:{event.pk}",
+            subject_key=f"pair:{pair.pk}",
+            title=f"Split brain on {pair.primary.name} → {pair.secondary.name}: both nodes hold {pair.primary.vip}",
+            actor=PORTAL_ACTOR,
+            at=event.timestamp,
+            what=event.description,
+            remarks=event.remarks,
+            facts=facts,
+            pair=pair,
+            event=event,
+        )
     if kind == AlertKind.UNREACHABLE:
         appliance = event.appliance
         if appliance is None:  # many nodes at once (status.MASS_UNREACHABLE): one fleet-wide alert
-            return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key="fleet", title=event.description,
-                                actor=PORTAL_ACTOR, at=event.timestamp, what=event.description,
-                                remarks=event.remarks, event=event)
-        return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=f"appliance:{event.appliance_id}",
-                            title=f"{appliance.name} is not answering the portal", actor=PORTAL_ACTOR, at=event.timestamp,
-                            what=event.description, remarks=event.remarks, facts=facts, pair=pair,
-                            appliance=appliance, event=event)
+            return AlertContent(
+                kind=kind,
+                key=f"event:{event.pk}",
+                subject_key="fleet",
+                title=event.description,
+                actor=PORTAL_ACTOR,
+                at=event.timestamp,
+                what=event.description,
+                remarks=event.remarks,
+                event=event,
+            )
+        return AlertContent(
+            kind=kind,
+            key=f"event:{event.pk}",
+            subject_key=f"appliance:{event.appliance_id}",
+            title=f"{appliance.name} is not answering the portal",
+            actor=PORTAL_ACTOR,
+            at=event.timestamp,
+            what=event.description,
+            remarks=event.remarks,
+            facts=facts,
+            pair=pair,
+            appliance=appliance,
+            event=event,
+        )
     if kind == AlertKind.JOB_FAILED:
-        target = (f"{pair.primary.name} → {pair.secondary.name}" if pair is not None
-                  else event.appliance.name if event.appliance else "the portal")
+        target = (
+            f"{pair.primary.name} → {pair.secondary.name}"
+            if pair is not None
+            else event.appliance.name
+            if event.appliance
+            else "the portal"
+        )
         subject = f"pair:{pair.pk}" if pair is not None else f"appliance:{event.appliance_id}"
         actor = reports.job_actor(job) if job is not None else PORTAL_ACTOR
         title = f"{job.get_kind_display() if job else 'A job'} failed on {target}"
         if job is not None:
             title += f" (job #{job.pk})"
-        return AlertContent(kind=kind, key=f"event:{event.pk}", subject_key=subject, title=title, actor=actor,
-                            at=event.timestamp, what=event.description, remarks=event.remarks,
-                            facts=[("Error", job.error if job else event.remarks), *facts], pair=pair,
-                            appliance=event.appliance, event=event, job=job)
+        return AlertContent(
+            kind=kind,
+            key=f"event:{event.pk}",
+            subject_key=subject,
+            title=title,
+            actor=actor,
+            at=event.timestamp,
+            what=event.description,
+            remarks=event.remarks,
+            facts=[("Error", job.error if job else event.remarks), *facts],
+            pair=pair,
+            appliance=event.appliance,
+            event=event,
+            job=job,
+        )
     raise ValueError(f"no alert of kind {kind!r} for an event")
 
 
@@ -151,16 +224,28 @@ def describe_license(license: License, *, today: date) -> AlertContent | None:
         return None
     row = reports.expiring_license(license, today)
     appliance = license.installed_on or license.source_file.appliance
-    facts = [("License", f"{row.feature}{f' ({row.sku})' if row.sku else ''} × {row.count}"
-                         f"{', evaluation' if row.is_evaluation else ''}"),
-             ("Expires on", f"{row.expires_on:%Y-%m-%d} ({row.when})"), ("Status", row.status)]
+    facts = [
+        (
+            "License",
+            f"{row.feature}{f' ({row.sku})' if row.sku else ''} × {row.count}"
+            f"{', evaluation' if row.is_evaluation else ''}",
+        ),
+        ("Expires on", f"{row.expires_on:%Y-%m-%d} ({row.when})"),
+        ("Status", row.status),
+    ]
     return AlertContent(
-        kind=AlertKind.LICENSE_EXPIRING, key=f"license:{license.pk}:{step}", subject_key=f"license:{license.pk}",
+        kind=AlertKind.LICENSE_EXPIRING,
+        key=f"license:{license.pk}:{step}",
+        subject_key=f"license:{license.pk}",
         title=f"License {row.feature} on {row.appliance}: {row.when}",
         actor=reports.Actor(kind="portal", name="the portal's daily license check"),
-        at=timezone.now(), what="Upload a renewed license file before it expires." if row.days_left >= 0
+        at=timezone.now(),
+        what="Upload a renewed license file before it expires."
+        if row.days_left >= 0
         else "The license has expired: upload a renewed license file.",
-        facts=facts, appliance=appliance, license=license,
+        facts=facts,
+        appliance=appliance,
+        license=license,
     )
 
 
@@ -206,26 +291,47 @@ def alert_raise(*, content: AlertContent, now: datetime | None = None) -> Alert 
             throttle.last_sent_at, throttle.suppressed, throttle.suppressed_since = now, 0, None
             throttle.save(update_fields=["last_sent_at", "suppressed", "suppressed_since"])
         alert = Alert.objects.create(
-            kind=content.kind, key=content.key[:200], subject_key=content.subject_key, pair=content.pair,
-            appliance=content.appliance, event=content.event, job=content.job, license=content.license,
-            title=content.title[:300], actor=content.actor.name[:200], reason=content.actor.reason[:500],
-            status=status, suppressed_before=suppressed_before,
+            kind=content.kind,
+            key=content.key[:200],
+            subject_key=content.subject_key,
+            pair=content.pair,
+            appliance=content.appliance,
+            event=content.event,
+            job=content.job,
+            license=content.license,
+            title=content.title[:300],
+            actor=content.actor.name[:200],
+            reason=content.actor.reason[:500],
+            status=status,
+            suppressed_before=suppressed_before,
         )
         if status == AlertStatus.SENT:
-            context = {"alert": alert, "content": content, "suppressed_since": suppressed_since,
-                       "interval_text": _interval_text(interval)}
+            context = {
+                "alert": alert,
+                "content": content,
+                "suppressed_since": suppressed_since,
+                "interval_text": _interval_text(interval),
+            }
             subject = f"[mseportal] {content.title} — {_short_actor(content.actor)}"
             if recipients:
                 delivery_create(
-                    key=f"alert:{alert.key}:email", kind=DeliveryKind.ALERT, channel=DeliveryChannel.EMAIL,
-                    recipients=recipients, subject=subject, alert=alert,
+                    key=f"alert:{alert.key}:email",
+                    kind=DeliveryKind.ALERT,
+                    channel=DeliveryChannel.EMAIL,
+                    recipients=recipients,
+                    subject=subject,
+                    alert=alert,
                     body_text=reports.tidy_text(render_to_string("hapairs/reports/alert.txt", context)),
                     body_html=render_to_string("hapairs/reports/alert.html", context),
                 )
             if webhook:
                 delivery_create(
-                    key=f"alert:{alert.key}:webhook", kind=DeliveryKind.ALERT, channel=DeliveryChannel.WEBHOOK,
-                    recipients=[webhook], subject=subject, alert=alert,
+                    key=f"alert:{alert.key}:webhook",
+                    kind=DeliveryKind.ALERT,
+                    channel=DeliveryChannel.WEBHOOK,
+                    recipients=[webhook],
+                    subject=subject,
+                    alert=alert,
                     body_text=json.dumps(webhook_payload(alert, content, suppressed_since), sort_keys=True),
                 )
     return alert
@@ -233,9 +339,14 @@ def alert_raise(*, content: AlertContent, now: datetime | None = None) -> Alert 
 
 def alert_for_event(*, kind: str, event_id: int) -> Alert | None:
     """The task's entry point for event alerts (the event may be gone: nothing to do)."""
-    event = (HAEvent.objects.select_related("pair__primary", "pair__secondary", "appliance", "job__requested_by")
-             .filter(pk=event_id).first())
-    if event is None or (event.pair is None and kind in (AlertKind.FAILOVER, AlertKind.FAILBACK, AlertKind.SPLIT_BRAIN)):
+    event = (
+        HAEvent.objects.select_related("pair__primary", "pair__secondary", "appliance", "job__requested_by")
+        .filter(pk=event_id)
+        .first()
+    )
+    if event is None or (
+        event.pair is None and kind in (AlertKind.FAILOVER, AlertKind.FAILBACK, AlertKind.SPLIT_BRAIN)
+    ):
         return None
     return alert_raise(content=describe_event(kind, event))
 
@@ -250,7 +361,9 @@ def license_expiry_check(*, today: date | None = None) -> list[Alert]:
         .select_related("source_file__appliance", "installed_on")
         .order_by("expires_on", "pk")
     )
-    done = set(Alert.objects.filter(kind=AlertKind.LICENSE_EXPIRING, license__in=licenses).values_list("key", flat=True))
+    done = set(
+        Alert.objects.filter(kind=AlertKind.LICENSE_EXPIRING, license__in=licenses).values_list("key", flat=True)
+    )
     raised = []
     for license in licenses:
         content = describe_license(license, today=today)
@@ -272,11 +385,22 @@ def webhook_payload(alert: Alert, content: AlertContent, suppressed_since: datet
         "at": content.at.isoformat(),
         "pair": {"primary": pair.primary.name, "secondary": pair.secondary.name} if pair else None,
         "appliance": content.appliance.name if content.appliance else None,
-        "actor": {"kind": content.actor.kind, "name": content.actor.name, "reason": content.actor.reason,
-                  "job": content.actor.job_id, "says": content.actor.sentence},
-        "event": {"description": event.description, "generated_by": event.generated_by,
-                  "timestamp": event.timestamp.isoformat(), "remarks": event.remarks,
-                  "severity": event.severity} if event else None,
+        "actor": {
+            "kind": content.actor.kind,
+            "name": content.actor.name,
+            "reason": content.actor.reason,
+            "job": content.actor.job_id,
+            "says": content.actor.sentence,
+        },
+        "event": {
+            "description": event.description,
+            "generated_by": event.generated_by,
+            "timestamp": event.timestamp.isoformat(),
+            "remarks": event.remarks,
+            "severity": event.severity,
+        }
+        if event
+        else None,
         "facts": dict(content.facts),
         "suppressed_before": alert.suppressed_before,
         "suppressed_since": suppressed_since.isoformat() if suppressed_since else None,

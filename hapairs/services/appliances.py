@@ -12,8 +12,9 @@ from django.db import transaction
 from hapairs import agent_client, agent_replies
 from hapairs.choices import EventCode, Role
 from hapairs.models import Appliance, device_name_validator
-from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
+from hapairs.services._common import ServiceError, actor_name, event_record, service_error_from
 from nodeagent import protocol
+
 
 # --- appliances -----------------------------------------------------------------------
 @transaction.atomic
@@ -94,11 +95,13 @@ def appliance_update(*, appliance: Appliance, contact_name: str, by: AbstractBas
     except ValidationError as exc:
         raise service_error_from(exc) from None
     locked.save(update_fields=["contact_name", "updated_at"])
-    event_record(code=EventCode.APPLIANCE_CHANGED, generated_by=actor_name(by), appliance=locked,
-                 remarks=f"Contact name: “{before}” → “{contact_name}”.")
+    event_record(
+        code=EventCode.APPLIANCE_CHANGED,
+        generated_by=actor_name(by),
+        appliance=locked,
+        remarks=f"Contact name: “{before}” → “{contact_name}”.",
+    )
     return locked
-
-
 
 
 # --- add: contact the agent first, save only what it confirmed ---------------------

@@ -88,8 +88,9 @@ def delivery_attempt_record(
     elif final or retry_in is None:
         values.update(status=DeliveryStatus.FAILED, last_error=error[:4000])
     else:
-        values.update(status=DeliveryStatus.RETRYING, last_error=error[:4000],
-                      next_attempt_at=now + timedelta(seconds=retry_in))
+        values.update(
+            status=DeliveryStatus.RETRYING, last_error=error[:4000], next_attempt_at=now + timedelta(seconds=retry_in)
+        )
     with transaction.atomic():
         Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(**values)
         if not error and delivery.schedule_id:
@@ -122,7 +123,9 @@ def deliveries_resume(*, now: datetime | None = None) -> list[int]:
     Message-ID stays the same, so a mail client shows it once)."""
     now = now or timezone.now()
     Delivery.objects.filter(status=DeliveryStatus.SENDING, lease_until__lt=now).update(
-        status=DeliveryStatus.RETRYING, lease_until=None, next_attempt_at=now - STALE,
+        status=DeliveryStatus.RETRYING,
+        lease_until=None,
+        next_attempt_at=now - STALE,
         last_error="The worker sending this stopped before it finished; sending again.",
     )
     return list(

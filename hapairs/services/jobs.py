@@ -97,6 +97,10 @@ def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> bool:
     cancelled = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=JobStatus.CANCELLED)
     if cancelled:
         event_record(
-            code=EventCode.JOB_CANCELLED, description=f"{job.get_kind_display()} cancelled", generated_by=actor_name(by), pair=job.pair, job=job
+            code=EventCode.JOB_CANCELLED,
+            description=f"{job.get_kind_display()} cancelled",
+            generated_by=actor_name(by),
+            pair=job.pair,
+            job=job,
         )
     return bool(cancelled)

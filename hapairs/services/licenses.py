@@ -167,7 +167,7 @@ def license_upload(
 
 
 def license_remove(*, license_file: LicenseFile, by: AbstractBaseUser | None = None, reason: str = "") -> Job:
-    """"Delete Secondary Activation license": a job deletes the file from the agent and
+    """ "Delete Secondary Activation license": a job deletes the file from the agent and
     marks its lines REMOVED (kept for the record; they no longer count)."""
     with transaction.atomic():
         locked = LicenseFile.objects.select_for_update().select_related("appliance").filter(pk=license_file.pk).first()
@@ -177,9 +177,9 @@ def license_remove(*, license_file: LicenseFile, by: AbstractBaseUser | None = N
         if not locked.licenses.exclude(status=LicenseStatus.REMOVED).exists():
             raise ServiceError(f"{locked.filename} was already removed from {appliance.name}.")
         pairs = selectors.pairs_of(appliance)
-        holds_activation = locked.licenses.filter(feature=licenses.ACTIVATION_FEATURE).exclude(
-            status=LicenseStatus.REMOVED
-        ).exists()
+        holds_activation = (
+            locked.licenses.filter(feature=licenses.ACTIVATION_FEATURE).exclude(status=LicenseStatus.REMOVED).exists()
+        )
         if holds_activation and appliance.is_virtual and pairs.exists():
             raise ServiceError(
                 f"{appliance.name} is a virtual appliance in high availability, which it may only be while "
@@ -220,15 +220,27 @@ def license_installed_record(*, license_file: LicenseFile, agent_license_id: str
     if agent_license_id and license_file.agent_license_id != agent_license_id:
         license_file.agent_license_id = agent_license_id[:64]
         license_file.save(update_fields=["agent_license_id"])
-    return _lines_move(license_file, License.objects.filter(status=LicenseStatus.VERIFIED),
-                       {"status": LicenseStatus.INSTALLED, "installed_on": appliance}, EventCode.LICENSE_INSTALLED, "on", job)
+    return _lines_move(
+        license_file,
+        License.objects.filter(status=LicenseStatus.VERIFIED),
+        {"status": LicenseStatus.INSTALLED, "installed_on": appliance},
+        EventCode.LICENSE_INSTALLED,
+        "on",
+        job,
+    )
 
 
 @transaction.atomic
 def license_removed_record(*, license_file: LicenseFile, job: Job | None = None) -> int:
     """The agent no longer holds the file: its lines become REMOVED and stop counting."""
-    return _lines_move(license_file, License.objects.exclude(status=LicenseStatus.REMOVED),
-                       {"status": LicenseStatus.REMOVED}, EventCode.LICENSE_REMOVED, "from", job)
+    return _lines_move(
+        license_file,
+        License.objects.exclude(status=LicenseStatus.REMOVED),
+        {"status": LicenseStatus.REMOVED},
+        EventCode.LICENSE_REMOVED,
+        "from",
+        job,
+    )
 
 
 def _lines_move(license_file: LicenseFile, candidates, changes: dict, code: str, preposition: str, job) -> int:

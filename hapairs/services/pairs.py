@@ -12,10 +12,11 @@ from django.utils import timezone
 from hapairs import agent_replies, licenses, rules, selectors
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, HAState, JobKind, SwitchType
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAPair
-from hapairs.services._common import ServiceError, actor_name, service_error_from, event_record
+from hapairs.services._common import ServiceError, actor_name, event_record, service_error_from
 from hapairs.services.appliances import appliance_create, appliance_discover
 from hapairs.services.jobs import job_enqueue
 from hapairs.services.licenses import license_upload, license_verify
+
 
 # --- HA pairs -------------------------------------------------------------------------
 def ha_pair_create(
@@ -164,8 +165,11 @@ def ha_configure_check(
     check = PairingCheck()
     name, ip = secondary_name, secondary_ip
     if delete_activation_license:
-        check.refuse("delete_activation_license", "A virtual secondary must be activated to take part in high "
-                                                  "availability: its activation license cannot be deleted while pairing it.")
+        check.refuse(
+            "delete_activation_license",
+            "A virtual secondary must be activated to take part in high "
+            "availability: its activation license cannot be deleted while pairing it.",
+        )
     same = rules.distinct_violation(primary.name, primary.hm_ip, name, ip)
     if same is not None:
         check.refuse(same.field, same.message)
@@ -176,7 +180,9 @@ def ha_configure_check(
             check.refuse("secondary_ip", f"{name}'s Health Monitor IP is {secondary.hm_ip}, not {ip}.")
         node = selectors.node_facts(secondary)
         check.secondary = secondary
-        check.facts.update(udi=secondary.udi, device_type=secondary.get_device_type_display(), version=secondary.version)
+        check.facts.update(
+            udi=secondary.udi, device_type=secondary.get_device_type_display(), version=secondary.version
+        )
     else:
         other = Appliance.objects.filter(hm_ip=ip).first()
         if other is not None:
@@ -190,12 +196,23 @@ def ha_configure_check(
         except ServiceError as exc:
             check.refuse("secondary_password" if exc.field == "password" else "secondary_ip", exc.message)
             return check
-        node = rules.NodeFacts(name=name, device_type=found.device_type, version=found.version, hm_ip=ip,
-                               vip=None, vip_prefixlen=None, activated=False, role=found.role)
+        node = rules.NodeFacts(
+            name=name,
+            device_type=found.device_type,
+            version=found.version,
+            hm_ip=ip,
+            vip=None,
+            vip_prefixlen=None,
+            activated=False,
+            role=found.role,
+        )
         secondary = Appliance(name=name, device_type=found.device_type, hm_ip=ip, udi=found.udi)  # not saved
         check.discovered = found
-        check.facts.update(udi=found.udi, device_type=rules.DEVICE_LABELS.get(found.device_type, found.device_type),
-                           version=found.version)
+        check.facts.update(
+            udi=found.udi,
+            device_type=rules.DEVICE_LABELS.get(found.device_type, found.device_type),
+            version=found.version,
+        )
     if activation_license is not None and not check.errors:
         try:
             verified = license_verify(appliance=secondary, data=activation_license[1])
@@ -205,8 +222,11 @@ def ha_configure_check(
             if any(line.feature == licenses.ACTIVATION_FEATURE for line in verified.lines):
                 node = rules.NodeFacts(**{**node.__dict__, "activated": True})
             else:
-                check.refuse("activation_license", f"This file holds no {licenses.ACTIVATION_FEATURE} license "
-                                                   f"({licenses.ACTIVATION_SKU}); it cannot activate {name}.")
+                check.refuse(
+                    "activation_license",
+                    f"This file holds no {licenses.ACTIVATION_FEATURE} license "
+                    f"({licenses.ACTIVATION_SKU}); it cannot activate {name}.",
+                )
     if node.is_virtual:
         check.facts["activation"] = "Activated" if node.activated else "Not Activated"
     if check.errors:
@@ -244,8 +264,12 @@ def ha_configure(
     Refused, before anything is written, for whatever ``ha_configure_check`` finds.
     """
     check = ha_configure_check(
-        primary=primary, secondary_name=secondary_name, secondary_ip=secondary_ip,
-        secondary_password=secondary_password, failover_wait=failover_wait, activation_license=activation_license,
+        primary=primary,
+        secondary_name=secondary_name,
+        secondary_ip=secondary_ip,
+        secondary_password=secondary_password,
+        failover_wait=failover_wait,
+        activation_license=activation_license,
     )
     if check.errors:
         raise check.error()
@@ -314,7 +338,8 @@ def ha_update(
     if not changes:
         raise ServiceError("Nothing to change: these are the pair's current parameters.")
     remarks = " ".join(
-        CHANGE_REMARKS[name].format(value.upper() if isinstance(value, str) else value) for name, value in changes.items()
+        CHANGE_REMARKS[name].format(value.upper() if isinstance(value, str) else value)
+        for name, value in changes.items()
     )
     with transaction.atomic():
         job = job_enqueue(
@@ -363,10 +388,18 @@ def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = 
     pair.maintenance_reason = reason.strip()[:500] if on else ""
     pair.maintenance_since = timezone.now() if on else None
     pair.save(update_fields=["maintenance", "maintenance_by", "maintenance_reason", "maintenance_since", "updated_at"])
-    remarks = ("Maintenance mode on: automatic failover and failback paused." if on
-               else "Maintenance mode off: automatic failover and failback resumed.")
-    job_enqueue(kind=JobKind.SET_MAINTENANCE, pair=pair, params={"maintenance": on, "remarks": remarks},
-                by=by, reason=reason or remarks)
+    remarks = (
+        "Maintenance mode on: automatic failover and failback paused."
+        if on
+        else "Maintenance mode off: automatic failover and failback resumed."
+    )
+    job_enqueue(
+        kind=JobKind.SET_MAINTENANCE,
+        pair=pair,
+        params={"maintenance": on, "remarks": remarks},
+        by=by,
+        reason=reason or remarks,
+    )
     event_record(
         code=EventCode.MAINTENANCE_ON if on else EventCode.MAINTENANCE_OFF,
         generated_by=actor_name(by),
@@ -381,9 +414,14 @@ def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
     """Forget a pair whose agents have both dropped it (the last step of delete-secondary)."""
     description = f"Secondary {pair.secondary.name} deleted; {pair.primary.name} runs without high availability"
     primary = pair.primary
-    event_record(code=EventCode.SECONDARY_DELETED, description=description, generated_by="mseportal",
-                 appliance=primary, job=job,
-                 remarks=f"Instance {pair.instance_db_name} released on {pair.secondary.name}.")
+    event_record(
+        code=EventCode.SECONDARY_DELETED,
+        description=description,
+        generated_by="mseportal",
+        appliance=primary,
+        job=job,
+        remarks=f"Instance {pair.instance_db_name} released on {pair.secondary.name}.",
+    )
     pair.delete()
 
 
@@ -392,7 +430,9 @@ def ha_recover_primary(*, pair: HAPair, by: AbstractBaseUser | None = None, reas
     makes sure the secondary (which holds the data) is in charge, restores the primary's
     pairing behind it (TERMINATED), and leaves the failback to the operator."""
     if not pair.primary_reachable:
-        raise ServiceError(f"{pair.primary.name} is not answering the portal; recovery needs it running in recovery mode.")
+        raise ServiceError(
+            f"{pair.primary.name} is not answering the portal; recovery needs it running in recovery mode."
+        )
     if pair.primary_state != HAState.UNKNOWN:
         raise ServiceError(
             f"{pair.primary.name} still has its high availability configuration ({pair.primary_state}); "

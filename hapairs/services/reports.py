@@ -50,7 +50,9 @@ def parse_recipients(text: str, *, field: str = "recipients") -> list[str]:
         try:
             validate_email(address)
         except ValidationError:
-            raise ServiceError(f"“{address}” is not an e-mail address (such as noc@example.net).", field=field) from None
+            raise ServiceError(
+                f"“{address}” is not an e-mail address (such as noc@example.net).", field=field
+            ) from None
     if len(addresses) > MAX_RECIPIENTS:
         raise ServiceError(f"At most {MAX_RECIPIENTS} recipients; use a mailing list for more.", field=field)
     return addresses
@@ -65,24 +67,32 @@ def check_crontab(expression: str) -> str:
             f"“{expression}” is not a crontab: it has {len(parts)} field{'s' if len(parts) != 1 else ''}, not 5. {CRON_HINT}",
             field="crontab",
         )
-    checks = (validators.minute_validator, validators.hour_validator, validators.day_of_month_validator,
-              validators.month_of_year_validator, validators.day_of_week_validator)
-    for value, label, check in zip(parts, CRON_FIELDS, checks):
+    checks = (
+        validators.minute_validator,
+        validators.hour_validator,
+        validators.day_of_month_validator,
+        validators.month_of_year_validator,
+        validators.day_of_week_validator,
+    )
+    for value, label, check in zip(parts, CRON_FIELDS, checks, strict=True):
         try:
             check(value)
         except (ValidationError, ValueError):
-            raise ServiceError(f"“{expression}” is not a crontab: “{value}” is not a valid {label}. {CRON_HINT}",
-                               field="crontab") from None
+            raise ServiceError(
+                f"“{expression}” is not a crontab: “{value}” is not a valid {label}. {CRON_HINT}", field="crontab"
+            ) from None
     try:
-        celery_crontab(minute=parts[0], hour=parts[1], day_of_month=parts[2], month_of_year=parts[3],
-                       day_of_week=parts[4])
+        celery_crontab(
+            minute=parts[0], hour=parts[1], day_of_month=parts[2], month_of_year=parts[3], day_of_week=parts[4]
+        )
     except ValueError as exc:
         raise ServiceError(f"“{expression}” is not a crontab: {exc} {CRON_HINT}", field="crontab") from None
     return expression
 
 
-def report_schedule_clean(*, schedule: ReportSchedule | None, name, recipients, cadence, send_at, weekday, crontab,
-             period_days) -> dict:
+def report_schedule_clean(
+    *, schedule: ReportSchedule | None, name, recipients, cadence, send_at, weekday, crontab, period_days
+) -> dict:
     """Every field checked, all the errors at once (a ServiceError with ``errors`` by field);
     the forms and the admin call it too, so they show what the service would refuse."""
     errors: dict[str, list[str]] = {}
@@ -154,8 +164,14 @@ def report_schedule_clean(*, schedule: ReportSchedule | None, name, recipients, 
 def _sync_periodic_task(schedule: ReportSchedule) -> None:
     """Keep the schedule's beat entry (PeriodicTask + CrontabSchedule) in step with it."""
     minute, hour, day_of_month, month_of_year, day_of_week = schedule.cron_expression.split(" ")
-    fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
-              "day_of_week": day_of_week, "timezone": settings.TIME_ZONE}
+    fields = {
+        "minute": minute,
+        "hour": hour,
+        "day_of_month": day_of_month,
+        "month_of_year": month_of_year,
+        "day_of_week": day_of_week,
+        "timezone": settings.TIME_ZONE,
+    }
     cron = CrontabSchedule.objects.filter(**fields).order_by("pk").first() or CrontabSchedule.objects.create(**fields)
     task = schedule.periodic_task or PeriodicTask(name=f"health-report:{schedule.pk}")
     task.task = REPORT_TASK
@@ -184,14 +200,26 @@ def report_schedule_create(
     also_alerts: bool = False,
     by: AbstractBaseUser | None = None,
 ) -> ReportSchedule:
-    values = report_schedule_clean(schedule=None, name=name, recipients=recipients, cadence=cadence, send_at=send_at,
-                      weekday=weekday, crontab=crontab, period_days=period_days)
+    values = report_schedule_clean(
+        schedule=None,
+        name=name,
+        recipients=recipients,
+        cadence=cadence,
+        send_at=send_at,
+        weekday=weekday,
+        crontab=crontab,
+        period_days=period_days,
+    )
     with transaction.atomic():
         schedule = ReportSchedule.objects.create(**values, enabled=enabled, also_alerts=also_alerts, created_by=by)
         _sync_periodic_task(schedule)
-        event_record(code=EventCode.REPORT_SCHEDULE_CREATED, description=f"Report schedule “{schedule.name}” created", generated_by=actor_name(by),
-                     remarks=f"{schedule.schedule_text}, covering {schedule.period_days} day(s), to {schedule.recipients}"
-                             f"{'' if enabled else ' (disabled)'}")
+        event_record(
+            code=EventCode.REPORT_SCHEDULE_CREATED,
+            description=f"Report schedule “{schedule.name}” created",
+            generated_by=actor_name(by),
+            remarks=f"{schedule.schedule_text}, covering {schedule.period_days} day(s), to {schedule.recipients}"
+            f"{'' if enabled else ' (disabled)'}",
+        )
     return schedule
 
 
@@ -209,17 +237,29 @@ def report_schedule_update(
     also_alerts: bool,
     by: AbstractBaseUser | None = None,
 ) -> ReportSchedule:
-    values = report_schedule_clean(schedule=schedule, name=name, recipients=recipients, cadence=cadence, send_at=send_at,
-                      weekday=weekday, crontab=crontab, period_days=period_days)
+    values = report_schedule_clean(
+        schedule=schedule,
+        name=name,
+        recipients=recipients,
+        cadence=cadence,
+        send_at=send_at,
+        weekday=weekday,
+        crontab=crontab,
+        period_days=period_days,
+    )
     with transaction.atomic():
         schedule = ReportSchedule.objects.select_for_update().get(pk=schedule.pk)
         for field_name, value in {**values, "enabled": enabled, "also_alerts": also_alerts}.items():
             setattr(schedule, field_name, value)
         schedule.save(update_fields=[*values, "enabled", "also_alerts", "updated_at"])
         _sync_periodic_task(schedule)
-        event_record(code=EventCode.REPORT_SCHEDULE_UPDATED, description=f"Report schedule “{schedule.name}” updated", generated_by=actor_name(by),
-                     remarks=f"{schedule.schedule_text}, covering {schedule.period_days} day(s), to {schedule.recipients}"
-                             f"{'' if enabled else ' (disabled)'}")
+        event_record(
+            code=EventCode.REPORT_SCHEDULE_UPDATED,
+            description=f"Report schedule “{schedule.name}” updated",
+            generated_by=actor_name(by),
+            remarks=f"{schedule.schedule_text}, covering {schedule.period_days} day(s), to {schedule.recipients}"
+            f"{'' if enabled else ' (disabled)'}",
+        )
     return schedule
 
 
@@ -231,7 +271,11 @@ def report_schedule_delete(*, schedule: ReportSchedule, by: AbstractBaseUser | N
             schedule.periodic_task.delete()
         name = schedule.name
         schedule.delete()
-        event_record(code=EventCode.REPORT_SCHEDULE_DELETED, description=f"Report schedule “{name}” deleted", generated_by=actor_name(by))
+        event_record(
+            code=EventCode.REPORT_SCHEDULE_DELETED,
+            description=f"Report schedule “{name}” deleted",
+            generated_by=actor_name(by),
+        )
 
 
 # --- report deliveries -------------------------------------------------------------------
@@ -274,11 +318,17 @@ def report_schedule_run(*, schedule: ReportSchedule, now: dt.datetime | None = N
     existing = Delivery.objects.filter(key=key).first()
     if existing is not None:
         return existing
-    return report_delivery_create(recipients=schedule.recipient_list, period_days=schedule.period_days, key=key,
-                                  schedule=schedule, now=now)
+    return report_delivery_create(
+        recipients=schedule.recipient_list, period_days=schedule.period_days, key=key, schedule=schedule, now=now
+    )
 
 
 def report_send_now(*, schedule: ReportSchedule, by: AbstractBaseUser | None = None) -> Delivery:
     """The Reports page's "Send now": a new delivery every time it is asked for."""
-    return report_delivery_create(recipients=schedule.recipient_list, period_days=schedule.period_days,
-                                  key=f"report:{schedule.pk}:now:{uuid.uuid4().hex}", schedule=schedule, by=by)
+    return report_delivery_create(
+        recipients=schedule.recipient_list,
+        period_days=schedule.period_days,
+        key=f"report:{schedule.pk}:now:{uuid.uuid4().hex}",
+        schedule=schedule,
+        by=by,
+    )

@@ -156,7 +156,9 @@ def status_record(results: list[PollResult]) -> None:
                 reachability=Reachability.REACHABLE, last_seen_at=now, last_polled_at=now
             )
         if unreachable:
-            Appliance.objects.filter(pk__in=unreachable).update(reachability=Reachability.UNREACHABLE, last_polled_at=now)
+            Appliance.objects.filter(pk__in=unreachable).update(
+                reachability=Reachability.UNREACHABLE, last_polled_at=now
+            )
         changed = []
         for pk in reachable:
             appliance, info = appliances[pk], by_id[pk].ha_info
@@ -225,7 +227,8 @@ def status_record(results: list[PollResult]) -> None:
                 code=EventCode.NODES_UNREACHABLE,
                 description=MASS_UNREACHABLE_TEXT.format(count=len(names)),
                 generated_by="mseportal",
-                remarks="; ".join(names[:40]) + (f"; and {len(names) - 40} more" if len(names) > 40 else "")
+                remarks="; ".join(names[:40])
+                + (f"; and {len(names) - 40} more" if len(names) > 40 else "")
                 + ". Many nodes at once usually means the network between the portal and them, not the nodes.",
             )
             alert_queue(kind="unreachable", event=event)
@@ -246,7 +249,7 @@ def _update_grouped(model, rows: list, fields: list[str]) -> None:
         groups.setdefault(key, (values, []))[1].append(row.pk)
     for values, pks in groups.values():
         for start in range(0, len(pks), 1000):
-            model.objects.filter(pk__in=pks[start : start + 1000]).update(**dict(zip(fields, values)))
+            model.objects.filter(pk__in=pks[start : start + 1000]).update(**dict(zip(fields, values, strict=True)))
 
 
 def _restart_event_logs(appliances: dict, by_id: dict, reachable: list[int]) -> None:
@@ -255,7 +258,8 @@ def _restart_event_logs(appliances: dict, by_id: dict, reachable: list[int]) -> 
     events stay in the log without their sequence numbers, so the new ones are stored
     (events are unique per (appliance, seq)) and fetched from the start."""
     restarted = [
-        appliances[pk] for pk in reachable
+        appliances[pk]
+        for pk in reachable
         if by_id[pk].last_seq is not None and by_id[pk].last_seq < appliances[pk].last_event_seq
     ]
     for appliance in restarted:

@@ -1,6 +1,7 @@
 """Debian's Chromium driven by Playwright, for the browser tests (never a downloaded browser).
 
-Import the fixtures into a test module: ``from hapairs.tests.browser import browser, orm_beside_playwright``.
+``browser`` is a fixture of every test (conftest); a browser test module imports the autouse
+``orm_beside_playwright``: ``from hapairs.tests.browser import orm_beside_playwright``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ import pytest
 from playwright import sync_api as playwright_sync
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(autouse=True)

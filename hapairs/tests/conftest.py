@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import os
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 
 from hapairs import services
 from hapairs.roles import ADMIN, MONITOR, OPERATOR, sync_groups
+from hapairs.tests.browser import browser  # noqa: F401  (Chromium, for the browser tests)
+from hapairs.tests.e2e import Worker
 
 _counter = itertools.count(1)
 
@@ -74,3 +80,53 @@ def eager():
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = True, False
     yield celery_app
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+# --- end to end: real agents, a real worker, the API -----------------------------------
+STABILISATION = 8  # seconds, instead of 30 minutes
+# per process, so two suites running at once on one machine (a session and its CI) do not collide
+_subnets = itertools.count(40 + os.getpid() % 150)
+
+
+@pytest.fixture
+def subnet():
+    """A fresh 127.x.y.0/24 per test, so agents of a previous test never answer."""
+    return f"127.61.{next(_subnets) % 200 + 10}"
+
+
+@pytest.fixture
+def worker(tmp_path, live_server):
+    started = Worker(
+        tmp_path,
+        {
+            "MSEPORTAL_INGEST_URL": f"{live_server.url}/api/v1/ingest/events",
+            "MSEPORTAL_HA_STABILISATION_SECONDS": str(STABILISATION),
+            "MSEPORTAL_JOB_LEASE_SECONDS": "3",
+            "MSEPORTAL_RESUME_SECONDS": "1",
+            "MSEPORTAL_POLL_SECONDS": "2",
+            "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90",
+        },
+    ).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def api(client, operator_user, admin_user_):
+    def token(user):
+        out = io.StringIO()
+        call_command("api_token", user.username, stdout=out)
+        return out.getvalue().strip().splitlines()[-1]
+
+    tokens = {"operator": token(operator_user), "admin": token(admin_user_)}
+
+    def call(method, path, body=None, as_="operator"):
+        response = getattr(client, method)(
+            f"/api/v1{path}",
+            data=json.dumps(body) if body is not None else None,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {tokens[as_]}",
+        )
+        return response
+
+    return call

@@ -11,8 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from django.conf import settings
 from django.db import connection
@@ -32,8 +32,17 @@ def wait_for(condition: Callable[[], object], *, timeout: float, every: float = 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
-def node_toml(name: str, device_type: str, role: str, hm_ip: str, password: str, *, vip: str | None = None,
-              version: str = "7.2.103.0", udi: str | None = None) -> str:
+def node_toml(
+    name: str,
+    device_type: str,
+    role: str,
+    hm_ip: str,
+    password: str,
+    *,
+    vip: str | None = None,
+    version: str = "7.2.103.0",
+    udi: str | None = None,
+) -> str:
     lines = [
         "[[node]]",
         f'name = "{name}"',
@@ -61,12 +70,28 @@ class AgentFarm:
         self.log = workdir / "farm.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "AgentFarm":
+    def start(self) -> AgentFarm:
         self.ready.unlink(missing_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nodeagent", "farm", "--fleet", str(self.fleet), "--state-root",
-             str(self.workdir / "state"), "--ready-file", str(self.ready), "--allow-short-wait", "--log-level", "INFO"],
-            cwd=REPO, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "nodeagent",
+                "farm",
+                "--fleet",
+                str(self.fleet),
+                "--state-root",
+                str(self.workdir / "state"),
+                "--ready-file",
+                str(self.ready),
+                "--allow-short-wait",
+                "--log-level",
+                "INFO",
+            ],
+            cwd=REPO,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(lambda: self.ready.exists() or self.process.poll() is not None, timeout=30, what="the agents")
         if self.process.poll() is not None:
@@ -90,17 +115,25 @@ class AgentFarm:
             self.process.wait(timeout=10)
 
 
-def farm_per_node(workdir: Path, primary: tuple[str, str, str, str], secondary: tuple[str, str, str],
-                  *, device_type: str = "3355", primary_extra: str = "") -> tuple[AgentFarm, AgentFarm]:
+def farm_per_node(
+    workdir: Path,
+    primary: tuple[str, str, str, str],
+    secondary: tuple[str, str, str],
+    *,
+    device_type: str = "3355",
+    primary_extra: str = "",
+) -> tuple[AgentFarm, AgentFarm]:
     """A primary (name, HM IP, password, VIP) and a secondary (name, HM IP, password), each in
     its own agent process, so one can be stopped, killed or wiped alone."""
     (workdir / "p").mkdir(exist_ok=True)
     (workdir / "s").mkdir(exist_ok=True)
     name, ip, password, vip = primary
-    farm_p = AgentFarm(workdir / "p", node_toml(name, device_type, "primary", ip, password, vip=vip) + primary_extra,
-                       port=8001).start()
-    farm_s = AgentFarm(workdir / "s", node_toml(secondary[0], device_type, "secondary", secondary[1], secondary[2]),
-                       port=8001).start()
+    farm_p = AgentFarm(
+        workdir / "p", node_toml(name, device_type, "primary", ip, password, vip=vip) + primary_extra, port=8001
+    ).start()
+    farm_s = AgentFarm(
+        workdir / "s", node_toml(secondary[0], device_type, "secondary", secondary[1], secondary[2]), port=8001
+    ).start()
     return farm_p, farm_s
 
 
@@ -129,15 +162,38 @@ class Worker:
         self.log = workdir / "worker.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mseportal", "worker", "--pool", "solo", "--beat",
-             "--schedule", str(self.workdir / "beat-schedule"), "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle", "--hostname", f"e2e-{os.getpid()}-{time.monotonic_ns()}@%h"],
-            cwd=REPO, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mseportal",
+                "worker",
+                "--pool",
+                "solo",
+                "--beat",
+                "--schedule",
+                str(self.workdir / "beat-schedule"),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"e2e-{os.getpid()}-{time.monotonic_ns()}@%h",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        wait_for(lambda: "ready." in self.log.read_text(errors="replace") or self.process.poll() is not None,
-                 timeout=60, what="the Celery worker")
+        wait_for(
+            lambda: "ready." in self.log.read_text(errors="replace") or self.process.poll() is not None,
+            timeout=60,
+            what="the Celery worker",
+        )
         if self.process.poll() is not None:
             raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
         return self
@@ -158,3 +214,45 @@ class Worker:
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
+
+
+# --- the operator's moves through the API (the ``api`` fixture of conftest) ---------------
+def wait_job(api, job_id, *, timeout=120, worker=None):
+    def finished():
+        body = api("get", f"/jobs/{job_id}").json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    try:
+        body = wait_for(finished, timeout=timeout, every=0.3, what=f"job {job_id}")
+    except AssertionError:
+        if worker:
+            print(worker.tail())
+        raise
+    assert body["status"] == "succeeded", (body["error"], body, worker.tail() if worker else "")
+    return body
+
+
+def add(api, name, ip, password):
+    response = api("post", "/appliances", {"name": name, "ip": ip, "password": password}, as_="admin")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def pair_through_api(api, worker, primary: tuple, secondary: tuple, *, failover="manual", wait=10):
+    """Add the primary (name, HM IP, password, …) and pair it with the secondary through the
+    API, as an operator would; returns once the configure job succeeded."""
+    add(api, primary[0], primary[1], primary[2])
+    response = api(
+        "post",
+        f"/appliances/{primary[0]}/ha",
+        {
+            "secondary_name": secondary[0],
+            "secondary_ip": secondary[1],
+            "secondary_password": secondary[2],
+            "failover_type": failover,
+            "failback_type": "manual",
+            "long_failover_wait": wait,
+        },
+    )
+    assert response.status_code == 202, response.content
+    return wait_job(api, response.json()["id"], worker=worker)

@@ -73,8 +73,15 @@ class ScriptedAgent:
     """``replies[(METHOD, path)]``: the replies in order (the last one repeats).
     ``protocol_version``: what it says it speaks on every answer (default: the current one)."""
 
-    def __init__(self, host: str, port: int, password: str, replies: dict[tuple[str, str], list[Reply]], *,
-                 protocol_version: str | None = CURRENT_VERSION):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        password: str,
+        replies: dict[tuple[str, str], list[Reply]],
+        *,
+        protocol_version: str | None = CURRENT_VERSION,
+    ):
         self.host, self.port, self.password = host, port, password
         self.protocol_version = protocol_version
         self.replies = {key: list(value) for key, value in replies.items()}
@@ -87,28 +94,39 @@ class ScriptedAgent:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         try:
-            protocol.verify_request(self.password, request.method, request.path_qs, body, request.headers,
-                                    replay_cache=self._replay)
+            protocol.verify_request(
+                self.password, request.method, request.path_qs, body, request.headers, replay_cache=self._replay
+            )
             error = None
         except protocol.SignatureError as exc:
             error = str(exc)
-        self.seen.append(Seen(request.method, request.path_qs, body, request.headers.get(protocol.IDEMPOTENCY_HEADER),
-                              error, request.headers.get(protocol.HEADER_PROTOCOL)))
+        self.seen.append(
+            Seen(
+                request.method,
+                request.path_qs,
+                body,
+                request.headers.get(protocol.IDEMPOTENCY_HEADER),
+                error,
+                request.headers.get(protocol.HEADER_PROTOCOL),
+            )
+        )
         headers = {protocol.HEADER_PROTOCOL: self.protocol_version} if self.protocol_version else {}
         if error is not None:
             return web.json_response({"error": error}, status=401, headers=headers)
         script = self.replies.get((request.method, request.path))
         if not script:
-            return web.json_response({"error": f"no route {request.method} {request.path}"}, status=404,
-                                     headers=headers)
+            return web.json_response(
+                {"error": f"no route {request.method} {request.path}"}, status=404, headers=headers
+            )
         reply = script.pop(0) if len(script) > 1 else script[0]
         if reply.delay:
             await asyncio.sleep(reply.delay)
         raw = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-        return web.Response(body=raw, status=reply.status, content_type="application/json",
-                            headers={**headers, **reply.headers})
+        return web.Response(
+            body=raw, status=reply.status, content_type="application/json", headers={**headers, **reply.headers}
+        )
 
-    def start(self) -> "ScriptedAgent":
+    def start(self) -> ScriptedAgent:
         ready = threading.Event()
         failure: list[BaseException] = []
 

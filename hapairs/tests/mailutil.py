@@ -55,7 +55,7 @@ class Inbox:
         self.refused = 0
         self.controller: Controller | None = None
 
-    def start(self) -> "Inbox":
+    def start(self) -> Inbox:
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, ready_timeout=10)
         self.controller.start()
         return self
@@ -70,11 +70,13 @@ class Inbox:
             self.refuse_next -= 1
             self.refused += 1
             return "451 4.3.0 Mail server busy, try again later"
-        self.messages.append(Received(
-            mail_from=envelope.mail_from,
-            rcpt_tos=list(envelope.rcpt_tos),
-            message=email.message_from_bytes(envelope.original_content or envelope.content, policy=policy.default),
-        ))
+        self.messages.append(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                message=email.message_from_bytes(envelope.original_content or envelope.content, policy=policy.default),
+            )
+        )
         return "250 2.0.0 Accepted"
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
@@ -127,7 +129,7 @@ class WebhookReceiver:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}/hooks/mse"
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         self.thread.start()
         return self
 

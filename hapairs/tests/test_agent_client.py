@@ -48,10 +48,12 @@ def target(agent_or_host, *, password=PASSWORD, settings=None) -> agent_client.A
 
 def test_a_request_is_signed_so_that_the_agents_own_check_accepts_it(scripted_agent):
     # Given an agent that verifies signatures with the protocol's own check
-    agent = scripted_agent({
-        ("POST", PATH): [Reply(200, {"running": True})],
-        ("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": []})],
-    })
+    agent = scripted_agent(
+        {
+            ("POST", PATH): [Reply(200, {"running": True})],
+            ("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": []})],
+        }
+    )
 
     # When the portal sends a body with a job's key, and the poller's kind of GET with a query
     reply = agent_client.call(target(agent), "POST", PATH, body={"peer": "127.0.0.9"}, idempotency_key="job-7:step")
@@ -62,7 +64,11 @@ def test_a_request_is_signed_so_that_the_agents_own_check_accepts_it(scripted_ag
     posted, got = agent.seen
     assert (posted.signature_error, got.signature_error) == (None, None)
     assert (posted.method, posted.path_qs, json.loads(posted.body), posted.idempotency_key) == (
-        "POST", PATH, {"peer": "127.0.0.9"}, "job-7:step")
+        "POST",
+        PATH,
+        {"peer": "127.0.0.9"},
+        "job-7:step",
+    )
     assert got.path_qs == f"{protocol.PATH_HA_INFO}?brief=1&events_since=4" and got.idempotency_key is None
 
 
@@ -172,32 +178,38 @@ def test_an_address_outside_the_allowed_networks_is_refused_before_any_connectio
     assert agent.seen == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: aiohttp follows redirects by default (allow_redirects=True), so an "
-                   "agent's 3xx sends the signed request to an address check_address never saw")
 def test_a_redirect_to_an_address_outside_the_allowed_networks_is_not_followed(scripted_agent, subnet, settings):
     # Given an allowed agent that redirects to a loopback address outside the allowed networks,
     # where something listens
     outside = scripted_agent({("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": []})]}, host=f"{subnet}.200")
-    agent = scripted_agent({("GET", protocol.PATH_HA_INFO): [Reply(302, {}, headers={
-        "Location": f"http://{outside.host}:{outside.port}{protocol.PATH_HA_INFO}"})]})
+    agent = scripted_agent(
+        {
+            ("GET", protocol.PATH_HA_INFO): [
+                Reply(302, {}, headers={"Location": f"http://{outside.host}:{outside.port}{protocol.PATH_HA_INFO}"})
+            ]
+        }
+    )
     settings.AGENT_ALLOWED_NETWORKS = [f"{subnet}.0/25"]
 
     # When the portal calls the allowed agent
-    with pytest.raises(agent_client.AgentError):
+    with pytest.raises(agent_client.AgentBadReply) as bad:
         agent_client.call(target(agent), "GET", protocol.PATH_HA_INFO)
 
-    # Then the redirect was not followed: nothing reached the outside address
+    # Then the redirect was not followed: nothing reached the outside address, and the reply is refused
     assert len(agent.seen) == 1
     assert outside.seen == []
+    assert "redirect (HTTP 302)" in bad.value.message
 
 
 def test_the_password_is_never_in_a_targets_repr_or_in_any_error(scripted_agent, subnet, settings, make_appliance):
     # Given an appliance whose password is stored encrypted, and agents failing every way
     appliance = make_appliance(name="mse-secret", hm_ip=f"{subnet}.2", password=PASSWORD)
     built = agent_client.target_for(appliance)
-    agent = scripted_agent({
-        ("POST", PATH): [Reply(503, {}), Reply(409, {"error": "no"}), Reply(200, [1])],
-    })
+    agent = scripted_agent(
+        {
+            ("POST", PATH): [Reply(503, {}), Reply(409, {"error": "no"}), Reply(200, [1])],
+        }
+    )
 
     # When the target is printed and each kind of failure is raised
     messages = []

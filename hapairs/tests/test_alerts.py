@@ -18,8 +18,8 @@ import pytest
 from django.utils import timezone
 
 from hapairs import services
-from hapairs.jobkeys import job_step_key
 from hapairs.choices import AlertStatus, DeliveryStatus, EventCode, JobKind, JobStatus
+from hapairs.jobkeys import job_step_key
 from hapairs.models import Alert, Delivery, HAEvent, Job
 from hapairs.services.status import PollResult, status_record
 from hapairs.tests.mailutil import Inbox, WebhookReceiver, point_mail_at
@@ -28,8 +28,6 @@ from hapairs.tests.reportfleet import agent_event, healthy, license, peer_info
 pytestmark = pytest.mark.django_db
 
 SECRET = "webhook-secret-for-tests"
-
-
 
 
 @pytest.fixture
@@ -52,14 +50,22 @@ def pair(make_appliance):
     return made
 
 
-def test_an_operators_failover_sends_one_alert_saying_who_and_why(pair, operator_user, inbox, eager,
-                                                                  django_capture_on_commit_callbacks):
+def test_an_operators_failover_sends_one_alert_saying_who_and_why(
+    pair, operator_user, inbox, eager, django_capture_on_commit_callbacks
+):
     job = services.ha_switchover(pair=pair, by=operator_user, reason="Firmware upgrade of seoul-p, change CHG-1042")
 
     # the agents' event arrives: stored, and nothing sent until the transaction commits
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2,
-                    cause_key=job_step_key(job.pk, "switchover_invoke"))
+        agent_event(
+            pair,
+            pair.secondary,
+            1,
+            EventCode.FAILOVER_ACTIVE,
+            at=timezone.now(),
+            generation=2,
+            cause_key=job_step_key(job.pk, "switchover_invoke"),
+        )
     assert len(callbacks) == 1 and not inbox.messages and not Alert.objects.exists()
     for callback in callbacks:
         with django_capture_on_commit_callbacks(execute=True):
@@ -68,14 +74,23 @@ def test_an_operators_failover_sends_one_alert_saying_who_and_why(pair, operator
     [received] = inbox.wait_for(1)
     assert received.rcpt_tos == ["noc@example.net"]
     assert received.subject == (
-        "[mseportal] Failover on seoul-p → seoul-s: seoul-s is in charge — requested by operator1")
+        "[mseportal] Failover on seoul-p → seoul-s: seoul-s is in charge — requested by operator1"
+    )
     assert f"Who:   operator1 (job #{job.pk}, Switchover)" in received.text
     assert "Why:   “Firmware upgrade of seoul-p, change CHG-1042”" in received.text
     assert "What:  Instance is in failover active state" in received.text
-    assert "<strong>operator1</strong>" in received.html and "Firmware upgrade of seoul-p, change CHG-1042" in received.html
+    assert (
+        "<strong>operator1</strong>" in received.html
+        and "Firmware upgrade of seoul-p, change CHG-1042" in received.html
+    )
     alert = Alert.objects.get()
     assert (alert.kind, alert.status, alert.actor, alert.reason, alert.job_id) == (
-        "failover", AlertStatus.SENT, "operator1", "Firmware upgrade of seoul-p, change CHG-1042", job.pk)
+        "failover",
+        AlertStatus.SENT,
+        "operator1",
+        "Firmware upgrade of seoul-p, change CHG-1042",
+        job.pk,
+    )
 
     # the same event again (a poll after the push), and the other node's view: one alert
     with django_capture_on_commit_callbacks(execute=True):
@@ -84,8 +99,9 @@ def test_an_operators_failover_sends_one_alert_saying_who_and_why(pair, operator
     assert len(inbox.messages) == 1 and Alert.objects.count() == 1
 
 
-def test_an_automatic_failover_says_the_agents_did_it_themselves(pair, inbox, eager,
-                                                                  django_capture_on_commit_callbacks):
+def test_an_automatic_failover_says_the_agents_did_it_themselves(
+    pair, inbox, eager, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
 
@@ -98,7 +114,8 @@ def test_an_automatic_failover_says_the_agents_did_it_themselves(pair, inbox, ea
 
 
 def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_held_back(
-        pair, inbox, eager, settings, django_capture_on_commit_callbacks):
+    pair, inbox, eager, settings, django_capture_on_commit_callbacks
+):
     settings.ALERT_MIN_INTERVAL_SECONDS = 2
     now = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):  # over, back, over, back, over within seconds
@@ -108,10 +125,16 @@ def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_h
 
     # one failover and one failback went out; two failovers and a failback were held back
     assert [m.subject.split(":")[0] for m in inbox.wait_for(2)] == [
-        "[mseportal] Failover on seoul-p → seoul-s", "[mseportal] Failback on seoul-p → seoul-s"]
+        "[mseportal] Failover on seoul-p → seoul-s",
+        "[mseportal] Failback on seoul-p → seoul-s",
+    ]
     assert list(Alert.objects.order_by("pk").values_list("kind", "status")) == [
-        ("failover", "sent"), ("failback", "sent"), ("failover", "suppressed"), ("failback", "suppressed"),
-        ("failover", "suppressed")]
+        ("failover", "sent"),
+        ("failback", "sent"),
+        ("failover", "suppressed"),
+        ("failback", "suppressed"),
+        ("failover", "suppressed"),
+    ]
 
     time.sleep(2.1)  # the interval passes; the pair fails over once more
     with django_capture_on_commit_callbacks(execute=True):
@@ -126,11 +149,13 @@ def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_h
     assert Alert.objects.filter(status="sent").order_by("pk").last().suppressed_before == 2
 
 
-def test_another_pair_is_not_held_back_by_the_first(pair, make_appliance, inbox, eager,
-                                                     django_capture_on_commit_callbacks):
-    other = services.ha_pair_create(primary=make_appliance(name="busan-p", hm_ip="127.43.1.11", vip="127.43.1.10",
-                                                           vip_prefixlen=24),
-                                    secondary=make_appliance(name="busan-s", hm_ip="127.43.1.12"))
+def test_another_pair_is_not_held_back_by_the_first(
+    pair, make_appliance, inbox, eager, django_capture_on_commit_callbacks
+):
+    other = services.ha_pair_create(
+        primary=make_appliance(name="busan-p", hm_ip="127.43.1.11", vip="127.43.1.10", vip_prefixlen=24),
+        secondary=make_appliance(name="busan-s", hm_ip="127.43.1.12"),
+    )
     healthy(other)
     with django_capture_on_commit_callbacks(execute=True):
         agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
@@ -139,15 +164,18 @@ def test_another_pair_is_not_held_back_by_the_first(pair, make_appliance, inbox,
 
 
 def test_the_webhook_receives_a_signed_post_and_is_retried_on_a_server_error(
-        pair, inbox, eager, settings, django_capture_on_commit_callbacks):
+    pair, inbox, eager, settings, django_capture_on_commit_callbacks
+):
     receiver = WebhookReceiver(statuses=[503]).start()  # down once, then answers 204
     settings.ALERT_WEBHOOK_URL, settings.ALERT_WEBHOOK_SECRET = receiver.url, SECRET
     try:
         with django_capture_on_commit_callbacks(execute=True):  # both nodes claim the VIP
-            status_record([
-                PollResult(pair.primary_id, peer_info(pair.secondary.hm_ip, "PRIMARY_ACTIVE", in_charge=True)),
-                PollResult(pair.secondary_id, peer_info(pair.primary.hm_ip, "FAILOVER_ACTIVE", in_charge=True)),
-            ])
+            status_record(
+                [
+                    PollResult(pair.primary_id, peer_info(pair.secondary.hm_ip, "PRIMARY_ACTIVE", in_charge=True)),
+                    PollResult(pair.secondary_id, peer_info(pair.primary.hm_ip, "FAILOVER_ACTIVE", in_charge=True)),
+                ]
+            )
     finally:
         receiver.stop()
 
@@ -173,8 +201,7 @@ def test_the_webhook_receives_a_signed_post_and_is_retried_on_a_server_error(
     assert received.subject.startswith("[mseportal] Split brain on seoul-p → seoul-s: both nodes hold")
 
 
-def test_a_tampered_body_does_not_match_the_signature(pair, inbox, eager, settings,
-                                                      django_capture_on_commit_callbacks):
+def test_a_tampered_body_does_not_match_the_signature(pair, inbox, eager, settings, django_capture_on_commit_callbacks):
     receiver = WebhookReceiver().start()
     settings.ALERT_WEBHOOK_URL, settings.ALERT_WEBHOOK_SECRET = receiver.url, SECRET
     try:
@@ -192,18 +219,28 @@ def test_a_tampered_body_does_not_match_the_signature(pair, inbox, eager, settin
     assert json.loads(post.body)["actor"]["says"] == "automatic failover by the agents"
 
 
-def test_a_failed_job_alerts_with_who_asked_for_it_and_why(pair, operator_user, inbox, eager,
-                                                          django_capture_on_commit_callbacks):
-    job = services.ha_update(pair=pair, failover_type="automatic", failback_type="manual", failover_wait=20,
-                             by=operator_user, reason="Make seoul fail over by itself")
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, error="seoul-s did not answer (gave up after 5 attempts)")
+def test_a_failed_job_alerts_with_who_asked_for_it_and_why(
+    pair, operator_user, inbox, eager, django_capture_on_commit_callbacks
+):
+    job = services.ha_update(
+        pair=pair,
+        failover_type="automatic",
+        failback_type="manual",
+        failover_wait=20,
+        by=operator_user,
+        reason="Make seoul fail over by itself",
+    )
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, error="seoul-s did not answer (gave up after 5 attempts)"
+    )
     with django_capture_on_commit_callbacks(execute=True):
         services.job_failed_event(job=job)
 
     [received] = inbox.wait_for(1)
     assert received.subject == (
         f"[mseportal] Update high availability parameters failed on seoul-p → seoul-s (job #{job.pk}) "
-        "— requested by operator1")
+        "— requested by operator1"
+    )
     assert f"Who:   operator1 (job #{job.pk}, Update high availability parameters)" in received.text
     assert "Why:   “Make seoul fail over by itself”" in received.text
     assert "Error: seoul-s did not answer (gave up after 5 attempts)" in received.text
@@ -216,14 +253,14 @@ def test_a_node_that_stops_answering_alerts_once(pair, inbox, eager, django_capt
         status_record([PollResult(pair.secondary_id, None, error="timed out after 5 s")])  # still down: no news
 
     [received] = inbox.wait_for(1)
-    assert received.subject == (
-        "[mseportal] seoul-s is not answering the portal — detected by the portal's polling")
+    assert received.subject == ("[mseportal] seoul-s is not answering the portal — detected by the portal's polling")
     assert "Remarks: timed out after 5 s" in received.text
     assert HAEvent.objects.filter(description="seoul-s is not answering the portal").count() == 1
 
 
-def test_many_nodes_lost_at_once_send_one_alert_naming_them(make_appliance, inbox, eager,
-                                                           django_capture_on_commit_callbacks):
+def test_many_nodes_lost_at_once_send_one_alert_naming_them(
+    make_appliance, inbox, eager, django_capture_on_commit_callbacks
+):
     from hapairs.models import Appliance
     from hapairs.services.status import MASS_UNREACHABLE
 
@@ -258,8 +295,9 @@ def test_an_expiring_license_alerts_once_per_step(pair, inbox, eager, settings, 
     assert second.subject.startswith("[mseportal] License CAS_ELEMENTS on seoul-s: 6 days left")
 
 
-def test_schedules_that_also_take_alerts_add_their_recipients(pair, operator_user, inbox, eager, settings,
-                                                             django_capture_on_commit_callbacks):
+def test_schedules_that_also_take_alerts_add_their_recipients(
+    pair, operator_user, inbox, eager, settings, django_capture_on_commit_callbacks
+):
     settings.ALERT_RECIPIENTS = []
     services.report_schedule_create(name="NOC", recipients="noc@example.net, Duty@Example.net", also_alerts=True)
     services.report_schedule_create(name="Managers", recipients="boss@example.net")
@@ -269,8 +307,9 @@ def test_schedules_that_also_take_alerts_add_their_recipients(pair, operator_use
     assert sorted(received.rcpt_tos) == ["Duty@Example.net", "noc@example.net"]
 
 
-def test_with_nobody_to_tell_the_alert_is_recorded_and_nothing_sent(pair, settings, eager,
-                                                                    django_capture_on_commit_callbacks):
+def test_with_nobody_to_tell_the_alert_is_recorded_and_nothing_sent(
+    pair, settings, eager, django_capture_on_commit_callbacks
+):
     settings.ALERT_RECIPIENTS, settings.ALERT_WEBHOOK_URL = [], ""
     with django_capture_on_commit_callbacks(execute=True):
         agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)

@@ -34,8 +34,9 @@ def operator_api(client, operator_user):
 
 @pytest.fixture
 def seed_3355(make_appliance):
-    primary = make_appliance(name="mse3355-1", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14",
-                             vip_prefixlen=24, role="primary")
+    primary = make_appliance(
+        name="mse3355-1", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24, role="primary"
+    )
     secondary = make_appliance(name="mse3355-2", device_type="3355", hm_ip="127.10.10.16", role="secondary")
     return primary, secondary
 
@@ -85,21 +86,37 @@ def test_list_and_get_appliances(operator_api, seed_3355):
 
 
 def test_an_unsupported_pair_gets_400_with_the_reason_and_nothing_is_created(operator_api, make_appliance):
-    make_appliance(name="p", device_type="3350", hm_ip="127.10.10.22", vip="127.10.10.21", vip_prefixlen=24, role="primary")
+    make_appliance(
+        name="p", device_type="3350", hm_ip="127.10.10.22", vip="127.10.10.21", vip_prefixlen=24, role="primary"
+    )
     make_appliance(name="s", device_type="3310", hm_ip="127.10.10.16", role="secondary")
-    response = operator_api("post", "/appliances/p/ha", {
-        "secondary_name": "s", "secondary_ip": "127.10.10.16", "secondary_password": "s3cret-pass",
-        "failover_type": "manual", "failback_type": "manual", "long_failover_wait": 10,
-    })
+    response = operator_api(
+        "post",
+        "/appliances/p/ha",
+        {
+            "secondary_name": "s",
+            "secondary_ip": "127.10.10.16",
+            "secondary_password": "s3cret-pass",
+            "failover_type": "manual",
+            "failback_type": "manual",
+            "long_failover_wait": 10,
+        },
+    )
     assert response.status_code == 400
     assert "MSE-3310 cannot back up an MSE-3350" in response.json()["detail"]
     assert HAPair.objects.count() == 0 and Job.objects.count() == 0
 
 
 def test_the_secondary_ip_must_match_the_registered_one(operator_api, seed_3355):
-    response = operator_api("post", "/appliances/mse3355-1/ha", {
-        "secondary_name": "mse3355-2", "secondary_ip": "127.10.10.99", "secondary_password": "x",
-    })
+    response = operator_api(
+        "post",
+        "/appliances/mse3355-1/ha",
+        {
+            "secondary_name": "mse3355-2",
+            "secondary_ip": "127.10.10.99",
+            "secondary_password": "x",
+        },
+    )
     assert response.status_code == 400
     assert response.json()["errors"]["secondary_ip"]
 
@@ -111,8 +128,12 @@ def test_the_secondary_ip_must_match_the_registered_one(operator_api, seed_3355)
         "[]",
         json.dumps({"secondary_name": "s"}),
         json.dumps({"secondary_name": 5, "secondary_ip": [], "secondary_password": None}),
-        json.dumps({"secondary_name": "s", "secondary_ip": "1", "secondary_password": "x", "failover_type": "sometimes"}),
-        json.dumps({"secondary_name": "s", "secondary_ip": "1", "secondary_password": "x", "long_failover_wait": "ten"}),
+        json.dumps(
+            {"secondary_name": "s", "secondary_ip": "1", "secondary_password": "x", "failover_type": "sometimes"}
+        ),
+        json.dumps(
+            {"secondary_name": "s", "secondary_ip": "1", "secondary_password": "x", "long_failover_wait": "ten"}
+        ),
         json.dumps({"secondary_name": "x" * 500, "secondary_ip": "1", "secondary_password": "x"}),
     ],
 )
@@ -142,8 +163,10 @@ def test_an_operator_may_not_add_appliances_but_an_admin_may_try(client, operato
     # the admin passes the role check and reaches the agent, which is not there
     token = token_for(admin_user_)
     response = client.post(
-        "/api/v1/appliances", data=json.dumps({"name": "x", "ip": "127.10.10.50", "password": "pw"}),
-        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+        "/api/v1/appliances",
+        data=json.dumps({"name": "x", "ip": "127.10.10.50", "password": "pw"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert response.status_code == 400
     assert "Cannot reach the appliance at 127.10.10.50" in response.json()["detail"]
@@ -153,8 +176,10 @@ def test_an_operator_may_not_add_appliances_but_an_admin_may_try(client, operato
 def test_an_address_outside_the_agent_networks_is_never_contacted(client, admin_user_):
     token = token_for(admin_user_)
     response = client.post(
-        "/api/v1/appliances", data=json.dumps({"name": "x", "ip": "10.10.10.12", "password": "pw"}),
-        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+        "/api/v1/appliances",
+        data=json.dumps({"name": "x", "ip": "10.10.10.12", "password": "pw"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert response.status_code == 400
     assert "outside the networks the portal may call" in response.json()["detail"]
@@ -196,7 +221,12 @@ def test_maintenance_needs_a_reason_and_is_shown(operator_api, seed_3355):
     response = operator_api("post", "/appliances/mse3355-1/ha/maintenance", {"on": True, "reason": "replacing a disk"})
     assert response.status_code == 200
     status = operator_api("get", "/appliances/mse3355-1/ha").json()
-    assert status["maintenance"] == {"on": True, "by": "operator1", "reason": "replacing a disk", "since": status["maintenance"]["since"]}
+    assert status["maintenance"] == {
+        "on": True,
+        "by": "operator1",
+        "reason": "replacing a disk",
+        "since": status["maintenance"]["since"],
+    }
 
 
 def test_the_openapi_schema_is_served(client, operator_user):
@@ -207,7 +237,7 @@ def test_the_openapi_schema_is_served(client, operator_user):
 
 
 def test_a_job_is_readable(operator_api):
-    job = Job.objects.create(kind="add_appliance", status="failed", error="boom")
+    job = Job.objects.create(kind="start_services", status="failed", error="boom")
     body = operator_api("get", f"/jobs/{job.pk}").json()
     assert body["status"] == "failed" and body["error"] == "boom"
     assert operator_api("get", "/jobs/999999").status_code == 404

@@ -25,7 +25,7 @@ from playwright import sync_api as playwright_sync
 
 from hapairs import licenses
 from hapairs.models import Appliance
-from hapairs.tests.browser import browser, orm_beside_playwright  # noqa: F401  (fixtures)
+from hapairs.tests.browser import orm_beside_playwright  # noqa: F401  (an autouse fixture)
 from hapairs.tests.e2e import REPO, AgentFarm, Worker, node_toml
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -42,10 +42,6 @@ def trusted_license_key(settings):
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = LICENSE_PUBLIC
 
 
-
-
-
-
 @pytest.fixture
 def agents(tmp_path):
     farm = AgentFarm(
@@ -60,14 +56,17 @@ def agents(tmp_path):
 
 @pytest.fixture
 def worker(tmp_path, live_server):
-    started = Worker(tmp_path, {
-        "MSEPORTAL_INGEST_URL": f"{live_server.url}/api/v1/ingest/events",
-        "MSEPORTAL_HA_STABILISATION_SECONDS": "900",
-        "MSEPORTAL_POLL_SECONDS": "2",
-        "MSEPORTAL_RESUME_SECONDS": "2",
-        "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90",
-        "MSEPORTAL_LICENSE_PUBLIC_KEYS": LICENSE_PUBLIC,
-    }).start()
+    started = Worker(
+        tmp_path,
+        {
+            "MSEPORTAL_INGEST_URL": f"{live_server.url}/api/v1/ingest/events",
+            "MSEPORTAL_HA_STABILISATION_SECONDS": "900",
+            "MSEPORTAL_POLL_SECONDS": "2",
+            "MSEPORTAL_RESUME_SECONDS": "2",
+            "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90",
+            "MSEPORTAL_LICENSE_PUBLIC_KEYS": LICENSE_PUBLIC,
+        },
+    ).start()
     yield started
     started.stop()
 
@@ -80,8 +79,11 @@ def shot(page, name: str) -> None:
 def activation_license(tmp_path: Path, appliance: str) -> Path:
     """An activation license (L-MSE-7.0-K9) bound to the appliance's UDI."""
     udi = Appliance.objects.get(name=appliance).udi
-    text = licenses.render_license_file([licenses.LicenseSpec(feature=licenses.ACTIVATION_FEATURE, count=1, host_udi=udi)],
-                                        LICENSE_KEY, comment=f"activation for {appliance}")
+    text = licenses.render_license_file(
+        [licenses.LicenseSpec(feature=licenses.ACTIVATION_FEATURE, count=1, host_udi=udi)],
+        LICENSE_KEY,
+        comment=f"activation for {appliance}",
+    )
     path = tmp_path / f"{appliance}-activation.lic"
     path.write_text(text)
     return path
@@ -166,8 +168,12 @@ def test_an_operators_day(browser, agents, worker, live_server, make_user, tmp_p
     assert "pw-mse2" not in page.content()
     shot(page, "04-configure-confirm")
     page.get_by_role("button", name="Confirm").click()
-    expect(page.get_by_text("Please Wait. High Availability configuration is being created at the Primary and "
-                            "Secondary servers. This will take a few seconds...")).to_be_visible()
+    expect(
+        page.get_by_text(
+            "Please Wait. High Availability configuration is being created at the Primary and "
+            "Secondary servers. This will take a few seconds..."
+        )
+    ).to_be_visible()
     shot(page, "05-configure-please-wait")
     page.wait_for_url(re.compile(r".*/mse/mse1/ha/$"))
     expect(page.get_by_role("heading", name=re.compile("Current High Availability Status"))).to_be_visible()
@@ -186,7 +192,8 @@ def test_an_operators_day(browser, agents, worker, live_server, make_user, tmp_p
     page.get_by_label("Reason").fill("patching mse1")
     page.get_by_role("button", name="Confirm switchover").click()
     expect(page.locator("#ha-status-text")).to_have_text(
-        re.compile(r"Instance is in failover active state"), timeout=60_000)
+        re.compile(r"Instance is in failover active state"), timeout=60_000
+    )
     expect(page.locator("#ha-status")).to_contain_text("FAILOVER_ACTIVE")
     expect(page.locator("#ha-status")).to_contain_text("Failover invoked; starting application instance")
     shot(page, "08-ha-status-failover-active")
@@ -232,12 +239,20 @@ def test_an_operators_day(browser, agents, worker, live_server, make_user, tmp_p
     shot(page, "14-monitor-status")
     csrf = next(c["value"] for c in monitor.cookies() if c["name"] == "csrftoken")
     for path in ("/mse/mse1/ha/failback/", "/mse/mse1/ha/switchover/", "/mse/mse1/ha/maintenance/"):
-        response = monitor.request.post(f"{base}{path}", form={"reason": "not mine to do", "on": "on"},
-                                        headers={"X-CSRFToken": csrf, "Referer": f"{base}/mse/mse1/ha/"})
+        response = monitor.request.post(
+            f"{base}{path}",
+            form={"reason": "not mine to do", "on": "on"},
+            headers={"X-CSRFToken": csrf, "Referer": f"{base}/mse/mse1/ha/"},
+        )
         assert response.status == 403, path
         assert "Your role (Monitor) may not" in response.text()
     monitor.close()
     if os.environ.get("MSEPORTAL_SCREENSHOTS_TO_DOCS"):  # how the README's pictures are refreshed
-        for name in ("01-mse-list", "03-configure-rule-check", "06-ha-status-active", "08-ha-status-failover-active",
-                     "09-failback-refused"):
+        for name in (
+            "01-mse-list",
+            "03-configure-rule-check",
+            "06-ha-status-active",
+            "08-ha-status-failover-active",
+            "09-failback-refused",
+        ):
             shutil.copy(SHOTS / f"{name}.png", REPO / "docs" / "screenshots" / f"{name}.png")

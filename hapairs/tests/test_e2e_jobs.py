@@ -6,100 +6,14 @@ stabilisation window and allowed after it; 2:1 on a 3355; a worker killed mid-jo
 
 from __future__ import annotations
 
-import io
-import itertools
-import json
-import os
 import time
 
 import pytest
-from django.core.management import call_command
 
 from hapairs.models import HAEvent, HAPair, Job
-from hapairs.tests.e2e import AgentFarm, Worker, farm_per_node, node_toml, wait_for
+from hapairs.tests.e2e import AgentFarm, Worker, add, farm_per_node, node_toml, pair_through_api, wait_for, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-STABILISATION = 8  # seconds, instead of 30 minutes
-# per process, so two suites running at once on one machine (a session and its CI) do not collide
-_subnets = itertools.count(40 + os.getpid() % 150)
-
-
-@pytest.fixture
-def subnet():
-    """A fresh 127.x.y.0/24 per test, so agents of a previous test never answer."""
-    return f"127.61.{next(_subnets) % 200 + 10}"
-
-
-@pytest.fixture
-def worker(tmp_path, live_server):
-    started = Worker(
-        tmp_path,
-        {
-            "MSEPORTAL_INGEST_URL": f"{live_server.url}/api/v1/ingest/events",
-            "MSEPORTAL_HA_STABILISATION_SECONDS": str(STABILISATION),
-            "MSEPORTAL_JOB_LEASE_SECONDS": "3",
-            "MSEPORTAL_RESUME_SECONDS": "1",
-            "MSEPORTAL_POLL_SECONDS": "2",
-            "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90",
-        },
-    ).start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def api(client, operator_user, admin_user_):
-    def token(user):
-        out = io.StringIO()
-        call_command("api_token", user.username, stdout=out)
-        return out.getvalue().strip().splitlines()[-1]
-
-    tokens = {"operator": token(operator_user), "admin": token(admin_user_)}
-
-    def call(method, path, body=None, as_="operator"):
-        response = getattr(client, method)(
-            f"/api/v1{path}",
-            data=json.dumps(body) if body is not None else None,
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Bearer {tokens[as_]}",
-        )
-        return response
-
-    return call
-
-
-def wait_job(api, job_id, *, timeout=120, worker=None):
-    def finished():
-        body = api("get", f"/jobs/{job_id}").json()
-        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
-
-    try:
-        body = wait_for(finished, timeout=timeout, every=0.3, what=f"job {job_id}")
-    except AssertionError:
-        if worker:
-            print(worker.tail())
-        raise
-    assert body["status"] == "succeeded", (body["error"], body, worker.tail() if worker else "")
-    return body
-
-
-def add(api, name, ip, password):
-    response = api("post", "/appliances", {"name": name, "ip": ip, "password": password}, as_="admin")
-    assert response.status_code == 201, response.content
-    return response.json()
-
-
-def pair_through_api(api, worker, primary: tuple, secondary: tuple, *, failover="manual", wait=10):
-    """Add the primary (name, HM IP, password, …) and pair it with the secondary through the
-    API, as an operator would; returns once the configure job succeeded."""
-    add(api, primary[0], primary[1], primary[2])
-    response = api("post", f"/appliances/{primary[0]}/ha", {
-        "secondary_name": secondary[0], "secondary_ip": secondary[1], "secondary_password": secondary[2],
-        "failover_type": failover, "failback_type": "manual", "long_failover_wait": wait,
-    })
-    assert response.status_code == 202, response.content
-    return wait_job(api, response.json()["id"], worker=worker)
 
 
 def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, api):
@@ -117,10 +31,18 @@ def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, ap
         assert (found["device_type"], found["version"], found["vip"]) == ("3355", "7.2.103.0", vip)
 
         # and configures HA with the secondary's name, IP and password
-        response = api("post", "/appliances/mse3355-1/ha", {
-            "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-secondary",
-            "failover_type": "manual", "failback_type": "manual", "long_failover_wait": 10,
-        })
+        response = api(
+            "post",
+            "/appliances/mse3355-1/ha",
+            {
+                "secondary_name": "mse3355-2",
+                "secondary_ip": s_ip,
+                "secondary_password": "pw-secondary",
+                "failover_type": "manual",
+                "failback_type": "manual",
+                "long_failover_wait": 10,
+            },
+        )
         assert response.status_code == 202, response.content
         wait_job(api, response.json()["id"], worker=worker)
 
@@ -145,8 +67,11 @@ def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, ap
         response = api("post", "/appliances/mse3355-1/services/start", {"reason": "primary repaired"})
         assert response.status_code == 202, response.content
         wait_job(api, response.json()["id"], worker=worker)
-        wait_for(lambda: api("get", "/appliances/mse3355-1/ha").json()["primary_state"] == "TERMINATED",
-                 timeout=30, what="the primary to come back as TERMINATED")
+        wait_for(
+            lambda: api("get", "/appliances/mse3355-1/ha").json()["primary_state"] == "TERMINATED",
+            timeout=30,
+            what="the primary to come back as TERMINATED",
+        )
 
         # And a failback right away is refused, saying when it will be allowed
         response = api("post", "/appliances/mse3355-1/ha/failback", {"reason": "too early"})
@@ -177,7 +102,8 @@ def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, ap
         for node in ("mse3355-1", "mse3355-2"):
             descriptions = list(
                 HAEvent.objects.filter(pair=pair, appliance__name=node, seq__isnull=False)
-                .order_by("seq").values_list("description", flat=True)
+                .order_by("seq")
+                .values_list("description", flat=True)
             )
             seen = [text for text in descriptions if text in seed_order]
             assert list(dict.fromkeys(seen)) == seed_order, (node, descriptions)
@@ -200,9 +126,15 @@ def test_2_to_1_on_a_3355(tmp_path, subnet, worker, api):
         add(api, "mse3350", f"{subnet}.22", "pw-3350")
         jobs = []
         for primary in ("mse3310", "mse3350"):
-            response = api("post", f"/appliances/{primary}/ha", {
-                "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-3355",
-            })
+            response = api(
+                "post",
+                f"/appliances/{primary}/ha",
+                {
+                    "secondary_name": "mse3355-2",
+                    "secondary_ip": s_ip,
+                    "secondary_password": "pw-3355",
+                },
+            )
             assert response.status_code == 202, response.content
             jobs.append(response.json()["id"])
         for job_id in jobs:
@@ -221,9 +153,15 @@ def test_2_to_1_on_a_3355(tmp_path, subnet, worker, api):
         server = api("get", "/appliances/mse3355-2/serverinfo").content.decode()
         assert "DORMANT" in server
         # a third primary is refused by the rules before any agent is touched
-        response = api("post", "/appliances/mse3310/ha", {
-            "secondary_name": "mse3355-2", "secondary_ip": s_ip, "secondary_password": "pw-3355",
-        })
+        response = api(
+            "post",
+            "/appliances/mse3310/ha",
+            {
+                "secondary_name": "mse3355-2",
+                "secondary_ip": s_ip,
+                "secondary_password": "pw-3355",
+            },
+        )
         assert response.status_code == 400
     finally:
         farm.stop()
@@ -256,14 +194,20 @@ def test_a_worker_killed_mid_switchover_finishes_the_job_once(tmp_path, subnet, 
     ).start()
     try:
         add(api, "p1", p_ip, "pw-p")
-        response = api("post", "/appliances/p1/ha", {"secondary_name": "s1", "secondary_ip": s_ip, "secondary_password": "pw-s"})
+        response = api(
+            "post", "/appliances/p1/ha", {"secondary_name": "s1", "secondary_ip": s_ip, "secondary_password": "pw-s"}
+        )
         wait_job(api, response.json()["id"], worker=worker)
 
         # When the worker is killed with SIGKILL once the switchover has been invoked
         response = api("post", "/appliances/p1/ha/switchover", {"reason": "crash test"})
         job_id = response.json()["id"]
-        wait_for(lambda: "pausing after step switchover_invoke" in worker.tail(), timeout=30, every=0.05,
-                 what="the invoke step to reach the agent")
+        wait_for(
+            lambda: "pausing after step switchover_invoke" in worker.tail(),
+            timeout=30,
+            every=0.05,
+            what="the invoke step to reach the agent",
+        )
         worker.kill()
         job = Job.objects.get(pk=job_id)
         assert job.status == "running" and job.steps_done == ["check_generation"]
@@ -303,11 +247,15 @@ def test_an_automatic_failover_by_the_agents_reaches_the_portal_with_its_time(tm
         # Then the portal learns of the failover from the secondary, timed when it happened
         event = wait_for(
             lambda: HAEvent.objects.filter(appliance__name="auto-s", code="failover_active").first(),
-            timeout=30, what="the failover event from the secondary",
+            timeout=30,
+            what="the failover event from the secondary",
         )
         assert killed_at + 2 <= event.timestamp.timestamp() <= killed_at + 15
-        wait_for(lambda: api("get", "/appliances/auto-p/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
-                 timeout=20, what="the portal to record FAILOVER_ACTIVE")
+        wait_for(
+            lambda: api("get", "/appliances/auto-p/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
+            timeout=20,
+            what="the portal to record FAILOVER_ACTIVE",
+        )
         status = api("get", "/appliances/auto-p/ha").json()
         assert any(e["description"] == "Instance is in failover active state" for e in status["events"])
         wait_for(lambda: HAPair.objects.get().primary_reachable is False, timeout=20, what="the primary unreachable")

@@ -22,10 +22,7 @@ import urllib.request
 import pytest
 
 from hapairs.models import HAEvent, HAPair, Job
-from hapairs.tests.e2e import AgentFarm, farm_per_node, node_toml, wait_for
-from hapairs.tests.test_e2e_jobs import (  # noqa: F401  (api, subnet, worker: fixtures)
-    api, pair_through_api, subnet, wait_job, worker,
-)
+from hapairs.tests.e2e import AgentFarm, farm_per_node, node_toml, pair_through_api, wait_for, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,9 +32,12 @@ ELEMENTS = "/api/contextaware/v1/elements"
 def vip_call(vip: str, password: str, method: str = "GET", body: dict | None = None):
     request = urllib.request.Request(
         f"http://{vip}:8001{ELEMENTS}" + ("?limit=1000" if method == "GET" else ""),
-        data=json.dumps(body).encode() if body is not None else None, method=method,
-        headers={"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode(),
-                 "Content-Type": "application/json"},
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={
+            "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode(),
+            "Content-Type": "application/json",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=2) as response:
@@ -69,8 +69,11 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
         farm_p = AgentFarm(tmp_path / "p", primary_toml + "recovery = true\n", port=8001).start()
         status = wait_for(
             lambda: (lambda s: s if s["primary_state"] == "UNKNOWN" and s["primary_reachable"] else None)(
-                api("get", "/appliances/mse-p/ha").json()),
-            timeout=30, what="the portal to see the primary without its configuration")
+                api("get", "/appliances/mse-p/ha").json()
+            ),
+            timeout=30,
+            what="the portal to see the primary without its configuration",
+        )
         assert status["secondary_state"] != "FAILOVER_ACTIVE"
         assert vip_call(vip, "pw-primary")[0] is None  # it does not claim the VIP on its own
 
@@ -83,8 +86,7 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
         code, data = vip_call(vip, "pw-primary")
         assert code == 200 and {e["mac"] for e in data["elements"]} == written
         assert HAEvent.objects.filter(description="Primary mse-p recovered from mse-s").count() == 1
-        assert HAEvent.objects.filter(appliance__name="mse-p",
-                                      code="config_restored").exists()
+        assert HAEvent.objects.filter(appliance__name="mse-p", code="config_restored").exists()
 
         # and, once the window allows, a failback brings the data and the VIP back to the primary
         allowed_at = HAPair.objects.get().switch_allowed_at
@@ -92,8 +94,13 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
         response = api("post", "/appliances/mse-p/ha/failback", {"reason": "back to normal"})
         assert response.status_code == 202, response.content
         wait_job(api, response.json()["id"], worker=worker)
-        wait_for(lambda: (lambda s: (s["primary_state"], s["secondary_state"]) == ("PRIMARY_ACTIVE", "SECONDARY_ACTIVE"))(
-            api("get", "/appliances/mse-p/ha").json()), timeout=60, what="PRIMARY_ACTIVE / SECONDARY_ACTIVE")
+        wait_for(
+            lambda: (lambda s: (s["primary_state"], s["secondary_state"]) == ("PRIMARY_ACTIVE", "SECONDARY_ACTIVE"))(
+                api("get", "/appliances/mse-p/ha").json()
+            ),
+            timeout=60,
+            what="PRIMARY_ACTIVE / SECONDARY_ACTIVE",
+        )
         code, data = vip_call(vip, "pw-primary")
         assert code == 200 and data["served_by"] == "mse-p" and {e["mac"] for e in data["elements"]} == written
         assert Job.objects.filter(kind="recover_primary", status="succeeded").count() == 1
@@ -129,8 +136,11 @@ def test_maintenance_mode_pauses_the_agents_automatic_failover(tmp_path, subnet,
         assert response.status_code == 200, response.content
         wait_job(api, Job.objects.filter(kind="set_maintenance").order_by("-pk").first().pk, worker=worker)
         assert HAEvent.objects.filter(code="maintenance_not_told").exists()
-        wait_for(lambda: api("get", "/appliances/mnt-s/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
-                 timeout=30, what="the secondary to take over once maintenance ended")
+        wait_for(
+            lambda: api("get", "/appliances/mnt-s/ha").json()["secondary_state"] == "FAILOVER_ACTIVE",
+            timeout=30,
+            what="the secondary to take over once maintenance ended",
+        )
         assert vip_call(vip, "pw-primary")[0] == 200
     finally:
         farm_p.stop()

@@ -16,21 +16,51 @@ PATH = "/api/v1/ingest/events"
 
 
 def event(seq, description="Active", peer="127.10.10.16", code="active", **extra):
-    return {"seq": seq, "code": code, "description": description, "generated_by": "Primary",
-            "timestamp": "2026-11-25T06:00:00Z", "remarks": "", "generation": 1, "peer": peer, **extra}
+    return {
+        "seq": seq,
+        "code": code,
+        "description": description,
+        "generated_by": "Primary",
+        "timestamp": "2026-11-25T06:00:00Z",
+        "remarks": "",
+        "generation": 1,
+        "peer": peer,
+        **extra,
+    }
 
 
 # --- replies ------------------------------------------------------------------------------
 def test_a_good_ha_info_is_parsed():
     info = agent_replies.parse_ha_info(
-        {"node": "p", "running": True, "role": "primary", "generation": 3,
-         "peers": [{"hm_ip": "127.10.10.16", "state": "PRIMARY_ACTIVE", "heartbeat": "Up",
-                    "data_replication": "Setting up", "sync_percent": 66, "mean_heartbeat_ms": 0.8,
-                    "generation": 3, "in_charge": True, "status": "x", "allowed_switch_at": None}]},
+        {
+            "node": "p",
+            "running": True,
+            "role": "primary",
+            "generation": 3,
+            "peers": [
+                {
+                    "hm_ip": "127.10.10.16",
+                    "state": "PRIMARY_ACTIVE",
+                    "heartbeat": "Up",
+                    "data_replication": "Setting up",
+                    "sync_percent": 66,
+                    "mean_heartbeat_ms": 0.8,
+                    "generation": 3,
+                    "in_charge": True,
+                    "status": "x",
+                    "allowed_switch_at": None,
+                }
+            ],
+        },
         source="p",
     )
     peer = info.peer("127.10.10.16")
-    assert (peer.state, peer.heartbeat, peer.replication, peer.sync_percent) == ("PRIMARY_ACTIVE", "up", "setting_up", 66)
+    assert (peer.state, peer.heartbeat, peer.replication, peer.sync_percent) == (
+        "PRIMARY_ACTIVE",
+        "up",
+        "setting_up",
+        66,
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,8 +173,11 @@ def test_an_event_caused_by_a_job_is_stored_with_that_job(client, sender, django
     pair = HAPair.objects.get(primary=sender)
     job = Job.objects.create(kind=JobKind.SWITCHOVER, pair=pair, reason="change CHG-7")
     key = job_step_key(job.pk, "switchover_invoke")
-    events = [event(1, code="failover_active", cause={"key": key, "by": "op", "reason": "change CHG-7"}),
-              event(2, cause={"key": "someone-elses-key"}), event(3, cause=None)]
+    events = [
+        event(1, code="failover_active", cause={"key": key, "by": "op", "reason": "change CHG-7"}),
+        event(2, cause={"key": "someone-elses-key"}),
+        event(3, cause=None),
+    ]
     with django_capture_on_commit_callbacks():
         response, _ = push(client, {"node": "p", "hm_ip": "127.10.10.15", "events": events})
     assert response.status_code == 200
@@ -176,7 +209,9 @@ def test_bad_signatures_and_unknown_senders_are_refused_and_store_nothing(client
 
 @pytest.mark.django_db
 def test_an_unsigned_push_is_refused(client, sender):
-    response = client.post(PATH, data=json.dumps({"hm_ip": "127.10.10.15", "events": []}), content_type="application/json")
+    response = client.post(
+        PATH, data=json.dumps({"hm_ip": "127.10.10.15", "events": []}), content_type="application/json"
+    )
     assert response.status_code == 401
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -134,8 +134,15 @@ def trusted_key(settings):
 @pytest.fixture
 def va_nodes(make_appliance, trusted_key):
     """The seed's VA 1:1 deployment: mse1 (primary) and mse2 (secondary), neither activated; and a 3355."""
-    mse1 = make_appliance(name="mse1", device_type="VA-High", hm_ip="127.10.10.12", vip="127.10.10.11",
-                          vip_prefixlen=24, role="primary", udi=MSE1_UDI)
+    mse1 = make_appliance(
+        name="mse1",
+        device_type="VA-High",
+        hm_ip="127.10.10.12",
+        vip="127.10.10.11",
+        vip_prefixlen=24,
+        role="primary",
+        udi=MSE1_UDI,
+    )
     mse2 = make_appliance(name="mse2", device_type="VA-High", hm_ip="127.10.10.13", role="secondary", udi=MSE2_UDI)
     make_appliance(name="mse3355", device_type="3355", hm_ip="127.10.10.16", udi="AIR-MSE-3355-K9:V01:KQ45xx")
     return mse1, mse2
@@ -195,8 +202,12 @@ def test_a_good_file_is_stored_verified_with_an_event_and_an_install_job_queued_
     va_nodes, operator_user, django_capture_on_commit_callbacks
 ):
     _, mse2 = va_nodes
-    data = issue(ACTIVATION_MSE2, CAS_100, LicenseSpec("WIPS_LOCAL_APS", 10, expires_on=today() + timedelta(days=60),
-                                                      is_evaluation=True), comment="for mse2")
+    data = issue(
+        ACTIVATION_MSE2,
+        CAS_100,
+        LicenseSpec("WIPS_LOCAL_APS", 10, expires_on=today() + timedelta(days=60), is_evaluation=True),
+        comment="for mse2",
+    )
     with django_capture_on_commit_callbacks() as queued:
         stored, job = services.license_upload(
             appliance=mse2, filename="C:\\fakepath\\mse2.lic", data=data, by=operator_user, reason="activate"
@@ -206,19 +217,30 @@ def test_a_good_file_is_stored_verified_with_an_event_and_an_install_job_queued_
     rows = {row.feature: row for row in stored.licenses.all()}
     assert set(rows) == {"MSE_ACTIVATION", "CAS_ELEMENTS", "WIPS_LOCAL_APS"}
     assert all(row.status == LicenseStatus.VERIFIED and row.installed_on is None for row in rows.values())
-    assert (rows["CAS_ELEMENTS"].count, rows["CAS_ELEMENTS"].host_udi, rows["CAS_ELEMENTS"].sku) == (100, "ANY", "L-CAS-ELEMENTS")
+    assert (rows["CAS_ELEMENTS"].count, rows["CAS_ELEMENTS"].host_udi, rows["CAS_ELEMENTS"].sku) == (
+        100,
+        "ANY",
+        "L-CAS-ELEMENTS",
+    )
     assert rows["WIPS_LOCAL_APS"].is_evaluation and rows["WIPS_LOCAL_APS"].expires_on == today() + timedelta(days=60)
     assert rows["MSE_ACTIVATION"].vendor_string == "SKU=L-MSE-7.0-K9"
     # the stored rows rebuild exactly what was signed
     assert {row.canonical for row in rows.values()} == {
-        line.canonical for line in licenses.parse_and_verify(data, trusted_keys=[PORTAL_KEY.public_key()], today=today()).lines
+        line.canonical
+        for line in licenses.parse_and_verify(data, trusted_keys=[PORTAL_KEY.public_key()], today=today()).lines
     }
     assert (job.kind, job.status, job.appliance, job.pair, job.params) == (
-        JobKind.INSTALL_LICENSE, JobStatus.PENDING, mse2, None, {"license_file": stored.pk}
+        JobKind.INSTALL_LICENSE,
+        JobStatus.PENDING,
+        mse2,
+        None,
+        {"license_file": stored.pk},
     )
     event = HAEvent.objects.get(code="license_uploaded")
     assert event.appliance == mse2 and event.generated_by == "operator1"
-    assert "mse2.lic" in event.remarks and "MSE_ACTIVATION × 1" in event.remarks and "CAS_ELEMENTS × 100" in event.remarks
+    assert (
+        "mse2.lic" in event.remarks and "MSE_ACTIVATION × 1" in event.remarks and "CAS_ELEMENTS × 100" in event.remarks
+    )
     assert "WIPS_LOCAL_APS × 10 (evaluation until" in event.remarks
     assert len(queued) == 1  # the job, queued once the transaction committed
 
@@ -269,7 +291,9 @@ def test_a_removed_line_may_be_uploaded_again_in_another_file(va_nodes):
 def test_an_appliance_whose_udi_is_unknown_takes_only_any_host_licenses(make_appliance, trusted_key):
     va = make_appliance(name="va-new", device_type="VA-Low", hm_ip="127.10.10.30", udi="")
     with pytest.raises(services.ServiceError, match="the target appliance's UDI is not known yet"):
-        services.license_upload(appliance=va, filename="a.lic", data=issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI)))
+        services.license_upload(
+            appliance=va, filename="a.lic", data=issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI))
+        )
     services.license_upload(appliance=va, filename="cas.lic", data=issue(CAS_100))
 
 
@@ -349,7 +373,10 @@ def test_removal_waits_for_the_install_then_queues_one_job(va_nodes, operator_us
     Job.objects.filter(pk=install.pk).update(status=JobStatus.SUCCEEDED)
     job = services.license_remove(license_file=stored, by=operator_user, reason="VA decommissioned")
     assert (job.kind, job.appliance, job.params, job.reason) == (
-        JobKind.REMOVE_LICENSE, mse2, {"license_file": stored.pk}, "VA decommissioned"
+        JobKind.REMOVE_LICENSE,
+        mse2,
+        {"license_file": stored.pk},
+        "VA decommissioned",
     )
     with pytest.raises(services.ServiceError, match="Remove license"):
         services.license_remove(license_file=stored)
@@ -371,8 +398,14 @@ def test_the_demo_fleet_activates_its_vas_with_development_licenses_so_mse1_and_
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = ""  # the development key, as on a development machine
     for node in load_fleet("fleet/demo.toml").nodes.values():
         services.appliance_create(
-            name=node.name, device_type=node.device_type, hm_ip=node.hm_ip, version=node.version,
-            password=node.password, role=node.role.value, vip=node.vip, udi=node.udi,
+            name=node.name,
+            device_type=node.device_type,
+            hm_ip=node.hm_ip,
+            version=node.version,
+            password=node.password,
+            role=node.role.value,
+            vip=node.vip,
+            udi=node.udi,
             vip_prefixlen=ipaddress.IPv4Network(f"0.0.0.0/{node.netmask}").prefixlen if node.vip else None,
         )
     vas = {"mse1", "mse2", "NicoMSE", "NicoMSE2"}
@@ -437,11 +470,18 @@ def test_an_upload_through_the_api_answers_201_with_the_features_and_the_job(va_
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["filename"], body["appliance"], body["uploaded_by"]) == ("mse2.lic", "mse2", "operator1")
-    assert [(f["feature"], f["label"], f["count"], f["status"]) for f in sorted(body["licenses"], key=lambda f: f["feature"])] == [
+    assert [
+        (f["feature"], f["label"], f["count"], f["status"])
+        for f in sorted(body["licenses"], key=lambda f: f["feature"])
+    ] == [
         ("CAS_ELEMENTS", "CAS Elements", 100, "verified"),
         ("MSE_ACTIVATION", "Activation", 1, "verified"),
     ]
-    assert (body["job"]["kind"], body["job"]["status"], body["job"]["appliance"]) == ("install_license", "pending", "mse2")
+    assert (body["job"]["kind"], body["job"]["status"], body["job"]["appliance"]) == (
+        "install_license",
+        "pending",
+        "mse2",
+    )
     assert Job.objects.get(pk=body["job"]["id"]).params == {"license_file": body["id"]}
     assert LicenseFile.objects.get(pk=body["id"]).uploaded_by.username == "operator1"
 
@@ -452,7 +492,7 @@ def test_the_list_shows_each_appliances_files_and_an_unknown_name_is_404(client,
     assert upload_api(issue(ACTIVATION_MSE1), "mse1").status_code == 201
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token_for(monitor_user)}"}  # reading is for every role
     mse2_files = client.get("/api/v1/licenses?appliance=mse2", **auth).json()
-    assert [(f["appliance"], [l["host_udi"] for l in f["licenses"]]) for f in mse2_files] == [("mse2", [MSE2_UDI])]
+    assert [(f["appliance"], [lic["host_udi"] for lic in f["licenses"]]) for f in mse2_files] == [("mse2", [MSE2_UDI])]
     assert len(client.get("/api/v1/licenses", **auth).json()) == 2
     response = client.get("/api/v1/licenses?appliance=nope", **auth)
     assert response.status_code == 404 and response.json()["detail"] == "No appliance named 'nope'."
@@ -474,7 +514,9 @@ def test_a_monitor_gets_403_and_nothing_is_stored(client, va_nodes, monitor_user
 
 @pytest.mark.django_db
 def test_without_a_token_an_upload_is_401(client, va_nodes):
-    response = client.post("/api/v1/licenses", data={"file": SimpleUploadedFile("a.lic", issue(CAS_100)), "appliance": "mse2"})
+    response = client.post(
+        "/api/v1/licenses", data={"file": SimpleUploadedFile("a.lic", issue(CAS_100)), "appliance": "mse2"}
+    )
     assert response.status_code == 401 and LicenseFile.objects.count() == 0
 
 
@@ -489,19 +531,39 @@ def test_an_unknown_appliance_is_404(va_nodes, upload_api):
 @pytest.mark.parametrize(
     "request_kwargs, phrase",
     [
-        ({"data": '{"file": "INCREMENT", "appliance": "mse2"}', "content_type": "application/json"}, "A license is uploaded as a file"),
+        (
+            {"data": '{"file": "INCREMENT", "appliance": "mse2"}', "content_type": "application/json"},
+            "A license is uploaded as a file",
+        ),
         ({"data": b"INCREMENT CAS_ELEMENTS", "content_type": "text/plain"}, "A license is uploaded as a file"),
         ({"data": "", "content_type": "application/x-www-form-urlencoded"}, "A license is uploaded as a file"),
-        ({"data": b"--zz\r\nContent-Disposition: form-data; na", "content_type": "multipart/form-data; boundary=zz"},
-         "Name the target appliance"),
+        (
+            {"data": b"--zz\r\nContent-Disposition: form-data; na", "content_type": "multipart/form-data; boundary=zz"},
+            "Name the target appliance",
+        ),
         ({"data": b"garbage", "content_type": "multipart/form-data"}, "could not be read as multipart/form-data"),
-        ({"data": b"garbage", "content_type": "multipart/form-data; boundary="}, "could not be read as multipart/form-data"),
+        (
+            {"data": b"garbage", "content_type": "multipart/form-data; boundary="},
+            "could not be read as multipart/form-data",
+        ),
         ({"data": {"appliance": "mse2"}}, "No license file was attached"),
         ({"data": {"file": SimpleUploadedFile("a.lic", b"x")}}, "Name the target appliance"),
-        ({"data": {"file": "INCREMENT CAS_ELEMENTS (a field, not a file)", "appliance": "mse2"}}, "No license file was attached"),
+        (
+            {"data": {"file": "INCREMENT CAS_ELEMENTS (a field, not a file)", "appliance": "mse2"}},
+            "No license file was attached",
+        ),
     ],
-    ids=["json", "text", "urlencoded-empty", "multipart-cut", "multipart-no-boundary", "multipart-empty-boundary",
-         "missing-file", "missing-appliance", "file-as-text-field"],
+    ids=[
+        "json",
+        "text",
+        "urlencoded-empty",
+        "multipart-cut",
+        "multipart-no-boundary",
+        "multipart-empty-boundary",
+        "missing-file",
+        "missing-appliance",
+        "file-as-text-field",
+    ],
 )
 def test_requests_that_are_not_a_license_upload_get_400_never_500(client, va_nodes, upload_api, request_kwargs, phrase):
     before = trace()
@@ -621,7 +683,9 @@ def test_the_upload_job_installs_the_license_on_the_agent_and_removal_removes_it
 
     # When the operator uploads valic1's activation license with 100 CAS elements
     data = issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=E2E_UDI_1), CAS_100)
-    response = e2e_api("post", "/licenses", data={"file": SimpleUploadedFile("valic1.lic", data), "appliance": "valic1"})
+    response = e2e_api(
+        "post", "/licenses", data={"file": SimpleUploadedFile("valic1.lic", data), "appliance": "valic1"}
+    )
     assert response.status_code == 201, response.content
     uploaded = response.json()
     body = wait_job(e2e_api, uploaded["job"]["id"], worker)
@@ -632,7 +696,9 @@ def test_the_upload_job_installs_the_license_on_the_agent_and_removal_removes_it
     assert [(lic["features"]) for lic in held] == [{"Activation": 1, "CAS Elements": 100}]
     stored = LicenseFile.objects.get(pk=uploaded["id"])
     assert stored.agent_license_id == held[0]["id"]
-    assert {(row.status, row.installed_on.name) for row in stored.licenses.all()} == {(LicenseStatus.INSTALLED, "valic1")}
+    assert {(row.status, row.installed_on.name) for row in stored.licenses.all()} == {
+        (LicenseStatus.INSTALLED, "valic1")
+    }
     assert selectors.appliance_is_activated(stored.appliance)
     assert HAEvent.objects.filter(code="license_installed", appliance__name="valic1").count() == 1
 
@@ -659,15 +725,23 @@ def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, 
     # any worker ran (so only the configure job can install them)
     for name, udi in (("valic1", E2E_UDI_1), ("valic2", E2E_UDI_2)):
         data = issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=udi))
-        response = e2e_api("post", "/licenses", data={"file": SimpleUploadedFile(f"{name}.lic", data), "appliance": name})
+        response = e2e_api(
+            "post", "/licenses", data={"file": SimpleUploadedFile(f"{name}.lic", data), "appliance": name}
+        )
         assert response.status_code == 201, response.content
         assert services.job_cancel(job=Job.objects.get(pk=response.json()["job"]["id"]))
     assert License.objects.filter(status=LicenseStatus.VERIFIED).count() == 2
 
     # When the operator pairs them right away
-    response = e2e_api("post", "/appliances/valic1/ha", json={
-        "secondary_name": "valic2", "secondary_ip": va_farm["secondary"], "secondary_password": "pw-valic2",
-    })
+    response = e2e_api(
+        "post",
+        "/appliances/valic1/ha",
+        json={
+            "secondary_name": "valic2",
+            "secondary_ip": va_farm["secondary"],
+            "secondary_password": "pw-valic2",
+        },
+    )
     assert response.status_code == 202, response.content
     worker = start_worker()
     body = wait_job(e2e_api, response.json()["id"], worker, timeout=120)
@@ -677,7 +751,8 @@ def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, 
     assert [lic["features"] for lic in agent_licenses("valic1")] == [{"Activation": 1}]
     assert [lic["features"] for lic in agent_licenses("valic2")] == [{"Activation": 1}]
     assert set(License.objects.values_list("status", "installed_on__name")) == {
-        (LicenseStatus.INSTALLED, "valic1"), (LicenseStatus.INSTALLED, "valic2")
+        (LicenseStatus.INSTALLED, "valic1"),
+        (LicenseStatus.INSTALLED, "valic2"),
     }
     status = e2e_api("get", "/appliances/valic1/ha").json()
     assert status["status"] == "Active", status
@@ -687,7 +762,9 @@ def test_a_va_pair_is_activated_and_configured_in_one_go(va_farm, start_worker, 
 @pytest.mark.django_db
 def test_the_live_check_and_the_save_refuse_a_file_that_cannot_activate_the_secondary_alike(va_nodes):
     mse1, _ = va_nodes
-    services.license_upload(appliance=mse1, filename="mse1.lic", data=issue(ACTIVATION_MSE1))  # the primary is activated
+    services.license_upload(
+        appliance=mse1, filename="mse1.lic", data=issue(ACTIVATION_MSE1)
+    )  # the primary is activated
     typed = {"secondary_name": "mse2", "secondary_ip": "127.10.10.13"}
     before = trace()
     # When a file without an activation license comes with the pairing
@@ -696,7 +773,9 @@ def test_the_live_check_and_the_save_refuse_a_file_that_cannot_activate_the_seco
     with pytest.raises(services.ServiceError) as caught:
         services.ha_configure(primary=mse1, secondary_password="", activation_license=cas, **typed)
     # Then the live check and the Save refuse it with the same sentence, and nothing is stored
-    expected = {"activation_license": ["This file holds no MSE_ACTIVATION license (L-MSE-7.0-K9); it cannot activate mse2."]}
+    expected = {
+        "activation_license": ["This file holds no MSE_ACTIVATION license (L-MSE-7.0-K9); it cannot activate mse2."]
+    }
     assert check.errors == expected and caught.value.errors == expected
     assert check.facts["activation"] == "Not Activated" and trace() == before
     # And with mse2's own activation license the same check finds nothing against the pairing

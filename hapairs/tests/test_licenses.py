@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from hapairs import licenses
 from hapairs.choices import DeviceType
@@ -59,21 +61,43 @@ def test_a_valid_file_verifies_with_every_field_parsed():
     assert [line.feature for line in result.lines] == ["CAS_ELEMENTS", "WIPS_MONITOR_APS", "WIPS_LOCAL_APS"]
     cas, _, local = result.lines
     assert (cas.line_no, cas.sku, cas.version, cas.count, cas.host_udi, cas.expires_on, cas.is_evaluation) == (
-        2, "L-CAS-ELEMENTS", "7.0", 100, "ANY", None, False,
+        2,
+        "L-CAS-ELEMENTS",
+        "7.0",
+        100,
+        "ANY",
+        None,
+        False,
     )
     assert (local.expires_on, local.is_evaluation, local.days_left(TODAY)) == (date(2027, 1, 24), True, 60)
     assert base64.b64decode(cas.signature) and cas.text.startswith("INCREMENT CAS_ELEMENTS 7.0 permanent 100 ")
 
 
 def test_the_canonical_form_lists_every_field_in_a_fixed_order():
-    assert licenses.canonical_form(
-        feature="MSE_ACTIVATION", version="7.0", expires_on=None, count=1, host_udi=MSE2_UDI,
-        is_evaluation=False, vendor_string="SKU=L-MSE-7.0-K9",
-    ) == f'INCREMENT MSE_ACTIVATION 7.0 permanent 1 HOSTID={MSE2_UDI} TYPE=standard VENDOR_STRING="SKU=L-MSE-7.0-K9"'
-    assert licenses.canonical_form(
-        feature="CAS_ELEMENTS", version="7.0", expires_on=date(2027, 1, 2), count=5, host_udi="ANY",
-        is_evaluation=True, vendor_string="SKU=X",
-    ) == 'INCREMENT CAS_ELEMENTS 7.0 2027-01-02 5 HOSTID=ANY TYPE=evaluation VENDOR_STRING="SKU=X"'
+    assert (
+        licenses.canonical_form(
+            feature="MSE_ACTIVATION",
+            version="7.0",
+            expires_on=None,
+            count=1,
+            host_udi=MSE2_UDI,
+            is_evaluation=False,
+            vendor_string="SKU=L-MSE-7.0-K9",
+        )
+        == f'INCREMENT MSE_ACTIVATION 7.0 permanent 1 HOSTID={MSE2_UDI} TYPE=standard VENDOR_STRING="SKU=L-MSE-7.0-K9"'
+    )
+    assert (
+        licenses.canonical_form(
+            feature="CAS_ELEMENTS",
+            version="7.0",
+            expires_on=date(2027, 1, 2),
+            count=5,
+            host_udi="ANY",
+            is_evaluation=True,
+            vendor_string="SKU=X",
+        )
+        == 'INCREMENT CAS_ELEMENTS 7.0 2027-01-02 5 HOSTID=ANY TYPE=evaluation VENDOR_STRING="SKU=X"'
+    )
 
 
 def test_the_signature_covers_the_context_and_the_canonical_form():
@@ -92,7 +116,7 @@ def test_layout_is_free_but_the_fields_are_not():
         "TYPE=standard HOSTID=ANY   \r\n"
     ).encode()
     # then it still verifies, to the same canonical line
-    assert [l.canonical for l in verify(relaid).lines] == [line.canonical]
+    assert [each.canonical for each in verify(relaid).lines] == [line.canonical]
 
 
 def test_type_standard_may_be_left_out():
@@ -167,7 +191,9 @@ def test_a_line_truncated_before_its_fields_is_refused():
 def test_a_line_truncated_inside_a_quoted_value_is_refused():
     line = VALID.decode().splitlines()[1]
     cut = line[: line.index("SKU=") + 6]
-    assert refusal(cut.encode()) == "Line 1: the quoted value of VENDOR_STRING is never closed: the line seems truncated."
+    assert (
+        refusal(cut.encode()) == "Line 1: the quoted value of VENDOR_STRING is never closed: the line seems truncated."
+    )
 
 
 def test_an_unknown_feature_is_refused():
@@ -210,9 +236,12 @@ def test_a_count_changed_after_signing_is_refused():
     [
         (b" 7.0 permanent 100 ", b" 7.1 permanent 100 "),  # version
         (b" 7.0 permanent 100 ", b" 7.0 2099-01-01 100 "),  # expiry
-        (b"HOSTID=ANY TYPE=standard VENDOR_STRING=\"SKU=L-CAS", b"HOSTID=ANY TYPE=evaluation VENDOR_STRING=\"SKU=L-CAS"),
+        (b'HOSTID=ANY TYPE=standard VENDOR_STRING="SKU=L-CAS', b'HOSTID=ANY TYPE=evaluation VENDOR_STRING="SKU=L-CAS'),
         (b"SKU=L-CAS-ELEMENTS", b"SKU=L-CAS-ELEMENTX"),
-        (b"HOSTID=ANY TYPE=standard VENDOR_STRING=\"SKU=L-CAS", b"HOSTID=X:V01:Y TYPE=standard VENDOR_STRING=\"SKU=L-CAS"),
+        (
+            b'HOSTID=ANY TYPE=standard VENDOR_STRING="SKU=L-CAS',
+            b'HOSTID=X:V01:Y TYPE=standard VENDOR_STRING="SKU=L-CAS',
+        ),
     ],
 )
 def test_changing_any_other_field_breaks_the_signature(old, new):
@@ -298,19 +327,37 @@ def test_the_same_feature_twice_with_different_counts_is_not_a_duplicate():
     "edit, expected",
     [
         (lambda s: s.replace("INCREMENT", "FEATURE", 1), "expected an INCREMENT line, found 'FEATURE CAS_ELEMENTS"),
-        (lambda s: s.replace(" HOSTID=ANY", " HOSTID=ANY FOO=1"), "unknown field FOO=; the fields are HOSTID=, TYPE=, VENDOR_STRING=, SIGN=."),
+        (
+            lambda s: s.replace(" HOSTID=ANY", " HOSTID=ANY FOO=1"),
+            "unknown field FOO=; the fields are HOSTID=, TYPE=, VENDOR_STRING=, SIGN=.",
+        ),
         (lambda s: s.replace(" HOSTID=ANY", " HOSTID=ANY HOSTID=ANY"), "HOSTID= appears twice."),
         (lambda s: s.replace(" HOSTID=ANY", ""), "HOSTID= is missing (a UDI, or ANY)."),
         (lambda s: s.replace(" HOSTID=ANY", " HOSTID=bad!udi"), "HOSTID 'bad!udi' is neither ANY nor a UDI"),
         (lambda s: s.replace("TYPE=standard", "TYPE=trial"), "TYPE 'trial' is neither standard nor evaluation."),
-        (lambda s: s.replace("TYPE=standard", "TYPE=evaluation"), "an evaluation license must have an expiry date, not permanent."),
-        (lambda s: s.replace(' VENDOR_STRING="SKU=L-CAS-ELEMENTS"', ""), 'VENDOR_STRING= is missing (VENDOR_STRING="SKU=...").'),
-        (lambda s: s.replace('"SKU=L-CAS-ELEMENTS"', '"PART=L-CAS"'), 'VENDOR_STRING has no valid SKU'),
+        (
+            lambda s: s.replace("TYPE=standard", "TYPE=evaluation"),
+            "an evaluation license must have an expiry date, not permanent.",
+        ),
+        (
+            lambda s: s.replace(' VENDOR_STRING="SKU=L-CAS-ELEMENTS"', ""),
+            'VENDOR_STRING= is missing (VENDOR_STRING="SKU=...").',
+        ),
+        (lambda s: s.replace('"SKU=L-CAS-ELEMENTS"', '"PART=L-CAS"'), "VENDOR_STRING has no valid SKU"),
         (lambda s: s.replace(" 7.0 ", " seven "), "version 'seven' is not a version number such as 7.0."),
-        (lambda s: s.replace(" 100 ", " 100 stray "), "unexpected 'stray'; after the count only KEY=VALUE fields may follow."),
+        (
+            lambda s: s.replace(" 100 ", " 100 stray "),
+            "unexpected 'stray'; after the count only KEY=VALUE fields may follow.",
+        ),
         (lambda s: s.replace("TYPE=standard", 'TYPE"x"'), "a double quote may only open a value"),
-        (lambda s: s.replace('"SKU=L-CAS-ELEMENTS"', '"SKU=L-CAS-ELEMENTS"x'), "text follows the closing quote of VENDOR_STRING"),
-        (lambda s: s.replace("SKU=L-CAS-ELEMENTS", "SKU=L-CAS-ÉLÉMENTS"), "which a license line may not hold (ASCII only)."),
+        (
+            lambda s: s.replace('"SKU=L-CAS-ELEMENTS"', '"SKU=L-CAS-ELEMENTS"x'),
+            "text follows the closing quote of VENDOR_STRING",
+        ),
+        (
+            lambda s: s.replace("SKU=L-CAS-ELEMENTS", "SKU=L-CAS-ÉLÉMENTS"),
+            "which a license line may not hold (ASCII only).",
+        ),
     ],
 )
 def test_every_other_malformed_line_gets_its_own_sentence(edit, expected):
@@ -344,11 +391,18 @@ def test_the_shipped_development_key_pair_matches_the_constant():
 
 
 def test_public_keys_load_from_pem_or_base64_and_garbage_is_refused():
-    pem = OTHER_KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = OTHER_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     b64 = licenses.public_key_b64(OTHER_KEY.public_key())
     for form in (pem, pem.decode(), b64, b64.encode(), OTHER_KEY.public_key()):
         assert licenses.public_key_b64(licenses.load_public_key(form)) == b64
-    for bad in ("", "not-a-key", base64.b64encode(b"x" * 31).decode(), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"):
+    for bad in (
+        "",
+        "not-a-key",
+        base64.b64encode(b"x" * 31).decode(),
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+    ):
         with pytest.raises(LicenseError, match="is not an Ed25519 public key"):
             licenses.load_public_key(bad)
     with pytest.raises(LicenseError, match="not an unencrypted PEM Ed25519 private key"):
@@ -368,22 +422,31 @@ def test_with_no_keys_configured_and_debug_off_nothing_verifies(settings):
     del settings.MSEPORTAL_LICENSE_PUBLIC_KEYS  # unset entirely: read with getattr(..., None)
     with pytest.raises(LicenseError) as caught:
         licenses.trusted_keys_from_settings()
-    assert str(caught.value).startswith("No license public key is configured, so no license can be verified: set MSEPORTAL_LICENSE_PUBLIC_KEYS")
+    assert str(caught.value).startswith(
+        "No license public key is configured, so no license can be verified: set MSEPORTAL_LICENSE_PUBLIC_KEYS"
+    )
 
 
 def test_with_debug_off_the_development_key_is_refused_even_when_listed(settings):
     settings.DEBUG = False
-    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licenses.public_key_b64(OTHER_KEY.public_key()), licenses.DEV_PUBLIC_KEY_B64]
+    settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [
+        licenses.public_key_b64(OTHER_KEY.public_key()),
+        licenses.DEV_PUBLIC_KEY_B64,
+    ]
     with pytest.raises(LicenseError) as caught:
         licenses.trusted_keys_from_settings()
-    assert "lists the development public key (hapairs/devkeys/), which is refused when DEBUG is off" in str(caught.value)
+    assert "lists the development public key (hapairs/devkeys/), which is refused when DEBUG is off" in str(
+        caught.value
+    )
     settings.DEBUG = True  # read at call time: the same list is fine on a development machine
     assert len(licenses.trusted_keys_from_settings()) == 2
 
 
 def test_with_debug_off_own_keys_verify_and_dev_signed_files_are_refused(settings):
     settings.DEBUG = False
-    pem = OTHER_KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = OTHER_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [pem.decode()]
     keys = licenses.trusted_keys_from_settings()
     assert parse_and_verify(issue(CAS_100, key=OTHER_KEY), trusted_keys=keys, today=TODAY).lines
@@ -402,7 +465,9 @@ def test_the_key_setting_may_be_a_string_of_keys(settings):
 def test_a_bad_key_in_the_setting_is_named(settings):
     settings.DEBUG = False
     settings.MSEPORTAL_LICENSE_PUBLIC_KEYS = [licenses.public_key_b64(OTHER_KEY.public_key()), "oops"]
-    with pytest.raises(LicenseError, match=r"^MSEPORTAL_LICENSE_PUBLIC_KEYS entry 2: 'oops' is not an Ed25519 public key"):
+    with pytest.raises(
+        LicenseError, match=r"^MSEPORTAL_LICENSE_PUBLIC_KEYS entry 2: 'oops' is not an Ed25519 public key"
+    ):
         licenses.trusted_keys_from_settings()
 
 
@@ -411,7 +476,10 @@ def test_the_summary_reproduces_the_seeds_va_example():
     # given the seed's licenses on a VA-Low (CAS Elements 100, wIPS 10 + 10, MSAP 1000)
     verified = verify(
         issue(
-            ACTIVATION_MSE2, CAS_100, LicenseSpec("WIPS_MONITOR_APS", 10), LicenseSpec("WIPS_LOCAL_APS", 10),
+            ACTIVATION_MSE2,
+            CAS_100,
+            LicenseSpec("WIPS_MONITOR_APS", 10),
+            LicenseSpec("WIPS_LOCAL_APS", 10),
             LicenseSpec("MSAP_CLICKS", 1000),
         )
     )
@@ -443,7 +511,8 @@ def test_the_summary_sums_permanent_lines_shows_evaluation_days_and_expired_stop
     ]
     assert rows[0].platform_limit == licenses.PLATFORM_LIMITS["3355"]["CAS"]
     assert [(r.service, r.type, r.installed_limit) for r in rows if r.service != "CAS"] == [
-        ("wIPS", "Not installed", 0), ("MSAP", "Not installed", 0),
+        ("wIPS", "Not installed", 0),
+        ("MSAP", "Not installed", 0),
     ]
     assert licenses.installed_counts(lines, later) == {"CAS_ELEMENTS": 175}
     assert licenses.installed_counts(lines, TODAY) == {"CAS_ELEMENTS": 182}
@@ -456,7 +525,9 @@ def test_a_dated_license_that_is_not_an_evaluation_is_a_term_license():
 
 
 def test_an_expired_activation_does_not_activate():
-    lines = verify(issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI, expires_on=TODAY, is_evaluation=True))).lines
+    lines = verify(
+        issue(LicenseSpec("MSE_ACTIVATION", 1, host_udi=MSE2_UDI, expires_on=TODAY, is_evaluation=True))
+    ).lines
     assert licenses.is_activated(lines, TODAY)
     assert not licenses.is_activated(lines, TODAY + timedelta(days=1))
     assert not licenses.is_activated([], TODAY)
@@ -507,14 +578,16 @@ def _outcome(data: bytes):
 @given(st.binary(max_size=2048))
 @example(b"\xef\xbb\xbf")
 @example(b"INCREMENT")
-@example(b"INCREMENT \"")
+@example(b'INCREMENT "')
 @example(b"INCREMENT CAS_ELEMENTS 7.0 permanent 1 =")
 @example(b"\\")
 def test_arbitrary_bytes_verify_or_raise_license_error(data):
     assert isinstance(_outcome(data), (licenses.VerifiedLicenseFile, LicenseError))
 
 
-_LINEISH = st.text(alphabet=st.sampled_from(list('INCREMT_CASWPLO =" \\\t\n\r#0123456789.-:ANYHOSTIDSGVKU+/é\x00')), max_size=300)
+_LINEISH = st.text(
+    alphabet=st.sampled_from(list('INCREMT_CASWPLO =" \\\t\n\r#0123456789.-:ANYHOSTIDSGVKU+/é\x00')), max_size=300
+)
 
 
 @hsettings(max_examples=400, deadline=None)
@@ -560,7 +633,7 @@ def test_the_example_in_the_documentation_verifies():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "licenses.md").read_text()
     example = doc.split("```license\n", 1)[1].split("\n```", 1)[0] + "\n"
     result = verify(example.encode(), host_udi=MSE2_UDI)
-    assert [(l.feature, l.count, l.is_evaluation) for l in result.lines] == [
+    assert [(each.feature, each.count, each.is_evaluation) for each in result.lines] == [
         ("MSE_ACTIVATION", 1, False),
         ("CAS_ELEMENTS", 100, False),
         ("WIPS_MONITOR_APS", 10, False),

@@ -44,32 +44,66 @@ def verify_dev(path: Path, **kwargs):
 
 def test_it_writes_a_signed_file_that_verifies(debug, tmp_path):
     out = tmp_path / "cas.lic"
-    printed = mklicense("--feature", "CAS_ELEMENTS", "--count", "100", "--host", "ANY", "--expires", "permanent", "--out", str(out))
+    printed = mklicense(
+        "--feature", "CAS_ELEMENTS", "--count", "100", "--host", "ANY", "--expires", "permanent", "--out", str(out)
+    )
     assert printed.strip() == f"Wrote {out}: CAS_ELEMENTS x 100, bound to ANY."
     (line,) = verify_dev(out).lines
     assert (line.feature, line.count, line.host_udi, line.expires_on, line.is_evaluation, line.sku, line.version) == (
-        "CAS_ELEMENTS", 100, "ANY", None, False, "L-CAS-ELEMENTS", "7.0",
+        "CAS_ELEMENTS",
+        100,
+        "ANY",
+        None,
+        False,
+        "L-CAS-ELEMENTS",
+        "7.0",
     )
 
 
 def test_the_version_option_takes_the_old_spelling_too(debug, tmp_path):
     for option in ("--license-version", "--licence-version"):  # the option's name before the rename
         out = tmp_path / f"{option}.lic"
-        mklicense("--feature", "CAS_ELEMENTS", "--count", "1", "--host", "ANY", "--expires", "permanent",
-                  option, "8.0", "--out", str(out))
+        mklicense(
+            "--feature",
+            "CAS_ELEMENTS",
+            "--count",
+            "1",
+            "--host",
+            "ANY",
+            "--expires",
+            "permanent",
+            option,
+            "8.0",
+            "--out",
+            str(out),
+        )
         assert verify_dev(out).lines[0].version == "8.0"
 
 
 def test_features_repeat_or_come_as_comma_lists(debug, tmp_path):
     out = tmp_path / "all.lic"
     mklicense(
-        "--feature", "CAS_ELEMENTS,WIPS_MONITOR_APS", "--count", "100,10",
-        "--feature", "WIPS_LOCAL_APS", "--count", "10",
-        "--feature", "MSAP_CLICKS", "--count", "1000",
-        "--host", MSE1_UDI, "--expires", "2099-12-31", "--out", str(out),
+        "--feature",
+        "CAS_ELEMENTS,WIPS_MONITOR_APS",
+        "--count",
+        "100,10",
+        "--feature",
+        "WIPS_LOCAL_APS",
+        "--count",
+        "10",
+        "--feature",
+        "MSAP_CLICKS",
+        "--count",
+        "1000",
+        "--host",
+        MSE1_UDI,
+        "--expires",
+        "2099-12-31",
+        "--out",
+        str(out),
     )
     lines = verify_dev(out, host_udi=MSE1_UDI).lines
-    assert [(l.feature, l.count, l.expires_on) for l in lines] == [
+    assert [(each.feature, each.count, each.expires_on) for each in lines] == [
         ("CAS_ELEMENTS", 100, date(2099, 12, 31)),
         ("WIPS_MONITOR_APS", 10, date(2099, 12, 31)),
         ("WIPS_LOCAL_APS", 10, date(2099, 12, 31)),
@@ -89,7 +123,9 @@ def test_an_evaluation_license_runs_sixty_days_by_default(debug, tmp_path):
 def test_an_activation_license_for_mse2_activates_mse2_and_refuses_mse1(debug, tmp_path):
     # given the activation license issued for VA mse2's UDI
     out = tmp_path / "mse2-activation.lic"
-    mklicense("--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--out", str(out))
+    mklicense(
+        "--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--out", str(out)
+    )
     # then it verifies for mse2, and activates it
     verified = verify_dev(out, host_udi=MSE2_UDI)
     assert verified.lines[0].sku == licenses.ACTIVATION_SKU == "L-MSE-7.0-K9"
@@ -130,15 +166,36 @@ def _with(flag: str, value: str | None) -> list[str]:
         (_with("--host", None), "Give --host UDI"),
         (_with("--host", "not a udi"), "HOSTID 'not a udi' is neither ANY nor a UDI"),
         (_with("--expires", None), "Give --expires permanent or --expires YYYY-MM-DD."),
-        (_with("--expires", "2099-02-30"), "--expires '2099-02-30' is neither permanent nor a date written YYYY-MM-DD."),
+        (
+            _with("--expires", "2099-02-30"),
+            "--expires '2099-02-30' is neither permanent nor a date written YYYY-MM-DD.",
+        ),
         (_with("--expires", "31/12/2099"), "is neither permanent nor a date written YYYY-MM-DD."),
         (_with("--expires", "2001-01-01"), "--expires 2001-01-01 is in the past"),
         (GOOD + ["--evaluation"], "An evaluation license cannot be permanent"),
-        (["--feature", "MSE_ACTIVATION", "--count", "1", "--host", "ANY", "--expires", "permanent"],
-         "this license must be bound to one appliance's UDI, not HOSTID=ANY."),
-        (["--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--sku", "L-X"],
-         "the SKU must be L-MSE-7.0-K9, not L-X."),
-        (_with("--feature", "CAS_ELEMENTS,MSAP_CLICKS") + ["--count", "2", "--sku", "L-X"], "--sku applies to one feature only"),
+        (
+            ["--feature", "MSE_ACTIVATION", "--count", "1", "--host", "ANY", "--expires", "permanent"],
+            "this license must be bound to one appliance's UDI, not HOSTID=ANY.",
+        ),
+        (
+            [
+                "--feature",
+                "MSE_ACTIVATION",
+                "--count",
+                "1",
+                "--host",
+                MSE2_UDI,
+                "--expires",
+                "permanent",
+                "--sku",
+                "L-X",
+            ],
+            "the SKU must be L-MSE-7.0-K9, not L-X.",
+        ),
+        (
+            _with("--feature", "CAS_ELEMENTS,MSAP_CLICKS") + ["--count", "2", "--sku", "L-X"],
+            "--sku applies to one feature only",
+        ),
         (GOOD + ["--license-version", "seven"], "version 'seven' is not a version number"),
         (GOOD + ["--key", "/nonexistent/key.pem"], "Cannot read the key file /nonexistent/key.pem"),
         (GOOD + ["--generate-key", "/tmp/x"], "--generate-key makes a key pair only"),
@@ -221,20 +278,28 @@ def _run(*args: str, debug: str = "1") -> subprocess.CompletedProcess:
         env.update(SECRET_KEY="mklicense-test-secret-key-not-used-for-anything-else", ALLOWED_HOSTS="localhost")
     return subprocess.run(
         [sys.executable, str(REPO / "manage.py"), "mklicense", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_the_command_line_writes_a_file_and_exits_zero(debug, tmp_path):
     out = tmp_path / "cli.lic"
-    done = _run("--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--out", str(out))
+    done = _run(
+        "--feature", "MSE_ACTIVATION", "--count", "1", "--host", MSE2_UDI, "--expires", "permanent", "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr
     assert verify_dev(out, host_udi=MSE2_UDI).lines[0].feature == "MSE_ACTIVATION"
 
 
 def test_the_command_line_refuses_bad_flags_with_a_non_zero_exit(tmp_path):
     out = tmp_path / "cli.lic"
-    done = _run("--feature", "CAS_ELEMENTS", "--count", "zero", "--host", "ANY", "--expires", "permanent", "--out", str(out))
+    done = _run(
+        "--feature", "CAS_ELEMENTS", "--count", "zero", "--host", "ANY", "--expires", "permanent", "--out", str(out)
+    )
     assert done.returncode != 0
     assert "--count 'zero' for CAS_ELEMENTS is not a positive whole number." in done.stderr
     assert not out.exists()

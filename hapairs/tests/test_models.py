@@ -27,8 +27,13 @@ def test_a_secondary_holds_at_most_two_primaries_in_the_database(make_appliance)
     for slot in (1, 2, 3):
         with pytest.raises(IntegrityError), transaction.atomic():
             HAPair.objects.create(
-                primary=p3, secondary=secondary, slot=slot, instance_db_name="x", instance_db_port=1,
-                dataguard_name="x", primary_db_alias="x",
+                primary=p3,
+                secondary=secondary,
+                slot=slot,
+                instance_db_name="x",
+                instance_db_port=1,
+                dataguard_name="x",
+                primary_db_alias="x",
             )
     assert HAPair.objects.filter(secondary=secondary).count() == 2
 
@@ -54,17 +59,21 @@ def test_a_pair_never_has_two_active_jobs(make_appliance):
             Job.objects.create(kind=JobKind.FAILBACK, pair=pair, status=status)
     # finished jobs do not count, and jobs without a pair are not limited
     Job.objects.create(kind=JobKind.FAILBACK, pair=pair, status=JobStatus.FAILED)
-    Job.objects.create(kind=JobKind.ADD_APPLIANCE, status=JobStatus.RUNNING)
-    Job.objects.create(kind=JobKind.ADD_APPLIANCE, status=JobStatus.RUNNING)
+    Job.objects.create(kind=JobKind.START_SERVICES, status=JobStatus.RUNNING)
+    Job.objects.create(kind=JobKind.START_SERVICES, status=JobStatus.RUNNING)
     assert Job.objects.filter(pair=pair, status__in=JobStatus.ACTIVE).count() == 1
 
 
 def test_an_agent_event_is_stored_once_per_node_sequence(make_appliance):
     node = make_appliance()
     now = timezone.now()
-    HAEvent.objects.create(appliance=node, seq=7, code="active", description="Active", generated_by=node.name, timestamp=now)
+    HAEvent.objects.create(
+        appliance=node, seq=7, code="active", description="Active", generated_by=node.name, timestamp=now
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
-        HAEvent.objects.create(appliance=node, seq=7, code="active", description="Active", generated_by=node.name, timestamp=now)
+        HAEvent.objects.create(
+            appliance=node, seq=7, code="active", description="Active", generated_by=node.name, timestamp=now
+        )
     # portal events have no sequence and never collide
     for _ in range(2):
         HAEvent.objects.create(appliance=node, code="note", description="note", generated_by="mseportal", timestamp=now)
@@ -90,10 +99,16 @@ def test_instance_identity_follows_the_slot(make_appliance):
     first = bare_pair(make_appliance(), secondary, 1)
     second = bare_pair(make_appliance(), secondary, 2)
     assert (first.instance_db_name, first.instance_db_port, first.dataguard_name, first.primary_db_alias) == (
-        "mseos3", 1524, "dg_mse3", "mseop3s",
+        "mseos3",
+        1524,
+        "dg_mse3",
+        "mseop3s",
     )
     assert (second.instance_db_name, second.instance_db_port, second.dataguard_name, second.primary_db_alias) == (
-        "mseos4", 1525, "dg_mse4", "mseop4s",
+        "mseos4",
+        1525,
+        "dg_mse4",
+        "mseop4s",
     )
 
 

@@ -33,7 +33,7 @@ def agent_farm(tmp_path, subnet, settings):
         node_toml("mse-p", "3355", "primary", f"{subnet}.2", "pw-p", vip=f"{subnet}.1")
         + node_toml("mse-s", "3355", "secondary", f"{subnet}.3", "pw-s")
         + '[[pair]]\nprimary = "mse-p"\nsecondary = "mse-s"\nfailover_type = "Manual"\n'
-          'failback_type = "Manual"\nfailover_wait = 10\nstabilisation_seconds = 1800\n',
+        'failback_type = "Manual"\nfailover_wait = 10\nstabilisation_seconds = 1800\n',
         port=settings.AGENT_PORT,
     ).start()
     yield farm
@@ -71,9 +71,17 @@ def stored_seqs(appliance) -> list[int]:
 
 
 def wire_event(seq: int, code: protocol.EventCode = protocol.EventCode.CONFIG_CREATED) -> dict:
-    return {"seq": seq, "code": code.value, "description": code.text, "generated_by": "Primary",
-            "timestamp": (timezone.now() - timedelta(seconds=10 - seq)).isoformat(), "remarks": "", "generation": 1,
-            "peer": None, "cause": None}
+    return {
+        "seq": seq,
+        "code": code.value,
+        "description": code.text,
+        "generated_by": "Primary",
+        "timestamp": (timezone.now() - timedelta(seconds=10 - seq)).isoformat(),
+        "remarks": "",
+        "generation": 1,
+        "peer": None,
+        "cause": None,
+    }
 
 
 # --- a round --------------------------------------------------------------------------------
@@ -89,7 +97,12 @@ def test_a_round_records_both_nodes_states_and_every_event_once(ha_pair):
     pair = HAPair.objects.get(pk=ha_pair.pk)
     assert (figures["appliances"], figures["unreachable"]) == (2, 0)
     assert (pair.primary_state, pair.secondary_state, pair.heartbeat, pair.replication, pair.sync_percent) == (
-        "PRIMARY_ACTIVE", "SECONDARY_ACTIVE", "up", "up", 100)
+        "PRIMARY_ACTIVE",
+        "SECONDARY_ACTIVE",
+        "up",
+        "up",
+        100,
+    )
     assert pair.primary_in_charge and not pair.secondary_in_charge and pair.status_updated_at is not None
     # and each node's events are stored once each, numbered from 1 without a gap, linked to the pair
     for node in (pair.primary, pair.secondary):
@@ -114,7 +127,11 @@ def test_a_node_that_stops_answering_is_marked_unreachable_and_reported_once(ha_
     pair = HAPair.objects.get(pk=ha_pair.pk)
     assert figures["unreachable"] == 2
     assert (pair.primary_reachable, pair.secondary_reachable, pair.primary_state, pair.primary_in_charge) == (
-        False, False, "UNKNOWN", False)
+        False,
+        False,
+        "UNKNOWN",
+        False,
+    )
     # and each node's loss is one warning, saying what the poll ran into
     for node in (pair.primary, pair.secondary):
         assert Appliance.objects.get(pk=node.pk).reachability == "unreachable"
@@ -128,10 +145,24 @@ def test_a_malformed_reply_stores_nothing_from_it_and_is_reported(subnet, make_a
     # unknown state (and an event the portal has not stored yet)
     appliance = make_appliance(name="mse-odd", hm_ip=f"{subnet}.5", password="pw-odd")
     Appliance.objects.filter(pk=appliance.pk).update(reachability="reachable", ha_state="PRIMARY_ACTIVE", generation=4)
-    scripted_agent(appliance, "pw-odd", {("GET", protocol.PATH_HA_INFO): [Reply(200, {
-        "node": "mse-odd", "running": True, "last_seq": 1, "events": [wire_event(1)],
-        "peers": [{"hm_ip": f"{subnet}.6", "state": "EXPLODED", "generation": 9}],
-    })]})
+    scripted_agent(
+        appliance,
+        "pw-odd",
+        {
+            ("GET", protocol.PATH_HA_INFO): [
+                Reply(
+                    200,
+                    {
+                        "node": "mse-odd",
+                        "running": True,
+                        "last_seq": 1,
+                        "events": [wire_event(1)],
+                        "peers": [{"hm_ip": f"{subnet}.6", "state": "EXPLODED", "generation": 9}],
+                    },
+                )
+            ]
+        },
+    )
 
     # When the poller runs a round
     figures = polling.poll([appliance.pk])
@@ -151,8 +182,14 @@ def test_a_node_whose_event_log_restarted_keeps_its_old_events_and_is_read_from_
     # while the primary's agent (reinstalled) numbers its log from 1 again
     primary = ha_pair.primary
     for seq in (498, 499, 500):
-        HAEvent.objects.create(appliance=primary, pair=ha_pair, seq=seq, description=f"old {seq}",
-                               generated_by="Primary", timestamp=timezone.now() - timedelta(days=1))
+        HAEvent.objects.create(
+            appliance=primary,
+            pair=ha_pair,
+            seq=seq,
+            description=f"old {seq}",
+            generated_by="Primary",
+            timestamp=timezone.now() - timedelta(days=1),
+        )
     Appliance.objects.filter(pk=primary.pk).update(last_event_seq=500)
 
     # When the poller runs a round
@@ -173,17 +210,30 @@ def test_a_node_whose_event_log_restarted_keeps_its_old_events_and_is_read_from_
     assert primary.last_event_seq >= 1 and stored_seqs(primary) == list(range(1, primary.last_event_seq + 1))
 
 
-def test_events_an_agent_does_not_inline_are_fetched_after_the_last_one_stored(subnet, make_appliance,
-                                                                              scripted_agent):
+def test_events_an_agent_does_not_inline_are_fetched_after_the_last_one_stored(subnet, make_appliance, scripted_agent):
     # Given the portal holding event 1 of a node whose agent has three, but does not carry
     # them in its ha-info
     appliance = make_appliance(name="mse-page", hm_ip=f"{subnet}.7", password="pw-page")
     Appliance.objects.filter(pk=appliance.pk).update(last_event_seq=1)
-    agent = scripted_agent(appliance, "pw-page", {
-        ("GET", protocol.PATH_HA_INFO): [Reply(200, {"node": "mse-page", "running": True, "peers": [], "last_seq": 3})],
-        ("GET", protocol.PATH_EVENTS): [Reply(200, {"node": "mse-page", "last_seq": 3, "events": [
-            wire_event(2), wire_event(3, protocol.EventCode.SERVICES_STARTED)]})],
-    })
+    agent = scripted_agent(
+        appliance,
+        "pw-page",
+        {
+            ("GET", protocol.PATH_HA_INFO): [
+                Reply(200, {"node": "mse-page", "running": True, "peers": [], "last_seq": 3})
+            ],
+            ("GET", protocol.PATH_EVENTS): [
+                Reply(
+                    200,
+                    {
+                        "node": "mse-page",
+                        "last_seq": 3,
+                        "events": [wire_event(2), wire_event(3, protocol.EventCode.SERVICES_STARTED)],
+                    },
+                )
+            ],
+        },
+    )
 
     # When the poller runs a round
     polling.poll([appliance.pk])
@@ -197,8 +247,9 @@ def test_events_an_agent_does_not_inline_are_fetched_after_the_last_one_stored(s
     assert HAEvent.objects.get(appliance=appliance, seq=3).description == protocol.EventCode.SERVICES_STARTED.text
 
 
-def test_a_node_whose_password_cannot_be_read_is_not_called_and_counts_as_unreachable(subnet, make_appliance,
-                                                                                      scripted_agent):
+def test_a_node_whose_password_cannot_be_read_is_not_called_and_counts_as_unreachable(
+    subnet, make_appliance, scripted_agent
+):
     # Given an appliance whose stored password no key of the portal can decrypt
     appliance = make_appliance(name="mse-lost", hm_ip=f"{subnet}.8", password="pw-lost")
     agent = scripted_agent(appliance, "pw-lost", {("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": []})]})

@@ -12,17 +12,13 @@ import pytest
 from playwright import sync_api as playwright_sync
 
 from hapairs import reports
-from hapairs.tests.browser import browser, orm_beside_playwright  # noqa: F401  (fixtures)
+from hapairs.tests.browser import orm_beside_playwright  # noqa: F401  (an autouse fixture)
 from hapairs.tests.e2e import REPO
 from hapairs.tests.reportfleet import build_fleet
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 SHOTS = Path(os.environ.get("MSEPORTAL_SCREENSHOT_DIR", REPO / "var" / "screenshots"))
-
-
-
-
 
 
 @pytest.fixture
@@ -47,7 +43,7 @@ def test_the_html_report_drawn_by_chromium(report_html, browser):
     expect(page.get_by_text("12 days left")).to_be_visible()
     assert page.locator("style, link, script, svg").count() == 0  # inline styles only
     # the chart is drawn: 12 bars per pair, the tallest 40 px high, inside the 680 px mail body
-    heights = page.eval_on_selector_all('td[title] > div', "els => els.map(e => e.getBoundingClientRect().height)")
+    heights = page.eval_on_selector_all("td[title] > div", "els => els.map(e => e.getBoundingClientRect().height)")
     assert sum(1 for h in heights if h >= 2) == 24 and max(heights) == 40
     body = page.locator("table[width='680']").bounding_box()
     assert 600 <= body["width"] <= 680

@@ -16,8 +16,16 @@ from hapairs.tests.reportfleet import build_fleet
 pytestmark = pytest.mark.django_db
 
 HX = {"HTTP_HX_REQUEST": "true"}
-GOOD = {"name": "Morning report", "recipients": "noc@example.net\nduty@example.net", "cadence": "daily",
-        "send_at": "07:30", "weekday": "1", "crontab": "", "period_days": "", "enabled": "on"}
+GOOD = {
+    "name": "Morning report",
+    "recipients": "noc@example.net\nduty@example.net",
+    "cadence": "daily",
+    "send_at": "07:30",
+    "weekday": "1",
+    "crontab": "",
+    "period_days": "",
+    "enabled": "on",
+}
 
 
 @pytest.fixture
@@ -28,8 +36,10 @@ def schedule():
 def test_reports_sits_between_jobs_and_admin_in_the_navigation(client, admin_user_):
     client.force_login(admin_user_)
     page = client.get("/reports/").content.decode()
-    nav = page[page.index('<nav class="mainnav"'):page.index("</nav>")]
-    assert nav.index(">Jobs</a>") < nav.index('href="/reports/" aria-current="page">Reports</a>') < nav.index(">Admin</a>")
+    nav = page[page.index('<nav class="mainnav"') : page.index("</nav>")]
+    assert (
+        nav.index(">Jobs</a>") < nav.index('href="/reports/" aria-current="page">Reports</a>') < nav.index(">Admin</a>")
+    )
 
 
 def test_a_monitor_reads_but_sees_no_action_and_is_refused_by_the_server(client, schedule, monitor_user):
@@ -63,7 +73,10 @@ def test_an_operator_creates_a_schedule_and_sends_it_now(client, operator_user):
     assert response.status_code == 302 and response["Location"] == "/reports/"
     schedule = ReportSchedule.objects.get()
     assert (schedule.recipients, schedule.schedule_text, schedule.period_days) == (
-        "noc@example.net, duty@example.net", "Daily at 07:30", 1)
+        "noc@example.net, duty@example.net",
+        "Daily at 07:30",
+        1,
+    )
     assert PeriodicTask.objects.get(name=f"health-report:{schedule.pk}").crontab.hour == "7"
     page = client.get("/reports/").content.decode()
     assert "Schedule “Morning report” created: Daily at 07:30, to noc@example.net, duty@example.net." in page
@@ -71,11 +84,15 @@ def test_an_operator_creates_a_schedule_and_sends_it_now(client, operator_user):
     response = client.post(f"/reports/{schedule.pk}/send/", follow=True)
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.requested_by, delivery.schedule, delivery.recipients) == (
-        DeliveryStatus.PENDING, operator_user, schedule, ["noc@example.net", "duty@example.net"])
+        DeliveryStatus.PENDING,
+        operator_user,
+        schedule,
+        ["noc@example.net", "duty@example.net"],
+    )
     assert delivery.subject.startswith("[mseportal] Morning report, ")
     page = response.content.decode()
     assert f"queued for noc@example.net, duty@example.net (delivery #{delivery.pk})" in page
-    log = page[page.index('id="delivery-log"'):]
+    log = page[page.index('id="delivery-log"') :]
     assert 'hx-trigger="every 2s"' in log[:300]  # pending: the log polls until it is sent
     assert '<span class="pill pending">Pending</span>' in log and "sent now by operator1" in log
     # once nothing is moving, htmx polling stops
@@ -88,8 +105,10 @@ def test_an_operator_creates_a_schedule_and_sends_it_now(client, operator_user):
 def test_an_operator_edits_and_deletes_a_schedule(client, schedule, operator_user):
     client.force_login(operator_user)
     assert 'value="Daily NOC report"' in client.get(f"/reports/{schedule.pk}/edit/").content.decode()
-    response = client.post(f"/reports/{schedule.pk}/edit/", {**GOOD, "name": "Weekday report", "cadence": "crontab",
-                                                               "crontab": "15 6 * * 1-5", "period_days": "3"})
+    response = client.post(
+        f"/reports/{schedule.pk}/edit/",
+        {**GOOD, "name": "Weekday report", "cadence": "crontab", "crontab": "15 6 * * 1-5", "period_days": "3"},
+    )
     assert response.status_code == 302
     schedule.refresh_from_db()
     assert (schedule.name, schedule.crontab, schedule.period_days) == ("Weekday report", "15 6 * * 1-5", 3)
@@ -98,14 +117,23 @@ def test_an_operator_edits_and_deletes_a_schedule(client, schedule, operator_use
     assert not ReportSchedule.objects.exists() and not PeriodicTask.objects.filter(name__startswith="health").exists()
 
 
-@pytest.mark.parametrize("changes, says", [
-    ({"cadence": "crontab", "crontab": "61 7 * * *"},
-     ["“61 7 * * *” is not a crontab: “61” is not a valid minute. Write five fields — minute hour day-of-month month "
-      "day-of-week — such as 0 7 * * 1-5."]),
-    ({"recipients": "noc@example.net, bob@"}, ["“bob@” is not an e-mail address (such as noc@example.net)."]),
-    ({"recipients": "bob@", "cadence": "crontab", "crontab": "* * *"},
-     ["“bob@” is not an e-mail address", "“* * *” is not a crontab: it has 3 fields, not 5."]),
-])
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        (
+            {"cadence": "crontab", "crontab": "61 7 * * *"},
+            [
+                "“61 7 * * *” is not a crontab: “61” is not a valid minute. Write five fields — minute hour day-of-month month "
+                "day-of-week — such as 0 7 * * 1-5."
+            ],
+        ),
+        ({"recipients": "noc@example.net, bob@"}, ["“bob@” is not an e-mail address (such as noc@example.net)."]),
+        (
+            {"recipients": "bob@", "cadence": "crontab", "crontab": "* * *"},
+            ["“bob@” is not an e-mail address", "“* * *” is not a crontab: it has 3 fields, not 5."],
+        ),
+    ],
+)
 def test_bad_schedule_input_gets_a_clear_error_and_changes_nothing(client, schedule, operator_user, changes, says):
     client.force_login(operator_user)
     for url in ("/reports/new/", f"/reports/{schedule.pk}/edit/"):
@@ -138,8 +166,11 @@ def test_the_preview_renders_the_report_in_the_browser(client, make_appliance, o
 def test_a_failed_delivery_shows_why_and_an_operator_retries_it(client, schedule, operator_user):
     delivery = services.report_send_now(schedule=schedule)
     Delivery.objects.filter(pk=delivery.pk).update(
-        status=DeliveryStatus.FAILED, attempts=6, last_error="ConnectionRefusedError: [Errno 111] Connection refused",
-        attempt_log=[{"n": 6, "at": "2026-01-01T07:00:00+00:00", "ok": False, "error": "Connection refused"}])
+        status=DeliveryStatus.FAILED,
+        attempts=6,
+        last_error="ConnectionRefusedError: [Errno 111] Connection refused",
+        attempt_log=[{"n": 6, "at": "2026-01-01T07:00:00+00:00", "ok": False, "error": "Connection refused"}],
+    )
     client.force_login(operator_user)
     page = client.get("/reports/").content.decode()
     assert "Connection refused" in page and ">Retry<" in page
@@ -152,8 +183,9 @@ def test_a_failed_delivery_shows_why_and_an_operator_retries_it(client, schedule
     assert "Only a failed delivery can be retried; #" in response.content.decode()
 
 
-def test_the_mailbox_lists_what_the_file_sink_kept(client, settings, tmp_path, make_appliance, operator_user,
-                                                   monitor_user):
+def test_the_mailbox_lists_what_the_file_sink_kept(
+    client, settings, tmp_path, make_appliance, operator_user, monitor_user
+):
     settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     settings.EMAIL_FILE_PATH = str(tmp_path / "mail")
     build_fleet(make_appliance, operator_user)
@@ -164,8 +196,8 @@ def test_the_mailbox_lists_what_the_file_sink_kept(client, settings, tmp_path, m
     page = client.get("/reports/mailbox/").content.decode()
     assert page.index("second@example.net") < page.index("newcomer@example.net")  # newest first
     assert "[mseportal] Health report, " in page
-    link = page[page.index('href="/reports/mailbox/') + 6:]
-    link = link[:link.index('"')]
+    link = page[page.index('href="/reports/mailbox/') + 6 :]
+    link = link[: link.index('"')]
     assert link != "/reports/mailbox/"
     message = client.get(link).content.decode()
     assert "second@example.net" in message and "mseportal health report — the last 24 hours" in message
@@ -183,8 +215,9 @@ def test_there_is_no_mailbox_when_mail_goes_to_a_real_server(client, settings, o
     assert client.get("/reports/mailbox/").status_code == 404
 
 
-@pytest.mark.parametrize("url", ["/reports/", "/reports/new/", "/reports/preview/", "/reports/mailbox/",
-                                 "/reports/deliveries/1/"])
+@pytest.mark.parametrize(
+    "url", ["/reports/", "/reports/new/", "/reports/preview/", "/reports/mailbox/", "/reports/deliveries/1/"]
+)
 def test_every_reports_page_needs_a_login(client, url):
     response = client.get(url)
     assert response.status_code == 302 and "/login/" in response["Location"]
@@ -192,8 +225,15 @@ def test_every_reports_page_needs_a_login(client, url):
 
 def test_a_webhook_url_is_shown_by_its_host_only(client, settings, schedule, monitor_user):
     settings.ALERT_WEBHOOK_URL = "https://hooks.example.net/services/T000/B000/secret-token"
-    services.delivery_create(key="alert:test:webhook", kind="alert", channel="webhook",
-                             recipients=[settings.ALERT_WEBHOOK_URL], subject="x", body_text="{}", queue=False)
+    services.delivery_create(
+        key="alert:test:webhook",
+        kind="alert",
+        channel="webhook",
+        recipients=[settings.ALERT_WEBHOOK_URL],
+        subject="x",
+        body_text="{}",
+        queue=False,
+    )
     client.force_login(monitor_user)
     page = client.get("/reports/").content.decode()
     assert "https://hooks.example.net/…" in page and "secret-token" not in page
@@ -201,8 +241,16 @@ def test_a_webhook_url_is_shown_by_its_host_only(client, settings, schedule, mon
 
 def test_the_admin_saves_schedules_through_the_service(client, admin_user_):
     client.force_login(admin_user_)
-    form = {"name": "From the admin", "recipients": "noc@example.net", "cadence": "crontab", "send_at": "07:00",
-            "weekday": "1", "crontab": "0 25 * * *", "period_days": "1", "enabled": "on"}
+    form = {
+        "name": "From the admin",
+        "recipients": "noc@example.net",
+        "cadence": "crontab",
+        "send_at": "07:00",
+        "weekday": "1",
+        "crontab": "0 25 * * *",
+        "period_days": "1",
+        "enabled": "on",
+    }
     response = client.post("/admin/hapairs/reportschedule/add/", form)
     assert response.status_code == 200 and "“25” is not a valid hour" in response.content.decode()
     assert not ReportSchedule.objects.exists()

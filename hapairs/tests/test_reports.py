@@ -45,8 +45,6 @@ def fleet(make_appliance, operator_user):
     return build_fleet(make_appliance, operator_user)
 
 
-
-
 @pytest.fixture
 def inbox(settings):
     box = Inbox().start()
@@ -58,8 +56,11 @@ def inbox(settings):
 @pytest.fixture
 def schedule(operator_user):
     return services.report_schedule_create(
-        name="Daily NOC report", recipients="noc@example.net, oncall@example.net", cadence="daily",
-        send_at="07:00", by=operator_user,
+        name="Daily NOC report",
+        recipients="noc@example.net, oncall@example.net",
+        cadence="daily",
+        send_at="07:00",
+        by=operator_user,
     )
 
 
@@ -67,24 +68,48 @@ def schedule(operator_user):
 def test_the_report_sums_up_the_fleet_and_says_who_caused_each_switch(fleet, operator_user):
     report = reports.report_build(period_days=1)
 
-    assert report.fleet == reports.FleetSummary(appliances=5, appliances_unreachable=0, pairs=2, active=1, degraded=0,
-                                                failed_over=1, maintenance=0, unreachable=0, split_brain=0)
+    assert report.fleet == reports.FleetSummary(
+        appliances=5,
+        appliances_unreachable=0,
+        pairs=2,
+        active=1,
+        degraded=0,
+        failed_over=1,
+        maintenance=0,
+        unreachable=0,
+        split_brain=0,
+    )
     one, two = report.pairs
     assert (one.name, one.health, one.primary_state, one.secondary_state) == (
-        "mse-p1 → mse-s1", "failed_over", "TERMINATED", "FAILOVER_ACTIVE")
+        "mse-p1 → mse-s1",
+        "failed_over",
+        "TERMINATED",
+        "FAILOVER_ACTIVE",
+    )
     assert (one.heartbeat, one.replication) == ("Down", "Down")
     # the operator's switchover: who and why, from the job
     [switch] = one.switches
     assert (switch.kind, switch.actor.kind, switch.actor.name, switch.actor.reason, switch.actor.job_id) == (
-        "failover", "operator", operator_user.username, SWITCHOVER_REASON, fleet["switchover"].pk)
+        "failover",
+        "operator",
+        operator_user.username,
+        SWITCHOVER_REASON,
+        fleet["switchover"].pk,
+    )
     assert switch.actor.sentence == f"requested by operator1 (job #{fleet['switchover'].pk}): “{SWITCHOVER_REASON}”"
     # the agents' own failover and failback (reported by both nodes, counted once)
     assert [(s.kind, s.actor.sentence) for s in two.switches] == [
-        ("failover", "automatic failover by the agents"), ("failback", "automatic failback by the agents")]
+        ("failover", "automatic failover by the agents"),
+        ("failback", "automatic failback by the agents"),
+    ]
     assert (report.failovers, report.failbacks) == (2, 1)
     [failed] = two.failed_jobs
     assert (failed.job_id, failed.actor.name, failed.actor.reason, failed.error) == (
-        fleet["update"].pk, "operator1", UPDATE_REASON, UPDATE_ERROR)
+        fleet["update"].pk,
+        "operator1",
+        UPDATE_REASON,
+        UPDATE_ERROR,
+    )
     # heartbeat trend: p1 rose from ~1.1 to ~4 ms, p2 steady around 2 ms
     assert one.trend.direction == "rising" and one.trend.samples == 12
     assert one.trend.first_half_ms == pytest.approx(1.117, abs=0.01)
@@ -129,9 +154,18 @@ def test_both_renderings_carry_the_same_figures_and_the_html_suits_mail_clients(
     text, html = reports.render_text(report), reports.render_html(report)
     job = fleet["switchover"].pk
     for part in (text, html):
-        for figure in ("mse-p1", "FAILOVER_ACTIVE", "TERMINATED", "automatic failover by the agents",
-                       "automatic failback by the agents", "CAS_ELEMENTS", "12 days left", "expired 3 days ago",
-                       UPDATE_ERROR, "steady around 2.0 ms"):
+        for figure in (
+            "mse-p1",
+            "FAILOVER_ACTIVE",
+            "TERMINATED",
+            "automatic failover by the agents",
+            "automatic failback by the agents",
+            "CAS_ELEMENTS",
+            "12 days left",
+            "expired 3 days ago",
+            UPDATE_ERROR,
+            "steady around 2.0 ms",
+        ):
             assert figure in part.replace("&#x27;", "'"), figure
     assert f"requested by operator1 (job #{job}): “{SWITCHOVER_REASON}”" in text
     assert f"requested by operator1 (job #{job}): “Replacing the primary&#x27;s power supply”" in html
@@ -151,8 +185,17 @@ def test_a_schedule_is_a_beat_periodic_task_on_the_crontab(schedule):
     assert task.task == "hapairs.tasks.report_send_scheduled" and json.loads(task.args) == [schedule.pk]
     assert task.enabled and (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("0", "7", "*")
     updated = services.report_schedule_update(
-        schedule=schedule, name="Weekday NOC report", recipients="noc@example.net", cadence="crontab",
-        send_at="07:00", weekday=1, crontab="30  6 * *  1-5", period_days=None, enabled=False, also_alerts=False)
+        schedule=schedule,
+        name="Weekday NOC report",
+        recipients="noc@example.net",
+        cadence="crontab",
+        send_at="07:00",
+        weekday=1,
+        crontab="30  6 * *  1-5",
+        period_days=None,
+        enabled=False,
+        also_alerts=False,
+    )
     task.refresh_from_db()
     assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("30", "6", "1-5")
     assert not task.enabled and updated.crontab == "30 6 * * 1-5" and updated.period_days == 1
@@ -163,8 +206,9 @@ def test_a_schedule_is_a_beat_periodic_task_on_the_crontab(schedule):
     assert HAEvent.objects.filter(description__startswith="Report schedule").count() == 3
 
 
-def test_the_beat_scheduled_report_arrives_by_smtp_with_both_parts(fleet, schedule, inbox, eager,
-                                                                    django_capture_on_commit_callbacks):
+def test_the_beat_scheduled_report_arrives_by_smtp_with_both_parts(
+    fleet, schedule, inbox, eager, django_capture_on_commit_callbacks
+):
     periodic = schedule.periodic_task
     task = celery_app.tasks[periodic.task]  # the task the PeriodicTask names, with its arguments
 
@@ -183,7 +227,10 @@ def test_the_beat_scheduled_report_arrives_by_smtp_with_both_parts(fleet, schedu
     job = fleet["switchover"].pk
     assert f"{timezone.localtime(fleet['pair1'].last_failover_at):%Y-%m-%d %H:%M}" in received.text
     assert f"Failover — requested by operator1 (job #{job}): “{SWITCHOVER_REASON}”" in received.text
-    assert "mse-s1  CAS_ELEMENTS (L-CAS_ELEM) × 100  expires" in received.text and "12 days left), evaluation" in received.text
+    assert (
+        "mse-s1  CAS_ELEMENTS (L-CAS_ELEM) × 100  expires" in received.text
+        and "12 days left), evaluation" in received.text
+    )
     assert "In the period: 2 failovers, 1 failback, 1 failed job, 0 split-brain alerts" in received.text
     assert "Health report — the last 24 hours" in received.html and "12 days left" in received.html
     assert f"requested by operator1 (job #{job})" in received.html
@@ -200,17 +247,27 @@ def test_the_beat_scheduled_report_arrives_by_smtp_with_both_parts(fleet, schedu
 
 
 def test_a_disabled_schedule_sends_nothing(schedule, inbox, eager, django_capture_on_commit_callbacks):
-    services.report_schedule_update(schedule=schedule, name=schedule.name, recipients=schedule.recipients,
-                                    cadence="daily", send_at="07:00", weekday=1, crontab="", period_days=1,
-                                    enabled=False, also_alerts=False)
+    services.report_schedule_update(
+        schedule=schedule,
+        name=schedule.name,
+        recipients=schedule.recipients,
+        cadence="daily",
+        send_at="07:00",
+        weekday=1,
+        crontab="",
+        period_days=1,
+        enabled=False,
+        also_alerts=False,
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.report_send_scheduled(schedule.pk) is None
     assert not Delivery.objects.exists() and not inbox.messages
 
 
 # --- SMTP down ---------------------------------------------------------------------------------------
-def test_smtp_refusing_for_a_while_is_retried_and_the_report_sent_once(fleet, schedule, inbox, eager,
-                                                                     django_capture_on_commit_callbacks):
+def test_smtp_refusing_for_a_while_is_retried_and_the_report_sent_once(
+    fleet, schedule, inbox, eager, django_capture_on_commit_callbacks
+):
     inbox.refuse_next = 2  # "451 try again later", twice
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -220,14 +277,18 @@ def test_smtp_refusing_for_a_while_is_retried_and_the_report_sent_once(fleet, sc
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.SENT, 3)
     assert [(a["n"], a["ok"], a["error"][:8]) for a in delivery.attempt_log] == [
-        (1, False, "SMTP 451"), (2, False, "SMTP 451"), (3, True, "")]
+        (1, False, "SMTP 451"),
+        (2, False, "SMTP 451"),
+        (3, True, ""),
+    ]
     # the retry message of a worker that had already sent it, or a resume: nothing twice
     assert tasks.delivery_send.apply(args=[delivery.pk]).get() is None
     assert len(inbox.messages) == 1
 
 
 def test_smtp_down_fails_after_the_retries_and_a_retry_sends_it_once_when_it_is_back(
-        fleet, schedule, settings, eager, django_capture_on_commit_callbacks):
+    fleet, schedule, settings, eager, django_capture_on_commit_callbacks
+):
     port = free_port()  # nothing listens there yet
     point_mail_at(settings, port)
     assert tasks.delivery_send.max_retries == 5 and tasks.delivery_send.retry_backoff == 30
@@ -289,8 +350,11 @@ def test_send_health_report_sends_one_now_and_says_so(fleet, inbox, capsys):
 
 def test_send_health_report_fails_loudly_when_the_mail_server_is_down(fleet, settings):
     point_mail_at(settings, free_port())
-    with pytest.raises(CommandError, match=r"Could not send it to ops@example.net via SMTP 127\.0\.0\.1:\d+: "
-                                           r"ConnectionRefusedError"):
+    with pytest.raises(
+        CommandError,
+        match=r"Could not send it to ops@example.net via SMTP 127\.0\.0\.1:\d+: "
+        r"ConnectionRefusedError",
+    ):
         call_command("send_health_report", "--to", "ops@example.net")
     assert Delivery.objects.get().status == DeliveryStatus.FAILED
     with pytest.raises(CommandError, match="--period-days must be 1 to 90, not 0"):
@@ -299,28 +363,40 @@ def test_send_health_report_fails_loudly_when_the_mail_server_is_down(fleet, set
         call_command("send_health_report", "--to", "ops@")
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--period-days", "x", "--to", "a@example.net"], "argument --period-days: invalid int value: 'x'"),
-    (["--period-days", "7"], "the following arguments are required: --to"),
-    (["--to", "a@example.net", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--period-days", "x", "--to", "a@example.net"], "argument --period-days: invalid int value: 'x'"),
+        (["--period-days", "7"], "the following arguments are required: --to"),
+        (["--to", "a@example.net", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
 def test_bad_flags_give_one_line_and_a_non_zero_exit(argv, says):
-    result = subprocess.run([sys.executable, "manage.py", "send_health_report", *argv], cwd=REPO,
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "DEBUG": "1"})
+    result = subprocess.run(
+        [sys.executable, "manage.py", "send_health_report", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DEBUG": "1"},
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"send_health_report: {says} (try --help)\n"
 
 
 # --- schedule input ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("fields, field, says", [
-    ({"cadence": "crontab", "crontab": "61 7 * * *"}, "crontab", "“61” is not a valid minute"),
-    ({"cadence": "crontab", "crontab": "0 7 * *"}, "crontab", "it has 4 fields, not 5"),
-    ({"cadence": "crontab", "crontab": ""}, "crontab", "it has 0 fields, not 5"),
-    ({"recipients": "noc@example.net, bob@"}, "recipients", "“bob@” is not an e-mail address"),
-    ({"recipients": " , "}, "recipients", "Give at least one e-mail address."),
-    ({"period_days": 91}, "period_days", "A report covers 1 to 90 days, not 91."),
-    ({"name": "  "}, "name", "Give the schedule a name."),
-])
+@pytest.mark.parametrize(
+    "fields, field, says",
+    [
+        ({"cadence": "crontab", "crontab": "61 7 * * *"}, "crontab", "“61” is not a valid minute"),
+        ({"cadence": "crontab", "crontab": "0 7 * *"}, "crontab", "it has 4 fields, not 5"),
+        ({"cadence": "crontab", "crontab": ""}, "crontab", "it has 0 fields, not 5"),
+        ({"recipients": "noc@example.net, bob@"}, "recipients", "“bob@” is not an e-mail address"),
+        ({"recipients": " , "}, "recipients", "Give at least one e-mail address."),
+        ({"period_days": 91}, "period_days", "A report covers 1 to 90 days, not 91."),
+        ({"name": "  "}, "name", "Give the schedule a name."),
+    ],
+)
 def test_a_bad_schedule_is_refused_and_nothing_is_written(fields, field, says):
     from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
@@ -337,8 +413,9 @@ def test_beat_reads_the_static_entries_and_the_report_schedules_from_the_databas
     from django_celery_beat.schedulers import DatabaseScheduler
 
     # (beat keeps in memory only the crontab entries due within two hours: this one always is)
-    schedule = services.report_schedule_create(name="Quarter-hourly", recipients="noc@example.net",
-                                               cadence="crontab", crontab="*/15 * * * *")
+    schedule = services.report_schedule_create(
+        name="Quarter-hourly", recipients="noc@example.net", cadence="crontab", crontab="*/15 * * * *"
+    )
 
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
     scheduler = DatabaseScheduler(app=celery_app)
@@ -367,7 +444,8 @@ def test_alert_settings_are_checked_with_the_variable_named():
 def test_a_webhook_without_its_secret_refuses_to_start():
     env = {**os.environ, "DEBUG": "1", "MSEPORTAL_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"}
     env.pop("MSEPORTAL_ALERT_WEBHOOK_SECRET", None)
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "MSEPORTAL_ALERT_WEBHOOK_URL is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not" in result.stderr

@@ -141,7 +141,9 @@ def test_n_to_1_table_is_what_the_guide_lists():
 
 def test_a_va_secondary_supports_1_to_1_only():
     existing = primary_node("VA-Low", n=1)
-    violations = rules.validate_pairing(primary_node("VA-Low", n=2), secondary_node("VA-High"), already_backed=[existing])
+    violations = rules.validate_pairing(
+        primary_node("VA-Low", n=2), secondary_node("VA-High"), already_backed=[existing]
+    )
     assert rules_broken(violations) == {"va_one_to_one"}
     assert "A virtual appliance supports 1:1 only" in violations[0].message
 

@@ -18,14 +18,29 @@ from nodeagent import protocol
 pytestmark = pytest.mark.django_db
 
 HEALTHY = {  # what the poller records for an Active pair
-    "primary_state": "PRIMARY_ACTIVE", "secondary_state": "SECONDARY_ACTIVE", "heartbeat": "up",
-    "replication": "up", "sync_percent": 100, "primary_reachable": True, "secondary_reachable": True,
-    "primary_services_up": True, "secondary_services_up": True, "primary_generation": 1,
-    "secondary_generation": 1, "generation": 1, "primary_in_charge": True,
+    "primary_state": "PRIMARY_ACTIVE",
+    "secondary_state": "SECONDARY_ACTIVE",
+    "heartbeat": "up",
+    "replication": "up",
+    "sync_percent": 100,
+    "primary_reachable": True,
+    "secondary_reachable": True,
+    "primary_services_up": True,
+    "secondary_services_up": True,
+    "primary_generation": 1,
+    "secondary_generation": 1,
+    "generation": 1,
+    "primary_in_charge": True,
 }
 FAILED_OVER = {
-    **HEALTHY, "primary_state": "TERMINATED", "secondary_state": "FAILOVER_ACTIVE", "primary_generation": 2,
-    "secondary_generation": 2, "generation": 2, "primary_in_charge": False, "secondary_in_charge": True,
+    **HEALTHY,
+    "primary_state": "TERMINATED",
+    "secondary_state": "FAILOVER_ACTIVE",
+    "primary_generation": 2,
+    "secondary_generation": 2,
+    "generation": 2,
+    "primary_in_charge": False,
+    "secondary_in_charge": True,
 }
 
 
@@ -37,8 +52,9 @@ def ha_pair_factory(make_appliance):
     poller would write. Addresses only, in 127.73.0.0/16: nothing listens there."""
 
     def make(n: int, *, secondary: Appliance | None = None, primary_type: str = "3350", **status) -> HAPair:
-        primary = make_appliance(name=f"p{n:02d}", device_type=primary_type, hm_ip=f"127.73.1.{n}",
-                                 vip=f"127.73.2.{n}", vip_prefixlen=16)
+        primary = make_appliance(
+            name=f"p{n:02d}", device_type=primary_type, hm_ip=f"127.73.1.{n}", vip=f"127.73.2.{n}", vip_prefixlen=16
+        )
         secondary = secondary or make_appliance(name=f"s{n:02d}", device_type="3355", hm_ip=f"127.73.3.{n}")
         pair = services.ha_pair_create(primary=primary, secondary=secondary)
         if status:
@@ -59,14 +75,26 @@ def license_line(make_appliance):
     """``license_line(appliance, feature, status=..., expires_in_days=None)``: one line of its own file."""
     made = []
 
-    def make(appliance, feature="MSE_ACTIVATION", *, status=LicenseStatus.VERIFIED, expires_in_days=None,
-             installed_on=None) -> License:
+    def make(
+        appliance, feature="MSE_ACTIVATION", *, status=LicenseStatus.VERIFIED, expires_in_days=None, installed_on=None
+    ) -> License:
         n = len(made)
-        stored = LicenseFile.objects.create(filename=f"{appliance.name}-{n}.lic", sha256=f"{appliance.pk:032d}{n:032d}",
-                                            content=f"INCREMENT {feature} ({n})", appliance=appliance)
+        stored = LicenseFile.objects.create(
+            filename=f"{appliance.name}-{n}.lic",
+            sha256=f"{appliance.pk:032d}{n:032d}",
+            content=f"INCREMENT {feature} ({n})",
+            appliance=appliance,
+        )
         expires = timezone.localdate() + timedelta(days=expires_in_days) if expires_in_days is not None else None
-        line = License.objects.create(source_file=stored, feature=feature, count=1, host_udi="ANY", status=status,
-                                      expires_on=expires, installed_on=installed_on)
+        line = License.objects.create(
+            source_file=stored,
+            feature=feature,
+            count=1,
+            host_udi="ANY",
+            status=status,
+            expires_on=expires,
+            installed_on=installed_on,
+        )
         made.append(line)
         return line
 
@@ -86,11 +114,20 @@ def license_line(make_appliance):
         ({"on_other": True}, False),  # another appliance's file
         ({"status": LicenseStatus.INSTALLED, "installed_here": False}, False),  # installed elsewhere
     ],
-    ids=["verified", "installed", "expires-later", "expired", "removed", "other-feature", "other-file",
-         "installed-elsewhere"],
+    ids=[
+        "verified",
+        "installed",
+        "expires-later",
+        "expired",
+        "removed",
+        "other-feature",
+        "other-file",
+        "installed-elsewhere",
+    ],
 )
-def test_a_virtual_appliance_is_activated_only_by_its_own_live_activation_license(make_appliance, license_line, line,
-                                                                                   activated):
+def test_a_virtual_appliance_is_activated_only_by_its_own_live_activation_license(
+    make_appliance, license_line, line, activated
+):
     # Given a VA and one license line as described
     va = make_appliance(name="va1", device_type="VA-High")
     other = make_appliance(name="va2", device_type="VA-High")
@@ -118,8 +155,14 @@ def test_license_files_are_newest_first_with_their_lines_in_three_queries_at_mos
     # When the licenses page reads them, lines and installed appliances included
     with django_assert_max_num_queries(3):
         files = selectors.license_files()
-        seen = [(f.appliance.name, f.uploaded_by, [(line.feature, line.installed_on and line.installed_on.name)
-                                                   for line in f.licenses.all()]) for f in files]
+        seen = [
+            (
+                f.appliance.name,
+                f.uploaded_by,
+                [(line.feature, line.installed_on and line.installed_on.name) for line in f.licenses.all()],
+            )
+            for f in files
+        ]
     only_first = selectors.license_files(appliance=first)
 
     # Then every file is there, newest first, and the filter keeps one appliance's files
@@ -158,8 +201,9 @@ def test_the_appliance_filters_select_the_right_rows(ha_pair_factory, make_appli
     assert sorted(found.values_list("name", flat=True)) == names
 
 
-def test_the_appliance_lists_cost_the_same_queries_at_any_size(ha_pair_factory, make_appliance,
-                                                             django_assert_num_queries):
+def test_the_appliance_lists_cost_the_same_queries_at_any_size(
+    ha_pair_factory, make_appliance, django_assert_num_queries
+):
     # Given a secondary backing two primaries, and a larger fleet of unpaired nodes
     s01 = ha_pair_factory(1).secondary
     ha_pair_factory(2, secondary=s01)
@@ -168,9 +212,15 @@ def test_the_appliance_lists_cost_the_same_queries_at_any_size(ha_pair_factory, 
 
     def page(**kwargs):
         rows = selectors.appliance_page(selectors.appliance_filtered(), **kwargs)
-        return [(a.name, getattr(getattr(a, "ha_pair_as_primary", None), "secondary", None) and
-                 a.ha_pair_as_primary.secondary.name, [p.primary.name for p in a.ha_pairs_as_secondary.all()])
-                for a in rows]
+        return [
+            (
+                a.name,
+                getattr(getattr(a, "ha_pair_as_primary", None), "secondary", None)
+                and a.ha_pair_as_primary.secondary.name,
+                [p.primary.name for p in a.ha_pairs_as_secondary.all()],
+            )
+            for a in rows
+        ]
 
     # When the screen reads a small page and a large page, with each row's pairs, and the
     # API reads its rows
@@ -188,8 +238,9 @@ def test_the_appliance_lists_cost_the_same_queries_at_any_size(ha_pair_factory, 
     assert api_rows == [("p01", "s01"), ("p02", "s01"), ("s01", None), ("u00", None)]
 
 
-def test_the_pair_of_an_appliance_and_the_overview_of_secondaries(ha_pair_factory, make_appliance,
-                                                                  django_assert_num_queries):
+def test_the_pair_of_an_appliance_and_the_overview_of_secondaries(
+    ha_pair_factory, make_appliance, django_assert_num_queries
+):
     # Given s01 backing p01 (slot 1) and p02 (slot 2), s03 backing p03, and an unpaired appliance
     first = ha_pair_factory(1)
     second = ha_pair_factory(2, secondary=first.secondary)
@@ -203,8 +254,10 @@ def test_the_pair_of_an_appliance_and_the_overview_of_secondaries(ha_pair_factor
         assert of_secondary.primary.name == "p01"
     of_primaries = [selectors.pair_for(Appliance.objects.get(name=name)).pk for name in ("p01", "p02")]
     with django_assert_num_queries(2):
-        overview = [(secondary.name, [pair.primary.name for pair in pairs])
-                    for secondary, pairs in selectors.ha_overview(selectors.ha_overview_secondaries())]
+        overview = [
+            (secondary.name, [pair.primary.name for pair in pairs])
+            for secondary, pairs in selectors.ha_overview(selectors.ha_overview_secondaries())
+        ]
 
     # Then a primary finds its own pair, a secondary the one in its first slot, the unpaired none;
     # and each secondary lists its primaries by slot
@@ -222,7 +275,11 @@ def test_the_pair_of_an_appliance_and_the_overview_of_secondaries(ha_pair_factor
         ({"secondary_reachable": False}, "Both nodes reachable", "s01 is not answering the portal."),
         ({"switch_allowed_at": "future"}, "Stabilisation window over", "switchover is allowed from"),
         ({"primary_generation": 2}, "Generation agreed", "portal 1, p01 2, s01 1"),
-        ({"secondary_state": "TERMINATED"}, "Primary active, secondary standing by", "they are PRIMARY_ACTIVE and TERMINATED"),
+        (
+            {"secondary_state": "TERMINATED"},
+            "Primary active, secondary standing by",
+            "they are PRIMARY_ACTIVE and TERMINATED",
+        ),
         ({"heartbeat": "down"}, "Heartbeats up", "Heartbeats are down"),
         ({"sync_percent": 80}, "Data replication in sync", "(80% synchronised)"),
         ({"job": True}, "No other job running", "is still running on this pair"),
@@ -272,7 +329,11 @@ def test_the_preflight_allows_a_switchover_of_a_healthy_pair_and_a_failback_afte
     [
         ({"status_updated_at": None}, "High Availability configuration is being created", True),
         ({**HEALTHY}, "Active", False),
-        ({**HEALTHY, "sync_percent": 40, "replication": "setting_up"}, "synchronization in progress (40% complete)", True),
+        (
+            {**HEALTHY, "sync_percent": 40, "replication": "setting_up"},
+            "synchronization in progress (40% complete)",
+            True,
+        ),
         ({**FAILED_OVER}, "Instance is in failover active state", False),
         ({**HEALTHY, "primary_state": "FAILOVER_INVOKED"}, "FAILOVER_INVOKED / SECONDARY_ACTIVE", True),
         ({**HEALTHY, "status_text": "What the agent says"}, "What the agent says", False),
@@ -300,12 +361,23 @@ def test_the_status_screen_reads_the_newest_events_with_who_asked_and_the_heartb
     # Given a pair with many events, the newest caused by an operator's job,
     base = timezone.now() + timedelta(seconds=1)  # after the pair's own "recorded" event
     for minute in range(8):
-        HAEvent.objects.create(pair=ha_pair, description=f"event {minute}", generated_by="Primary",
-                               timestamp=base + timedelta(minutes=minute))
-    job = Job.objects.create(kind=JobKind.SWITCHOVER, pair=ha_pair, requested_by=operator_user, reason="patching",
-                             status=JobStatus.SUCCEEDED)
-    HAEvent.objects.create(pair=ha_pair, job=job, code="failover_active", description="Instance is in failover active state",
-                           generated_by="Secondary", timestamp=base + timedelta(minutes=30))
+        HAEvent.objects.create(
+            pair=ha_pair,
+            description=f"event {minute}",
+            generated_by="Primary",
+            timestamp=base + timedelta(minutes=minute),
+        )
+    job = Job.objects.create(
+        kind=JobKind.SWITCHOVER, pair=ha_pair, requested_by=operator_user, reason="patching", status=JobStatus.SUCCEEDED
+    )
+    HAEvent.objects.create(
+        pair=ha_pair,
+        job=job,
+        code="failover_active",
+        description="Instance is in failover active state",
+        generated_by="Secondary",
+        timestamp=base + timedelta(minutes=30),
+    )
 
     # and seven heartbeat samples, a minute apart
     for minute in range(7):
@@ -318,10 +390,20 @@ def test_the_status_screen_reads_the_newest_events_with_who_asked_and_the_heartb
 
     # Then the events are newest first, the newest naming the requester and the reason
     assert [event["description"] for event in status["events"]] == [
-        "Instance is in failover active state", "event 7", "event 6", "event 5", "event 4"]
+        "Instance is in failover active state",
+        "event 7",
+        "event 6",
+        "event 5",
+        "event 4",
+    ]
     newest = status["events"][0]
     assert (newest["requested_by"], newest["reason"]) == ("operator1", "patching")
-    assert (status["primary"], status["secondary"], status["vip"], status["status"]) == ("p01", "s01", "127.73.2.1", "Active")
+    assert (status["primary"], status["secondary"], status["vip"], status["status"]) == (
+        "p01",
+        "s01",
+        "127.73.2.1",
+        "Active",
+    )
     # and the chart gets the three newest samples, oldest first
     assert [ms for _, ms in history] == [4.0, 5.0, 6.0]
 
@@ -332,10 +414,14 @@ def test_an_appliances_gethainfo_is_read_from_its_agent_or_says_why_not(tmp_path
     # agent answers something that cannot be shown
     settings.AGENT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     net = fresh_subnet(73, settings.AGENT_PORT)
-    farm = AgentFarm(tmp_path, node_toml("mse-out", "3355", "primary", f"{net}.2", "pw-out", vip=f"{net}.1"),
-                     port=settings.AGENT_PORT).start()
-    odd = ScriptedAgent(f"{net}.4", settings.AGENT_PORT, "pw-odd",
-                        {("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": "none"})]}).start()
+    farm = AgentFarm(
+        tmp_path,
+        node_toml("mse-out", "3355", "primary", f"{net}.2", "pw-out", vip=f"{net}.1"),
+        port=settings.AGENT_PORT,
+    ).start()
+    odd = ScriptedAgent(
+        f"{net}.4", settings.AGENT_PORT, "pw-odd", {("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": "none"})]}
+    ).start()
     up = make_appliance(name="mse-out", hm_ip=f"{net}.2", vip=f"{net}.1", vip_prefixlen=24, password="pw-out")
     down = make_appliance(name="mse-down", hm_ip=f"{net}.3")
     strange = make_appliance(name="mse-odd", hm_ip=f"{net}.4", password="pw-odd")

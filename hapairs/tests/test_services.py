@@ -26,8 +26,12 @@ def seed_2_to_1(make_appliance):
 
 def primary_3310(make_appliance, n):
     return make_appliance(
-        name=f"extra{n}", device_type="3310", hm_ip=f"127.10.10.{30 + n}", vip=f"127.10.10.{60 + n}",
-        vip_prefixlen=24, role="primary",
+        name=f"extra{n}",
+        device_type="3310",
+        hm_ip=f"127.10.10.{30 + n}",
+        vip=f"127.10.10.{60 + n}",
+        vip_prefixlen=24,
+        role="primary",
     )
 
 
@@ -114,9 +118,7 @@ def test_a_secondary_cannot_become_a_primary(seed_2_to_1, make_appliance):
 
 
 # --- concurrency (PostgreSQL: real row locks and real concurrent transactions) -------
-pg_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="needs PostgreSQL (CI sets DATABASE_URL)"
-)
+pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL (CI sets DATABASE_URL)")
 
 
 def _race(functions):
@@ -201,7 +203,9 @@ def _given_two_3355(make_appliance):
 
 def _given_s3355_primary_of_another_pair(make_appliance):
     s3355 = make_appliance(name="s3355", device_type="3355", hm_ip="127.10.10.16", vip="127.10.11.16", vip_prefixlen=16)
-    services.ha_pair_create(primary=s3355, secondary=make_appliance(name="t3355", device_type="3355", hm_ip="127.10.10.19"))
+    services.ha_pair_create(
+        primary=s3355, secondary=make_appliance(name="t3355", device_type="3355", hm_ip="127.10.10.19")
+    )
 
 
 def _given_a_smaller_secondary(make_appliance):
@@ -210,29 +214,38 @@ def _given_a_smaller_secondary(make_appliance):
 
 PRECONDITIONS = {
     "its own secondary": (
-        _given_two_3355, {"secondary_name": "p3355", "secondary_ip": "127.10.10.15"},
+        _given_two_3355,
+        {"secondary_name": "p3355", "secondary_ip": "127.10.10.15"},
         {"secondary_name": ["p3355 cannot be its own secondary."]},
     ),
     "another health monitor ip": (
-        _given_two_3355, {"secondary_name": "s3355", "secondary_ip": "127.10.10.99"},
+        _given_two_3355,
+        {"secondary_name": "s3355", "secondary_ip": "127.10.10.99"},
         {"secondary_ip": ["s3355's Health Monitor IP is 127.10.10.16, not 127.10.10.99."]},
     ),
     "the ip of another appliance": (
-        _given_two_3355, {"secondary_name": "new", "secondary_ip": "127.10.10.16"},
+        _given_two_3355,
+        {"secondary_name": "new", "secondary_ip": "127.10.10.16"},
         {"secondary_ip": ["127.10.10.16 is registered as s3355, not new."]},
     ),
     "an unknown secondary without its password": (
-        _given_two_3355, {"secondary_name": "new", "secondary_ip": "127.10.99.50"},
+        _given_two_3355,
+        {"secondary_name": "new", "secondary_ip": "127.10.99.50"},
         {"secondary_password": ["Enter new's password: the portal must contact it to pair it."]},
     ),
     "the primary of another pair": (
-        _given_s3355_primary_of_another_pair, {"secondary_name": "s3355", "secondary_ip": "127.10.10.16"},
+        _given_s3355_primary_of_another_pair,
+        {"secondary_name": "s3355", "secondary_ip": "127.10.10.16"},
         {"secondary_name": ["s3355 is the primary of another pair; it cannot be a secondary."]},
     ),
     "a pairing rule": (
-        _given_a_smaller_secondary, {"secondary_name": "s3310", "secondary_ip": "127.10.10.17"},
-        {"secondary_name": ["MSE-3310 cannot back up an MSE-3355: the secondary must be of equal or higher "
-                            "specification."]},
+        _given_a_smaller_secondary,
+        {"secondary_name": "s3310", "secondary_ip": "127.10.10.17"},
+        {
+            "secondary_name": [
+                "MSE-3310 cannot back up an MSE-3355: the secondary must be of equal or higher specification."
+            ]
+        },
     ),
 }
 
@@ -240,7 +253,9 @@ PRECONDITIONS = {
 @pytest.mark.parametrize("case", list(PRECONDITIONS))
 def test_the_live_check_and_the_save_refuse_with_the_same_sentences_and_write_nothing(make_appliance, case):
     # Given a 3355 primary and the case's other appliances
-    primary = make_appliance(name="p3355", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24)
+    primary = make_appliance(
+        name="p3355", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24
+    )
     given, typed, expected = PRECONDITIONS[case]
     given(make_appliance)
     before = (Appliance.objects.count(), HAPair.objects.count(), HAEvent.objects.count())
@@ -255,14 +270,21 @@ def test_the_live_check_and_the_save_refuse_with_the_same_sentences_and_write_no
 
 
 def test_the_live_check_of_a_pairing_that_passes_says_what_it_knows_of_the_secondary(make_appliance):
-    primary = make_appliance(name="p3355", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24)
+    primary = make_appliance(
+        name="p3355", device_type="3355", hm_ip="127.10.10.15", vip="127.10.10.14", vip_prefixlen=24
+    )
     make_appliance(name="s3355", device_type="3355", hm_ip="127.10.10.16", udi="AIR-MSE-3355-K9:V01:S1")
     check = services.ha_configure_check(primary=primary, secondary_name="s3355", secondary_ip="127.10.10.16")
     assert check.errors == {} and check.secondary.name == "s3355" and check.discovered is None
-    assert check.facts == {"udi": "AIR-MSE-3355-K9:V01:S1", "activation": "", "device_type": "MSE-3355",
-                           "version": "7.2.103.0"}
-    pair, job = services.ha_configure(primary=primary, secondary_name="s3355", secondary_ip="127.10.10.16",
-                                      secondary_password="")
+    assert check.facts == {
+        "udi": "AIR-MSE-3355-K9:V01:S1",
+        "activation": "",
+        "device_type": "MSE-3355",
+        "version": "7.2.103.0",
+    }
+    pair, job = services.ha_configure(
+        primary=primary, secondary_name="s3355", secondary_ip="127.10.10.16", secondary_password=""
+    )
     assert (pair.primary, pair.secondary.name, job.kind) == (primary, "s3355", "configure_ha")
 
 
@@ -281,7 +303,9 @@ def test_issuing_and_revoking_a_token_is_recorded_with_who_for_whom_and_never_th
         ("token_revoked", "API token revoked for operator1", "admin1", None, None),
     ]
     assert [e.remarks for e in events] == [
-        f"Token {first[:12]}…", f"Token {second[:12]}…; the previous token stops working.", f"Token {second[:12]}…",
+        f"Token {first[:12]}…",
+        f"Token {second[:12]}…; the previous token stops working.",
+        f"Token {second[:12]}…",
     ]
     assert not any(token[12:] in event.remarks for event in events for token in (first, second))
     assert services.api_token_user(second) is None

@@ -23,8 +23,11 @@ PRODUCTION_ENV = {
 
 
 def run_manage(*args, env_overrides):
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }
     env.update(env_overrides)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
@@ -59,10 +62,19 @@ def test_the_suite_uses_the_database_and_broker_the_environment_names():
 @pytest.mark.parametrize(
     "url,expected",
     [
-        ("smtp://mail.example.net:2525", {"EMAIL_HOST": "mail.example.net", "EMAIL_PORT": 2525, "EMAIL_USE_TLS": False}),
-        ("smtp+tls://u:p%40ss@mail.example.net", {"EMAIL_PORT": 587, "EMAIL_USE_TLS": True, "EMAIL_HOST_PASSWORD": "p@ss"}),
+        (
+            "smtp://mail.example.net:2525",
+            {"EMAIL_HOST": "mail.example.net", "EMAIL_PORT": 2525, "EMAIL_USE_TLS": False},
+        ),
+        (
+            "smtp+tls://u:p%40ss@mail.example.net",
+            {"EMAIL_PORT": 587, "EMAIL_USE_TLS": True, "EMAIL_HOST_PASSWORD": "p@ss"},
+        ),
         ("smtps://mail.example.net", {"EMAIL_PORT": 465, "EMAIL_USE_SSL": True}),
-        ("smtp://127.0.0.1:1025?from=noc@example.net&timeout=3", {"DEFAULT_FROM_EMAIL": "noc@example.net", "EMAIL_TIMEOUT": 3.0}),
+        (
+            "smtp://127.0.0.1:1025?from=noc@example.net&timeout=3",
+            {"DEFAULT_FROM_EMAIL": "noc@example.net", "EMAIL_TIMEOUT": 3.0},
+        ),
         ("console://", {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}),
         ("file:///tmp/mails", {"EMAIL_FILE_PATH": "/tmp/mails"}),
     ],
@@ -116,7 +128,12 @@ def test_a_renamed_variable_is_still_read_under_its_old_name_until_the_new_one_i
 
 def test_a_bad_value_under_the_old_name_is_refused_naming_the_old_name():
     environ = {"MSEPORTAL_LICENCE_WARN_DAYS": "soon"}
-    assert env_name(environ, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS") == "MSEPORTAL_LICENCE_WARN_DAYS"
-    assert env_name({"MSEPORTAL_LICENSE_WARN_DAYS": " "}, "MSEPORTAL_LICENSE_WARN_DAYS", "X") == "MSEPORTAL_LICENSE_WARN_DAYS"
+    assert (
+        env_name(environ, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS") == "MSEPORTAL_LICENCE_WARN_DAYS"
+    )
+    assert (
+        env_name({"MSEPORTAL_LICENSE_WARN_DAYS": " "}, "MSEPORTAL_LICENSE_WARN_DAYS", "X")
+        == "MSEPORTAL_LICENSE_WARN_DAYS"
+    )
     with pytest.raises(ConfigError, match="MSEPORTAL_LICENCE_WARN_DAYS='soon'"):
         env_int(environ, env_name(environ, "MSEPORTAL_LICENSE_WARN_DAYS", "MSEPORTAL_LICENCE_WARN_DAYS"), 30)

@@ -20,21 +20,44 @@ def pair(make_appliance):
 
 
 def info(peer_ip, state, *, in_charge, generation=1, sync=100, heartbeat="up", replication="up", status="Active"):
-    return HAInfo(node="n", running=True, role="", generation=generation, peers=[PeerStatus(
-        peer_hm_ip=peer_ip, state=state, running=True, heartbeat=heartbeat, replication=replication, sync_percent=sync,
-        mean_heartbeat_ms=0.7, generation=generation, in_charge=in_charge, status=status, allowed_switch_at=None,
-        instance_db_name="mseos3",
-    )])
+    return HAInfo(
+        node="n",
+        running=True,
+        role="",
+        generation=generation,
+        peers=[
+            PeerStatus(
+                peer_hm_ip=peer_ip,
+                state=state,
+                running=True,
+                heartbeat=heartbeat,
+                replication=replication,
+                sync_percent=sync,
+                mean_heartbeat_ms=0.7,
+                generation=generation,
+                in_charge=in_charge,
+                status=status,
+                allowed_switch_at=None,
+                instance_db_name="mseos3",
+            )
+        ],
+    )
 
 
 def test_a_healthy_pair_is_recorded(pair):
-    status_record([
-        PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)),
-        PollResult(pair.secondary_id, info("127.10.10.15", "SECONDARY_ACTIVE", in_charge=False)),
-    ])
+    status_record(
+        [
+            PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)),
+            PollResult(pair.secondary_id, info("127.10.10.15", "SECONDARY_ACTIVE", in_charge=False)),
+        ]
+    )
     pair.refresh_from_db()
     assert (pair.primary_state, pair.secondary_state, pair.heartbeat, pair.replication) == (
-        "PRIMARY_ACTIVE", "SECONDARY_ACTIVE", "up", "up")
+        "PRIMARY_ACTIVE",
+        "SECONDARY_ACTIVE",
+        "up",
+        "up",
+    )
     assert pair.mean_heartbeat_ms == 0.7 and not pair.split_brain
     pair.primary.refresh_from_db()
     assert pair.primary.reachability == "reachable"
@@ -67,7 +90,9 @@ def test_an_unreachable_node_is_recorded_as_such(pair):
 
 
 def test_the_generation_only_grows(pair):
-    status_record([PollResult(pair.secondary_id, info("127.10.10.15", "FAILOVER_ACTIVE", in_charge=True, generation=5))])
+    status_record(
+        [PollResult(pair.secondary_id, info("127.10.10.15", "FAILOVER_ACTIVE", in_charge=True, generation=5))]
+    )
     status_record([PollResult(pair.primary_id, info("127.10.10.16", "TERMINATED", in_charge=False, generation=4))])
     assert HAPair.objects.get(pk=pair.pk).generation == 5
 
@@ -79,8 +104,16 @@ def test_a_node_whose_event_log_restarted_gets_its_new_events_stored(pair):
     from hapairs.models import Appliance
 
     def event(seq, text):
-        return AgentEvent(seq=seq, code="note", description=text, generated_by="Primary", timestamp=timezone.now(), remarks="",
-                          generation=1, peer_hm_ip="127.10.10.16")
+        return AgentEvent(
+            seq=seq,
+            code="note",
+            description=text,
+            generated_by="Primary",
+            timestamp=timezone.now(),
+            remarks="",
+            generation=1,
+            peer_hm_ip="127.10.10.16",
+        )
 
     healthy = info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)
     status_record([PollResult(pair.primary_id, healthy, events=[event(1, "old one"), event(2, "old two")], last_seq=2)])
@@ -104,15 +137,27 @@ def test_the_services_status_follows_what_the_node_reports(pair):
 
     def reported(cas):
         base = info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)
-        return HAInfo(node=base.node, running=True, role="primary", generation=1, peers=base.peers, services=[
-            ServiceStatus(name="Context Aware Service", version="8.0.1.79", admin_status="Enabled", service_status=cas),
-            ServiceStatus(name="WIPS", version="3.0", admin_status="Disabled", service_status="Down"),
-        ])
+        return HAInfo(
+            node=base.node,
+            running=True,
+            role="primary",
+            generation=1,
+            peers=base.peers,
+            services=[
+                ServiceStatus(
+                    name="Context Aware Service", version="8.0.1.79", admin_status="Enabled", service_status=cas
+                ),
+                ServiceStatus(name="WIPS", version="3.0", admin_status="Disabled", service_status="Down"),
+            ],
+        )
 
     status_record([PollResult(pair.primary_id, reported("Up"))])
     services = Appliance.objects.get(pk=pair.primary_id).services
-    assert services[0] == {"name": "Context Aware Service", "version": "8.0.1.79", "admin_status": "Enabled",
-                           "service_status": "Up"} and len(services) == 2
+    assert (
+        services[0]
+        == {"name": "Context Aware Service", "version": "8.0.1.79", "admin_status": "Enabled", "service_status": "Up"}
+        and len(services) == 2
+    )
     status_record([PollResult(pair.primary_id, reported("Down"))])
     assert Appliance.objects.get(pk=pair.primary_id).services[0]["service_status"] == "Down"
     # an agent that says nothing about its services leaves them as they were

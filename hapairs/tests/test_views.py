@@ -92,16 +92,27 @@ def test_the_admin_never_shows_the_password_back(client, admin_user_, make_appli
 def test_the_admin_adds_an_appliance_through_the_service_and_keeps_the_password_if_blank(client, admin_user_):
     client.force_login(admin_user_)
     form = {
-        "name": "mse1", "device_type": "VA-Low", "version": "7.2.103.0", "udi": "", "role": "primary",
-        "contact_name": "", "hm_ip": "127.10.10.12", "vip": "127.10.10.11", "vip_prefixlen": "24",
-        "direct_connect": "", "username": "admin", "password": "first-pw",
+        "name": "mse1",
+        "device_type": "VA-Low",
+        "version": "7.2.103.0",
+        "udi": "",
+        "role": "primary",
+        "contact_name": "",
+        "hm_ip": "127.10.10.12",
+        "vip": "127.10.10.11",
+        "vip_prefixlen": "24",
+        "direct_connect": "",
+        "username": "admin",
+        "password": "first-pw",
     }
     response = client.post("/admin/hapairs/appliance/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
     node = Appliance.objects.get(name="mse1")
     assert node.get_password() == "first-pw"
     assert node.events.filter(description="Mobility Services Engine added").exists()
-    response = client.post(f"/admin/hapairs/appliance/{node.pk}/change/", {**form, "password": "", "contact_name": "NOC"})
+    response = client.post(
+        f"/admin/hapairs/appliance/{node.pk}/change/", {**form, "password": "", "contact_name": "NOC"}
+    )
     assert response.status_code == 302
     node.refresh_from_db()
     assert node.contact_name == "NOC" and node.get_password() == "first-pw"
@@ -112,7 +123,14 @@ def test_the_admin_refuses_an_appliance_without_a_password(client, admin_user_):
     client.force_login(admin_user_)
     response = client.post(
         "/admin/hapairs/appliance/add/",
-        {"name": "mse1", "device_type": "3355", "version": "7.2.103.0", "role": "none", "hm_ip": "127.10.10.12", "username": "admin"},
+        {
+            "name": "mse1",
+            "device_type": "3355",
+            "version": "7.2.103.0",
+            "role": "none",
+            "hm_ip": "127.10.10.12",
+            "username": "admin",
+        },
     )
     assert response.status_code == 200
     assert b"Enter the appliance&#x27;s password." in response.content
@@ -135,22 +153,42 @@ def test_the_admin_cannot_change_a_paired_nodes_addresses_and_records_what_it_ma
     assert 'name="contact_name"' in page and 'name="password"' in page
     assert not any(f'name="{field}"' in page for field in ("name", "hm_ip", "vip", "vip_prefixlen", "device_type"))
     # When an Admin posts new addresses, a new identity, a contact and a new password
-    response = client.post(f"/admin/hapairs/appliance/{primary.pk}/change/", {
-        "name": "renamed", "device_type": "3310", "hm_ip": "127.10.10.99", "vip": "127.10.10.98", "vip_prefixlen": "16",
-        "username": "root", "role": "secondary", "contact_name": "NOC Lyon", "password": "rotated-pw-1",
-    })
+    response = client.post(
+        f"/admin/hapairs/appliance/{primary.pk}/change/",
+        {
+            "name": "renamed",
+            "device_type": "3310",
+            "hm_ip": "127.10.10.99",
+            "vip": "127.10.10.98",
+            "vip_prefixlen": "16",
+            "username": "root",
+            "role": "secondary",
+            "contact_name": "NOC Lyon",
+            "password": "rotated-pw-1",
+        },
+    )
     # Then only the contact and the password change, each through its service with an event
     assert response.status_code == 302
     primary.refresh_from_db()
     assert (primary.name, primary.device_type, primary.hm_ip, primary.vip, primary.vip_prefixlen, primary.username) == (
-        "p1", "3355", "127.10.10.15", "127.10.10.14", 24, "admin")
+        "p1",
+        "3355",
+        "127.10.10.15",
+        "127.10.10.14",
+        24,
+        "admin",
+    )
     assert primary.contact_name == "NOC Lyon" and primary.get_password() == "rotated-pw-1"
     events = {event.code: event for event in HAEvent.objects.filter(appliance=primary, generated_by="admin1")}
     assert set(events) == {EventCode.APPLIANCE_CHANGED, EventCode.APPLIANCE_PASSWORD_CHANGED}
     assert events[EventCode.APPLIANCE_CHANGED].remarks == "Contact name: “” → “NOC Lyon”."
     # And saving it again unchanged records nothing
-    assert client.post(f"/admin/hapairs/appliance/{primary.pk}/change/",
-                       {"contact_name": "NOC Lyon", "password": ""}).status_code == 302
+    assert (
+        client.post(
+            f"/admin/hapairs/appliance/{primary.pk}/change/", {"contact_name": "NOC Lyon", "password": ""}
+        ).status_code
+        == 302
+    )
     assert HAEvent.objects.filter(appliance=primary, generated_by="admin1").count() == 2
 
 
@@ -161,8 +199,10 @@ def test_the_admin_shows_a_pair_read_only_and_refuses_to_change_it(client, admin
     assert page.status_code == 200
     assert 'name="failover_wait"' not in page.content.decode() and 'name="_save"' not in page.content.decode()
     events = HAEvent.objects.count()
-    response = client.post(f"/admin/hapairs/hapair/{paired.pk}/change/",
-                           {"failover_type": "automatic", "failover_wait": "99", "maintenance": "on"})
+    response = client.post(
+        f"/admin/hapairs/hapair/{paired.pk}/change/",
+        {"failover_type": "automatic", "failover_wait": "99", "maintenance": "on"},
+    )
     assert response.status_code == 403
     paired.refresh_from_db()
     assert (paired.failover_type, paired.failover_wait, paired.maintenance) == ("manual", 10, False)

@@ -3,20 +3,59 @@
 
 from hapairs.views.appliances import home, mse_add, mse_add_step, mse_agent_text, mse_detail, mse_list
 from hapairs.views.ha import (
-    ha_configure, ha_delete, ha_maintenance, ha_overview, ha_recover, ha_refresh, ha_status, ha_switch,
+    ha_configure,
+    ha_delete,
+    ha_maintenance,
+    ha_overview,
+    ha_recover,
+    ha_refresh,
+    ha_status,
+    ha_switch,
 )
 from hapairs.views.health import healthz
 from hapairs.views.jobs import job_cancel, job_detail, job_list
 from hapairs.views.licenses import license_list, license_remove, license_upload
 from hapairs.views.reports import (
-    report_delivery, report_delivery_retry, report_list, report_mailbox, report_mailbox_message, report_preview,
-    report_schedule_delete, report_schedule_edit, report_send,
+    report_delivery,
+    report_delivery_retry,
+    report_list,
+    report_mailbox,
+    report_mailbox_message,
+    report_preview,
+    report_schedule_delete,
+    report_schedule_edit,
+    report_send,
 )
 
 __all__ = [
-    "ha_configure", "ha_delete", "ha_maintenance", "ha_overview", "ha_recover", "ha_refresh", "ha_status", "ha_switch",
-    "healthz", "home", "job_cancel", "job_detail", "job_list", "license_list", "license_remove", "license_upload",
-    "mse_add", "mse_add_step", "mse_agent_text", "mse_detail", "mse_list",
-    "report_delivery", "report_delivery_retry", "report_list", "report_mailbox", "report_mailbox_message",
-    "report_preview", "report_schedule_delete", "report_schedule_edit", "report_send",
+    "ha_configure",
+    "ha_delete",
+    "ha_maintenance",
+    "ha_overview",
+    "ha_recover",
+    "ha_refresh",
+    "ha_status",
+    "ha_switch",
+    "healthz",
+    "home",
+    "job_cancel",
+    "job_detail",
+    "job_list",
+    "license_list",
+    "license_remove",
+    "license_upload",
+    "mse_add",
+    "mse_add_step",
+    "mse_agent_text",
+    "mse_detail",
+    "mse_list",
+    "report_delivery",
+    "report_delivery_retry",
+    "report_list",
+    "report_mailbox",
+    "report_mailbox_message",
+    "report_preview",
+    "report_schedule_delete",
+    "report_schedule_edit",
+    "report_send",
 ]

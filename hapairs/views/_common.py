@@ -83,16 +83,18 @@ class Pager:
         return min(self.offset + self.per_page, self.total)
 
 
-def render_page(request: HttpRequest, template: str, context: dict, *, partial: str | None = None,
-                status: int = 200) -> HttpResponse:
+def render_page(
+    request: HttpRequest, template: str, context: dict, *, partial: str | None = None, status: int = 200
+) -> HttpResponse:
     """The whole page, or only ``template#partial`` when HTMX asks for that piece."""
     if partial and request.htmx and not request.htmx.boosted:
         return render(request, f"{template}#{partial}", context, status=status)
     return render(request, template, context, status=status)
 
 
-def render_polled(request: HttpRequest, template: str, context: dict, *, target: str, partial: str,
-                  live: bool) -> HttpResponse:
+def render_polled(
+    request: HttpRequest, template: str, context: dict, *, target: str, partial: str, live: bool
+) -> HttpResponse:
     """A page with a block that HTMX polls while something moves: the whole page; or, when
     HTMX polls ``target``, only ``template#partial`` — answered 286 (``HTMX_STOP_POLLING``)
     once nothing is ``live``, so htmx stops (the re-rendered block carries no trigger either)."""

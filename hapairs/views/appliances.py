@@ -37,8 +37,9 @@ def mse_list(request: HttpRequest) -> HttpResponse:
     )
     total = queryset.count()
     pager = Pager(request, total)
-    rows = selectors.appliance_page(queryset, sort=sort, descending=descending, offset=pager.offset,
-                                    limit=pager.per_page)
+    rows = selectors.appliance_page(
+        queryset, sort=sort, descending=descending, offset=pager.offset, limit=pager.per_page
+    )
     base = {k: v for k, v in request.GET.items() if k not in ("sort", "page") and v}
     columns = [
         {
@@ -50,12 +51,24 @@ def mse_list(request: HttpRequest) -> HttpResponse:
         }
         for key, (label, _order) in selectors.APPLIANCE_SORTS.items()
     ]
-    context = {"rows": rows, "total": total, "pager": pager, "filters": filters, "columns": columns,
-               "can_add": request.user.has_perm(roles.ADMINISTER), "can_operate": request.user.has_perm(roles.OPERATE)}
+    context = {
+        "rows": rows,
+        "total": total,
+        "pager": pager,
+        "filters": filters,
+        "columns": columns,
+        "can_add": request.user.has_perm(roles.ADMINISTER),
+        "can_operate": request.user.has_perm(roles.OPERATE),
+    }
     return render_page(request, "hapairs/mse_list.html", context, partial="table")
 
 
-WIZARD_STEPS = [("details", "Device details"), ("licenses", "License summary"), ("services", "Services"), ("done", "Done")]
+WIZARD_STEPS = [
+    ("details", "Device details"),
+    ("licenses", "License summary"),
+    ("services", "Services"),
+    ("done", "Done"),
+]
 
 
 @require_http_methods(["GET", "POST"])
@@ -68,15 +81,22 @@ def mse_add(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             appliance = services.appliance_add(
-                name=data["name"], ip=data["ip"], password=data["password"], username=data["username"],
-                contact_name=data["contact_name"], http_enabled=data["http_enabled"], by=request.user,
+                name=data["name"],
+                ip=data["ip"],
+                password=data["password"],
+                username=data["username"],
+                contact_name=data["contact_name"],
+                http_enabled=data["http_enabled"],
+                by=request.user,
             )
         except services.ServiceError as exc:
             for field, problems in exc.errors.items():
                 for problem in problems:
                     form.add_error(field if field in form.fields else None, problem)
         else:
-            messages.success(request, f"{appliance.name} added: {appliance.get_device_type_display()} {appliance.version}.")
+            messages.success(
+                request, f"{appliance.name} added: {appliance.get_device_type_display()} {appliance.version}."
+            )
             return redirect("mse_add_step", name=appliance.name, step="licenses")
     return render_page(request, "hapairs/mse_add.html", {"form": form, "steps": WIZARD_STEPS, "step": "details"})
 
@@ -111,8 +131,13 @@ def mse_detail(request: HttpRequest, name: str) -> HttpResponse:
     pairs = list(selectors.pairs_of(appliance))
     pair = pairs[0] if pairs else None
     backed = [each for each in pairs if each.secondary_id == appliance.pk]  # the primaries it backs
-    context = {"appliance": appliance, "pair": pair, "backed": backed, **_license_context(appliance),
-               "can_operate": request.user.has_perm(roles.OPERATE)}
+    context = {
+        "appliance": appliance,
+        "pair": pair,
+        "backed": backed,
+        **_license_context(appliance),
+        "can_operate": request.user.has_perm(roles.OPERATE),
+    }
     return render_page(request, "hapairs/mse_detail.html", context)
 
 
@@ -122,6 +147,7 @@ def mse_agent_text(request: HttpRequest, name: str, what: str) -> HttpResponse:
     appliance = get_object_or_404(Appliance, name=name)
     text, status = selectors.appliance_output(appliance, what)
     if request.htmx:
-        return render_page(request, "hapairs/mse_detail.html", {"agent_text": text, "agent_ok": status == 200},
-                           partial="agent-text")
+        return render_page(
+            request, "hapairs/mse_detail.html", {"agent_text": text, "agent_ok": status == 200}, partial="agent-text"
+        )
     return HttpResponse(text, content_type="text/plain; charset=utf-8", status=status)

@@ -56,8 +56,12 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     pair = selectors.pair_for(primary)
     existing = pair if pair is not None and pair.primary_id == primary.pk else None
     backs = pair if pair is not None and pair.secondary_id == primary.pk else None
-    context = {"primary": primary, "pair": existing, "backs": backs,
-               "can_operate": request.user.has_perm(roles.OPERATE)}
+    context = {
+        "primary": primary,
+        "pair": existing,
+        "backs": backs,
+        "can_operate": request.user.has_perm(roles.OPERATE),
+    }
     if existing is not None:
         return _ha_update(request, existing, context)
     if backs is not None:
@@ -77,7 +81,9 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST":
         valid = form.is_valid()
         if stage == "validate":  # half-filled as the operator types: no "required" noise yet
-            for field in [n for n in form.errors if n in form.fields and not request.POST.get(n) and n not in request.FILES]:
+            for field in [
+                n for n in form.errors if n in form.fields and not request.POST.get(n) and n not in request.FILES
+            ]:
                 del form.errors[field]
         data = form.cleaned_data
         if "secondary_name" in data and "secondary_ip" in data:
@@ -141,8 +147,12 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
         )
     except services.ServiceError as exc:
         # the form again as it was saved (never the password), with the reason on top
-        form = ConfigureHAForm({k: pending[k] for k in ("secondary_name", "secondary_ip", "failover_type",
-                                                        "failback_type", "failover_wait", "reason")})
+        form = ConfigureHAForm(
+            {
+                k: pending[k]
+                for k in ("secondary_name", "secondary_ip", "failover_type", "failback_type", "failover_wait", "reason")
+            }
+        )
         form.is_valid()
         _apply_errors(form, exc.errors)
         context.update(form=form, facts={}, checked=True)
@@ -155,23 +165,34 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
 def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpResponse:
     """The pair exists: change Failover Type, Failback Type, Long Failover Wait (a job
     pushes them to both agents: "Configuration updated")."""
-    initial = {"failover_type": pair.failover_type, "failback_type": pair.failback_type,
-               "failover_wait": pair.failover_wait}
+    initial = {
+        "failover_type": pair.failover_type,
+        "failback_type": pair.failback_type,
+        "failover_wait": pair.failover_wait,
+    }
     form = UpdateHAForm(posted(request)[0], initial=initial)
     if request.method == "POST":
         check_role(request, roles.OPERATE, "change high availability parameters")
         if form.is_valid():
             data = form.cleaned_data
             try:
-                job = services.ha_update(pair=pair, failover_type=data["failover_type"], failback_type=data["failback_type"],
-                                         failover_wait=data["failover_wait"], by=request.user, reason=data["reason"])
+                job = services.ha_update(
+                    pair=pair,
+                    failover_type=data["failover_type"],
+                    failback_type=data["failback_type"],
+                    failover_wait=data["failover_wait"],
+                    by=request.user,
+                    reason=data["reason"],
+                )
             except services.ServiceError as exc:
                 _apply_errors(form, exc.errors)
             else:
                 messages.success(request, f"Updating the parameters (job #{job.pk}).")
                 return redirect("ha_status", name=pair.primary.name)
-    context.update(form=form, secondary_activated=(
-        selectors.appliance_is_activated(pair.secondary) if pair.secondary.is_virtual else None))
+    context.update(
+        form=form,
+        secondary_activated=(selectors.appliance_is_activated(pair.secondary) if pair.secondary.is_virtual else None),
+    )
     return render_page(request, "hapairs/ha_configure.html", context, status=400 if form.errors else 200)
 
 
@@ -179,9 +200,7 @@ def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpRespons
 def _status_context(request: HttpRequest, pair: HAPair) -> dict:
     events = HAEvent.objects.filter(pair=pair)
     pager = Pager(request, events.count(), per_page=25)
-    active_job = (
-        Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).select_related("requested_by").first()
-    )
+    active_job = Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).select_related("requested_by").first()
     return {
         "pair": pair,
         "primary": pair.primary,
@@ -207,9 +226,18 @@ def _sparkline(history: list[tuple], width: int = 240, height: int = 40) -> dict
     low, high = min(values), max(values)
     span = (high - low) or 1.0
     step = width / (len(values) - 1)
-    points = " ".join(f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}" for i, v in enumerate(values))
-    return {"points": points, "width": width, "height": height, "low": low, "high": high,
-            "first": history[0][0], "last": history[-1][0]}
+    points = " ".join(
+        f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}" for i, v in enumerate(values)
+    )
+    return {
+        "points": points,
+        "width": width,
+        "height": height,
+        "low": low,
+        "high": high,
+        "first": history[0][0],
+        "last": history[-1][0],
+    }
 
 
 def _pair_or_404(name: str) -> HAPair:
@@ -228,8 +256,14 @@ def ha_status(request: HttpRequest, name: str) -> HttpResponse:
     if pair is None:
         return render_page(request, "hapairs/ha_status.html", {"appliance": appliance, "pair": None}, status=404)
     context = _status_context(request, pair)
-    return render_polled(request, "hapairs/ha_status.html", context, target="ha-status", partial="status-block",
-                         live=context["in_progress"])
+    return render_polled(
+        request,
+        "hapairs/ha_status.html",
+        context,
+        target="ha-status",
+        partial="status-block",
+        live=context["in_progress"],
+    )
 
 
 @require_POST
@@ -264,8 +298,15 @@ def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
                 messages.success(request, f"{action.title()} started (job #{job.pk}).")
                 return redirect("ha_status", name=pair.primary.name)
     check = selectors.preflight(pair, action)
-    context = {"pair": pair, "primary": pair.primary, "action": action, "check": check, "form": form,
-               "refusal": refusal, "can_operate": request.user.has_perm(roles.OPERATE)}
+    context = {
+        "pair": pair,
+        "primary": pair.primary,
+        "action": action,
+        "check": check,
+        "form": form,
+        "refusal": refusal,
+        "can_operate": request.user.has_perm(roles.OPERATE),
+    }
     return render_page(request, "hapairs/ha_switch.html", context, status=409 if refusal else 200)
 
 
@@ -276,13 +317,18 @@ def ha_maintenance(request: HttpRequest, name: str) -> HttpResponse:
     form = MaintenanceForm(request.POST)
     if form.is_valid():
         try:
-            services.ha_maintenance_set(pair=pair, on=form.cleaned_data["on"], by=request.user,
-                                        reason=form.cleaned_data["reason"])
+            services.ha_maintenance_set(
+                pair=pair, on=form.cleaned_data["on"], by=request.user, reason=form.cleaned_data["reason"]
+            )
         except services.ServiceError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, "Maintenance mode on: automatic failover paused." if form.cleaned_data["on"]
-                             else "Maintenance mode off.")
+            messages.success(
+                request,
+                "Maintenance mode on: automatic failover paused."
+                if form.cleaned_data["on"]
+                else "Maintenance mode off.",
+            )
     return redirect("ha_status", name=pair.primary.name)
 
 
@@ -303,8 +349,12 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
                 return redirect("job_detail", job_id=job.pk)
         elif form.is_valid():
             form.add_error(None, f"Type the secondary's name ({pair.secondary.name}) to confirm.")
-    return render_page(request, "hapairs/ha_delete.html", {"pair": pair, "primary": pair.primary, "form": form},
-                       status=400 if form.errors else 200)
+    return render_page(
+        request,
+        "hapairs/ha_delete.html",
+        {"pair": pair, "primary": pair.primary, "form": form},
+        status=400 if form.errors else 200,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -323,9 +373,14 @@ def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
             else:
                 messages.success(request, f"Recovering {pair.primary.name} (job #{job.pk}).")
                 return redirect("ha_status", name=pair.primary.name)
-    context = {"pair": pair, "primary": pair.primary, "form": form, "refusal": refusal,
-               "lost": pair.primary_reachable and pair.primary_state == "UNKNOWN",
-               "can_operate": request.user.has_perm(roles.OPERATE)}
+    context = {
+        "pair": pair,
+        "primary": pair.primary,
+        "form": form,
+        "refusal": refusal,
+        "lost": pair.primary_reachable and pair.primary_state == "UNKNOWN",
+        "can_operate": request.user.has_perm(roles.OPERATE),
+    }
     return render_page(request, "hapairs/ha_recover.html", context, status=409 if refusal else 200)
 
 

@@ -26,8 +26,13 @@ def job_list(request: HttpRequest) -> HttpResponse:
     pager = Pager(request, jobs.count())
     page = list(jobs.order_by("-created_at", "-pk")[pager.offset : pager.offset + pager.per_page])
     live = any(job.is_active for job in page)
-    context = {"jobs": page, "pager": pager, "status": status, "live": live,
-               "statuses": [("", "All"), ("active", "In progress"), *JobStatus.choices]}
+    context = {
+        "jobs": page,
+        "pager": pager,
+        "status": status,
+        "live": live,
+        "statuses": [("", "All"), ("active", "In progress"), *JobStatus.choices],
+    }
     return render_polled(request, "hapairs/job_list.html", context, target="job-table", partial="table", live=live)
 
 
@@ -36,8 +41,9 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related(*JOB_RELATED), pk=job_id)
     events = HAEvent.objects.filter(job=job).order_by("timestamp", "pk")[:200]
     context = {"job": job, "events": events, "can_operate": request.user.has_perm(roles.OPERATE)}
-    return render_polled(request, "hapairs/job_detail.html", context, target="job-progress", partial="progress",
-                         live=job.is_active)
+    return render_polled(
+        request, "hapairs/job_detail.html", context, target="job-progress", partial="progress", live=job.is_active
+    )
 
 
 @require_POST

@@ -22,8 +22,12 @@ def license_list(request: HttpRequest) -> HttpResponse:
         "source_file__appliance__name", "feature", "pk"
     )
     pager = Pager(request, rows.count())
-    context = {"licenses": rows[pager.offset : pager.offset + pager.per_page], "pager": pager,
-               "today": timezone.localdate(), "can_upload": request.user.has_perm(UPLOAD)}
+    context = {
+        "licenses": rows[pager.offset : pager.offset + pager.per_page],
+        "pager": pager,
+        "today": timezone.localdate(),
+        "can_upload": request.user.has_perm(UPLOAD),
+    }
     return render_page(request, "hapairs/license_list.html", context)
 
 
@@ -39,17 +43,24 @@ def license_upload(request: HttpRequest) -> HttpResponse:
             if upload.size > licenses.MAX_BYTES:
                 raise services.ServiceError(
                     f"The file is {upload.size:,} bytes; a license file is at most {licenses.MAX_BYTES:,} bytes.",
-                    field="file")
+                    field="file",
+                )
             license_file, job = services.license_upload(
-                appliance=form.cleaned_data["appliance"], filename=upload.name, data=upload.read(),
-                by=request.user, reason=form.cleaned_data["reason"],
+                appliance=form.cleaned_data["appliance"],
+                filename=upload.name,
+                data=upload.read(),
+                by=request.user,
+                reason=form.cleaned_data["reason"],
             )
         except services.ServiceError as exc:
             form.add_error("file" if exc.field in ("file", "__all__") else None, exc.message)
         else:
             features = ", ".join(f"{lic.feature} × {lic.count}" for lic in license_file.licenses.all())
-            messages.success(request, f"{license_file.filename} verified for {license_file.appliance.name} ({features}); "
-                                      f"installing it (job #{job.pk}).")
+            messages.success(
+                request,
+                f"{license_file.filename} verified for {license_file.appliance.name} ({features}); "
+                f"installing it (job #{job.pk}).",
+            )
             return redirect("license_list")
     return render_page(request, "hapairs/license_upload.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -61,10 +72,13 @@ def license_remove(request: HttpRequest, file_id: int) -> HttpResponse:
     "Delete Secondary Activation license"); refused while the VA is in a pair."""
     license_file = get_object_or_404(LicenseFile.objects.select_related("appliance"), pk=file_id)
     try:
-        job = services.license_remove(license_file=license_file, by=request.user,
-                                      reason=request.POST.get("reason", "")[:500])
+        job = services.license_remove(
+            license_file=license_file, by=request.user, reason=request.POST.get("reason", "")[:500]
+        )
     except services.ServiceError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Removing {license_file.filename} from {license_file.appliance.name} (job #{job.pk}).")
+        messages.success(
+            request, f"Removing {license_file.filename} from {license_file.appliance.name} (job #{job.pk})."
+        )
     return redirect("license_list")

@@ -44,21 +44,37 @@ def report_list(request: HttpRequest) -> HttpResponse:
         "deliveries": page,
         "pager": pager,
         "live": live,
-        "alerts": list(Alert.objects.select_related("pair__primary", "pair__secondary", "appliance")
-                       .order_by("-created_at", "-pk")[:20]),
+        "alerts": list(
+            Alert.objects.select_related("pair__primary", "pair__secondary", "appliance").order_by(
+                "-created_at", "-pk"
+            )[:20]
+        ),
         "alert_config": _alert_config(),
         "can_edit": can_edit,
         "mailbox": can_edit and mailbox.available(),
     }
-    return render_polled(request, "hapairs/report_list.html", context, target="delivery-log", partial="deliveries",
-                         live=live)
+    return render_polled(
+        request, "hapairs/report_list.html", context, target="delivery-log", partial="deliveries", live=live
+    )
 
 
 def _initial(schedule: ReportSchedule | None) -> dict:
     if schedule is None:
         return {}
-    return {name: getattr(schedule, name) for name in (
-        "name", "recipients", "cadence", "send_at", "weekday", "crontab", "period_days", "enabled", "also_alerts")}
+    return {
+        name: getattr(schedule, name)
+        for name in (
+            "name",
+            "recipients",
+            "cadence",
+            "send_at",
+            "weekday",
+            "crontab",
+            "period_days",
+            "enabled",
+            "also_alerts",
+        )
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -79,8 +95,11 @@ def report_schedule_edit(request: HttpRequest, schedule_id: int | None = None) -
             for field_name, errors in exc.errors.items():
                 form.add_error(field_name if field_name in form.fields else None, errors)
         else:
-            messages.success(request, f"Schedule “{schedule.name}” {done}: {schedule.schedule_text}, "
-                                      f"to {schedule.recipients}{'' if schedule.enabled else ' (disabled)'}.")
+            messages.success(
+                request,
+                f"Schedule “{schedule.name}” {done}: {schedule.schedule_text}, "
+                f"to {schedule.recipients}{'' if schedule.enabled else ' (disabled)'}.",
+            )
             return redirect("report_list")
     context = {"form": form, "schedule": schedule, "time_zone": settings.TIME_ZONE}
     return render_page(request, "hapairs/report_form.html", context, status=400 if form.errors else 200)
@@ -101,8 +120,11 @@ def report_send(request: HttpRequest, schedule_id: int) -> HttpResponse:
     """Send now: the report is built here and stored; a worker sends it after commit."""
     schedule = get_object_or_404(ReportSchedule, pk=schedule_id)
     delivery = services.report_send_now(schedule=schedule, by=request.user)
-    messages.success(request, f"Health report “{schedule.name}” queued for {', '.join(delivery.recipients)} "
-                              f"(delivery #{delivery.pk}); the log below shows when it is sent.")
+    messages.success(
+        request,
+        f"Health report “{schedule.name}” queued for {', '.join(delivery.recipients)} "
+        f"(delivery #{delivery.pk}); the log below shows when it is sent.",
+    )
     return redirect("report_list")
 
 
@@ -118,10 +140,15 @@ def report_preview(request: HttpRequest) -> HttpResponse:
         response = HttpResponse(reports.render_html(report))
         response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
         return response
-    context = {"report": report, "days": days, "subject": reports.report_subject(report),
-               "html": reports.render_html(report), "text": reports.render_text(report),
-               "format": "text" if request.GET.get("format") == "text" else "html",
-               "day_choices": [1, 7, 30]}
+    context = {
+        "report": report,
+        "days": days,
+        "subject": reports.report_subject(report),
+        "html": reports.render_html(report),
+        "text": reports.render_text(report),
+        "format": "text" if request.GET.get("format") == "text" else "html",
+        "day_choices": [1, 7, 30],
+    }
     return render_page(request, "hapairs/report_preview.html", context)
 
 
@@ -147,16 +174,19 @@ def report_delivery_retry(request: HttpRequest, delivery_id: int) -> HttpRespons
 
 def _mailbox_or_404() -> None:
     if not mailbox.available():
-        raise Http404("The mailbox shows the file e-mail backend's messages; this portal sends mail through "
-                      f"{settings.EMAIL_BACKEND}.")
+        raise Http404(
+            "The mailbox shows the file e-mail backend's messages; this portal sends mail through "
+            f"{settings.EMAIL_BACKEND}."
+        )
 
 
 @require_GET
 @requires(EDIT, "read the portal's mailbox")
 def report_mailbox(request: HttpRequest) -> HttpResponse:
     _mailbox_or_404()
-    return render_page(request, "hapairs/report_mailbox.html",
-                       {"messages_": mailbox.messages(limit=100), "folder": mailbox.folder()})
+    return render_page(
+        request, "hapairs/report_mailbox.html", {"messages_": mailbox.messages(limit=100), "folder": mailbox.folder()}
+    )
 
 
 @require_GET

@@ -43,8 +43,15 @@ def port_free(host: str, port: int = PORT) -> bool:
 
 
 def node_toml(name, type_, role, hm_ip, password, vip=None, direct_connect=None, version="8.0.110.0"):
-    lines = ["[[node]]", f'name = "{name}"', f'type = "{type_}"', f'version = "{version}"', f'role = "{role}"',
-             f'hm_ip = "{hm_ip}"', f'password = "{password}"']
+    lines = [
+        "[[node]]",
+        f'name = "{name}"',
+        f'type = "{type_}"',
+        f'version = "{version}"',
+        f'role = "{role}"',
+        f'hm_ip = "{hm_ip}"',
+        f'password = "{password}"',
+    ]
     if vip:
         lines += [f'vip = "{vip}"', 'netmask = "255.255.255.0"']
     if direct_connect:
@@ -53,8 +60,10 @@ def node_toml(name, type_, role, hm_ip, password, vip=None, direct_connect=None,
 
 
 def pair_toml(primary, secondary, failover="Automatic", failback="Manual", wait=3, stab=1800):
-    return (f'[[pair]]\nprimary = "{primary}"\nsecondary = "{secondary}"\nfailover_type = "{failover}"\n'
-            f'failback_type = "{failback}"\nfailover_wait = {wait}\nstabilisation_seconds = {stab}\n')
+    return (
+        f'[[pair]]\nprimary = "{primary}"\nsecondary = "{secondary}"\nfailover_type = "{failover}"\n'
+        f'failback_type = "{failback}"\nfailover_wait = {wait}\nstabilisation_seconds = {stab}\n'
+    )
 
 
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
@@ -75,8 +84,20 @@ class Proc:
     """A `python -m nodeagent serve` process."""
 
     def __init__(self, fleet: Path, node: str, state_dir: Path, cwd: Path, extra=()):
-        self.args = [sys.executable, "-m", "nodeagent", "serve", "--fleet", str(fleet), "--node", node,
-                     "--state-dir", str(state_dir), "--allow-short-wait", *extra]
+        self.args = [
+            sys.executable,
+            "-m",
+            "nodeagent",
+            "serve",
+            "--fleet",
+            str(fleet),
+            "--node",
+            node,
+            "--state-dir",
+            str(state_dir),
+            "--allow-short-wait",
+            *extra,
+        ]
         self.cwd = cwd
         self.log = open(cwd / f"{node}.log", "ab")
         self.p = None

@@ -20,13 +20,28 @@ DEMO_PAIRED = REPO / "fleet" / "demo-paired.toml"
 
 
 def cli(*args, cwd=None, input=None):
-    return subprocess.run([sys.executable, "-m", "nodeagent", *args], cwd=cwd or REPO, capture_output=True, text=True,
-                          timeout=30, input=input, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "nodeagent", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        input=input,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def node(**kw):
-    d = {"name": "a", "type": "VA-High", "version": "8.0.110.0", "role": "primary", "hm_ip": "127.9.9.2",
-         "vip": "127.9.9.1", "netmask": "255.255.255.0", "password": "secret"}
+    d = {
+        "name": "a",
+        "type": "VA-High",
+        "version": "8.0.110.0",
+        "role": "primary",
+        "hm_ip": "127.9.9.2",
+        "vip": "127.9.9.1",
+        "netmask": "255.255.255.0",
+        "password": "secret",
+    }
     d.update(kw)
     return {k: v for k, v in d.items() if v is not None}
 
@@ -45,33 +60,40 @@ def test_demo_fleets_are_the_seed_scenarios_on_loopback():
     n = paired.nodes
     assert (n["mse1"].vip, n["mse1"].hm_ip, n["mse2"].hm_ip) == ("127.10.10.11", "127.10.10.12", "127.10.10.13")
     assert n["mse3355-1"].direct_connect == "127.1.1.1" and n["mse3355-2"].direct_connect == "127.1.1.2"
-    assert (n["NicoMSE"].hm_ip, n["NicoMSE"].vip, n["NicoMSE2"].hm_ip) == ("127.48.39.238", "127.48.39.224", "127.48.39.240")
+    assert (n["NicoMSE"].hm_ip, n["NicoMSE"].vip, n["NicoMSE2"].hm_ip) == (
+        "127.48.39.238",
+        "127.48.39.224",
+        "127.48.39.240",
+    )
     two_to_one = [p for p in paired.pairs if p.secondary == "mse3355-3"]
     assert {p.primary for p in two_to_one} == {"mse3310", "mse3350"}
     auto = next(p for p in paired.pairs if p.primary == "mse3355-1")
     assert auto.config.failover_type.value == "Automatic" and auto.config.failback_type.value == "Manual"
 
 
-@pytest.mark.parametrize("nodes,pairs,msg", [
-    ([node(hm_ip="10.10.10.12")], [], "not a loopback address"),
-    ([node(vip="127.9.8.1")], [], "same subnet"),
-    ([node(vip="127.9.9.2")], [], "must be different"),
-    ([node(vip=None)], [], "needs vip and netmask"),
-    ([node(type="3320")], [], "type must be one of"),
-    ([node(version="eight")], [], "version must look like"),
-    ([node(role="tertiary")], [], "role must be primary or secondary"),
-    ([node(), node(hm_ip="127.9.9.5", vip="127.9.9.6")], [], "two nodes are named"),
-    ([node(), sec(hm_ip="127.9.9.2")], [], "is used by both"),
-    ([node(), sec(version="7.2.103.0")], [{"primary": "a", "secondary": "b"}], "same software version"),
-    ([node(), sec()], [{"primary": "b", "secondary": "a"}], "must be a primary"),
-    ([node(), sec()], [{"primary": "a", "secondary": "b", "failover_wait": 1}], "between 2 and 120"),
-    ([node(), sec()], [{"primary": "a", "secondary": "b", "failover_type": "Sometimes"}], "Manual or Automatic"),
-    ([node(), sec()], [{"primary": "a", "secondary": "zz"}], "unknown node"),
-    ([node(colour="red")], [], "unknown keys"),
-    ([node(trap_destinations=["http://10.0.0.1/x"])], [], "not a loopback"),
-    ([node(recovery="yes")], [], "recovery must be true or false"),
-    ([node(), sec(recovery=True)], [], "recovery mode is for a primary"),
-])
+@pytest.mark.parametrize(
+    "nodes,pairs,msg",
+    [
+        ([node(hm_ip="10.10.10.12")], [], "not a loopback address"),
+        ([node(vip="127.9.8.1")], [], "same subnet"),
+        ([node(vip="127.9.9.2")], [], "must be different"),
+        ([node(vip=None)], [], "needs vip and netmask"),
+        ([node(type="3320")], [], "type must be one of"),
+        ([node(version="eight")], [], "version must look like"),
+        ([node(role="tertiary")], [], "role must be primary or secondary"),
+        ([node(), node(hm_ip="127.9.9.5", vip="127.9.9.6")], [], "two nodes are named"),
+        ([node(), sec(hm_ip="127.9.9.2")], [], "is used by both"),
+        ([node(), sec(version="7.2.103.0")], [{"primary": "a", "secondary": "b"}], "same software version"),
+        ([node(), sec()], [{"primary": "b", "secondary": "a"}], "must be a primary"),
+        ([node(), sec()], [{"primary": "a", "secondary": "b", "failover_wait": 1}], "between 2 and 120"),
+        ([node(), sec()], [{"primary": "a", "secondary": "b", "failover_type": "Sometimes"}], "Manual or Automatic"),
+        ([node(), sec()], [{"primary": "a", "secondary": "zz"}], "unknown node"),
+        ([node(colour="red")], [], "unknown keys"),
+        ([node(trap_destinations=["http://10.0.0.1/x"])], [], "not a loopback"),
+        ([node(recovery="yes")], [], "recovery must be true or false"),
+        ([node(), sec(recovery=True)], [], "recovery mode is for a primary"),
+    ],
+)
 def test_bad_fleets_are_refused_with_a_clear_message(nodes, pairs, msg):
     with pytest.raises(ConfigError, match=msg):
         parse_fleet({"node": nodes, "pair": pairs})
@@ -80,8 +102,12 @@ def test_bad_fleets_are_refused_with_a_clear_message(nodes, pairs, msg):
 def test_a_secondary_backs_at_most_two_primaries():
     prims = [node(name=f"p{i}", hm_ip=f"127.9.{i}.2", vip=f"127.9.{i}.1") for i in range(3)]
     with pytest.raises(ConfigError, match="at most two"):
-        parse_fleet({"node": prims + [sec(hm_ip="127.9.9.9")],
-                     "pair": [{"primary": f"p{i}", "secondary": "b"} for i in range(3)]})
+        parse_fleet(
+            {
+                "node": prims + [sec(hm_ip="127.9.9.9")],
+                "pair": [{"primary": f"p{i}", "secondary": "b"} for i in range(3)],
+            }
+        )
 
 
 def test_atomic_write_leaves_no_temporary_and_replaces(tmp_path):
@@ -96,12 +122,14 @@ def test_atomic_write_leaves_no_temporary_and_replaces(tmp_path):
 def test_cli_errors_are_one_line_and_non_zero(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[node]\nname=")
-    for args in (["serve", "--fleet", str(bad), "--node", "x"],
-                 ["serve", "--fleet", str(tmp_path / "missing.toml"), "--node", "x"],
-                 ["serve", "--fleet", str(DEMO), "--node", "nobody"],
-                 ["farm", "--fleet", str(bad)],
-                 ["gethainfo"],
-                 ["gethainfo", "--host", "127.0.0.1"]):
+    for args in (
+        ["serve", "--fleet", str(bad), "--node", "x"],
+        ["serve", "--fleet", str(tmp_path / "missing.toml"), "--node", "x"],
+        ["serve", "--fleet", str(DEMO), "--node", "nobody"],
+        ["farm", "--fleet", str(bad)],
+        ["gethainfo"],
+        ["gethainfo", "--host", "127.0.0.1"],
+    ):
         r = cli(*args)
         assert r.returncode == 1, (args, r.stderr)
         assert r.stderr.startswith("nodeagent: error:") and "Traceback" not in r.stderr, r.stderr
@@ -113,9 +141,32 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path):
 
 def test_setup_non_interactive_then_role_switch_refused_while_running(tmp_path):
     sd = tmp_path / "node"
-    r = cli("setup", "--state-dir", str(sd), "--yes", "--name", "mse9", "--role", "1", "--type", "VA-High",
-            "--version", "8.0.110.0", "--hm-ip", "127.9.7.2", "--direct-connect", "none", "--vip", "127.9.7.1",
-            "--netmask", "255.255.255.0", "--recovery", "no", "--password", "pw-mse9")
+    r = cli(
+        "setup",
+        "--state-dir",
+        str(sd),
+        "--yes",
+        "--name",
+        "mse9",
+        "--role",
+        "1",
+        "--type",
+        "VA-High",
+        "--version",
+        "8.0.110.0",
+        "--hm-ip",
+        "127.9.7.2",
+        "--direct-connect",
+        "none",
+        "--vip",
+        "127.9.7.1",
+        "--netmask",
+        "255.255.255.0",
+        "--recovery",
+        "no",
+        "--password",
+        "pw-mse9",
+    )
     assert r.returncode == 0, r.stderr
     assert "-----BEGIN-----" in r.stdout and "-----END-----" in r.stdout
     cfg = json.loads((sd / "config.json").read_text())
@@ -127,7 +178,8 @@ def test_setup_non_interactive_then_role_switch_refused_while_running(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "*** User has switched roles for this MSE. MSE must be stopped before switching roles.",
         "*** Please stop MSE and then re-run setup.sh.",
-        "ERROR: One or more of the requested configurations was not applied."]
+        "ERROR: One or more of the requested configurations was not applied.",
+    ]
     assert json.loads((sd / "config.json").read_text())["role"] == "primary"
     # stopped: allowed
     (sd / "agent.pid").unlink()
@@ -138,24 +190,49 @@ def test_setup_non_interactive_then_role_switch_refused_while_running(tmp_path):
 
 def test_setup_interactive_answers_in_the_wizard_order(tmp_path):
     sd = tmp_path / "n"
-    answers = "\n".join(["mse5", "example.com", "2", "VA-Low", "8.0.110.0", "127.9.6.3", "none", "pw-mse5",
-                         "UTC", "", "", "yes"]) + "\n"
+    answers = (
+        "\n".join(
+            ["mse5", "example.com", "2", "VA-Low", "8.0.110.0", "127.9.6.3", "none", "pw-mse5", "UTC", "", "", "yes"]
+        )
+        + "\n"
+    )
     r = cli("setup", "--state-dir", str(sd), input=answers)
     assert r.returncode == 0, r.stderr + r.stdout
     cfg = json.loads((sd / "config.json").read_text())
     assert (cfg["name"], cfg["domain"], cfg["role"], cfg["hm_ip"]) == ("mse5", "example.com", "secondary", "127.9.6.3")
-    r = cli("setup", "--state-dir", str(sd / "x"), input="mse6\n\n1\n\n\n127.9.6.9\nnone\n127.9.6.8\n\nno\npw-x\n\n\n\nno\n")
+    r = cli(
+        "setup", "--state-dir", str(sd / "x"), input="mse6\n\n1\n\n\n127.9.6.9\nnone\n127.9.6.8\n\nno\npw-x\n\n\n\nno\n"
+    )
     assert r.returncode == 1 and not (sd / "x" / "config.json").exists()
 
 
 def test_gethainfo_format_matches_the_seed():
-    info = {"role": "secondary", "hm_ip": "10.10.10.16", "vip": None, "version": "7.2.103.0",
-            "udi": "AIR-MSE-3355-K9:V01:KQ45xx", "peers": [{
-                "hm_ip": "10.10.10.22", "vip": "10.10.10.21", "version": "7.2.103.0", "udi": "AIR-MSE-3350-K9:V01:MXQ839xx",
-                "failover_type": "Manual", "failback_type": "Manual", "failover_wait": 10.0,
-                "instance_db_name": "mseos3", "instance_db_port": 1524, "dataguard_name": "dg_mse3",
-                "primary_db_alias": "mseop3s", "direct_connect": False, "heartbeat": "Up", "state": "SECONDARY_ACTIVE",
-                "running": True}]}
+    info = {
+        "role": "secondary",
+        "hm_ip": "10.10.10.16",
+        "vip": None,
+        "version": "7.2.103.0",
+        "udi": "AIR-MSE-3355-K9:V01:KQ45xx",
+        "peers": [
+            {
+                "hm_ip": "10.10.10.22",
+                "vip": "10.10.10.21",
+                "version": "7.2.103.0",
+                "udi": "AIR-MSE-3350-K9:V01:MXQ839xx",
+                "failover_type": "Manual",
+                "failback_type": "Manual",
+                "failover_wait": 10.0,
+                "instance_db_name": "mseos3",
+                "instance_db_port": 1524,
+                "dataguard_name": "dg_mse3",
+                "primary_db_alias": "mseop3s",
+                "direct_connect": False,
+                "heartbeat": "Up",
+                "state": "SECONDARY_ACTIVE",
+                "running": True,
+            }
+        ],
+    }
     expected = """Health Monitor is running. Retrieving HA related information
 
 -----
@@ -188,7 +265,9 @@ Current state: SECONDARY_ACTIVE
 """
     assert format_hainfo(info, running=True) == expected
     down = format_hainfo(info, running=False)
-    assert down.startswith("Health Monitor is not running. Following information is from the last saved configuration\n")
+    assert down.startswith(
+        "Health Monitor is not running. Following information is from the last saved configuration\n"
+    )
     assert down.endswith("Direct connect used: No\nLast shutdown state: SECONDARY_ACTIVE\n")
 
 

@@ -3,7 +3,9 @@
 import pytest
 
 from nodeagent.hastate import PairConfig, PairHA, Refused
-from nodeagent.protocol import EventCode as T, HAState as S, Mode, Role
+from nodeagent.protocol import EventCode as T
+from nodeagent.protocol import HAState as S
+from nodeagent.protocol import Mode, Role
 
 W = 10.0
 
@@ -89,11 +91,23 @@ def test_section5_walkthrough_in_order():
     s.resync_done(t + 2)
     assert states(p, s) == (S.PRIMARY_ACTIVE, S.SECONDARY_ACTIVE)
     assert [st for _, st in p.transitions] == [
-        S.PRIMARY_ACTIVE, S.FAILOVER_INVOKED, S.FAILOVER_ACTIVE, S.TERMINATED,
-        S.FAILBACK_ACTIVE, S.FAILBACK_COMPLETE, S.PRIMARY_ACTIVE]
+        S.PRIMARY_ACTIVE,
+        S.FAILOVER_INVOKED,
+        S.FAILOVER_ACTIVE,
+        S.TERMINATED,
+        S.FAILBACK_ACTIVE,
+        S.FAILBACK_COMPLETE,
+        S.PRIMARY_ACTIVE,
+    ]
     assert [st for _, st in s.transitions] == [
-        S.TERMINATED, S.SECONDARY_ACTIVE, S.FAILOVER_INVOKED, S.FAILOVER_ACTIVE,
-        S.FAILBACK_ACTIVE, S.SECONDARY_ALONE, S.SECONDARY_ACTIVE]
+        S.TERMINATED,
+        S.SECONDARY_ACTIVE,
+        S.FAILOVER_INVOKED,
+        S.FAILOVER_ACTIVE,
+        S.FAILBACK_ACTIVE,
+        S.SECONDARY_ALONE,
+        S.SECONDARY_ACTIVE,
+    ]
 
 
 def test_failover_right_after_failback_is_refused():
@@ -107,7 +121,8 @@ def test_failover_right_after_failback_is_refused():
     s.invoke_failback(61)
     s.failback_handover(62)
     p.peer_failback_take_charge(62, s.generation)
-    p.resync_done(63); s.resync_done(63)
+    p.resync_done(63)
+    s.resync_done(63)
     with pytest.raises(Refused, match="Failover is not allowed until 1970-01-01T00:02:02"):
         s.invoke_failover(100)
     exchange(p, s, 122)

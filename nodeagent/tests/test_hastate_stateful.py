@@ -10,7 +10,8 @@ starts by hand, manual commands, changes of failover/failback type, time passing
   same generation, and as soon as the two exchange a heartbeat, at most one is in charge.
 """
 
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nodeagent.hastate import PairConfig, PairHA, Refused
@@ -105,7 +106,14 @@ class PairModel(RuleBasedStateMachine):
             self.persist("p")
             self.persist("s")
         # catch-up replication: a secondary behind an in-charge primary syncs up
-        if self.reachable() and p.in_charge and p.phase is None and s.owner is Role.PRIMARY and not s.synced and s.running:
+        if (
+            self.reachable()
+            and p.in_charge
+            and p.phase is None
+            and s.owner is Role.PRIMARY
+            and not s.synced
+            and s.running
+        ):
             s.set_synced(self.now, True)
             self.persist("s")
 
@@ -168,7 +176,9 @@ class PairModel(RuleBasedStateMachine):
             n = self.nodes[k]
             assert n.running and n.owner is n.role
             assert n.state in (
-                HAState.PRIMARY_ACTIVE, HAState.FAILOVER_ACTIVE, HAState.FAILBACK_ACTIVE,
+                HAState.PRIMARY_ACTIVE,
+                HAState.FAILOVER_ACTIVE,
+                HAState.FAILBACK_ACTIVE,
                 HAState.FAILBACK_COMPLETE,
             ), n.state
 
@@ -185,8 +195,9 @@ class WithPartitions(PairModel):
         self.connected = not self.connected
 
 
-SETTINGS = settings(max_examples=300, stateful_step_count=40, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=300, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestCrashOnly = CrashOnly.TestCase
 TestCrashOnly.settings = SETTINGS
 TestWithPartitions = WithPartitions.TestCase

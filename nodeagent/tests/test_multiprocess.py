@@ -26,16 +26,38 @@ def basic(password):
 
 
 def gethainfo(fleet, node, state_dir, cwd):
-    out = subprocess.run([sys.executable, "-m", "nodeagent", "gethainfo", "--fleet", str(fleet), "--node", node,
-                          "--state-dir", str(state_dir)], cwd=cwd, capture_output=True, text=True, timeout=20,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodeagent",
+            "gethainfo",
+            "--fleet",
+            str(fleet),
+            "--node",
+            node,
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def cli_out(*args, cwd):
-    out = subprocess.run([sys.executable, "-m", "nodeagent", *args], cwd=cwd, capture_output=True, text=True,
-                         timeout=20, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-m", "nodeagent", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -52,7 +74,8 @@ def pair_fleet(tmp_path):
     fleet.write_text(
         node_toml("nico", "VA-High", "primary", ips["p"], "pw-primary", vip=ips["vip"])
         + node_toml("nico2", "VA-High", "secondary", ips["s"], "pw-secondary")
-        + pair_toml("nico", "nico2", failover="Automatic", failback="Manual", wait=3, stab=2))
+        + pair_toml("nico", "nico2", failover="Automatic", failback="Manual", wait=3, stab=2)
+    )
     procs = {}
 
     def start(name):
@@ -68,8 +91,14 @@ def wait_paired(ips, timeout=15):
     def ok():
         s = peer_of(ha_info(ips["s"], "pw-secondary"))
         p = peer_of(ha_info(ips["p"], "pw-primary"))
-        return (p["state"] == "PRIMARY_ACTIVE" and s["state"] == "SECONDARY_ACTIVE" and s["heartbeat"] == "Up"
-                and p["data_replication"] == "Up" and s["data_replication"] == "Up")
+        return (
+            p["state"] == "PRIMARY_ACTIVE"
+            and s["state"] == "SECONDARY_ACTIVE"
+            and s["heartbeat"] == "Up"
+            and p["data_replication"] == "Up"
+            and s["data_replication"] == "Up"
+        )
+
     wait_until(ok, timeout, what="pair PRIMARY_ACTIVE / SECONDARY_ACTIVE with replication Up")
 
 
@@ -79,16 +108,17 @@ async def writer(vip, password, acked: list, stop: asyncio.Event, served_by: lis
     url = f"http://{vip}:{PORT}{ELEMENTS}"
     async with aiohttp.ClientSession(headers=basic(password)) as s:
         while not stop.is_set():
-            mac = "02:00:00:%02x:%02x:%02x" % (i >> 16 & 255, i >> 8 & 255, i & 255)
+            mac = f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
             try:
-                async with s.post(url, json={"mac": mac, "x": i, "y": -i, "floor": 1},
-                                  timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+                async with s.post(
+                    url, json={"mac": mac, "x": i, "y": -i, "floor": 1}, timeout=aiohttp.ClientTimeout(total=1.0)
+                ) as r:
                     if r.status == 201:
                         acked.append(mac)
                         served_by.append((time.monotonic(), (await r.json())["served_by"]))
                         i += 1
                         continue
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(0.01)
 
@@ -147,8 +177,13 @@ def test_sigkill_of_primary_moves_the_vip_and_loses_no_acknowledged_write(pair_f
     assert "Last shutdown state: PRIMARY_ACTIVE" in out
     # brought back, the primary stays TERMINATED: the secondary holds a newer generation
     start("nico")
-    wait_until(lambda: (lambda p: p["state"] == "TERMINATED" and p["heartbeat"] == "Up")(peer_of(ha_info(ips["p"], "pw-primary"))),
-               10, what="primary TERMINATED with heartbeats Up")
+    wait_until(
+        lambda: (lambda p: p["state"] == "TERMINATED" and p["heartbeat"] == "Up")(
+            peer_of(ha_info(ips["p"], "pw-primary"))
+        ),
+        10,
+        what="primary TERMINATED with heartbeats Up",
+    )
     p = peer_of(ha_info(ips["p"], "pw-primary"))
     s = peer_of(ha_info(ips["s"], "pw-secondary"))
     assert not p["in_charge"] and s["in_charge"] and p["generation"] == s["generation"] == 2
@@ -159,6 +194,7 @@ def post_element(vip, password, mac, x):
         async with aiohttp.ClientSession(headers=basic(password)) as s:
             async with s.post(f"http://{vip}:{PORT}{ELEMENTS}", json={"mac": mac, "x": x, "y": 0, "floor": 2}) as r:
                 return r.status, await r.json()
+
     return asyncio.run(go())
 
 
@@ -167,6 +203,7 @@ def get_elements(vip, password):
         async with aiohttp.ClientSession(headers=basic(password)) as s:
             async with s.get(f"http://{vip}:{PORT}{ELEMENTS}?limit=100000") as r:
                 return r.status, await r.json()
+
     return asyncio.run(go())
 
 
@@ -182,8 +219,10 @@ def test_section5_walkthrough_through_the_api(pair_fleet, tmp_path):
     wait_paired(ips)
     P, S = (ips["p"], "pw-primary"), (ips["s"], "pw-secondary")
     out = cli_out("getserverinfo", "--host", ips["s"], "--password", "pw-secondary", cwd=tmp_path)
-    assert out.startswith("Health Monitor is running\nRetrieving MSE Services status.\n"
-                          "MSE services are up and in DORMANT mode, getting the status\n")
+    assert out.startswith(
+        "Health Monitor is running\nRetrieving MSE Services status.\n"
+        "MSE services are up and in DORMANT mode, getting the status\n"
+    )
     assert "High Availability Role: 2\n" in out and f"Health Monitor Ip Address: {ips['s']}\n" in out
     out = cli_out("getserverinfo", "--host", ips["p"], "--password", "pw-primary", cwd=tmp_path)
     assert "MSE services are up, getting the status" in out and "High Availability Role: 1\n" in out
@@ -209,8 +248,11 @@ def test_section5_walkthrough_through_the_api(pair_fleet, tmp_path):
     # 4. primary brought back up: TERMINATED, secondary still FAILOVER_ACTIVE
     st, out = call(*P, "POST", "/hm/v1/services/start", {})
     assert st == 200, out
-    wait_until(lambda: peer_of(ha_info(*P))["state"] == "TERMINATED" and peer_of(ha_info(*P))["heartbeat"] == "Up", 10,
-               what="primary TERMINATED")
+    wait_until(
+        lambda: peer_of(ha_info(*P))["state"] == "TERMINATED" and peer_of(ha_info(*P))["heartbeat"] == "Up",
+        10,
+        what="primary TERMINATED",
+    )
     assert peer_of(ha_info(*S))["state"] == "FAILOVER_ACTIVE"
 
     # failback right after the failover: refused, saying when it will be allowed
@@ -219,32 +261,65 @@ def test_section5_walkthrough_through_the_api(pair_fleet, tmp_path):
         assert "not allowed until" in out["error"]
         allowed = peer_of(ha_info(*S))["allowed_switch_at"]
         assert allowed in out["error"]
-        wait_until(lambda: call(*P, "POST", "/hm/v1/ha/failback", {})[0] == 202, 10, interval=0.2, what="failback accepted")
+        wait_until(
+            lambda: call(*P, "POST", "/hm/v1/ha/failback", {})[0] == 202, 10, interval=0.2, what="failback accepted"
+        )
     else:
         assert st == 202, out
 
     # 5-7. FAILBACK_ACTIVE -> FAILBACK_COMPLETE / SECONDARY_ALONE -> PRIMARY_ACTIVE / SECONDARY_ACTIVE
-    wait_until(lambda: peer_of(ha_info(*P))["state"] == "PRIMARY_ACTIVE" and peer_of(ha_info(*S))["state"] == "SECONDARY_ACTIVE",
-               15, what="back to PRIMARY_ACTIVE / SECONDARY_ACTIVE")
+    wait_until(
+        lambda: (
+            peer_of(ha_info(*P))["state"] == "PRIMARY_ACTIVE" and peer_of(ha_info(*S))["state"] == "SECONDARY_ACTIVE"
+        ),
+        15,
+        what="back to PRIMARY_ACTIVE / SECONDARY_ACTIVE",
+    )
     p, s = peer_of(ha_info(*P)), peer_of(ha_info(*S))
     assert p["in_charge"] and not s["in_charge"] and p["generation"] == s["generation"] == 3
     p_states = [t["state"] for t in p["transitions"]]
     s_states = [t["state"] for t in s["transitions"]]
-    assert is_subsequence(["PRIMARY_ACTIVE", "FAILOVER_INVOKED", "FAILOVER_ACTIVE", "TERMINATED", "FAILBACK_ACTIVE",
-                           "FAILBACK_COMPLETE", "PRIMARY_ACTIVE"], p_states), p_states
-    assert is_subsequence(["SECONDARY_ACTIVE", "FAILOVER_INVOKED", "FAILOVER_ACTIVE", "FAILBACK_ACTIVE",
-                           "SECONDARY_ALONE", "SECONDARY_ACTIVE"], s_states), s_states
+    assert is_subsequence(
+        [
+            "PRIMARY_ACTIVE",
+            "FAILOVER_INVOKED",
+            "FAILOVER_ACTIVE",
+            "TERMINATED",
+            "FAILBACK_ACTIVE",
+            "FAILBACK_COMPLETE",
+            "PRIMARY_ACTIVE",
+        ],
+        p_states,
+    ), p_states
+    assert is_subsequence(
+        [
+            "SECONDARY_ACTIVE",
+            "FAILOVER_INVOKED",
+            "FAILOVER_ACTIVE",
+            "FAILBACK_ACTIVE",
+            "SECONDARY_ALONE",
+            "SECONDARY_ACTIVE",
+        ],
+        s_states,
+    ), s_states
     # the write made during the failover came back with the failback
     st, data = get_elements(ips["vip"], "pw-primary")
     assert data["served_by"] == "nico" and data["count"] == 6
     # the secondary's events, in the seed's words and order
     st, ev = call(*S, "GET", "/hm/v1/events?since=0")
     descs = [e["description"] for e in ev["events"]]
-    assert is_subsequence(["Configuration successfully created", "Heartbeats have been setup successfully",
-                           "Failover invoked; shutting down primary instance",
-                           "Failover has been invoked. Reconfiguring instance database",
-                           "Failover invoked; starting application instance", "Instance is in failover active state",
-                           "Failback in progress; starting primary database instance"], descs), descs
+    assert is_subsequence(
+        [
+            "Configuration successfully created",
+            "Heartbeats have been setup successfully",
+            "Failover invoked; shutting down primary instance",
+            "Failover has been invoked. Reconfiguring instance database",
+            "Failover invoked; starting application instance",
+            "Instance is in failover active state",
+            "Failback in progress; starting primary database instance",
+        ],
+        descs,
+    ), descs
     seqs = [e["seq"] for e in ev["events"]]
     assert seqs == list(range(1, len(seqs) + 1))
 
@@ -259,7 +334,8 @@ def two_to_one(tmp_path):
         + node_toml("mse3350", "3350", "primary", ips["3350"], "pw-3350", vip=ips["vip3350"], version="7.2.103.0")
         + node_toml("mse3355", "3355", "secondary", ips["3355"], "pw-3355", version="7.2.103.0")
         + pair_toml("mse3310", "mse3355", failover="Automatic", wait=2)
-        + pair_toml("mse3350", "mse3355", failover="Automatic", wait=2))
+        + pair_toml("mse3350", "mse3355", failover="Automatic", wait=2)
+    )
     procs = {n: Proc(fleet, n, tmp_path / n, tmp_path) for n in ("mse3310", "mse3350", "mse3355")}
     yield fleet, ips, procs
     for p in procs.values():
@@ -272,7 +348,10 @@ def test_two_to_one_secondary_takes_over_one_primary_alone(two_to_one, tmp_path)
 
     def all_active():
         peers = ha_info(*S)["peers"]
-        return len(peers) == 2 and all(p["state"] == "SECONDARY_ACTIVE" and p["data_replication"] == "Up" for p in peers)
+        return len(peers) == 2 and all(
+            p["state"] == "SECONDARY_ACTIVE" and p["data_replication"] == "Up" for p in peers
+        )
+
     wait_until(all_active, 15, what="3355 backing both primaries")
     for i in range(10):
         assert post_element(ips["vip3310"], "pw-3310", f"02:33:10:00:00:{i:02x}", i)[0] == 201
@@ -280,15 +359,24 @@ def test_two_to_one_secondary_takes_over_one_primary_alone(two_to_one, tmp_path)
         assert post_element(ips["vip3350"], "pw-3350", f"02:33:50:00:00:{i:02x}", i)[0] == 201
     out = gethainfo(fleet, "mse3355", tmp_path / "mse3355", tmp_path)
     assert "Number of paired peers: 2" in out
-    assert "Instance database name: mseos3\nInstance database port: 1524\nDataguard configuration name: dg_mse3\nPrimary database alias: mseop3s" in out
-    assert "Instance database name: mseos4\nInstance database port: 1525\nDataguard configuration name: dg_mse4\nPrimary database alias: mseop4s" in out
+    assert (
+        "Instance database name: mseos3\nInstance database port: 1524\nDataguard configuration name: dg_mse3\nPrimary database alias: mseop3s"
+        in out
+    )
+    assert (
+        "Instance database name: mseos4\nInstance database port: 1525\nDataguard configuration name: dg_mse4\nPrimary database alias: mseop4s"
+        in out
+    )
     # each instance holds its own primary's data
     inst = {p["peer_name"]: p["instance"] for p in ha_info(*S)["peers"]}
     assert inst["mse3310"]["count"] == 10 and inst["mse3350"]["count"] == 7
 
     procs["mse3310"].kill()
-    wait_until(lambda: {p["peer_name"]: p["state"] for p in ha_info(*S)["peers"]}["mse3310"] == "FAILOVER_ACTIVE", 10,
-               what="3355 takes over the 3310")
+    wait_until(
+        lambda: {p["peer_name"]: p["state"] for p in ha_info(*S)["peers"]}["mse3310"] == "FAILOVER_ACTIVE",
+        10,
+        what="3355 takes over the 3310",
+    )
     states = {p["peer_name"]: p["state"] for p in ha_info(*S)["peers"]}
     assert states == {"mse3310": "FAILOVER_ACTIVE", "mse3350": "SECONDARY_ACTIVE"}
     st, data = get_elements(ips["vip3310"], "pw-3310")
@@ -296,11 +384,13 @@ def test_two_to_one_secondary_takes_over_one_primary_alone(two_to_one, tmp_path)
     st, data = get_elements(ips["vip3350"], "pw-3350")
     assert st == 200 and data["served_by"] == "mse3350" and data["count"] == 7
     assert peer_of(ha_info(ips["3350"], "pw-3350"))["state"] == "PRIMARY_ACTIVE"
+
     # health checks: the 3355 is in charge of one VIP now
     async def health(host, path):
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://{host}:{PORT}{path}") as r:
                 return r.status, await r.json()
+
     st, body = asyncio.run(health(ips["3355"], "/primary"))
     assert st == 200 and body["in_charge"] == [ips["vip3310"]]
     assert asyncio.run(health(ips["3355"], "/secondary"))[0] == 503

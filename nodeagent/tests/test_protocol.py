@@ -38,8 +38,15 @@ def test_our_version_passes_as_header_text_or_number():
 
 
 def test_a_v1_event_on_disk_gets_its_code_and_an_unknown_text_is_dropped():
-    v1 = {"seq": 4, "description": "Instance is in failover active state", "generated_by": "Secondary",
-          "timestamp": "2026-11-01T00:00:00+00:00", "remarks": "", "generation": 2, "peer": "127.0.0.2"}
+    v1 = {
+        "seq": 4,
+        "description": "Instance is in failover active state",
+        "generated_by": "Secondary",
+        "timestamp": "2026-11-01T00:00:00+00:00",
+        "remarks": "",
+        "generation": 2,
+        "peer": "127.0.0.2",
+    }
     upgraded = P.event_upgraded(v1)
     assert upgraded is not None
     assert (upgraded["code"], upgraded["cause"], upgraded["seq"]) == ("failover_active", None, 4)
@@ -51,15 +58,44 @@ def test_a_v1_event_on_disk_gets_its_code_and_an_unknown_text_is_dropped():
 def test_a_node_restarted_over_a_v1_event_log_serves_its_events_with_codes(tmp_path):
     # given a state directory an older agent wrote: events with texts and no codes
     net = free_subnet()
-    fleet = parse_fleet({"node": [{"name": "old", "type": "VA-High", "version": "8.0.110.0", "role": "primary",
-                                   "hm_ip": f"{net}.2", "vip": f"{net}.1", "netmask": "255.255.255.0",
-                                   "password": "pw-old"}]})
+    fleet = parse_fleet(
+        {
+            "node": [
+                {
+                    "name": "old",
+                    "type": "VA-High",
+                    "version": "8.0.110.0",
+                    "role": "primary",
+                    "hm_ip": f"{net}.2",
+                    "vip": f"{net}.1",
+                    "netmask": "255.255.255.0",
+                    "password": "pw-old",
+                }
+            ]
+        }
+    )
     state = tmp_path / "old"
     state.mkdir()
-    lines = [{"seq": 1, "description": "Configuration successfully created", "generated_by": "Primary",
-              "timestamp": "2026-11-01T00:00:00+00:00", "remarks": "", "generation": 1, "peer": None},
-             {"seq": 2, "description": "Licence installed", "generated_by": "Primary",
-              "timestamp": "2026-11-01T00:00:01+00:00", "remarks": "CAS Elements: 100", "generation": 1, "peer": None}]
+    lines = [
+        {
+            "seq": 1,
+            "description": "Configuration successfully created",
+            "generated_by": "Primary",
+            "timestamp": "2026-11-01T00:00:00+00:00",
+            "remarks": "",
+            "generation": 1,
+            "peer": None,
+        },
+        {
+            "seq": 2,
+            "description": "Licence installed",
+            "generated_by": "Primary",
+            "timestamp": "2026-11-01T00:00:01+00:00",
+            "remarks": "CAS Elements: 100",
+            "generation": 1,
+            "peer": None,
+        },
+    ]
     (state / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     # when the new agent loads it
     node = Node(fleet.nodes["old"], state)

@@ -23,12 +23,35 @@ from .agentutil import free_subnet
 def fleet_dict(net, traps=()):
     return {
         "node": [
-            {"name": "prim", "type": "VA-High", "version": "8.0.110.0", "role": "primary", "hm_ip": f"{net}.2",
-             "vip": f"{net}.1", "netmask": "255.255.255.0", "password": "pw-prim", "trap_destinations": list(traps)},
-            {"name": "sec", "type": "VA-High", "version": "8.0.110.0", "role": "secondary", "hm_ip": f"{net}.3",
-             "password": "pw-sec"},
-            {"name": "old", "type": "VA-High", "version": "7.2.103.0", "role": "primary", "hm_ip": f"{net}.4",
-             "vip": f"{net}.5", "netmask": "255.255.255.0", "password": "pw-old"},
+            {
+                "name": "prim",
+                "type": "VA-High",
+                "version": "8.0.110.0",
+                "role": "primary",
+                "hm_ip": f"{net}.2",
+                "vip": f"{net}.1",
+                "netmask": "255.255.255.0",
+                "password": "pw-prim",
+                "trap_destinations": list(traps),
+            },
+            {
+                "name": "sec",
+                "type": "VA-High",
+                "version": "8.0.110.0",
+                "role": "secondary",
+                "hm_ip": f"{net}.3",
+                "password": "pw-sec",
+            },
+            {
+                "name": "old",
+                "type": "VA-High",
+                "version": "7.2.103.0",
+                "role": "primary",
+                "hm_ip": f"{net}.4",
+                "vip": f"{net}.5",
+                "netmask": "255.255.255.0",
+                "password": "pw-old",
+            },
         ]
     }
 
@@ -67,9 +90,22 @@ async def until(pred, timeout=5.0, what="condition"):
 
 def pair_body(role, peer_node, **kw):
     c = peer_node.cfg
-    body = {"role": role, "peer": {"name": c.name, "hm_ip": c.hm_ip, "password": c.password, "version": c.version,
-                                   "udi": c.udi, "device_type": c.device_type, "vip": c.vip, "netmask": c.netmask},
-            "failover_type": "Manual", "failback_type": "Manual", "failover_wait": 10}
+    body = {
+        "role": role,
+        "peer": {
+            "name": c.name,
+            "hm_ip": c.hm_ip,
+            "password": c.password,
+            "version": c.version,
+            "udi": c.udi,
+            "device_type": c.device_type,
+            "vip": c.vip,
+            "netmask": c.netmask,
+        },
+        "failover_type": "Manual",
+        "failback_type": "Manual",
+        "failover_wait": 10,
+    }
     body.update(kw)
     return body
 
@@ -83,6 +119,7 @@ async def pair_up(nodes, clients, **kw):
     async def ok():
         i = await clients["sec"].call("GET", P.PATH_HA_INFO)
         return i["peers"] and i["peers"][0]["state"] == "SECONDARY_ACTIVE" and i["peers"][0]["data_replication"] == "Up"
+
     await until(ok, 5, "paired")
 
 
@@ -97,8 +134,11 @@ def test_a_correctly_signed_request_in_another_protocol_version_is_refused_and_c
             url = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
             for version in (None, "1"):  # a protocol-1 portal sends no header
                 # given a portal of another version, signing correctly
-                h = {**P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}"), P.IDEMPOTENCY_HEADER: "kv",
-                     "Content-Type": "application/json"}
+                h = {
+                    **P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}"),
+                    P.IDEMPOTENCY_HEADER: "kv",
+                    "Content-Type": "application/json",
+                }
                 if version:
                     h[P.HEADER_PROTOCOL] = version
                 # when it asks for a stop
@@ -109,6 +149,7 @@ def test_a_correctly_signed_request_in_another_protocol_version_is_refused_and_c
                     assert f"speaks protocol {P.PROTOCOL_VERSION}" in body["error"]
                     assert r.headers[P.HEADER_PROTOCOL] == str(P.PROTOCOL_VERSION)
                 assert nodes["prim"].services_running
+
     run(go())
 
 
@@ -117,8 +158,9 @@ def test_the_cause_of_a_command_is_echoed_on_its_events_and_not_on_later_ones(tm
         async with running(tmp_path) as (net, nodes, clients, session):
             cause = {"key": "mseportal-job-7:stop", "by": "alice", "reason": "change CHG-9"}
             # when the manager stops the services with a cause
-            st, _ = await clients["prim"].request("POST", P.PATH_SERVICES_STOP, {"cause": cause},
-                                                  idempotency_key="mseportal-job-7:stop")
+            st, _ = await clients["prim"].request(
+                "POST", P.PATH_SERVICES_STOP, {"cause": cause}, idempotency_key="mseportal-job-7:stop"
+            )
             assert st == 200
             # and starts them with only an idempotency key
             st, _ = await clients["prim"].request("POST", P.PATH_SERVICES_START, {}, idempotency_key="job-8:start")
@@ -132,6 +174,7 @@ def test_the_cause_of_a_command_is_echoed_on_its_events_and_not_on_later_ones(tm
             # and a cause is text only, bounded: junk is dropped, never refused
             assert P.cause_from({"key": 5, "by": ["x"], "reason": "r" * 900}) == {"reason": "r" * 500}
             assert P.cause_from("junk") is None and P.cause_from(None, key="  ") is None
+
     run(go())
 
 
@@ -149,7 +192,10 @@ def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(t
             async with session.post(url, data=b"{}", headers=h) as r:
                 assert r.status == 401 and (await r.json())["error"] == "bad signature"
             # stale
-            h = {**base, **P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}", timestamp=int(time.time()) - 3600)}
+            h = {
+                **base,
+                **P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}", timestamp=int(time.time()) - 3600),
+            }
             async with session.post(url, data=b"{}", headers=h) as r:
                 assert r.status == 401 and (await r.json())["error"] == "stale request"
             # body changed after signing
@@ -168,6 +214,7 @@ def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(t
             # a signed, fresh request with a key does work
             st, out = await clients["prim"].request("POST", P.PATH_SERVICES_STOP, {})
             assert st == 200 and not nodes["prim"].services_running
+
     run(go())
 
 
@@ -178,6 +225,7 @@ def test_query_string_is_signed(tmp_path):
             u = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_EVENTS}?since=5"
             async with session.get(u, headers=h) as r:
                 assert r.status == 401
+
     run(go())
 
 
@@ -211,6 +259,7 @@ def test_a_repeated_mutating_request_returns_the_first_answer(tmp_path):
             assert info["licenses"][0]["features"] == {"CAS Elements": 100} and "text" not in info["licenses"][0]
             assert (await c.request("DELETE", P.PATH_LICENSE.format(license_id=lid)))[0] == 200
             assert (await c.request("DELETE", P.PATH_LICENSE.format(license_id=lid)))[0] == 404
+
     run(go())
 
 
@@ -221,6 +270,7 @@ def test_idempotency_answers_survive_a_restart(tmp_path):
         async with running(tmp_path) as (net, nodes, clients, session):
             pass
         return out
+
     run(go())
     stored = json.loads((tmp_path / "prim" / "idempotency.json").read_text())
     assert stored["k"]["status"] == 201
@@ -237,13 +287,16 @@ def test_pairing_through_the_api_and_its_refusals(tmp_path):
             st, out = await clients["sec"].request("POST", P.PATH_HA_CONFIGURE, pair_body("secondary", nodes["old"]))
             assert st == 409 and "same software version" in out["error"]
             # bad failover wait
-            st, out = await clients["sec"].request("POST", P.PATH_HA_CONFIGURE,
-                                                   pair_body("secondary", nodes["prim"], failover_wait=500))
+            st, out = await clients["sec"].request(
+                "POST", P.PATH_HA_CONFIGURE, pair_body("secondary", nodes["prim"], failover_wait=500)
+            )
             assert st == 400 and "between 2 and 120" in out["error"]
             await pair_up(nodes, clients)
+
             async def measured():
                 i = await clients["prim"].call("GET", P.PATH_HA_INFO)
                 return i["peers"][0]["mean_heartbeat_ms"] is not None and i
+
             info = await until(measured, 5, "mean heartbeat time on the primary")
             p = info["peers"][0]
             assert p["state"] == "PRIMARY_ACTIVE" and p["heartbeat"] == "Up" and p["status"] == "Active"
@@ -251,27 +304,40 @@ def test_pairing_through_the_api_and_its_refusals(tmp_path):
             assert p["mean_heartbeat_ms"] is not None and p["mean_heartbeat_ms"] > 0
             ev = await clients["prim"].call("GET", P.PATH_EVENTS + "?since=0")
             d = [e["description"] for e in ev["events"]]
-            assert d.index("Configuration successfully created") < d.index("Heartbeats have been setup successfully") < d.index("Active")
+            assert (
+                d.index("Configuration successfully created")
+                < d.index("Heartbeats have been setup successfully")
+                < d.index("Active")
+            )
             assert all(e["generated_by"] == "Primary" and e["generation"] >= 1 for e in ev["events"] if e["peer"])
             # paging by seq
             ev2 = await clients["prim"].call("GET", P.PATH_EVENTS + f"?since={ev['events'][1]['seq']}&limit=1")
             assert [e["seq"] for e in ev2["events"]] == [ev["events"][2]["seq"]]
             # ha-info carries the same events inline when asked (the poller's single request)
-            inline = await clients["prim"].call("GET", P.PATH_HA_INFO + f"?events_since={ev['events'][1]['seq']}&events_limit=1")
+            inline = await clients["prim"].call(
+                "GET", P.PATH_HA_INFO + f"?events_since={ev['events'][1]['seq']}&events_limit=1"
+            )
             assert inline["events"] == ev2["events"] and inline["peers"][0]["state"] == "PRIMARY_ACTIVE"
-            assert {"name": "Context Aware Service", "version": "8.0.1.79", "admin_status": "Enabled",
-                    "operation_status": "Up"} in inline["services"]
+            assert {
+                "name": "Context Aware Service",
+                "version": "8.0.1.79",
+                "admin_status": "Enabled",
+                "operation_status": "Up",
+            } in inline["services"]
             up_to_date = await clients["prim"].call("GET", P.PATH_HA_INFO + f"?events_since={inline['last_seq']}")
             assert up_to_date["events"] == []
             assert "events" not in await clients["prim"].call("GET", P.PATH_HA_INFO)
             st, out = await clients["prim"].request("GET", P.PATH_HA_INFO + "?events_since=x")
             assert st == 400 and "integers" in out["error"]
             # a change of failover type
-            st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE,
-                                                    pair_body("primary", nodes["sec"], failover_type="Automatic"))
+            st, out = await clients["prim"].request(
+                "POST", P.PATH_HA_CONFIGURE, pair_body("primary", nodes["sec"], failover_type="Automatic")
+            )
             assert st == 200 and out["peer"]["failover_type"] == "Automatic"
             ev = await clients["prim"].call("GET", P.PATH_EVENTS + "?since=0")
-            assert {"description": "Configuration updated", "remarks": "Failover mode set to AUTOMATIC."}.items() <= ev["events"][-1].items()
+            assert {"description": "Configuration updated", "remarks": "Failover mode set to AUTOMATIC."}.items() <= ev[
+                "events"
+            ][-1].items()
             # a primary has one secondary
             st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE, pair_body("primary", nodes["old"]))
             assert st == 409
@@ -282,6 +348,7 @@ def test_pairing_through_the_api_and_its_refusals(tmp_path):
             assert st == 200
             assert nodes["prim"].cfg.vip in nodes["prim"].vip_driver.bound
             assert (await clients["prim"].call("GET", P.PATH_HA_INFO))["peers"] == []
+
     run(go())
 
 
@@ -293,7 +360,11 @@ def test_stop_by_hand_is_graceful_no_takeover(tmp_path):
             st, out = await clients["prim"].request("POST", P.PATH_SERVICES_STOP, {})
             assert st == 200 and out["states"][sec.cfg.hm_ip] == "GRACEFUL_SHUTDOWN"
             assert prim.cfg.vip not in prim.vip_driver.bound
-            await until(lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.GRACEFUL_SHUTDOWN, 3, "secondary GRACEFUL_SHUTDOWN")
+            await until(
+                lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.GRACEFUL_SHUTDOWN,
+                3,
+                "secondary GRACEFUL_SHUTDOWN",
+            )
             await asyncio.sleep(1.5)  # three failover waits: still no takeover
             assert not sec.desired_vips() and next(iter(sec.pairs.values())).ha.state is P.HAState.GRACEFUL_SHUTDOWN
             # health checks (unsigned): nobody answers /primary
@@ -307,7 +378,10 @@ def test_stop_by_hand_is_graceful_no_takeover(tmp_path):
                 assert r.status == 200
             async with session.get(f"http://{sec.cfg.hm_ip}:{P.DEFAULT_PORT}/secondary") as r:
                 assert r.status == 200
-            await until(lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.SECONDARY_ACTIVE, 3, "SECONDARY_ACTIVE")
+            await until(
+                lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.SECONDARY_ACTIVE, 3, "SECONDARY_ACTIVE"
+            )
+
     run(go())
 
 
@@ -322,13 +396,18 @@ def test_switchover_is_refused_until_synchronised_and_forwarded_to_the_secondary
             assert st == 409 and "stale" in out["error"]
             st, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {}, idempotency_key="sw-1")
             assert st == 202 and out["state"] == "FAILOVER_INVOKED"
-            await until(lambda: nodes["sec"].cfg.hm_ip and nodes["prim"].cfg.vip in nodes["sec"].vip_driver.bound, 5, "VIP moved")
+            await until(
+                lambda: nodes["sec"].cfg.hm_ip and nodes["prim"].cfg.vip in nodes["sec"].vip_driver.bound,
+                5,
+                "VIP moved",
+            )
             # the repeat of the same job step does not start a second failover
             st2, out2 = await clients["prim"].request("POST", P.PATH_FAILOVER, {}, idempotency_key="sw-1")
             assert (st2, out2) == (st, out)
             # the failback is refused for 30 minutes, with the time it becomes allowed
             st, out = await clients["sec"].request("POST", P.PATH_FAILBACK, {})
             assert st == 409
+
     run(go())
 
 
@@ -360,10 +439,16 @@ def test_events_are_pushed_signed_to_trap_destinations(tmp_path):
             async with running(tmp_path) as (net, nodes, clients, session):
                 st, out = await clients["prim"].request("PUT", P.PATH_TRAP_DESTINATIONS, {"urls": [url]})
                 assert st == 200 and out["destinations"][0]["url"] == url
-                st, out = await clients["prim"].request("PUT", P.PATH_TRAP_DESTINATIONS, {"urls": ["http://10.1.2.3/x"]})
+                st, out = await clients["prim"].request(
+                    "PUT", P.PATH_TRAP_DESTINATIONS, {"urls": ["http://10.1.2.3/x"]}
+                )
                 assert st == 400  # never anything but loopback
-                await clients["prim"].request("POST", P.PATH_LICENSES, {"text": "L1", "features": {"CAS Elements": 100}})
-                await until(lambda: any(e["code"] == "license_installed" for r in received for e in r["events"]), 5, "push")
+                await clients["prim"].request(
+                    "POST", P.PATH_LICENSES, {"text": "L1", "features": {"CAS Elements": 100}}
+                )
+                await until(
+                    lambda: any(e["code"] == "license_installed" for r in received for e in r["events"]), 5, "push"
+                )
                 info = await clients["prim"].call("GET", P.PATH_TRAP_DESTINATIONS)
                 assert info["destinations"][0]["pushed_seq"] == nodes["prim"].seq
         finally:
@@ -385,6 +470,7 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
         d["pair"] = [{"primary": "prim", "secondary": "sec", "failover_wait": 2}]
         fleet = parse_fleet(d)
         from nodeagent.cli import declared_pairs
+
         servers = []
         async with aiohttp.ClientSession() as session:
             try:
@@ -397,7 +483,9 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
                 prim, sec = servers[0].node, servers[1].node
                 pr = next(iter(sec.pairs.values()))
                 assert pr.direct and pr.client().base == f"http://{net}.7:{P.DEFAULT_PORT}"
-                await until(lambda: next(iter(prim.pairs.values())).ha.heartbeat_up, 5, "heartbeats over direct connect")
+                await until(
+                    lambda: next(iter(prim.pairs.values())).ha.heartbeat_up, 5, "heartbeats over direct connect"
+                )
                 # the HM API answers on the direct-connect address too
                 c = AgentClient(session, f"{net}.7", "pw-prim")
                 info = await c.call("GET", P.PATH_HA_INFO)
@@ -405,4 +493,5 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
             finally:
                 for s in servers:
                     await s.close()
+
     run(go())

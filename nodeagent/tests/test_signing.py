@@ -5,7 +5,9 @@ import pytest
 from nodeagent import protocol as p
 
 
-def headers_for(password="pw", method="POST", path="/hm/v1/ha/failover?x=1", body=b'{"a":1}', ts=1_000_000, nonce="n" * 16):
+def headers_for(
+    password="pw", method="POST", path="/hm/v1/ha/failover?x=1", body=b'{"a":1}', ts=1_000_000, nonce="n" * 16
+):
     return p.sign_request(password, method, path, body, timestamp=ts, nonce=nonce)
 
 
@@ -36,7 +38,9 @@ def test_any_change_breaks_the_signature(change):
     h = headers_for()
     args.update(change)
     with pytest.raises(p.SignatureError, match="bad signature"):
-        p.verify_request(args["password"], args["method"], args["path"], args["body"], h, replay_cache=p.ReplayCache(), now=1_000_000)
+        p.verify_request(
+            args["password"], args["method"], args["path"], args["body"], h, replay_cache=p.ReplayCache(), now=1_000_000
+        )
 
 
 @pytest.mark.parametrize("missing", [p.HEADER_TIMESTAMP, p.HEADER_NONCE, p.HEADER_SIGNATURE])
@@ -55,7 +59,9 @@ def test_stale_request_is_refused(skew):
 
 
 def test_window_edge_is_accepted():
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', headers_for(), replay_cache=None, now=1_000_300)
+    p.verify_request(
+        "pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', headers_for(), replay_cache=None, now=1_000_300
+    )
 
 
 def test_replay_is_refused_but_a_new_nonce_passes():
@@ -73,7 +79,9 @@ def test_forged_request_does_not_burn_the_nonce():
     forged = headers_for(password="wrong")
     with pytest.raises(p.SignatureError):
         p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', forged, replay_cache=cache, now=1_000_000)
-    p.verify_request("pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', headers_for(), replay_cache=cache, now=1_000_000)
+    p.verify_request(
+        "pw", "POST", "/hm/v1/ha/failover?x=1", b'{"a":1}', headers_for(), replay_cache=cache, now=1_000_000
+    )
 
 
 def test_replay_cache_forgets_expired_nonces():
@@ -93,8 +101,12 @@ def test_default_signature_uses_now_and_random_nonce():
 
 def test_instance_names_match_the_spec():
     assert p.instance_names(3) == {
-        "secondary_db_name": "mseos3", "secondary_db_port": 1524, "standby_db_name": "mseos3s",
-        "standby_db_port": 1624, "dataguard_name": "dg_mse3", "primary_db_alias": "mseop3s",
+        "secondary_db_name": "mseos3",
+        "secondary_db_port": 1524,
+        "standby_db_name": "mseos3s",
+        "standby_db_port": 1624,
+        "dataguard_name": "dg_mse3",
+        "primary_db_alias": "mseop3s",
     }
     assert p.instance_names(4)["secondary_db_port"] == 1525
 

@@ -28,7 +28,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--fleet", default="fleet/demo.toml", help="the agents' fleet file (nodes)")
-        parser.add_argument("--pairs", default="fleet/demo-paired.toml", help="a fleet file whose [[pair]]s to configure")
+        parser.add_argument(
+            "--pairs", default="fleet/demo-paired.toml", help="a fleet file whose [[pair]]s to configure"
+        )
         parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the agents to answer")
 
     def handle(self, *args, fleet: str, pairs: str, wait: float, **options):

@@ -42,19 +42,44 @@ class Command(BaseCommand):
             metavar="permanent|YYYY-MM-DD",
             help=f"expiry; the license is valid through that day (--evaluation defaults to today + {licenses.EVALUATION_DAYS} days)",
         )
-        parser.add_argument("--evaluation", action="store_true", help="mark the lines as an evaluation license (TYPE=evaluation)")
-        parser.add_argument("--license-version", "--licence-version", dest="license_version", default="7.0", metavar="X.Y", help="the license version (default 7.0)")
-        parser.add_argument("--sku", metavar="SKU", help="override the SKU (only with one feature; MSE_ACTIVATION is always L-MSE-7.0-K9)")
+        parser.add_argument(
+            "--evaluation", action="store_true", help="mark the lines as an evaluation license (TYPE=evaluation)"
+        )
+        parser.add_argument(
+            "--license-version",
+            "--licence-version",
+            dest="license_version",
+            default="7.0",
+            metavar="X.Y",
+            help="the license version (default 7.0)",
+        )
+        parser.add_argument(
+            "--sku",
+            metavar="SKU",
+            help="override the SKU (only with one feature; MSE_ACTIVATION is always L-MSE-7.0-K9)",
+        )
         parser.add_argument("--out", metavar="FILE", help="where to write the license file")
         parser.add_argument("--force", action="store_true", help="overwrite --out (or --generate-key files) if present")
-        parser.add_argument("--key", metavar="KEYFILE", help="PEM Ed25519 private key to sign with (default: the development key)")
-        parser.add_argument("--generate-key", metavar="DIR", help=f"write a new key pair to DIR/{PRIVATE_NAME} and DIR/{PUBLIC_NAME}, and stop")
+        parser.add_argument(
+            "--key", metavar="KEYFILE", help="PEM Ed25519 private key to sign with (default: the development key)"
+        )
+        parser.add_argument(
+            "--generate-key",
+            metavar="DIR",
+            help=f"write a new key pair to DIR/{PRIVATE_NAME} and DIR/{PUBLIC_NAME}, and stop",
+        )
 
     def handle(self, *args, **options):
         if options["generate_key"]:
-            issuing = [f"--{name}" for name in ("feature", "count", "host", "expires", "out", "key", "sku") if options[name]]
+            issuing = [
+                f"--{name}" for name in ("feature", "count", "host", "expires", "out", "key", "sku") if options[name]
+            ]
             if issuing or options["evaluation"]:
-                raise CommandError("--generate-key makes a key pair only; do not combine it with " + ", ".join(issuing or ["--evaluation"]) + ".")
+                raise CommandError(
+                    "--generate-key makes a key pair only; do not combine it with "
+                    + ", ".join(issuing or ["--evaluation"])
+                    + "."
+                )
             self._generate_key(Path(options["generate_key"]), force=options["force"])
             return
         specs = self._specs(options)
@@ -90,11 +115,13 @@ class Command(BaseCommand):
             raise CommandError(f"Give one --count per --feature: {len(names)} feature(s), {len(counts)} count(s).")
         unknown = [name for name in names if name not in licenses.FEATURES]
         if unknown:
-            raise CommandError(f"Unknown feature {', '.join(unknown)}; known features are {', '.join(licenses.FEATURES)}.")
+            raise CommandError(
+                f"Unknown feature {', '.join(unknown)}; known features are {', '.join(licenses.FEATURES)}."
+            )
         if len(set(names)) != len(names):
             raise CommandError("A feature is given twice; give each feature once with its total count.")
         parsed_counts = []
-        for name, count in zip(names, counts):
+        for name, count in zip(names, counts, strict=True):
             if not (count.isascii() and count.isdigit()) or len(count) > 9 or int(count) < 1:
                 raise CommandError(f"--count {count!r} for {name} is not a positive whole number.")
             parsed_counts.append(int(count))
@@ -114,7 +141,7 @@ class Command(BaseCommand):
                 version=options["license_version"],
                 sku=options["sku"],
             )
-            for name, count in zip(names, parsed_counts)
+            for name, count in zip(names, parsed_counts, strict=True)
         ]
         for spec in specs:  # the verifier's own rules (UDI, version, SKU, HOSTID=ANY on activation)
             try:
@@ -131,7 +158,9 @@ class Command(BaseCommand):
             raise CommandError("Give --expires permanent or --expires YYYY-MM-DD.")
         if expires == licenses.PERMANENT:
             if options["evaluation"]:
-                raise CommandError("An evaluation license cannot be permanent: give --expires YYYY-MM-DD or leave it out.")
+                raise CommandError(
+                    "An evaluation license cannot be permanent: give --expires YYYY-MM-DD or leave it out."
+                )
             return None
         try:
             expires_on = date.fromisoformat(expires) if len(expires) == 10 else None

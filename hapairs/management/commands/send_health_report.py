@@ -35,10 +35,20 @@ class Command(BaseCommand):
         return parser
 
     def add_arguments(self, parser):
-        parser.add_argument("--to", action="append", required=True, metavar="ADDRESS",
-                            help="a recipient; repeat it, or separate addresses with commas")
-        parser.add_argument("--period-days", type=int, default=1, metavar="N",
-                            help=f"how many days the report looks back (1–{REPORT_PERIOD_MAX_DAYS}; default 1)")
+        parser.add_argument(
+            "--to",
+            action="append",
+            required=True,
+            metavar="ADDRESS",
+            help="a recipient; repeat it, or separate addresses with commas",
+        )
+        parser.add_argument(
+            "--period-days",
+            type=int,
+            default=1,
+            metavar="N",
+            help=f"how many days the report looks back (1–{REPORT_PERIOD_MAX_DAYS}; default 1)",
+        )
 
     def handle(self, *args, to: list[str], period_days: int, **options):
         if not 1 <= period_days <= REPORT_PERIOD_MAX_DAYS:
@@ -47,14 +57,19 @@ class Command(BaseCommand):
             recipients = parse_recipients(",".join(to), field="to")
         except services.ServiceError as exc:
             raise CommandError(f"--to: {exc.message}") from None
-        delivery = services.report_delivery_create(recipients=recipients, period_days=period_days,
-                                                   key=f"report:cli:{uuid.uuid4().hex}", queue=False)
+        delivery = services.report_delivery_create(
+            recipients=recipients, period_days=period_days, key=f"report:cli:{uuid.uuid4().hex}", queue=False
+        )
         self.stdout.write(f"Built the health report: {delivery.subject}")
         status = sender.attempt(delivery.pk, final=True)
         delivery.refresh_from_db()
         where = describe_backend()
         if status != DeliveryStatus.SENT:
-            raise CommandError(f"Could not send it to {', '.join(recipients)} via {where}: {delivery.last_error} "
-                               f"(delivery #{delivery.pk}, recorded as failed; retry it from the Reports page).")
-        self.stdout.write(f"Sent it to {', '.join(recipients)} via {where} (delivery #{delivery.pk}, "
-                          f"{len(delivery.body_text)} characters of text and {len(delivery.body_html)} of HTML).")
+            raise CommandError(
+                f"Could not send it to {', '.join(recipients)} via {where}: {delivery.last_error} "
+                f"(delivery #{delivery.pk}, recorded as failed; retry it from the Reports page)."
+            )
+        self.stdout.write(
+            f"Sent it to {', '.join(recipients)} via {where} (delivery #{delivery.pk}, "
+            f"{len(delivery.body_text)} characters of text and {len(delivery.body_html)} of HTML)."
+        )
