@@ -61,6 +61,28 @@ class PairConfig:
         """Heartbeats are shown Down after this long without one (before the wait ends)."""
         return min(self.failover_wait, max(3 * self.heartbeat_interval, 0.5))
 
+    def changes_to(self, new: PairConfig) -> list[Note]:
+        """The "Configuration updated" events of a change from this configuration to ``new``."""
+        notes = []
+        if new.failover_type is not self.failover_type:
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover mode set to {new.failover_type.value.upper()}."))
+        if new.failback_type is not self.failback_type:
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failback mode set to {new.failback_type.value.upper()}."))
+        if new.failover_wait != self.failover_wait:
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
+        if new.stabilisation_seconds != self.stabilisation_seconds:
+            notes.append(
+                Note(EventCode.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds.")
+            )
+        if new.maintenance != self.maintenance:
+            paused = (
+                "on: automatic failover and failback paused"
+                if new.maintenance
+                else "off: automatic failover and failback resumed"
+            )
+            notes.append(Note(EventCode.CONFIG_UPDATED, f"Maintenance mode {paused}."))
+        return notes
+
     def to_dict(self) -> dict:
         return {
             "failover_type": self.failover_type.value,

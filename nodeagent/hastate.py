@@ -465,26 +465,7 @@ class PairHA:
 
     # ------------------------------------------------------------ configuration
     def update_config(self, now: float, new: PairConfig) -> list[Note]:
-        notes = []
-        if new.failover_type is not self.config.failover_type:
-            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover mode set to {new.failover_type.value.upper()}."))
-        if new.failback_type is not self.config.failback_type:
-            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failback mode set to {new.failback_type.value.upper()}."))
-        if new.failover_wait != self.config.failover_wait:
-            notes.append(Note(EventCode.CONFIG_UPDATED, f"Failover wait set to {new.failover_wait:g} seconds."))
-        if new.stabilisation_seconds != self.config.stabilisation_seconds:
-            notes.append(
-                Note(EventCode.CONFIG_UPDATED, f"Stabilisation time set to {new.stabilisation_seconds:g} seconds.")
-            )
-        if new.maintenance != self.config.maintenance:
-            notes.append(
-                Note(
-                    EventCode.CONFIG_UPDATED,
-                    "Maintenance mode on: automatic failover and failback paused."
-                    if new.maintenance
-                    else "Maintenance mode off: automatic failover and failback resumed.",
-                )
-            )
+        notes = self.config.changes_to(new)
         self.config = new
         return self._done(now, notes)
 

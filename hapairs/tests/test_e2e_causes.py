@@ -44,6 +44,7 @@ def test_a_switchover_asked_through_the_api_is_named_on_every_event_it_causes(
     worker,
     api,
     operator_user,
+    client,
 ):
     # Given a pair made through the API, Active
     p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
@@ -101,6 +102,12 @@ def test_a_switchover_asked_through_the_api_is_named_on_every_event_it_causes(
         assert failover and all(
             (e["requested_by"], e["reason"], e["job_id"]) == (operator_user.username, REASON, job.pk) for e in failover
         ), failover
+
+        # And the status screen's Events Log names them beside those events
+        client.force_login(operator_user)
+        page = client.get("/mse/cause-p/ha/").content.decode()
+        row = next(r for r in page.split("<tr") if 'data-code="failover_active"' in r)
+        assert operator_user.username in row and REASON in row and f"/jobs/{job.pk}/" in row
 
         # And the health report says the operator switched over, and why
         [pair_report] = reports.report_build(period_days=1).pairs
