@@ -31,13 +31,21 @@ run: demo-users
 	$(RUN_ENV) MSEPORTAL_ALERT_RECIPIENTS=$${MSEPORTAL_ALERT_RECIPIENTS-noc@localhost} \
 	  $(VENV)/bin/honcho --procfile Procfile.dev --app-root . start
 
-# The browser tests drive Debian's Chromium (never a downloaded one): install it where we can.
+# The browser tests drive Debian's Chromium (never a downloaded one), and the real-network
+# tests (hosts in network namespaces, as root) announce VIPs with Debian's arping: install
+# them where we can.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's chromium for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: no chromium here (apt-get install chromium): the browser tests will fail saying so"; fi; }
+	@command -v arping >/dev/null 2>&1 && command -v ping >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's iputils-arping and iputils-ping for the network-namespace tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-arping iputils-ping >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-arping iputils-ping >/dev/null; }; \
+	  else echo "note: the network-namespace tests need root and arping (apt-get install iputils-arping): they will be skipped, saying so"; fi; }
 
 # The habits: lint and format (ruff), types (mypy, on the typed parts: pyproject.toml),
 # and no model change without its migration. `make test` runs them first.

@@ -20,7 +20,7 @@ from typing import NoReturn
 import aiohttp
 
 from .client import AgentClient, AgentError
-from .config import DEVICE_TYPES, ConfigError, Fleet, NodeConfig, load_fleet
+from .config import DEVICE_TYPES, VIP_DRIVER_LOOPBACK, VIP_DRIVERS, ConfigError, Fleet, NodeConfig, load_fleet
 from .hastate import PairHA
 from .node import Node
 from .output import format_hainfo, format_serverinfo
@@ -76,8 +76,13 @@ def build_parser() -> Parser:
     st.add_argument("--role", choices=["1", "2", "primary", "secondary"])
     st.add_argument("--type", dest="device_type", choices=DEVICE_TYPES)
     st.add_argument("--version")
+    st.add_argument("--hm-interface", help="Health Monitor interface (eth0/eth1)")
+    st.add_argument("--direct-interface", help="direct connect interface (eth0/eth1/none)")
     st.add_argument("--hm-ip", help="Health Monitor interface address")
     st.add_argument("--direct-connect", help="direct connect interface address, or none")
+    st.add_argument(
+        "--vip-driver", choices=VIP_DRIVERS, help="loopback (development machine) or iproute (a real interface)"
+    )
     st.add_argument("--vip")
     st.add_argument("--netmask")
     st.add_argument("--recovery", choices=["yes", "no"])
@@ -389,13 +394,18 @@ def cmd_setup(a) -> int:
         "Appliance type (" + "/".join(DEVICE_TYPES) + ")", ex.get("device_type", "VA-High"), interactive, a.device_type
     )
     version = _ask("Software version", ex.get("version", "8.0.110.0"), interactive, a.version)
-    hm_ip = _ask("Health Monitor interface address (eth0)", ex.get("hm_ip"), interactive, a.hm_ip)
-    dc = _ask(
-        "Select direct connect interface address [address/none]",
-        ex.get("direct_connect") or "none",
-        interactive,
-        a.direct_connect,
+    # the seed's order: the interfaces, the VIP, recovery mode, then the interfaces' addresses
+    hm_iface = _ask(
+        "Select Health Monitor interface [eth0/eth1]", ex.get("hm_interface") or "eth0", interactive, a.hm_interface
     )
+    dc_iface = _ask(
+        "Select direct connect interface [eth0/eth1/none]",
+        ex.get("direct_interface") or "none",
+        interactive,
+        a.direct_interface,
+    )
+    if dc_iface.lower() == "none":
+        dc_iface = ""
     vip = netmask = None
     recovery = "no"
     if role == "primary":
@@ -406,6 +416,13 @@ def cmd_setup(a) -> int:
         recovery = _ask("Start MSE in recovery mode (yes/no)", "no", interactive, a.recovery)
         if recovery.lower() not in ("yes", "no"):
             raise CliError("recovery mode must be yes or no")
+    hm_ip = _ask(f"Enter {hm_iface} IP address (the Health Monitor address)", ex.get("hm_ip"), interactive, a.hm_ip)
+    dc = "none"
+    if dc_iface:
+        dc = _ask(
+            f"Enter {dc_iface} IP address (direct connect)", ex.get("direct_connect"), interactive, a.direct_connect
+        )
+    vip_driver = a.vip_driver or ex.get("vip_driver") or VIP_DRIVER_LOOPBACK
     password = _ask("Enter the admin password", ex.get("password"), interactive, a.password)
     tz = _ask("Time zone", ex.get("timezone", "UTC"), interactive, a.timezone)
     ntp = _ask("NTP servers", ex.get("ntp", ""), interactive, a.ntp)
@@ -428,6 +445,9 @@ def cmd_setup(a) -> int:
             port=a.port or ex.get("port", DEFAULT_PORT),
             recovery=recovery.lower() == "yes",
             udi=ex.get("udi", "") if ex.get("name") == name else "",
+            hm_interface=hm_iface,
+            direct_interface=dc_iface or None,
+            vip_driver=vip_driver,
         ).validate()
     except ConfigError as e:
         raise CliError(str(e)) from None
@@ -435,8 +455,10 @@ def cmd_setup(a) -> int:
         "-----BEGIN-----",
         f"Host name={cfg.name}",
         f"Domain={cfg.domain}",
-        f"Role={cfg.role.number}, Health Monitor Interface address={cfg.hm_ip}",
-        f"Direct connect interface={cfg.direct_connect or 'none'}",
+        f"Role={cfg.role.number}, Health Monitor Interface={cfg.hm_interface}, address={cfg.hm_ip}",
+        f"Direct connect interface={cfg.direct_interface or 'none'}"
+        + (f", address={cfg.direct_connect}" if cfg.direct_connect else ""),
+        f"Virtual IP driver={cfg.vip_driver}",
     ]
     if cfg.vip:
         summary.append(f"Virtual IP Address={cfg.vip}, Virtual IP Netmask={cfg.netmask}")

@@ -37,6 +37,12 @@ def product_identifier(device_type: str) -> str:
     return "AIR-MSE-VA-K9" if device_type.startswith("VA") else f"AIR-MSE-{device_type}-K9"
 
 
+VIP_DRIVER_LOOPBACK = "loopback"
+VIP_DRIVER_IPROUTE = "iproute"
+VIP_DRIVERS = (VIP_DRIVER_LOOPBACK, VIP_DRIVER_IPROUTE)
+IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux: at most 15 characters
+
+
 def check_ip(value: object, what: str, *, allow_non_loopback: bool) -> str:
     try:
         ip = ipaddress.IPv4Address(str(value))
@@ -74,6 +80,13 @@ class NodeConfig:
     # set-up's "recovery mode" (spec §3): this primary was paired and lost its configuration;
     # until the manager restores it, it does not claim its VIP (the secondary may hold it)
     recovery: bool = False
+    # set-up's interfaces (spec §3): the Health Monitor interface holds the HM IP and the
+    # VIPs this node takes; the direct-connect interface (or none) the direct link's address
+    hm_interface: str | None = None
+    direct_interface: str | None = None
+    # how a VIP is taken: "loopback" (development and most tests: 127.0.0.0/8 only) or
+    # "iproute" (a real interface: ip addr add VIP/PREFIX, gratuitous ARP; CAP_NET_ADMIN)
+    vip_driver: str = VIP_DRIVER_LOOPBACK
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, Role):
@@ -95,8 +108,31 @@ class NodeConfig:
     def product_identifier(self) -> str:
         return product_identifier(self.device_type)
 
+    @property
+    def real_network(self) -> bool:
+        """On a real interface: any address a real network gives is accepted."""
+        return self.vip_driver == VIP_DRIVER_IPROUTE
+
     def validate(self, *, allow_non_loopback: bool = False) -> NodeConfig:
         where = f"node {self.name!r}"
+        if self.vip_driver not in VIP_DRIVERS:
+            raise ConfigError(f"{where}: vip_driver must be one of {', '.join(VIP_DRIVERS)}, not {self.vip_driver!r}")
+        # loopback-only addresses are the loopback driver's rule, not the product's
+        allow_non_loopback = allow_non_loopback or self.real_network
+        for key in ("hm_interface", "direct_interface"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not IFACE_RE.match(value)):
+                raise ConfigError(
+                    f"{where}: {key} must be an interface name such as eth0 (1-15 letters, digits, . _ -)"
+                )
+        if self.real_network and not self.hm_interface:
+            raise ConfigError(
+                f"{where}: the iproute VIP driver needs hm_interface (the Health Monitor interface, e.g. eth0)"
+            )
+        if self.direct_interface and not self.direct_connect:
+            raise ConfigError(f"{where}: direct_interface needs direct_connect (this node's address on that link)")
+        if self.direct_interface and self.direct_interface == self.hm_interface:
+            raise ConfigError(f"{where}: the direct-connect interface must differ from the Health Monitor interface")
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             raise ConfigError(f"{where}: name must be 1-63 letters, digits, '.', '_' or '-'")
         if self.device_type not in DEVICE_TYPES:
@@ -186,6 +222,9 @@ class Fleet:
 
 
 NODE_KEYS = {
+    "hm_interface",
+    "direct_interface",
+    "vip_driver",
     "name",
     "type",
     "version",
@@ -255,6 +294,9 @@ def parse_fleet(
                 port=int(rn["port"] if "port" in rn else default_port),
                 trap_destinations=list(rn.get("trap_destinations", default_traps) or []),
                 recovery=rn.get("recovery", False),
+                hm_interface=rn.get("hm_interface"),
+                direct_interface=rn.get("direct_interface"),
+                vip_driver=rn.get("vip_driver", VIP_DRIVER_LOOPBACK),
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None

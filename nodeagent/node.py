@@ -68,7 +68,8 @@ class Node:
         self.session = session
         self._own_session = session is None
         self.allow_short_wait = allow_short_wait
-        self.allow_non_loopback = allow_non_loopback
+        # peers and trap destinations on a real network have real addresses
+        self.allow_non_loopback = allow_non_loopback or cfg.real_network
         self.pairs: dict[str, PairRuntime] = {}
         self.own_instance = (
             InstanceStore("msedb", 1521, self.sd.instance_log("msedb")) if cfg.role is Role.PRIMARY else None

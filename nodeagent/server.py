@@ -19,7 +19,7 @@ from . import protocol as P
 from .errors import ApiError
 from .node import Node
 from .replication import BadElement, validate_element
-from .vip import LoopbackVipDriver
+from .vip import IprouteVipDriver, LoopbackVipDriver
 
 log = logging.getLogger("nodeagent.server")
 
@@ -358,7 +358,11 @@ class NodeServer:
             build_service_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25
         )
         await self.svc_runner.setup()
-        node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)
+        if node.cfg.real_network:
+            assert node.cfg.hm_interface, "validated: the iproute driver has its interface"
+            node.vip_driver = IprouteVipDriver(self.svc_runner, node.cfg.port, node.cfg.hm_interface)
+        else:
+            node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)
         await node.start()
 
     async def close(self, *, graceful: bool = False) -> None:

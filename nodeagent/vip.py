@@ -9,12 +9,10 @@ releases it when it is not. Two drivers:
   A bind that fails with "address in use" means somebody still holds the VIP; the node
   retries on its next tick and never serves the VIP meanwhile.
 
-* :class:`IprouteVipDriver` (real deployments, not exercised by the tests): adds the address
-  to an interface (``ip addr add VIP/PREFIX dev IFACE``), announces it with gratuitous ARP
-  (``arping -U -c 3 -I IFACE VIP``, from iputils), then binds the listener; releasing closes
-  the listener and deletes the address. Needs CAP_NET_ADMIN. A killed agent leaves the
-  address on the interface: run ``ip addr del`` for every configured VIP at start-up
-  (:meth:`cleanup`) before the node decides whether it is in charge.
+* :class:`IprouteVipDriver` (``vip_driver = "iproute"``, real interfaces; tested on hosts
+  in network namespaces): the address on the Health Monitor interface with its real prefix,
+  announced by gratuitous ARP, removed with the same prefix; leftovers of a killed agent
+  removed at start-up before the node decides whether it is in charge.
 
 :class:`VipReconciler` drives the driver, level-triggered: after every change it makes the
 bound VIPs equal to what :meth:`Node.desired_vips <nodeagent.node.Node.desired_vips>` says
@@ -25,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
+import shutil
 import time
 from typing import TYPE_CHECKING
 
@@ -84,40 +84,128 @@ class LoopbackVipDriver(VipDriver):
             log.info("VIP %s:%s released", vip, self.port)
 
 
-class IprouteVipDriver(LoopbackVipDriver):
-    """Adds/removes the VIP on a real interface with iproute2 (see module doc)."""
+class IprouteVipDriver(VipDriver):
+    """The VIP on a real interface with iproute2 (needs CAP_NET_ADMIN):
 
-    def __init__(self, runner: web.AppRunner, port: int, interface: str) -> None:
+    * taking it: remove any entry of the address left on an interface, ``ip addr add
+      VIP/PREFIX dev IFACE`` with the pair's real prefix, listen on it, then announce it with
+      gratuitous ARP (``arping -U``, in the background: serving does not wait for it, and a
+      release cancels an announcement still running, so a node that stepped down never
+      announces the VIP again);
+    * releasing it: stop listening first (nothing acknowledged after this), then ``ip addr
+      del`` with the same prefix it was added with, and check it is gone — a release that
+      leaves the address behind raises, and the reconciler retries it;
+    * at start-up (:meth:`cleanup`, before the node decides whether it is in charge): every
+      entry of a configured VIP on any interface, whatever its prefix, is removed.
+    """
+
+    def __init__(self, runner: web.AppRunner, port: int, interface: str, *, announce_count: int = 3) -> None:
         super().__init__(runner, port)
         self.interface = interface
+        self.announce_count = announce_count
+        self.prefixes: dict[str, int] = {}
+        self.announcing: dict[str, asyncio.Task] = {}
+        self.stale: set[str] = set()  # released, but the address could not be removed yet: retried
+        for tool, package in (("ip", "iproute2"), ("arping", "iputils-arping")):
+            if shutil.which(tool) is None:
+                raise OSError(f"the iproute VIP driver needs {tool!r} (Debian: apt-get install {package})")
 
-    async def _run(self, *argv: str, check: bool = True) -> None:
+    async def _run(self, *argv: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
-        _, err = await proc.communicate()
-        if check and proc.returncode != 0:
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
             raise OSError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
+        return out.decode(errors="replace")
+
+    async def entries(self, vip: str) -> list[tuple[str, int]]:
+        """(interface, prefix) of every entry of ``vip`` on this host."""
+        shown = json.loads(await self._run("ip", "-j", "-4", "addr", "show") or "[]")
+        return [
+            (link["ifname"], int(info["prefixlen"]))
+            for link in shown
+            for info in link.get("addr_info", [])
+            if info.get("local") == vip
+        ]
+
+    async def _remove_everywhere(self, vip: str) -> None:
+        for ifname, prefix in await self.entries(vip):
+            await self._run("ip", "addr", "del", f"{vip}/{prefix}", "dev", ifname)
+        left = await self.entries(vip)
+        if left:
+            raise OSError(f"VIP {vip} is still on {', '.join(f'{i} (/{p})' for i, p in left)} after ip addr del")
 
     async def bind(self, vip: str, netmask: str | None = None) -> None:
         if vip in self.sites:
             return
         prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask or '255.255.255.255'}").prefixlen
+        await self._remove_everywhere(vip)  # a leftover with another prefix would survive a release
+        self.stale.discard(vip)
         await self._run("ip", "addr", "add", f"{vip}/{prefix}", "dev", self.interface)
-        await self._run("arping", "-U", "-c", "3", "-I", self.interface, vip, check=False)
-        site = web.TCPSite(self.runner, vip, self.port, reuse_address=True)
-        await site.start()
+        self.prefixes[vip] = prefix
+        site = web.TCPSite(self.runner, vip, self.port, reuse_address=True, backlog=512)
+        try:
+            await site.start()
+        except OSError:
+            await self._remove_everywhere(vip)
+            self.prefixes.pop(vip, None)
+            raise
         self.sites[vip] = site
+        self.announcing[vip] = asyncio.create_task(self._announce(vip), name=f"arping-{vip}")
+        log.info("VIP %s/%s taken on %s", vip, prefix, self.interface)
+
+    async def _announce(self, vip: str) -> None:
+        """Gratuitous ARP: the LAN's neighbours now send the VIP's traffic to this MAC."""
+        proc = await asyncio.create_subprocess_exec(
+            "arping",
+            "-U",
+            "-c",
+            str(self.announce_count),
+            "-I",
+            self.interface,
+            vip,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, err = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode not in (0, 1):  # 1: no reply, which an unsolicited ARP never gets
+            log.warning("arping for VIP %s failed: %s", vip, err.decode(errors="replace").strip())
 
     async def release(self, vip: str) -> None:
+        task = self.announcing.pop(vip, None)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         site = self.sites.pop(vip, None)
         if site is not None:
-            await site.stop()
-        await self._run("ip", "addr", "del", f"{vip}/32", "dev", self.interface, check=False)
+            await site.stop()  # first: nothing is acknowledged on the VIP from here on
+        prefix = self.prefixes.pop(vip, None)
+        if prefix is not None:
+            try:
+                await self._run("ip", "addr", "del", f"{vip}/{prefix}", "dev", self.interface)
+            except OSError as e:
+                log.warning("%s; looking for the VIP on every interface", e)
+        try:
+            await self._remove_everywhere(vip)
+        except OSError:
+            self.stale.add(vip)
+            raise
+        self.stale.discard(vip)
+        log.info("VIP %s released from %s", vip, self.interface)
+
+    @property
+    def bound(self) -> set[str]:
+        return set(self.sites) | self.stale
 
     async def cleanup(self, vips: list[str]) -> None:
-        for vip in vips:
-            await self._run("ip", "addr", "del", f"{vip}/32", "dev", self.interface, check=False)
+        for vip in dict.fromkeys(vips):
+            await self._remove_everywhere(vip)
 
 
 class VipReconciler:
@@ -134,10 +222,12 @@ class VipReconciler:
             return
         want = node.desired_vips()
         for vip in list(drv.bound - set(want)):
-            await drv.release(vip)
-            node.emit(
-                EventCode.VIP_RELEASED, vip, want.get(vip, (None, None))[1] if vip in want else self.pair_by_vip(vip)
-            )
+            try:
+                await drv.release(vip)
+            except OSError as e:  # not listening any more, but the address is still there: retried
+                log.error("%s: VIP %s not fully released yet: %s", node.cfg.name, vip, e)
+                continue
+            node.emit(EventCode.VIP_RELEASED, vip, self.pair_by_vip(vip))
         now = time.monotonic()
         for vip, (mask, pr) in want.items():
             if vip in drv.bound or self.retry_at.get(vip, 0) > now:

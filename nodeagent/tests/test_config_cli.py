@@ -92,11 +92,51 @@ def test_demo_fleets_are_the_seed_scenarios_on_loopback():
         ([node(trap_destinations=["http://10.0.0.1/x"])], [], "not a loopback"),
         ([node(recovery="yes")], [], "recovery must be true or false"),
         ([node(), sec(recovery=True)], [], "recovery mode is for a primary"),
+        ([node(vip_driver="keepalived")], [], "vip_driver must be one of loopback, iproute"),
+        ([node(vip_driver="iproute")], [], "needs hm_interface"),
+        ([node(vip_driver="iproute", hm_interface="eth0; reboot")], [], "must be an interface name"),
+        ([node(vip_driver="iproute", hm_interface="a" * 16)], [], "must be an interface name"),
+        ([node(hm_interface="eth0", direct_interface="eth1")], [], "direct_interface needs direct_connect"),
+        ([node(hm_interface="eth0", direct_interface="eth0", direct_connect="127.9.9.9")], [], "must differ"),
+        # the loopback driver keeps its loopback-only rule
+        ([node(hm_ip="198.18.1.12", vip="198.18.1.11", hm_interface="eth0")], [], "not a loopback address"),
     ],
 )
 def test_bad_fleets_are_refused_with_a_clear_message(nodes, pairs, msg):
     with pytest.raises(ConfigError, match=msg):
         parse_fleet({"node": nodes, "pair": pairs})
+
+
+def test_on_real_interfaces_any_address_a_network_gives_is_accepted():
+    # given a pair set up as the seed's setup does: HM on eth0, direct connect on eth1
+    real = {"vip_driver": "iproute", "hm_interface": "eth0", "direct_interface": "eth1"}
+    fleet = parse_fleet(
+        {
+            "node": [
+                node(
+                    hm_ip="10.10.10.15",
+                    vip="10.10.10.14",
+                    direct_connect="1.1.1.1",
+                    **real,
+                    trap_destinations=["https://10.20.0.5/api/v1/ingest/events"],
+                ),
+                sec(hm_ip="10.10.10.16", direct_connect="1.1.1.2", **real),
+            ],
+            "pair": [{"primary": "a", "secondary": "b", "failover_type": "Automatic"}],
+        }
+    )
+    a, b = fleet.nodes["a"], fleet.nodes["b"]
+    # then the addresses, interfaces and driver are the node's (parsed only: nothing is contacted)
+    assert (a.hm_ip, a.vip, a.direct_connect, a.hm_interface, a.direct_interface) == (
+        "10.10.10.15",
+        "10.10.10.14",
+        "1.1.1.1",
+        "eth0",
+        "eth1",
+    )
+    assert a.real_network and b.real_network and b.vip_driver == "iproute"
+    # and the default stays the development driver
+    assert parse_fleet({"node": [node()]}).nodes["a"].vip_driver == "loopback"
 
 
 def test_a_secondary_backs_at_most_two_primaries():
@@ -192,7 +232,21 @@ def test_setup_interactive_answers_in_the_wizard_order(tmp_path):
     sd = tmp_path / "n"
     answers = (
         "\n".join(
-            ["mse5", "example.com", "2", "VA-Low", "8.0.110.0", "127.9.6.3", "none", "pw-mse5", "UTC", "", "", "yes"]
+            [
+                "mse5",
+                "example.com",
+                "2",
+                "VA-Low",
+                "8.0.110.0",
+                "eth1",
+                "none",
+                "127.9.6.3",
+                "pw-mse5",
+                "UTC",
+                "",
+                "",
+                "yes",
+            ]
         )
         + "\n"
     )
@@ -200,10 +254,66 @@ def test_setup_interactive_answers_in_the_wizard_order(tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     cfg = json.loads((sd / "config.json").read_text())
     assert (cfg["name"], cfg["domain"], cfg["role"], cfg["hm_ip"]) == ("mse5", "example.com", "secondary", "127.9.6.3")
+    assert (cfg["hm_interface"], cfg["direct_interface"], cfg["vip_driver"]) == ("eth1", None, "loopback")
+    assert "Select Health Monitor interface [eth0/eth1]" in r.stdout
+    assert "Select direct connect interface [eth0/eth1/none]" in r.stdout
     r = cli(
-        "setup", "--state-dir", str(sd / "x"), input="mse6\n\n1\n\n\n127.9.6.9\nnone\n127.9.6.8\n\nno\npw-x\n\n\n\nno\n"
+        "setup",
+        "--state-dir",
+        str(sd / "x"),
+        input="mse6\n\n1\n\n\n\nnone\n127.9.6.8\n\nno\n127.9.6.9\npw-x\n\n\n\nno\n",
     )
     assert r.returncode == 1 and not (sd / "x" / "config.json").exists()
+
+
+def test_setup_on_a_real_interface_with_a_direct_link(tmp_path):
+    # given the seed's 3355 with direct connect on eth1, set up with flags for a real network
+    sd = tmp_path / "n"
+    r = cli(
+        "setup",
+        "--state-dir",
+        str(sd),
+        "--yes",
+        "--name",
+        "mse3355-1",
+        "--role",
+        "1",
+        "--type",
+        "3355",
+        "--version",
+        "8.0.110.0",
+        "--hm-interface",
+        "eth0",
+        "--direct-interface",
+        "eth1",
+        "--vip",
+        "10.10.10.14",
+        "--netmask",
+        "255.255.255.0",
+        "--recovery",
+        "no",
+        "--hm-ip",
+        "10.10.10.15",
+        "--direct-connect",
+        "1.1.1.1",
+        "--vip-driver",
+        "iproute",
+        "--password",
+        "pw-3355",
+    )
+    # then it is saved (nothing is contacted) with the interfaces, and the summary says so
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((sd / "config.json").read_text())
+    assert (cfg["hm_interface"], cfg["direct_interface"], cfg["direct_connect"], cfg["vip_driver"]) == (
+        "eth0",
+        "eth1",
+        "1.1.1.1",
+        "iproute",
+    )
+    assert "Direct connect interface=eth1, address=1.1.1.1" in r.stdout
+    # and the same on the loopback driver is refused: its addresses are 127.0.0.0/8 only
+    r = cli("setup", "--state-dir", str(sd), "--yes", "--vip-driver", "loopback")
+    assert r.returncode == 1 and "not a loopback address" in r.stderr
 
 
 def test_gethainfo_format_matches_the_seed():
