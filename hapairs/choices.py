@@ -138,6 +138,7 @@ EVENT_SEVERITY = {
     EventCode.HEARTBEATS_LOST: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.STEPPED_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.REPLICATION_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.HEARTBEAT_PATH_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.FAILBACK_ABORTED: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.NODE_UNREACHABLE: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.EVENT_LOG_RESTARTED: Severity.WARNING,  # type: ignore[attr-defined]
@@ -204,6 +205,7 @@ class AlertKind(models.TextChoices):
     UNREACHABLE = "unreachable", "Node unreachable"
     JOB_FAILED = "job_failed", "Job failed"
     LICENSE_EXPIRING = "license_expiring", "License expiring"
+    HEARTBEAT_PATH = "heartbeat_path", "Heartbeat path down"
 
 
 class AlertStatus(models.TextChoices):

@@ -7,6 +7,7 @@ These are the answers of the Health Monitor API's read endpoints (``ha-info``,
 from __future__ import annotations
 
 import resource
+import time
 from typing import TYPE_CHECKING
 
 from .clock import now_iso
@@ -44,6 +45,7 @@ class NodeInfo:
         names = instance_names(pr.slot)
         primary = self.node.cfg.role is Role.PRIMARY
         at = ha.allowed_switch_at()
+        now = time.time()
         if ha.state is HAState.FAILOVER_ACTIVE and ha.role is Role.SECONDARY:
             status = EventCode.FAILOVER_ACTIVE.text
         elif ha.phase is Phase.RESYNC:
@@ -92,6 +94,9 @@ class NodeInfo:
             "owner": ha.owner.value,
             "generation": ha.generation,
             "data_replication": replication.value,
+            "paths": {
+                path.value: (LinkStatus.UP if pr.path_up(path, now) else LinkStatus.DOWN).value for path in pr.paths
+            },
             "sync_percent": 100 if synced else pr.sync_percent,
             "status": status,
             "allowed_switch_at": iso(at) if at else None,

@@ -42,6 +42,7 @@ class PeerInfo(TypedDict, total=False):
     owner: str  # Role owning the VIP at this generation
     generation: int
     data_replication: str  # ReplicationStatus
+    paths: dict[str, str]  # HeartbeatPath -> LinkStatus, each path the pair's heartbeats travel
     sync_percent: int
     status: str  # the portal's "Status" line
     allowed_switch_at: str | None  # ISO time when the stabilisation guard lifts

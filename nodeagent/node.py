@@ -171,7 +171,7 @@ class Node:
                 *(self.heartbeats.tell_stopping(pr) for pr in self.pairs.values()), return_exceptions=True
             )
             self.save_ha(signal_stop=True)
-        tasks = self._tasks + [t for pr in self.pairs.values() for t in (pr.proc, pr.hb_task) if t]
+        tasks = self._tasks + [t for pr in self.pairs.values() for t in (pr.proc, *pr.hb_tasks) if t]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -322,6 +322,7 @@ class Node:
                 pr.replication = ReplicationStatus.DOWN
                 if pr.ha.in_charge:
                     self.emit(EventCode.REPLICATION_DOWN, "", pr)
+            self.heartbeats.watch_paths(pr, now)
             self.schedule(pr)
             pr.settle_cause(now)
         self.maybe_save()

@@ -160,7 +160,7 @@ class OperatorApi:
             raise ApiError(409, "This secondary is in charge of the primary's VIP; fail back before deleting the pair.")
         if node.cfg.role is Role.PRIMARY and pr.ha.owner is Role.SECONDARY:
             raise ApiError(409, "The secondary is in charge; fail back before deleting the pair.")
-        for t in (pr.proc, pr.hb_task):
+        for t in (pr.proc, *pr.hb_tasks):
             if t:
                 t.cancel()
         del node.pairs[hm_ip]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import TYPE_CHECKING, Any
 
 from .client import AgentClient
 from .hastate import PairHA, PeerView
-from .protocol import Cause, ReplicationStatus, Role, instance_names
+from .protocol import Cause, HeartbeatPath, ReplicationStatus, Role, instance_names
 from .replication import InstanceStore
 
 # a command's cause is echoed at most this long (a procedure that never settles)
@@ -37,8 +38,11 @@ class PairRuntime:
         # pairing): echoed on every event until the pair settles; see settle_cause
         self.cause: Cause | None = None
         self.cause_since = 0.0
+        # per path: when a heartbeat last crossed it, and whether it was last seen up (events)
+        self.path_heard: dict[HeartbeatPath, float] = {}
+        self.path_shown_up: dict[HeartbeatPath, bool] = {}
+        self.hb_tasks: list[asyncio.Task] = []
         self.proc: asyncio.Task | None = None
-        self.hb_task: asyncio.Task | None = None
         self.saved_sig: Any = None
         self.status_note = ""
         if node.cfg.role is Role.SECONDARY:
@@ -71,8 +75,22 @@ class PairRuntime:
     def direct(self) -> bool:
         return bool(self.node.cfg.direct_connect and self.peer.get("direct_connect"))
 
-    def client(self, timeout: float = 2.0) -> AgentClient:
-        host = self.peer["direct_connect"] if self.direct else self.peer["hm_ip"]
+    @property
+    def paths(self) -> list[HeartbeatPath]:
+        """The paths this pair's heartbeats travel: the HM network, and the direct link."""
+        return [HeartbeatPath.HM, HeartbeatPath.DIRECT] if self.direct else [HeartbeatPath.HM]
+
+    def path_up(self, path: HeartbeatPath, now: float) -> bool:
+        heard = self.path_heard.get(path)
+        return heard is not None and now - heard <= self.ha.config.heartbeat_down_after
+
+    def client(self, timeout: float = 2.0, *, path: HeartbeatPath | None = None) -> AgentClient:
+        """A client to the peer over ``path``; by default the direct link while it carries
+        heartbeats (or before any were heard), else the HM network."""
+        if path is None:
+            direct_ok = self.direct and (not self.path_heard or self.path_up(HeartbeatPath.DIRECT, time.time()))
+            path = HeartbeatPath.DIRECT if direct_ok else HeartbeatPath.HM
+        host = self.peer["direct_connect"] if path is HeartbeatPath.DIRECT else self.peer["hm_ip"]
         assert self.node.session is not None, "the node is started"
         return AgentClient(
             self.node.session,

@@ -195,6 +195,17 @@ class PeerCommand(str, Enum):
         return self.value
 
 
+class HeartbeatPath(str, Enum):
+    """The networks a pair's heartbeats travel (spec §3): the Health Monitor network, and the
+    direct-connect cable when both nodes have one. Losing one is an event, not a failover."""
+
+    HM = "hm"
+    DIRECT = "direct"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
 class SnapshotOp(str, Enum):
     BEGIN = "begin"
     CHUNK = "chunk"
@@ -241,6 +252,8 @@ class EventCode(str, Enum):
     REPLICATION_DOWN = "replication_down"
     VIP_TAKEN = "vip_taken"
     VIP_RELEASED = "vip_released"
+    HEARTBEAT_PATH_DOWN = "heartbeat_path_down"
+    HEARTBEAT_PATH_UP = "heartbeat_path_up"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -278,6 +291,8 @@ EVENT_TEXT: dict[EventCode, str] = {
     EventCode.REPLICATION_DOWN: "Data replication down; primary is running alone",
     EventCode.VIP_TAKEN: "Virtual IP taken",
     EventCode.VIP_RELEASED: "Virtual IP released",
+    EventCode.HEARTBEAT_PATH_DOWN: "Heartbeats lost on one path; the other still carries them",
+    EventCode.HEARTBEAT_PATH_UP: "Heartbeats restored on a path",
 }
 
 # What a protocol-1 agent wrote instead of a code (its events in a portal being upgraded).

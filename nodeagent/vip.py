@@ -99,10 +99,21 @@ class IprouteVipDriver(VipDriver):
       entry of a configured VIP on any interface, whatever its prefix, is removed.
     """
 
-    def __init__(self, runner: web.AppRunner, port: int, interface: str, *, announce_count: int = 3) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        port: int,
+        interface: str,
+        *,
+        announce_count: int = 3,
+        reannounce_seconds: float = 10.0,
+    ) -> None:
         super().__init__(runner, port)
         self.interface = interface
         self.announce_count = announce_count
+        # while it holds the VIP, the node re-announces it now and then: a killed agent's host
+        # keeps the address (and its kernel answers ARP) until its agent starts again
+        self.reannounce_seconds = reannounce_seconds
         self.prefixes: dict[str, int] = {}
         self.announcing: dict[str, asyncio.Task] = {}
         self.stale: set[str] = set()  # released, but the address could not be removed yet: retried
@@ -156,12 +167,20 @@ class IprouteVipDriver(VipDriver):
         log.info("VIP %s/%s taken on %s", vip, prefix, self.interface)
 
     async def _announce(self, vip: str) -> None:
-        """Gratuitous ARP: the LAN's neighbours now send the VIP's traffic to this MAC."""
+        """Gratuitous ARP: the LAN's neighbours now send the VIP's traffic to this MAC; then
+        once every ``reannounce_seconds`` while this node holds it (cancelled on release)."""
+        count = self.announce_count
+        while True:
+            await self._arping(vip, count)
+            count = 1
+            await asyncio.sleep(self.reannounce_seconds)
+
+    async def _arping(self, vip: str, count: int) -> None:
         proc = await asyncio.create_subprocess_exec(
             "arping",
             "-U",
             "-c",
-            str(self.announce_count),
+            str(count),
             "-I",
             self.interface,
             vip,
@@ -214,8 +233,15 @@ class VipReconciler:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.retry_at: dict[str, float] = {}  # VIP -> monotonic time of the next attempt to take it
+        # one reconcile at a time: a driver's bind/release wait on subprocesses, and two
+        # interleaved passes could remove the address the other just added
+        self.lock = asyncio.Lock()
 
     async def reconcile(self) -> None:
+        async with self.lock:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         node = self.node
         drv = node.vip_driver
         if drv is None:

@@ -31,6 +31,7 @@ from hapairs.choices import (
     AlertStatus,
     DeliveryChannel,
     DeliveryKind,
+    EventCode,
     LicenseStatus,
 )
 from hapairs.models import Alert, AlertThrottle, Appliance, HAEvent, HAPair, Job, License, ReportSchedule
@@ -39,7 +40,13 @@ from hapairs.services.deliveries import delivery_create
 KIND_OF_AGENT_EVENT = {
     **{code: AlertKind.FAILOVER for code in FAILOVER_CODES},
     **{code: AlertKind.FAILBACK for code in FAILBACK_CODES},
+    EventCode.HEARTBEAT_PATH_DOWN: AlertKind.HEARTBEAT_PATH,  # type: ignore[attr-defined]
 }
+PATH_REMEDY = (
+    "The pair still exchanges heartbeats on its other path, so nothing failed over. Check the "
+    "cable, switch port and interface of the silent path (ip link, ethtool) on both nodes; until "
+    "it is back one more fault would leave the pair with no heartbeat path at all."
+)
 EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENSE_WARN_DAYS: alert again a week, a day before, and on the day
 
 
@@ -146,6 +153,22 @@ def describe_event(kind: str, event: HAEvent) -> AlertContent:
             at=event.timestamp,
             what=event.description,
             remarks=event.remarks,
+            facts=facts,
+            pair=pair,
+            event=event,
+        )
+    if kind == AlertKind.HEARTBEAT_PATH:
+        node = event.appliance.name if event.appliance else "a node"
+        return AlertContent(
+            kind=kind,
+            # both nodes report the same path going quiet: one alert per pair and generation
+            key=f"{kind}:pair{pair.pk}:gen{event.generation}:{event.timestamp:%Y%m%d%H%M}",
+            subject_key=f"pair:{pair.pk}",
+            title=f"Heartbeat path down on {pair.primary.name} → {pair.secondary.name} (seen by {node})",
+            actor=reports.Actor(kind="agents", name="the agents", what="heartbeat path"),
+            at=event.timestamp,
+            what=event.description,
+            remarks=f"{event.remarks} {PATH_REMEDY}",
             facts=facts,
             pair=pair,
             event=event,

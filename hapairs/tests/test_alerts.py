@@ -314,3 +314,24 @@ def test_with_nobody_to_tell_the_alert_is_recorded_and_nothing_sent(
     with django_capture_on_commit_callbacks(execute=True):
         agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
     assert Alert.objects.get().status == AlertStatus.NOBODY and not Delivery.objects.exists()
+
+
+def test_a_heartbeat_path_down_is_one_warning_alert_with_the_remedy_and_changes_nothing(
+    pair, inbox, eager, django_capture_on_commit_callbacks
+):
+    # given an Active pair; when both nodes report their direct link quiet (the LAN still carries heartbeats)
+    before = (pair.primary_state, pair.secondary_state, pair.last_failover_at)
+    with django_capture_on_commit_callbacks(execute=True):
+        agent_event(pair, pair.secondary, 1, EventCode.HEARTBEAT_PATH_DOWN, at=timezone.now(), generation=1)
+        agent_event(pair, pair.primary, 1, EventCode.HEARTBEAT_PATH_DOWN, at=timezone.now(), generation=1)
+    # then one alert says which pair, that nothing failed over, and what to check
+    [received] = inbox.wait_for(1)
+    assert received.subject.startswith("[mseportal] Heartbeat path down on seoul-p → seoul-s")
+    assert "nothing failed over" in received.text and "cable" in received.text
+    assert Alert.objects.filter(kind="heartbeat_path").count() == 1
+    # and the events are warnings that change no state
+    assert set(HAEvent.objects.filter(code=EventCode.HEARTBEAT_PATH_DOWN).values_list("severity", flat=True)) == {
+        "warning"
+    }
+    pair.refresh_from_db()
+    assert (pair.primary_state, pair.secondary_state, pair.last_failover_at) == before

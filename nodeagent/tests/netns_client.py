@@ -109,6 +109,15 @@ async def ha_info(targets: list[str], timeout: float) -> list[dict]:
         return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
+async def events(target: str, timeout: float) -> list[dict]:
+    """A node's event log (signed ``GET /hm/v1/events``)."""
+    host, _, pw = target.partition(":")
+    async with aiohttp.ClientSession() as s:
+        return (await AgentClient(s, host, pw, timeout=timeout).call("GET", "/hm/v1/events?since=0&limit=1000"))[
+            "events"
+        ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="netns_client")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -124,11 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("ha-info")
     h.add_argument("targets", nargs="+", help="IP:PASSWORD")
     h.add_argument("--timeout", type=float, default=2.0)
+    ev = sub.add_parser("events")
+    ev.add_argument("target", help="IP:PASSWORD")
+    ev.add_argument("--timeout", type=float, default=2.0)
     a = ap.parse_args(argv)
     if a.cmd == "writer":
         asyncio.run(writer(a.vip, a.password, a.out, a.rate, a.timeout))
     elif a.cmd == "elements":
         print(json.dumps(asyncio.run(elements(a.vip, a.password))))
+    elif a.cmd == "events":
+        print(json.dumps(asyncio.run(events(a.target, a.timeout))))
     else:
         print(json.dumps(asyncio.run(ha_info(a.targets, a.timeout))))
     return 0

@@ -250,9 +250,9 @@ def test_primary_agent_sigkilled_vip_moves_to_the_secondary(lab, tmp_path):
     sampler = AddrSampler(lab)
     sampler.start()
     try:
-        assert netns.wait_for(
-            lambda: sum(r["ok"] for r in netns.read_records(records_path)) >= 50, 15
-        ), "the client writes through the VIP while the pair is Active: " + str(netns.read_records(records_path)[-3:])
+        assert netns.wait_for(lambda: sum(r["ok"] for r in netns.read_records(records_path)) >= 100, 15), (
+            "the client writes through the VIP while the pair is Active: " + str(netns.read_records(records_path)[-3:])
+        )
         before = netns.read_records(records_path)
         assert {r["served_by"] for r in before if r["ok"]} == {"nico"}
         assert lab.neigh(CLIENT, lab.vip) == lab.mac(PRIMARY), "the client reaches the VIP at the primary's MAC"
@@ -263,7 +263,7 @@ def test_primary_agent_sigkilled_vip_moves_to_the_secondary(lab, tmp_path):
             return any(r["ok"] and r["served_by"] == "nico2" for r in netns.read_records(records_path))
 
         netns.wait_for(secondary_serves, WAIT + 1 + 10)
-        time.sleep(1.0)  # keep writing through the new owner for a while
+        time.sleep(2.0)  # keep writing through the new owner for a while
     finally:
         if writer.poll() is None:
             os.kill(Lab.pid_of(writer), signal.SIGTERM)
@@ -303,16 +303,93 @@ def test_primary_agent_sigkilled_vip_moves_to_the_secondary(lab, tmp_path):
     assert listing["status"] == 200 and listing["served_by"] == "nico2"
     assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:5]}"
     assert dual == 0.0
-    assert len(acked) > 100
+    assert len(acked) > 150
 
     # brought back, the primary removes its leftover VIP at start-up and stays TERMINATED
     primary.start()
 
     def back():
         info = ha_infos(lab, (PRIMARY, "nico"))["nico"]
-        return info and info["peers"] and info["peers"][0]["state"] == "TERMINATED" and info["peers"][0]["heartbeat"] == "Up"
+        return (
+            info
+            and info["peers"]
+            and info["peers"][0]["state"] == "TERMINATED"
+            and info["peers"][0]["heartbeat"] == "Up"
+        )
 
     assert netns.wait_for(back, 20), "restarted primary TERMINATED with heartbeats Up\n" + primary.log_tail()
     assert not lab.has_addr(PRIMARY, lab.vip), "the restarted primary removed the leftover VIP from eth0"
     assert lab.has_addr(SECONDARY, lab.vip)
     assert client_py(lab, "elements", "--vip", lab.vip, "--password", PW["nico"])["served_by"] == "nico2"
+
+
+def _pair_fleet(lab: Lab, tmp_path: Path) -> Path:
+    hp, hs = lab.host(PRIMARY), lab.host(SECONDARY)
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        node_toml("nico", "VA-High", "primary", hp.ip, PW["nico"], vip=lab.vip, direct_connect=hp.direct_ip)
+        + IPROUTE_KEYS
+        + 'direct_interface = "eth1"\n'
+        + node_toml("nico2", "VA-High", "secondary", hs.ip, PW["nico2"], direct_connect=hs.direct_ip)
+        + IPROUTE_KEYS
+        + 'direct_interface = "eth1"\n'
+        + pair_toml("nico", "nico2", failover="Automatic", failback="Manual", wait=WAIT, stab=1800)
+    )
+    return fleet
+
+
+def test_the_direct_link_pulled_is_an_event_not_a_failover(lab, tmp_path):
+    # given an Active pair heartbeating over both the LAN and the direct cable
+    fleet = _pair_fleet(lab, tmp_path)
+    primary = Agent(lab, PRIMARY, "nico", fleet, tmp_path)
+    secondary = Agent(lab, SECONDARY, "nico2", fleet, tmp_path)
+    primary.start()
+    secondary.start()
+    try:
+        wait_active(lab, [primary, secondary])
+
+        def peers():
+            infos = ha_infos(lab, (PRIMARY, "nico"), (SECONDARY, "nico2"))
+            return infos["nico"]["peers"][0], infos["nico2"]["peers"][0]
+
+        assert netns.wait_for(lambda: all(p["paths"] == {"hm": "Up", "direct": "Up"} for p in peers()), 10)
+
+        # when the direct cable is pulled, the LAN fine
+        lab.pull_direct()
+        t_pull = time.monotonic()
+        assert netns.wait_for(lambda: all(p["paths"] == {"hm": "Up", "direct": "Down"} for p in peers()), 10), peers()
+        time.sleep(WAIT + 1.5)  # longer than the Long Failover Wait
+
+        # then nothing failed over and nothing changed state: the LAN still carries the heartbeats
+        p, s = peers()
+        assert (p["state"], s["state"], p["in_charge"], s["heartbeat"]) == (
+            "PRIMARY_ACTIVE",
+            "SECONDARY_ACTIVE",
+            True,
+            "Up",
+        )
+        assert lab.has_addr(PRIMARY, lab.vip) and not lab.has_addr(SECONDARY, lab.vip)
+        events = client_py(lab, "events", f"{lab.ip(SECONDARY)}:{PW['nico2']}")
+        codes = [e["code"] for e in events]
+        assert "heartbeat_path_down" in codes, codes
+        assert not {"heartbeats_lost", "failover_shutting_down_primary", "failover_active"} & set(codes), codes
+        down = next(e for e in events if e["code"] == "heartbeat_path_down")
+        assert "direct-connect link" in down["remarks"] and "no failover" in down["remarks"]
+        print(
+            f"\n[netns] direct link pulled: path-down event after {time.monotonic() - t_pull:.1f} s at most; "
+            f"states {p['state']} / {s['state']}; no takeover"
+        )
+
+        # and plugging it back is an event too
+        lab.plug_direct()
+        assert netns.wait_for(
+            lambda: (
+                "heartbeat_path_up"
+                in [e["code"] for e in client_py(lab, "events", f"{lab.ip(SECONDARY)}:{PW['nico2']}")]
+            ),
+            10,
+        )
+    finally:
+        for agent in (primary, secondary):
+            if agent.alive():
+                agent.kill()

@@ -461,6 +461,10 @@ def test_events_are_pushed_signed_to_trap_destinations(tmp_path):
     assert received[0]["node"] == "prim" and received[0]["protocol"] == P.PROTOCOL_VERSION
 
 
+async def _eq(coro, expected) -> bool:
+    return (await coro) == expected
+
+
 def test_direct_connect_carries_the_heartbeats(tmp_path):
     async def go():
         net = free_subnet()
@@ -490,6 +494,13 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
                 c = AgentClient(session, f"{net}.7", "pw-prim")
                 info = await c.call("GET", P.PATH_HA_INFO)
                 assert info["peers"][0]["direct_connect"] is True
+                # heartbeats travel both paths
+                hm = AgentClient(session, f"{net}.3", "pw-sec")
+
+                async def paths():
+                    return (await hm.call("GET", P.PATH_HA_INFO))["peers"][0]["paths"]
+
+                await until(lambda: _eq(paths(), {"hm": "Up", "direct": "Up"}), 5, "both paths up")
             finally:
                 for s in servers:
                     await s.close()
