@@ -139,6 +139,9 @@ EVENT_SEVERITY = {
     EventCode.STEPPED_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.REPLICATION_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.HEARTBEAT_PATH_DOWN: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.TAKEOVER_REFUSED: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.TAKEOVER_CONFIRMED: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.FENCED: Severity.CRITICAL,  # type: ignore[attr-defined]
     EventCode.FAILBACK_ABORTED: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.NODE_UNREACHABLE: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.EVENT_LOG_RESTARTED: Severity.WARNING,  # type: ignore[attr-defined]
@@ -206,6 +209,7 @@ class AlertKind(models.TextChoices):
     JOB_FAILED = "job_failed", "Job failed"
     LICENSE_EXPIRING = "license_expiring", "License expiring"
     HEARTBEAT_PATH = "heartbeat_path", "Heartbeat path down"
+    PARTITION = "partition", "Partition"  # the witnesses refused a takeover, or a primary fenced itself
 
 
 class AlertStatus(models.TextChoices):

@@ -244,7 +244,10 @@ NODE_KEYS = {
     "port",
     "recovery",
 }
-PAIR_KEYS = {"primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds"}
+PAIR_KEYS = {
+    "primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds",
+    "witnesses", "witness_password", "witness_mode",
+}  # fmt: skip
 
 
 def parse_fleet(
@@ -335,11 +338,20 @@ def parse_fleet(
                 rp.get("failover_wait", 10),
                 rp.get("stabilisation_seconds", 1800),
                 allow_short_wait=allow_short_wait,
+                witnesses=_witness_list(rp.get("witnesses", [])),
+                witness_password=rp.get("witness_password", ""),
+                witness_mode=rp.get("witness_mode", "safe"),
             )
         except ValueError as e:
             raise ConfigError(f"{source}: [[pair]] #{i}: {e}") from None
         pairs.append(PairDecl(prim.name, sec.name, pc))
     return Fleet(nodes, pairs)
+
+
+def _witness_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ValueError('witnesses must be a list of "IP:PORT"')
+    return tuple(value)
 
 
 def load_fleet(path: str | Path, **kw) -> Fleet:

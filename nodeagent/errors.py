@@ -1,4 +1,4 @@
-"""The one error the node's parts raise to answer an API request with an HTTP status."""
+"""The errors the node's parts raise: to answer an API request, or to end a command."""
 
 from __future__ import annotations
 
@@ -10,3 +10,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+EXIT_USAGE = 2
+EXIT_FAIL = 1
+
+
+class CliError(Exception):
+    """A command cannot go on: one line on stderr, exit 1, never a traceback."""

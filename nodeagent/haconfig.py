@@ -3,6 +3,7 @@ heartbeat says about the peer, and the notes (events) every decision returns."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,25 @@ from typing import Any
 from .protocol import DEFAULT_FAILOVER_WAIT, MAX_FAILOVER_WAIT, MIN_FAILOVER_WAIT, EventCode, HAState, Mode, Phase, Role
 
 DEFAULT_STABILISATION_SECONDS = 30 * 60
+
+
+WITNESS_SAFE = "safe"
+WITNESS_AVAILABILITY = "availability"
+WITNESS_MODES = (WITNESS_SAFE, WITNESS_AVAILABILITY)
+DEFAULT_WITNESS_PORT = 8002
+
+
+def check_witness(value: str) -> str:
+    """ "IP" or "IP:PORT" (default port 8002) → "IP:PORT"; ValueError with the reason."""
+    host, _, port = value.strip().partition(":")
+    try:
+        ip = ipaddress.IPv4Address(host)
+        number = int(port) if port else DEFAULT_WITNESS_PORT
+    except ValueError:
+        raise ValueError(f'a witness is "IP:PORT", not {value!r}') from None
+    if not 1 <= number <= 65535:
+        raise ValueError(f"witness {value!r}: port must be 1-65535")
+    return f"{ip}:{number}"
 
 
 class Refused(Exception):
@@ -31,6 +51,14 @@ class PairConfig:
     # maintenance mode (set from the portal): no automatic failover or failback while an
     # operator works; manual switchover and failback still work
     maintenance: bool = False
+    # witnesses ("IP:PORT"): a secondary takes over only when a majority confirm the primary
+    # is gone; a primary acknowledges writes without its secondary only under their lease.
+    # None: a two-node pair on its own (as before, and a risk the status screen names).
+    witnesses: tuple[str, ...] = ()
+    witness_password: str = ""
+    # "witness unreachable and primary gone": "safe" never takes over a primary that may have
+    # acknowledged writes alone (no acknowledged write lost); "availability" takes over anyway
+    witness_mode: str = WITNESS_SAFE
 
     def __post_init__(self) -> None:
         self.failover_type = (
@@ -51,6 +79,24 @@ class PairConfig:
             raise ValueError("stabilisation_seconds must be >= 0")
         if not isinstance(self.maintenance, bool):
             raise ValueError("maintenance must be true or false")
+        if isinstance(self.witnesses, str) or not all(isinstance(w, str) for w in self.witnesses):
+            raise ValueError('witnesses must be a list of "IP:PORT"')
+        self.witnesses = tuple(check_witness(w) for w in self.witnesses)
+        if len(self.witnesses) > 7:
+            raise ValueError("at most 7 witnesses")
+        if self.witnesses and (not isinstance(self.witness_password, str) or len(self.witness_password) < 4):
+            raise ValueError("witnesses need a witness_password (at least 4 characters)")
+        if self.witness_mode not in WITNESS_MODES:
+            raise ValueError(f"witness_mode must be {' or '.join(WITNESS_MODES)}, not {self.witness_mode!r}")
+
+    @property
+    def majority(self) -> int:
+        return len(self.witnesses) // 2 + 1
+
+    @property
+    def lease_seconds(self) -> float:
+        """A primary's witness lease: well inside the wait, so it fences itself first."""
+        return max(0.2, self.failover_wait / 3)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -91,6 +137,9 @@ class PairConfig:
             "stabilisation_seconds": self.stabilisation_seconds,
             "allow_short_wait": self.allow_short_wait,
             "maintenance": self.maintenance,
+            "witnesses": list(self.witnesses),
+            "witness_password": self.witness_password,
+            "witness_mode": self.witness_mode,
         }
 
     @classmethod
@@ -102,6 +151,9 @@ class PairConfig:
             "stabilisation_seconds",
             "allow_short_wait",
             "maintenance",
+            "witnesses",
+            "witness_password",
+            "witness_mode",
         )
         return cls(**{k: d[k] for k in keys if k in d})
 

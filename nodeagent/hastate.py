@@ -78,6 +78,7 @@ class PairHA:
     pending_generation: int | None = None  # secondary during a failover: the generation it will own
     created_at: float = 0.0
     transitions: list = field(default_factory=list)  # [(now, state)] most recent last, bounded
+    takeover_confirmed_until: float = 0.0  # a witness majority confirmed the primary gone (until then)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -218,29 +219,18 @@ class PairHA:
         if not self.running:
             return notes
         since_hb = now - (self.last_heard if self.last_heard is not None else self.created_at)
-        # a peer process that answers at all (e.g. "not paired" during a deletion) is alive:
-        # never take its VIP over
-        since = min(since_hb, now - self.last_alive) if self.last_alive is not None else since_hb
         if self.heartbeat_up and since_hb > self.config.heartbeat_down_after:
             self.heartbeat_up = False
             self.peer_running = False
             notes.append(Note(EventCode.HEARTBEATS_LOST))
         if not self.heartbeat_up and self.in_charge:
             self.alone = True
-        if (
-            self.role is Role.SECONDARY
-            and not self.in_charge
-            and self.owner is Role.PRIMARY
-            and self.phase in (None, Phase.RESYNC)
-            and not self.reclaim_pending
-            and self.config.failover_type is Mode.AUTOMATIC
-            and not self.config.maintenance
-            and not self.peer_graceful
-            and self.synced
-            and since >= self.config.failover_wait
-        ):
+        if self.automatic_takeover_due(now) and (
+            not self.config.witnesses or now < self.takeover_confirmed_until
+        ):  # with witnesses, only once a majority of them confirm the primary is gone
+            witnessed = " A majority of witnesses confirmed it." if self.config.witnesses else ""
             notes += self._begin_failover(
-                now, f"Automatic failover: no heartbeat for {self.config.failover_wait:g} seconds."
+                now, f"Automatic failover: no heartbeat for {self.config.failover_wait:g} seconds.{witnessed}"
             )
         elif (
             self.role is Role.SECONDARY
@@ -255,6 +245,27 @@ class PairHA:
         ):
             notes += self._begin_failback(now, "Automatic failback.")
         return self._done(now, notes)
+
+    def automatic_takeover_due(self, now: float) -> bool:
+        """Secondary: every condition of an automatic failover holds (but the witnesses')."""
+        since = now - (self.last_heard if self.last_heard is not None else self.created_at)
+        # a peer process that answers at all (e.g. "not paired" during a deletion) is alive:
+        # never take its VIP over
+        if self.last_alive is not None:
+            since = min(since, now - self.last_alive)
+        return (
+            self.running
+            and self.role is Role.SECONDARY
+            and not self.in_charge
+            and self.owner is Role.PRIMARY
+            and self.phase in (None, Phase.RESYNC)
+            and not self.reclaim_pending
+            and self.config.failover_type is Mode.AUTOMATIC
+            and not self.config.maintenance
+            and not self.peer_graceful
+            and self.synced
+            and since >= self.config.failover_wait
+        )
 
     def peer_alive(self, now: float) -> None:
         """The peer's agent answered something other than a heartbeat (it is not dead)."""

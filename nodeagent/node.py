@@ -46,6 +46,7 @@ from .replication import InstanceStore
 from .store import LICENSES_FILE, LICENSES_FILE_V1, AppendLog, StateDir, read_jsonl
 from .traps import TrapPusher
 from .vip import VipDriver, VipReconciler
+from .witness import WitnessGuard
 
 # importable from here as before: the server's error, the time helpers, a pair, the copy's chunk size
 __all__ = ["ApiError", "Node", "PairRuntime", "SYNC_CHUNK", "now_iso", "pid_alive", "wait_event"]
@@ -90,6 +91,7 @@ class Node:
         self.counters = {"heartbeats_sent": 0, "heartbeats_failed": 0, "writes": 0}
         # the parts
         self.heartbeats = Heartbeats(self)
+        self.witnesses = WitnessGuard(self)
         self.procedures = Procedures(self)
         self.vips = VipReconciler(self)
         self.operator = OperatorApi(self)
@@ -154,6 +156,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self.traps.loop(), name=f"{self.cfg.name}-push"))
         for pr in self.pairs.values():
             self.heartbeats.start(pr)
+            self.witnesses.start(pr)
         await self.vips.reconcile()
 
     async def close(self, *, graceful: bool = False) -> None:
@@ -171,7 +174,7 @@ class Node:
                 *(self.heartbeats.tell_stopping(pr) for pr in self.pairs.values()), return_exceptions=True
             )
             self.save_ha(signal_stop=True)
-        tasks = self._tasks + [t for pr in self.pairs.values() for t in (pr.proc, *pr.hb_tasks) if t]
+        tasks = self._tasks + [t for pr in self.pairs.values() for t in (pr.proc, pr.witness_task, *pr.hb_tasks) if t]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -267,9 +270,23 @@ class Node:
                 out[self.cfg.vip] = (self.cfg.netmask, None)
             return out
         for pr in self.pairs.values():
-            if pr.ha.in_charge and pr.ha.running and pr.vip:
+            if pr.ha.in_charge and pr.ha.running and pr.vip and not pr.fenced():
                 out[pr.vip] = (pr.netmask, pr)
         return out
+
+    def changed_fencing(self, pr: PairRuntime) -> None:
+        """A primary fenced or unfenced itself: say so, and let the loop move the VIP at once."""
+        fenced = pr.fenced()
+        if fenced == pr.fenced_shown:
+            return
+        pr.fenced_shown = fenced
+        if fenced:
+            answers = "; ".join(why for _, why in pr.witness_view) or "no answer yet"
+            self.emit(EventCode.FENCED, f"No heartbeats from the secondary and no lease from a majority of "
+                      f"witnesses ({answers}).", pr)  # fmt: skip
+        else:
+            self.emit(EventCode.UNFENCED, "", pr)
+        self.wake()
 
     def binding_for(self, vip: str) -> tuple[bool, PairRuntime | None, InstanceStore | None, str]:
         """Who serves requests arriving at ``vip``: (in charge now, pair, instance, password)."""
@@ -323,6 +340,7 @@ class Node:
                 if pr.ha.in_charge:
                     self.emit(EventCode.REPLICATION_DOWN, "", pr)
             self.heartbeats.watch_paths(pr, now)
+            self.changed_fencing(pr)
             self.schedule(pr)
             pr.settle_cause(now)
         self.maybe_save()

@@ -70,6 +70,15 @@ class OperatorApi:
                 peer["direct_connect"] = check_ip(
                     peer["direct_connect"], "peer direct_connect", allow_non_loopback=node.allow_non_loopback
                 )
+            existing_cfg = node.pairs[peer["hm_ip"]].ha.config if peer["hm_ip"] in node.pairs else None
+            witness_keys = ("witnesses", "witness_password", "witness_mode")
+            # the witnesses the fleet (or an earlier configure) gave stay unless the body names others
+            witness = {k: body[k] for k in witness_keys if k in body} or (
+                {"witnesses": existing_cfg.witnesses, "witness_password": existing_cfg.witness_password,
+                 "witness_mode": existing_cfg.witness_mode} if existing_cfg else {}
+            )  # fmt: skip
+            if isinstance(witness.get("witnesses"), list):
+                witness["witnesses"] = tuple(witness["witnesses"])
             pc = PairConfig(
                 Mode.parse(body.get("failover_type", "Manual")),
                 Mode.parse(body.get("failback_type", "Manual")),
@@ -77,6 +86,7 @@ class OperatorApi:
                 body.get("stabilisation_seconds", 1800),
                 allow_short_wait=node.allow_short_wait,
                 maintenance=body.get("maintenance", False),
+                **witness,
             )
         except KeyError as e:
             raise ApiError(400, f"peer is missing {e}") from None
@@ -138,6 +148,7 @@ class OperatorApi:
             node.procedures.announce_initial_sync(pr)
         node.save_ha()
         node.heartbeats.start(pr)
+        node.witnesses.start(pr)
         node.wake()
         return {"created": True, "peer": node.info.peer_info(pr)}
 
@@ -160,7 +171,7 @@ class OperatorApi:
             raise ApiError(409, "This secondary is in charge of the primary's VIP; fail back before deleting the pair.")
         if node.cfg.role is Role.PRIMARY and pr.ha.owner is Role.SECONDARY:
             raise ApiError(409, "The secondary is in charge; fail back before deleting the pair.")
-        for t in (pr.proc, *pr.hb_tasks):
+        for t in (pr.proc, pr.witness_task, *pr.hb_tasks):
             if t:
                 t.cancel()
         del node.pairs[hm_ip]

@@ -42,6 +42,13 @@ class PairRuntime:
         self.path_heard: dict[HeartbeatPath, float] = {}
         self.path_shown_up: dict[HeartbeatPath, bool] = {}
         self.hb_tasks: list[asyncio.Task] = []
+        # witnesses (see nodeagent.witness): the primary's leases (monotonic), the last answers
+        self.witness_task: asyncio.Task | None = None
+        self.lease_until = 0.0  # a majority lease: may hold the VIP without hearing the secondary
+        self.solo_lease_until = 0.0  # one asked while alone: may acknowledge writes the secondary lacks
+        self.witness_view: list[tuple[bool, str]] = []
+        self.refusal_shown = ""
+        self.fenced_shown = False
         self.proc: asyncio.Task | None = None
         self.saved_sig: Any = None
         self.status_note = ""
@@ -105,6 +112,25 @@ class PairRuntime:
         if self.rtts:
             return round(sum(self.rtts) / len(self.rtts) * 1000, 3)
         return self.peer_mean_ms
+
+    def in_step(self) -> bool:
+        """The secondary has every write this primary acknowledges (heartbeats and replication up)."""
+        return self.ha.heartbeat_up and self.replication is ReplicationStatus.UP
+
+    def fenced(self) -> bool:
+        """A primary with witnesses that hears neither its secondary (by the clock, not the
+        last tick: a frozen process wakes up fenced) nor holds a majority lease: it must not
+        serve the VIP. Without witnesses a pair is never fenced (as before)."""
+        ha = self.ha
+        if not ha.config.witnesses or self.node.cfg.role is not Role.PRIMARY or not ha.in_charge:
+            return False
+        heard = ha.last_heard is not None and time.time() - ha.last_heard <= ha.config.heartbeat_down_after
+        return not heard and time.monotonic() >= self.lease_until
+
+    def may_ack_alone(self) -> bool:
+        """A write the secondary did not get may be acknowledged: no witnesses (as before), or
+        a majority lease asked for while alone (the witnesses then refuse a takeover)."""
+        return not self.ha.config.witnesses or time.monotonic() < self.solo_lease_until
 
     def take_cause(self, cause: Cause | None, now: float) -> None:
         """A command starts a procedure on this pair: its events carry ``cause`` from now on."""

@@ -343,7 +343,12 @@ class Procedures:
                 raise ApiError(503, "lost charge of the virtual IP during the write")
             pv = pr.peer_view
             if not ha.heartbeat_up or pv is None or not pv.running:
-                return
+                if pr.may_ack_alone():
+                    return
+                # with witnesses: alone, and no lease asked for alone (the witnesses may let the
+                # secondary take over): acknowledging now could lose the write
+                raise ApiError(503, "the secondary is not in step and the witnesses grant no lease; "
+                                    "write not acknowledged")  # fmt: skip
             try:
                 status, out = await pr.client(timeout=1.0).request(
                     "POST",

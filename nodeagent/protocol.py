@@ -254,6 +254,10 @@ class EventCode(str, Enum):
     VIP_RELEASED = "vip_released"
     HEARTBEAT_PATH_DOWN = "heartbeat_path_down"
     HEARTBEAT_PATH_UP = "heartbeat_path_up"
+    TAKEOVER_CONFIRMED = "takeover_confirmed"
+    TAKEOVER_REFUSED = "takeover_refused"
+    FENCED = "fenced"
+    UNFENCED = "unfenced"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -293,6 +297,10 @@ EVENT_TEXT: dict[EventCode, str] = {
     EventCode.VIP_RELEASED: "Virtual IP released",
     EventCode.HEARTBEAT_PATH_DOWN: "Heartbeats lost on one path; the other still carries them",
     EventCode.HEARTBEAT_PATH_UP: "Heartbeats restored on a path",
+    EventCode.TAKEOVER_CONFIRMED: "Witnesses confirm the primary is gone",
+    EventCode.TAKEOVER_REFUSED: "Takeover refused by the witnesses",
+    EventCode.FENCED: "Fenced: no secondary and no witness lease; virtual IP withdrawn, writes refused",
+    EventCode.UNFENCED: "Witness lease or secondary back; serving the virtual IP again",
 }
 
 # What a protocol-1 agent wrote instead of a code (its events in a portal being upgraded).

@@ -142,3 +142,18 @@ class StateDir:
 
     def exists(self) -> bool:
         return (self.root / "config.json").exists()
+
+
+def pid_running(pid: int) -> bool:
+    """Is a process (an agent, by its pid file) running? A zombie is not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

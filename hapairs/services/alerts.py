@@ -41,7 +41,15 @@ KIND_OF_AGENT_EVENT = {
     **{code: AlertKind.FAILOVER for code in FAILOVER_CODES},
     **{code: AlertKind.FAILBACK for code in FAILBACK_CODES},
     EventCode.HEARTBEAT_PATH_DOWN: AlertKind.HEARTBEAT_PATH,  # type: ignore[attr-defined]
+    EventCode.TAKEOVER_REFUSED: AlertKind.PARTITION,  # type: ignore[attr-defined]
+    EventCode.FENCED: AlertKind.PARTITION,  # type: ignore[attr-defined]
 }
+PARTITION_REMEDY = (
+    "The witnesses decided, by the rule the event names, so the pair cannot split: never two "
+    "owners of the VIP. Restore the network between the nodes (and to the witnesses); the nodes "
+    "rejoin by themselves when it heals. Do not switch over by hand unless you know the primary "
+    "is down: a primary that is only cut off may still hold writes its secondary lacks."
+)
 PATH_REMEDY = (
     "The pair still exchanges heartbeats on its other path, so nothing failed over. Check the "
     "cable, switch port and interface of the silent path (ip link, ethtool) on both nodes; until "
@@ -169,6 +177,21 @@ def describe_event(kind: str, event: HAEvent) -> AlertContent:
             at=event.timestamp,
             what=event.description,
             remarks=f"{event.remarks} {PATH_REMEDY}",
+            facts=facts,
+            pair=pair,
+            event=event,
+        )
+    if kind == AlertKind.PARTITION:
+        node = event.appliance.name if event.appliance else "a node"
+        return AlertContent(
+            kind=kind,
+            key=f"{kind}:pair{pair.pk}:{event.code}:gen{event.generation}:{event.timestamp:%Y%m%d%H%M}",
+            subject_key=f"pair:{pair.pk}",
+            title=f"Partition on {pair.primary.name} → {pair.secondary.name}: {event.description} ({node})",
+            actor=reports.Actor(kind="agents", name="the agents and their witnesses", what="partition"),
+            at=event.timestamp,
+            what=event.description,
+            remarks=f"{event.remarks} {PARTITION_REMEDY}",
             facts=facts,
             pair=pair,
             event=event,

@@ -335,3 +335,16 @@ def test_a_heartbeat_path_down_is_one_warning_alert_with_the_remedy_and_changes_
     }
     pair.refresh_from_db()
     assert (pair.primary_state, pair.secondary_state, pair.last_failover_at) == before
+
+
+def test_a_takeover_the_witnesses_refused_is_a_partition_alert_naming_the_rule(
+    pair, inbox, eager, django_capture_on_commit_callbacks
+):
+    # when the secondary reports that the witnesses refused its takeover
+    with django_capture_on_commit_callbacks(execute=True):
+        agent_event(pair, pair.secondary, 1, EventCode.TAKEOVER_REFUSED, at=timezone.now(), generation=1)
+    # then one alert says it is a partition, that the pair did not split, and what to do
+    [received] = inbox.wait_for(1)
+    assert received.subject.startswith("[mseportal] Partition on seoul-p → seoul-s: Takeover refused by the witnesses")
+    assert "never two owners" in received.text and "Do not switch over by hand" in received.text
+    assert Alert.objects.get().kind == "partition"
