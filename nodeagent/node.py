@@ -274,6 +274,20 @@ class Node:
                 out[pr.vip] = (pr.netmask, pr)
         return out
 
+    def may_announce(self, vip: str) -> bool:
+        """Re-announce ``vip`` only while this node surely still owns it: it wants it, and (for
+        a pair) it heard its peer within the heartbeat window or holds a witness lease — never
+        just after waking from a freeze, before it learnt whether the other node took over."""
+        want = self.desired_vips()
+        if vip not in want:
+            return False
+        pr = want[vip][1]
+        if pr is None:
+            return True
+        ha = pr.ha
+        heard = ha.last_heard is not None and time.time() - ha.last_heard <= ha.config.heartbeat_down_after
+        return heard or (bool(ha.config.witnesses) and time.monotonic() < pr.lease_until)
+
     def changed_fencing(self, pr: PairRuntime) -> None:
         """A primary fenced or unfenced itself: say so, and let the loop move the VIP at once."""
         fenced = pr.fenced()

@@ -360,7 +360,9 @@ class NodeServer:
         await self.svc_runner.setup()
         if node.cfg.real_network:
             assert node.cfg.hm_interface, "validated: the iproute driver has its interface"
-            node.vip_driver = IprouteVipDriver(self.svc_runner, node.cfg.port, node.cfg.hm_interface)
+            driver = IprouteVipDriver(self.svc_runner, node.cfg.port, node.cfg.hm_interface)
+            driver.may_announce = node.may_announce
+            node.vip_driver = driver
         else:
             node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)
         await node.start()

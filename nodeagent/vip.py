@@ -27,6 +27,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -114,6 +115,9 @@ class IprouteVipDriver(VipDriver):
         # while it holds the VIP, the node re-announces it now and then: a killed agent's host
         # keeps the address (and its kernel answers ARP) until its agent starts again
         self.reannounce_seconds = reannounce_seconds
+        # asked before every re-announcement (the node sets it): a node woken from a freeze
+        # must not announce a VIP that another node may own by now
+        self.may_announce: Callable[[str], bool] = lambda vip: True
         self.prefixes: dict[str, int] = {}
         self.announcing: dict[str, asyncio.Task] = {}
         self.stale: set[str] = set()  # released, but the address could not be removed yet: retried
@@ -169,11 +173,11 @@ class IprouteVipDriver(VipDriver):
     async def _announce(self, vip: str) -> None:
         """Gratuitous ARP: the LAN's neighbours now send the VIP's traffic to this MAC; then
         once every ``reannounce_seconds`` while this node holds it (cancelled on release)."""
-        count = self.announce_count
+        await self._arping(vip, self.announce_count)
         while True:
-            await self._arping(vip, count)
-            count = 1
             await asyncio.sleep(self.reannounce_seconds)
+            if self.may_announce(vip):
+                await self._arping(vip, 1)
 
     async def _arping(self, vip: str, count: int) -> None:
         proc = await asyncio.create_subprocess_exec(
