@@ -333,8 +333,10 @@ class PairHA:
         return self._done(now, [Note(EventCode.FAILOVER_SHUTTING_DOWN_PRIMARY)])
 
     def failover_shutdown_done(self, now: float) -> list[Note]:
-        """Primary: services stopped for the failover (simulates a primary failure)."""
-        gen = max(self.pending_generation or 0, self.generation + 1)
+        """Primary: services stopped for the failover (simulates a primary failure). The
+        generation is the one the secondary announced (only a secondary creates generations,
+        also when this request arrives late, after a heartbeat already told the new one)."""
+        gen = max(self.pending_generation or self.generation, self.generation)
         self.generation = gen
         self.pending_generation = None
         self.owner = Role.SECONDARY

@@ -291,6 +291,9 @@ class Node:
     def changed_fencing(self, pr: PairRuntime) -> None:
         """A primary fenced or unfenced itself: say so, and let the loop move the VIP at once."""
         fenced = pr.fenced()
+        if not pr.ha.in_charge:  # stepped down: nothing to fence, nothing "served again"
+            pr.fenced_shown = False
+            return
         if fenced == pr.fenced_shown:
             return
         pr.fenced_shown = fenced
@@ -342,7 +345,10 @@ class Node:
     async def step(self) -> None:
         now = time.time()
         for pr in list(self.pairs.values()):
+            was_up = pr.ha.heartbeat_up
             self.record(pr.ha.tick(now), pr)
+            if was_up and not pr.ha.heartbeat_up:
+                pr.witness_wake.set()  # the primary is alone now: its lease must say so at once
             if (
                 pr.ha.running
                 and not pr.ha.heartbeat_up
@@ -383,7 +389,8 @@ class Node:
             and ha.running
             and pr.peer_view is not None
             and pr.peer_view.running
-            and not pr.peer_view.synced
+            # not synchronised yet, or behind: this primary acknowledged writes without it
+            and (not pr.peer_view.synced or (pr.sync_done_once and pr.replication is ReplicationStatus.DOWN))
             and pr.peer_view.owner is Role.PRIMARY
             and pr.peer_view.phase is None
         ):

@@ -44,6 +44,7 @@ class PairRuntime:
         self.hb_tasks: list[asyncio.Task] = []
         # witnesses (see nodeagent.witness): the primary's leases (monotonic), the last answers
         self.witness_task: asyncio.Task | None = None
+        self.witness_wake = asyncio.Event()  # ask the witnesses now (the secondary just went away)
         self.lease_until = 0.0  # a majority lease: may hold the VIP without hearing the secondary
         self.solo_lease_until = 0.0  # one asked while alone: may acknowledge writes the secondary lacks
         self.witness_view: list[tuple[bool, str]] = []

@@ -57,8 +57,10 @@ class Procedures:
         """Secondary: tell the primary to shut down (if it can hear us), then take over."""
         node = self.node
         gen = pr.ha.pending_generation or pr.ha.generation + 1
+        # the witnesses confirmed the primary gone: tell it if it can hear us, but do not wait long
+        confirmed = bool(pr.ha.config.witnesses) and time.time() < pr.ha.takeover_confirmed_until
         try:
-            await pr.client(timeout=1.0).call(
+            await pr.client(timeout=0.3 if confirmed else 1.0).call(
                 "POST",
                 PATH_PEER_COMMAND,
                 node.heartbeats.peer_msg(pr, cmd=PeerCommand.FAILOVER_BEGIN.value, generation=gen),
@@ -333,6 +335,19 @@ class Procedures:
             raise ApiError(503, "lost charge of the virtual IP during the write")
         return rec
 
+    async def _solo_lease(self, pr: PairRuntime) -> bool:
+        """Alone, with witnesses: ask them now for a lease asked for alone, and wait for it a
+        little (one witness round) rather than refuse the write at once."""
+        pr.witness_wake.set()
+        deadline = time.monotonic() + 2 * pr.ha.config.heartbeat_interval + 0.2
+        while time.monotonic() < deadline:
+            if pr.may_ack_alone():
+                return True
+            if not pr.ha.in_charge:
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
     async def replicate(self, pr: PairRuntime, rec: dict) -> None:
         """Synchronous replication: return once the secondary has the record, or once the
         secondary is known gone (heartbeats Down / stopped by hand)."""
@@ -343,7 +358,7 @@ class Procedures:
                 raise ApiError(503, "lost charge of the virtual IP during the write")
             pv = pr.peer_view
             if not ha.heartbeat_up or pv is None or not pv.running:
-                if pr.may_ack_alone():
+                if pr.may_ack_alone() or await self._solo_lease(pr):
                     return
                 # with witnesses: alone, and no lease asked for alone (the witnesses may let the
                 # secondary take over): acknowledging now could lose the write

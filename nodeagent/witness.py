@@ -250,10 +250,20 @@ class WitnessGuard:
                 raise
             except Exception:  # keep guarding; the error is logged
                 log.exception("%s: witness round failed", node.cfg.name)
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            # the next round after an interval, or at once when the primary has just lost its
+            # secondary (a write is waiting for a lease asked for alone)
+            try:
+                async with asyncio.timeout(max(0.0, interval - (time.monotonic() - started))):
+                    await pr.witness_wake.wait()
+            except TimeoutError:
+                pass
+            pr.witness_wake.clear()
 
     async def renew(self, pr: PairRuntime) -> None:
         """Primary: a lease from a majority, asked as "alone" when the secondary is not in step."""
+        if not pr.ha.in_charge:  # stepped down (or not yet in charge): no lease to hold
+            pr.lease_until = pr.solo_lease_until = 0.0
+            return
         cfg = pr.ha.config
         solo = not pr.in_step()
         t0 = time.monotonic()  # the lease counts from before the request: never longer than the witness's

@@ -55,6 +55,11 @@ PATH_REMEDY = (
     "cable, switch port and interface of the silent path (ip link, ethtool) on both nodes; until "
     "it is back one more fault would leave the pair with no heartbeat path at all."
 )
+# alerts about the pair's own network: (title, who decided, remedy)
+NETWORK_ALERTS = {
+    AlertKind.HEARTBEAT_PATH: ("Heartbeat path down", "the agents", PATH_REMEDY),
+    AlertKind.PARTITION: ("Partition", "the agents and their witnesses", PARTITION_REMEDY),
+}
 EXPIRY_STEPS = (7, 1, 0)  # besides MSEPORTAL_LICENSE_WARN_DAYS: alert again a week, a day before, and on the day
 
 
@@ -165,33 +170,19 @@ def describe_event(kind: str, event: HAEvent) -> AlertContent:
             pair=pair,
             event=event,
         )
-    if kind == AlertKind.HEARTBEAT_PATH:
+    if kind in NETWORK_ALERTS:
+        # both nodes report it: one alert per pair, kind, code, generation and minute
         node = event.appliance.name if event.appliance else "a node"
-        return AlertContent(
-            kind=kind,
-            # both nodes report the same path going quiet: one alert per pair and generation
-            key=f"{kind}:pair{pair.pk}:gen{event.generation}:{event.timestamp:%Y%m%d%H%M}",
-            subject_key=f"pair:{pair.pk}",
-            title=f"Heartbeat path down on {pair.primary.name} → {pair.secondary.name} (seen by {node})",
-            actor=reports.Actor(kind="agents", name="the agents", what="heartbeat path"),
-            at=event.timestamp,
-            what=event.description,
-            remarks=f"{event.remarks} {PATH_REMEDY}",
-            facts=facts,
-            pair=pair,
-            event=event,
-        )
-    if kind == AlertKind.PARTITION:
-        node = event.appliance.name if event.appliance else "a node"
+        what, who, remedy = NETWORK_ALERTS[kind]
         return AlertContent(
             kind=kind,
             key=f"{kind}:pair{pair.pk}:{event.code}:gen{event.generation}:{event.timestamp:%Y%m%d%H%M}",
             subject_key=f"pair:{pair.pk}",
-            title=f"Partition on {pair.primary.name} → {pair.secondary.name}: {event.description} ({node})",
-            actor=reports.Actor(kind="agents", name="the agents and their witnesses", what="partition"),
+            title=f"{what} on {pair.primary.name} → {pair.secondary.name}: {event.description} ({node})",
+            actor=reports.Actor(kind="agents", name=who, what=what.lower()),
             at=event.timestamp,
             what=event.description,
-            remarks=f"{event.remarks} {PARTITION_REMEDY}",
+            remarks=f"{event.remarks} {remedy}",
             facts=facts,
             pair=pair,
             event=event,

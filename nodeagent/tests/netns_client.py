@@ -2,17 +2,22 @@
 ``ip netns exec NS python -m nodeagent.tests.netns_client ...`` (so every request the
 test makes to the lab comes from the client host, on the lab's LAN).
 
-* ``writer --vip IP --password PW --out FILE [--rate 50]``: POSTs a new element to the
+* ``writer --vip IP --password PW --out FILE [--rate 50] [--mac-prefix 02:00:00]``: POSTs a new element to the
   VIP's service API ``rate`` times a second until SIGTERM, one after another (a new one
   starts at the next tick, or at once when a request took longer). Each request becomes a
   JSON line in FILE: ``{"i", "mac", "t0", "t1", "ok", "status", "served_by", "err"}``
   with ``t0``/``t1`` = ``time.monotonic()`` at start/end (the same clock as the test
-  process: no time namespaces here). ``ok`` = 201 (acknowledged).
+  process: no time namespaces here). ``ok`` = 201 (acknowledged). The element MACs are
+  ``PREFIX:xx:xx:xx`` (the request number): two writers with different prefixes never
+  write the same element.
 * ``elements --vip IP --password PW``: prints ``{"status", "served_by", "macs"}`` of the
   whole element listing on the VIP.
 * ``ha-info IP:PW [IP:PW ...]``: prints a JSON list, per node ``{"host", "status",
   "info"}`` (signed ``GET /hm/v1/ha-info?brief=1``; status null and ``error`` when it
   cannot be reached).
+* ``events IP:PW``: prints a node's event log (a JSON list).
+* ``witness-state IP:PORT PW``: prints a witness's ``{"status", "pairs"}`` (signed ``GET
+  /witness/v1/state``; status null when it cannot be reached).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def basic(password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
 
 
-async def writer(vip: str, password: str, out: str, rate: float, timeout: float) -> None:
+async def writer(vip: str, password: str, out: str, rate: float, timeout: float, mac_prefix: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -52,7 +57,7 @@ async def writer(vip: str, password: str, out: str, rate: float, timeout: float)
     with open(out, "a", buffering=1) as f:
         async with aiohttp.ClientSession(headers=basic(password), connector=conn) as s:
             while not stop.is_set():
-                mac = f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+                mac = f"{mac_prefix}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
                 rec = {"i": i, "mac": mac, "t0": time.monotonic(), "ok": False, "status": None, "served_by": None}
                 try:
                     async with s.post(
@@ -118,6 +123,18 @@ async def events(target: str, timeout: float) -> list[dict]:
         ]
 
 
+async def witness_state(target: str, password: str, timeout: float) -> dict:
+    host, _, port = target.partition(":")
+    async with aiohttp.ClientSession() as s:
+        try:
+            st, out = await AgentClient(s, host, password, port=int(port), timeout=timeout).request(
+                "GET", "/witness/v1/state"
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return {"status": None, "error": f"{type(e).__name__}: {e}", "pairs": {}}
+        return {"status": st, "pairs": out.get("pairs", {}) if isinstance(out, dict) else {}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="netns_client")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -127,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--out", required=True)
     w.add_argument("--rate", type=float, default=50.0)
     w.add_argument("--timeout", type=float, default=1.0)
+    w.add_argument("--mac-prefix", default="02:00:00", help="the MACs' first three octets")
     e = sub.add_parser("elements")
     e.add_argument("--vip", required=True)
     e.add_argument("--password", required=True)
@@ -136,13 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("events")
     ev.add_argument("target", help="IP:PASSWORD")
     ev.add_argument("--timeout", type=float, default=2.0)
+    ws = sub.add_parser("witness-state")
+    ws.add_argument("target", help="IP:PORT")
+    ws.add_argument("password")
+    ws.add_argument("--timeout", type=float, default=2.0)
     a = ap.parse_args(argv)
     if a.cmd == "writer":
-        asyncio.run(writer(a.vip, a.password, a.out, a.rate, a.timeout))
+        asyncio.run(writer(a.vip, a.password, a.out, a.rate, a.timeout, a.mac_prefix))
     elif a.cmd == "elements":
         print(json.dumps(asyncio.run(elements(a.vip, a.password))))
     elif a.cmd == "events":
         print(json.dumps(asyncio.run(events(a.target, a.timeout))))
+    elif a.cmd == "witness-state":
+        print(json.dumps(asyncio.run(witness_state(a.target, a.password, a.timeout))))
     else:
         print(json.dumps(asyncio.run(ha_info(a.targets, a.timeout))))
     return 0
