@@ -176,6 +176,9 @@ class PeerStatus:
     status: str
     allowed_switch_at: datetime | None
     instance_db_name: str
+    paths: dict[str, str] = field(default_factory=dict)  # hm / direct -> up / down
+    witnesses: list[dict] = field(default_factory=list)  # [{"address", "ok", "answer"}]
+    fenced: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,9 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
                 status=_str(item, "status", source, required=False, max_len=200),
                 allowed_switch_at=_time(item, "allowed_switch_at", source),
                 instance_db_name=_str(item, "instance_db_name", source, required=False, max_len=16),
+                paths=_paths(item.get("paths", {}), source),
+                witnesses=_witnesses(item.get("witnesses", []), source),
+                fenced=_bool(item, "fenced", source),
             )
         )
     return HAInfo(
@@ -247,6 +253,37 @@ def parse_ha_info(data: Any, *, source: str) -> HAInfo:
         peers=peers,
         services=_services(data["services"], source) if "services" in data else None,
     )
+
+
+def _paths(value: Any, source: str) -> dict[str, str]:
+    known = {path.value for path in protocol.HeartbeatPath}
+    if not isinstance(value, dict) or not set(value) <= known:
+        raise _bad(source, "“paths” should map hm / direct to Up or Down")
+    out = {}
+    for path, status in value.items():
+        if status not in _LINK:
+            raise _bad(source, f"path {path} should be Up or Down")
+        out[path] = _LINK[status]
+    return out
+
+
+def _witnesses(value: Any, source: str) -> list[dict]:
+    if not isinstance(value, list) or len(value) > 7:
+        raise _bad(source, "“witnesses” should be a list of at most seven")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("ok"), bool):
+            raise _bad(source, "a witness entry should say address, ok and answer")
+        out.append({"address": _str(item, "address", source, max_len=60), "ok": item["ok"],
+                    "answer": _str(item, "answer", source, required=False, max_len=200)})  # fmt: skip
+    return out
+
+
+def _bool(data: dict, key: str, source: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(source, f"“{key}” should be true or false")
+    return value
 
 
 @dataclass(frozen=True)

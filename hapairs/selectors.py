@@ -230,6 +230,53 @@ def pair_status_sentence(pair: HAPair) -> str:
     return f"{pair.primary_state} / {pair.secondary_state}"
 
 
+@dataclass(frozen=True)
+class Link:
+    """One line of the status screen's reachability matrix."""
+
+    between: str
+    status: str  # up / down / unknown
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PairNetwork:
+    links: list[Link]
+    witnessed: bool  # the pair has witnesses (else a partition can split it)
+    fenced: bool
+    verdict: str  # the witnesses' last word on a takeover, when there is one
+
+
+NO_WITNESS_RISK = (
+    "No witness: if the network between the nodes fails while both still run, each may think "
+    "the other dead and both serve the VIP (split brain). List witnesses for this pair."
+)
+
+
+def pair_network(pair: HAPair) -> PairNetwork:
+    """The reachability matrix (from the row: no query): primary↔secondary on each heartbeat
+    path, each node↔each witness, portal↔each node; the witnesses' verdict and any fencing."""
+    p, s = pair.primary.name, pair.secondary.name
+    links = []
+    paths = pair.secondary_paths or pair.primary_paths
+    names = {"hm": "Health Monitor network", "direct": "direct connect"}
+    for path in paths or {"hm": pair.heartbeat}:
+        links.append(Link(f"{p} ↔ {s} · {names.get(path, path)}", paths.get(path, pair.heartbeat)))
+    for node, answers in ((p, pair.primary_witnesses), (s, pair.secondary_witnesses)):
+        for answer in answers:
+            links.append(Link(f"{node} ↔ witness {answer['address']}", "up" if answer["ok"] else "down",
+                              answer.get("answer", "")))  # fmt: skip
+    links.append(Link(f"portal ↔ {p}", "up" if pair.primary_reachable else "down"))
+    links.append(Link(f"portal ↔ {s}", "up" if pair.secondary_reachable else "down"))
+    refusals = [a["answer"] for a in pair.secondary_witnesses if not a["ok"] and "takeover" in a.get("answer", "")]
+    return PairNetwork(
+        links=links,
+        witnessed=bool(pair.primary_witnesses or pair.secondary_witnesses),
+        fenced=pair.primary_fenced,
+        verdict=refusals[0] if refusals else "",
+    )
+
+
 def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
     """Current High Availability Status, as data (the API's answer and the page's context)."""
     events = (

@@ -94,6 +94,11 @@ class NodeInfo:
             "owner": ha.owner.value,
             "generation": ha.generation,
             "data_replication": replication.value,
+            "witnesses": [
+                {"address": address, "ok": ok, "answer": answer[:200]}
+                for address, (ok, answer) in zip(ha.config.witnesses, pr.witness_view, strict=False)
+            ],
+            "fenced": pr.fenced_shown,
             "paths": {
                 path.value: (LinkStatus.UP if pr.path_up(path, now) else LinkStatus.DOWN).value for path in pr.paths
             },

@@ -43,6 +43,8 @@ class PeerInfo(TypedDict, total=False):
     generation: int
     data_replication: str  # ReplicationStatus
     paths: dict[str, str]  # HeartbeatPath -> LinkStatus, each path the pair's heartbeats travel
+    witnesses: list[dict[str, Any]]  # [{"address", "ok", "answer"}]: each witness's last answer
+    fenced: bool  # a primary that fenced itself (no secondary, no witness lease)
     sync_percent: int
     status: str  # the portal's "Status" line
     allowed_switch_at: str | None  # ISO time when the stabilisation guard lifts

@@ -241,6 +241,13 @@ class HAPair(models.Model):
     primary_in_charge = models.BooleanField(default=False)  # holds the VIP, by its own report
     secondary_in_charge = models.BooleanField(default=False)
     split_brain = models.BooleanField(default=False, help_text="Both nodes report being in charge of the VIP.")
+    # the pair's network, as each node reports it: its heartbeat paths (hm / direct → up /
+    # down), each witness's last answer ([{"address", "ok", "answer"}]), and a fenced primary
+    primary_paths = models.JSONField(default=dict, blank=True)
+    secondary_paths = models.JSONField(default=dict, blank=True)
+    primary_witnesses = models.JSONField(default=list, blank=True)
+    secondary_witnesses = models.JSONField(default=list, blank=True)
+    primary_fenced = models.BooleanField(default=False)
     switch_allowed_at = models.DateTimeField(
         null=True, blank=True, help_text="End of the stabilisation window after the last failover or failback."
     )

@@ -319,6 +319,11 @@ PAIR_STATUS_FIELDS = [
     "status_text",
     "switch_allowed_at",
     "split_brain",
+    "primary_paths",
+    "secondary_paths",
+    "primary_witnesses",
+    "secondary_witnesses",
+    "primary_fenced",
 ]
 
 
@@ -343,6 +348,10 @@ def _apply_side(pair: HAPair, side: str, node: Appliance, info: HAInfo | None) -
         setattr(pair, f"{side}_in_charge", False)
         return
     setattr(pair, f"{side}_state", peer.state)
+    setattr(pair, f"{side}_paths", peer.paths)
+    setattr(pair, f"{side}_witnesses", peer.witnesses)
+    if side == "primary":
+        pair.primary_fenced = peer.fenced
     setattr(pair, f"{side}_services_up", peer.running)
     setattr(pair, f"{side}_generation", peer.generation)
     setattr(pair, f"{side}_in_charge", peer.in_charge and peer.running)

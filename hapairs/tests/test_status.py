@@ -163,3 +163,47 @@ def test_the_services_status_follows_what_the_node_reports(pair):
     # an agent that says nothing about its services leaves them as they were
     status_record([PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True))])
     assert Appliance.objects.get(pk=pair.primary_id).services[0]["service_status"] == "Down"
+
+
+def test_the_pairs_network_is_recorded_and_drawn_as_a_reachability_matrix(pair, client, operator_user):
+    import dataclasses
+
+    from hapairs import agent_replies, selectors
+
+    # given the agents' view of their network: both paths, one witness, the primary fenced
+    witness = "127.10.10.50:8002"
+    primary_view = info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True)
+    primary_view = dataclasses.replace(primary_view, peers=[dataclasses.replace(
+        primary_view.peers[0], paths={"hm": "down", "direct": "up"}, fenced=True,
+        witnesses=[{"address": witness, "ok": False, "answer": f"{witness} unreachable (TimeoutError)"}])])  # fmt: skip
+    secondary_view = info("127.10.10.15", "SECONDARY_ACTIVE", in_charge=False)
+    secondary_view = dataclasses.replace(secondary_view, peers=[dataclasses.replace(
+        secondary_view.peers[0], paths={"hm": "down", "direct": "up"},
+        witnesses=[{"address": witness, "ok": False,
+                    "answer": f"{witness}: takeover refused: witness sees the primary (heard 0.3 s ago)"}])])  # fmt: skip
+    # when the poller records them
+    status_record([PollResult(pair.primary_id, primary_view), PollResult(pair.secondary_id, secondary_view)])
+    pair = HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk)
+    # then the matrix has each path, each node's witness, and the portal's view of each node
+    net = selectors.pair_network(pair)
+    assert [(link.between, link.status) for link in net.links] == [
+        ("p ↔ s · Health Monitor network", "down"),
+        ("p ↔ s · direct connect", "up"),
+        (f"p ↔ witness {witness}", "down"),
+        (f"s ↔ witness {witness}", "down"),
+        ("portal ↔ p", "up"),
+        ("portal ↔ s", "up"),
+    ]
+    assert net.witnessed and net.fenced and "witness sees the primary" in net.verdict
+    # and the status screen shows it; a pair without witnesses is named a risk
+    client.force_login(operator_user)
+    page = client.get("/mse/p/ha/").content.decode()
+    assert 'id="fenced"' in page and "witness sees the primary" in page and 'id="no-witness-risk"' not in page
+    HAPair.objects.filter(pk=pair.pk).update(primary_witnesses=[], secondary_witnesses=[])
+    assert 'id="no-witness-risk"' in client.get("/mse/p/ha/").content.decode()
+    # and junk in the agents' answer is refused, naming the field
+    for bad, field in (({"paths": {"wifi": "Up"}}, "paths"), ({"witnesses": [{"ok": "yes"}]}, "witness"),
+                       ({"fenced": "no"}, "fenced")):  # fmt: skip
+        raw = {"peers": [{"hm_ip": "127.10.10.16", "state": "PRIMARY_ACTIVE", **bad}]}
+        with pytest.raises(agent_replies.AgentBadReply, match=field):
+            agent_replies.parse_ha_info(raw, source="p")

@@ -212,6 +212,8 @@ def _status_context(request: HttpRequest, pair: HAPair) -> dict:
         "active_job": active_job,
         "in_progress": selectors.pair_in_progress(pair, job_active=active_job is not None),
         "chart": _sparkline(selectors.heartbeat_history(pair)),
+        "network": selectors.pair_network(pair),
+        "no_witness_risk": selectors.NO_WITNESS_RISK,
         "can_operate": request.user.has_perm(roles.OPERATE),
         "window_open": pair.switch_allowed_at is not None and pair.switch_allowed_at > timezone.now(),
         "maintenance_form": MaintenanceForm(),
