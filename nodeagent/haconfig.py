@@ -3,12 +3,23 @@ heartbeat says about the peer, and the notes (events) every decision returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .protocol import DEFAULT_FAILOVER_WAIT, MAX_FAILOVER_WAIT, MIN_FAILOVER_WAIT, EventCode, HAState, Mode, Phase, Role
+from .protocol import (
+    DEFAULT_FAILOVER_WAIT,
+    MAX_FAILOVER_WAIT,
+    MIN_FAILOVER_WAIT,
+    EventCode,
+    HAState,
+    Mode,
+    Phase,
+    Role,
+    StopReason,
+)
 
 DEFAULT_STABILISATION_SECONDS = 30 * 60
 
@@ -207,3 +218,30 @@ class PeerView:
             phase=Phase(d["phase"]) if d.get("phase") else None,
             synced=bool(d.get("synced", False)),
         )
+
+
+# ---------------------------------------------------------------- a pair's state in ha.json
+def pair_to_saved(ha: Any) -> dict[str, Any]:
+    """A ``PairHA`` as ha.json keeps it (plain JSON values)."""
+    d = dataclasses.asdict(ha)
+    d["role"] = ha.role.value
+    d["owner"] = ha.owner.value
+    d["config"] = ha.config.to_dict()
+    d["peer_state"] = ha.peer_state.value if ha.peer_state else None
+    d["transitions"] = [[t, s.value] for t, s in ha.transitions]
+    d["state"] = ha.state.value  # informative ("Last shutdown state")
+    return d
+
+
+def pair_fields_from_saved(saved: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """The ``PairHA`` fields (``names``) from what ha.json kept; unknown keys are dropped."""
+    d = dict(saved)
+    d.pop("state", None)
+    d["role"] = Role(d["role"])
+    d["owner"] = Role(d["owner"])
+    d["config"] = PairConfig.from_dict(d["config"])
+    d["peer_state"] = HAState(d["peer_state"]) if d.get("peer_state") else None
+    d["phase"] = Phase(d["phase"]) if d.get("phase") else None
+    d["stop_reason"] = StopReason(d["stop_reason"]) if d.get("stop_reason") else None
+    d["transitions"] = [(t, HAState(s)) for t, s in d.get("transitions", [])]
+    return {k: v for k, v in d.items() if k in names}

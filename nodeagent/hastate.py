@@ -24,7 +24,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .haconfig import DEFAULT_STABILISATION_SECONDS, Note, PairConfig, PeerView, Refused, iso
+from .haconfig import (
+    DEFAULT_STABILISATION_SECONDS,
+    Note,
+    PairConfig,
+    PeerView,
+    Refused,
+    iso,
+    pair_fields_from_saved,
+    pair_to_saved,
+)
 from .protocol import (
     DEFAULT_FAILOVER_WAIT,
     MAX_FAILOVER_WAIT,
@@ -37,20 +46,9 @@ from .protocol import (
     StopReason,
 )
 
-__all__ = [
-    "DEFAULT_FAILOVER_WAIT",
-    "DEFAULT_STABILISATION_SECONDS",
-    "MAX_FAILOVER_WAIT",
-    "MIN_FAILOVER_WAIT",
-    "Note",
-    "PairConfig",
-    "PairHA",
-    "PeerView",
-    "Refused",
-    "iso",
-]
-
-PHASES = (None, *Phase)
+# re-exported: tests and the runtime import PairConfig, PeerView, Note and the wait range from here
+__all__ = ["DEFAULT_FAILOVER_WAIT", "DEFAULT_STABILISATION_SECONDS", "MAX_FAILOVER_WAIT", "MIN_FAILOVER_WAIT"]  # fmt: skip
+__all__ += ["Note", "PairConfig", "PairHA", "PeerView", "Refused", "iso"]
 
 
 @dataclass
@@ -378,6 +376,15 @@ class PairHA:
         self.phase = Phase.FAILBACK
         return self._done(now, [Note(EventCode.FAILBACK_IN_PROGRESS)])
 
+    def failover_abort(self, now: float, reason: str) -> list[Note]:
+        """Secondary: a takeover the witnesses would not confirm (the primary did not answer,
+        and may only be cut off): back to standing by, nothing changed."""
+        if self.phase != Phase.FAILOVER or self.role is not Role.SECONDARY:
+            return []
+        self.phase = None
+        self.pending_generation = None
+        return self._done(now, [Note(EventCode.TAKEOVER_REFUSED, reason)])
+
     def failback_abort(self, now: float, reason: str) -> list[Note]:
         if self.phase != Phase.FAILBACK:
             return []
@@ -482,27 +489,10 @@ class PairHA:
         self.config = new
         return self._done(now, notes)
 
-    # ------------------------------------------------------------ persistence
+    # ------------------------------------------------------------ persistence (haconfig)
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["role"] = self.role.value
-        d["owner"] = self.owner.value
-        d["config"] = self.config.to_dict()
-        d["peer_state"] = self.peer_state.value if self.peer_state else None
-        d["transitions"] = [[t, s.value] for t, s in self.transitions]
-        d["state"] = self.state.value  # informative ("Last shutdown state")
-        return d
+        return pair_to_saved(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PairHA:
-        d = dict(d)
-        d.pop("state", None)
-        d["role"] = Role(d["role"])
-        d["owner"] = Role(d["owner"])
-        d["config"] = PairConfig.from_dict(d["config"])
-        d["peer_state"] = HAState(d["peer_state"]) if d.get("peer_state") else None
-        d["phase"] = Phase(d["phase"]) if d.get("phase") else None
-        d["stop_reason"] = StopReason(d["stop_reason"]) if d.get("stop_reason") else None
-        d["transitions"] = [(t, HAState(s)) for t, s in d.get("transitions", [])]
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**pair_fields_from_saved(d, {f.name for f in dataclasses.fields(cls)}))

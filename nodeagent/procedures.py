@@ -66,7 +66,15 @@ class Procedures:
                 node.heartbeats.peer_msg(pr, cmd=PeerCommand.FAILOVER_BEGIN.value, generation=gen),
             )
         except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
-            log.info("%s: primary %s did not answer the failover (%s); taking over", node.cfg.name, pr.peer_hm_ip, e)
+            log.info("%s: primary %s did not answer the failover (%s)", node.cfg.name, pr.peer_hm_ip, e)
+            if pr.ha.config.witnesses and not confirmed:
+                # an operator's switchover to a primary that does not answer: it may only be cut
+                # off, still serving; take over only if the witnesses confirm it is gone
+                ok, refusal = await node.witnesses.confirm_now(pr)
+                if not ok:
+                    node.record(pr.ha.failover_abort(time.time(), f"Switchover not carried out: {refusal}"), pr)
+                    node.changed()
+                    return
         if pr.ha.state is not HAState.FAILOVER_INVOKED:
             return
         node.record(pr.ha.complete_failover(time.time()), pr)

@@ -276,12 +276,8 @@ class WitnessGuard:
             pr.solo_lease_until = pr.lease_until if solo else 0.0
         self.node.changed_fencing(pr)
 
-    async def maybe_confirm(self, pr: PairRuntime) -> None:
-        """Secondary: when an automatic takeover is due, ask the witnesses for it."""
-        now = time.time()
-        if not pr.ha.automatic_takeover_due(now):
-            pr.refusal_shown = ""
-            return
+    async def confirm_now(self, pr: PairRuntime) -> tuple[bool, str]:
+        """Secondary: ask the witnesses to confirm a takeover now; (confirmed, their refusals)."""
         cfg = pr.ha.config
         answers = await self._ask(pr, PATH_CONFIRM, {"pair": self.key(pr), "generation": pr.ha.generation + 1,
                                                      "wait": cfg.failover_wait, "mode": cfg.witness_mode},
@@ -291,11 +287,21 @@ class WitnessGuard:
         if len(confirmed) >= cfg.majority:
             pr.ha.takeover_confirmed_until = time.time() + 2 * cfg.heartbeat_interval + 1
             self.node.emit(EventCode.TAKEOVER_CONFIRMED, "; ".join(confirmed), pr)
+            return True, ""
+        refused = "; ".join(why for ok, why in answers if not ok)
+        return False, f"{len(confirmed)} of {len(answers)} witnesses confirm (a majority is {cfg.majority}): {refused}"
+
+    async def maybe_confirm(self, pr: PairRuntime) -> None:
+        """Secondary: when an automatic takeover is due, ask the witnesses for it."""
+        now = time.time()
+        if not pr.ha.automatic_takeover_due(now):
+            pr.refusal_shown = ""
+            return
+        confirmed, refusal = await self.confirm_now(pr)
+        if confirmed:
             self.node.wake()
             return
-        refusal = "; ".join(why for ok, why in answers if not ok)
         first = refusal.split(": ", 1)[-1].split(" (")[0]
         if first != pr.refusal_shown:  # one event per reason, not one a second
             pr.refusal_shown = first
-            self.node.emit(EventCode.TAKEOVER_REFUSED, f"{len(confirmed)} of {len(answers)} witnesses confirm "
-                           f"(a majority is {cfg.majority}): {refusal}", pr)  # fmt: skip
+            self.node.emit(EventCode.TAKEOVER_REFUSED, refusal, pr)

@@ -135,6 +135,14 @@ async def witness_state(target: str, password: str, timeout: float) -> dict:
         return {"status": st, "pairs": out.get("pairs", {}) if isinstance(out, dict) else {}}
 
 
+async def switchover(target: str, timeout: float) -> dict:
+    """An operator's switchover asked of a node (signed ``POST /hm/v1/ha/failover``)."""
+    host, _, pw = target.partition(":")
+    async with aiohttp.ClientSession() as s:
+        st, out = await AgentClient(s, host, pw, timeout=timeout).request("POST", "/hm/v1/ha/failover", {})
+        return {"status": st, "answer": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="netns_client")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -151,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("ha-info")
     h.add_argument("targets", nargs="+", help="IP:PASSWORD")
     h.add_argument("--timeout", type=float, default=2.0)
+    so = sub.add_parser("switchover")
+    so.add_argument("target", help="IP:PASSWORD")
+    so.add_argument("--timeout", type=float, default=5.0)
     ev = sub.add_parser("events")
     ev.add_argument("target", help="IP:PASSWORD")
     ev.add_argument("--timeout", type=float, default=2.0)
@@ -163,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(writer(a.vip, a.password, a.out, a.rate, a.timeout, a.mac_prefix))
     elif a.cmd == "elements":
         print(json.dumps(asyncio.run(elements(a.vip, a.password))))
+    elif a.cmd == "switchover":
+        print(json.dumps(asyncio.run(switchover(a.target, a.timeout))))
     elif a.cmd == "events":
         print(json.dumps(asyncio.run(events(a.target, a.timeout))))
     elif a.cmd == "witness-state":

@@ -760,7 +760,12 @@ def test_primary_and_secondary_cut_from_each_other_no_takeover(scenario):
     t_cut = time.monotonic()
     lab.cut_pair()
     seen = []
+    asked = False
     while time.monotonic() < t_cut + WAIT * 3:
+        if not asked and time.monotonic() > t_cut + WAIT + 0.5:
+            # an operator asks the secondary for a switchover: the primary does not answer it, and the
+            # witnesses, who still see the primary, refuse it (the secondary must not take over)
+            asked = client_py(lab, "switchover", f"{lab.ip(SECONDARY)}:{PW['nico2']}")
         s = sc.peer(SECONDARY, "nico2")
         seen.append((round(time.monotonic() - t_cut, 1), s and s["state"], s and s["in_charge"]))
         time.sleep(0.5)
@@ -772,8 +777,11 @@ def test_primary_and_secondary_cut_from_each_other_no_takeover(scenario):
     alone = [r for r in sc.acked_by("nico", since=t_solo) if r["t1"] < t_heal]
     # then nobody took over, and the primary kept serving under its solo lease
     assert not [x for x in seen if x[1] == "FAILOVER_ACTIVE" or x[2]], f"the secondary took over: {seen}"
-    assert not {"failover_active", "failover_shutting_down_primary"} & set(codes), codes
+    # (the asked switchover records its start, "failover invoked", then its refusal: never active)
+    assert "failover_active" not in codes and codes.count("failover_shutting_down_primary") <= 1, codes
     assert refused and "witness sees the primary" in refused[0]["remarks"], refused or codes
+    assert asked and asked["status"] == 202, asked
+    assert any("Switchover not carried out" in e["remarks"] for e in refused), [e["remarks"] for e in refused]
     assert len(alone) > 0.6 * 50 * (t_heal - t_solo), "the primary keeps serving under its solo lease"
     assert sc.sampler.both_seconds() == 0.0 and not lab.has_addr(SECONDARY, lab.vip)
 
