@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from hapairs.choices import HAState, JobKind, LinkStatus
+from hapairs.choices import EventCode, HAState, JobKind, LinkStatus
 from hapairs.jobs import JobContext, Step, StepFailed
 from hapairs.jobsteps._common import _pair, _post, _refresh
+from hapairs.models import HAEvent
 from nodeagent import protocol
 
 STEPS: dict[str, list[Step]] = {}
@@ -43,11 +44,17 @@ def failback_invoke(ctx: JobContext) -> None:
 
 def wait_failover_active(ctx: JobContext) -> None:
     pair = _pair(ctx)
-    ctx.wait_until(
-        lambda: _refresh(pair).secondary_state == HAState.FAILOVER_ACTIVE,
-        timeout=settings.HA_SWITCH_TIMEOUT_SECONDS,
-        what="the secondary to reach FAILOVER_ACTIVE",
-    )
+
+    def active() -> bool:
+        current = _refresh(pair)
+        # the witnesses refused this switchover (the primary did not answer, and they still see
+        # it): the secondary stands by; the job fails now, in their words, not at the timeout
+        refused = HAEvent.objects.filter(job=ctx.job, code=EventCode.TAKEOVER_REFUSED).first()
+        if refused is not None and current.secondary_state != HAState.FAILOVER_ACTIVE:
+            raise StepFailed(f"{pair.secondary.name} did not take over: {refused.remarks}")
+        return current.secondary_state == HAState.FAILOVER_ACTIVE
+
+    ctx.wait_until(active, timeout=settings.HA_SWITCH_TIMEOUT_SECONDS, what="the secondary to reach FAILOVER_ACTIVE")
 
 
 def wait_failback_done(ctx: JobContext) -> None:

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from hapairs import agent_client, jobs, jobsteps, services
 from hapairs.choices import JobKind, JobStatus, LicenseStatus
@@ -619,3 +620,20 @@ def test_an_agent_5xx_is_retried_with_the_same_key_until_it_answers(subnet, sett
     assert all(seen.signature_error is None for seen in agent.seen)
     appliance.refresh_from_db()
     assert appliance.reachability == "reachable"
+
+
+def test_a_switchover_the_witnesses_refused_fails_the_job_at_once_in_their_words(ha_pair):
+    # Given a switchover job whose command the secondary's witnesses refused (the agent's
+    # takeover_refused event carries the job's key, so the portal stored it with the job)
+    job = make_job(JobKind.SWITCHOVER, pair=ha_pair, generation=1)
+    words = "Switchover not carried out: 0 of 1 witnesses confirm (a majority is 1): takeover refused: witness sees the primary"
+    HAEvent.objects.create(pair=ha_pair, appliance=ha_pair.secondary, job=job, code="takeover_refused",
+                           description="Takeover refused by the witnesses", remarks=words,
+                           generated_by="Secondary", timestamp=timezone.now())  # fmt: skip
+    # When the step waits for FAILOVER_ACTIVE, the secondary still standing by
+    started = time.monotonic()
+    with pytest.raises(jobs.StepFailed) as failed:
+        jobsteps.wait_failover_active(step_context(job, "wait_failover_active"))
+    # Then it fails at once (not at the switch timeout), saying what the witnesses said
+    assert time.monotonic() - started < 5
+    assert str(failed.value) == f"mse-s did not take over: {words}"
