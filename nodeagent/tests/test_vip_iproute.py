@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from . import netns
 from .agentutil import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
 NS = f"mse-vip-{os.getpid()}"
 NET = f"198.18.{200 + os.getpid() % 50}"
-
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (CAP_NET_ADMIN) to make a network namespace"
-    for tool, package in (("ip", "iproute2"), ("arping", "iputils-arping")):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (apt-get install -y {package})"
-    return None
 
 
 def sh(*argv: str) -> str:
@@ -42,10 +33,7 @@ def sh(*argv: str) -> str:
 @pytest.fixture
 def host():
     """One netns with eth0 (a veth whose peer stays inside too, so the link is up)."""
-    if (why := _missing()) is not None:
-        if os.environ.get("MSEPORTAL_REQUIRE_NETNS"):  # CI has root and the tools: never skip there
-            pytest.fail(f"MSEPORTAL_REQUIRE_NETNS is set but this test {why}")
-        pytest.skip(why)
+    netns.require()  # skips saying what is missing; fails instead where it must run (CI)
     subprocess.run(["ip", "netns", "del", NS], capture_output=True)
     sh("ip", "netns", "add", NS)
     try:
