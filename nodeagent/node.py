@@ -288,6 +288,13 @@ class Node:
         heard = ha.last_heard is not None and time.time() - ha.last_heard <= ha.config.heartbeat_down_after
         return heard or (bool(ha.config.witnesses) and time.monotonic() < pr.lease_until)
 
+    def vip_lifetime(self, vip: str) -> int:
+        """Seconds the kernel keeps a VIP address this agent stops renewing (iproute driver): a
+        third of the pair's wait, so a dead or frozen agent's host drops the address well before
+        the secondary takes over (as the witness lease does); 10 s for an unpaired primary."""
+        pr = self.vips.pair_by_vip(vip)
+        return max(1, int(pr.ha.config.failover_wait // 3)) if pr else 10
+
     def changed_fencing(self, pr: PairRuntime) -> None:
         """A primary fenced or unfenced itself: say so, and let the loop move the VIP at once."""
         fenced = pr.fenced()

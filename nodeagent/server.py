@@ -362,6 +362,8 @@ class NodeServer:
             assert node.cfg.hm_interface, "validated: the iproute driver has its interface"
             driver = IprouteVipDriver(self.svc_runner, node.cfg.port, node.cfg.hm_interface)
             driver.may_announce = node.may_announce
+            driver.lifetime_of = node.vip_lifetime
+            driver.on_expired = node.wake
             node.vip_driver = driver
         else:
             node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)

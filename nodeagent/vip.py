@@ -12,7 +12,10 @@ releases it when it is not. Two drivers:
 * :class:`IprouteVipDriver` (``vip_driver = "iproute"``, real interfaces; tested on hosts
   in network namespaces): the address on the Health Monitor interface with its real prefix,
   announced by gratuitous ARP, removed with the same prefix; leftovers of a killed agent
-  removed at start-up before the node decides whether it is in charge.
+  removed at start-up before the node decides whether it is in charge. The address is a
+  lease too: added with a short kernel lifetime that the running agent keeps renewing, so
+  the host of a killed or frozen agent stops answering ARP for the VIP on its own, before
+  the secondary's wait ends.
 
 :class:`VipReconciler` drives the driver, level-triggered: after every change it makes the
 bound VIPs equal to what :meth:`Node.desired_vips <nodeagent.node.Node.desired_vips>` says
@@ -96,6 +99,14 @@ class IprouteVipDriver(VipDriver):
     * releasing it: stop listening first (nothing acknowledged after this), then ``ip addr
       del`` with the same prefix it was added with, and check it is gone — a release that
       leaves the address behind raises, and the reconciler retries it;
+    * while it holds it: the address has a kernel lifetime (``valid_lft``, :attr:`lifetime_of`
+      seconds: the node gives a third of the pair's wait) that a task renews every third of
+      it. An agent that dies (SIGKILL, OOM) or freezes stops renewing, and its kernel deletes
+      the address by itself well before the secondary takes over: no host answers ARP for a
+      VIP its agent no longer serves. A renewal that comes too late (this agent itself was
+      stalled for nearly the lifetime) is not made: the VIP is marked :attr:`expired` and the
+      reconciler releases it and waits before taking it again, so a node waking from a freeze
+      first learns whether the other one took over;
     * at start-up (:meth:`cleanup`, before the node decides whether it is in charge): every
       entry of a configured VIP on any interface, whatever its prefix, is removed.
     """
@@ -118,6 +129,11 @@ class IprouteVipDriver(VipDriver):
         # asked before every re-announcement (the node sets it): a node woken from a freeze
         # must not announce a VIP that another node may own by now
         self.may_announce: Callable[[str], bool] = lambda vip: True
+        # the address's kernel lifetime, seconds (the node sets it: a third of the pair's wait)
+        self.lifetime_of: Callable[[str], int] = lambda vip: 10
+        self.on_expired: Callable[[], None] = lambda: None  # the node wakes its loop
+        self.expired: set[str] = set()  # held, but its renewal came too late: the reconciler releases it
+        self.keeping: dict[str, asyncio.Task] = {}
         self.prefixes: dict[str, int] = {}
         self.announcing: dict[str, asyncio.Task] = {}
         self.stale: set[str] = set()  # released, but the address could not be removed yet: retried
@@ -157,7 +173,10 @@ class IprouteVipDriver(VipDriver):
         prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask or '255.255.255.255'}").prefixlen
         await self._remove_everywhere(vip)  # a leftover with another prefix would survive a release
         self.stale.discard(vip)
-        await self._run("ip", "addr", "add", f"{vip}/{prefix}", "dev", self.interface)
+        self.expired.discard(vip)
+        lifetime = max(1, int(self.lifetime_of(vip)))
+        t_added = time.monotonic()
+        await self._run("ip", "addr", "add", f"{vip}/{prefix}", "dev", self.interface, *self._lft(lifetime))
         self.prefixes[vip] = prefix
         site = web.TCPSite(self.runner, vip, self.port, reuse_address=True, backlog=512)
         try:
@@ -167,8 +186,33 @@ class IprouteVipDriver(VipDriver):
             self.prefixes.pop(vip, None)
             raise
         self.sites[vip] = site
+        self.keeping[vip] = asyncio.create_task(self._keep(vip, prefix, lifetime, t_added), name=f"lft-{vip}")
         self.announcing[vip] = asyncio.create_task(self._announce(vip), name=f"arping-{vip}")
-        log.info("VIP %s/%s taken on %s", vip, prefix, self.interface)
+        log.info("VIP %s/%s taken on %s (address lifetime %s s, renewed)", vip, prefix, self.interface, lifetime)
+
+    @staticmethod
+    def _lft(lifetime: int) -> tuple[str, ...]:
+        return ("valid_lft", str(lifetime), "preferred_lft", str(lifetime))
+
+    async def _keep(self, vip: str, prefix: int, lifetime: int, renewed: float) -> None:
+        """Renew the address's lifetime every third of it. A renewal due later than the
+        lifetime allows (less than a quarter second left: this agent was stalled) is not
+        made: the address may be gone already, and another node may own the VIP by now."""
+        while True:
+            await asyncio.sleep(lifetime / 3)
+            now = time.monotonic()
+            if now - renewed > lifetime - 0.25:
+                log.warning("VIP %s: address lifetime renewal %.1f s late (the agent was stalled)", vip,
+                            now - renewed - lifetime / 3)  # fmt: skip
+                self.expired.add(vip)
+                self.on_expired()
+                return
+            try:
+                await self._run("ip", "addr", "change", f"{vip}/{prefix}", "dev", self.interface, *self._lft(lifetime))
+            except OSError as e:
+                log.warning("VIP %s: cannot renew the address lifetime: %s", vip, e)
+                continue
+            renewed = now
 
     async def _announce(self, vip: str) -> None:
         """Gratuitous ARP: the LAN's neighbours now send the VIP's traffic to this MAC; then
@@ -201,10 +245,10 @@ class IprouteVipDriver(VipDriver):
             log.warning("arping for VIP %s failed: %s", vip, err.decode(errors="replace").strip())
 
     async def release(self, vip: str) -> None:
-        task = self.announcing.pop(vip, None)
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self.announcing.pop(vip, None), self.keeping.pop(vip, None)):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         site = self.sites.pop(vip, None)
         if site is not None:
             await site.stop()  # first: nothing is acknowledged on the VIP from here on
@@ -220,6 +264,7 @@ class IprouteVipDriver(VipDriver):
             self.stale.add(vip)
             raise
         self.stale.discard(vip)
+        self.expired.discard(vip)
         log.info("VIP %s released from %s", vip, self.interface)
 
     @property
@@ -251,6 +296,20 @@ class VipReconciler:
         if drv is None:
             return
         want = node.desired_vips()
+        now = time.monotonic()
+        for vip in list(getattr(drv, "expired", ())):
+            # its address lifetime ran out: this agent was stalled (frozen) for about a third of
+            # the wait. Release it, and before taking it again give the node the time to hear
+            # whether its peer took over meanwhile (a fenced primary does not want it at all)
+            try:
+                await drv.release(vip)
+            except OSError as e:
+                log.error("%s: VIP %s not fully released yet: %s", node.cfg.name, vip, e)
+                continue
+            pr = self.pair_by_vip(vip)
+            hold = pr.ha.config.heartbeat_down_after if pr else 1.0
+            self.retry_at[vip] = now + hold
+            node.emit(EventCode.VIP_RELEASED, f"{vip}: the address lifetime ran out (the agent was stalled)", pr)
         for vip in list(drv.bound - set(want)):
             try:
                 await drv.release(vip)
@@ -258,7 +317,6 @@ class VipReconciler:
                 log.error("%s: VIP %s not fully released yet: %s", node.cfg.name, vip, e)
                 continue
             node.emit(EventCode.VIP_RELEASED, vip, self.pair_by_vip(vip))
-        now = time.monotonic()
         for vip, (mask, pr) in want.items():
             if vip in drv.bound or self.retry_at.get(vip, 0) > now:
                 continue

@@ -10,10 +10,12 @@ One :class:`Lab` per test::
         hc  client      198.18.N.100
         hw  witness     198.18.N.50
     ``lab.vip`` = 198.18.N.11 is left free for the pair's VIP.
+    ``Lab(portal=True)``: the portal (this test process, its worker) on the LAN too, as
+    198.18.N.1 on a veth in the root namespace whose other end is ``p-portal`` on ``br0``.
 
 Addresses are only in 198.18.0.0/15 (benchmarking range) and exist only inside the lab's
-namespaces; no interface of the lab is in the root namespace and no namespace has a
-default route, so nothing can leave. N is picked per lab (random, never reused by this
+namespaces (and, with ``portal=True``, on the lab's one root-namespace veth, whose only
+route is the lab's own /24); no namespace has a default route, so nothing can leave. N is picked per lab (random, never reused by this
 process); since every lab has its own namespaces, even the same N in a concurrent suite
 cannot interfere. Veths are created straight into their namespaces, so no interface name
 is ever taken in the root namespace either.
@@ -173,10 +175,11 @@ class Lab:
     _stale_done = False
     live_names: set[str] = set()
 
-    def __init__(self, direct: bool = True, n: int | None = None) -> None:
+    def __init__(self, direct: bool = True, n: int | None = None, *, portal: bool = False) -> None:
         Lab._counter += 1
         self.seq = Lab._counter
-        self.n = n if n is not None else self._pick_n()
+        self.portal = portal
+        self.n = n if n is not None else self._pick_n(root_free=portal)
         Lab._used_n.add(self.n)
         self.direct = direct
         self.base = f"{PREFIX}-{os.getpid()}-{self.seq}"
@@ -194,13 +197,21 @@ class Lab:
             )
             for k in HOSTS
         }
+        # the portal's end in the root namespace (a unique, short interface name) and address
+        self.portal_if = f"{PREFIX}{os.getpid() % 100000}p{self.seq % 1000}"
+        self.portal_ip = f"{self.net}.1"
         self.procs: list[subprocess.Popen] = []
         self.built = False
 
     @staticmethod
-    def _pick_n() -> int:
+    def _pick_n(root_free: bool = False) -> int:
+        """A third octet no lab of this process uses; with ``root_free``, also one the root
+        namespace has no route for (another process's portal lab, or anything else)."""
         rnd = random.Random(os.getpid() ^ time.monotonic_ns())
         free = [n for n in range(1, 255) if n not in Lab._used_n] or list(range(1, 255))
+        if root_free:
+            taken = {r.get("dst", "") for r in json.loads(sh(["ip", "-j", "-4", "route", "show"]).stdout or "[]")}
+            free = [n for n in free if not any(d.startswith(f"198.18.{n}.") for d in taken)] or free
         return rnd.choice(free)
 
     # --- building and tearing down -------------------------------------------------
@@ -244,6 +255,11 @@ class Lab:
             for h in (p, s):
                 sh(["ip", "-n", h.ns, "addr", "add", f"{h.direct_ip}/{LAN_PREFIX}", "dev", "eth1"])
                 sh(["ip", "-n", h.ns, "link", "set", "eth1", "up"])
+        if self.portal:
+            sh(["ip", "link", "add", self.portal_if, "type", "veth", "peer", "name", "p-portal", "netns", lan])
+            sh(["ip", "-n", lan, "link", "set", "p-portal", "master", "br0", "up"])
+            sh(["ip", "addr", "add", f"{self.portal_ip}/{LAN_PREFIX}", "dev", self.portal_if])
+            sh(["ip", "link", "set", self.portal_if, "up"])
         self.built = True
 
     def destroy(self) -> None:
@@ -257,6 +273,8 @@ class Lab:
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     pass
+        if self.portal:  # also gone with the LAN namespace (a veth dies with its peer)
+            sh(["ip", "link", "del", self.portal_if], check=False)
         existing = set(netns_list())
         for name in self.names:
             if name in existing:

@@ -151,6 +151,29 @@ def test_harness_lan_faults_without_agents(lab):
     assert str(pid) in netns.sh(["ip", "netns", "pids", hs.ns]).stdout.split()
 
 
+def test_harness_portal_port_reaches_the_lan_and_leaves_nothing_behind():
+    # a lab with the portal on its LAN: this (root-namespace) process reaches the hosts
+    netns.require()
+    lab = Lab(direct=False, portal=True)
+    try:
+        lab.build()
+        assert lab.portal_ip.startswith("198.18.") and len(lab.portal_if) <= 15
+        ping = ["ping", "-n", "-q", "-c", "1", "-W", "1"]
+        assert netns.sh([*ping, lab.ip(PRIMARY)], check=False).returncode == 0, "the portal reaches the primary"
+        assert lab.ping(SECONDARY, lab.portal_ip), "the secondary reaches the portal"
+        routes = json.loads(netns.sh(["ip", "-j", "-4", "route", "show", "dev", lab.portal_if]).stdout)
+        assert [r["dst"] for r in routes] == [f"{lab.net}.0/24"], "the lab's /24 is the root namespace's only new route"
+        # cutting the pair leaves the portal's port alone: it still sees both nodes
+        lab.cut_pair()
+        assert netns.sh([*ping, lab.ip(SECONDARY)], check=False).returncode == 0
+        assert not lab.ping(PRIMARY, lab.ip(SECONDARY))
+    finally:
+        lab.destroy()
+    links = netns.sh(["ip", "-o", "link", "show"]).stdout
+    assert lab.portal_if not in links, "the root-namespace veth went with the lab"
+    assert f"198.18.{lab.n}." not in netns.sh(["ip", "-4", "route", "show"]).stdout
+
+
 # --- agents in the namespaces ---------------------------------------------------------
 class Agent:
     """`python -m nodeagent serve` as a real process inside its host's namespace."""
@@ -346,6 +369,8 @@ def test_primary_agent_sigkilled_vip_moves_to_the_secondary(lab, tmp_path, t):
     outage, first_fail, first_ok = netns.outage_after(recs, t_kill)
     dual = netns.dual_ownership_seconds(recs)
     neigh_now, hs_mac = lab.neigh(CLIENT, lab.vip), lab.mac(SECONDARY)
+    both = sampler.both_seconds()
+    left_primary = next((x[0] for x in sampler.samples if x[0] >= t_kill and not x[1]), float("inf")) - t_kill
 
     listing = client_py(lab, "elements", "--vip", lab.vip, "--password", PW["nico"])
     have = set(listing["macs"])
@@ -360,8 +385,8 @@ def test_primary_agent_sigkilled_vip_moves_to_the_secondary(lab, tmp_path, t):
         f"\n  dual-ownership {dual:.3f} s"
         f"\n  acknowledged writes lost {len(lost)} of {len(acked)} ({len(recs)} requests, {rate:.1f}/s)"
         f"\n  client neighbour entry for the VIP {neigh_now} (secondary eth0 {hs_mac}, primary eth0 {lab.mac(PRIMARY)})"
-        f"\n  VIP address on both hosts' eth0 for {sampler.both_seconds():.2f} s"
-        f" (the killed agent's host keeps it until the agent starts again)"
+        f"\n  VIP address left the killed agent's host {fmt_s(left_primary)} after the kill (its kernel"
+        f" lifetime, {max(1, t.wait // 3)} s, no longer renewed); on both hosts' eth0 for {both:.2f} s"
     )
     if first_fail:
         print(f"  first failure after the kill: {first_fail.get('err') or first_fail.get('status')}")
@@ -371,6 +396,8 @@ def test_primary_agent_sigkilled_vip_moves_to_the_secondary(lab, tmp_path, t):
     assert listing["status"] == 200 and listing["served_by"] == "nico2"
     assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:5]}"
     assert dual == 0.0
+    assert both == 0.0, f"the VIP was on both hosts for {both:.2f} s: the killed agent's host kept it"
+    assert left_primary < t.wait, f"the killed agent's host dropped the VIP {left_primary:.2f} s after the kill"
     assert len(acked) > 150
 
     # brought back, the primary removes its leftover VIP at start-up and stays TERMINATED
@@ -929,8 +956,9 @@ def test_primary_frozen_longer_than_the_wait_then_woken(scenario):
         f" over {neigh[-1][0]:.1f} s (secondary {hs_mac}, primary {lab.mac(PRIMARY)})",
         f"woken primary: VIP removed {fmt_s(released)} after the wake; events since: {woken};"
         f" now {p_now and p_now['state']} (generation {p_now and p_now['generation']}, in charge"
-        f" {p_now and p_now['in_charge']}); VIP on both hosts' eth0 for {sc.sampler.both_seconds():.2f} s"
-        f" (the frozen host keeps the address until it wakes)",
+        f" {p_now and p_now['in_charge']}); VIP on both hosts' eth0 for {sc.sampler.both_seconds():.2f} s;"
+        f" the address left the frozen host {fmt_s(sc.vip_on(PRIMARY, t_stop, held=False))} after the freeze"
+        f" (its kernel lifetime, no longer renewed)",
     )
     report = sc.logs() if not down else ""
     assert takeover <= t.wait + 2, f"the secondary took over {takeover:.2f} s after the freeze" + sc.logs()
@@ -941,4 +969,8 @@ def test_primary_frozen_longer_than_the_wait_then_woken(scenario):
     assert served_by == "nico2"
     assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:5]}"
     assert dual == 0.0
+    assert sc.sampler.both_seconds() == 0.0, "the frozen host kept the VIP while the secondary held it"
+    assert sc.vip_on(PRIMARY, t_stop, held=False) < t.wait, (
+        "the frozen host's kernel dropped the VIP before the takeover"
+    )
     assert down, f"the woken primary is {p_now and p_now['state']}, not stepped down" + report

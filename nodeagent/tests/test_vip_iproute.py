@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -115,3 +117,83 @@ def _comm(pid: str) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+HOLD = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from aiohttp import web
+    from nodeagent.vip import IprouteVipDriver
+
+    VIP = sys.argv[1]
+
+    async def main():
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        drv = IprouteVipDriver(runner, 18001, "eth0", announce_count=1)
+        drv.lifetime_of = lambda vip: 1
+        woken = []
+        drv.on_expired = lambda: woken.append(time.monotonic())
+        out = {}
+        # a stalled agent (its loop blocked for most of the lifetime) does not renew late
+        await drv.bind(VIP, "255.255.255.0")
+        await asyncio.sleep(0.1)
+        time.sleep(0.9)
+        await asyncio.sleep(0.5)
+        out["stalled"] = {"expired": sorted(drv.expired), "woken": len(woken)}
+        await drv.release(VIP)
+        out["released"] = await drv.entries(VIP)
+        # a running agent keeps its address: renewed every third of the lifetime
+        await drv.bind(VIP, "255.255.255.0")
+        await asyncio.sleep(3.0)
+        out["kept"] = await drv.entries(VIP)
+        out["expired_while_running"] = sorted(drv.expired)
+        print(json.dumps(out), flush=True)
+        await asyncio.sleep(60)  # killed here by the test
+
+    asyncio.run(main())
+    """
+)
+
+
+def _vip_entries(host: str, vip: str) -> list[dict]:
+    shown = json.loads(sh("ip", "-n", host, "-j", "-4", "addr", "show", "dev", "eth0") or "[]")
+    return [a for link in shown for a in link.get("addr_info", []) if a.get("local") == vip]
+
+
+def test_the_vip_address_is_a_lease_a_killed_agents_host_drops_it_by_itself(host):
+    # given an agent holding the VIP with a 1 s address lifetime (a wait of 3 s)
+    vip = f"{NET}.11"
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", host, sys.executable, "-c", HOLD, vip],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        line = p.stdout.readline()
+        assert line, p.stderr.read() if p.poll() is not None else "no output"
+        out = json.loads(line)
+        # a renewal due after the agent was stalled for most of the lifetime is not made:
+        # the VIP is marked expired and the node's loop woken (the reconciler releases it)
+        assert out["stalled"] == {"expired": [vip], "woken": 1}, out
+        assert out["released"] == []
+        # while the agent runs, the address stays (renewed), with a lifetime of at most 1 s
+        assert out["kept"] == [["eth0", 24]] and out["expired_while_running"] == []
+        left = _vip_entries(host, vip)
+        assert left and left[0]["valid_life_time"] <= 1, left
+        # when the agent is SIGKILLed, nothing renews it: the kernel deletes the address, so
+        # the dead agent's host stops answering ARP for the VIP without anybody's help
+        t_kill = time.monotonic()
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(5)
+        assert netns.wait_for(lambda: not _vip_entries(host, vip), 4.0), _vip_entries(host, vip)
+        gone = time.monotonic() - t_kill
+        print(f"\n[vip] address lifetime 1 s: the killed agent's VIP left its host {gone:.2f} s after the kill")
+        assert gone < 3.0, f"the killed agent's VIP stayed {gone:.2f} s (wait 3 s)"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
