@@ -4,17 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements/base.txt requirements/dev.txt requirements/agent.txt
+# the agent's distribution, installed editable from the checkout: its console scripts
+# (mse-agent, mse-setup, gethainfo, getserverinfo) land in .venv/bin; re-installed when a
+# pyproject or the release (nodeagent/__init__.py) changes
+AGENT_DIST := distributions/agent
+DIST_FILES := pyproject.toml $(AGENT_DIST)/pyproject.toml nodeagent/__init__.py
 
 # `make run` is a development machine: DEBUG on, embedded defaults unless the
 # environment names PostgreSQL/Redis.
 RUN_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: run test lint bench venv migrate demo-users clean chromium
+.PHONY: run test lint bench venv migrate demo-users clean chromium wheels
 
-$(STAMP): $(REQS)
+$(STAMP): $(REQS) $(DIST_FILES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --editable $(AGENT_DIST)
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -61,5 +67,9 @@ test: venv chromium lint
 bench: venv
 	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "# $$f"; $(RUN_ENV) $(PY) $$f || exit 1; done
 
+# The two wheels (mse-node-agent for the appliances, mseportal for the server) into dist/.
+wheels: venv
+	$(PY) distributions/build.py --out dist
+
 clean:
-	rm -rf var staticfiles .pytest_cache
+	rm -rf var staticfiles .pytest_cache dist

@@ -29,6 +29,11 @@ from mseportal.envconf import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# A checkout keeps the project-level templates/ and static/ beside the packages; the
+# mseportal wheel ships them inside this package (pyproject.toml, [tool.setuptools]).
+_shipped = Path(__file__).resolve().parent
+_templates_dir = _shipped / "templates" if (_shipped / "templates").is_dir() else BASE_DIR / "templates"
+_static_dir = _shipped / "static" if (_shipped / "static").is_dir() else BASE_DIR / "static"
 ENV = dict(os.environ)
 
 try:
@@ -145,7 +150,7 @@ LOGOUT_REDIRECT_URL = "login"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [_templates_dir],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -199,7 +204,7 @@ USE_TZ = True
 # --- Static files ---------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [_static_dir]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
