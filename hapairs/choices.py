@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from nodeagent import protocol
+from nodeagent import haconfig, protocol
 
 
 class DeviceType(models.TextChoices):
@@ -40,6 +40,16 @@ class Reachability(models.TextChoices):
 
 # Failover type and failback type (spec §2 rule 8); stored in lower case.
 SwitchType = models.TextChoices("SwitchType", [(m.name, (m.value.lower(), m.value)) for m in protocol.Mode])
+
+# "When the witnesses cannot be reached and the primary is gone" (the agents' witness modes):
+# a mode the agents add fails here at import until it has its sentence.
+WITNESS_MODE_LABELS = {
+    haconfig.WITNESS_SAFE: "Safe: never take over (no acknowledged write is lost)",
+    haconfig.WITNESS_AVAILABILITY: "Availability: take over after the wait (may lose writes the primary acknowledged alone)",
+}
+WitnessMode = models.TextChoices(
+    "WitnessMode", [(mode.upper(), (mode, WITNESS_MODE_LABELS[mode])) for mode in haconfig.WITNESS_MODES]
+)
 
 # What a node's Health Monitor reports as its Current state (spec §5); UNKNOWN: not reported
 # yet, or the node is unreachable.

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from django import forms
 
-from hapairs.choices import DeviceType, Reachability, ReportCadence, SwitchType, Weekday
+from hapairs import rules
+from hapairs.choices import DeviceType, Reachability, ReportCadence, SwitchType, Weekday, WitnessMode
 from hapairs.models import (
     FAILOVER_WAIT_DEFAULT,
     FAILOVER_WAIT_MAX,
@@ -19,6 +20,12 @@ from hapairs.models import (
 )
 
 SWITCH_CHOICES = SwitchType.choices
+WITNESS_MODE_LABEL = "When the witnesses cannot be reached and the primary is gone"
+WITNESS_MODE_HELP = (
+    "Safe (the default): the secondary never takes over then, so no write the primary acknowledged "
+    "is lost; you can still switch over by hand. Availability: it takes over once the Long Failover "
+    "Wait has passed, and may lose the writes the primary acknowledged while it was alone."
+)
 
 
 class PortalForm(forms.Form):
@@ -40,7 +47,48 @@ class ApplianceAddForm(PortalForm):
     http_enabled = forms.BooleanField(label="HTTP", required=False, help_text="Enable HTTP access.")
 
 
-class ConfigureHAForm(PortalForm):
+def witnesses_field() -> forms.CharField:
+    return forms.CharField(
+        label="Witnesses",
+        max_length=1000,
+        required=False,
+        help_text=f"Optional: each witness as IP:PORT (port {rules.DEFAULT_WITNESS_PORT} if left out), "
+        f"separated by commas or spaces; at most {rules.MAX_WITNESSES}, on hosts other than the two nodes "
+        "(python -m nodeagent witness --listen IP:PORT --password …). Without witnesses a cut network can "
+        "leave both nodes serving the VIP.",
+    )
+
+
+def witness_password_field(help_text: str) -> forms.CharField:
+    return forms.CharField(
+        label="Witness password",
+        max_length=256,
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=help_text,
+    )
+
+
+def witness_mode_field() -> forms.ChoiceField:
+    return forms.ChoiceField(
+        label=WITNESS_MODE_LABEL,
+        choices=WitnessMode.choices,
+        initial=WitnessMode.SAFE,
+        required=False,  # not posted: safe for a new pair, the pair's own on an update
+        help_text=WITNESS_MODE_HELP,
+    )
+
+
+class WitnessesCleaned:
+    """The witnesses field's text as the list the services check (shape only)."""
+
+    cleaned_data: dict
+
+    def clean_witnesses(self) -> list[str]:
+        return rules.split_witnesses(self.cleaned_data.get("witnesses") or "")
+
+
+class ConfigureHAForm(WitnessesCleaned, PortalForm):
     """Configure High Availability Parameters (the labels are the seed's, exactly)."""
 
     secondary_name = forms.CharField(label="Secondary Device Name", max_length=63, validators=[device_name_validator])
@@ -63,16 +111,37 @@ class ConfigureHAForm(PortalForm):
         initial=FAILOVER_WAIT_DEFAULT,
         help_text=f"Seconds of missed heartbeats before an automatic failover ({FAILOVER_WAIT_MIN}–{FAILOVER_WAIT_MAX}).",
     )
+    witnesses = witnesses_field()
+    witness_password = witness_password_field(
+        f"The --password the witnesses run with (at least {rules.MIN_WITNESS_PASSWORD} characters); "
+        "needed with witnesses, never shown again."
+    )
+    witness_mode = witness_mode_field()
     reason = forms.CharField(label="Reason", max_length=500, required=False, help_text="Recorded with the job.")
 
+    def clean_witness_mode(self) -> str:
+        return self.cleaned_data.get("witness_mode") or WitnessMode.SAFE
 
-class UpdateHAForm(PortalForm):
+
+class UpdateHAForm(WitnessesCleaned, PortalForm):
     failover_type = forms.ChoiceField(label="Failover Type", choices=SWITCH_CHOICES)
     failback_type = forms.ChoiceField(label="Failback Type", choices=SWITCH_CHOICES)
     failover_wait = forms.IntegerField(
         label="Long Failover Wait", min_value=FAILOVER_WAIT_MIN, max_value=FAILOVER_WAIT_MAX
     )
+    witnesses = witnesses_field()
+    witness_password = witness_password_field("")
+    witness_mode = witness_mode_field()
     reason = forms.CharField(label="Reason", max_length=500, required=False)
+
+    def __init__(self, *args, password_stored: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["witness_password"].help_text = (
+            "A witness password is stored (never shown): leave this empty to keep it."
+            if password_stored
+            else f"No witness password is stored: needed with witnesses (at least {rules.MIN_WITNESS_PASSWORD} "
+            "characters), never shown again."
+        )
 
 
 class ReasonForm(PortalForm):

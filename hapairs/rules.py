@@ -8,11 +8,12 @@ tables below are written to read like the seed's; they are parsed once at import
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from nodeagent import protocol
+from nodeagent import haconfig, protocol
 
 # ---------------------------------------------------------------------------------
 # The tables, as in the guide. Rows: primary. Columns: secondary. Y: supported.
@@ -122,6 +123,9 @@ F_SECONDARY_IP = "secondary_ip"
 F_LICENSE = "license_file"
 F_FAILOVER_WAIT = "failover_wait"
 F_PRIMARY = "__all__"
+F_WITNESSES = "witnesses"
+F_WITNESS_PASSWORD = "witness_password"
+F_WITNESS_MODE = "witness_mode"
 
 
 def _an(label: str) -> str:
@@ -331,3 +335,82 @@ def check_pairing(primary: NodeFacts, secondary: NodeFacts, **kwargs) -> None:
     violations = validate_pairing(primary, secondary, **kwargs)
     if violations:
         raise PairingError(violations)
+
+
+# ---------------------------------------------------------------------------------
+# Witnesses (the agents' own limits, from nodeagent.haconfig: the agents refuse the rest)
+MAX_WITNESSES = haconfig.MAX_WITNESSES
+MIN_WITNESS_PASSWORD = haconfig.MIN_WITNESS_PASSWORD
+DEFAULT_WITNESS_PORT = haconfig.DEFAULT_WITNESS_PORT
+WITNESS_MODES = haconfig.WITNESS_MODES
+
+
+def split_witnesses(text: str) -> list[str]:
+    """The form's one text field: addresses separated by commas or whitespace."""
+    return [part for part in re.split(r"[\s,]+", text) if part]
+
+
+def witness_violations(
+    witnesses: Sequence[str],
+    *,
+    node_addresses: Mapping[str, str],
+    password: str = "",
+    password_stored: bool = False,
+    mode: str = haconfig.WITNESS_SAFE,
+) -> tuple[list[str], list[Violation]]:
+    """The witnesses a pair is given, as "IP:PORT" (port 8002 if left out), and every rule
+    they break. ``node_addresses`` maps each address of the pair itself (both Health Monitor
+    IPs, the VIP) to what it is: a witness there would fall with the node it should judge.
+    ``password``: a new witness password, or empty to keep ``password_stored``."""
+    violations: list[Violation] = []
+    addresses: list[str] = []
+    for raw in witnesses:
+        try:
+            address = haconfig.check_witness(raw)
+        except ValueError as exc:
+            violations.append(Violation(F_WITNESSES, f"{str(exc)[:1].upper()}{str(exc)[1:]}.", "witness_address"))
+            continue
+        ip = address.partition(":")[0]
+        if ip in node_addresses:
+            violations.append(
+                Violation(
+                    F_WITNESSES,
+                    f"Witness {address} is on {node_addresses[ip]}: a witness must run on a third host, "
+                    "never on a node of the pair it judges.",
+                    "witness_on_node",
+                )
+            )
+        elif address in addresses:
+            violations.append(Violation(F_WITNESSES, f"Witness {address} is listed twice.", "witness_duplicate"))
+        else:
+            addresses.append(address)
+    if len(witnesses) > MAX_WITNESSES:
+        violations.append(
+            Violation(
+                F_WITNESSES,
+                f"At most {MAX_WITNESSES} witnesses, not {len(witnesses)} (what the agents accept).",
+                "witness_count",
+            )
+        )
+    if password and len(password) < MIN_WITNESS_PASSWORD:
+        violations.append(
+            Violation(
+                F_WITNESS_PASSWORD,
+                f"The witness password must be at least {MIN_WITNESS_PASSWORD} characters.",
+                "witness_password",
+            )
+        )
+    elif witnesses and not password and not password_stored:
+        violations.append(
+            Violation(
+                F_WITNESS_PASSWORD,
+                "Enter the witness password (the --password each witness runs with): the nodes sign "
+                "their requests to the witnesses with it.",
+                "witness_password",
+            )
+        )
+    if mode not in WITNESS_MODES:
+        violations.append(
+            Violation(F_WITNESS_MODE, f"{mode!r} is neither {' nor '.join(WITNESS_MODES)}.", "witness_mode")
+        )
+    return addresses, violations

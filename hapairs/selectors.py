@@ -249,7 +249,8 @@ class PairNetwork:
 
 NO_WITNESS_RISK = (
     "No witness: if the network between the nodes fails while both still run, each may think "
-    "the other dead and both serve the VIP (split brain). List witnesses for this pair."
+    "the other dead and both serve the VIP (split brain). List witnesses for this pair on its "
+    "Configure High Availability Parameters screen."
 )
 
 
@@ -266,12 +267,16 @@ def pair_network(pair: HAPair) -> PairNetwork:
         for answer in answers:
             links.append(Link(f"{node} ↔ witness {answer['address']}", "up" if answer["ok"] else "down",
                               answer.get("answer", "")))  # fmt: skip
+        reported = {answer["address"] for answer in answers}
+        for address in pair.witness_addresses:  # configured by the portal, not answered yet
+            if address not in reported:
+                links.append(Link(f"{node} ↔ witness {address}", "unknown", "configured; no answer reported yet"))
     links.append(Link(f"portal ↔ {p}", "up" if pair.primary_reachable else "down"))
     links.append(Link(f"portal ↔ {s}", "up" if pair.secondary_reachable else "down"))
     refusals = [a["answer"] for a in pair.secondary_witnesses if not a["ok"] and "takeover" in a.get("answer", "")]
     return PairNetwork(
         links=links,
-        witnessed=bool(pair.primary_witnesses or pair.secondary_witnesses),
+        witnessed=bool(pair.witness_addresses or pair.primary_witnesses or pair.secondary_witnesses),
         fenced=pair.primary_fenced,
         verdict=refusals[0] if refusals else "",
     )
@@ -314,6 +319,8 @@ def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
         "failover_type": pair.get_failover_type_display(),
         "failback_type": pair.get_failback_type_display(),
         "long_failover_wait": pair.failover_wait,
+        "witnesses": pair.witness_addresses,  # the portal's; the password is never shown
+        "witness_mode": pair.witness_mode,
         "instance_database": pair.instance_db_name,
         "switch_allowed_at": pair.switch_allowed_at,
         "maintenance": {

@@ -22,7 +22,7 @@ import aiohttp
 from .client import AgentClient, AgentError
 from .config import DEVICE_TYPES, VIP_DRIVERS, ConfigError, Fleet, NodeConfig, load_fleet
 from .errors import EXIT_FAIL, EXIT_USAGE, CliError
-from .haconfig import check_witness
+from .haconfig import MIN_WITNESS_PASSWORD, check_witness
 from .hastate import PairHA
 from .node import Node
 from .output import format_hainfo, format_serverinfo
@@ -339,8 +339,8 @@ def cmd_witness(a) -> int:
         address = check_witness(a.listen)
     except ValueError as e:
         raise CliError(str(e)) from None
-    if len(a.password) < 4:
-        raise CliError("the witness password must be at least 4 characters")
+    if len(a.password) < MIN_WITNESS_PASSWORD:
+        raise CliError(f"the witness password must be at least {MIN_WITNESS_PASSWORD} characters")
     host, _, port = address.partition(":")
     try:
         asyncio.run(serve_witness(host, int(port), a.password, Path(a.state_file) if a.state_file else None))

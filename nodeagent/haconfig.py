@@ -28,6 +28,8 @@ WITNESS_SAFE = "safe"
 WITNESS_AVAILABILITY = "availability"
 WITNESS_MODES = (WITNESS_SAFE, WITNESS_AVAILABILITY)
 DEFAULT_WITNESS_PORT = 8002
+MAX_WITNESSES = 7
+MIN_WITNESS_PASSWORD = 4  # characters
 
 
 def check_witness(value: str) -> str:
@@ -93,10 +95,12 @@ class PairConfig:
         if isinstance(self.witnesses, str) or not all(isinstance(w, str) for w in self.witnesses):
             raise ValueError('witnesses must be a list of "IP:PORT"')
         self.witnesses = tuple(check_witness(w) for w in self.witnesses)
-        if len(self.witnesses) > 7:
-            raise ValueError("at most 7 witnesses")
-        if self.witnesses and (not isinstance(self.witness_password, str) or len(self.witness_password) < 4):
-            raise ValueError("witnesses need a witness_password (at least 4 characters)")
+        if len(self.witnesses) > MAX_WITNESSES:
+            raise ValueError(f"at most {MAX_WITNESSES} witnesses")
+        if self.witnesses and (
+            not isinstance(self.witness_password, str) or len(self.witness_password) < MIN_WITNESS_PASSWORD
+        ):
+            raise ValueError(f"witnesses need a witness_password (at least {MIN_WITNESS_PASSWORD} characters)")
         if self.witness_mode not in WITNESS_MODES:
             raise ValueError(f"witness_mode must be {' or '.join(WITNESS_MODES)}, not {self.witness_mode!r}")
 

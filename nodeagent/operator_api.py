@@ -108,6 +108,7 @@ class OperatorApi:
             notes = existing.ha.update_config(now, pc)
             node.record(notes, existing, cause=cause)
             node.changed()
+            node.witnesses.start(existing)  # witnesses given to a pair that had none: guard it now
             return {"created": False, "peer": node.info.peer_info(existing)}
         if cfg.role is Role.PRIMARY and node.pairs:
             raise ApiError(409, "this primary already has a secondary; delete it first")

@@ -80,6 +80,9 @@ def configure_ha(request, name: str, payload: HAConfigureIn):
         failover_type=payload.failover_type.lower(),
         failback_type=payload.failback_type.lower(),
         failover_wait=payload.long_failover_wait,
+        witnesses=payload.witnesses,
+        witness_password=payload.witness_password,
+        witness_mode=payload.witness_mode,
         by=request.auth,
         reason=payload.reason,
     )
@@ -95,6 +98,9 @@ def update_ha(request, name: str, payload: HAUpdateIn):
         failover_type=(payload.failover_type or pair.failover_type).lower(),
         failback_type=(payload.failback_type or pair.failback_type).lower(),
         failover_wait=payload.long_failover_wait if payload.long_failover_wait is not None else pair.failover_wait,
+        witnesses=payload.witnesses,
+        witness_password=payload.witness_password,
+        witness_mode=payload.witness_mode,
         by=request.auth,
         reason=payload.reason,
     )

@@ -99,6 +99,10 @@ def job_out(job: Job) -> dict:
 
 
 SwitchTypeIn = Literal["manual", "automatic", "Manual", "Automatic", "MANUAL", "AUTOMATIC"]
+WitnessModeIn = Literal["safe", "availability"]  # hapairs.choices.WitnessMode (the agents' modes)
+# "IP:PORT" each (port 8002 if left out), checked by the rules; the bound only keeps bodies small
+Witnesses = Field(default_factory=list, max_length=64)
+WitnessPassword = Field("", max_length=256, description="Write-only: never returned.")
 
 
 class HAConfigureIn(Schema):
@@ -108,13 +112,22 @@ class HAConfigureIn(Schema):
     failover_type: SwitchTypeIn = "manual"
     failback_type: SwitchTypeIn = "manual"
     long_failover_wait: int = Field(10, ge=-(2**31), le=2**31)
+    witnesses: list[str] = Witnesses
+    witness_password: str = WitnessPassword
+    witness_mode: WitnessModeIn = "safe"
     reason: str = Field("", max_length=500)
 
 
 class HAUpdateIn(Schema):
+    """Every field left out keeps the pair's value (an empty ``witness_password`` too;
+    ``witnesses: []`` removes them)."""
+
     failover_type: SwitchTypeIn | None = None
     failback_type: SwitchTypeIn | None = None
     long_failover_wait: int | None = Field(None, ge=-(2**31), le=2**31)
+    witnesses: list[str] | None = Field(None, max_length=64)
+    witness_password: str = WitnessPassword
+    witness_mode: WitnessModeIn | None = None
     reason: str = Field("", max_length=500)
 
 

@@ -38,7 +38,20 @@ def _peer_block(node: Appliance, pair: HAPair) -> dict:
     return block
 
 
-def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
+def _witness_block(pair: HAPair, *, send_witnesses: bool) -> dict:
+    """The portal's witnesses, the password decrypted for this request only. A pair without
+    any sends none (the agent keeps what its fleet file lists), unless they were just removed
+    (``send_witnesses``: an update that changed them)."""
+    if not pair.witness_addresses and not send_witnesses:
+        return {}
+    return {
+        "witnesses": list(pair.witness_addresses),
+        "witness_password": pair.get_witness_password(),
+        "witness_mode": pair.witness_mode,
+    }
+
+
+def _configure_body(pair: HAPair, role: str, *, send_witnesses: bool = False, **overrides) -> dict:
     other = pair.primary if role == "secondary" else pair.secondary
     values = {
         "failover_type": pair.failover_type,
@@ -55,6 +68,7 @@ def _configure_body(pair: HAPair, role: str, **overrides) -> dict:
         "failover_wait": values["failover_wait"],
         "maintenance": bool(values["maintenance"]),
         "stabilisation_seconds": settings.HA_STABILISATION_SECONDS,
+        **_witness_block(pair, send_witnesses=send_witnesses),
     }
 
 

@@ -10,7 +10,7 @@ from hapairs.jobs import JobContext, Step, StepFailed
 from hapairs.jobsteps._common import _configure_body, _pair, _post, _refresh
 from hapairs.models import Appliance, HAPair
 from hapairs.services._common import event_record
-from hapairs.services.pairs import ha_pair_delete_record
+from hapairs.services.operations import ha_pair_delete_record
 from nodeagent import protocol
 
 STEPS: dict[str, list[Step]] = {}

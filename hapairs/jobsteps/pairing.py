@@ -94,14 +94,19 @@ def _changes(ctx: JobContext) -> dict:
     return ctx.params.get("changes", {})
 
 
+def _update_body(ctx: JobContext, pair: HAPair, role: str) -> dict:
+    # the witnesses are the pair's own (ha_update wrote them); sent even when just removed
+    return _configure_body(pair, role, send_witnesses=bool(ctx.params.get("witnesses")), **_changes(ctx))
+
+
 def update_secondary(ctx: JobContext) -> None:
     pair = _pair(ctx)
-    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "secondary", **_changes(ctx)))
+    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _update_body(ctx, pair, "secondary"))
 
 
 def update_primary(ctx: JobContext) -> None:
     pair = _pair(ctx)
-    _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "primary", **_changes(ctx)))
+    _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE, _update_body(ctx, pair, "primary"))
 
 
 def record_parameters(ctx: JobContext) -> None:

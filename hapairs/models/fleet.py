@@ -21,6 +21,7 @@ from hapairs.choices import (
     ReplicationStatus,
     Role,
     SwitchType,
+    WitnessMode,
     instance_identity,
 )
 from hapairs.licenses import canonical_form
@@ -215,6 +216,19 @@ class HAPair(models.Model):
     generation = models.PositiveBigIntegerField(
         default=1, help_text="Fencing epoch, bumped on every change of who is in charge."
     )
+    # The witnesses the portal configures (sent to both agents); what the agents *report* of
+    # them is primary_witnesses / secondary_witnesses below. Empty: the portal sends none, and
+    # whatever the agents' fleet files list stays.
+    witness_addresses = models.JSONField(
+        "Witnesses", default=list, blank=True, help_text='"IP:PORT" of each witness, as checked by the rules.'
+    )
+    witness_password_ciphertext = models.TextField(editable=False, default="")  # write-only, as an appliance's
+    witness_mode = models.CharField(
+        "When the witnesses cannot be reached and the primary is gone",
+        max_length=12,
+        choices=WitnessMode.choices,
+        default=WitnessMode.SAFE,
+    )
 
     # Instance identity on the secondary (spec §6), fixed by the slot.
     instance_db_name = models.CharField("Instance database name", max_length=16)
@@ -284,6 +298,7 @@ class HAPair(models.Model):
                 name="hapair_failover_wait_range",
             ),
             models.CheckConstraint(condition=Q(sync_percent__lte=100), name="hapair_sync_percent_range"),
+            models.CheckConstraint(condition=Q(witness_mode__in=WitnessMode.values), name="hapair_witness_mode_valid"),
         ]
         permissions = [
             ("operate_hapair", "Can configure HA, activate, switch over and fail back"),
@@ -291,6 +306,18 @@ class HAPair(models.Model):
 
     def __str__(self) -> str:
         return f"{self.primary} → {self.secondary}"
+
+    # --- the witness password: write-only from the outside, as an appliance's ----------
+    def set_witness_password(self, raw_password: str) -> None:
+        self.witness_password_ciphertext = crypto.encrypt(raw_password) if raw_password else ""
+
+    def get_witness_password(self) -> str:
+        """Decrypt for the configure request to the agents only; never render or log it."""
+        return crypto.decrypt(self.witness_password_ciphertext) if self.witness_password_ciphertext else ""
+
+    @property
+    def has_witness_password(self) -> bool:
+        return bool(self.witness_password_ciphertext)
 
     def assign_slot(self, slot: int) -> None:
         self.slot = slot

@@ -17,19 +17,15 @@ from hapairs.services.appliances import (
 from hapairs.services.deliveries import delivery_create, delivery_retry
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
 from hapairs.services.licenses import license_remove, license_upload
-from hapairs.services.pairs import (
-    PairingCheck,
+from hapairs.services.operations import (
     appliance_start_services,
-    ha_configure,
-    ha_configure_check,
     ha_delete_secondary,
     ha_failback,
     ha_maintenance_set,
-    ha_pair_create,
     ha_recover_primary,
     ha_switchover,
-    ha_update,
 )
+from hapairs.services.pairs import PairingCheck, ha_configure, ha_configure_check, ha_pair_create, ha_update
 from hapairs.services.reports import (
     report_delivery_create,
     report_schedule_create,

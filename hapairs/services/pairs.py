@@ -1,21 +1,29 @@
-"""HA pairs: record, configure, update, switch over, fail back, delete, maintenance."""
+"""HA pairs: record, configure, update (``services.operations``: switch over, fail back, …)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from hapairs import agent_replies, licenses, rules, selectors
-from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, HAState, JobKind, SwitchType
+from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, JobKind, SwitchType, WitnessMode
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAPair
 from hapairs.services._common import ServiceError, actor_name, event_record, service_error_from
 from hapairs.services.appliances import appliance_create, appliance_discover
 from hapairs.services.jobs import job_enqueue
 from hapairs.services.licenses import license_upload, license_verify
+from hapairs.services.witnesses import (
+    WITNESS_FIELDS,
+    refusal,
+    witness_change,
+    witness_check,
+    witness_remarks,
+    witness_set,
+)
 
 
 # --- HA pairs -------------------------------------------------------------------------
@@ -27,9 +35,12 @@ def ha_pair_create(
     failback_type: str = SwitchType.MANUAL,
     failover_wait: int = 10,
     direct_connect: bool = False,
+    witnesses: Sequence[str] = (),
+    witness_password: str = "",
+    witness_mode: str = WitnessMode.SAFE,
     by: AbstractBaseUser | None = None,
 ) -> HAPair:
-    """Record a new pair after every rule of spec §2 passes.
+    """Record a new pair after every rule of spec §2 passes, and its witnesses' (if any).
 
     Both appliances are locked for the check, so concurrent requests are decided one
     after the other; the database's slot constraint is the backstop if anything slips.
@@ -43,6 +54,7 @@ def ha_pair_create(
                 failback_type=failback_type,
                 failover_wait=failover_wait,
                 direct_connect=direct_connect,
+                witness=(witnesses, witness_password, witness_mode),
                 by=by,
             )
     except IntegrityError:
@@ -54,7 +66,7 @@ def ha_pair_create(
 
 
 def _ha_pair_create_locked(
-    *, primary_id, secondary_id, failover_type, failback_type, failover_wait, direct_connect, by
+    *, primary_id, secondary_id, failover_type, failback_type, failover_wait, direct_connect, witness, by
 ) -> HAPair:
     locked = {a.pk: a for a in Appliance.objects.select_for_update().filter(pk__in=[primary_id, secondary_id])}
     primary, secondary = locked[primary_id], locked[secondary_id]
@@ -66,6 +78,17 @@ def _ha_pair_create_locked(
     if violations:
         error = rules.PairingError(violations)
         raise ServiceError(str(error), field=violations[0].field, errors=error.by_field())
+    witnesses, witness_password, witness_mode = witness
+    addresses, witness_errors = witness_check(
+        primary=primary,
+        secondary_name=secondary.name,
+        secondary_ip=secondary.hm_ip,
+        witnesses=witnesses,
+        password=witness_password,
+        mode=witness_mode,
+    )
+    if witness_errors:
+        raise refusal(witness_errors)
     used = {pair.slot for pair in backed}
     slot = min(s for s in range(1, MAX_PRIMARIES_PER_SECONDARY + 1) if s not in used)
     pair = HAPair(
@@ -77,6 +100,7 @@ def _ha_pair_create_locked(
         direct_connect=direct_connect,
         created_by=by,
     )
+    witness_set(pair, addresses=addresses, password=witness_password, mode=witness_mode)
     pair.assign_slot(slot)
     try:
         pair.full_clean(validate_unique=False, validate_constraints=False)
@@ -90,7 +114,7 @@ def _ha_pair_create_locked(
         remarks=(
             f"{primary.name} backed by {secondary.name} ({pair.instance_db_name}); "
             f"failover {pair.get_failover_type_display()}, failback {pair.get_failback_type_display()}, "
-            f"wait {pair.failover_wait} s"
+            f"wait {pair.failover_wait} s; {witness_remarks(addresses, witness_mode)}"
         ),
     )
     return pair
@@ -140,6 +164,7 @@ class PairingCheck:
     )
     secondary: Appliance | None = None  # the secondary, when the portal has recorded it
     discovered: agent_replies.DiscoveredNode | None = None  # else what it said about itself
+    witnesses: list[str] = field(default_factory=list)  # as "IP:PORT", the port filled in
 
     def refuse(self, where: str, message: str) -> None:
         self.errors.setdefault(where, []).append(message)
@@ -158,12 +183,47 @@ def ha_configure_check(
     failover_wait: int = FAILOVER_WAIT_DEFAULT,
     activation_license: tuple[str, bytes] | None = None,
     delete_activation_license: bool = False,
+    witnesses: Sequence[str] = (),
+    witness_password: str = "",
+    witness_mode: str = WitnessMode.SAFE,
 ) -> PairingCheck:
     """The preconditions of pairing ``primary`` with the named secondary: the configure
     screen's live check and ``ha_configure`` both ask this. Writes nothing; a secondary the
-    portal does not know yet is asked who it is (a read-only call to its agent)."""
+    portal does not know yet is asked who it is (a read-only call to its agent). The
+    witnesses' refusals come beside the pairing's, never instead of them."""
+    check = _secondary_check(
+        primary,
+        secondary_name,
+        secondary_ip,
+        secondary_password,
+        failover_wait,
+        activation_license,
+        delete_activation_license,
+    )
+    check.witnesses, witness_errors = witness_check(
+        primary=primary,
+        secondary_name=secondary_name,
+        secondary_ip=secondary_ip,
+        witnesses=witnesses,
+        password=witness_password,
+        mode=witness_mode,
+    )
+    for where, problems in witness_errors.items():
+        for problem in problems:
+            check.refuse(where, problem)
+    return check
+
+
+def _secondary_check(
+    primary: Appliance,
+    name: str,
+    ip: str,
+    secondary_password: str,
+    failover_wait: int,
+    activation_license: tuple[str, bytes] | None,
+    delete_activation_license: bool,
+) -> PairingCheck:
     check = PairingCheck()
-    name, ip = secondary_name, secondary_ip
     if delete_activation_license:
         check.refuse(
             "delete_activation_license",
@@ -250,10 +310,14 @@ def ha_configure(
     failback_type: str = SwitchType.MANUAL,
     failover_wait: int = 10,
     activation_license: tuple[str, bytes] | None = None,
+    witnesses: Sequence[str] = (),
+    witness_password: str = "",
+    witness_mode: str = WitnessMode.SAFE,
     by: AbstractBaseUser | None = None,
     reason: str = "",
 ):
-    """Pair ``primary`` with the named secondary and queue the job that configures both agents.
+    """Pair ``primary`` with the named secondary and queue the job that configures both agents
+    (with the witnesses given here, if any: "IP:PORT", the password they run with, the mode).
 
     A secondary the portal does not know yet is contacted first (as Add Mobility Services
     Engine would) and recorded in the same transaction as the pair and the job, so a
@@ -270,6 +334,9 @@ def ha_configure(
         secondary_password=secondary_password,
         failover_wait=failover_wait,
         activation_license=activation_license,
+        witnesses=witnesses,
+        witness_password=witness_password,
+        witness_mode=witness_mode,
     )
     if check.errors:
         raise check.error()
@@ -302,6 +369,9 @@ def ha_configure(
             failover_type=failover_type,
             failback_type=failback_type,
             failover_wait=failover_wait,
+            witnesses=witnesses,
+            witness_password=witness_password,
+            witness_mode=witness_mode,
             by=by,
         )
         job = job_enqueue(kind=JobKind.CONFIGURE_HA, pair=pair, by=by, reason=reason)
@@ -321,10 +391,17 @@ def ha_update(
     failover_type: str,
     failback_type: str,
     failover_wait: int,
+    witnesses: Sequence[str] | None = None,
+    witness_password: str = "",
+    witness_mode: str | None = None,
     by: AbstractBaseUser | None = None,
     reason: str = "",
 ):
-    """Change the pair's parameters; the job pushes them to both agents ("Configuration updated")."""
+    """Change the pair's parameters; the job pushes them to both agents ("Configuration updated").
+
+    Witnesses (``None``: keep them; an empty password keeps the stored one) are the portal's
+    configuration: written at once, in the job's transaction (the job's parameters never hold
+    a secret), and sent by the job; the status screen shows what the agents report of them."""
     low, high = rules.FAILOVER_WAIT_RANGE
     if not low <= failover_wait <= high:
         raise ServiceError(
@@ -335,115 +412,23 @@ def ha_update(
             raise ServiceError(f"{value!r} is neither Manual nor Automatic.", field=name)
     wanted = {"failover_type": failover_type, "failback_type": failback_type, "failover_wait": failover_wait}
     changes = {name: value for name, value in wanted.items() if getattr(pair, name) != value}
-    if not changes:
+    witness = witness_change(pair=pair, witnesses=witnesses, password=witness_password, mode=witness_mode)
+    if not changes and not witness.changed:
         raise ServiceError("Nothing to change: these are the pair's current parameters.")
     remarks = " ".join(
-        CHANGE_REMARKS[name].format(value.upper() if isinstance(value, str) else value)
-        for name, value in changes.items()
+        [
+            *(
+                CHANGE_REMARKS[name].format(value.upper() if isinstance(value, str) else value)
+                for name, value in changes.items()
+            ),
+            *witness.remarks,
+        ]
     )
+    params = {"changes": changes, "remarks": remarks, "witnesses": witness.changed}
     with transaction.atomic():
-        job = job_enqueue(
-            kind=JobKind.UPDATE_HA, pair=pair, params={"changes": changes, "remarks": remarks}, by=by, reason=reason
-        )
+        if witness.changed:
+            locked = HAPair.objects.select_for_update().get(pk=pair.pk)
+            witness_set(locked, addresses=witness.addresses, password=witness.password, mode=witness.mode)
+            locked.save(update_fields=[*WITNESS_FIELDS, "updated_at"])
+        job = job_enqueue(kind=JobKind.UPDATE_HA, pair=pair, params=params, by=by, reason=reason)
     return job
-
-
-# --- switchover / failback: the pre-flight decides ------------------------------------
-def _switch(*, pair: HAPair, action: str, by, reason: str):
-    check = selectors.preflight(pair, action)
-    if not check.allowed:
-        raise ServiceError(check.refusal, field="__all__")
-    kind = JobKind.SWITCHOVER if action == "switchover" else JobKind.FAILBACK
-    with transaction.atomic():
-        return job_enqueue(kind=kind, pair=pair, by=by, reason=reason, params={"generation": pair.generation})
-
-
-def ha_switchover(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str = ""):
-    """Manual failover: stop the primary's services, the secondary takes over the VIP."""
-    return _switch(pair=pair, action="switchover", by=by, reason=reason)
-
-
-def ha_failback(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str = ""):
-    """Give the VIP back to the primary once it is up again (TERMINATED)."""
-    return _switch(pair=pair, action="failback", by=by, reason=reason)
-
-
-def ha_delete_secondary(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str = ""):
-    """The only safe teardown (spec §5): both agents drop the pairing, then the row goes."""
-    with transaction.atomic():
-        return job_enqueue(kind=JobKind.DELETE_SECONDARY, pair=pair, by=by, reason=reason)
-
-
-@transaction.atomic
-def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = None, reason: str = "") -> HAPair:
-    """Maintenance mode: automatic failover and failback paused while someone works. The
-    portal shows it at once; a job tells both agents, which stop deciding by themselves."""
-    if on and not reason.strip():
-        raise ServiceError("Say why the pair goes into maintenance; everyone will see it.", field="reason")
-    pair = HAPair.objects.select_for_update().get(pk=pair.pk)
-    if pair.maintenance == on:
-        raise ServiceError(f"{pair} is already {'in' if on else 'out of'} maintenance.")
-    pair.maintenance = on
-    pair.maintenance_by = by if on else None
-    pair.maintenance_reason = reason.strip()[:500] if on else ""
-    pair.maintenance_since = timezone.now() if on else None
-    pair.save(update_fields=["maintenance", "maintenance_by", "maintenance_reason", "maintenance_since", "updated_at"])
-    remarks = (
-        "Maintenance mode on: automatic failover and failback paused."
-        if on
-        else "Maintenance mode off: automatic failover and failback resumed."
-    )
-    job_enqueue(
-        kind=JobKind.SET_MAINTENANCE,
-        pair=pair,
-        params={"maintenance": on, "remarks": remarks},
-        by=by,
-        reason=reason or remarks,
-    )
-    event_record(
-        code=EventCode.MAINTENANCE_ON if on else EventCode.MAINTENANCE_OFF,
-        generated_by=actor_name(by),
-        pair=pair,
-        remarks=reason[:500],
-    )
-    return pair
-
-
-@transaction.atomic
-def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
-    """Forget a pair whose agents have both dropped it (the last step of delete-secondary)."""
-    description = f"Secondary {pair.secondary.name} deleted; {pair.primary.name} runs without high availability"
-    primary = pair.primary
-    event_record(
-        code=EventCode.SECONDARY_DELETED,
-        description=description,
-        generated_by="mseportal",
-        appliance=primary,
-        job=job,
-        remarks=f"Instance {pair.instance_db_name} released on {pair.secondary.name}.",
-    )
-    pair.delete()
-
-
-def ha_recover_primary(*, pair: HAPair, by: AbstractBaseUser | None = None, reason: str = ""):
-    """HA recovery mode (spec §3): the primary answers but lost its configuration. The job
-    makes sure the secondary (which holds the data) is in charge, restores the primary's
-    pairing behind it (TERMINATED), and leaves the failback to the operator."""
-    if not pair.primary_reachable:
-        raise ServiceError(
-            f"{pair.primary.name} is not answering the portal; recovery needs it running in recovery mode."
-        )
-    if pair.primary_state != HAState.UNKNOWN:
-        raise ServiceError(
-            f"{pair.primary.name} still has its high availability configuration ({pair.primary_state}); "
-            "there is nothing to recover."
-        )
-    with transaction.atomic():
-        return job_enqueue(kind=JobKind.RECOVER_PRIMARY, pair=pair, by=by, reason=reason)
-
-
-def appliance_start_services(*, appliance: Appliance, by: AbstractBaseUser | None = None, reason: str = ""):
-    """Start an appliance's services (the seed's "primary brought back up" after a switchover)."""
-    pair = selectors.pair_for(appliance)
-    with transaction.atomic():
-        return job_enqueue(kind=JobKind.START_SERVICES, pair=pair, appliance=appliance, by=by, reason=reason)

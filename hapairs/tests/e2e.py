@@ -115,6 +115,56 @@ class AgentFarm:
             self.process.wait(timeout=10)
 
 
+class WitnessProcess:
+    """One ``python -m nodeagent witness`` process (its state file beside its log)."""
+
+    def __init__(self, workdir: Path, address: str, password: str):
+        self.workdir, self.address, self.password = workdir, address, password
+        self.state_file = workdir / "witness.json"
+        self.log = workdir / "witness.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WitnessProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nodeagent",
+                "witness",
+                "--listen",
+                self.address,
+                "--password",
+                self.password,
+                "--state-file",
+                str(self.state_file),
+                "--log-level",
+                "INFO",
+            ],
+            cwd=REPO,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: "witness listening" in self.log.read_text(errors="replace") or self.process.poll() is not None,
+            timeout=30,
+            what="the witness",
+        )
+        if self.process.poll() is not None:
+            raise AssertionError(f"witness exited: {self.log.read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
 def farm_per_node(
     workdir: Path,
     primary: tuple[str, str, str, str],

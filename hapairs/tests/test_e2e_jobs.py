@@ -1,17 +1,31 @@
 """End to end: real agent processes, a real Celery worker, the REST API, the test database.
 
 add → configure HA → Active; switchover → FAILOVER_ACTIVE; failback refused inside the
-stabilisation window and allowed after it; 2:1 on a 3355; a worker killed mid-job.
+stabilisation window and allowed after it; 2:1 on a 3355; a worker killed mid-job; a pair
+configured with a real witness.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
+from hapairs import agent_client, selectors
 from hapairs.models import HAEvent, HAPair, Job
-from hapairs.tests.e2e import AgentFarm, Worker, add, farm_per_node, node_toml, pair_through_api, wait_for, wait_job
+from hapairs.tests.e2e import (
+    AgentFarm,
+    WitnessProcess,
+    Worker,
+    add,
+    farm_per_node,
+    node_toml,
+    pair_through_api,
+    wait_for,
+    wait_job,
+)
+from nodeagent import protocol
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -262,3 +276,72 @@ def test_an_automatic_failover_by_the_agents_reaches_the_portal_with_its_time(tm
     finally:
         primary_farm.stop()
         secondary_farm.stop()
+
+
+def test_the_pairing_job_gives_both_agents_the_portals_witness_and_the_primary_holds_its_lease(
+    tmp_path, subnet, worker, api
+):
+    # Given a real witness and two real agents on loopback, none of them told of the other
+    p_ip, s_ip, vip, witness = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14", f"{subnet}.50:8002"
+    referee = WitnessProcess(tmp_path / "witness", witness, "pw-witness-e2e").start()
+    farm = AgentFarm(
+        tmp_path,
+        node_toml("wit-p", "3355", "primary", p_ip, "pw-p", vip=vip)
+        + node_toml("wit-s", "3355", "secondary", s_ip, "pw-s"),
+        port=8001,
+    ).start()
+    try:
+        # When the operator pairs them through the API with that witness (the port left out)
+        add(api, "wit-p", p_ip, "pw-p")
+        response = api(
+            "post",
+            "/appliances/wit-p/ha",
+            {
+                "secondary_name": "wit-s",
+                "secondary_ip": s_ip,
+                "secondary_password": "pw-s",
+                "failover_type": "automatic",
+                "witnesses": [f"{subnet}.50"],
+                "witness_password": "pw-witness-e2e",
+                "witness_mode": "availability",
+            },
+        )
+        assert response.status_code == 202, response.content
+        assert "pw-witness-e2e" not in response.content.decode()
+        wait_job(api, response.json()["id"], worker=worker)
+
+        # Then both agents keep the portal's witness in their pair's configuration (ha.json)
+        for node in ("wit-p", "wit-s"):
+            (saved,) = json.loads((tmp_path / "state" / node / "ha.json").read_text())["pairs"]
+            got = {k: saved["ha"]["config"][k] for k in ("witnesses", "witness_password", "witness_mode")}
+            assert got == {"witnesses": [witness], "witness_password": "pw-witness-e2e", "witness_mode": "availability"}
+        pair = HAPair.objects.select_related("primary").get()
+
+        # and the primary's ha-info reports the witness granting its lease (signed with the
+        # password the portal decrypted for the request: a wrong one would be refused, 401)
+        def primary_witnesses():
+            info = agent_client.call(agent_client.target_for(pair.primary), "GET", protocol.PATH_HA_INFO)
+            return info["peers"][0]["witnesses"]
+
+        (answer,) = wait_for(lambda: primary_witnesses() or None, timeout=20, what="the primary's witness answer")
+        assert (answer["address"], answer["ok"]) == (witness, True), answer
+        assert "lease for" in answer["answer"]
+        # the witness itself recorded the pair (its state file, written on every lease)
+        wait_for(lambda: referee.state_file.exists(), timeout=10, what="the witness's state file")
+        assert f"{p_ip}/{s_ip}" in json.loads(referee.state_file.read_text())
+        # and the portal's poll records it: the status screen draws the witness link up
+        wait_for(
+            lambda: [(w["address"], w["ok"]) for w in HAPair.objects.get().primary_witnesses] == [(witness, True)],
+            timeout=20,
+            what="the portal to record the primary's witness answer",
+        )
+        page_network = selectors.pair_network(HAPair.objects.select_related("primary", "secondary").get())
+        assert page_network.witnessed and (f"wit-p ↔ witness {witness}", "up") in [
+            (link.between, link.status) for link in page_network.links
+        ]
+        status = api("get", "/appliances/wit-p/ha").json()
+        assert (status["witnesses"], status["witness_mode"]) == ([witness], "availability")
+        assert "pw-witness-e2e" not in json.dumps(status)
+    finally:
+        farm.stop()
+        referee.stop()

@@ -248,3 +248,61 @@ def test_check_pairing_raises_with_every_violation_grouped_by_field():
     grouped = caught.value.by_field()
     assert set(grouped) == {rules.F_PRIMARY, rules.F_SECONDARY, rules.F_FAILOVER_WAIT}
     assert len(grouped[rules.F_SECONDARY]) == 2  # version and matrix
+
+
+# --- witnesses ------------------------------------------------------------------------------
+PAIR_ADDRESSES = {"127.10.10.15": "p's Health Monitor IP", "127.10.10.16": "s's Health Monitor IP"}
+
+
+@pytest.mark.parametrize(
+    "witnesses,rule,words",
+    [
+        (["witness-host"], "witness_address", "A witness is \"IP:PORT\", not 'witness-host'."),
+        (["127.30.0.1:0"], "witness_address", "port must be 1-65535"),
+        (["127.30.0.1:eighty"], "witness_address", 'A witness is "IP:PORT"'),
+        (["127.10.10.16:9000"], "witness_on_node", "Witness 127.10.10.16:9000 is on s's Health Monitor IP"),
+        (["127.10.10.15"], "witness_on_node", "Witness 127.10.10.15:8002 is on p's Health Monitor IP"),
+        (["127.30.0.1", "127.30.0.1:8002"], "witness_duplicate", "Witness 127.30.0.1:8002 is listed twice."),
+        ([f"127.30.0.{i}" for i in range(1, 9)], "witness_count", "At most 7 witnesses, not 8"),
+    ],
+)
+def test_each_bad_witness_list_is_refused_under_the_witnesses_field(witnesses, rule, words):
+    _addresses, violations = rules.witness_violations(witnesses, node_addresses=PAIR_ADDRESSES, password="pw-witness")
+    assert [(v.field, v.rule) for v in violations] == [(rules.F_WITNESSES, rule)]
+    assert words in violations[0].message
+
+
+def test_witnesses_come_back_as_ip_port_with_the_default_port_and_seven_pass():
+    seven = [f"127.30.0.{i}" for i in range(1, 8)]
+    addresses, violations = rules.witness_violations(
+        [" 127.30.0.9:9000 ", *seven[1:]], node_addresses=PAIR_ADDRESSES, password="pw-witness"
+    )
+    assert violations == []
+    assert addresses == ["127.30.0.9:9000", *(f"{ip}:8002" for ip in seven[1:])]
+    assert rules.split_witnesses(" 127.30.0.1,127.30.0.2\n127.30.0.3 ,, ") == ["127.30.0.1", "127.30.0.2", "127.30.0.3"]
+
+
+@pytest.mark.parametrize(
+    "password,stored,witnesses,problem",
+    [
+        ("", False, ["127.30.0.1"], "Enter the witness password"),
+        ("abc", False, ["127.30.0.1"], "at least 4 characters"),
+        ("abc", True, ["127.30.0.1"], "at least 4 characters"),  # a new one is checked even when one is kept
+        ("", True, ["127.30.0.1"], None),  # blank keeps the stored one
+        ("", False, [], None),  # no witnesses, no password needed
+    ],
+)
+def test_the_witness_password_is_needed_with_witnesses_unless_one_is_stored(password, stored, witnesses, problem):
+    _addresses, violations = rules.witness_violations(
+        witnesses, node_addresses=PAIR_ADDRESSES, password=password, password_stored=stored
+    )
+    if problem is None:
+        assert violations == []
+    else:
+        assert [v.field for v in violations] == [rules.F_WITNESS_PASSWORD] and problem in violations[0].message
+
+
+def test_the_witness_modes_are_the_agents():
+    assert rules.WITNESS_MODES == ("safe", "availability")
+    _addresses, violations = rules.witness_violations([], node_addresses={}, mode="sometimes")
+    assert [(v.field, v.rule) for v in violations] == [(rules.F_WITNESS_MODE, "witness_mode")]

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hapairs import crypto, dispatch, licenses, roles, selectors, services
-from hapairs.choices import ACTIVE_JOB_STATUSES
+from hapairs.choices import ACTIVE_JOB_STATUSES, WitnessMode
 from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job
 from hapairs.views._common import Pager, check_role, posted, render_page, render_polled, requires
@@ -40,6 +40,9 @@ def _pairing_check(primary: Appliance, data: dict, upload) -> services.PairingCh
         failover_wait=data.get("failover_wait", FAILOVER_WAIT_DEFAULT),
         activation_license=license,
         delete_activation_license=bool(data.get("delete_activation_license")),
+        witnesses=data.get("witnesses") or [],
+        witness_password=data.get("witness_password") or "",
+        witness_mode=data.get("witness_mode") or WitnessMode.SAFE,
     )
 
 
@@ -92,7 +95,7 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
             facts = check.facts
             _apply_errors(form, check.errors)
             if valid and not check.errors and stage == "save":
-                return _ha_configure_ask(request, primary, form, facts, context)
+                return _ha_configure_ask(request, primary, form, check, context)
         checked = stage != "validate" or bool(form.errors) or "secondary_name" in data and "secondary_ip" in data
     context.update(form=form, facts=facts, checked=checked)
     if stage == "validate":  # HTMX, as the operator fills the form: the rule check only
@@ -100,7 +103,7 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     return render_page(request, "hapairs/ha_configure.html", context, status=400 if form.errors else 200)
 
 
-def _ha_configure_ask(request, primary, form, facts, context) -> HttpResponse:
+def _ha_configure_ask(request, primary, form, check: services.PairingCheck, context) -> HttpResponse:
     """Every check passed: keep the input server-side (the password encrypted, never put back
     into the page) and ask the operator to confirm."""
     data = form.cleaned_data
@@ -115,11 +118,21 @@ def _ha_configure_ask(request, primary, form, facts, context) -> HttpResponse:
         "failover_type": data["failover_type"],
         "failback_type": data["failback_type"],
         "failover_wait": data["failover_wait"],
+        "witnesses": check.witnesses,
+        "witness_password": crypto.encrypt(data.get("witness_password") or ""),
+        "witness_mode": data["witness_mode"],
         "reason": data.get("reason", ""),
         "license_name": upload.name if upload else "",
         "license": crypto.encrypt(upload.read().decode("latin-1")) if upload else "",
     }
-    context.update(stage="confirm", token=token, pending=data, facts=facts, license_name=upload.name if upload else "")
+    context.update(
+        stage="confirm",
+        token=token,
+        pending={**{k: v for k, v in data.items() if "password" not in k}, "witnesses": check.witnesses},
+        witness_mode_label=WitnessMode(data["witness_mode"]).label,
+        facts=check.facts,
+        license_name=upload.name if upload else "",
+    )
     return render_page(request, "hapairs/ha_configure.html", context)
 
 
@@ -142,15 +155,20 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
             failback_type=pending["failback_type"],
             failover_wait=pending["failover_wait"],
             activation_license=license,
+            witnesses=pending.get("witnesses", []),  # .get: a confirmation pending since before witnesses
+            witness_password=crypto.decrypt(pending["witness_password"]) if pending.get("witness_password") else "",
+            witness_mode=pending.get("witness_mode", WitnessMode.SAFE),
             by=request.user,
             reason=pending["reason"],
         )
     except services.ServiceError as exc:
-        # the form again as it was saved (never the password), with the reason on top
+        # the form again as it was saved (never a password), with the reason on top
+        fields = ("secondary_name", "secondary_ip", "failover_type", "failback_type", "failover_wait", "reason")
         form = ConfigureHAForm(
             {
-                k: pending[k]
-                for k in ("secondary_name", "secondary_ip", "failover_type", "failback_type", "failover_wait", "reason")
+                **{k: pending[k] for k in fields},
+                "witnesses": " ".join(pending.get("witnesses", [])),
+                "witness_mode": pending.get("witness_mode", WitnessMode.SAFE),
             }
         )
         form.is_valid()
@@ -163,14 +181,16 @@ def _ha_configure_confirm(request, primary, context) -> HttpResponse:
 
 
 def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpResponse:
-    """The pair exists: change Failover Type, Failback Type, Long Failover Wait (a job
-    pushes them to both agents: "Configuration updated")."""
+    """The pair exists: change Failover Type, Failback Type, Long Failover Wait and the
+    witnesses (a job pushes them to both agents: "Configuration updated")."""
     initial = {
         "failover_type": pair.failover_type,
         "failback_type": pair.failback_type,
         "failover_wait": pair.failover_wait,
+        "witnesses": ", ".join(pair.witness_addresses),
+        "witness_mode": pair.witness_mode,
     }
-    form = UpdateHAForm(posted(request)[0], initial=initial)
+    form = UpdateHAForm(posted(request)[0], initial=initial, password_stored=pair.has_witness_password)
     if request.method == "POST":
         check_role(request, roles.OPERATE, "change high availability parameters")
         if form.is_valid():
@@ -181,6 +201,10 @@ def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpRespons
                     failover_type=data["failover_type"],
                     failback_type=data["failback_type"],
                     failover_wait=data["failover_wait"],
+                    # a field the post does not carry keeps the pair's value
+                    witnesses=data["witnesses"] if "witnesses" in request.POST else None,
+                    witness_password=data["witness_password"],
+                    witness_mode=data["witness_mode"] or None,
                     by=request.user,
                     reason=data["reason"],
                 )

@@ -17,6 +17,7 @@ from nodeagent.protocol import HAState, Mode, Role
 from nodeagent.witness import PATH_CONFIRM, PATH_LEASE, PATH_STATE, Arbiter, build_witness_app
 
 from .agentutil import free_subnet
+from .test_server import pair_body, pair_up, running, until
 
 PAIR = "198.18.1.12/198.18.1.13"
 WAIT = 3.0
@@ -151,5 +152,34 @@ def test_the_witness_api_is_signed_versioned_and_answers_by_the_rules(tmp_path):
                 assert out["pairs"][PAIR]["generation"] == 1 and out["pairs"][PAIR]["solo"] is False
         finally:
             await runner.cleanup()
+
+    asyncio.run(go())
+
+
+def test_witnesses_given_to_a_running_pair_that_had_none_are_asked_at_once(tmp_path):
+    # (the portal's update job: a configure of an existing pair naming witnesses)
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, _session):
+            # Given a paired primary without witnesses, and a witness on loopback
+            await pair_up(nodes, clients)
+            host = f"{net}.50"
+            runner = aiohttp.web.AppRunner(build_witness_app("pw-witness"))
+            await runner.setup()
+            await aiohttp.web.TCPSite(runner, host, 18002).start()
+            try:
+                assert (await clients["prim"].call("GET", P.PATH_HA_INFO))["peers"][0]["witnesses"] == []
+                # When the pair is configured again with that witness
+                body = pair_body("primary", nodes["sec"], witnesses=[f"{host}:18002"], witness_password="pw-witness")
+                st, out = await clients["prim"].request("POST", P.PATH_HA_CONFIGURE, body)
+                assert st == 200, out
+
+                # Then the primary asks it for its lease straight away (no restart needed)
+                async def answered():
+                    return (await clients["prim"].call("GET", P.PATH_HA_INFO))["peers"][0]["witnesses"]
+
+                (answer,) = await until(answered, 5, "the primary's first witness answer")
+                assert (answer["address"], answer["ok"]) == (f"{host}:18002", True) and "lease for" in answer["answer"]
+            finally:
+                await runner.cleanup()
 
     asyncio.run(go())
