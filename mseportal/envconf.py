@@ -63,6 +63,22 @@ def env_list(environ: dict[str, str], name: str, default: list[str]) -> list[str
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_origins(environ: dict[str, str], name: str) -> list[str]:
+    """A comma-separated list of origins (``scheme://host[:port]``, no path), each checked."""
+    origins = env_list(environ, name, [])
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+            raise ConfigError(f"{name}: {origin!r} is not an origin such as https://mse.example.net.")
+    return [origin.rstrip("/") for origin in origins]
+
+
+def env_path(environ: dict[str, str], name: str, default: Path) -> Path:
+    """A folder from the environment, made absolute; ``default`` when unset or empty."""
+    raw = (environ.get(name) or "").strip()
+    return Path(raw).expanduser().resolve() if raw else default
+
+
 def env_networks(environ: dict[str, str], name: str, default: list[str]) -> list[str]:
     """A comma-separated list of IP networks (CIDR), each checked."""
     networks = env_list(environ, name, default)

@@ -26,6 +26,8 @@ from mseportal.envconf import (
     env_list,
     env_name,
     env_networks,
+    env_origins,
+    env_path,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -34,10 +36,22 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 _shipped = Path(__file__).resolve().parent
 _templates_dir = _shipped / "templates" if (_shipped / "templates").is_dir() else BASE_DIR / "templates"
 _static_dir = _shipped / "static" if (_shipped / "static").is_dir() else BASE_DIR / "static"
+# Installed from the wheel, BASE_DIR is site-packages: nothing may be written there.
+_INSTALLED = (_shipped / "templates").is_dir()
 ENV = dict(os.environ)
 
 try:
-    VAR_DIR = Path(ENV.get("MSEPORTAL_VAR_DIR", BASE_DIR / "var")).resolve()
+    if _INSTALLED and not (ENV.get("MSEPORTAL_VAR_DIR") or "").strip():
+        raise ConfigError(
+            "MSEPORTAL_VAR_DIR is not set: an installed portal keeps its files (SQLite, broker, "
+            "mail, collected static files) outside site-packages, e.g. /var/lib/mseportal."
+        )
+    VAR_DIR = env_path(ENV, "MSEPORTAL_VAR_DIR", BASE_DIR / "var")
+    # Where `collectstatic` puts the static files WhiteNoise serves (the checkout's staticfiles/;
+    # installed, under the var folder).
+    STATIC_ROOT = env_path(
+        ENV, "MSEPORTAL_STATIC_ROOT", VAR_DIR / "staticfiles" if _INSTALLED else BASE_DIR / "staticfiles"
+    )
     DEBUG = env_bool(ENV, "DEBUG", False)
 
     SECRET_KEY = ENV.get("SECRET_KEY", "")
@@ -53,7 +67,10 @@ try:
     ALLOWED_HOSTS = env_list(ENV, "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
     if not DEBUG and not ALLOWED_HOSTS:
         raise ConfigError("ALLOWED_HOSTS is not set: name the host names the portal answers to.")
-    CSRF_TRUSTED_ORIGINS = env_list(ENV, "CSRF_TRUSTED_ORIGINS", [])
+    CSRF_TRUSTED_ORIGINS = env_origins(ENV, "CSRF_TRUSTED_ORIGINS")
+    # Behind a TLS-terminating proxy (deploy/nginx-mseportal.conf) that sets X-Forwarded-Proto.
+    # Django then trusts that header from every client: gunicorn must listen on loopback only.
+    BEHIND_TLS_PROXY = env_bool(ENV, "SECURE_PROXY_SSL_HEADER", False)
 
     # Keys that encrypt appliance passwords at rest (Fernet keys, comma-separated; the
     # first encrypts, all decrypt, so keys rotate). Unset: one derived from SECRET_KEY.
@@ -203,7 +220,6 @@ USE_TZ = True
 
 # --- Static files ---------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [_static_dir]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -217,7 +233,7 @@ STORAGES = {
 }
 MEDIA_ROOT = VAR_DIR / "media"
 if DEBUG:
-    STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every request without it
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 
 # --- Security (production when DEBUG is off) ------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG
@@ -228,8 +244,10 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env_bool(ENV, "SECURE_PROXY_SSL_HEADER", False):
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The health probe answers over plain HTTP too (a local monitor asking gunicorn directly).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_AGE = env_int(ENV, "SESSION_COOKIE_AGE", 8 * 3600, minimum=60)
 
 # --- Celery -----------------------------------------------------------------------
