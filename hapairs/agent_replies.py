@@ -104,6 +104,7 @@ class DiscoveredNode:
     vip_prefixlen: int | None
     services: list[ServiceStatus]
     licenses: list[dict] = field(default_factory=list)
+    direct_ip: str | None = None  # its direct-connect address, when it has one
 
 
 def _services(raw_services: Any, source: str) -> list[ServiceStatus]:
@@ -157,6 +158,7 @@ def parse_server_info(data: Any, *, source: str) -> DiscoveredNode:
         vip_prefixlen=_prefixlen(data, source),
         services=services,
         licenses=licenses if isinstance(licenses, list) else [],
+        direct_ip=_ip(data, "direct_connect", source, required=False),
     )
 
 

@@ -265,7 +265,9 @@ def pair_network(pair: HAPair) -> PairNetwork:
         links.append(Link(f"{p} ↔ {s} · {names.get(path, path)}", paths.get(path, pair.heartbeat)))
     for node, answers in ((p, pair.primary_witnesses), (s, pair.secondary_witnesses)):
         for answer in answers:
-            links.append(Link(f"{node} ↔ witness {answer['address']}", "up" if answer["ok"] else "down",
+            # a refusal is an answer: the witness is reachable, its verdict goes in the note
+            reached = answer["ok"] or "refused" in answer.get("answer", "")
+            links.append(Link(f"{node} ↔ witness {answer['address']}", "up" if reached else "down",
                               answer.get("answer", "")))  # fmt: skip
         reported = {answer["address"] for answer in answers}
         for address in pair.witness_addresses:  # configured by the portal, not answered yet

@@ -183,6 +183,7 @@ class NodeInfo:
             "product_name": "Cisco Mobility Service Engine",
             "version": cfg.version,
             "hm_ip": cfg.hm_ip,
+            "direct_connect": cfg.direct_connect,
             "role": cfg.role.value,
             "ha_role": cfg.role.number,
             "hw_version": "V01",

@@ -98,6 +98,7 @@ class ServerInfo(TypedDict, total=False):
     product_name: str
     version: str
     hm_ip: str
+    direct_connect: str | None  # its direct-connect address: a peer heartbeats over it too
     role: str
     ha_role: int
     hw_version: str

@@ -32,6 +32,8 @@ def _peer_block(node: Appliance, pair: HAPair) -> dict:
         "device_type": node.device_type,
         "port": settings.AGENT_PORT,
     }
+    if node.direct_ip:  # the other node heartbeats over the direct cable too
+        block["direct_connect"] = node.direct_ip
     if node.pk == pair.primary_id:
         block["vip"] = node.vip
         block["netmask"] = node.netmask

@@ -60,6 +60,8 @@ class Appliance(models.Model):
     password_ciphertext = models.TextField(editable=False, default="")
     http_enabled = models.BooleanField("HTTP", default=False)
     direct_connect = models.CharField("Direct connect interface", max_length=8, blank=True)
+    # the agent's direct-connect address (its server-info): a pair's heartbeats travel it too
+    direct_ip = models.GenericIPAddressField("Direct connect address", protocol="IPv4", null=True, blank=True)
 
     # What the last poll or event said (written by services only).
     reachability = models.CharField(

@@ -33,6 +33,7 @@ def appliance_create(
     contact_name: str = "",
     http_enabled: bool = False,
     direct_connect: str = "",
+    direct_ip: str | None = None,
     services: list[dict] | None = None,
     by: AbstractBaseUser | None = None,
 ) -> Appliance:
@@ -52,6 +53,7 @@ def appliance_create(
         contact_name=contact_name,
         http_enabled=http_enabled,
         direct_connect=direct_connect,
+        direct_ip=direct_ip or None,
         services=services or [],
     )
     appliance.set_password(password)
@@ -171,6 +173,7 @@ def appliance_add(
         udi=found.udi,
         contact_name=contact_name,
         http_enabled=http_enabled,
+        direct_ip=found.direct_ip,
         services=agent_replies.services_as_rows(found.services),
         by=by,
     )

@@ -94,12 +94,23 @@ def test_a_malformed_ha_info_is_refused_naming_the_field(reply, complaint):
         ({"device_type": "3355", "version": "8.0.110.0", "hm_ip": "127.0.0.1", "netmask": "255.0.255.0"}, "netmask"),
         ({"device_type": "3355", "version": "8.0.110.0", "hm_ip": "127.0.0.1", "services": {}}, "“services”"),
         ({"version": "8.0.110.0", "hm_ip": "127.0.0.1"}, "“device_type” should be text"),
+        (
+            {"device_type": "3355", "version": "8.0.110.0", "hm_ip": "127.0.0.1", "direct_connect": "eth1"},
+            "“direct_connect” should be an IPv4 address",
+        ),  # fmt: skip
     ],
 )
 def test_a_malformed_server_info_is_refused(reply, complaint):
     with pytest.raises(agent_client.AgentBadReply) as caught:
         agent_replies.parse_server_info(reply, source="mse1")
     assert complaint in caught.value.message
+
+
+def test_the_direct_connect_address_is_read_from_server_info():
+    base = {"device_type": "3355", "version": "8.0.110.0", "hm_ip": "198.18.7.12"}
+    found = agent_replies.parse_server_info({**base, "direct_connect": "198.19.7.1"}, source="mse1")
+    assert found.direct_ip == "198.19.7.1"
+    assert agent_replies.parse_server_info({**base, "direct_connect": None}, source="mse1").direct_ip is None
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ def test_the_pairs_network_is_recorded_and_drawn_as_a_reachability_matrix(pair, 
         ("p ↔ s · Health Monitor network", "down"),
         ("p ↔ s · direct connect", "up"),
         (f"p ↔ witness {witness}", "down"),
-        (f"s ↔ witness {witness}", "down"),
+        (f"s ↔ witness {witness}", "up"),  # it answered (a refusal): reachable
         ("portal ↔ p", "up"),
         ("portal ↔ s", "up"),
     ]

@@ -222,6 +222,10 @@ def test_the_configure_body_carries_the_portals_witnesses_and_none_when_it_has_n
             "witness_password": SECRET,  # decrypted for the request only
             "witness_mode": "safe",
         }
+    assert "direct_connect" not in body["peer"]  # no direct cable known: heartbeats on the HM network only
+    type(secondary).objects.filter(pk=secondary.pk).update(direct_ip="198.19.7.2")
+    cabled = _configure_body(HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk), "primary")
+    assert cabled["peer"]["direct_connect"] == "198.19.7.2"  # the primary heartbeats over the cable too
     HAPair.objects.filter(pk=pair.pk).update(witness_addresses=[], witness_password_ciphertext="")
     plain = _configure_body(HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk), "primary")
     assert not {"witnesses", "witness_password", "witness_mode"} & set(plain)  # a fleet file's list stays
