@@ -3,6 +3,11 @@
 Async at its core (aiohttp: the fleet poller talks to thousands of agents at once);
 ``call()`` runs a single request from synchronous code (Celery tasks, services).
 
+* Every request goes over TLS to the certificate pinned for the appliance (its fingerprint,
+  ``AgentTarget.fingerprint``, taken when it was added: trust on first use, as SSH does); a
+  different certificate is ``AgentCertificateChanged`` before anything is sent. Only a target
+  with no pin yet (the add's first contact) connects unauthenticated, and ``call_seen`` then
+  says which certificate it saw.
 * Every request is signed (``nodeagent.protocol``) with the appliance's password.
 * Every call has a timeout.
 * Errors become exactly three exceptions: ``AgentUnavailable`` (transport failure,
@@ -23,7 +28,7 @@ from typing import Any
 import aiohttp
 from django.conf import settings
 
-from nodeagent import protocol
+from nodeagent import protocol, tlsid
 
 
 class AgentError(Exception):
@@ -47,6 +52,18 @@ class AgentBadReply(AgentError):
     """The agent answered something the protocol does not allow."""
 
 
+class AgentCertificateChanged(AgentRejected):
+    """The agent presented another certificate than the pinned one; nothing was sent."""
+
+    def __init__(self, name: str, host: str, *, expected: str, got: str):
+        super().__init__(
+            f"{name} ({host}) presented a different TLS certificate (fingerprint {got}) from the one pinned"
+            f" when it was added ({expected}). Nothing was sent to it. If its certificate was replaced on"
+            " purpose, an Admin can trust the new one on its Mobility Services Engine page."
+        )
+        self.expected, self.got = expected, got
+
+
 @dataclass(frozen=True)
 class AgentTarget:
     """Where and how to reach one agent. Built from an Appliance by ``target_for``."""
@@ -55,6 +72,7 @@ class AgentTarget:
     host: str
     password: str
     port: int = protocol.DEFAULT_PORT
+    fingerprint: str | None = None  # the pinned certificate (None: first contact, unauthenticated)
 
     def __repr__(self) -> str:  # never print the password
         return f"AgentTarget({self.name!r}, {self.host}:{self.port})"
@@ -66,7 +84,22 @@ def target_for(appliance, *, password: str | None = None) -> AgentTarget:
         host=appliance.hm_ip,
         password=password if password is not None else appliance.get_password(),
         port=settings.AGENT_PORT,
+        fingerprint=getattr(appliance, "tls_fingerprint", "") or None,
     )
+
+
+class _FirstContact(aiohttp.Fingerprint):
+    """No pin yet: connect to whatever certificate the agent presents, and note which.
+    (aiohttp hands a ``Fingerprint`` the new connection's transport to check.)"""
+
+    def __init__(self) -> None:
+        super().__init__(bytes(32))
+        self.seen: str | None = None
+
+    def check(self, transport: asyncio.Transport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        self.seen = tlsid.fingerprint_of(der) if der else None
 
 
 def check_address(host: str) -> None:
@@ -108,6 +141,18 @@ class AgentClient:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Send one signed request; return the decoded JSON object or raise an AgentError."""
+        return (await self.request_seen(target, method, path, body=body, idempotency_key=idempotency_key))[0]
+
+    async def request_seen(
+        self,
+        target: AgentTarget,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """:meth:`request`, and the fingerprint of the certificate the agent presented."""
         assert self._session is not None, "use AgentClient as an async context manager"
         check_address(target.host)
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
@@ -117,15 +162,23 @@ class AgentClient:
             headers["Content-Type"] = "application/json"
         if idempotency_key:
             headers[protocol.IDEMPOTENCY_HEADER] = idempotency_key
-        url = f"http://{target.host}:{target.port}{path}"
+        url = f"https://{target.host}:{target.port}{path}"
+        pin = (
+            aiohttp.Fingerprint(tlsid.fingerprint_bytes(target.fingerprint)) if target.fingerprint else _FirstContact()
+        )
         try:
             # never follow a redirect: it would send the signed request where check_address never looked
             async with self._session.request(
-                method, url, data=payload or None, headers=headers, allow_redirects=False
+                method, url, data=payload or None, headers=headers, allow_redirects=False, ssl=pin
             ) as response:
                 raw = await response.read()
                 status = response.status
                 theirs = response.headers.get(protocol.HEADER_PROTOCOL)
+        except aiohttp.ServerFingerprintMismatch as exc:
+            got = ":".join(f"{b:02X}" for b in exc.got)
+            raise AgentCertificateChanged(
+                target.name, target.host, expected=tlsid.normalise(target.fingerprint or ""), got=got
+            ) from None
         except TimeoutError:
             raise AgentUnavailable(
                 f"{target.name} ({target.host}) did not answer within {self.timeout.total:g} s."
@@ -153,7 +206,7 @@ class AgentClient:
             )
         if not isinstance(data, dict):
             raise AgentBadReply(f"{target.name} answered with something that is not a JSON object.", status=status)
-        return data
+        return data, (pin.seen if isinstance(pin, _FirstContact) else target.fingerprint)
 
 
 def _decode(raw: bytes) -> Any:
@@ -182,9 +235,22 @@ def call(
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """One request from synchronous code."""
+    return call_seen(target, method, path, body=body, idempotency_key=idempotency_key, timeout=timeout)[0]
 
-    async def run() -> dict[str, Any]:
+
+def call_seen(
+    target: AgentTarget,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """One request from synchronous code, and the fingerprint of the certificate it was made to."""
+
+    async def run() -> tuple[dict[str, Any], str | None]:
         async with AgentClient(timeout=timeout, limit=1) as client:
-            return await client.request(target, method, path, body=body, idempotency_key=idempotency_key)
+            return await client.request_seen(target, method, path, body=body, idempotency_key=idempotency_key)
 
     return asyncio.run(run())

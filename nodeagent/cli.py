@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import aiohttp
 
+from . import tlsid
 from .client import AgentClient, AgentError
 from .config import DEVICE_TYPES, VIP_DRIVERS, ConfigError, Fleet, NodeConfig, load_fleet
 from .errors import EXIT_FAIL, EXIT_USAGE, CliError
@@ -260,9 +261,20 @@ def _target(a) -> tuple[str, str, int, Path | None]:
     raise CliError("say which node: --fleet FILE --node NAME [--state-dir DIR], or --host IP --password PW")
 
 
-async def _fetch(host: str, password: str, port: int, path: str, timeout: float):
+async def _fetch(host: str, password: str, port: int, path: str, timeout: float, fingerprint: str | None = None):
     async with aiohttp.ClientSession() as s:
-        return await AgentClient(s, host, password, port=port, timeout=timeout).call("GET", path)
+        client = AgentClient(s, host, password, port=port, timeout=timeout, fingerprint=fingerprint)
+        return await client.call("GET", path)
+
+
+def _own_fingerprint(sd: Path | None) -> str | None:
+    """The node's own certificate, when its state directory is here: the CLI then talks to
+    exactly that agent (with an operator's certificate, or from elsewhere: unpinned)."""
+    cert = sd / "tls" / tlsid.CERT_FILE if sd else None
+    try:
+        return tlsid.read_fingerprint(cert) if cert and cert.exists() else None
+    except ValueError:
+        return None
 
 
 def offline_ha_info(sd: Path) -> dict:
@@ -310,10 +322,15 @@ def cmd_info(a, which: str) -> int:
     host, password, port, sd = _target(a)
     path = PATH_HA_INFO if which == "gethainfo" else PATH_SERVER_INFO
     try:
-        info = asyncio.run(_fetch(host, password, port, path, a.timeout))
+        info = asyncio.run(_fetch(host, password, port, path, a.timeout, _own_fingerprint(sd)))
         reachable = True
     except AgentError as e:
         raise CliError(f"the node at {host}:{port} refused the request: {e}") from None
+    except aiohttp.ServerFingerprintMismatch:
+        raise CliError(
+            f"the agent at {host}:{port} presents another TLS certificate than {sd}/tls/{tlsid.CERT_FILE}:"
+            " another process holds the address, or the certificate was replaced"
+        ) from None
     except (TimeoutError, aiohttp.ClientError, OSError):
         info, reachable = None, False
     if which == "getserverinfo":

@@ -1,12 +1,21 @@
-"""A small signed HTTP client for the agent API (used by peers, the CLI and tests)."""
+"""A small signed HTTPS client for the agent API (used by peers, the CLI and tests).
+
+The HM port speaks TLS only (nodeagent.tlsport). With ``fingerprint`` the connection is to
+exactly that certificate (aiohttp checks it after the handshake, and a different one raises
+``aiohttp.ServerFingerprintMismatch``); without, it is encrypted but not authenticated,
+which only an operator's first contact or a test should do. ``tls=False`` is for the
+witnesses' API, which carries no secret (every request is signed, none holds a password)."""
 
 from __future__ import annotations
 
 import json
+import ssl
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
 
+from . import tlsid
 from .protocol import (
     DEFAULT_PORT,
     HEADER_PROTOCOL,
@@ -30,6 +39,11 @@ class AgentError(Exception):
         super().__init__(f"HTTP {status}: {msg}")
 
 
+@lru_cache(maxsize=1)
+def _unpinned() -> ssl.SSLContext:
+    return tlsid.client_context()
+
+
 class AgentClient:
     def __init__(
         self,
@@ -39,11 +53,16 @@ class AgentClient:
         *,
         port: int = DEFAULT_PORT,
         timeout: float = 5.0,
+        fingerprint: str | None = None,
+        tls: bool = True,
     ) -> None:
         self.session = session
-        self.base = f"http://{host}:{port}"
+        self.base = f"{'https' if tls else 'http'}://{host}:{port}"
         self.password = password
         self.timeout = timeout
+        self.ssl: aiohttp.Fingerprint | ssl.SSLContext | bool = (
+            (aiohttp.Fingerprint(tlsid.fingerprint_bytes(fingerprint)) if fingerprint else _unpinned()) if tls else True
+        )
 
     async def request(
         self,
@@ -68,6 +87,7 @@ class AgentClient:
             data=data or None,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ssl=self.ssl,
         ) as resp:
             raw = await resp.read()
             try:  # an HM API of another protocol version: its answer is not ours to read

@@ -87,6 +87,10 @@ class NodeConfig:
     # how a VIP is taken: "loopback" (development and most tests: 127.0.0.0/8 only) or
     # "iproute" (a real interface: ip addr add VIP/PREFIX, gratuitous ARP; CAP_NET_ADMIN)
     vip_driver: str = VIP_DRIVER_LOOPBACK
+    # the HM port's TLS certificate and key (PEM files), when the operator gives one; else the
+    # agent makes its own in STATE_DIR/tls/ (nodeagent.tlsid)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, Role):
@@ -131,6 +135,14 @@ class NodeConfig:
             )
         if self.direct_interface and not self.direct_connect:
             raise ConfigError(f"{where}: direct_interface needs direct_connect (this node's address on that link)")
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{where}: {key} must be the path of a PEM file")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(
+                f"{where}: tls_cert and tls_key go together: give both, or neither (the agent makes its own)"
+            )
         if self.direct_interface and self.direct_interface == self.hm_interface:
             raise ConfigError(f"{where}: the direct-connect interface must differ from the Health Monitor interface")
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
@@ -222,6 +234,8 @@ class Fleet:
 
 
 NODE_KEYS = {
+    "tls_cert",
+    "tls_key",
     "hm_interface",
     "direct_interface",
     "vip_driver",
@@ -300,6 +314,8 @@ def parse_fleet(
                 hm_interface=rn.get("hm_interface"),
                 direct_interface=rn.get("direct_interface"),
                 vip_driver=rn.get("vip_driver", VIP_DRIVER_LOOPBACK),
+                tls_cert=rn.get("tls_cert"),
+                tls_key=rn.get("tls_key"),
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None

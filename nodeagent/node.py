@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
+from . import tlsid
 from .clock import now_iso, wait_event
 from .config import NodeConfig
 from .errors import ApiError
@@ -84,6 +85,7 @@ class Node:
         self.restarts = 0
         self.licenses: list[dict] = []
         self.vip_driver: VipDriver | None = None  # set by the server
+        self.identity: tlsid.Identity | None = None  # its TLS key and certificate (set by the server)
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self.stopping = False

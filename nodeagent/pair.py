@@ -106,6 +106,7 @@ class PairRuntime:
             self.peer["password"],
             port=self.peer.get("port", self.node.cfg.port),
             timeout=timeout,
+            fingerprint=self.peer.get("fingerprint"),  # pinned at configure (the portal gives it)
         )
 
     @property

@@ -16,9 +16,11 @@ from pathlib import Path
 from aiohttp import web
 
 from . import protocol as P
+from . import tlsid
 from .errors import ApiError
 from .node import Node
 from .replication import BadElement, validate_element
+from .tlsport import TlsOnlySite
 from .vip import IprouteVipDriver, LoopbackVipDriver
 
 log = logging.getLogger("nodeagent.server")
@@ -352,8 +354,19 @@ class NodeServer:
         node = self.node
         self.hm_runner = web.AppRunner(build_hm_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25)
         await self.hm_runner.setup()
-        for addr in filter(None, (node.cfg.hm_ip, node.cfg.direct_connect)):
-            await web.TCPSite(self.hm_runner, addr, node.cfg.port, reuse_address=True, backlog=256).start()
+        cfg = node.cfg
+        addresses = [a for a in (cfg.hm_ip, cfg.direct_connect) if a]
+        try:
+            node.identity = tlsid.ensure(
+                node.sd.root, name=cfg.name, addresses=addresses, cert_file=cfg.tls_cert, key_file=cfg.tls_key
+            )
+        except ValueError as e:
+            raise OSError(f"node {cfg.name}: TLS: {e}") from None
+        if node.identity.made:
+            log.info("%s: made its TLS certificate, fingerprint %s", cfg.name, node.identity.fingerprint)
+        tls = node.identity.server_context()
+        for addr in addresses:  # TLS only; a plain-HTTP client is told so (nodeagent.tlsport)
+            await TlsOnlySite(self.hm_runner, addr, cfg.port, ssl_context=tls).start()
         self.svc_runner = web.AppRunner(
             build_service_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25
         )

@@ -226,7 +226,9 @@ class WitnessGuard:
 
         async def one(address: str) -> tuple[bool, str]:
             host, _, port = address.partition(":")
-            client = AgentClient(session, host, pr.ha.config.witness_password, port=int(port), timeout=timeout)
+            client = AgentClient(
+                session, host, pr.ha.config.witness_password, port=int(port), timeout=timeout, tls=False
+            )
             try:
                 status, out = await client.request("POST", path, body, auto_key=False)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:

@@ -14,13 +14,15 @@ import itertools
 import json
 import os
 import socket
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from nodeagent import protocol
+from nodeagent import protocol, tlsid
 
 # per process, so two suites running at once on one machine do not collide
 _counter = itertools.count(os.getpid() % 200)
@@ -90,6 +92,11 @@ class ScriptedAgent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        # its own TLS key and certificate, as a real agent makes at its first start
+        self.identity = tlsid.ensure(
+            Path(tempfile.mkdtemp(prefix="scripted-agent-")), name="scripted", addresses=[host]
+        )
+        self.fingerprint = self.identity.fingerprint
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -139,7 +146,15 @@ class ScriptedAgent:
                 app.router.add_route("*", "/{tail:.*}", self._handle)
                 self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
                 loop.run_until_complete(self._runner.setup())
-                loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start())
+                loop.run_until_complete(
+                    web.TCPSite(
+                        self._runner,
+                        self.host,
+                        self.port,
+                        reuse_address=True,
+                        ssl_context=self.identity.server_context(),
+                    ).start()
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
                 failure.append(exc)
                 ready.set()

@@ -227,3 +227,30 @@ def test_the_password_is_never_in_a_targets_repr_or_in_any_error(scripted_agent,
     assert [seen.signature_error for seen in agent.seen] == [None, None, None, "bad signature"]
     assert PASSWORD not in repr(built) and "mse-secret" in repr(built)
     assert len(messages) == 7 and not any(PASSWORD in m or "wrong-Password-2" in m for m in messages)
+
+
+def test_a_pinned_agent_is_called_only_with_its_certificate_and_first_contact_says_which_it_saw(scripted_agent):
+    # Given an agent with its own certificate
+    agent = scripted_agent({("GET", protocol.PATH_HA_INFO): [Reply(200, {"peers": []})]})
+
+    # When the portal first contacts it (no pin yet), the call says which certificate it saw
+    reply, seen = agent_client.call_seen(target(agent), "GET", protocol.PATH_HA_INFO)
+    assert reply == {"peers": []} and seen == agent.fingerprint
+
+    # and pinned to it, the portal talks to it
+    pinned = agent_client.AgentTarget(name="mse-ac", host=agent.host, password=PASSWORD, port=agent.port,
+                                      fingerprint=seen)  # fmt: skip
+    assert agent_client.call(pinned, "GET", protocol.PATH_HA_INFO) == {"peers": []}
+    assert len(agent.seen) == 2
+
+    # When the agent presents another certificate than the pinned one
+    other = "AB:" * 31 + "CD"
+    moved = agent_client.AgentTarget(name="mse-ac", host=agent.host, password=PASSWORD, port=agent.port,
+                                     fingerprint=other)  # fmt: skip
+    with pytest.raises(agent_client.AgentCertificateChanged) as changed:
+        agent_client.call(moved, "POST", PATH, body={"peer": "127.0.0.9"})
+
+    # Then the portal refuses it, naming both certificates and the remedy, and sent it nothing
+    assert (changed.value.expected, changed.value.got) == (other, agent.fingerprint)
+    assert "different TLS certificate" in changed.value.message and "trust the new one" in changed.value.message
+    assert len(agent.seen) == 2, "nothing reached the agent"

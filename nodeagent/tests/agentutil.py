@@ -128,7 +128,8 @@ def sync(coro):
 
 async def _call(host, password, method, path, body=None, **kw):
     async with aiohttp.ClientSession() as s:
-        return await AgentClient(s, host, password, timeout=kw.pop("timeout", 5.0)).request(method, path, body, **kw)
+        client = AgentClient(s, host, password, timeout=kw.pop("timeout", 5.0), tls=kw.pop("tls", True))
+        return await client.request(method, path, body, **kw)
 
 
 def call(host, password, method, path, body=None, **kw):

@@ -127,7 +127,7 @@ async def witness_state(target: str, password: str, timeout: float) -> dict:
     host, _, port = target.partition(":")
     async with aiohttp.ClientSession() as s:
         try:
-            st, out = await AgentClient(s, host, password, port=int(port), timeout=timeout).request(
+            st, out = await AgentClient(s, host, password, port=int(port), timeout=timeout, tls=False).request(
                 "GET", "/witness/v1/state"
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as e:

@@ -124,7 +124,9 @@ def test_a_peer_that_answers_in_another_version_is_a_refusal_not_an_answer():
         port = site._server.sockets[0].getsockname()[1]
         try:
             async with aiohttp.ClientSession() as session:
-                client = AgentClient(session, "127.0.0.1", "pw", port=port)
+                client = AgentClient(
+                    session, "127.0.0.1", "pw", port=port, tls=False
+                )  # a plain stand-in of another version
                 return await client.request("POST", P.PATH_PEER_HEARTBEAT, {"from": "127.0.0.9"}, auto_key=False)
         finally:
             await runner.cleanup()

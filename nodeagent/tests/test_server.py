@@ -61,7 +61,7 @@ async def running(tmp_path, traps=()):
     net = free_subnet()
     fleet = parse_fleet(fleet_dict(net, traps), allow_short_wait=True)
     servers = {}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:  # TLS, unpinned
         try:
             for name, cfg in fleet.nodes.items():
                 node = Node(cfg, tmp_path / name, session=session, allow_short_wait=True)
@@ -131,7 +131,7 @@ def run(coro):
 def test_a_correctly_signed_request_in_another_protocol_version_is_refused_and_changes_nothing(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
-            url = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
+            url = f"https://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
             for version in (None, "1"):  # a protocol-1 portal sends no header
                 # given a portal of another version, signing correctly
                 h = {
@@ -149,6 +149,45 @@ def test_a_correctly_signed_request_in_another_protocol_version_is_refused_and_c
                     assert f"speaks protocol {P.PROTOCOL_VERSION}" in body["error"]
                     assert r.headers[P.HEADER_PROTOCOL] == str(P.PROTOCOL_VERSION)
                 assert nodes["prim"].services_running
+
+    run(go())
+
+
+def test_plain_http_to_the_hm_port_is_refused_naming_both_versions_and_changes_nothing(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            prim = nodes["prim"]
+            url = f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
+            h = {
+                **P.sign_request("pw-prim", "POST", P.PATH_SERVICES_STOP, b"{}"),
+                P.IDEMPOTENCY_HEADER: "kp",
+                "Content-Type": "application/json",
+                P.HEADER_PROTOCOL: "2",
+            }
+            # given an older portal, in plain HTTP: it is told why, in both versions' words
+            async with aiohttp.ClientSession() as plain, plain.post(url, data=b"{}", headers=h) as r:
+                body = await r.json()
+                assert r.status == 400 and r.headers[P.HEADER_PROTOCOL] == str(P.PROTOCOL_VERSION)
+                assert (
+                    "protocol 2" in body["error"] and f"protocol {P.PROTOCOL_VERSION} over HTTPS only" in body["error"]
+                )
+            assert prim.services_running, "nothing was carried out"
+            # and the same port answers TLS, with the node's own certificate
+            st, _ = await clients["prim"].request("GET", P.PATH_HA_INFO)
+            assert st == 200
+            assert prim.identity is not None and prim.identity.cert_path.exists()
+            # a client pinned to another fingerprint refuses to talk to it before sending anything
+            wrong = AgentClient(session, prim.cfg.hm_ip, "pw-prim", fingerprint="00:" * 31 + "00")
+            try:
+                await wrong.request("POST", P.PATH_SERVICES_STOP, {})
+            except aiohttp.ServerFingerprintMismatch as e:
+                assert ":".join(f"{b:02X}" for b in e.got) == prim.identity.fingerprint
+            else:
+                raise AssertionError("a wrong pin was accepted")
+            assert prim.services_running
+            # and one pinned to its certificate talks to it
+            right = AgentClient(session, prim.cfg.hm_ip, "pw-prim", fingerprint=prim.identity.fingerprint)
+            assert (await right.request("GET", P.PATH_HA_INFO))[0] == 200
 
     run(go())
 
@@ -182,7 +221,7 @@ def test_the_cause_of_a_command_is_echoed_on_its_events_and_not_on_later_ones(tm
 def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
-            url = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
+            url = f"https://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICES_STOP}"
             base = {P.IDEMPOTENCY_HEADER: "k1", "Content-Type": "application/json"}
             # unsigned
             async with session.post(url, data=b"{}", headers=base) as r:
@@ -206,7 +245,7 @@ def test_unsigned_stale_replayed_or_forged_requests_get_401_and_change_nothing(t
             # a GET is signed too; a replay of it is refused
             path = P.PATH_HA_INFO
             h = {**P.sign_request("pw-prim", "GET", path, b""), P.HEADER_PROTOCOL: str(P.PROTOCOL_VERSION)}
-            u = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{path}"
+            u = f"https://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{path}"
             async with session.get(u, headers=h) as r:
                 assert r.status == 200
             async with session.get(u, headers=h) as r:
@@ -222,7 +261,7 @@ def test_query_string_is_signed(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
             h = P.sign_request("pw-prim", "GET", P.PATH_EVENTS + "?since=0", b"")
-            u = f"http://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_EVENTS}?since=5"
+            u = f"https://{nodes['prim'].cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_EVENTS}?since=5"
             async with session.get(u, headers=h) as r:
                 assert r.status == 401
 
@@ -368,15 +407,15 @@ def test_stop_by_hand_is_graceful_no_takeover(tmp_path):
             await asyncio.sleep(1.5)  # three failover waits: still no takeover
             assert not sec.desired_vips() and next(iter(sec.pairs.values())).ha.state is P.HAState.GRACEFUL_SHUTDOWN
             # health checks (unsigned): nobody answers /primary
-            async with session.get(f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/primary") as r:
+            async with session.get(f"https://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/primary") as r:
                 assert r.status == 503
-            async with session.get(f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/health") as r:
+            async with session.get(f"https://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/health") as r:
                 assert r.status == 503
             st, out = await clients["prim"].request("POST", P.PATH_SERVICES_START, {})
             await until(lambda: prim.cfg.vip in prim.vip_driver.bound, 3, "primary takes its VIP back")
-            async with session.get(f"http://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/primary") as r:
+            async with session.get(f"https://{prim.cfg.hm_ip}:{P.DEFAULT_PORT}/primary") as r:
                 assert r.status == 200
-            async with session.get(f"http://{sec.cfg.hm_ip}:{P.DEFAULT_PORT}/secondary") as r:
+            async with session.get(f"https://{sec.cfg.hm_ip}:{P.DEFAULT_PORT}/secondary") as r:
                 assert r.status == 200
             await until(
                 lambda: next(iter(sec.pairs.values())).ha.state is P.HAState.SECONDARY_ACTIVE, 3, "SECONDARY_ACTIVE"
@@ -476,7 +515,7 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
         from nodeagent.cli import declared_pairs
 
         servers = []
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:  # TLS, unpinned
             try:
                 for name in ("prim", "sec"):
                     node = Node(fleet.nodes[name], tmp_path / name, session=session)
@@ -486,7 +525,7 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
                     servers.append(srv)
                 prim, sec = servers[0].node, servers[1].node
                 pr = next(iter(sec.pairs.values()))
-                assert pr.direct and pr.client().base == f"http://{net}.7:{P.DEFAULT_PORT}"
+                assert pr.direct and pr.client().base == f"https://{net}.7:{P.DEFAULT_PORT}"
                 await until(
                     lambda: next(iter(prim.pairs.values())).ha.heartbeat_up, 5, "heartbeats over direct connect"
                 )

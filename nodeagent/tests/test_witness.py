@@ -129,7 +129,7 @@ def test_the_witness_api_is_signed_versioned_and_answers_by_the_rules(tmp_path):
         await aiohttp.web.TCPSite(runner, host, 18002).start()
         try:
             async with aiohttp.ClientSession() as s:
-                good = AgentClient(s, host, "pw-witness", port=18002)
+                good = AgentClient(s, host, "pw-witness", port=18002, tls=False)
                 st, out = await good.request("POST", PATH_LEASE, {"pair": PAIR, "generation": 1, "solo": False, "ttl": 1},
                                              auto_key=False)  # fmt: skip
                 assert (st, out["granted"]) == (200, True)
@@ -139,7 +139,7 @@ def test_the_witness_api_is_signed_versioned_and_answers_by_the_rules(tmp_path):
                 st, out = await good.request("GET", PATH_STATE)
                 assert st == 200 and out["pairs"][PAIR]["generation"] == 1
                 # a wrong password, junk, and another protocol version are refused and change nothing
-                st, _ = await AgentClient(s, host, "wrong-pw", port=18002).request(
+                st, _ = await AgentClient(s, host, "wrong-pw", port=18002, tls=False).request(
                     "POST", PATH_LEASE, {"pair": PAIR, "generation": 9, "solo": True, "ttl": 1}, auto_key=False
                 )
                 assert st == 401

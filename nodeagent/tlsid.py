@@ -1,0 +1,144 @@
+"""The agent's TLS identity: its key and certificate, their fingerprint, and the SSL contexts.
+
+Each agent makes its own key (EC P-256) and a self-signed certificate the first time it
+starts (or at ``mse-setup``), in ``STATE_DIR/tls/``; an operator may give one instead
+(``tls_cert`` / ``tls_key`` in the node's config). Nobody checks it against a CA: the
+portal pins its fingerprint when the appliance is added (trust on first use, as SSH does)
+and gives each peer the other's fingerprint when it configures the pair, so every later
+connection is to exactly that certificate.
+
+A fingerprint is the SHA-256 of the certificate's DER, as 32 colon-separated hex pairs
+(``AB:CD:…``), which is what browsers and ``openssl x509 -fingerprint -sha256`` show.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+FINGERPRINT_RE = re.compile(r"^(?:[0-9A-F]{2}:){31}[0-9A-F]{2}$")
+CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
+VALID_DAYS = 3650
+
+
+def fingerprint_of(der: bytes) -> str:
+    """``AB:CD:…``: SHA-256 of a certificate in DER form."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def fingerprint_bytes(fingerprint: str) -> bytes:
+    """The 32 bytes of a fingerprint (``AB:CD:…``, any case, colons optional); ValueError if not one."""
+    text = fingerprint.strip().upper().replace(":", "")
+    if not re.fullmatch(r"[0-9A-F]{64}", text):
+        raise ValueError(f"not a SHA-256 fingerprint: {fingerprint!r}")
+    return bytes.fromhex(text)
+
+
+def normalise(fingerprint: str) -> str:
+    """A fingerprint in its one spelling (``AB:CD:…``); ValueError if it is not one."""
+    return ":".join(f"{b:02X}" for b in fingerprint_bytes(fingerprint))
+
+
+@dataclass(frozen=True)
+class Identity:
+    cert_path: Path
+    key_path: Path
+    fingerprint: str
+    made: bool  # created just now (else read from disk)
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_path, self.key_path)
+        return ctx
+
+
+def client_context() -> ssl.SSLContext:
+    """For connections whose certificate is checked by its pinned fingerprint, not by a CA
+    (aiohttp's ``Fingerprint`` does the check once the handshake is done)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _make(cert_path: Path, key_path: Path, name: str, addresses: list[str]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64] or "mse-agent")])
+    now = dt.datetime.now(dt.UTC)
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in dict.fromkeys(addresses) if a]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_key, tmp_cert = key_path.with_suffix(".tmp"), cert_path.with_suffix(".tmp")
+    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp_key, key_path)  # the key first: a certificate on disk always has its key
+    os.replace(tmp_cert, cert_path)
+
+
+def read_fingerprint(cert_path: Path) -> str:
+    """The fingerprint of a PEM certificate file; ValueError naming the file if it is not one."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{cert_path}: not a PEM certificate ({e})") from None
+    return fingerprint_of(cert.public_bytes(serialization.Encoding.DER))
+
+
+def ensure(
+    state_dir: Path,
+    *,
+    name: str,
+    addresses: list[str],
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> Identity:
+    """The node's identity: the operator's certificate and key when configured (both), else
+    the agent's own under ``state_dir/tls/``, made on first use. Checked to load as a pair."""
+    if cert_file or key_file:
+        if not (cert_file and key_file):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither (the agent makes its own)")
+        cert_path, key_path, made = Path(cert_file), Path(key_file), False
+    else:
+        tls = Path(state_dir) / "tls"
+        cert_path, key_path = tls / CERT_FILE, tls / KEY_FILE
+        made = not (cert_path.exists() and key_path.exists())
+        if made:
+            _make(cert_path, key_path, name, addresses)
+    fingerprint = read_fingerprint(cert_path)
+    identity = Identity(cert_path, key_path, fingerprint, made)
+    try:
+        identity.server_context()
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"{cert_path} / {key_path}: the certificate and key do not load as a pair ({e})") from None
+    return identity

@@ -1,0 +1,150 @@
+"""The Health Monitor port speaks TLS only, and says so to a plain-HTTP client.
+
+:class:`TlsOnlySite` is an aiohttp site: it accepts each connection itself and peeks at its
+first byte. A TLS ClientHello (0x16) goes to the HM application over TLS; anything else is
+answered once, in plain HTTP, with ``400`` and a JSON error naming both protocol versions
+(the one the client's ``X-MSE-Protocol`` header says, or "plain HTTP" when it says none,
+and this agent's, over HTTPS), then closed. Nothing of the request is read past its headers
+and nothing is executed: an old portal or peer gets a clear refusal, never a half-working
+pair, and no body of the HM API ever travels in cleartext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import ssl
+from contextlib import suppress
+
+from aiohttp import web
+
+from .protocol import HEADER_PROTOCOL, PROTOCOL_VERSION
+
+log = logging.getLogger("nodeagent.tlsport")
+
+TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a handshake (ClientHello)
+PEEK_TIMEOUT = 10.0
+HEADER_LIMIT = 8192
+_VERSION_RE = re.compile(rb"^" + HEADER_PROTOCOL.encode() + rb":\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def refusal_text(client_version: str | None) -> str:
+    said = f"protocol {client_version}" if client_version else "no protocol version"
+    return (
+        f"This agent speaks protocol {PROTOCOL_VERSION} over HTTPS only; the request came in plain HTTP"
+        f" ({said}). Upgrade the portal or peer to protocol {PROTOCOL_VERSION} and connect with https://."
+    )
+
+
+class _PlainRefusal(asyncio.Protocol):
+    """Reads the request's headers (at most 8 KiB), answers 400 naming both versions, closes."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if b"\r\n\r\n" in self.buf or len(self.buf) >= HEADER_LIMIT:
+            m = _VERSION_RE.search(self.buf.split(b"\r\n\r\n", 1)[0][:HEADER_LIMIT])
+            version = m.group(1).decode(errors="replace")[:16] if m else None
+            body = json.dumps({"error": refusal_text(version), "protocol": PROTOCOL_VERSION}).encode()
+            assert self.transport is not None
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                + f"{HEADER_PROTOCOL}: {PROTOCOL_VERSION}\r\nContent-Length: {len(body)}\r\n".encode()
+                + b"Connection: close\r\n\r\n"
+                + body
+            )
+            self.transport.close()
+
+
+class _Listener:
+    """What BaseSite.stop() closes: the accept loop and its socket."""
+
+    def __init__(self, sock: socket.socket, task: asyncio.Task) -> None:
+        self.sock, self.task = sock, task
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.sock.close()
+
+
+class TlsOnlySite(web.BaseSite):
+    __slots__ = ("_host", "_port", "_reuse_address", "_tasks")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext, backlog: int = 256
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host, self._port = host, port
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.listen(self._backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            self._runner._unreg_site(self)
+            raise
+        self._server = _Listener(sock, asyncio.create_task(self._accept(sock), name=f"accept-{self.name}"))  # type: ignore[assignment]
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as e:  # closed under us (stop), or out of descriptors for a moment
+                if sock.fileno() < 0:
+                    return
+                log.warning("%s: accept failed: %s", self.name, e)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._route(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _route(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        try:
+            readable: asyncio.Future[None] = loop.create_future()
+
+            def ready() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(conn.fileno(), ready)
+            try:
+                await asyncio.wait_for(readable, PEEK_TIMEOUT)
+            finally:
+                loop.remove_reader(conn.fileno())
+            first = conn.recv(1, socket.MSG_PEEK)
+            if not first:
+                conn.close()
+                return
+            if first[0] == TLS_HANDSHAKE:
+                server = self._runner.server
+                assert server is not None
+                await loop.connect_accepted_socket(server, conn, ssl=self._ssl_context, ssl_handshake_timeout=10)
+            else:
+                await loop.connect_accepted_socket(_PlainRefusal, conn)
+        except (OSError, ssl.SSLError, TimeoutError) as e:  # a client that went away, or a bad handshake
+            log.debug("%s: connection dropped: %s", self.name, e)
+            with suppress(OSError):
+                conn.close()
