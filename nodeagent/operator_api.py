@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from . import tlsid
 from .client import AgentError
 from .clock import now_iso
 from .config import ConfigError, check_ip, check_trap_url
@@ -63,6 +64,9 @@ class OperatorApi:
                 "netmask": peer_in.get("netmask"),
                 "direct_connect": peer_in.get("direct_connect"),
                 "port": int(peer_in.get("port", cfg.port)),
+                # the peer's TLS certificate, pinned by the portal when it added it: every
+                # heartbeat and peer command then goes to exactly that certificate
+                "fingerprint": tlsid.normalise(str(peer_in["fingerprint"])) if peer_in.get("fingerprint") else None,
             }
             if peer["vip"]:
                 peer["vip"] = check_ip(peer["vip"], "peer vip", allow_non_loopback=node.allow_non_loopback)
