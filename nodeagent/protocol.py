@@ -49,7 +49,9 @@ from .signing import (  # noqa: F401
 )
 
 API_VERSION = "v1"  # the HTTP paths (/hm/v1)
-PROTOCOL_VERSION = 2  # the messages: bumped by any change to the wire
+# the messages and their transport: bumped by any change to the wire. 3: the HM API over
+# TLS only, peers pinned by fingerprint (configure's peer block), server-info's direct_connect
+PROTOCOL_VERSION = 3
 
 # ---------------------------------------------------------------- headers
 HEADER_NODE = "X-MSE-Node"  # on event pushes: the sending node's name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import tlsid
 from .config import DEVICE_TYPES, VIP_DRIVER_LOOPBACK, ConfigError, NodeConfig
 from .errors import EXIT_FAIL, CliError
 from .protocol import DEFAULT_PORT, Role
@@ -150,6 +151,20 @@ def cmd_setup(a) -> int:
             return EXIT_FAIL
     StateDir(sd_path).ensure().save("config.json", cfg.to_dict())
     print(f"Configuration saved to {sd_path / 'config.json'}")
+    # the HM port's TLS identity, made now (or the operator's, checked): the portal shows this
+    # fingerprint when the appliance is added; compare the two before trusting it
+    try:
+        identity = tlsid.ensure(
+            sd_path,
+            name=cfg.name,
+            addresses=[a for a in (cfg.hm_ip, cfg.direct_connect) if a],
+            cert_file=cfg.tls_cert,
+            key_file=cfg.tls_key,
+        )
+    except ValueError as e:
+        raise CliError(f"TLS: {e}") from None
+    print(f"TLS certificate {identity.cert_path} ({'made now' if identity.made else 'kept'})")
+    print(f"TLS certificate fingerprint (SHA-256): {identity.fingerprint}")
     return 0
 
 
