@@ -87,7 +87,10 @@ def build_parser() -> Parser:
 
     w = sub.add_parser("witness", help="run a witness (arbiter) for HA pairs")
     w.add_argument("--listen", required=True, help="IP[:PORT] to listen on (port 8002 by default)")
-    w.add_argument("--password", required=True, help="the pairs' witness_password")
+    w.add_argument(
+        "--password",
+        help="the pairs' witness_password (else $MSE_WITNESS_PASSWORD: a service keeps it off the command line)",
+    )
     w.add_argument("--state-file", help="where confirmed takeovers are kept across restarts")
     w.add_argument("--log-level", default="INFO")
 
@@ -356,11 +359,14 @@ def cmd_witness(a) -> int:
         address = check_witness(a.listen)
     except ValueError as e:
         raise CliError(str(e)) from None
-    if len(a.password) < MIN_WITNESS_PASSWORD:
+    password = a.password if a.password is not None else os.environ.get("MSE_WITNESS_PASSWORD", "")
+    if not password:
+        raise CliError("give the witness password: --password, or MSE_WITNESS_PASSWORD in the environment")
+    if len(password) < MIN_WITNESS_PASSWORD:
         raise CliError(f"the witness password must be at least {MIN_WITNESS_PASSWORD} characters")
     host, _, port = address.partition(":")
     try:
-        asyncio.run(serve_witness(host, int(port), a.password, Path(a.state_file) if a.state_file else None))
+        asyncio.run(serve_witness(host, int(port), password, Path(a.state_file) if a.state_file else None))
     except OSError as e:
         raise CliError(f"witness cannot listen on {address}: {e.strerror or e}") from None
     return 0

@@ -19,7 +19,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 VENV_BIN = Path(sys.executable).parent
-UNITS = ("mse-agent.service", "mseportal-web.service", "mseportal-worker.service", "mseportal-beat.service")
+UNITS = (
+    "mse-agent.service",
+    "mse-witness.service",
+    "mseportal-web.service",
+    "mseportal-worker.service",
+    "mseportal-beat.service",
+)
+# unit -> (user, environment file, state directory)
+EXPECTED = {
+    "mse-agent.service": ("mse-agent", "/etc/mse-agent/agent.env", "/var/lib/mse-agent"),
+    "mse-witness.service": ("mse-agent", "/etc/mse-agent/witness.env", "/var/lib/mse-witness"),
+    **{
+        name: ("mseportal", "/etc/mseportal/portal.env", "/var/lib/mseportal")
+        for name in ("mseportal-web.service", "mseportal-worker.service", "mseportal-beat.service")
+    },
+}
 HARDENING = {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes"}
 
 
@@ -55,13 +70,12 @@ def test_systemd_analyze_verifies_every_unit(tmp_path):
 @pytest.mark.parametrize("name", UNITS)
 def test_each_unit_has_its_user_environment_file_restart_policy_and_hardening(name):
     service = unit(name)["Service"]
-    agent = name == "mse-agent.service"
-    assert service["User"] == ("mse-agent" if agent else "mseportal")
-    assert service["EnvironmentFile"] == ("/etc/mse-agent/agent.env" if agent else "/etc/mseportal/portal.env")
+    user, env_file, state = EXPECTED[name]
+    assert service["User"] == user
+    assert service["EnvironmentFile"] == env_file
     assert service["Restart"] == "always"
     for key, value in HARDENING.items():
         assert service[key] == value, key
-    state = "/var/lib/mse-agent" if agent else "/var/lib/mseportal"
     assert service["ReadWritePaths"] == state and service["WorkingDirectory"] == state
     assert unit(name)["Install"]["WantedBy"] == "multi-user.target"
 
@@ -87,6 +101,9 @@ def test_the_users_and_example_environment_files_are_there_with_no_real_secret()
     assert portal["MSEPORTAL_VAR_DIR"] == "/var/lib/mseportal"
     assert portal["MSEPORTAL_STATIC_ROOT"].startswith("/var/lib/mseportal/")
     assert "MSE_AGENT_LOG_LEVEL=" in (DEPLOY / "agent.env.example").read_text()
+    witness = (DEPLOY / "witness.env.example").read_text()
+    assert "MSE_WITNESS_LISTEN=" in witness and "MSE_WITNESS_PASSWORD=replace-me" in witness
+    assert "--password" not in (DEPLOY / "mse-witness.service").read_text(), "the password stays off the command line"
 
 
 def gunicorn_settings(env: dict[str, str]) -> subprocess.CompletedProcess:

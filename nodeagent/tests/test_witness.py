@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import time
 
 import aiohttp
 import pytest
@@ -16,7 +20,7 @@ from nodeagent.hastate import PairHA, PeerView
 from nodeagent.protocol import HAState, Mode, Role
 from nodeagent.witness import PATH_CONFIRM, PATH_LEASE, PATH_STATE, Arbiter, build_witness_app
 
-from .agentutil import free_subnet
+from .agentutil import REPO, free_subnet
 from .test_server import pair_body, pair_up, running, until
 
 PAIR = "198.18.1.12/198.18.1.13"
@@ -183,3 +187,34 @@ def test_witnesses_given_to_a_running_pair_that_had_none_are_asked_at_once(tmp_p
                 await runner.cleanup()
 
     asyncio.run(go())
+
+
+def test_the_witness_command_takes_its_password_from_the_environment_and_refuses_none(tmp_path):
+    host = f"{free_subnet()}.50"
+    argv = [sys.executable, "-m", "nodeagent", "witness", "--listen", f"{host}:18012", "--state-file",
+            str(tmp_path / "w.json")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MSE_WITNESS_PASSWORD"}
+    # without a password anywhere: a clear refusal, nothing listens
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO, env=env)
+    assert refused.returncode != 0 and "MSE_WITNESS_PASSWORD" in refused.stderr, refused.stderr
+    # with it in the environment (as mse-witness.service gives it): the witness answers, signed with it
+    proc = subprocess.Popen(argv, cwd=REPO, env={**env, "MSE_WITNESS_PASSWORD": "pw-from-env"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+
+        async def state():
+            async with aiohttp.ClientSession() as s:
+                return await AgentClient(s, host, "pw-from-env", port=18012, tls=False).request("GET", PATH_STATE)
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                status, _ = asyncio.run(state())
+                break
+            except (aiohttp.ClientError, OSError):
+                assert time.monotonic() < deadline and proc.poll() is None, "the witness did not start"
+                time.sleep(0.2)
+        assert status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
