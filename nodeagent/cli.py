@@ -35,6 +35,8 @@ from .witness import serve_witness
 
 
 class Parser(argparse.ArgumentParser):
+    commands: dict[str, Parser]  # the top-level parser's subcommands, by name
+
     def error(self, message: str) -> NoReturn:  # argparse prints usage + message, exit 2
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -44,6 +46,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     p = Parser(prog="python -m nodeagent", description="MSE Health Monitor (node agent)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    p.commands = sub.choices
 
     s = sub.add_parser("serve", help="run one node")
     s.add_argument("--fleet", help="fleet TOML file (node identity and declared pairs)")
@@ -373,8 +376,12 @@ def cmd_witness(a) -> int:
 
 
 # ---------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """``prog``: the name a console script runs this subcommand as (``mse-setup``), for its usage."""
+    parser = build_parser()
+    if prog and argv and argv[0] in parser.commands:
+        parser.commands[argv[0]].prog = prog
+    a = parser.parse_args(argv)
     try:
         if a.cmd == "serve":
             return cmd_serve(a)

@@ -20,7 +20,7 @@ AGENT_COMMANDS = ("serve", "farm", "witness")
 def mse_agent(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in AGENT_COMMANDS:
-        return cli.main(args)
+        return cli.main(args, prog=f"mse-agent {args[0]}")
     p = cli.Parser(
         prog="mse-agent",
         description="MSE Health Monitor (node agent). `mse-agent COMMAND --help` lists a command's flags.",
@@ -35,12 +35,12 @@ def mse_agent(argv: list[str] | None = None) -> int:
 
 
 def mse_setup() -> int:
-    return cli.main(["setup", *sys.argv[1:]])
+    return cli.main(["setup", *sys.argv[1:]], prog="mse-setup")
 
 
 def gethainfo() -> int:
-    return cli.main(["gethainfo", *sys.argv[1:]])
+    return cli.main(["gethainfo", *sys.argv[1:]], prog="gethainfo")
 
 
 def getserverinfo() -> int:
-    return cli.main(["getserverinfo", *sys.argv[1:]])
+    return cli.main(["getserverinfo", *sys.argv[1:]], prog="getserverinfo")
