@@ -61,7 +61,7 @@ class AgentCertificateChanged(AgentRejected):
             f" when it was added ({expected}). Nothing was sent to it. If its certificate was replaced on"
             " purpose, an Admin can trust the new one on its Mobility Services Engine page."
         )
-        self.expected, self.got = expected, got
+        self.name, self.host, self.expected, self.got = name, host, expected, got
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def target_for(appliance, *, password: str | None = None) -> AgentTarget:
         host=appliance.hm_ip,
         password=password if password is not None else appliance.get_password(),
         port=settings.AGENT_PORT,
-        fingerprint=getattr(appliance, "tls_fingerprint", "") or None,
+        fingerprint=appliance.tls_fingerprint or None,
     )
 
 

@@ -105,6 +105,7 @@ class DiscoveredNode:
     services: list[ServiceStatus]
     licenses: list[dict] = field(default_factory=list)
     direct_ip: str | None = None  # its direct-connect address, when it has one
+    tls_fingerprint: str = ""  # the certificate it answered over (pinned when it is recorded)
 
 
 def _services(raw_services: Any, source: str) -> list[ServiceStatus]:

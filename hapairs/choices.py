@@ -93,6 +93,9 @@ PORTAL_EVENT_CODES = (
     ("NODE_UNREACHABLE", "node_unreachable", "Node is not answering the portal"),
     ("NODES_UNREACHABLE", "nodes_unreachable", "Nodes stopped answering the portal at once"),
     ("EVENT_LOG_RESTARTED", "event_log_restarted", "Event log restarted"),
+    ("CERTIFICATE_CHANGED", "certificate_changed", "TLS certificate changed: the portal refuses it"),
+    ("CERTIFICATE_TRUSTED", "certificate_trusted", "TLS certificate trusted"),
+    ("CERTIFICATE_PINNED", "certificate_pinned", "TLS certificate pinned"),
     ("TOKEN_ISSUED", "token_issued", "API token issued"),
     ("TOKEN_REVOKED", "token_revoked", "API token revoked"),
     ("NOTE", "note", "Note"),  # an event recorded before codes existed, whose text matched none
@@ -154,6 +157,7 @@ EVENT_SEVERITY = {
     EventCode.FENCED: Severity.CRITICAL,  # type: ignore[attr-defined]
     EventCode.FAILBACK_ABORTED: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.NODE_UNREACHABLE: Severity.WARNING,  # type: ignore[attr-defined]
+    EventCode.CERTIFICATE_CHANGED: Severity.CRITICAL,  # type: ignore[attr-defined]
     EventCode.EVENT_LOG_RESTARTED: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.JOB_FAILED: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.NODES_UNREACHABLE: Severity.CRITICAL,  # type: ignore[attr-defined]

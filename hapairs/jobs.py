@@ -28,6 +28,7 @@ from hapairs import agent_client
 from hapairs.choices import JobStatus
 from hapairs.jobkeys import job_step_key
 from hapairs.models import Job
+from hapairs.services.certificates import certificate_refused_record
 from hapairs.services.jobs import job_failed_event, job_succeeded_event
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,9 @@ def _run_step_with_retries(context: JobContext) -> None:
         try:
             context.step.run(context)
             return
+        except agent_client.AgentCertificateChanged as exc:  # never retried: refused until an Admin trusts it
+            certificate_refused_record(hm_ip=exc.host, presented=exc.got)
+            raise StepFailed(exc.message) from None
         except agent_client.AgentRejected as exc:
             raise StepFailed(exc.message) from None
         except agent_client.AgentBadReply as exc:

@@ -24,7 +24,7 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
     source = f"{target.name} ({target.host})"
     try:
         # one request: the state and the events after the last one stored
-        raw = await client.request(
+        raw, seen = await client.request_seen(
             target, "GET", f"{protocol.PATH_HA_INFO}?brief=1&events_since={since}&events_limit={EVENTS_PAGE}"
         )
         info = agent_replies.parse_ha_info(raw, source=source)
@@ -38,9 +38,11 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
             events = agent_replies.parse_events(page.get("events", []), source=source)
         else:
             events = []
+    except agent_client.AgentCertificateChanged as exc:  # refused, not an outage: recorded as such
+        return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message, presented=exc.got)
     except agent_client.AgentError as exc:
         return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message)
-    return PollResult(appliance_id=appliance_id, ha_info=info, events=events, last_seq=last_seq)
+    return PollResult(appliance_id=appliance_id, ha_info=info, events=events, last_seq=last_seq, seen=seen)
 
 
 async def poll_async(
@@ -59,7 +61,7 @@ async def poll_async(
 def poll(appliance_ids: list[int] | None = None, *, concurrency: int = 200) -> dict[str, float | int]:
     """Poll the given appliances (default: all) and record the results. Returns figures."""
     started = time.perf_counter()
-    queryset = Appliance.objects.only("pk", "name", "hm_ip", "password_ciphertext", "last_event_seq")
+    queryset = Appliance.objects.only("pk", "name", "hm_ip", "password_ciphertext", "last_event_seq", "tls_fingerprint")
     if appliance_ids is not None:
         queryset = queryset.filter(pk__in=appliance_ids)
     targets, unreadable = [], []

@@ -318,6 +318,7 @@ def pair_status(pair: HAPair, *, events_limit: int = 50) -> dict:
         "secondary_reachable": pair.secondary_reachable,
         "generation": pair.generation,
         "split_brain": pair.split_brain,
+        "certificate_problems": [p for node in (pair.primary, pair.secondary) if (p := certificate_problem(node))],
         "failover_type": pair.get_failover_type_display(),
         "failback_type": pair.get_failback_type_display(),
         "long_failover_wait": pair.failover_wait,
@@ -460,3 +461,13 @@ def appliance_output(appliance: Appliance, what: str) -> tuple[str, int]:
         return str(exc), 503
     except (KeyError, TypeError, ValueError, AttributeError):
         return f"{appliance.name} answered with something that cannot be shown as text.", 502
+
+
+def certificate_problem(appliance: Appliance) -> str:
+    """Why the portal refuses this appliance's agent now ("" when it does not): it presented
+    another TLS certificate than the pinned one. The agent client's own sentence."""
+    if not appliance.tls_presented:
+        return ""
+    return agent_client.AgentCertificateChanged(
+        appliance.name, appliance.hm_ip, expected=appliance.tls_fingerprint, got=appliance.tls_presented
+    ).message

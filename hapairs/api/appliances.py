@@ -17,6 +17,7 @@ from hapairs.api.core import appliance_or_404, pair_of_or_404, require
 from hapairs.api.schemas import (
     ApplianceIn,
     ApplianceOut,
+    CertificateTrustIn,
     HAConfigureIn,
     HAUpdateIn,
     JobOut,
@@ -59,6 +60,21 @@ def get_appliance(request, name: str):
     return appliance_out(
         appliance, pair.secondary.name if pair is not None and pair.primary_id == appliance.pk else None
     )
+
+
+@router.post(
+    "/appliances/{name}/certificate/trust",
+    response=ApplianceOut,
+    summary="Trust the new TLS certificate the appliance presents",
+)
+def trust_certificate(request, name: str, payload: CertificateTrustIn):
+    """The agent is asked now and must present exactly ``fingerprint`` (else 400, nothing changed)."""
+    require(request, roles.ADMINISTER, "trust an appliance's new TLS certificate")
+    appliance = appliance_or_404(name)
+    appliance = services.appliance_certificate_trust(
+        appliance=appliance, fingerprint=payload.fingerprint, by=request.auth
+    )
+    return appliance_out(appliance)
 
 
 # --- HA ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from ninja import Schema
 from pydantic import Field
 
 from hapairs.models import Appliance, Job
+from hapairs.selectors import certificate_problem
 
 # --- schemas ----------------------------------------------------------------------------
 Name = Field(..., min_length=1, max_length=63)
@@ -34,6 +35,9 @@ class ApplianceOut(Schema):
     ha_state: str
     secondary_server: str | None
     services: list[ServiceOut]
+    tls_fingerprint: str  # the pinned certificate ("" for one recorded before pinning, until its next poll)
+    tls_presented: str  # a different certificate it presented, refused until an Admin trusts it
+    certificate_problem: str  # why the portal refuses it now ("" when it does not)
 
 
 def appliance_out(appliance: Appliance, secondary_name: str | None = None) -> dict:
@@ -50,7 +54,14 @@ def appliance_out(appliance: Appliance, secondary_name: str | None = None) -> di
         "ha_state": appliance.ha_state,
         "secondary_server": secondary_name,
         "services": appliance.services or [],
+        "tls_fingerprint": appliance.tls_fingerprint,
+        "tls_presented": appliance.tls_presented,
+        "certificate_problem": certificate_problem(appliance),
     }
+
+
+class CertificateTrustIn(Schema):
+    fingerprint: str = Field(..., min_length=1, max_length=200)  # the one the appliance presents, as confirmed
 
 
 class ApplianceIn(Schema):

@@ -25,6 +25,7 @@ from hapairs.jobsteps.lifecycle import (  # noqa: F401  (the steps, by name)
     delete_on_secondary,
     delete_pair_row,
     recover_check,
+    recover_pin_primary_on_secondary,
     recover_restore_primary,
     recover_secondary_in_charge,
     recover_wait_terminated,

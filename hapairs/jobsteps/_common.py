@@ -32,6 +32,8 @@ def _peer_block(node: Appliance, pair: HAPair) -> dict:
         "device_type": node.device_type,
         "port": settings.AGENT_PORT,
     }
+    if node.tls_fingerprint:  # the other node pins this one's certificate (as the portal does)
+        block["fingerprint"] = node.tls_fingerprint
     if node.direct_ip:  # the other node heartbeats over the direct cable too
         block["direct_connect"] = node.direct_ip
     if node.pk == pair.primary_id:

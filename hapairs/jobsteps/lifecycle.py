@@ -104,6 +104,15 @@ def recover_secondary_in_charge(ctx: JobContext) -> None:
     )
 
 
+def recover_pin_primary_on_secondary(ctx: JobContext) -> None:
+    """A rebuilt primary has a new TLS certificate (an Admin trusted it): the secondary, which
+    pins its peer, learns it before the primary comes back (the same configure, nothing else
+    changes on it)."""
+    pair = _refresh(_pair(ctx))
+    if pair.primary.tls_fingerprint:
+        _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _configure_body(pair, "secondary"))
+
+
 def recover_restore_primary(ctx: JobContext) -> None:
     pair = _refresh(_pair(ctx))
     if _knows_peer(_primary_ha_info(pair), pair.secondary):
@@ -135,6 +144,11 @@ STEPS[JobKind.RECOVER_PRIMARY] = [
     Step("recover_check", recover_check, "Checking the primary is in recovery mode"),
     Step(
         "recover_secondary_in_charge", recover_secondary_in_charge, "Making sure the secondary is in charge", weight=3
+    ),
+    Step(
+        "recover_pin_primary_on_secondary",
+        recover_pin_primary_on_secondary,
+        "Giving the secondary the primary's certificate",
     ),
     Step("recover_restore_primary", recover_restore_primary, "Restoring the primary's configuration"),
     Step("recover_wait_terminated", recover_wait_terminated, "Waiting for the primary to come back", weight=2),

@@ -99,14 +99,23 @@ def _update_body(ctx: JobContext, pair: HAPair, role: str) -> dict:
     return _configure_body(pair, role, send_witnesses=bool(ctx.params.get("witnesses")), **_changes(ctx))
 
 
+def _skipped(ctx: JobContext, node) -> bool:
+    """A re-pin job (``repin``: the appliance whose new certificate was trusted) configures only
+    its peer: the trusted node itself may be a rebuilt one waiting for its recovery, which a
+    plain configure would turn into a fresh pairing."""
+    return ctx.params.get("repin") == node.pk
+
+
 def update_secondary(ctx: JobContext) -> None:
     pair = _pair(ctx)
-    _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _update_body(ctx, pair, "secondary"))
+    if not _skipped(ctx, pair.secondary):
+        _post(ctx, pair.secondary, protocol.PATH_HA_CONFIGURE, _update_body(ctx, pair, "secondary"))
 
 
 def update_primary(ctx: JobContext) -> None:
     pair = _pair(ctx)
-    _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE, _update_body(ctx, pair, "primary"))
+    if not _skipped(ctx, pair.primary):
+        _post(ctx, pair.primary, protocol.PATH_HA_CONFIGURE, _update_body(ctx, pair, "primary"))
 
 
 def record_parameters(ctx: JobContext) -> None:

@@ -62,6 +62,12 @@ class Appliance(models.Model):
     direct_connect = models.CharField("Direct connect interface", max_length=8, blank=True)
     # the agent's direct-connect address (its server-info): a pair's heartbeats travel it too
     direct_ip = models.GenericIPAddressField("Direct connect address", protocol="IPv4", null=True, blank=True)
+    # Its agent's TLS certificate, pinned at add (trust on first use, as SSH does): the SHA-256
+    # fingerprint, "AB:CD:…". Blank only for an appliance recorded before pinning (its next
+    # poll pins it). tls_presented: the other certificate it presented last, refused until an
+    # Admin trusts it (blank when it presents the pinned one).
+    tls_fingerprint = models.CharField("TLS certificate fingerprint (SHA-256)", max_length=95, blank=True)
+    tls_presented = models.CharField("TLS certificate presented instead", max_length=95, blank=True)
 
     # What the last poll or event said (written by services only).
     reachability = models.CharField(

@@ -14,6 +14,11 @@ from hapairs.services.appliances import (
     appliance_set_password,
     appliance_update,
 )
+from hapairs.services.certificates import (
+    appliance_certificate_trust,
+    certificate_pinned_record,
+    certificate_refused_record,
+)
 from hapairs.services.deliveries import delivery_create, delivery_retry
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
 from hapairs.services.licenses import license_remove, license_upload
@@ -48,6 +53,9 @@ __all__ = [
     "appliance_add",
     "appliance_create",
     "appliance_discover",
+    "appliance_certificate_trust",
+    "certificate_pinned_record",
+    "certificate_refused_record",
     "appliance_set_password",
     "appliance_update",
     "appliance_start_services",

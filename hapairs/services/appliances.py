@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from django.conf import settings
@@ -35,9 +36,11 @@ def appliance_create(
     direct_connect: str = "",
     direct_ip: str | None = None,
     services: list[dict] | None = None,
+    tls_fingerprint: str = "",
     by: AbstractBaseUser | None = None,
 ) -> Appliance:
-    """Record an appliance whose facts are known (the add job discovers them from its agent)."""
+    """Record an appliance whose facts are known (the add job discovers them from its agent).
+    ``tls_fingerprint``: the certificate its agent answered over, pinned from now on."""
     if not password:
         raise ServiceError("Enter the appliance's password.", field="password")
     appliance = Appliance(
@@ -55,6 +58,7 @@ def appliance_create(
         direct_connect=direct_connect,
         direct_ip=direct_ip or None,
         services=services or [],
+        tls_fingerprint=tls_fingerprint,
     )
     appliance.set_password(password)
     try:
@@ -66,7 +70,8 @@ def appliance_create(
         code=EventCode.APPLIANCE_ADDED,
         generated_by=actor_name(by),
         appliance=appliance,
-        remarks=f"{appliance.get_device_type_display()} {appliance.version} at {appliance.hm_ip}",
+        remarks=f"{appliance.get_device_type_display()} {appliance.version} at {appliance.hm_ip}"
+        + (f"; TLS certificate pinned: {tls_fingerprint}" if tls_fingerprint else ""),
     )
     return appliance
 
@@ -108,7 +113,8 @@ def appliance_update(*, appliance: Appliance, contact_name: str, by: AbstractBas
 
 # --- add: contact the agent first, save only what it confirmed ---------------------
 def appliance_discover(*, ip: str, password: str, username: str = "admin"):
-    """Ask the agent at ``ip`` who it is. Raises ServiceError with the reason if it cannot."""
+    """Ask the agent at ``ip`` who it is, and note the certificate it answered over (trust on
+    first use: the second request is pinned to it). Raises ServiceError with the reason if it cannot."""
     try:
         ipaddress.IPv4Address(ip)
     except ValueError:
@@ -117,8 +123,8 @@ def appliance_discover(*, ip: str, password: str, username: str = "admin"):
         raise ServiceError("Enter the appliance's password.", field="password")
     target = agent_client.AgentTarget(name=ip, host=ip, password=password, port=settings.AGENT_PORT)
     try:
-        server_info = agent_client.call(target, "GET", protocol.PATH_SERVER_INFO)
-        ha_info = agent_client.call(target, "GET", protocol.PATH_HA_INFO)
+        server_info, seen = agent_client.call_seen(target, "GET", protocol.PATH_SERVER_INFO)
+        ha_info = agent_client.call(dataclasses.replace(target, fingerprint=seen), "GET", protocol.PATH_HA_INFO)
     except agent_client.AgentRejected as exc:
         if exc.status == 401:
             raise ServiceError(f"The appliance at {ip} refused the password.", field="password") from None
@@ -127,9 +133,10 @@ def appliance_discover(*, ip: str, password: str, username: str = "admin"):
         raise ServiceError(f"Cannot reach the appliance at {ip}: {exc.message}", field="ip") from None
     merged = {**server_info, **{k: v for k, v in ha_info.items() if k in ("vip", "netmask", "vip_prefixlen")}}
     try:
-        return agent_replies.parse_server_info(merged, source=f"The appliance at {ip}")
+        found = agent_replies.parse_server_info(merged, source=f"The appliance at {ip}")
     except agent_client.AgentBadReply as exc:
         raise ServiceError(exc.message, field="ip") from None
+    return dataclasses.replace(found, tls_fingerprint=seen or "")
 
 
 def appliance_add(
@@ -175,5 +182,6 @@ def appliance_add(
         http_enabled=http_enabled,
         direct_ip=found.direct_ip,
         services=agent_replies.services_as_rows(found.services),
+        tls_fingerprint=found.tls_fingerprint,
         by=by,
     )

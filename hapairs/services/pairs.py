@@ -352,6 +352,7 @@ def ha_configure(
                 role=discovered.role,
                 udi=discovered.udi,
                 services=agent_replies.services_as_rows(discovered.services),
+                tls_fingerprint=discovered.tls_fingerprint,
                 by=by,
             )
         elif secondary_password and secondary_password != secondary.get_password():

@@ -22,6 +22,7 @@ from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
 from hapairs.selectors import pair_for, pairs_of
 from hapairs.services._common import event_record
 from hapairs.services.alerts import alert_queue, alerts_for_ingested
+from hapairs.services.certificates import certificate_pinned_record, certificate_refused_record
 
 SPLIT_BRAIN_REMEDY = (
     "Split brain: both nodes are in charge of the virtual IP. Remedy: take the VIP down on the "
@@ -127,6 +128,8 @@ class PollResult:
     error: str = ""
     events: list[AgentEvent] | None = None
     last_seq: int | None = None  # how far the node's own event log goes (ha-info)
+    seen: str | None = None  # the TLS certificate it answered over (pinned, or none pinned yet)
+    presented: str = ""  # refused: the other certificate it presented than the pinned one
 
 
 def status_record(results: list[PollResult]) -> None:
@@ -145,12 +148,28 @@ def status_record(results: list[PollResult]) -> None:
             for a in Appliance.objects.select_for_update()
             .filter(pk__in=list(by_id))
             .order_by("pk")
-            .only("pk", "name", "hm_ip", "ha_state", "generation", "last_event_seq", "services", "reachability")
+            .only(
+                "pk",
+                "name",
+                "hm_ip",
+                "ha_state",
+                "generation",
+                "last_event_seq",
+                "services",
+                "reachability",
+                "tls_fingerprint",
+                "tls_presented",
+            )
         }
         reachable = [pk for pk in appliances if by_id[pk].ha_info is not None]
         _restart_event_logs(appliances, by_id, reachable)
         unreachable = [pk for pk in appliances if by_id[pk].ha_info is None]
-        lost = [appliances[pk] for pk in unreachable if appliances[pk].reachability == Reachability.REACHABLE]
+        lost = [
+            appliances[pk]
+            for pk in unreachable
+            if appliances[pk].reachability == Reachability.REACHABLE and not by_id[pk].presented
+        ]  # a changed certificate is not an outage: it has its own event
+        _record_certificates(appliances, by_id, reachable)
         if reachable:
             Appliance.objects.filter(pk__in=reachable).update(
                 reachability=Reachability.REACHABLE, last_seen_at=now, last_polled_at=now
@@ -236,6 +255,21 @@ def status_record(results: list[PollResult]) -> None:
             {pk: (appliances[pk], by_id[pk].events or []) for pk in reachable},
             pairs,
         )
+
+
+def _record_certificates(appliances: dict, by_id: dict, reachable: list[int]) -> None:
+    """TLS pins: a refused certificate is kept on the appliance (one event per certificate);
+    one that answered over its pin again clears it; one recorded before pinning (no pin yet:
+    the upgrade path) is pinned to what it answered over. No query when nothing changed."""
+    for pk, appliance in appliances.items():
+        if by_id[pk].presented:
+            certificate_refused_record(hm_ip=appliance.hm_ip, presented=by_id[pk].presented)
+    cleared = [pk for pk in reachable if appliances[pk].tls_presented and appliances[pk].tls_fingerprint]
+    if cleared:
+        Appliance.objects.filter(pk__in=cleared).update(tls_presented="")
+    for pk in reachable:
+        if not appliances[pk].tls_fingerprint and by_id[pk].seen:
+            certificate_pinned_record(appliance_id=pk, seen=by_id[pk].seen)
 
 
 def _update_grouped(model, rows: list, fields: list[str]) -> None:

@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from hapairs.models import HAEvent, HAPair, Job
+from hapairs.models import Appliance, HAEvent, HAPair, Job
 from hapairs.tests.e2e import AgentFarm, farm_per_node, node_toml, pair_through_api, wait_for, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -67,6 +67,17 @@ def test_a_primary_that_lost_its_configuration_is_recovered_behind_the_secondary
         farm_p.stop()
         shutil.rmtree(tmp_path / "p" / "state")
         farm_p = AgentFarm(tmp_path / "p", primary_toml + "recovery = true\n", port=8001).start()
+        # rebuilt, it made a new TLS certificate: refused until an Admin trusts it
+        presented = wait_for(
+            lambda: api("get", "/appliances/mse-p").json()["tls_presented"],
+            timeout=30,
+            what="the portal to refuse the rebuilt primary's new certificate",
+        )
+        trusted = api("post", "/appliances/mse-p/certificate/trust", {"fingerprint": presented}, as_="admin")
+        assert trusted.status_code == 200, trusted.content
+        # and the job that gives the secondary the primary's new certificate is done
+        repin = Job.objects.get(kind="update_ha", params__repin=Appliance.objects.get(name="mse-p").pk)
+        wait_job(api, repin.pk, worker=worker)
         status = wait_for(
             lambda: (lambda s: s if s["primary_state"] == "UNKNOWN" and s["primary_reachable"] else None)(
                 api("get", "/appliances/mse-p/ha").json()

@@ -167,7 +167,10 @@ def test_a_protocol_1_agents_push_is_refused_by_version_and_stores_nothing(clien
     response, _ = push(client, body, headers_override={protocol.HEADER_PROTOCOL: ""})
     # then the portal says which versions disagree, and stores nothing
     assert response.status_code == 400
-    assert "protocol mismatch" in response.json()["detail"] and f"protocol {protocol.PROTOCOL_VERSION}" in response.json()["detail"]
+    assert (
+        "protocol mismatch" in response.json()["detail"]
+        and f"protocol {protocol.PROTOCOL_VERSION}" in response.json()["detail"]
+    )
     assert not HAEvent.objects.filter(seq__isnull=False).exists()
 
 

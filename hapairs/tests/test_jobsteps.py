@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from hapairs import agent_client, jobs, jobsteps, services
 from hapairs.choices import JobKind, JobStatus, LicenseStatus
-from hapairs.models import HAEvent, HAPair, Job, License, LicenseFile
+from hapairs.models import Appliance, HAEvent, HAPair, Job, License, LicenseFile
 from hapairs.tests.e2e import AgentFarm, node_toml, wait_for
 from hapairs.tests.loopback import Reply, ScriptedAgent, fresh_subnet
-from nodeagent import protocol
+from nodeagent import protocol, tlsid
 
 pytestmark = pytest.mark.django_db
 
@@ -512,13 +512,26 @@ def test_the_recovery_steps_restore_a_primary_set_up_again_behind_the_secondary(
     Job.objects.filter(pk=configure.pk).update(status=JobStatus.SUCCEEDED)
     # and the primary rebuilt: a fresh state directory, set up again in recovery mode
     farm_p.stop()
-    agent_farm(primary_toml + "recovery = true\n")
+    rebuilt = agent_farm(primary_toml + "recovery = true\n")
+    # a rebuilt node has a new TLS certificate: the portal refuses it until an Admin trusts it
+    new = tlsid.read_fingerprint(rebuilt.workdir / "state" / "mse-p" / "tls" / "cert.pem")
+    assert new != Appliance.objects.get(pk=pair.primary_id).tls_fingerprint
+    services.appliance_certificate_trust(appliance=pair.primary, fingerprint=new)
+    pair = HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk)
+    # which queues a job giving the secondary the new certificate, and only the secondary: a
+    # plain configure would turn the rebuilt primary into a fresh pairing
+    repin = Job.objects.get(kind=JobKind.UPDATE_HA, pair=pair)
+    assert repin.params["repin"] == pair.primary_id
+    for name, step in [("update_secondary", jobsteps.update_secondary), ("update_primary", jobsteps.update_primary)]:
+        step(step_context(repin, name))
+    Job.objects.filter(pk=repin.pk).update(status=JobStatus.SUCCEEDED)
     job = make_job(JobKind.RECOVER_PRIMARY, pair=pair)
 
     # When the recovery job's steps run
     for name, step in [
         ("recover_check", jobsteps.recover_check),
         ("recover_secondary_in_charge", jobsteps.recover_secondary_in_charge),
+        ("recover_pin_primary_on_secondary", jobsteps.recover_pin_primary_on_secondary),
         ("recover_restore_primary", jobsteps.recover_restore_primary),
         ("recover_wait_terminated", jobsteps.recover_wait_terminated),
     ]:

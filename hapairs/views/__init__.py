@@ -1,7 +1,16 @@
 """Pages. One view per page; HTMX requests get the page's named partial
 (django-template-partials), so a piece and its page never drift apart."""
 
-from hapairs.views.appliances import home, mse_add, mse_add_step, mse_agent_text, mse_detail, mse_list
+from hapairs.views.appliances import (
+    home,
+    mse_add,
+    mse_add_step,
+    mse_agent_text,
+    mse_certificate,
+    mse_certificate_trust,
+    mse_detail,
+    mse_list,
+)
 from hapairs.views.ha import (
     ha_configure,
     ha_delete,
@@ -47,6 +56,8 @@ __all__ = [
     "mse_add",
     "mse_add_step",
     "mse_agent_text",
+    "mse_certificate",
+    "mse_certificate_trust",
     "mse_detail",
     "mse_list",
     "report_delivery",

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hapairs import licenses, roles, selectors, services
 from hapairs.choices import LicenseStatus
@@ -137,8 +137,37 @@ def mse_detail(request: HttpRequest, name: str) -> HttpResponse:
         "backed": backed,
         **_license_context(appliance),
         "can_operate": request.user.has_perm(roles.OPERATE),
+        "can_administer": request.user.has_perm(roles.ADMINISTER),
+        "certificate_problem": selectors.certificate_problem(appliance),
     }
     return render_page(request, "hapairs/mse_detail.html", context)
+
+
+TRUST_WHAT = "trust an appliance's new TLS certificate"
+
+
+@require_GET
+@requires(roles.ADMINISTER, TRUST_WHAT)
+def mse_certificate(request: HttpRequest, name: str) -> HttpResponse:
+    """Trust the new certificate, asked first: the pinned and the presented fingerprints."""
+    appliance = get_object_or_404(Appliance.objects.defer("password_ciphertext"), name=name)
+    return render_page(request, "hapairs/mse_certificate.html", {"appliance": appliance})
+
+
+@require_POST
+@requires(roles.ADMINISTER, TRUST_WHAT)
+def mse_certificate_trust(request: HttpRequest, name: str) -> HttpResponse:
+    """Confirmed: the agent must present exactly the fingerprint the Admin saw (the form's)."""
+    appliance = get_object_or_404(Appliance, name=name)
+    try:
+        services.appliance_certificate_trust(
+            appliance=appliance, fingerprint=request.POST.get("fingerprint", ""), by=request.user
+        )
+    except services.ServiceError as exc:
+        context = {"appliance": appliance, "refusal": exc.message}
+        return render_page(request, "hapairs/mse_certificate.html", context, status=409)
+    messages.success(request, f"{appliance.name}'s new TLS certificate is trusted: the portal talks to it again.")
+    return redirect("mse_detail", name=appliance.name)
 
 
 @require_GET

@@ -239,6 +239,12 @@ def _status_context(request: HttpRequest, pair: HAPair) -> dict:
         "network": selectors.pair_network(pair),
         "no_witness_risk": selectors.NO_WITNESS_RISK,
         "can_operate": request.user.has_perm(roles.OPERATE),
+        "can_administer": request.user.has_perm(roles.ADMINISTER),
+        "certificate_problems": [
+            (node, problem)
+            for node in (pair.primary, pair.secondary)
+            if (problem := selectors.certificate_problem(node))
+        ],
         "window_open": pair.switch_allowed_at is not None and pair.switch_allowed_at > timezone.now(),
         "maintenance_form": MaintenanceForm(),
     }

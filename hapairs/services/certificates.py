@@ -1,0 +1,129 @@
+"""Appliances' TLS certificates: pinned at add (trust on first use, as SSH does), a changed
+one refused and recorded, and an Admin's "trust the new certificate".
+
+The pin is ``Appliance.tls_fingerprint``; every call to the agent goes to it
+(``agent_client.target_for``). A different certificate is ``AgentCertificateChanged``:
+whoever met it (the poller, a job) records it here, once per certificate, and the pages show
+``selectors.certificate_problem``. Only an Admin's trust, checked against what the agent
+presents now, moves the pin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from hapairs import agent_client
+from hapairs.choices import EventCode, JobKind
+from hapairs.crypto import SecretUnreadable
+from hapairs.models import Appliance
+from hapairs.selectors import certificate_problem, pair_for
+from hapairs.services._common import PORTAL, ServiceError, actor_name, event_record
+from hapairs.services.jobs import JobConflict, job_enqueue
+from nodeagent import protocol, tlsid
+
+PINNED_AFTER_UPGRADE = (
+    "Pinned on first contact after upgrade (it was added before the portal pinned certificates): {fp}"
+)
+
+
+@transaction.atomic
+def certificate_refused_record(*, hm_ip: str, presented: str) -> bool:
+    """An agent presented ``presented`` instead of its pinned certificate: keep it on the
+    appliance (the pages show why it is refused) and record an event, once per certificate.
+    Returns whether this was news."""
+    appliance = Appliance.objects.select_for_update().filter(hm_ip=hm_ip).first()
+    if appliance is None or appliance.tls_presented == presented or not appliance.tls_fingerprint:
+        return False
+    appliance.tls_presented = presented
+    appliance.save(update_fields=["tls_presented", "updated_at"])
+    event_record(
+        code=EventCode.CERTIFICATE_CHANGED,
+        generated_by=PORTAL,
+        appliance=appliance,
+        pair=pair_for(appliance),
+        remarks=certificate_problem(appliance),
+    )
+    return True
+
+
+def certificate_pinned_record(*, appliance_id: int, seen: str) -> bool:
+    """The upgrade path: an appliance recorded before pinning (no pin) answered over ``seen``:
+    pin it now and say so. A conditional update: only a still-empty pin is filled."""
+    if not Appliance.objects.filter(pk=appliance_id, tls_fingerprint="").update(tls_fingerprint=seen):
+        return False
+    appliance = Appliance.objects.only("pk", "name").get(pk=appliance_id)
+    event_record(
+        code=EventCode.CERTIFICATE_PINNED,
+        generated_by=PORTAL,
+        appliance=appliance,
+        remarks=PINNED_AFTER_UPGRADE.format(fp=seen),
+    )
+    return True
+
+
+def appliance_certificate_trust(
+    *, appliance: Appliance, fingerprint: str, by: AbstractBaseUser | None = None
+) -> Appliance:
+    """Trust the certificate ``fingerprint`` for ``appliance`` (an Admin confirmed it): the
+    agent is asked now, unpinned, and must present exactly that certificate; else nothing
+    changes. Then it is the pin, the refusal is cleared, and an event names both."""
+    try:
+        wanted = tlsid.normalise(fingerprint)
+    except ValueError:
+        raise ServiceError(
+            f"{fingerprint!r} is not a SHA-256 fingerprint (32 bytes in hex, AB:CD:…).", field="fingerprint"
+        ) from None
+    try:
+        target = dataclasses.replace(agent_client.target_for(appliance), fingerprint=None)
+        _reply, seen = agent_client.call_seen(target, "GET", protocol.PATH_SERVER_INFO)
+    except (agent_client.AgentError, SecretUnreadable) as exc:
+        reason = getattr(exc, "message", None) or str(exc)
+        raise ServiceError(
+            f"Cannot check the certificate {appliance.name} presents now: {reason} Nothing was changed.",
+            field="fingerprint",
+        ) from None
+    if seen != wanted:
+        raise ServiceError(
+            f"{appliance.name} ({appliance.hm_ip}) presents the certificate {seen}, not {wanted}, the one"
+            " confirmed. Nothing was changed: compare the fingerprints on the appliance again.",
+            field="fingerprint",
+        )
+    with transaction.atomic():
+        locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
+        before = locked.tls_fingerprint
+        if before == wanted and not locked.tls_presented:
+            return locked  # trusted already: nothing to record
+        locked.tls_fingerprint, locked.tls_presented = wanted, ""
+        locked.save(update_fields=["tls_fingerprint", "tls_presented", "updated_at"])
+        event_record(
+            code=EventCode.CERTIFICATE_TRUSTED,
+            generated_by=actor_name(by),
+            appliance=locked,
+            pair=pair_for(locked),
+            remarks=f"{before or 'none pinned'} → {wanted}; trusted by {actor_name(by)}.",
+        )
+        _repin_on_peer(locked, by=by)
+    return locked
+
+
+def _repin_on_peer(appliance: Appliance, *, by: AbstractBaseUser | None) -> None:
+    """A paired appliance's peer pins it too: an update job gives the peer the new certificate
+    (the pair's parameters unchanged). A job of the pair already running (a recovery gives
+    the secondary the new certificate itself) leaves it to that job."""
+    pair = pair_for(appliance)
+    if pair is None:
+        return
+    peer = pair.secondary if pair.primary_id == appliance.pk else pair.primary
+    try:
+        job_enqueue(
+            kind=JobKind.UPDATE_HA,
+            pair=pair,
+            params={"remarks": f"{peer.name} now pins {appliance.name}'s new TLS certificate", "repin": appliance.pk},
+            by=by,
+            reason=f"the new TLS certificate of {appliance.name} was trusted",
+        )
+    except JobConflict:
+        pass
