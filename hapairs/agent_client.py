@@ -163,9 +163,7 @@ class AgentClient:
         if idempotency_key:
             headers[protocol.IDEMPOTENCY_HEADER] = idempotency_key
         url = f"https://{target.host}:{target.port}{path}"
-        pin = (
-            aiohttp.Fingerprint(tlsid.fingerprint_bytes(target.fingerprint)) if target.fingerprint else _FirstContact()
-        )
+        pin = tlsid.pin(target.fingerprint) if target.fingerprint else _FirstContact()
         try:
             # never follow a redirect: it would send the signed request where check_address never looked
             async with self._session.request(

@@ -61,7 +61,7 @@ class AgentClient:
         self.password = password
         self.timeout = timeout
         self.ssl: aiohttp.Fingerprint | ssl.SSLContext | bool = (
-            (aiohttp.Fingerprint(tlsid.fingerprint_bytes(fingerprint)) if fingerprint else _unpinned()) if tls else True
+            (tlsid.pin(fingerprint) if fingerprint else _unpinned()) if tls else True
         )
 
     async def request(

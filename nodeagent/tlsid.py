@@ -20,8 +20,10 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -62,6 +64,14 @@ class Identity:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.cert_path, self.key_path)
         return ctx
+
+
+@lru_cache(maxsize=65536)
+def pin(fingerprint: str) -> aiohttp.Fingerprint:
+    """aiohttp's check of a pinned certificate, one object per fingerprint: aiohttp keys its
+    connection pool by this object (by identity), so a new one per request would open a new
+    TLS connection for every heartbeat instead of reusing the open one."""
+    return aiohttp.Fingerprint(fingerprint_bytes(fingerprint))
 
 
 def client_context() -> ssl.SSLContext:

@@ -192,6 +192,32 @@ def test_plain_http_to_the_hm_port_is_refused_naming_both_versions_and_changes_n
     run(go())
 
 
+def test_pinned_requests_reuse_one_tls_connection(tmp_path):
+    # a heartbeat makes a new client each time: pinned to the same certificate, they must share
+    # the session's open TLS connection, not handshake anew every beat
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            prim = nodes["prim"]
+            counts = {"new": 0, "reused": 0}
+            trace = aiohttp.TraceConfig()
+
+            async def created(*_):
+                counts["new"] += 1
+
+            async def reused(*_):
+                counts["reused"] += 1
+
+            trace.on_connection_create_end.append(created)
+            trace.on_connection_reuseconn.append(reused)
+            async with aiohttp.ClientSession(trace_configs=[trace]) as traced:
+                for _ in range(3):
+                    client = AgentClient(traced, prim.cfg.hm_ip, "pw-prim", fingerprint=prim.identity.fingerprint)
+                    assert (await client.request("GET", P.PATH_HA_INFO))[0] == 200
+            assert counts == {"new": 1, "reused": 2}, counts
+
+    run(go())
+
+
 def test_the_cause_of_a_command_is_echoed_on_its_events_and_not_on_later_ones(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
