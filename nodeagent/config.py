@@ -198,13 +198,21 @@ class NodeConfig:
         return cls(**d)
 
 
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
 def check_trap_url(url: str, where: str, *, allow_non_loopback: bool) -> str:
     m = re.match(r"^https?://([^/:]+)(:\d+)?(/.*)?$", str(url))
     if not m:
         raise ConfigError(f"{where}: trap destination {url!r} is not an http(s) URL")
     host = m.group(1)
-    if host != "localhost":
-        check_ip(host, f"{where}: trap destination", allow_non_loopback=allow_non_loopback)
+    if host == "localhost":
+        return url
+    if allow_non_loopback and HOSTNAME_RE.match(host) and not re.fullmatch(r"[\d.]+", host):
+        return url  # a real network's portal by name (its TLS certificate names it): https://mse.example.net/...
+    check_ip(host, f"{where}: trap destination", allow_non_loopback=allow_non_loopback)
     return url
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from nodeagent.config import ConfigError, load_fleet, parse_fleet
+from nodeagent.config import ConfigError, check_trap_url, load_fleet, parse_fleet
 from nodeagent.output import format_hainfo
 from nodeagent.store import atomic_write_json
 
@@ -385,3 +385,22 @@ def test_recovery_mode_is_read_from_the_fleet():
     fleet = parse_fleet({"node": [node(recovery=True)]})
     assert fleet.nodes["a"].recovery is True
     assert parse_fleet({"node": [node()]}).nodes["a"].recovery is False
+
+
+@pytest.mark.parametrize(
+    "url,real_network,ok",
+    [
+        ("https://mse.example.net/api/v1/ingest/events", True, True),  # a real network's portal, by name
+        ("https://mse.example.net/api/v1/ingest/events", False, False),  # loopback only on a dev machine
+        ("http://localhost:8000/api/v1/ingest/events", False, True),
+        ("https://192.0.2.50/x", True, True),
+        ("https://999.1.1.1/x", True, False),  # neither an address nor a host name
+        ("https://bad_host/x", True, False),
+    ],
+)
+def test_a_trap_destination_on_a_real_network_may_name_the_portal_by_host_name(url, real_network, ok):
+    if ok:
+        assert check_trap_url(url, "node n", allow_non_loopback=real_network) == url
+    else:
+        with pytest.raises(ConfigError):
+            check_trap_url(url, "node n", allow_non_loopback=real_network)
