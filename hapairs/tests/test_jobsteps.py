@@ -89,14 +89,30 @@ def _declared_pair(stabilisation_seconds: int) -> str:
 def ha_pair(subnet, agent_farm, make_appliance) -> HAPair:
     """A pair whose agents are paired and Active (declared in their fleet file)."""
     agent_farm(_nodes(subnet) + _declared_pair(1800))
-    return _pair_rows(make_appliance, subnet)
+    return _until_active(_pair_rows(make_appliance, subnet))
 
 
 @pytest.fixture
 def ha_pair_short_window(subnet, agent_farm, make_appliance) -> HAPair:
     """The same, with a one-second stabilisation window, so it can switch over and back at once."""
     agent_farm(_nodes(subnet) + _declared_pair(1))
-    return _pair_rows(make_appliance, subnet)
+    return _until_active(_pair_rows(make_appliance, subnet))
+
+
+def _until_active(pair: HAPair) -> HAPair:
+    """The declared pair once both agents say it is Active with its data replicated (on a busy
+    machine that takes a moment; a switchover asked before would be refused)."""
+
+    def active() -> bool:
+        p, s = (ha_info(node)["peers"] for node in (pair.primary, pair.secondary))
+        return bool(p and s) and (p[0]["state"], s[0]["state"], s[0]["data_replication"]) == (
+            "PRIMARY_ACTIVE",
+            "SECONDARY_ACTIVE",
+            "Up",
+        )
+
+    wait_for(active, timeout=30, what="the declared pair Active")
+    return pair
 
 
 @pytest.fixture
