@@ -211,8 +211,13 @@ def check_trap_url(url: str, where: str, *, allow_non_loopback: bool) -> str:
     if host == "localhost":
         return url
     if allow_non_loopback and HOSTNAME_RE.match(host) and not re.fullmatch(r"[\d.]+", host):
-        return url  # a real network's portal by name (its TLS certificate names it): https://mse.example.net/...
-    check_ip(host, f"{where}: trap destination", allow_non_loopback=allow_non_loopback)
+        pass  # a real network's portal by name (its TLS certificate names it): https://mse.example.net/...
+    else:
+        host = check_ip(host, f"{where}: trap destination", allow_non_loopback=allow_non_loopback)
+        if ipaddress.IPv4Address(host).is_loopback:
+            return url
+    if not str(url).startswith("https://"):  # events, and the node's signature, never cross a network in cleartext
+        raise ConfigError(f"{where}: trap destination {url!r} is off this host: it must be an https:// URL")
     return url
 
 

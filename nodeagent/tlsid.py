@@ -19,6 +19,7 @@ import ipaddress
 import os
 import re
 import ssl
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -102,18 +103,31 @@ def _make(cert_path: Path, key_path: Path, name: str, addresses: list[str]) -> N
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(key, hashes.SHA256())
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_key, tmp_cert = key_path.with_suffix(".tmp"), cert_path.with_suffix(".tmp")
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_new(key_path.with_suffix(".tmp"), pem_key, 0o600)
+    _write_new(cert_path.with_suffix(".tmp"), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    os.replace(key_path.with_suffix(".tmp"), key_path)  # the key first: a certificate on disk always has its key
+    os.replace(cert_path.with_suffix(".tmp"), cert_path)
+    dir_fd = os.open(key_path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """A fresh file (never a leftover's mode, never through a symlink), synced to disk."""
+    with suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp_key, key_path)  # the key first: a certificate on disk always has its key
-    os.replace(tmp_cert, cert_path)
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_fingerprint(cert_path: Path) -> str:
@@ -142,7 +156,13 @@ def ensure(
     else:
         tls = Path(state_dir) / "tls"
         cert_path, key_path = tls / CERT_FILE, tls / KEY_FILE
-        made = not (cert_path.exists() and key_path.exists())
+        if cert_path.exists() != key_path.exists():  # never throw a key away by making a new pair
+            have, missing = (cert_path, key_path) if cert_path.exists() else (key_path, cert_path)
+            raise ValueError(
+                f"{have} is there but {missing} is not: restore it, or remove {have} to make a new identity"
+                " (the portal then refuses the appliance until an Admin trusts the new certificate)"
+            )
+        made = not cert_path.exists()
         if made:
             _make(cert_path, key_path, name, addresses)
     fingerprint = read_fingerprint(cert_path)

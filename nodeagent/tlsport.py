@@ -40,18 +40,29 @@ def refusal_text(client_version: str | None) -> str:
 
 
 class _PlainRefusal(asyncio.Protocol):
-    """Reads the request's headers (at most 8 KiB), answers 400 naming both versions, closes."""
+    """Reads the request's headers (at most 8 KiB, for at most PEEK_TIMEOUT seconds), answers
+    400 naming both versions, closes. The site keeps each one, to close it when it stops."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: set[asyncio.BaseTransport]) -> None:
         self.buf = b""
+        self.live = live
         self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.live.add(transport)
+        self.timer = asyncio.get_running_loop().call_later(PEEK_TIMEOUT, transport.close)  # a client that stalls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None:
+            self.live.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if b"\r\n\r\n" in self.buf or len(self.buf) >= HEADER_LIMIT:
+        if b"\r\n\r\n" in self.buf or b"\n\n" in self.buf or len(self.buf) >= HEADER_LIMIT:
             m = _VERSION_RE.search(self.buf.split(b"\r\n\r\n", 1)[0][:HEADER_LIMIT])
             version = m.group(1).decode(errors="replace")[:16] if m else None
             body = json.dumps({"error": refusal_text(version), "protocol": PROTOCOL_VERSION}).encode()
@@ -66,18 +77,25 @@ class _PlainRefusal(asyncio.Protocol):
 
 
 class _Listener:
-    """What BaseSite.stop() closes: the accept loop and its socket."""
+    """What BaseSite.stop() closes: the accept loop and its socket, the connections still being
+    peeked at, and the plain-HTTP ones still being refused (the HM application's own are the
+    runner's to close)."""
 
-    def __init__(self, sock: socket.socket, task: asyncio.Task) -> None:
-        self.sock, self.task = sock, task
+    def __init__(self, sock: socket.socket, task: asyncio.Task, routing: set[asyncio.Task],
+                 refusing: set[asyncio.BaseTransport]) -> None:  # fmt: skip
+        self.sock, self.task, self.routing, self.refusing = sock, task, routing, refusing
 
     def close(self) -> None:
         self.task.cancel()
         self.sock.close()
+        for task in list(self.routing):
+            task.cancel()
+        for transport in list(self.refusing):
+            transport.close()
 
 
 class TlsOnlySite(web.BaseSite):
-    __slots__ = ("_host", "_port", "_reuse_address", "_tasks")
+    __slots__ = ("_host", "_port", "_reuse_address", "_tasks", "_refusing")
 
     def __init__(
         self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext, backlog: int = 256
@@ -85,6 +103,7 @@ class TlsOnlySite(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host, self._port = host, port
         self._tasks: set[asyncio.Task] = set()
+        self._refusing: set[asyncio.BaseTransport] = set()
 
     @property
     def name(self) -> str:
@@ -102,7 +121,8 @@ class TlsOnlySite(web.BaseSite):
             sock.close()
             self._runner._unreg_site(self)
             raise
-        self._server = _Listener(sock, asyncio.create_task(self._accept(sock), name=f"accept-{self.name}"))  # type: ignore[assignment]
+        accept = asyncio.create_task(self._accept(sock), name=f"accept-{self.name}")
+        self._server = _Listener(sock, accept, self._tasks, self._refusing)  # type: ignore[assignment]
 
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -138,13 +158,18 @@ class TlsOnlySite(web.BaseSite):
             if not first:
                 conn.close()
                 return
-            if first[0] == TLS_HANDSHAKE:
-                server = self._runner.server
-                assert server is not None
+            server = self._runner.server
+            if server is None:  # the runner is being cleaned up
+                conn.close()
+            elif first[0] == TLS_HANDSHAKE:
                 await loop.connect_accepted_socket(server, conn, ssl=self._ssl_context, ssl_handshake_timeout=10)
             else:
-                await loop.connect_accepted_socket(_PlainRefusal, conn)
+                await loop.connect_accepted_socket(lambda: _PlainRefusal(self._refusing), conn)
         except (OSError, ssl.SSLError, TimeoutError) as e:  # a client that went away, or a bad handshake
             log.debug("%s: connection dropped: %s", self.name, e)
             with suppress(OSError):
                 conn.close()
+        except BaseException:  # cancelled (the site stops) or anything unforeseen: never leak the socket
+            with suppress(OSError):
+                conn.close()
+            raise

@@ -35,7 +35,11 @@ def certificate_refused_record(*, hm_ip: str, presented: str) -> bool:
     appliance (the pages show why it is refused) and record an event, once per certificate.
     Returns whether this was news."""
     appliance = Appliance.objects.select_for_update().filter(hm_ip=hm_ip).first()
-    if appliance is None or appliance.tls_presented == presented or not appliance.tls_fingerprint:
+    if (
+        appliance is None
+        or not appliance.tls_fingerprint
+        or presented in (appliance.tls_presented, appliance.tls_fingerprint)  # news of a pin trusted meanwhile
+    ):
         return False
     appliance.tls_presented = presented
     appliance.save(update_fields=["tls_presented", "updated_at"])
@@ -77,8 +81,16 @@ def appliance_certificate_trust(
             f"{fingerprint!r} is not a SHA-256 fingerprint (32 bytes in hex, AB:CD:…).", field="fingerprint"
         ) from None
     try:
-        target = dataclasses.replace(agent_client.target_for(appliance), fingerprint=None)
+        # pinned to the fingerprint the Admin confirmed: no signed request reaches any other
+        # certificate (a presenter of another one gets nothing to attack the password with)
+        target = dataclasses.replace(agent_client.target_for(appliance), fingerprint=wanted)
         _reply, seen = agent_client.call_seen(target, "GET", protocol.PATH_SERVER_INFO)
+    except agent_client.AgentCertificateChanged as exc:
+        raise ServiceError(
+            f"{appliance.name} ({appliance.hm_ip}) presents the certificate {exc.got}, not {wanted}, the one"
+            " confirmed. Nothing was changed: compare the fingerprints on the appliance again.",
+            field="fingerprint",
+        ) from None
     except (agent_client.AgentError, SecretUnreadable) as exc:
         reason = getattr(exc, "message", None) or str(exc)
         raise ServiceError(
@@ -96,6 +108,7 @@ def appliance_certificate_trust(
         before = locked.tls_fingerprint
         if before == wanted and not locked.tls_presented:
             return locked  # trusted already: nothing to record
+        _repin_on_peer(locked, by=by)  # first: a pair busy with a job refuses the trust, nothing changes
         locked.tls_fingerprint, locked.tls_presented = wanted, ""
         locked.save(update_fields=["tls_fingerprint", "tls_presented", "updated_at"])
         event_record(
@@ -105,14 +118,14 @@ def appliance_certificate_trust(
             pair=pair_for(locked),
             remarks=f"{before or 'none pinned'} → {wanted}; trusted by {actor_name(by)}.",
         )
-        _repin_on_peer(locked, by=by)
     return locked
 
 
 def _repin_on_peer(appliance: Appliance, *, by: AbstractBaseUser | None) -> None:
     """A paired appliance's peer pins it too: an update job gives the peer the new certificate
-    (the pair's parameters unchanged). A job of the pair already running (a recovery gives
-    the secondary the new certificate itself) leaves it to that job."""
+    (the pair's parameters unchanged), queued with the trust. While a job of the pair runs the
+    trust is refused (JobConflict, a ServiceError): a re-pin left behind would let the peer
+    take the node for gone, and fail over from a live primary."""
     pair = pair_for(appliance)
     if pair is None:
         return
@@ -125,5 +138,7 @@ def _repin_on_peer(appliance: Appliance, *, by: AbstractBaseUser | None) -> None
             by=by,
             reason=f"the new TLS certificate of {appliance.name} was trusted",
         )
-    except JobConflict:
-        pass
+    except JobConflict as exc:
+        raise JobConflict(
+            f"{exc.message} Trust the new certificate once it has ended, so that {peer.name} learns it too."
+        ) from None

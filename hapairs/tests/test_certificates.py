@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from hapairs import agent_client, polling, services
-from hapairs.choices import EventCode
+from hapairs.choices import EventCode, JobKind, JobStatus
 from hapairs.jobs import JobContext, Step, StepFailed, _run_step_with_retries
 from hapairs.jobsteps._common import _configure_body
 from hapairs.models import Appliance, HAEvent, Job
@@ -163,9 +163,11 @@ def test_trust_requires_the_certificate_the_agent_presents_now(subnet, agents, m
     appliance.refresh_from_db()
     # a fingerprint other than the presented one: refused, nothing changed
     wrong = ":".join(["CD"] * 32)
+    asked = len(agent.seen)
     with pytest.raises(services.ServiceError) as refused:
         services.appliance_certificate_trust(appliance=appliance, fingerprint=wrong, by=admin_user_)
     assert agent.fingerprint in refused.value.message and "Nothing was changed" in refused.value.message
+    assert len(agent.seen) == asked, "the re-check is pinned to the confirmed fingerprint: nothing signed was sent"
     appliance.refresh_from_db()
     assert (appliance.tls_fingerprint, appliance.tls_presented) == (OTHER, agent.fingerprint)
     assert events_of(appliance, EventCode.CERTIFICATE_TRUSTED) == []
@@ -178,6 +180,31 @@ def test_trust_requires_the_certificate_the_agent_presents_now(subnet, agents, m
     (trusted,) = events_of(appliance, EventCode.CERTIFICATE_TRUSTED)
     assert trusted.remarks == f"{OTHER} → {agent.fingerprint}; trusted by {admin_user_.username}."
     assert trusted.generated_by == admin_user_.username
+
+
+def test_trust_of_a_paired_node_re_pins_it_on_its_peer_and_waits_for_a_running_job(
+    subnet, agents, make_appliance, admin_user_
+):
+    ip = f"{subnet}.8"
+    agent = agents(ip, "pw-q", answering(ip))
+    node = make_appliance(
+        name="mse-q", hm_ip=ip, password="pw-q", tls_fingerprint=OTHER, vip=f"{subnet}.10", vip_prefixlen=24
+    )
+    peer = make_appliance(name="mse-q2", hm_ip=f"{subnet}.9", password="pw-q2")
+    pair = services.ha_pair_create(primary=node, secondary=peer, failover_wait=10)
+    # while a job of the pair runs, the trust is refused (its re-pin of the peer would be lost)
+    running = Job.objects.create(kind=JobKind.START_SERVICES, pair=pair, status=JobStatus.RUNNING)
+    with pytest.raises(services.ServiceError, match="once it has ended"):
+        services.appliance_certificate_trust(appliance=node, fingerprint=agent.fingerprint, by=admin_user_)
+    node.refresh_from_db()
+    assert node.tls_fingerprint == OTHER and not events_of(node, EventCode.CERTIFICATE_TRUSTED)
+    # once it has ended: pinned, and a job gives the peer (only) the new certificate
+    Job.objects.filter(pk=running.pk).update(status=JobStatus.SUCCEEDED)
+    services.appliance_certificate_trust(appliance=node, fingerprint=agent.fingerprint, by=admin_user_)
+    node.refresh_from_db()
+    assert node.tls_fingerprint == agent.fingerprint
+    repin = Job.objects.get(kind=JobKind.UPDATE_HA, pair=pair)
+    assert repin.params["repin"] == node.pk and "mse-q2 now pins mse-q's new TLS certificate" in repin.params["remarks"]
 
 
 def test_the_trust_pages_are_for_admins_only(subnet, agents, client, make_appliance, admin_user_, operator_user):

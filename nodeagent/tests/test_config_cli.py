@@ -396,6 +396,9 @@ def test_recovery_mode_is_read_from_the_fleet():
         ("https://192.0.2.50/x", True, True),
         ("https://999.1.1.1/x", True, False),  # neither an address nor a host name
         ("https://bad_host/x", True, False),
+        ("http://mse.example.net/api/v1/ingest/events", True, False),  # off the host: https only
+        ("http://192.0.2.50/x", True, False),
+        ("http://127.0.0.1:8000/x", True, True),
     ],
 )
 def test_a_trap_destination_on_a_real_network_may_name_the_portal_by_host_name(url, real_network, ok):

@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from nodeagent import protocol as P
+from nodeagent import tlsid, tlsport
 from nodeagent.client import AgentClient
 from nodeagent.config import parse_fleet
 from nodeagent.node import Node
@@ -571,3 +572,41 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
                     await s.close()
 
     run(go())
+
+
+def test_a_plain_client_that_stalls_is_closed_and_the_site_stops_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setattr(tlsport, "PEEK_TIMEOUT", 0.5)
+
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            prim = nodes["prim"]
+            # a client that sends one plain byte and then nothing: closed after the timeout, unanswered
+            reader, writer = await asyncio.open_connection(prim.cfg.hm_ip, P.DEFAULT_PORT)
+            writer.write(b"G")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 3) == b"", "the stalled connection was closed"
+            writer.close()
+            # and one that connects and sends nothing at all
+            reader2, writer2 = await asyncio.open_connection(prim.cfg.hm_ip, P.DEFAULT_PORT)
+            assert await asyncio.wait_for(reader2.read(), 3) == b""
+            writer2.close()
+            # meanwhile TLS clients are served
+            assert (await clients["prim"].request("GET", P.PATH_HA_INFO))[0] == 200
+
+    run(go())
+
+
+def test_a_tls_identity_is_private_and_never_replaced_behind_the_operators_back(tmp_path):
+    made = tlsid.ensure(tmp_path, name="n1", addresses=["127.0.0.1"])
+    assert made.made and (made.key_path.stat().st_mode & 0o777) == 0o600
+    again = tlsid.ensure(tmp_path, name="n1", addresses=["127.0.0.1"])
+    assert not again.made and again.fingerprint == made.fingerprint
+    # a certificate without its key (or the reverse) is refused, not silently replaced
+    made.key_path.unlink()
+    try:
+        tlsid.ensure(tmp_path, name="n1", addresses=["127.0.0.1"])
+    except ValueError as e:
+        assert "key.pem is not" in str(e) and "restore it" in str(e)
+    else:
+        raise AssertionError("a lone certificate was accepted")
+    assert made.cert_path.exists(), "nothing was thrown away"
