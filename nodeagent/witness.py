@@ -51,6 +51,7 @@ log = logging.getLogger("nodeagent.witness")
 PATH_LEASE = "/witness/v1/lease"
 PATH_CONFIRM = "/witness/v1/confirm"
 PATH_STATE = "/witness/v1/state"
+RETRY_REFUSED = 0.25  # seconds between confirmation requests while a due takeover is refused
 
 
 # ---------------------------------------------------------------- the arbiter (pure)
@@ -246,8 +247,11 @@ class WitnessGuard:
             try:
                 if node.cfg.role is Role.PRIMARY:
                     await self.renew(pr)
-                else:
-                    await self.maybe_confirm(pr)
+                elif await self.maybe_confirm(pr) is False:
+                    # a due takeover refused: the witness heard the primary up to one interval after
+                    # this node last did (its lease renewals are on their own clock), so ask again
+                    # soon rather than a whole interval later
+                    interval = min(interval, RETRY_REFUSED)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep guarding; the error is logged
@@ -293,17 +297,19 @@ class WitnessGuard:
         refused = "; ".join(why for ok, why in answers if not ok)
         return False, f"{len(confirmed)} of {len(answers)} witnesses confirm (a majority is {cfg.majority}): {refused}"
 
-    async def maybe_confirm(self, pr: PairRuntime) -> None:
-        """Secondary: when an automatic takeover is due, ask the witnesses for it."""
+    async def maybe_confirm(self, pr: PairRuntime) -> bool | None:
+        """Secondary: when an automatic takeover is due, ask the witnesses for it. None: none
+        due; else whether they confirmed it."""
         now = time.time()
         if not pr.ha.automatic_takeover_due(now):
             pr.refusal_shown = ""
-            return
+            return None
         confirmed, refusal = await self.confirm_now(pr)
         if confirmed:
             self.node.wake()
-            return
+            return True
         first = refusal.split(": ", 1)[-1].split(" (")[0]
         if first != pr.refusal_shown:  # one event per reason, not one a second
             pr.refusal_shown = first
             self.node.emit(EventCode.TAKEOVER_REFUSED, refusal, pr)
+        return False
