@@ -168,6 +168,9 @@ async def _run(
             srv = NodeServer(node)
             try:
                 await srv.start()
+            except tlsid.IdentityError as e:
+                await srv.close()
+                raise CliError(f"node {cfg.name}: TLS: {e}") from None
             except OSError as e:
                 await srv.close()
                 raise CliError(f"node {cfg.name}: cannot listen on {cfg.hm_ip}:{cfg.port}: {e.strerror or e}") from None

@@ -356,12 +356,9 @@ class NodeServer:
         await self.hm_runner.setup()
         cfg = node.cfg
         addresses = [a for a in (cfg.hm_ip, cfg.direct_connect) if a]
-        try:
-            node.identity = tlsid.ensure(
-                node.sd.root, name=cfg.name, addresses=addresses, cert_file=cfg.tls_cert, key_file=cfg.tls_key
-            )
-        except ValueError as e:
-            raise OSError(f"node {cfg.name}: TLS: {e}") from None
+        node.identity = tlsid.ensure(  # IdentityError: the CLI says which file and why
+            node.sd.root, name=cfg.name, addresses=addresses, cert_file=cfg.tls_cert, key_file=cfg.tls_key
+        )
         if node.identity.made:
             log.info("%s: made its TLS certificate, fingerprint %s", cfg.name, node.identity.fingerprint)
         tls = node.identity.server_context()

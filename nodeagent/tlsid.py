@@ -30,6 +30,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+
+class IdentityError(ValueError):
+    """The node's TLS certificate or key cannot be used (the message says which file and why)."""
+
+
 FINGERPRINT_RE = re.compile(r"^(?:[0-9A-F]{2}:){31}[0-9A-F]{2}$")
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
 VALID_DAYS = 3650
@@ -135,7 +140,7 @@ def read_fingerprint(cert_path: Path) -> str:
     try:
         cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     except (OSError, ValueError) as e:
-        raise ValueError(f"{cert_path}: not a PEM certificate ({e})") from None
+        raise IdentityError(f"{cert_path}: not a PEM certificate ({e})") from None
     return fingerprint_of(cert.public_bytes(serialization.Encoding.DER))
 
 
@@ -151,14 +156,14 @@ def ensure(
     the agent's own under ``state_dir/tls/``, made on first use. Checked to load as a pair."""
     if cert_file or key_file:
         if not (cert_file and key_file):
-            raise ValueError("tls_cert and tls_key go together: give both, or neither (the agent makes its own)")
+            raise IdentityError("tls_cert and tls_key go together: give both, or neither (the agent makes its own)")
         cert_path, key_path, made = Path(cert_file), Path(key_file), False
     else:
         tls = Path(state_dir) / "tls"
         cert_path, key_path = tls / CERT_FILE, tls / KEY_FILE
         if cert_path.exists() != key_path.exists():  # never throw a key away by making a new pair
             have, missing = (cert_path, key_path) if cert_path.exists() else (key_path, cert_path)
-            raise ValueError(
+            raise IdentityError(
                 f"{have} is there but {missing} is not: restore it, or remove {have} to make a new identity"
                 " (the portal then refuses the appliance until an Admin trusts the new certificate)"
             )
@@ -170,5 +175,5 @@ def ensure(
     try:
         identity.server_context()
     except (OSError, ssl.SSLError) as e:
-        raise ValueError(f"{cert_path} / {key_path}: the certificate and key do not load as a pair ({e})") from None
+        raise IdentityError(f"{cert_path} / {key_path}: the certificate and key do not load as a pair ({e})") from None
     return identity

@@ -59,8 +59,48 @@ def node_toml(
     return "\n".join(lines) + "\n"
 
 
-class AgentFarm:
-    """One ``nodeagent farm`` process serving the given nodes."""
+class Process:
+    """A real subprocess in its own session, with its log: ``_spawn`` starts it and waits until
+    ``ready()`` (or fails with its log if it exits first); ``stop`` is SIGTERM, then SIGKILL."""
+
+    log: Path
+    stop_timeout = 10.0
+    process: subprocess.Popen | None = None
+
+    def _spawn(self, argv: list[str], *, ready, timeout: float, what: str, env: dict | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=REPO,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(lambda: ready() or self.process.poll() is not None, timeout=timeout, what=what)
+        if self.process.poll() is not None:
+            raise AssertionError(f"{what} exited: {self.log.read_text(errors='replace')[-3000:]}")
+
+    def _logged(self, text: str):
+        return lambda: text in self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power loss would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+class AgentFarm(Process):
+    """One ``nodeagent farm`` process serving the given nodes. ``stop`` (SIGTERM) stops the
+    agents gracefully, a deliberate stop peers never take over; ``kill`` is a failure to them."""
 
     def __init__(self, workdir: Path, nodes_toml: str, *, port: int):
         self.workdir = workdir
@@ -68,101 +108,33 @@ class AgentFarm:
         self.fleet.write_text(f"[agent]\nport = {port}\n\n{nodes_toml}")
         self.ready = workdir / "ready"
         self.log = workdir / "farm.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> AgentFarm:
         self.ready.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nodeagent",
-                "farm",
-                "--fleet",
-                str(self.fleet),
-                "--state-root",
-                str(self.workdir / "state"),
-                "--ready-file",
-                str(self.ready),
-                "--allow-short-wait",
-                "--log-level",
-                "INFO",
-            ],
-            cwd=REPO,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(lambda: self.ready.exists() or self.process.poll() is not None, timeout=30, what="the agents")
-        if self.process.poll() is not None:
-            raise AssertionError(f"agent farm exited: {self.log.read_text()[-2000:]}")
+        self._spawn(
+            ["nodeagent", "farm", "--fleet", str(self.fleet), "--state-root", str(self.workdir / "state"),
+             "--ready-file", str(self.ready), "--allow-short-wait", "--log-level", "INFO"],
+            ready=self.ready.exists, timeout=30, what="the agent farm",
+        )  # fmt: skip
         return self
 
-    def stop(self) -> None:
-        """SIGTERM: the agents stop gracefully (a deliberate stop, which peers never take over)."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash or a power loss would: the peers see a failure."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-class WitnessProcess:
+class WitnessProcess(Process):
     """One ``python -m nodeagent witness`` process (its state file beside its log)."""
 
     def __init__(self, workdir: Path, address: str, password: str):
         self.workdir, self.address, self.password = workdir, address, password
         self.state_file = workdir / "witness.json"
         self.log = workdir / "witness.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> WitnessProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nodeagent",
-                "witness",
-                "--listen",
-                self.address,
-                "--password",
-                self.password,
-                "--state-file",
-                str(self.state_file),
-                "--log-level",
-                "INFO",
-            ],
-            cwd=REPO,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(
-            lambda: "witness listening" in self.log.read_text(errors="replace") or self.process.poll() is not None,
-            timeout=30,
-            what="the witness",
-        )
-        if self.process.poll() is not None:
-            raise AssertionError(f"witness exited: {self.log.read_text()[-2000:]}")
+        self._spawn(
+            ["nodeagent", "witness", "--listen", self.address, "--password", self.password,
+             "--state-file", str(self.state_file), "--log-level", "INFO"],
+            ready=self._logged("witness listening"), timeout=30, what="the witness",
+        )  # fmt: skip
         return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
 
 
 def farm_per_node(
@@ -197,8 +169,10 @@ def database_url_for_workers() -> str:
     return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
-class Worker:
+class Worker(Process):
     """A real ``celery worker`` (solo pool, with beat) on the test database."""
+
+    stop_timeout = 20.0
 
     def __init__(self, workdir: Path, extra_env: dict[str, str]):
         self.workdir = workdir
@@ -210,57 +184,15 @@ class Worker:
             **extra_env,
         }
         self.log = workdir / "worker.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> Worker:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "mseportal",
-                "worker",
-                "--pool",
-                "solo",
-                "--beat",
-                "--schedule",
-                str(self.workdir / "beat-schedule"),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--hostname",
-                f"e2e-{os.getpid()}-{time.monotonic_ns()}@%h",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(
-            lambda: "ready." in self.log.read_text(errors="replace") or self.process.poll() is not None,
-            timeout=60,
-            what="the Celery worker",
-        )
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+        self._spawn(
+            ["celery", "-A", "mseportal", "worker", "--pool", "solo", "--beat",
+             "--schedule", str(self.workdir / "beat-schedule"), "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "--hostname", f"e2e-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            ready=self._logged("ready."), timeout=60, what="the Celery worker", env=self.env,
+        )  # fmt: skip
         return self
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]

@@ -13,7 +13,7 @@ from nodeagent.config import ConfigError, check_trap_url, load_fleet, parse_flee
 from nodeagent.output import format_hainfo
 from nodeagent.store import atomic_write_json
 
-from .agentutil import REPO
+from .agentutil import REPO, free_subnet, node_toml
 
 DEMO = REPO / "fleet" / "demo.toml"
 DEMO_PAIRED = REPO / "fleet" / "demo-paired.toml"
@@ -407,3 +407,15 @@ def test_a_trap_destination_on_a_real_network_may_name_the_portal_by_host_name(u
     else:
         with pytest.raises(ConfigError):
             check_trap_url(url, "node n", allow_non_loopback=real_network)
+
+
+def test_serve_with_an_unusable_tls_certificate_says_which_file_and_why(tmp_path):
+    fleet = tmp_path / "fleet.toml"
+    missing = tmp_path / "nowhere"
+    fleet.write_text(
+        node_toml("tlsbad", "3355", "secondary", f"{free_subnet()}.5", "pw-tls-bad")
+        + f'tls_cert = "{missing}/cert.pem"\ntls_key = "{missing}/key.pem"\n'
+    )
+    r = cli("serve", "--fleet", str(fleet), "--node", "tlsbad", "--state-dir", str(tmp_path / "sd"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "node tlsbad: TLS:" in r.stderr and "cert.pem: not a PEM certificate" in r.stderr, r.stderr
