@@ -1,15 +1,23 @@
-"""Node agent benchmarks; prints one JSON line per figure.
+"""Node agent benchmarks; prints one JSON line per figure and records them (docs/benchmarks.md).
 
-    python bench/bench_agent.py [--wait 10] [--farm-nodes 2000] [--only failover,heartbeat,farm]
+    python bench/bench_agent.py [--wait 10] [--farm-nodes 2000] [--steady 600] [--hog 120]
+                                [--only failover,heartbeat,farm]
 
 * failover: two `serve` processes (automatic failover, the given wait); a writer writes to
   the VIP without pause; the primary is SIGKILLed; the unavailability window is the time
-  from the kill to the first write acknowledged by the secondary. Prints the window, its
-  ratio to the configured wait (target <= 1.1), and acknowledged writes missing afterwards
-  (target 0).
-* heartbeat: mean heartbeat response time on loopback over a few seconds (target < 2 ms).
-* farm: resident memory of one `farm` process running N nodes (N/2 paired primaries and
-  secondaries, heartbeating), once every node listens and has settled (target < 600 MB).
+  from the kill to the first write acknowledged by the secondary, beside its floor (the
+  wait) as a ratio (target <= 1.1), and acknowledged writes missing afterwards (target 0).
+* heartbeat: the mean heartbeat response time (signed UDP datagram to the primary, its ack
+  back) over the last 50 heartbeats on loopback, beside its floor measured in the same run:
+  a bare asyncio UDP echo between two processes at the same pace (target <= 0.5 ms).
+* farm: one `farm` process running N nodes (N/2 pairs, failover Automatic, wait 10 s):
+  ready time (every node listening and 50 sampled pairs Up; target <= 30 s); then --steady
+  seconds watched (50 sampled pairs Up each minute, CPU of the farm process; target <= 50 %
+  of one core); then --hog seconds with a CPU hog process on every core; then every pair
+  checked: a false failover (a secondary in charge, a generation above 1, a failover event)
+  fails the bench. RSS per node is printed raw and net of a bare interpreter with the same
+  imports (the floor; target <= 60 KB). A farm that does not start, a sampled pair that is
+  not Up, or a false failover exits 1.
 
 Everything runs on loopback (127.0.0.0/8), in a temporary directory.
 """
@@ -33,8 +41,13 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlib import record  # noqa: E402
 
 from nodeagent.client import AgentClient  # noqa: E402
+
+ROWS: list[dict] = []  # what record() writes to docs/benchmarks.md
 
 PORT = 8001
 ELEMENTS = "/api/contextaware/v1/elements"
@@ -135,13 +148,16 @@ async def bench_pair(wait: float, do_failover: bool, do_heartbeat: bool, heartbe
                     # let 50 steady ones replace those of the pairing (first connection, sync)
                     await asyncio.sleep(heartbeat_settle)
                     s = (await ha_info(session, *S))["peers"][0]
-                    emit(
-                        metric="mean_heartbeat_ms",
-                        value=s["mean_heartbeat_ms"],
-                        target="< 2",
-                        unit="ms",
-                        note="secondary -> primary over loopback, signed HTTP, last 50 heartbeats",
-                    )
+                    floor = await udp_echo_floor(tmp, interval=min(1.0, max(0.1, wait / 10)))
+                    value = s["mean_heartbeat_ms"]
+                    if value is None:
+                        raise SystemExit("bench: the secondary measured no heartbeat response time")
+                    row = {"figure": "mean heartbeat response (last 50, loopback)", "value": value, "unit": "ms",
+                           "floor": round(floor, 3), "ratio": round(value / floor, 2), "target": "≤ 0.5 ms",
+                           "ok": value <= 0.5, "note": "signed UDP datagram to the primary and its ack; "
+                           "floor: a bare asyncio UDP echo between two processes at the same pace"}  # fmt: skip
+                    emit(**row)
+                    ROWS.append(row)
                 if do_failover:
                     await failover_window(session, ips, procs[0], wait)
         finally:
@@ -189,22 +205,70 @@ async def failover_window(session, ips, primary: subprocess.Popen, wait: float) 
     stop.set()
     await w
     if not first_by_secondary:
-        emit(metric="unavailability_window_s", value=None, error="the secondary never answered on the VIP")
-        return
+        raise SystemExit("bench: the secondary never answered on the VIP after the primary was killed")
     window = first_by_secondary[0] - kill_at
-    emit(metric="unavailability_window_s", value=round(window, 3), wait_s=wait, unit="s")
-    emit(
-        metric="unavailability_over_wait",
-        value=round(window / wait, 3),
-        target="<= 1.1",
-        note="keepalived needs ~3.6 s with defaults; the seed's MSE waits 10 s",
-    )
+    row = {"figure": "unavailability after SIGKILL of the primary", "value": round(window, 3), "unit": "s",
+           "floor": wait, "ratio": round(window / wait, 3), "target": "≤ 1.1 × the wait", "ok": window / wait <= 1.1}  # fmt: skip
+    emit(**row)
+    ROWS.append(row)
     async with aiohttp.ClientSession(headers=auth) as s:
         async with s.get(url + "?limit=100000000") as r:
             data = await r.json()
     have = {e["mac"] for e in data["elements"]}
     lost = sum(1 for m in acked if m not in have)
-    emit(metric="acknowledged_writes_lost", value=lost, acknowledged=len(acked), target=0)
+    row = {"figure": f"acknowledged writes lost (of {len(acked)})", "value": lost, "target": "0", "ok": lost == 0}
+    emit(**row)
+    ROWS.append(row)
+    if lost:
+        raise SystemExit(f"bench: {lost} acknowledged writes lost in the failover")
+
+
+ECHO_SERVER = """
+import asyncio, sys
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, t): self.t = t
+    def datagram_received(self, data, addr): self.t.sendto(data, addr)
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(Echo, local_addr=(sys.argv[1], int(sys.argv[2])))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def udp_echo_floor(tmp: Path, interval: float, count: int = 50) -> float:
+    """The floor of a heartbeat's response: a bare asyncio UDP echo in another process, the
+    same size of datagram, one every ``interval`` (as heartbeats go); the mean in ms."""
+    host = f"127.{random.randint(100, 199)}.{random.randint(1, 250)}.9"
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, host, "8001"], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != b"ready":
+            raise SystemExit("bench: the UDP echo server did not start")
+        loop = asyncio.get_running_loop()
+        got: asyncio.Queue[float] = asyncio.Queue()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                got.put_nowait(time.monotonic())
+
+        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(host, 8001))
+        payload = os.urandom(400)  # a heartbeat datagram's size
+        rtts = []
+        try:
+            for _ in range(count + 5):
+                t0 = time.monotonic()
+                transport.sendto(payload)
+                rtts.append(await asyncio.wait_for(got.get(), 2) - t0)
+                await asyncio.sleep(interval)
+        finally:
+            transport.close()
+        rtts = rtts[5:]
+        return sum(rtts) / len(rtts) * 1000
+    finally:
+        server.kill()
+        server.wait()
 
 
 def farm_fleet(tmp: Path, n: int) -> Path:
@@ -243,15 +307,83 @@ def farm_fleet(tmp: Path, n: int) -> Path:
     return f
 
 
-def rss_mb(pid: int) -> float:
+def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+                return int(line.split()[1])
+    return 0
 
 
-async def bench_farm(n: int, settle: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+BARE = "import sys, time; sys.path.insert(0, sys.argv[1]); import nodeagent.cli; print('ready', flush=True); time.sleep(60)"
+
+
+def bare_rss_kb() -> int:
+    """The floor of the farm's memory: an interpreter with the agent's imports and no node."""
+    p = subprocess.Popen([sys.executable, "-c", BARE, str(REPO)], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None
+        p.stdout.readline()
+        return rss_kb(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def farm_hosts(i: int) -> tuple[str, str]:
+    a, b = divmod(i, 250)
+    return f"127.241.{a}.{b + 1}", f"127.243.{a}.{b + 1}"
+
+
+async def pair_up(session, i: int) -> str | None:
+    """None if pair i is Up (both Active, heartbeats and replication Up), else what is not."""
+    p_ip, s_ip = farm_hosts(i)
+    try:
+        s = (await ha_info(session, s_ip, f"farm-s{i}"))["peers"][0]
+        p = (await ha_info(session, p_ip, f"farm-p{i}"))["peers"][0]
+    except Exception as e:  # noqa: BLE001 - not up (yet)
+        return f"pair {i}: {type(e).__name__}"
+    if s["state"] != "SECONDARY_ACTIVE" or p["state"] != "PRIMARY_ACTIVE":
+        return f"pair {i}: {p['state']} / {s['state']}"
+    if s["heartbeat"] != "Up" or s["data_replication"] != "Up":
+        return f"pair {i}: heartbeat {s['heartbeat']}, replication {s['data_replication']}"
+    return None
+
+
+async def sample_up(session, pairs: int, k: int = 50) -> list[str]:
+    sample = random.sample(range(pairs), min(k, pairs))
+    return [why for why in await asyncio.gather(*(pair_up(session, i) for i in sample)) if why]
+
+
+async def false_failovers(session, pairs: int) -> list[str]:
+    """Every secondary: still backing its primary at generation 1, no failover in its events."""
+    sem = asyncio.Semaphore(40)
+
+    async def one(i: int) -> str | None:
+        _, s_ip = farm_hosts(i)
+        async with sem:
+            try:
+                client = AgentClient(session, s_ip, f"farm-s{i}", timeout=10)
+                peer = (await client.call("GET", "/hm/v1/ha-info"))["peers"][0]
+                events = (await client.call("GET", "/hm/v1/events?since=0&limit=1000"))["events"]
+            except Exception as e:  # noqa: BLE001 - unreachable counts against the farm
+                return f"pair {i}: {type(e).__name__}: {e}"
+        failovers = [e["code"] for e in events if e["code"].startswith("failover")]
+        if peer["state"] != "SECONDARY_ACTIVE" or peer.get("generation", 1) != 1 or failovers:
+            return f"pair {i}: {peer['state']}, generation {peer.get('generation')}, events {failovers[:3]}"
+        return None
+
+    return [why for why in await asyncio.gather(*(one(i) for i in range(pairs))) if why]
+
+
+async def bench_farm(n: int, steady: float, hog: float) -> None:
+    pairs = n // 2
+    floor_kb = bare_rss_kb()
     with tempfile.TemporaryDirectory(prefix="bench-farm-") as d:
         tmp = Path(d)
         fleet = farm_fleet(tmp, n)
@@ -259,54 +391,82 @@ async def bench_farm(n: int, settle: float) -> None:
         log = open(tmp / "farm.log", "ab")
         t0 = time.monotonic()
         p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nodeagent",
-                "farm",
-                "--fleet",
-                str(fleet),
-                "--state-root",
-                str(tmp / "state"),
-                "--ready-file",
-                str(ready),
-            ],
-            cwd=tmp,
-            env=env(),
-            stdout=log,
-            stderr=log,
-        )
+            [sys.executable, "-m", "nodeagent", "farm", "--fleet", str(fleet), "--state-root", str(tmp / "state"),
+             "--ready-file", str(ready), "--log-level", "WARNING"],
+            cwd=tmp, env=env(), stdout=log, stderr=log,
+        )  # fmt: skip
+        hogs: list[subprocess.Popen] = []
         try:
-            while not ready.exists():
-                if p.poll() is not None:
-                    emit(metric="farm_rss_mb", value=None, error=(tmp / "farm.log").read_text()[-500:])
-                    return
-                if time.monotonic() - t0 > 300:
-                    emit(metric="farm_rss_mb", value=None, error="farm did not start in 300 s")
-                    return
-                await asyncio.sleep(0.2)
-            started = time.monotonic() - t0
-            await asyncio.sleep(settle)
-            # check a sample of pairs is really up (heartbeats and VIPs)
-            up = 0
             async with aiohttp.ClientSession() as session:
-                for i in random.sample(range(n // 2), min(20, n // 2)):
-                    a, b = divmod(i, 250)
-                    try:
-                        info = await ha_info(session, f"127.243.{a}.{b + 1}", f"farm-s{i}")
-                        up += info["peers"][0]["heartbeat"] == "Up"
-                    except Exception:  # noqa: BLE001
-                        pass
-            emit(
-                metric="farm_rss_mb",
-                value=round(rss_mb(p.pid), 1),
-                nodes=n,
-                target="< 600",
-                unit="MB",
-                startup_s=round(started, 1),
-                sampled_pairs_heartbeat_up=f"{up}/{min(20, n // 2)}",
-            )
+                not_up: list[str] = ["not started"]
+                while not ready.exists() or not_up:
+                    if p.poll() is not None:
+                        raise SystemExit(f"bench: the farm exited: {(tmp / 'farm.log').read_text()[-800:]}")
+                    if time.monotonic() - t0 > 300:
+                        raise SystemExit(f"bench: the farm was not ready in 300 s: {not_up[:3]}")
+                    await asyncio.sleep(0.5)
+                    if ready.exists():
+                        not_up = await sample_up(session, pairs)
+                started = time.monotonic() - t0
+                rows = [{"figure": f"farm ready ({n} nodes, {pairs} pairs, wait 10 s)", "value": round(started, 1),
+                         "unit": "s", "target": "≤ 30 s", "ok": started <= 30}]  # fmt: skip
+                emit(**rows[-1])
+                # steady state: sampled each minute, the farm's CPU over the whole window
+                await asyncio.sleep(5)
+                c0, w0 = cpu_seconds(p.pid), time.monotonic()
+                samples, bad = 0, []
+                while time.monotonic() - w0 < steady:
+                    await asyncio.sleep(min(60.0, max(0.0, steady - (time.monotonic() - w0))))
+                    c1, w1 = cpu_seconds(p.pid), time.monotonic()  # before the sample's own requests
+                    bad += await sample_up(session, pairs)
+                    samples += 1
+                cpu = round(100 * (c1 - c0) / (w1 - w0), 1)
+                rss = rss_kb(p.pid)
+                rows += [
+                    {"figure": f"sampled pairs Up (50 × {samples} samples over {steady:g} s)",
+                     "value": 50 * samples - len(bad), "floor": 50 * samples, "ratio": round(1 - len(bad) / (50 * samples), 3),
+                     "target": "100 %", "ok": not bad},
+                    {"figure": "farm CPU in steady state", "value": cpu, "unit": "% of one core", "target": "≤ 50 %",
+                     "ok": cpu <= 50},
+                    {"figure": "farm RSS per node", "value": round(rss / n, 1), "unit": "KB",
+                     "floor": round(floor_kb / n, 1), "ratio": round(rss / floor_kb, 2), "target": "≤ 60 KB",
+                     "ok": rss / n <= 60, "note": f"RSS {rss // 1024} MB; bare interpreter with the imports {floor_kb // 1024} MB"},
+                    {"figure": "farm RSS per node, net of the bare interpreter", "value": round((rss - floor_kb) / n, 1),
+                     "unit": "KB", "target": "≤ 60 KB", "ok": (rss - floor_kb) / n <= 60},
+                ]  # fmt: skip
+                for row in rows[1:]:
+                    emit(**row)
+                # a CPU hog on every core
+                hog_cpu = None
+                if hog > 0:
+                    hogs = [
+                        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+                    ]
+                    c0, w0 = cpu_seconds(p.pid), time.monotonic()
+                    hog_bad: list[str] = []
+                    while time.monotonic() - w0 < hog:
+                        await asyncio.sleep(min(30.0, max(0.0, hog - (time.monotonic() - w0))))
+                        hog_bad += await sample_up(session, pairs)
+                    hog_cpu = round(100 * (cpu_seconds(p.pid) - c0) / (time.monotonic() - w0), 1)
+                    for h in hogs:
+                        h.kill()
+                        h.wait()
+                    hogs = []
+                    bad += hog_bad
+                    rows.append({"figure": f"sampled pairs Up with a CPU hog on each of {os.cpu_count()} cores ({hog:g} s)",
+                                 "value": "all" if not hog_bad else f"{len(hog_bad)} not Up", "target": "100 %",
+                                 "ok": not hog_bad, "farm_cpu_percent": hog_cpu})  # fmt: skip
+                    emit(**rows[-1])
+                false = await false_failovers(session, pairs)
+                rows.append({"figure": f"false failovers over {steady + hog:g} s (every pair checked)",
+                             "value": len(false), "target": "0", "ok": not false})  # fmt: skip
+                emit(**rows[-1], examples=false[:5])
+                ROWS.extend(rows)
+                if bad or false:
+                    raise SystemExit(f"bench: the farm is not working: {(bad + false)[:5]}")
         finally:
+            for h in hogs:
+                h.kill()
             p.send_signal(signal.SIGKILL)
             p.wait()
 
@@ -315,9 +475,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wait", type=float, default=10.0, help="Long Failover Wait for the failover run (2-120)")
     ap.add_argument("--farm-nodes", type=int, default=2000)
-    ap.add_argument(
-        "--farm-settle", type=float, default=10.0, help="seconds to let the farm heartbeat before measuring"
-    )
+    ap.add_argument("--steady", type=float, default=600.0, help="seconds of steady state watched (default 600)")
+    ap.add_argument("--hog", type=float, default=120.0, help="seconds with a CPU hog on every core (default 120)")
     ap.add_argument("--only", default="failover,heartbeat,farm")
     ap.add_argument(
         "--heartbeat-settle",
@@ -329,9 +488,18 @@ def main() -> None:
     only = set(a.only.split(","))
     if a.heartbeat_settle < 0:
         ap.error("--heartbeat-settle must be zero or more seconds")
-    asyncio.run(bench_pair(a.wait, "failover" in only, "heartbeat" in only, a.heartbeat_settle))
-    if "farm" in only:
-        asyncio.run(bench_farm(a.farm_nodes, a.farm_settle))
+    if a.farm_nodes < 2 or a.steady < 60 or a.hog < 0:
+        ap.error("--farm-nodes must be 2 or more, --steady 60 s or more, --hog 0 s or more")
+    try:
+        if only & {"failover", "heartbeat"}:
+            asyncio.run(bench_pair(a.wait, "failover" in only, "heartbeat" in only, a.heartbeat_settle))
+        if "farm" in only:
+            asyncio.run(bench_farm(a.farm_nodes, a.steady, a.hog))
+    finally:
+        if ROWS:
+            record("agent", ROWS, title="Node agent: failover, heartbeats, a farm of nodes",
+                   notes="Two `serve` processes for the failover and the heartbeat; one `farm` process for the farm. "
+                         "No database.")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 import aiohttp
 
-from . import tlsid
+from . import store, tlsid
 from .client import AgentClient, AgentError
 from .config import DEVICE_TYPES, VIP_DRIVERS, ConfigError, Fleet, NodeConfig, load_fleet
 from .errors import EXIT_FAIL, EXIT_USAGE, CliError
@@ -63,6 +63,11 @@ def build_parser() -> Parser:
     f.add_argument("--allow-short-wait", action="store_true")
     f.add_argument("--log-level", default="WARNING")
     f.add_argument("--ready-file", help="write this file once every node listens")
+    f.add_argument(
+        "--fsync",
+        action="store_true",
+        help="fsync every state file as a real appliance's agent does (a farm does not by default)",
+    )
 
     st = sub.add_parser("setup", help="the set-up wizard (interactive, or with flags and --yes)")
     st.add_argument("--state-dir", help="state directory (default var/nodeagent/NAME)")
@@ -155,6 +160,7 @@ def _logging(level: str) -> None:
 async def _run(
     nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: bool, ready_file: str | None = None
 ) -> int:
+    tlsid.lean_tls_buffers()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=8))
     servers: list[NodeServer] = []
     stop = asyncio.Event()
@@ -234,6 +240,8 @@ def _check_not_running(sd: Path) -> None:
 
 def cmd_farm(a) -> int:
     _logging(a.log_level)
+    if not a.fsync:  # a simulator of many appliances: atomic files, no journal commit for each
+        store.set_durable(False)
     fleet = _fleet(a.fleet, a.allow_short_wait)
     if fleet is None:
         raise CliError("farm needs --fleet FILE")

@@ -77,6 +77,10 @@ class PairHA:
     created_at: float = 0.0
     transitions: list = field(default_factory=list)  # [(now, state)] most recent last, bounded
     takeover_confirmed_until: float = 0.0  # a witness majority confirmed the primary gone (until then)
+    # seconds of missed heartbeats, counted by the runtime on the receiver's own clock while it
+    # runs (a stall of this node counts one interval at most: hysteresis). None (the pure
+    # tests): the silence is now - last_heard. Not persisted.
+    quiet: float | None = None
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -176,6 +180,8 @@ class PairHA:
         if not self.running:
             return self._done(now, notes)
         self.last_heard = now
+        if self.quiet is not None:
+            self.quiet = 0.0
         self.peer_state = peer.state
         self.peer_running = peer.running
         was_up = self.heartbeat_up
@@ -216,7 +222,7 @@ class PairHA:
         notes: list[Note] = []
         if not self.running:
             return notes
-        since_hb = now - (self.last_heard if self.last_heard is not None else self.created_at)
+        since_hb = self._silence(now)
         if self.heartbeat_up and since_hb > self.config.heartbeat_down_after:
             self.heartbeat_up = False
             self.peer_running = False
@@ -246,7 +252,7 @@ class PairHA:
 
     def automatic_takeover_due(self, now: float) -> bool:
         """Secondary: every condition of an automatic failover holds (but the witnesses')."""
-        since = now - (self.last_heard if self.last_heard is not None else self.created_at)
+        since = self._silence(now)
         # a peer process that answers at all (e.g. "not paired" during a deletion) is alive:
         # never take its VIP over
         if self.last_alive is not None:
@@ -264,6 +270,12 @@ class PairHA:
             and self.synced
             and since >= self.config.failover_wait
         )
+
+    def _silence(self, now: float) -> float:
+        """Seconds of missed heartbeats."""
+        if self.quiet is not None:
+            return self.quiet
+        return now - (self.last_heard if self.last_heard is not None else self.created_at)
 
     def peer_alive(self, now: float) -> None:
         """The peer's agent answered something other than a heartbeat (it is not dead)."""

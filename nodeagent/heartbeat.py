@@ -1,47 +1,217 @@
-"""Heartbeats between the nodes of a pair.
+"""Heartbeats between the nodes of a pair: signed UDP datagrams (:mod:`nodeagent.datagram`).
 
-The secondary heartbeats each primary it backs (:meth:`Heartbeats.loop`, one task per
-pair); the primary answers from :meth:`Heartbeats.peer_heartbeat` with its own side. Both
-fold what they hear into the pair's state machine with :meth:`Heartbeats.absorb`.
-:meth:`Heartbeats.peer_msg` is the envelope of every peer message (heartbeats, commands,
-snapshots): this node's view of the pair, its instance digest, slot and response time.
+The secondary sends one heartbeat per interval on each path of each pair it backs (one job
+of the process's scheduler per pair, not a task); the primary answers each fresh one at once
+with an ack carrying its own side. Both fold what they hear into the pair's state machine
+with :meth:`Heartbeats.absorb`.
+
+**Keys.** Each node draws a heartbeat key and a boot id when it starts and gives them to its
+peer over the pinned TLS peer API: every peer message carries them (:meth:`peer_msg`), and a
+``hello`` peer command is sent when a pair starts, when the peer's datagrams come from a boot
+it has no key for, and while heartbeats are quiet. A hello that gets an answer counts as a
+heartbeat too (TLS, signed, fresh), and a "not paired" answer says the peer is alive.
+
+**Missed beats, with hysteresis.** A pair's silence is counted on the receiver's monotonic
+clock while the receiver runs (:meth:`Node.awake_now`): a receiver that was itself stalled
+(CPU starved, frozen) counts the stall as one interval at most, so it never declares its peer
+gone for a silence it did not listen through. An answer that comes late is still an answer:
+a slow but alive peer is alive. The failover wait is that many seconds of missed beats.
+
+:meth:`Heartbeats.peer_msg` is the envelope of every HTTPS peer message (commands,
+snapshots): this node's view of the pair, its instance digest, slot, response time and
+heartbeat key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .errors import ApiError
+from . import datagram
+from .datagram import DatagramError
 from .hastate import PeerView
-from .protocol import PATH_PEER_COMMAND, PATH_PEER_HEARTBEAT, Cause, EventCode, HeartbeatPath, PeerCommand, Role
+from .protocol import PATH_PEER_COMMAND, Cause, EventCode, HeartbeatPath, PeerCommand, Role
 
 PATH_NAMES = {HeartbeatPath.HM: "Health Monitor network", HeartbeatPath.DIRECT: "direct-connect link"}
+REFUSAL_LOG_SECONDS = 10.0  # a refused datagram is logged at most this often per node
+SENT_KEPT = 16  # heartbeats whose ack is awaited (their send times, for the response time)
+
+log = logging.getLogger("nodeagent.heartbeat")
 
 if TYPE_CHECKING:  # types only: node.py imports this module
     from .node import Node
     from .pair import PairRuntime
 
 
+class _Receiver(asyncio.DatagramProtocol):
+    """The heartbeat socket of one node on one path (its HM IP, or its direct-connect address)."""
+
+    def __init__(self, beats: Heartbeats, path: HeartbeatPath, local: str) -> None:
+        self.beats, self.path, self.local = beats, path, local
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.beats.received(data, self.path, self.local)
+        except Exception:  # never let a datagram kill the socket
+            log.exception("%s: heartbeat datagram from %s not handled", self.beats.node.cfg.name, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # an ICMP "port unreachable" for an earlier send: the peer is not listening (yet)
+        self.beats.node.counters["heartbeat_send_errors"] += 1
+
+
+def _receiver_factory(beats: Heartbeats, path: HeartbeatPath, local: str) -> Callable[[], _Receiver]:
+    return lambda: _Receiver(beats, path, local)
+
+
 class Heartbeats:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.boot, self.key = datagram.new_key()
+        self.seq = 0
+        self.transports: dict[HeartbeatPath, asyncio.DatagramTransport] = {}
+        self.refused_logged_at = 0.0
 
+    # ------------------------------------------------------------ sockets
+    async def listen(self, port: int) -> None:
+        """The node's heartbeat sockets (UDP, the HM port number) on each of its addresses."""
+        cfg = self.node.cfg
+        loop = asyncio.get_running_loop()
+        for path, address in ((HeartbeatPath.HM, cfg.hm_ip), (HeartbeatPath.DIRECT, cfg.direct_connect)):
+            if not address:
+                continue
+            transport, _ = await loop.create_datagram_endpoint(
+                _receiver_factory(self, path, address), local_addr=(address, port)
+            )
+            self.transports[path] = transport
+
+    def close(self) -> None:
+        for transport in self.transports.values():
+            transport.close()
+        self.transports.clear()
+
+    # ------------------------------------------------------------ a pair's beats
     def start(self, pr: PairRuntime) -> None:
-        """Start a pair's heartbeat tasks, one per path (a secondary's only; the primary answers)."""
+        """A pair starts: the secondary beats each interval; both say hello (keys) at once."""
         node = self.node
-        if node.cfg.role is Role.SECONDARY and not pr.hb_tasks:
-            pr.hb_tasks = [
-                asyncio.create_task(self.loop(pr, path), name=f"{node.cfg.name}-hb-{path.value}-{pr.peer_hm_ip}")
-                for path in pr.paths
-            ]
+        if node.cfg.role is Role.SECONDARY and pr.beat_job is None and node.scheduler is not None:
+            pr.beat_job = node.scheduler.every(
+                lambda: pr.ha.config.heartbeat_interval, lambda: self.send(pr), name=f"{node.cfg.name}-beat"
+            )
+        # the secondary says hello at once; a primary when a beat comes it has no key for
+        pr.hello_due = 0.0 if node.cfg.role is Role.SECONDARY else float("inf")
+
+    def stop(self, pr: PairRuntime) -> None:
+        if pr.beat_job is not None:
+            pr.beat_job.cancel()
+            pr.beat_job = None
+
+    def body(self, pr: PairRuntime, kind: str, path: HeartbeatPath, echo: int | None = None) -> dict[str, Any]:
+        cfg = self.node.cfg
+        self.seq += 1
+        to = pr.peer["direct_connect"] if path is HeartbeatPath.DIRECT else pr.peer_hm_ip
+        return {
+            "kind": kind,
+            "from": cfg.hm_ip,
+            "to": to,
+            "path": path.value,
+            "boot": self.boot,
+            "seq": self.seq,
+            "echo": echo,
+            "name": cfg.name,
+            "view": pr.ha.view().to_dict(),
+            "digest": pr.instance.digest(),
+            "slot": pr.slot,
+            "mean_ms": pr.mean_ms,
+        }
+
+    def _send(self, pr: PairRuntime, path: HeartbeatPath, body: dict[str, Any]) -> bool:
+        transport = self.transports.get(path)
+        if transport is None or transport.is_closing():
+            return False
+        port = pr.peer.get("port", self.node.cfg.port)
+        try:
+            transport.sendto(datagram.encode(self.key, body), (body["to"], port))
+        except OSError:  # no route (a cable pulled): the beat is missed, not an error
+            self.node.counters["heartbeat_send_errors"] += 1
+            return False
+        return True
+
+    def send(self, pr: PairRuntime) -> None:
+        """The secondary's heartbeat, on every path of the pair (a scheduler job)."""
+        node = self.node
+        if node.stopping or not pr.hb_peer.key:  # not before the hello: the primary could not check it
+            return
+        for path in pr.paths:
+            body = self.body(pr, "hb", path)
+            sent_at = time.monotonic()
+            if self._send(pr, path, body):
+                pr.hb_sent[body["seq"]] = sent_at
+                node.counters["heartbeats_sent"] += 1
+        while len(pr.hb_sent) > SENT_KEPT:
+            del pr.hb_sent[next(iter(pr.hb_sent))]
+
+    def received(self, data: bytes, path: HeartbeatPath, local: str) -> None:
+        node = self.node
+        now_mono = time.monotonic()
+        try:
+            tag, raw, body = datagram.parse(data)
+            if body["to"] != local or body["path"] != path.value:
+                raise DatagramError(f"addressed to {body['to']} on the {body['path']} path, received on {local}")
+            pr = node.pairs.get(body["from"])
+            if pr is None:
+                raise DatagramError(f"not paired with {body['from']}")
+            want = "ack" if node.cfg.role is Role.SECONDARY else "hb"
+            if body["kind"] != want:
+                raise DatagramError(f"a {node.cfg.role.value} does not take {body['kind']!r} datagrams")
+            try:
+                pr.hb_peer.accept(tag, raw, body)
+            except DatagramError as e:
+                if not pr.hb_peer.key or body["boot"] != pr.hb_peer.boot:
+                    # the peer restarted (or its hello is still on its way): get its key now
+                    pr.hello_due = min(pr.hello_due, now_mono)
+                    node.counters["datagrams_unkeyed"] += 1
+                    log.debug("%s: %s", node.cfg.name, e)
+                    return
+                raise
+            view = PeerView.from_dict(body["view"])
+        except (DatagramError, KeyError, ValueError, TypeError) as e:
+            self._refused(str(e))
+            return
+        if body["kind"] == "ack":
+            echo = body.get("echo")
+            sent_at = pr.hb_sent.pop(echo, None) if isinstance(echo, int) else None
+            if sent_at is not None:
+                pr.rtts.append(now_mono - sent_at)
+        pr.path_heard[path] = time.time()
+        node.counters["heartbeats_received"] += 1
+        self.absorb(pr, body, view)
+        if body["kind"] == "hb":  # answer at once, with our side after absorbing theirs
+            if self._send(pr, path, self.body(pr, "ack", path, echo=body["seq"])):
+                node.counters["heartbeats_sent"] += 1
+        node.schedule(pr)
+        node.changed()
+
+    def _refused(self, why: str) -> None:
+        node = self.node
+        node.counters["datagrams_refused"] += 1
+        now = time.monotonic()
+        if now - self.refused_logged_at >= REFUSAL_LOG_SECONDS:
+            self.refused_logged_at = now
+            log.warning("%s: heartbeat datagram refused: %s", node.cfg.name, why)
+
+    # ------------------------------------------------------------ peer messages (HTTPS)
+    def announcement(self) -> dict[str, str]:
+        return {"boot": self.boot, "key": self.key.hex()}
 
     def peer_msg(self, pr: PairRuntime, **extra: Any) -> dict[str, Any]:
-        """A ``protocol.PeerMessage``; a command carries the cause driving the pair, so the
-        peer's events name it too."""
+        """A ``protocol.PeerMessage`` (over TLS only: it carries this node's heartbeat key); a
+        command carries the cause driving the pair, so the peer's events name it too."""
         cfg = self.node.cfg
         msg: dict[str, Any] = {
             "from": cfg.hm_ip,
@@ -50,51 +220,63 @@ class Heartbeats:
             "digest": pr.instance.digest(),
             "slot": pr.slot,
             "mean_ms": pr.mean_ms,
+            "hb": self.announcement(),
             **extra,
         }
         if "cmd" in extra and "cause" not in extra:
             msg["cause"] = pr.cause
         return msg
 
-    def absorb(self, pr: PairRuntime, msg: dict) -> None:
-        view = PeerView.from_dict(msg["view"])
+    def absorb(self, pr: PairRuntime, msg: dict, view: PeerView | None = None) -> None:
+        """A fresh, authenticated message of the peer (a datagram, a peer request or answer)."""
+        view = view or PeerView.from_dict(msg["view"])
+        if "hb" in msg:
+            pr.hb_peer.learn(msg["hb"])
         pr.peer_view = view
         pr.peer_digest = msg.get("digest") or {}
         if msg.get("mean_ms") is not None and pr.ha.role is Role.PRIMARY:
             pr.peer_mean_ms = msg["mean_ms"]
         if pr.ha.role is Role.PRIMARY and msg.get("slot"):
             pr.slot = int(msg["slot"])
+        pr.beat_awake = self.node.awake_now()
         self.node.record(pr.ha.on_heartbeat(time.time(), view), pr)
 
-    async def loop(self, pr: PairRuntime, path: HeartbeatPath) -> None:
-        """The secondary heartbeats each primary on one path; the answer carries the primary's side.
-        Either path's heartbeats keep the pair alive: losing one is an event, not a failover."""
-        node = self.node
-        while not node.stopping:
-            interval = pr.ha.config.heartbeat_interval
-            started = time.monotonic()
-            client = pr.client(timeout=max(0.2, min(1.0, interval * 2)), path=path)
-            msg = self.peer_msg(pr, path=path.value)
-            try:
-                t0 = time.monotonic()  # the response time: from sending the heartbeat to its answer
-                status, out = await client.request("POST", PATH_PEER_HEARTBEAT, msg, auto_key=False)
-                rtt = time.monotonic() - t0
-                if status == 200 and isinstance(out, dict) and "view" in out:
-                    pr.path_heard[path] = time.time()
-                    pr.rtts.append(rtt)
-                    node.counters["heartbeats_sent"] += 1
-                    self.absorb(pr, out)
-                    node.schedule(pr)
-                    node.changed()
-                else:
-                    # an answer, but not a heartbeat (e.g. 404 "not paired" while the pair is
-                    # being deleted): the peer is alive, so it must not be taken over
-                    pr.ha.peer_alive(time.time())
-                    node.counters["heartbeats_failed"] += 1
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError):
-                node.counters["heartbeats_failed"] += 1
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+    # ------------------------------------------------------------ hello: keys over TLS
+    def maybe_hello(self, pr: PairRuntime, now_mono: float) -> None:
+        """Say hello (give our key, get theirs): a secondary until it has its primary's key;
+        either node when a beat came from a boot it has no key for (the peer restarted) or
+        while heartbeats are quiet. At most once per interval, one at a time."""
+        if self.node.stopping or (pr.hello_task is not None and not pr.hello_task.done()):
+            return
+        quiet = pr.ha.quiet is not None and pr.ha.quiet >= pr.ha.config.heartbeat_down_after
+        unkeyed = not pr.hb_peer.key and self.node.cfg.role is Role.SECONDARY
+        due = unkeyed or quiet or pr.hello_due <= now_mono
+        if not due or now_mono - pr.hello_at < pr.ha.config.heartbeat_interval:
+            return
+        pr.hello_at, pr.hello_due = now_mono, float("inf")
+        pr.hello_task = asyncio.create_task(self.hello(pr), name=f"{self.node.cfg.name}-hello-{pr.peer_hm_ip}")
 
+    async def hello(self, pr: PairRuntime) -> None:
+        node = self.node
+        timeout = max(0.5, min(2.0, pr.ha.config.heartbeat_interval * 2))
+        msg = self.peer_msg(pr, cmd=PeerCommand.HELLO.value)
+        try:
+            status, out = await pr.client(timeout=timeout).request("POST", PATH_PEER_COMMAND, msg, auto_key=False)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            return
+        if status == 200 and isinstance(out, dict) and "view" in out:
+            try:
+                self.absorb(pr, out)
+            except (KeyError, ValueError, TypeError):
+                return
+            node.schedule(pr)
+            node.changed()
+        else:
+            # an answer, but not a peer message (e.g. 404 "not paired" while the pair is being
+            # deleted): the peer is alive, so it must not be taken over
+            pr.ha.peer_alive(time.time())
+
+    # ------------------------------------------------------------ paths
     def watch_paths(self, pr: PairRuntime, now: float) -> None:
         """A pair with two paths: one going quiet while the other still carries heartbeats is
         an event (and the portal's alert), never a failover; its return is one too. (Both
@@ -119,22 +301,8 @@ class Heartbeats:
                 pr.path_shown_up[path] = True
                 self.node.emit(EventCode.HEARTBEAT_PATH_UP, f"Heartbeats on the {PATH_NAMES[path]} again.", pr)
 
-    def peer_heartbeat(self, body: dict) -> dict:
-        """The peer heartbeat endpoint (the primary's side): absorb, answer with ours."""
-        node = self.node
-        pr = node.pair_from(body)
-        try:
-            path = HeartbeatPath(body.get("path", HeartbeatPath.HM.value))
-        except ValueError:
-            raise ApiError(400, f"unknown heartbeat path {body.get('path')!r}") from None
-        self.absorb(pr, body)
-        pr.path_heard[path] = time.time()
-        node.schedule(pr)
-        node.changed()
-        return self.peer_msg(pr)
-
     async def tell_stopping(self, pr: PairRuntime, cause: Cause | None = None) -> None:
-        """Stopping by hand or on SIGTERM: an immediate heartbeat, so the peer knows at once."""
+        """Stopping by hand or on SIGTERM: an immediate message, so the peer knows at once."""
         msg = self.peer_msg(pr, cmd=PeerCommand.HEARTBEAT_NOW.value, cause=cause)
         try:
             await pr.client(timeout=0.5).request("POST", PATH_PEER_COMMAND, msg, auto_key=False)

@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -44,6 +45,8 @@ from .pair import PairRuntime
 from .procedures import SYNC_CHUNK, Procedures
 from .protocol import Cause, Event, EventCode, HAState, Phase, ReplicationStatus, Role, event_upgraded
 from .replication import InstanceStore
+from .scheduler import Job, Scheduler
+from .signing import ReplayCache
 from .store import LICENSES_FILE, LICENSES_FILE_V1, AppendLog, StateDir, read_jsonl
 from .traps import TrapPusher
 from .vip import VipDriver, VipReconciler
@@ -86,11 +89,22 @@ class Node:
         self.licenses: list[dict] = []
         self.vip_driver: VipDriver | None = None  # set by the server
         self.identity: tlsid.Identity | None = None  # its TLS key and certificate (set by the server)
+        self.replay_cache: ReplayCache | None = None  # signed requests' nonces (set by the server)
+        self.idempotency: Any = None  # answers by Idempotency-Key (server.IdempotencyStore, set by the server)
         self._tasks: list[asyncio.Task] = []
-        self._wake = asyncio.Event()
+        # the process's scheduler runs this node's step (Scheduler.every), no task of its own
+        self.scheduler: Scheduler | None = None
+        self._step_job: Job | None = None
+        self._poked = False  # a step is queued to run at once (wake)
+        self._reconciling: asyncio.Task | None = None
+        self._reconcile_again = False
+        # the awake clock (awake_now): monotonic time, but a stall counts STALL_CAP at most
+        self._awake = 0.0
+        self._awake_mono = time.monotonic()
+        self._stall_cap = 1.0
         self.stopping = False
         self.closed = False
-        self.counters = {"heartbeats_sent": 0, "heartbeats_failed": 0, "writes": 0}
+        self.counters = collections.Counter(heartbeats_sent=0, heartbeats_received=0, writes=0)
         # the parts
         self.heartbeats = Heartbeats(self)
         self.witnesses = WitnessGuard(self)
@@ -154,11 +168,13 @@ class Node:
             await self.vip_driver.cleanup(
                 [p.vip for p in self.pairs.values() if p.vip] + ([self.cfg.vip] if self.cfg.vip else [])
             )
-        self._tasks.append(asyncio.create_task(self._loop(), name=f"{self.cfg.name}-loop"))
-        self._tasks.append(asyncio.create_task(self.traps.loop(), name=f"{self.cfg.name}-push"))
+        self.scheduler = Scheduler.current()
+        self._step_job = self.scheduler.every(self.tick_period, self._tick, name=f"{self.cfg.name}-step")
+        self._awake_mono = time.monotonic()
         for pr in self.pairs.values():
             self.heartbeats.start(pr)
             self.witnesses.start(pr)
+        self.traps.kick()
         await self.vips.reconcile()
 
     async def close(self, *, graceful: bool = False) -> None:
@@ -176,10 +192,17 @@ class Node:
                 *(self.heartbeats.tell_stopping(pr) for pr in self.pairs.values()), return_exceptions=True
             )
             self.save_ha(signal_stop=True)
-        tasks = self._tasks + [t for pr in self.pairs.values() for t in (pr.proc, pr.witness_task, *pr.hb_tasks) if t]
-        for t in tasks:
+        if self._step_job is not None:
+            self._step_job.cancel()
+        for pr in self.pairs.values():
+            self.heartbeats.stop(pr)
+        self.heartbeats.close()
+        tasks = [*self._tasks, self._reconciling, self.traps.task]
+        tasks += [t for pr in self.pairs.values() for t in (pr.proc, pr.witness_task, pr.hello_task)]
+        live = [t for t in tasks if t is not None]
+        for t in live:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*live, return_exceptions=True)
         if self.vip_driver is not None:
             await self.vip_driver.release_all()
         if not graceful:
@@ -238,7 +261,7 @@ class Node:
         }
         self._event_log.append(ev)
         self.events.append(ev)
-        self.traps.wake.set()
+        self.traps.kick()
         return ev
 
     def record(self, notes: list[Note], pr: PairRuntime | None = None, *, cause: Cause | None = None) -> None:
@@ -249,11 +272,26 @@ class Node:
         """Something may have changed: persist it and, if it did, let the loop reconcile at once
         (a heartbeat that changes nothing does not wake the loop)."""
         if self.maybe_save():
-            self._wake.set()
+            self.wake()
 
     def wake(self) -> None:
-        """Let the loop run its next step at once."""
-        self._wake.set()
+        """Run the next step at once (soon: once per burst of changes)."""
+        if self._poked or self.scheduler is None or self.stopping:
+            return
+        self._poked = True
+        self.scheduler.loop.call_soon(self._tick)
+
+    def awake_now(self) -> float:
+        """The awake clock: monotonic seconds while this node runs, where a stall (the process
+        starved or frozen) counts STALL_CAP at most: silences are measured on it, so a node
+        never declares its peer gone for a silence it did not listen through."""
+        return self._awake + min(time.monotonic() - self._awake_mono, self._stall_cap)
+
+    def stall_cap(self) -> float:
+        """The longest gap between two steps that counts in full: one heartbeat interval."""
+        if not self.pairs:
+            return 1.0
+        return min(p.ha.config.heartbeat_interval for p in self.pairs.values())
 
     # ================================================================= derived status
     @property
@@ -338,22 +376,49 @@ class Node:
         # half a heartbeat interval: the takeover happens at most wait/20 late (ratio <= 1.05)
         return max(0.05, min(0.5, min(p.ha.config.heartbeat_interval for p in self.pairs.values()) / 2))
 
-    async def _loop(self) -> None:
+    def _tick(self) -> None:
+        """A step (the scheduler's job, or queued by wake): decisions inline; the VIPs, which
+        wait on I/O, in a task of their own and only when they must change."""
+        self._poked = False
+        if self.stopping:
+            return
+        try:
+            self.step_sync()
+        except Exception:  # keep the Health Monitor alive; the error is logged
+            log.exception("%s: step failed", self.cfg.name)
+        if self.vips.needed():
+            self._reconcile_soon()
+
+    def _reconcile_soon(self) -> None:
+        if self._reconciling is not None and not self._reconciling.done():
+            self._reconcile_again = True
+            return
+        self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_passes())
+
+    async def _reconcile_passes(self) -> None:
         while not self.stopping:
-            await wait_event(self._wake, self.tick_period())
-            self._wake.clear()
-            if self.stopping:
-                return
+            self._reconcile_again = False
             try:
-                await self.step()
+                await self.vips.reconcile()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep the Health Monitor alive; the error is logged
-                log.exception("%s: loop step failed", self.cfg.name)
+            except Exception:
+                log.exception("%s: VIP reconcile failed", self.cfg.name)
+                return
+            if not (self._reconcile_again and self.vips.needed()):
+                return
 
     async def step(self) -> None:
-        now = time.time()
+        self.step_sync()
+        await self.vips.reconcile()
+
+    def step_sync(self) -> None:
+        now, mono = time.time(), time.monotonic()
+        awake = self.awake_now()
+        self._awake, self._awake_mono = awake, mono
+        self._stall_cap = self.stall_cap()  # for the next awake_now (pairs come and go)
         for pr in list(self.pairs.values()):
+            pr.ha.quiet = max(0.0, awake - pr.beat_awake)
             was_up = pr.ha.heartbeat_up
             self.record(pr.ha.tick(now), pr)
             if was_up and not pr.ha.heartbeat_up:
@@ -369,11 +434,11 @@ class Node:
                 if pr.ha.in_charge:
                     self.emit(EventCode.REPLICATION_DOWN, "", pr)
             self.heartbeats.watch_paths(pr, now)
+            self.heartbeats.maybe_hello(pr, mono)
             self.changed_fencing(pr)
             self.schedule(pr)
             pr.settle_cause(now)
         self.maybe_save()
-        await self.vips.reconcile()
 
     def schedule(self, pr: PairRuntime) -> None:
         """Start the procedure the pair's state calls for, unless one is running."""

@@ -176,7 +176,8 @@ class OperatorApi:
             raise ApiError(409, "This secondary is in charge of the primary's VIP; fail back before deleting the pair.")
         if node.cfg.role is Role.PRIMARY and pr.ha.owner is Role.SECONDARY:
             raise ApiError(409, "The secondary is in charge; fail back before deleting the pair.")
-        for t in (pr.proc, pr.witness_task, *pr.hb_tasks):
+        node.heartbeats.stop(pr)
+        for t in (pr.proc, pr.witness_task, pr.hello_task):
             if t:
                 t.cancel()
         del node.pairs[hm_ip]

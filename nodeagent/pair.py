@@ -10,9 +10,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .client import AgentClient
+from .datagram import PeerKey
 from .hastate import PairHA, PeerView
 from .protocol import Cause, HeartbeatPath, ReplicationStatus, Role, instance_names
 from .replication import InstanceStore
+from .scheduler import Job
 
 # a command's cause is echoed at most this long (a procedure that never settles)
 CAUSE_MAX_SECONDS = 600.0
@@ -41,7 +43,17 @@ class PairRuntime:
         # per path: when a heartbeat last crossed it, and whether it was last seen up (events)
         self.path_heard: dict[HeartbeatPath, float] = {}
         self.path_shown_up: dict[HeartbeatPath, bool] = {}
-        self.hb_tasks: list[asyncio.Task] = []
+        # heartbeats (nodeagent.heartbeat): the peer's key and sequence, the secondary's beat
+        # job and the send times of its unanswered beats, the hello (keys over TLS) in flight
+        self.hb_peer = PeerKey()
+        self.beat_job: Job | None = None
+        self.hb_sent: dict[int, float] = {}
+        self.hello_task: asyncio.Task | None = None
+        self.hello_at = float("-inf")
+        self.hello_due = float("inf")  # Heartbeats.start sets it
+        # silence is counted on the node's awake clock (Node.awake_now) from the last beat
+        self.beat_awake = node.awake_now()
+        ha.quiet = 0.0
         # witnesses (see nodeagent.witness): the primary's leases (monotonic), the last answers
         self.witness_task: asyncio.Task | None = None
         self.witness_wake = asyncio.Event()  # ask the witnesses now (the secondary just went away)

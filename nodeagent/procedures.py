@@ -250,8 +250,8 @@ class Procedures:
         if "view" in body:
             node.heartbeats.absorb(pr, body)
         try:
-            if cmd is PeerCommand.HEARTBEAT_NOW:
-                pass
+            if cmd in (PeerCommand.HEARTBEAT_NOW, PeerCommand.HELLO):
+                pass  # absorbed above (the hello's key too); the answer carries ours
             elif cmd is PeerCommand.FAILOVER_BEGIN:
                 pr.take_cause(cause, now)
                 node.record(pr.ha.peer_failover_begin(now, gen), pr)

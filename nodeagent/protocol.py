@@ -50,8 +50,10 @@ from .signing import (  # noqa: F401
 
 API_VERSION = "v1"  # the HTTP paths (/hm/v1)
 # the messages and their transport: bumped by any change to the wire. 3: the HM API over
-# TLS only, peers pinned by fingerprint (configure's peer block), server-info's direct_connect
-PROTOCOL_VERSION = 3
+# TLS only, peers pinned by fingerprint (configure's peer block), server-info's direct_connect.
+# 4: heartbeats are signed UDP datagrams (nodeagent.datagram) keyed by a per-boot key each
+# node gives its peer in every peer message (the hello command); no HTTP heartbeat endpoint
+PROTOCOL_VERSION = 4
 
 # ---------------------------------------------------------------- headers
 HEADER_NODE = "X-MSE-Node"  # on event pushes: the sending node's name
@@ -75,7 +77,7 @@ PATH_SERVICES_STOP = f"{PREFIX}/services/stop"
 PATH_SERVICES_START = f"{PREFIX}/services/start"
 PATH_TRAP_DESTINATIONS = f"{PREFIX}/trap-destinations"
 # peer to peer (signed with the receiver's password, like everything else)
-PATH_PEER_HEARTBEAT = f"{PREFIX}/peer/heartbeat"
+PATH_PEER_HEARTBEAT = f"{PREFIX}/peer/heartbeat"  # protocol 3 and earlier (heartbeats are datagrams now)
 PATH_PEER_COMMAND = f"{PREFIX}/peer/command"
 PATH_PEER_REPLICATE = f"{PREFIX}/peer/replicate"
 PATH_PEER_SNAPSHOT = f"{PREFIX}/peer/snapshot"
@@ -186,6 +188,7 @@ class PeerCommand(str, Enum):
     """``cmd`` of a peer command (PATH_PEER_COMMAND)."""
 
     HEARTBEAT_NOW = "heartbeat_now"  # "I am stopping": answer with a heartbeat now
+    HELLO = "hello"  # the sender's heartbeat key (boot, key); the answer carries the receiver's
     FAILOVER_BEGIN = "failover_begin"  # secondary → primary: release the VIP, shut down
     FAILBACK_BEGIN = "failback_begin"  # secondary → primary: a copy back is coming
     TAKE_CHARGE = "take_charge"  # secondary → primary: the pair is yours again

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import time
+import weakref
 from pathlib import Path
 
 from aiohttp import web
@@ -25,8 +26,7 @@ from .vip import IprouteVipDriver, LoopbackVipDriver
 
 log = logging.getLogger("nodeagent.server")
 
-NODE_KEY = web.AppKey("node", Node)
-REPLAY_KEY = web.AppKey("replay", P.ReplayCache)
+NODE = web.RequestKey("mse_node", Node)  # the node a request is for (node_mw, by the local address)
 MAX_BODY = 8 * 1024 * 1024
 IDEMPOTENCY_KEEP = 2000
 
@@ -50,6 +50,18 @@ async def errors_mw(request: web.Request, handler):
         return jerr(400, "body is not valid JSON")
 
 
+@web.middleware
+async def node_mw(request: web.Request, handler):
+    """The HM application is shared by every node of the process (a farm runs thousands):
+    a request is for the node listening on the address it came in on."""
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    node = SharedApps.current().by_address.get(sock[0]) if sock else None
+    if node is None or node.closed:
+        return jerr(503, "no node agent listens on this address any more")
+    request[NODE] = node
+    return await handler(request)
+
+
 def _unsigned(path: str) -> bool:
     return not path.startswith(P.PREFIX + "/")
 
@@ -67,7 +79,7 @@ async def protocol_mw(request: web.Request, handler):
 async def signature_mw(request: web.Request, handler):
     if _unsigned(request.path):
         return await handler(request)
-    node: Node = request.app[NODE_KEY]
+    node: Node = request[NODE]
     body = await request.read()
     try:
         P.verify_request(
@@ -76,7 +88,7 @@ async def signature_mw(request: web.Request, handler):
             request.path_qs,
             body,
             request.headers,
-            replay_cache=request.app[REPLAY_KEY],
+            replay_cache=node.replay_cache,
         )
     except P.SignatureError as e:
         return jerr(401, str(e))
@@ -114,7 +126,7 @@ async def idempotency_mw(request: web.Request, handler):
     key = request.headers.get(P.IDEMPOTENCY_HEADER, "").strip()
     if not key or len(key) > 200:
         return jerr(400, f"mutating requests need an {P.IDEMPOTENCY_HEADER} header (1-200 characters)")
-    store: IdempotencyStore = request.app[IDEM_KEY]
+    store = request[NODE].idempotency
     body = await request.read()
     fp = hashlib.sha256(f"{request.method} {request.path}\n".encode() + body).hexdigest()
     lock = store.locks.setdefault(key, asyncio.Lock())
@@ -138,9 +150,6 @@ async def idempotency_mw(request: web.Request, handler):
         return resp
 
 
-IDEM_KEY = web.AppKey("idem", IdempotencyStore)
-
-
 # ---------------------------------------------------------------- HM API handlers
 async def _json(request: web.Request) -> dict:
     raw = await request.read()
@@ -152,14 +161,15 @@ async def _json(request: web.Request) -> dict:
     return data
 
 
-def build_hm_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[protocol_mw, errors_mw, signature_mw, idempotency_mw], client_max_size=MAX_BODY)
-    app[NODE_KEY] = node
-    app[REPLAY_KEY] = P.ReplayCache()
-    app[IDEM_KEY] = IdempotencyStore(node)
+def build_hm_app() -> web.Application:
+    """The HM API of every node of the process (``request[NODE]``: see node_mw)."""
+    app = web.Application(
+        middlewares=[protocol_mw, errors_mw, node_mw, signature_mw, idempotency_mw], client_max_size=MAX_BODY
+    )
     r = app.router
 
     async def server_info(request):
+        node = request[NODE]
         return web.json_response(node.info.server_info())
 
     def _since_limit(request, since_name: str, limit_name: str) -> tuple[int, int]:
@@ -171,6 +181,7 @@ def build_hm_app(node: Node) -> web.Application:
         return since, limit
 
     async def ha_info(request):
+        node = request[NODE]
         info = node.info.ha_info(brief=request.query.get("brief") == "1")
         if "events_since" in request.query:  # the poller's one request: state and new events together
             since, limit = _since_limit(request, "events_since", "events_limit")
@@ -178,6 +189,7 @@ def build_hm_app(node: Node) -> web.Application:
         return web.json_response(info)
 
     async def events(request):
+        node = request[NODE]
         return web.json_response(node.info.events_since(*_since_limit(request, "since", "limit")))
 
     async def command(request) -> tuple[dict, P.Cause | None]:
@@ -186,69 +198,83 @@ def build_hm_app(node: Node) -> web.Application:
         return body, P.cause_from(body.get("cause"), key=request.headers.get(P.IDEMPOTENCY_HEADER))
 
     async def configure(request):
+        node = request[NODE]
         out = node.operator.configure(*await command(request))
         return web.json_response(out, status=201 if out["created"] else 200)
 
     async def delete_peer(request):
+        node = request[NODE]
         _, cause = await command(request)
         return web.json_response(await node.operator.delete_peer(request.match_info["peer_hm_ip"], cause))
 
     async def failover(request):
+        node = request[NODE]
         body, cause = await command(request)
         return web.json_response(await node.operator.invoke(body, "failover", cause), status=202)
 
     async def failback(request):
+        node = request[NODE]
         body, cause = await command(request)
         return web.json_response(await node.operator.invoke(body, "failback", cause), status=202)
 
     async def licenses(request):
+        node = request[NODE]
         return web.json_response({"licenses": [{k: v for k, v in x.items() if k != "text"} for x in node.licenses]})
 
     async def install_license(request):
+        node = request[NODE]
         return web.json_response(node.operator.install_license(*await command(request)), status=201)
 
     async def remove_license(request):
+        node = request[NODE]
         _, cause = await command(request)
         return web.json_response(node.operator.remove_license(request.match_info["license_id"], cause))
 
     async def stop(request):
+        node = request[NODE]
         _, cause = await command(request)
         return web.json_response(await node.operator.stop_services(cause))
 
     async def start(request):
+        node = request[NODE]
         _, cause = await command(request)
         return web.json_response(await node.operator.start_services(cause))
 
     async def traps_get(request):
+        node = request[NODE]
         return web.json_response(node.traps.info())
 
     async def traps_put(request):
+        node = request[NODE]
         return web.json_response(node.operator.set_trap_destinations(await _json(request)))
 
-    async def peer_heartbeat(request):
-        return web.json_response(node.heartbeats.peer_heartbeat(await _json(request)))
-
     async def peer_command(request):
+        node = request[NODE]
         return web.json_response(await node.procedures.peer_command(await _json(request)))
 
     async def peer_replicate(request):
+        node = request[NODE]
         return web.json_response(node.procedures.peer_replicate(await _json(request)))
 
     async def peer_snapshot(request):
+        node = request[NODE]
         return web.json_response(node.procedures.peer_snapshot(await _json(request)))
 
     # unsigned health checks for load balancers: no secrets, just the role answer
     async def health_primary(request):
+        node = request[NODE]
         vips = sorted(node.desired_vips())
         return web.json_response({"in_charge": vips}, status=200 if vips else 503)
 
     async def health_secondary(request):
+        node = request[NODE]
         ok = (
             node.cfg.role is P.Role.SECONDARY and node.services_running and bool(node.pairs) and not node.desired_vips()
         )
         return web.json_response({"standby": ok}, status=200 if ok else 503)
 
     async def health(request):
+        node = request[NODE]
         ok = node.services_running
         return web.json_response({"running": ok}, status=200 if ok else 503)
 
@@ -266,7 +292,6 @@ def build_hm_app(node: Node) -> web.Application:
     r.add_post(P.PATH_SERVICES_START, start)
     r.add_get(P.PATH_TRAP_DESTINATIONS, traps_get)
     r.add_put(P.PATH_TRAP_DESTINATIONS, traps_put)
-    r.add_post(P.PATH_PEER_HEARTBEAT, peer_heartbeat)
     r.add_post(P.PATH_PEER_COMMAND, peer_command)
     r.add_post(P.PATH_PEER_REPLICATE, peer_replicate)
     r.add_post(P.PATH_PEER_SNAPSHOT, peer_snapshot)
@@ -280,12 +305,17 @@ def build_hm_app(node: Node) -> web.Application:
 ELEMENTS = "/api/contextaware/v1/elements"
 
 
-def build_service_app(node: Node) -> web.Application:
+def build_service_app() -> web.Application:
+    """The service API on the VIPs of every node of the process: a request is for the node
+    that took the VIP it came in on (SharedApps.by_vip)."""
     app = web.Application(middlewares=[errors_mw], client_max_size=1024 * 1024)
 
     def bind(request: web.Request):
         sock = request.transport.get_extra_info("sockname") if request.transport else None
         vip = sock[0] if sock else ""
+        node = SharedApps.current().by_vip.get(vip)
+        if node is None:
+            raise ApiError(503, "this node is not in charge of the virtual IP")
         in_charge, pr, inst, password = node.binding_for(vip)
         if not in_charge or inst is None:
             raise ApiError(503, "this node is not in charge of the virtual IP")
@@ -303,10 +333,10 @@ def build_service_app(node: Node) -> web.Application:
                 text=json.dumps({"error": "HTTP Basic authentication as admin required"}),
                 content_type="application/json",
             )
-        return vip, pr, inst
+        return node, vip, pr, inst
 
     async def post_element(request):
-        vip, pr, inst = bind(request)
+        node, vip, pr, inst = bind(request)
         try:
             element = validate_element(await request.json())
         except BadElement as e:
@@ -317,14 +347,14 @@ def build_service_app(node: Node) -> web.Application:
         return web.json_response({"element": rec, "served_by": node.cfg.name}, status=201)
 
     async def get_element(request):
-        vip, pr, inst = bind(request)
+        node, vip, pr, inst = bind(request)
         rec = inst.get(request.match_info["mac"])
         if rec is None:
             raise ApiError(404, "no such element")
         return web.json_response({"element": rec, "served_by": node.cfg.name})
 
     async def list_elements(request):
-        vip, pr, inst = bind(request)
+        node, vip, pr, inst = bind(request)
         try:
             limit = int(request.query.get("limit", "100"))
             offset = int(request.query.get("offset", "0"))
@@ -342,18 +372,67 @@ def build_service_app(node: Node) -> web.Application:
 
 
 # ---------------------------------------------------------------- running nodes
+class SharedApps:
+    """The HM and service applications of a process, shared by all its nodes: one router, one
+    request handler factory and one set of middlewares for thousands of nodes, not one of each
+    per node (an agent farm's memory). ``by_address``: the node listening on each HM or
+    direct-connect address; ``by_vip``: the node that took each VIP."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedApps] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.by_address: dict[str, Node] = {}
+        self.by_vip: dict[str, Node] = {}
+        self.hm_runner: web.AppRunner | None = None
+        self.svc_runner: web.AppRunner | None = None
+        self.users = 0
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    def current(cls) -> SharedApps:
+        loop = asyncio.get_running_loop()
+        apps = cls._by_loop.get(loop)
+        if apps is None:
+            apps = cls._by_loop[loop] = cls()
+        return apps
+
+    async def acquire(self) -> tuple[web.AppRunner, web.AppRunner]:
+        async with self.lock:
+            if self.hm_runner is None or self.svc_runner is None:
+                opts = {"access_log": None, "handle_signals": False, "shutdown_timeout": 0.25}
+                self.hm_runner = web.AppRunner(build_hm_app(), **opts)  # type: ignore[arg-type]
+                await self.hm_runner.setup()
+                self.svc_runner = web.AppRunner(build_service_app(), **opts)  # type: ignore[arg-type]
+                await self.svc_runner.setup()
+            self.users += 1
+            return self.hm_runner, self.svc_runner
+
+    async def release(self, node: Node) -> None:
+        for table in (self.by_address, self.by_vip):
+            for key in [k for k, v in table.items() if v is node]:
+                del table[key]
+        async with self.lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            runners, self.hm_runner, self.svc_runner = (self.svc_runner, self.hm_runner), None, None
+        for r in runners:
+            if r is not None:
+                await r.cleanup()
+
+
 class NodeServer:
-    """One node: its HM API listener(s), its VIP driver and its runtime."""
+    """One node: its HM API listener(s) and heartbeat sockets, its VIP driver and its runtime."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.hm_runner: web.AppRunner | None = None
-        self.svc_runner: web.AppRunner | None = None
+        self.apps: SharedApps | None = None
+        self.sites: list[web.BaseSite] = []
 
     async def start(self) -> None:
         node = self.node
-        self.hm_runner = web.AppRunner(build_hm_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25)
-        await self.hm_runner.setup()
+        self.apps = apps = SharedApps.current()
+        hm_runner, svc_runner = await apps.acquire()
         cfg = node.cfg
         addresses = [a for a in (cfg.hm_ip, cfg.direct_connect) if a]
         node.identity = tlsid.ensure(  # IdentityError: the CLI says which file and why
@@ -361,29 +440,53 @@ class NodeServer:
         )
         if node.identity.made:
             log.info("%s: made its TLS certificate, fingerprint %s", cfg.name, node.identity.fingerprint)
-        tls = node.identity.server_context()
+        tls = node.identity.context or node.identity.server_context()
+        node.replay_cache = P.ReplayCache()
+        node.idempotency = IdempotencyStore(node)
+        for addr in addresses:
+            apps.by_address[addr] = node
         for addr in addresses:  # TLS only; a plain-HTTP client is told so (nodeagent.tlsport)
-            await TlsOnlySite(self.hm_runner, addr, cfg.port, ssl_context=tls).start()
-        self.svc_runner = web.AppRunner(
-            build_service_app(node), access_log=None, handle_signals=False, shutdown_timeout=0.25
-        )
-        await self.svc_runner.setup()
+            site = TlsOnlySite(hm_runner, addr, cfg.port, ssl_context=tls)
+            await site.start()
+            self.sites.append(site)
+        await node.heartbeats.listen(cfg.port)  # the heartbeat datagrams: the same port number, UDP
         if node.cfg.real_network:
             assert node.cfg.hm_interface, "validated: the iproute driver has its interface"
-            driver = IprouteVipDriver(self.svc_runner, node.cfg.port, node.cfg.hm_interface)
+            driver = IprouteVipDriver(svc_runner, node.cfg.port, node.cfg.hm_interface)
             driver.may_announce = node.may_announce
             driver.lifetime_of = node.vip_lifetime
             driver.on_expired = node.wake
             node.vip_driver = driver
         else:
-            node.vip_driver = LoopbackVipDriver(self.svc_runner, node.cfg.port)
+            node.vip_driver = LoopbackVipDriver(svc_runner, node.cfg.port)
+        node.vip_driver.taken = lambda vip, taken: self._vip(vip, taken)
         await node.start()
+
+    def _vip(self, vip: str, taken: bool) -> None:
+        assert self.apps is not None
+        if taken:
+            self.apps.by_vip[vip] = self.node
+        elif self.apps.by_vip.get(vip) is self.node:
+            del self.apps.by_vip[vip]
 
     async def close(self, *, graceful: bool = False) -> None:
         await self.node.close(graceful=graceful)
-        for r in (self.svc_runner, self.hm_runner):
-            if r is not None:
-                await r.cleanup()
+        for site in self.sites:
+            await site.stop()
+        self.sites.clear()
+        if self.apps is not None:
+            apps, self.apps = self.apps, None
+            # the connections this node accepted go with it (the runner is shared)
+            server = apps.hm_runner.server if apps.hm_runner is not None else None
+            mine = {a for a, n in apps.by_address.items() if n is self.node}
+            for handler in list(getattr(server, "_connections", ())):
+                transport = getattr(handler, "transport", None)
+                if transport is None:
+                    continue
+                sock = transport.get_extra_info("sockname")
+                if sock and sock[0] in mine:
+                    transport.close()
+            await apps.release(self.node)
 
 
 def default_state_dir(name: str) -> Path:

@@ -11,7 +11,7 @@ Layout (``var/nodeagent/NAME`` by default)::
     instances/*.jsonl  instance data (element store), one record a line   append
 
 Atomic = write a temporary file in the same directory, flush, fsync, ``os.replace``,
-fsync the directory. Append logs are written (not fsynced) before a write is acknowledged,
+fsync the directory (the fsyncs: unless :func:`set_durable` turned them off, as the farm does). Append logs are written (not fsynced) before a write is acknowledged,
 which survives a killed process; a torn last line (power loss) is ignored on load.
 """
 
@@ -28,15 +28,46 @@ LICENSES_FILE = "licenses.json"
 LICENSES_FILE_V1 = "licences.json"  # the old spelling, still read at start-up
 
 
+# fsync before every rename (and the directory after): a state file survives a power loss,
+# not only a killed process. The agent farm (a simulator of thousands of appliances in one
+# process, for tests and benchmarks) turns it off: its files are still replaced atomically,
+# but thousands of journal commits at start-up would be its start-up time.
+_durable = True
+
+
+def set_durable(durable: bool) -> None:
+    global _durable
+    _durable = durable
+
+
+def durable() -> bool:
+    return _durable
+
+
+def fsync_dir(path: Path) -> None:
+    if not _durable:
+        return
+    try:
+        dfd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()  # one write, not many
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"), sort_keys=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if _durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
@@ -45,14 +76,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
         except FileNotFoundError:
             pass
         raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
+    fsync_dir(path.parent)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

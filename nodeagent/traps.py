@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from .clock import now_iso, wait_event
+from .clock import now_iso
 from .protocol import HEADER_NODE, HEADER_PROTOCOL, PROTOCOL_VERSION, sign_request
 
 if TYPE_CHECKING:  # a type only: node.py imports this module
@@ -25,7 +25,8 @@ class TrapPusher:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.destinations: dict[str, dict] = {}  # URL -> {url, last_updated, pushed_seq, last_error, last_pushed}
-        self.wake = asyncio.Event()  # set by every new event
+        self.task: asyncio.Task | None = None  # pushing (only while there is something to push)
+        self.again = False  # a new event came while pushing
 
     def load(self) -> None:
         """The saved destinations; on a first start, the configured ones, from the current event on."""
@@ -49,49 +50,74 @@ class TrapPusher:
             new[u] = self.destinations.get(u) or {"url": u, "last_updated": now_iso(), "pushed_seq": 0}
         self.destinations = new
         self.save()
-        self.wake.set()
+        self.kick()
         return self.info()
 
     def info(self) -> dict:
         return {"destinations": [dict(v) for v in self.destinations.values()]}
 
-    async def loop(self) -> None:
+    def kick(self) -> None:
+        """A new event (or new destinations): push it. One task while there is something to
+        push or a destination to retry, none while idle (a farm has thousands of nodes)."""
+        node = self.node
+        if not self.destinations or node.stopping or node.session is None:
+            return
+        if self.task is not None and not self.task.done():
+            self.again = True
+            return
+        self.task = asyncio.create_task(self.push_all(), name=f"{node.cfg.name}-push")
+
+    async def push_all(self) -> None:
         """Push events, signed with this node's password, to every trap destination
-        (at least once, in order; the receiver de-duplicates by (node, seq))."""
+        (at least once, in order; the receiver de-duplicates by (node, seq)); a destination
+        that fails is retried after 2 s, until it takes them."""
         node = self.node
         backoff: dict[str, float] = {}
         while not node.stopping:
-            await wait_event(self.wake, 1.0)
-            self.wake.clear()
+            self.again = False
             for url, dest in list(self.destinations.items()):
                 if backoff.get(url, 0) > time.monotonic():
                     continue
-                pending = [e for e in node.events if e["seq"] > dest.get("pushed_seq", 0)][:200]
-                if not pending:
-                    continue
-                body = json.dumps(
-                    {"protocol": PROTOCOL_VERSION, "node": node.cfg.name, "hm_ip": node.cfg.hm_ip, "events": pending},
-                    separators=(",", ":"),
-                ).encode()
-                path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
-                headers = sign_request(node.cfg.password, "POST", path, body)
-                headers[HEADER_NODE] = node.cfg.name
-                headers[HEADER_PROTOCOL] = str(PROTOCOL_VERSION)
-                headers["Content-Type"] = "application/json"
-                assert node.session is not None, "started"
-                try:
-                    async with node.session.post(
-                        url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3)
-                    ) as r:
-                        if r.status < 300:
-                            dest["pushed_seq"] = pending[-1]["seq"]
-                            dest["last_error"] = None
-                            dest["last_pushed"] = now_iso()
-                            backoff.pop(url, None)
-                            self.save()
-                            self.wake.set()
-                            continue
+                if await self._push_one(url, dest):
+                    backoff.pop(url, None)
+                else:
+                    backoff[url] = time.monotonic() + 2.0
+            pending = [u for u, d in self.destinations.items() if self._pending(d)]
+            if not pending and not self.again:
+                return
+            if not self.again:
+                waits = [backoff.get(u, 0) - time.monotonic() for u in pending]
+                await asyncio.sleep(max(0.0, min(waits, default=0.0)))
+
+    def _pending(self, dest: dict) -> list:
+        return [e for e in self.node.events if e["seq"] > dest.get("pushed_seq", 0)][:200]
+
+    async def _push_one(self, url: str, dest: dict) -> bool:
+        """Push what this destination has not taken yet; False if it failed."""
+        node = self.node
+        while pending := self._pending(dest):
+            body = json.dumps(
+                {"protocol": PROTOCOL_VERSION, "node": node.cfg.name, "hm_ip": node.cfg.hm_ip, "events": pending},
+                separators=(",", ":"),
+            ).encode()
+            path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
+            headers = sign_request(node.cfg.password, "POST", path, body)
+            headers[HEADER_NODE] = node.cfg.name
+            headers[HEADER_PROTOCOL] = str(PROTOCOL_VERSION)
+            headers["Content-Type"] = "application/json"
+            assert node.session is not None, "started"
+            try:
+                async with node.session.post(
+                    url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3)
+                ) as r:
+                    if r.status >= 300:
                         dest["last_error"] = f"HTTP {r.status}"
-                except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                    dest["last_error"] = str(e) or type(e).__name__
-                backoff[url] = time.monotonic() + 2.0
+                        return False
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                dest["last_error"] = str(e) or type(e).__name__
+                return False
+            dest["pushed_seq"] = pending[-1]["seq"]
+            dest["last_error"] = None
+            dest["last_pushed"] = now_iso()
+            self.save()
+        return True

@@ -51,6 +51,8 @@ class VipDriver:
         self.runner = runner
         self.port = port
         self.sites: dict[str, web.TCPSite] = {}
+        # told when a VIP is taken or released (the server maps the VIP to its node)
+        self.taken: Callable[[str, bool], None] = lambda vip, taken: None
 
     @property
     def bound(self) -> set[str]:
@@ -286,6 +288,20 @@ class VipReconciler:
         # interleaved passes could remove the address the other just added
         self.lock = asyncio.Lock()
 
+    def needed(self) -> bool:
+        """Would a pass change anything now? (Cheap: every step of every node asks.)"""
+        drv = self.node.vip_driver
+        if drv is None:
+            return False
+        if getattr(drv, "expired", None):
+            return True
+        want = self.node.desired_vips()
+        bound = drv.bound
+        if any(vip not in want for vip in bound):
+            return True
+        now = time.monotonic()
+        return any(vip not in bound and self.retry_at.get(vip, 0) <= now for vip in want)
+
     async def reconcile(self) -> None:
         async with self.lock:
             await self._reconcile()
@@ -301,6 +317,7 @@ class VipReconciler:
             # its address lifetime ran out: this agent was stalled (frozen) for about a third of
             # the wait. Release it, and before taking it again give the node the time to hear
             # whether its peer took over meanwhile (a fenced primary does not want it at all)
+            drv.taken(vip, False)
             try:
                 await drv.release(vip)
             except OSError as e:
@@ -314,8 +331,10 @@ class VipReconciler:
             try:
                 await drv.release(vip)
             except OSError as e:  # not listening any more, but the address is still there: retried
+                drv.taken(vip, False)
                 log.error("%s: VIP %s not fully released yet: %s", node.cfg.name, vip, e)
                 continue
+            drv.taken(vip, False)
             node.emit(EventCode.VIP_RELEASED, vip, self.pair_by_vip(vip))
         for vip, (mask, pr) in want.items():
             if vip in drv.bound or self.retry_at.get(vip, 0) > now:
@@ -327,6 +346,7 @@ class VipReconciler:
                 log.warning("%s: cannot take VIP %s yet: %s", node.cfg.name, vip, e)
             else:
                 self.retry_at.pop(vip, None)
+                drv.taken(vip, True)
                 node.emit(EventCode.VIP_TAKEN, vip, pr)
 
     def pair_by_vip(self, vip: str) -> PairRuntime | None:

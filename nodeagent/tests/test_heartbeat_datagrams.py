@@ -1,0 +1,277 @@
+"""Heartbeats as signed UDP datagrams (protocol 4): the wire format and its refusals, real
+nodes beating over loopback, replays and forgeries refused, and the hysteresis (a stalled
+receiver does not take a healthy primary over; a late answer is an answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from nodeagent import datagram
+from nodeagent import protocol as P
+from nodeagent.cli import declared_pairs
+from nodeagent.config import parse_fleet
+from nodeagent.datagram import DatagramError, PeerKey
+from nodeagent.node import Node
+from nodeagent.server import NodeServer
+
+from .agentutil import Proc, free_subnet, ha_info, node_toml, pair_toml, wait_until
+from .test_server import fleet_dict, until
+
+
+def body(**kw):
+    b = {"kind": "hb", "from": "127.0.0.2", "to": "127.0.0.3", "path": "hm", "boot": "b1", "seq": 1, "echo": None}
+    b["view"] = {"state": "SECONDARY_ACTIVE", "generation": 1, "owner": "primary", "in_charge": False,
+                 "running": True, "graceful": False, "phase": None, "synced": True}  # fmt: skip
+    b.update(kw)
+    return b
+
+
+# ---------------------------------------------------------------- the wire format
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", "not a protocol-4"),
+        (b"MHB3" + b"\0" * 40, "not a protocol-4"),
+        (b"MHB4" + b"\0" * 32 + b"x" * 3000, r"bytes \(at most"),
+        (b"MHB4" + b"\0" * 32 + b"{nope", "not JSON"),
+        (b"MHB4" + b"\0" * 32 + b"[1, 2]", "not a JSON object"),
+        (b"MHB4" + b"\0" * 32 + b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_garbage_is_refused_with_the_reason(data, why):
+    with pytest.raises(DatagramError, match=why):
+        datagram.parse(data)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"kind": "lease"}, "unknown kind"),
+        ({"seq": -1}, "seq"),
+        ({"seq": True}, "seq"),
+        ({"seq": "7"}, "seq"),
+        ({"boot": ""}, "boot"),
+        ({"boot": "x" * 40}, "boot"),
+        ({"to": None}, "to is missing"),
+        ({"view": []}, "view is missing"),
+        ({"echo": "3"}, "echo"),
+    ],
+)
+def test_malformed_bodies_are_refused(change, why):
+    _, key = datagram.new_key()
+    with pytest.raises(DatagramError, match=why):
+        datagram.parse(datagram.encode(key, body(**change)))
+
+
+def test_a_receiver_accepts_only_its_peers_current_boot_with_rising_sequence_numbers():
+    boot, key = datagram.new_key()
+    peer = PeerKey()
+    dg = datagram.encode(key, body(boot=boot, seq=5))
+    with pytest.raises(DatagramError, match="no heartbeat key"):
+        peer.accept(*datagram.parse(dg))
+    assert peer.learn({"boot": boot, "key": key.hex()})
+    peer.accept(*datagram.parse(dg))
+    with pytest.raises(DatagramError, match="replayed or stale"):
+        peer.accept(*datagram.parse(dg))  # the same datagram again
+    with pytest.raises(DatagramError, match="replayed or stale"):
+        peer.accept(*datagram.parse(datagram.encode(key, body(boot=boot, seq=4))))  # an older one
+    peer.accept(*datagram.parse(datagram.encode(key, body(boot=boot, seq=9))))
+    # tampered: the generation changed after signing
+    forged = datagram.encode(key, body(boot=boot, seq=10)).replace(b'"generation":1', b'"generation":9')
+    with pytest.raises(DatagramError, match="bad signature"):
+        peer.accept(*datagram.parse(forged))
+    # signed with another key (someone who does not have the peer's)
+    with pytest.raises(DatagramError, match="bad signature"):
+        peer.accept(*datagram.parse(datagram.encode(datagram.new_key()[1], body(boot=boot, seq=11))))
+    # the peer restarted: its new boot is learnt over TLS; the old boot's datagrams are refused
+    boot2, key2 = datagram.new_key()
+    assert peer.learn({"boot": boot2, "key": key2.hex()})
+    with pytest.raises(DatagramError, match="not the peer's current"):
+        peer.accept(*datagram.parse(datagram.encode(key, body(boot=boot, seq=12))))
+    peer.accept(*datagram.parse(datagram.encode(key2, body(boot=boot2, seq=1))))  # a new boot counts afresh
+    assert peer.refused == {"unkeyed": 1, "replay": 2, "signature": 2, "boot": 1}
+
+
+@pytest.mark.parametrize(
+    "announced",
+    [None, "k", {"boot": "b"}, {"boot": "b", "key": "zz"}, {"boot": "b", "key": "ab" * 8}, {"key": "ab" * 32}],
+)
+def test_a_bad_key_announcement_is_ignored(announced):
+    peer = PeerKey()
+    assert not peer.learn(announced)
+    assert peer.key == b""
+
+
+# ---------------------------------------------------------------- real nodes on loopback
+def _paired_fleet(net, wait=3):
+    d = fleet_dict(net)
+    d["node"] = d["node"][:2]
+    d["pair"] = [{"primary": "prim", "secondary": "sec", "failover_type": "Automatic", "failover_wait": wait}]
+    return parse_fleet(d, allow_short_wait=True)
+
+
+async def _start(fleet, tmp_path, session):
+    servers = []
+    for name in ("prim", "sec"):
+        node = Node(fleet.nodes[name], tmp_path / name, session=session, allow_short_wait=True)
+        node.load(declared_pairs(fleet, name))
+        srv = NodeServer(node)
+        await srv.start()
+        servers.append(srv)
+    return servers
+
+
+def test_heartbeats_are_datagrams_and_replays_forgeries_and_garbage_change_nothing(tmp_path):
+    async def go():
+        net = free_subnet()
+        fleet = _paired_fleet(net)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            servers = await _start(fleet, tmp_path, session)
+            try:
+                prim, sec = servers[0].node, servers[1].node
+                ppr, spr = next(iter(prim.pairs.values())), next(iter(sec.pairs.values()))
+                # tap the secondary's socket: every datagram it sends is kept (and still sent)
+                sent: list[bytes] = []
+                transport = sec.heartbeats.transports[P.HeartbeatPath.HM]
+                real_sendto = transport.sendto
+
+                def tap(data, addr=None):
+                    sent.append(bytes(data))
+                    real_sendto(data, addr)
+
+                transport.sendto = tap  # type: ignore[method-assign]
+                await until(lambda: ppr.ha.heartbeat_up and spr.ha.heartbeat_up and len(sent) >= 3, 8, "beats")
+                # they are heartbeat datagrams, and the secondary measures the primary's answers
+                _, _, first = datagram.parse(sent[0])
+                assert first["kind"] == "hb" and first["to"] == prim.cfg.hm_ip and "key" not in json.dumps(first)
+                await until(lambda: spr.mean_ms is not None, 5, "a response time")
+                # the HTTP heartbeat of protocol 3 is gone
+                st, _ = (
+                    await sec.heartbeats.node.pairs[prim.cfg.hm_ip]
+                    .client()
+                    .request("POST", P.PATH_PEER_HEARTBEAT, {"from": sec.cfg.hm_ip}, auto_key=False)
+                )
+                assert st in (404, 405)
+
+                before_state = (ppr.ha.generation, ppr.ha.state, ppr.ha.in_charge)
+                received, refused = prim.counters["heartbeats_received"], prim.counters["datagrams_refused"]
+                attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                attacker.bind((f"{net}.9", 0))
+                target = (prim.cfg.hm_ip, prim.cfg.port)
+                forged = sent[-1].replace(b'"generation":1', b'"generation":7')  # valid JSON, bad signature
+                assert forged != sent[-1]
+                bogus = [*sent[:3], forged, b"hello", b"MHB4" + b"\0" * 32 + b"{}", os.urandom(300)]
+                for data in bogus:
+                    attacker.sendto(data, target)
+                attacker.close()
+                await until(lambda: prim.counters["datagrams_refused"] - refused >= len(bogus), 3, "refusals")
+                assert prim.counters["datagrams_refused"] - refused == len(bogus)
+                assert ppr.hb_peer.refused["replay"] >= 3 and ppr.hb_peer.refused["signature"] >= 1
+                # nothing changed, and the real heartbeats go on
+                assert (ppr.ha.generation, ppr.ha.state, ppr.ha.in_charge) == before_state
+                await until(lambda: prim.counters["heartbeats_received"] > received + 2, 3, "beats go on")
+                assert ppr.ha.heartbeat_up and spr.ha.heartbeat_up
+            finally:
+                for s in servers:
+                    await s.close()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_node_gives_its_new_key_and_the_pair_beats_again(tmp_path):
+    async def go():
+        net = free_subnet()
+        fleet = _paired_fleet(net)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            servers = await _start(fleet, tmp_path, session)
+            try:
+                prim = servers[0].node
+                ppr = next(iter(prim.pairs.values()))
+                await until(lambda: ppr.ha.heartbeat_up, 8, "beats")
+                old_boot = ppr.hb_peer.boot
+                await servers[1].close()  # the secondary stops and starts again: a new boot, a new key
+                node = Node(fleet.nodes["sec"], tmp_path / "sec", session=session, allow_short_wait=True)
+                node.load([])
+                servers[1] = NodeServer(node)
+                await servers[1].start()
+                await until(lambda: ppr.hb_peer.boot not in ("", old_boot), 5, "the new key")
+                spr = next(iter(node.pairs.values()))
+                await until(lambda: spr.ha.heartbeat_up and ppr.ha.heartbeat_up, 8, "beats again")
+                got = prim.counters["heartbeats_received"]
+                await until(lambda: prim.counters["heartbeats_received"] > got + 2, 3, "datagrams of the new boot")
+                assert ppr.hb_peer.last_seq > 0 and spr.hb_peer.boot == prim.heartbeats.boot
+            finally:
+                for s in servers:
+                    await s.close()
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------- hysteresis (real processes)
+@pytest.mark.slow
+def test_a_stalled_secondary_does_not_take_over_a_healthy_primary_and_a_late_primary_is_alive(tmp_path):
+    """The secondary's process is frozen for twice the wait, then woken: the silence it did not
+    listen through is not a failover. Then the primary answers late (frozen 0.9 s of every
+    1.0 s, for three waits): late answers are answers, no failover either. A primary that
+    stays silent for the wait is still taken over (the failover works)."""
+    net = free_subnet()
+    ips = {"p": f"{net}.2", "vip": f"{net}.1", "s": f"{net}.3"}
+    fleet = tmp_path / "fleet.toml"
+    wait = 3
+    fleet.write_text(
+        node_toml("nico", "VA-High", "primary", ips["p"], "pw-primary", vip=ips["vip"])
+        + node_toml("nico2", "VA-High", "secondary", ips["s"], "pw-secondary")
+        + pair_toml("nico", "nico2", failover="Automatic", failback="Manual", wait=wait, stab=2)
+    )
+    primary = Proc(fleet, "nico", tmp_path / "nico", tmp_path)
+    secondary = Proc(fleet, "nico2", tmp_path / "nico2", tmp_path)
+    try:
+
+        def state(host, pw):
+            return ha_info(host, pw)["peers"][0]
+
+        wait_until(
+            lambda: (
+                state(ips["s"], "pw-secondary")["state"] == "SECONDARY_ACTIVE"
+                and state(ips["s"], "pw-secondary")["data_replication"] == "Up"
+            ),
+            20,
+            what="paired",
+        )
+        # 1. the secondary frozen for twice the wait
+        os.kill(secondary.p.pid, signal.SIGSTOP)
+        time.sleep(2 * wait)
+        os.kill(secondary.p.pid, signal.SIGCONT)
+        time.sleep(wait + 1)
+        s = state(ips["s"], "pw-secondary")
+        assert s["state"] == "SECONDARY_ACTIVE", s
+        assert state(ips["p"], "pw-primary")["state"] == "PRIMARY_ACTIVE"
+        # 2. the primary answers, but late: running 0.1 s of every second
+        until_t = time.monotonic() + 3 * wait
+        while time.monotonic() < until_t:
+            os.kill(primary.p.pid, signal.SIGSTOP)
+            time.sleep(0.9)
+            os.kill(primary.p.pid, signal.SIGCONT)
+            time.sleep(0.1)
+        time.sleep(1)
+        s = state(ips["s"], "pw-secondary")
+        assert s["state"] == "SECONDARY_ACTIVE", s
+        events = ha_info(ips["s"], "pw-secondary")
+        assert state(ips["p"], "pw-primary")["state"] == "PRIMARY_ACTIVE", events
+        # 3. a primary really gone for the wait is taken over
+        os.kill(primary.p.pid, signal.SIGSTOP)
+        wait_until(lambda: state(ips["s"], "pw-secondary")["state"] == "FAILOVER_ACTIVE", 3 * wait, what="the takeover")
+        os.kill(primary.p.pid, signal.SIGCONT)
+    finally:
+        for p in (primary, secondary):
+            if p.p and p.p.poll() is None:
+                os.kill(p.p.pid, signal.SIGCONT)
+            p.stop()
