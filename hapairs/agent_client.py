@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -102,29 +103,45 @@ class _FirstContact(aiohttp.Fingerprint):
         self.seen = tlsid.fingerprint_of(der) if der else None
 
 
+@lru_cache(maxsize=8)
+def _networks(configured: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(net) for net in configured]
+
+
 def check_address(host: str) -> None:
     """Refuse any address outside the configured agent networks."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise AgentRejected(f"{host!r} is not an IP address.") from None
-    networks = [ipaddress.ip_network(net) for net in settings.AGENT_ALLOWED_NETWORKS]
+    networks = _networks(tuple(settings.AGENT_ALLOWED_NETWORKS))  # parsed once, not per request
     if not any(address in network for network in networks):
         allowed = ", ".join(str(n) for n in networks)
         raise AgentRejected(f"{host} is outside the networks the portal may call ({allowed}).")
 
 
 class AgentClient:
-    """One aiohttp session for many requests. Use as ``async with AgentClient() as c``."""
+    """One aiohttp session for many requests. Use as ``async with AgentClient() as c``.
 
-    def __init__(self, *, timeout: float | None = None, limit: int = 200):
+    ``connector``: a connection pool that outlives this client (the poller's, kept per
+    process so its TLS connections are reused round after round); it is left open."""
+
+    def __init__(
+        self, *, timeout: float | None = None, limit: int = 200, connector: aiohttp.BaseConnector | None = None
+    ):
         self.timeout = aiohttp.ClientTimeout(total=timeout or settings.AGENT_TIMEOUT)
         self.limit = limit
+        self._connector = connector
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AgentClient:
-        connector = aiohttp.TCPConnector(limit=self.limit, force_close=False)
-        self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
+        if self._connector is not None:
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, connector=self._connector, connector_owner=False
+            )
+        else:
+            connector = aiohttp.TCPConnector(limit=self.limit, force_close=False)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         return self
 
     async def __aexit__(self, *exc_info) -> None:

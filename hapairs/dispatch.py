@@ -21,6 +21,7 @@ JOB_RUN = "hapairs.tasks.job_run"
 DELIVERY_SEND = "hapairs.tasks.delivery_send"
 ALERT_DISPATCH = "hapairs.tasks.alert_dispatch"
 APPLIANCES_REFRESH = "hapairs.tasks.appliances_refresh"
+POLL_SHARD = "hapairs.tasks.poll_shard"
 
 
 def task(name: str) -> Task:
@@ -30,9 +31,12 @@ def task(name: str) -> Task:
     return current_app.tasks[name]
 
 
-def send(name: str, *args) -> None:
-    """Queue ``name(*args)`` now: for the tasks themselves (beat re-queues), outside any transaction."""
-    task(name).apply_async(args=args)
+def send(name: str, *args, queue: str | None = None, expires: float | None = None, priority: int | None = None) -> None:
+    """Queue ``name(*args)`` now: for the tasks themselves (beat re-queues, the poll's fan-out),
+    outside any transaction; ``queue`` (else the task's route), ``expires`` (seconds: a message
+    not started by then is dropped, not run late) and ``priority`` (Redis: 0 first, 9 last)."""
+    options = {"queue": queue, "expires": expires, "priority": priority}
+    task(name).apply_async(args=args, **{key: value for key, value in options.items() if value is not None})
 
 
 def on_commit(name: str, *args) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
+from celery.signals import worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
-from hapairs import delivery, dispatch, jobs, polling
+from hapairs import delivery, dispatch, jobs, polling, sharding
 from hapairs.delivery import DeliveryRetry
 from hapairs.models import ReportSchedule
 from hapairs.services import alerts, deliveries, status
@@ -28,16 +31,50 @@ def jobs_resume() -> list[int]:
     return job_ids
 
 
+# Polls go last: on Redis a worker takes every other message (refreshes after a push, jobs,
+# mail: sent at kombu's default priority, 0) before any poll, so the fast path never waits
+# behind the safety net; among themselves the shards' queues are taken in turn.
+POLL_PRIORITY = 9
+
+
 @shared_task(ignore_result=True)
 def fleet_poll() -> dict:
-    """Beat: ask every agent for its HA info and new events."""
-    return polling.poll()
+    """Beat, every MSEPORTAL_POLL_SECONDS: one ``poll_shard`` per shard, each onto its own
+    queue, dropped if no worker starts it within the interval (the next round is coming)."""
+    shards, fired_at = settings.POLL_SHARDS, time.time()
+    for shard in range(shards):
+        dispatch.send(
+            dispatch.POLL_SHARD,
+            shard,
+            shards,
+            fired_at,
+            queue=sharding.queue(shard),
+            expires=float(settings.POLL_SECONDS),
+            priority=POLL_PRIORITY,
+        )
+    return {"fired_at": fired_at, "queues": sharding.queues(shards)}
+
+
+@shared_task(bind=True, ignore_result=True)
+def poll_shard(self, shard: int, shards: int, fired_at: float | None = None) -> dict:
+    """Ask the agents of shard ``shard`` (of ``shards``, as beat counted them) for their HA
+    info and new events; skipped if another worker is still on the shard's previous round,
+    or polled the shard since this round was fired (a worker behind schedule)."""
+    return polling.poll_shard(shard, shards, fired_at=fired_at, worker=self.request.hostname or "")
 
 
 @shared_task(ignore_result=True)
 def appliances_refresh(appliance_ids: list[int]) -> dict:
-    """Refresh a few appliances at once (after an event push, or a Refresh Status click)."""
+    """Refresh a few appliances at once (after an event push, or a Refresh Status click); on
+    the ``refresh`` queue (CELERY_TASK_ROUTES), never behind the polls."""
     return polling.poll(appliance_ids)
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _agent_connections_close(**_) -> None:
+    """A worker (or a prefork child) stopping closes the agent connections its polls kept."""
+    polling.close()
 
 
 @shared_task(ignore_result=True)

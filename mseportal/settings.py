@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab as _crontab
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue as _Queue
 
 from mseportal.envconf import (
     ConfigError,
@@ -263,10 +264,25 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
+# The poll: every MSEPORTAL_POLL_SECONDS, one message per shard (hapairs.sharding), shard k's
+# on queue "poll.k". Every worker consumes every queue below unless started with -Q, so a
+# worker started on any host (same Redis and PostgreSQL) takes shards as soon as it
+# connects, and the others go on as they were. Refreshes after a push have a queue of
+# their own, and the polls are sent last in priority (hapairs.tasks.POLL_PRIORITY).
+# Give beat and every worker the same MSEPORTAL_POLL_SHARDS.
+POLL_SECONDS = env_int(ENV, "MSEPORTAL_POLL_SECONDS", 10, minimum=1)
+POLL_SHARDS = env_int(ENV, "MSEPORTAL_POLL_SHARDS", 16, minimum=1)
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [
+    _Queue(_name, routing_key=_name)
+    for _name in ("celery", "refresh", *(f"poll.{_shard}" for _shard in range(POLL_SHARDS)))
+]
+CELERY_TASK_ROUTES = {"hapairs.tasks.appliances_refresh": {"queue": "refresh"}}
 CELERY_BEAT_SCHEDULE = {
     "fleet-poll": {
         "task": "hapairs.tasks.fleet_poll",
-        "schedule": float(env_int(ENV, "MSEPORTAL_POLL_SECONDS", 10, minimum=1)),
+        "schedule": float(POLL_SECONDS),
+        "options": {"expire_seconds": POLL_SECONDS},  # a fan-out no worker started in time is dropped
     },
     "jobs-resume": {
         "task": "hapairs.tasks.jobs_resume",

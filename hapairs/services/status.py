@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -170,14 +170,19 @@ def status_record(results: list[PollResult]) -> None:
             if appliances[pk].reachability == Reachability.REACHABLE and not by_id[pk].presented
         ]  # a changed certificate is not an outage: it has its own event
         _record_certificates(appliances, by_id, reachable)
-        if reachable:
-            Appliance.objects.filter(pk__in=reachable).update(
-                reachability=Reachability.REACHABLE, last_seen_at=now, last_polled_at=now
-            )
-        if unreachable:
-            Appliance.objects.filter(pk__in=unreachable).update(
-                reachability=Reachability.UNREACHABLE, last_polled_at=now
-            )
+        # the timestamps of every node; its reachability only where it changed (an indexed
+        # column: left alone, PostgreSQL can update the row in place, a HOT update)
+        for pks, reachability, seen in (
+            (reachable, Reachability.REACHABLE, True),
+            (unreachable, Reachability.UNREACHABLE, False),
+        ):
+            flipped = [pk for pk in pks if appliances[pk].reachability != reachability]
+            steady = [pk for pk in pks if appliances[pk].reachability == reachability]
+            times = {"last_seen_at": now, "last_polled_at": now} if seen else {"last_polled_at": now}
+            if flipped:
+                Appliance.objects.filter(pk__in=flipped).update(reachability=reachability, **times)
+            if steady:
+                Appliance.objects.filter(pk__in=steady).update(**times)
         changed = []
         for pk in reachable:
             appliance, info = appliances[pk], by_id[pk].ha_info
@@ -185,22 +190,24 @@ def status_record(results: list[PollResult]) -> None:
             if (appliance.ha_state, appliance.generation) != (state, generation):
                 appliance.ha_state, appliance.generation = state, generation
                 changed.append(appliance)
-        _update_grouped(Appliance, changed, ["ha_state", "generation"])
+        _update_rows(Appliance, changed, ["ha_state", "generation"])
         services_changed = []  # the services' admin / operation status, written when it changes
         for pk in reachable:
             reported = by_id[pk].ha_info.services
             if reported is not None and (rows := services_as_rows(reported)) != appliances[pk].services:
                 appliances[pk].services = rows
                 services_changed.append(appliances[pk])
-        _update_grouped(Appliance, services_changed, ["services"])
+        _update_rows(Appliance, services_changed, ["services"])
 
         pairs = list(
             HAPair.objects.select_for_update(of=("self",))
             .select_related("primary", "secondary")
+            .only(*PAIR_ROW_FIELDS)  # of the nodes, what the pair's status needs: not their services
             .filter(Q(primary_id__in=list(by_id)) | Q(secondary_id__in=list(by_id)))
             .order_by("pk")
         )
-        changed_pairs, split_brains = [], []
+        changed_pairs: dict[tuple[str, ...], list[HAPair]] = {}  # by the fields that changed
+        split_brains = []
         for pair in pairs:
             before = tuple(getattr(pair, name) for name in PAIR_STATUS_FIELDS)
             was_split = pair.split_brain
@@ -212,9 +219,12 @@ def status_record(results: list[PollResult]) -> None:
             pair.split_brain = pair.primary_in_charge and pair.secondary_in_charge
             if pair.split_brain and not was_split:
                 split_brains.append(pair)
-            if tuple(getattr(pair, name) for name in PAIR_STATUS_FIELDS) != before:
-                changed_pairs.append(pair)
-        _update_grouped(HAPair, changed_pairs, PAIR_STATUS_FIELDS)
+            after = tuple(getattr(pair, name) for name in PAIR_STATUS_FIELDS)
+            fields = tuple(name for name, old, new in zip(PAIR_STATUS_FIELDS, before, after, strict=True) if old != new)
+            if fields:
+                changed_pairs.setdefault(fields, []).append(pair)
+        for fields, rows in changed_pairs.items():
+            _update_rows(HAPair, rows, list(fields))
         if pairs:
             HAPair.objects.filter(pk__in=[pair.pk for pair in pairs]).update(status_updated_at=now)
             _sample_heartbeats(pairs, now)
@@ -276,14 +286,49 @@ def _update_grouped(model, rows: list, fields: list[str]) -> None:
     """Write ``fields`` of ``rows``: one UPDATE per distinct set of values. Most nodes and
     pairs share their values (Active, Up, 100 %...), and a plain UPDATE is far cheaper than
     bulk_update's CASE per row and field (measured: 6 s against 0.3 s for 1,000 pairs)."""
+    for values, pks in _groups(rows, fields).values():
+        for start in range(0, len(pks), 1000):
+            model.objects.filter(pk__in=pks[start : start + 1000]).update(**dict(zip(fields, values, strict=True)))
+
+
+def _groups(rows: list, fields: list[str]) -> dict[str, tuple[list, list[int]]]:
     groups: dict[str, tuple[list, list[int]]] = {}
     for row in rows:
         values = [getattr(row, name) for name in fields]
         key = json.dumps(values, sort_keys=True, default=str)  # JSON fields (lists) are not hashable
         groups.setdefault(key, (values, []))[1].append(row.pk)
-    for values, pks in groups.values():
-        for start in range(0, len(pks), 1000):
-            model.objects.filter(pk__in=pks[start : start + 1000]).update(**dict(zip(fields, values, strict=True)))
+    return groups
+
+
+def _update_rows(model, rows: list, fields: list[str]) -> None:
+    """Write ``fields`` of ``rows`` (only the fields that changed, only the rows they changed in).
+
+    Values most rows share: grouped UPDATEs. Values each row has its own (a pair's mean
+    heartbeat time changes every poll): on PostgreSQL one ``UPDATE … FROM (VALUES …)`` per
+    1,000 rows instead of one UPDATE per row (measured, 1,000 pairs whose mean changed:
+    0.67 s in ~500 grouped UPDATEs, 0.03 s in one). SQLite (one machine) keeps the groups."""
+    groups = _groups(rows, fields)
+    if connection.vendor != "postgresql" or len(groups) <= VALUES_UPDATE_FROM:
+        _update_grouped(model, rows, fields)
+        return
+    meta, quote = model._meta, connection.ops.quote_name
+    columns = [meta.get_field(name) for name in fields]
+    cells = ", ".join(["%s::bigint", *(f"%s::{field.cast_db_type(connection)}" for field in columns)])
+    names = ", ".join(["_pk", *(quote(field.column) for field in columns)])
+    assignments = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in columns)
+    for start in range(0, len(rows), 1000):
+        chunk = rows[start : start + 1000]
+        params: list = []
+        for row in chunk:
+            params.append(row.pk)
+            params.extend(field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
+                f"FROM (VALUES {', '.join([f'({cells})'] * len(chunk))}) AS v({names}) "
+                f"WHERE t.{quote(meta.pk.column)} = v._pk",
+                params,
+            )
 
 
 def _restart_event_logs(appliances: dict, by_id: dict, reachable: list[int]) -> None:
@@ -334,6 +379,7 @@ def heartbeat_samples_prune(*, keep_days: int) -> int:
     return deleted
 
 
+VALUES_UPDATE_FROM = 8  # more distinct value sets than this: one UPDATE … FROM (VALUES …)
 PAIR_STATUS_FIELDS = [
     "primary_state",
     "secondary_state",
@@ -358,6 +404,17 @@ PAIR_STATUS_FIELDS = [
     "primary_witnesses",
     "secondary_witnesses",
     "primary_fenced",
+]
+# what status_record reads of a pair and its nodes (_apply_side, _pair_for_peer, the events)
+PAIR_ROW_FIELDS = [
+    "primary",
+    "secondary",
+    "status_updated_at",
+    *PAIR_STATUS_FIELDS,
+    "primary__name",
+    "primary__hm_ip",
+    "secondary__name",
+    "secondary__hm_ip",
 ]
 
 

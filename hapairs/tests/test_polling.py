@@ -3,6 +3,8 @@ gives, a scripted one): what a round writes, and what it refuses to write."""
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import timedelta
 
 import pytest
@@ -10,7 +12,7 @@ from django.utils import timezone
 
 from hapairs import agent_client, polling, services
 from hapairs.models import Appliance, HAEvent, HAPair
-from hapairs.tests.e2e import AgentFarm, node_toml
+from hapairs.tests.e2e import AgentFarm, node_toml, wait_for
 from hapairs.tests.loopback import Reply, ScriptedAgent, fresh_subnet
 from nodeagent import protocol
 
@@ -42,8 +44,21 @@ def agent_farm(tmp_path, subnet, settings):
 
 @pytest.fixture
 def ha_pair(agent_farm, subnet, make_appliance) -> HAPair:
+    """The declared pair, once both agents say it is Active with its data replicated (their
+    heartbeats take a moment to start on a busy machine)."""
     primary = make_appliance(name="mse-p", hm_ip=f"{subnet}.2", vip=f"{subnet}.1", vip_prefixlen=24, password="pw-p")
     secondary = make_appliance(name="mse-s", hm_ip=f"{subnet}.3", password="pw-s")
+
+    def active() -> bool:
+        p, s = (agent_client.call(agent_client.target_for(node), "GET", protocol.PATH_HA_INFO)["peers"]
+                for node in (primary, secondary))  # fmt: skip
+        return bool(p and s) and (p[0]["state"], s[0]["state"], s[0]["data_replication"]) == (
+            "PRIMARY_ACTIVE",
+            "SECONDARY_ACTIVE",
+            "Up",
+        )
+
+    wait_for(active, timeout=30, what="the declared pair Active")
     return services.ha_pair_create(primary=primary, secondary=secondary)
 
 
@@ -68,6 +83,26 @@ def agent_last_seq(appliance) -> int:
 
 def stored_seqs(appliance) -> list[int]:
     return sorted(HAEvent.objects.filter(appliance=appliance, seq__isnull=False).values_list("seq", flat=True))
+
+
+def connections_from_here(host: str, port: int) -> list[int]:
+    """The local ports of this process's established TCP connections to ``host:port`` (/proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    remote = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    ports = []
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            if fields[2] == remote and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                ports.append(int(fields[1].split(":")[1], 16))
+    return sorted(ports)
 
 
 def wire_event(seq: int, code: protocol.EventCode = protocol.EventCode.CONFIG_CREATED) -> dict:
@@ -112,6 +147,41 @@ def test_a_round_records_both_nodes_states_and_every_event_once(ha_pair):
         assert stored_seqs(node) == list(range(1, node.last_event_seq + 1))
         assert node.last_event_seq >= 1 and node.last_event_seq <= agent_last_seq(node)
         assert not HAEvent.objects.filter(appliance=node, seq__isnull=False, pair__isnull=True).exists()
+
+
+def test_rounds_reuse_the_tls_connections_the_first_one_opened(ha_pair, subnet, settings):
+    # Given a round that opened a connection to each agent, over its pinned certificate (the
+    # first contact, unpinned, went over another connection: it pinned them)
+    hosts = [f"{subnet}.2", f"{subnet}.3"]
+    polling.poll()
+    assert all(
+        Appliance.objects.filter(pk__in=[ha_pair.primary_id, ha_pair.secondary_id]).values_list(
+            "tls_fingerprint", flat=True
+        )
+    )
+    before = {host: connections_from_here(host, settings.AGENT_PORT) for host in hosts}
+    polling.poll()
+    opened = {host: sorted(set(connections_from_here(host, settings.AGENT_PORT)) - set(before[host])) for host in hosts}
+    assert all(len(ports) == 1 for ports in opened.values()), opened
+    opened = {host: connections_from_here(host, settings.AGENT_PORT) for host in hosts}
+
+    # When two more rounds and a refresh run
+    polling.poll()
+    polling.poll()
+    polling.poll([ha_pair.primary_id])
+
+    # Then they all went over the same connections: no new TLS handshake
+    assert {host: connections_from_here(host, settings.AGENT_PORT) for host in hosts} == opened
+
+    # When this process's connections are closed (a worker stopping), they are gone; the next
+    # round opens new ones
+    polling.close()
+    assert all(connections_from_here(host, settings.AGENT_PORT) == [] for host in hosts)
+    assert polling.poll()["unreachable"] == 0
+    reopened = {host: connections_from_here(host, settings.AGENT_PORT) for host in hosts}
+    assert all(len(ports) == 1 for ports in reopened.values()) and reopened != opened
+    polling.poll()
+    assert {host: connections_from_here(host, settings.AGENT_PORT) for host in hosts} == reopened
 
 
 def test_a_node_that_stops_answering_is_marked_unreachable_and_reported_once(ha_pair, agent_farm):

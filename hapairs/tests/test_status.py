@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from hapairs import services
 from hapairs.agent_replies import HAInfo, PeerStatus
@@ -207,3 +212,61 @@ def test_the_pairs_network_is_recorded_and_drawn_as_a_reachability_matrix(pair, 
         raw = {"peers": [{"hm_ip": "127.10.10.16", "state": "PRIMARY_ACTIVE", **bad}]}
         with pytest.raises(agent_replies.AgentBadReply, match=field):
             agent_replies.parse_ha_info(raw, source="p")
+
+
+def test_pairs_each_with_values_of_their_own_are_all_written_in_one_statement(
+    make_appliance, django_assert_max_num_queries
+):
+    # Given 12 pairs recorded once, healthy
+    pairs = []
+    for n in range(12):
+        primary = make_appliance(name=f"vp{n}", hm_ip=f"127.10.{n + 20}.2", vip=f"127.10.{n + 20}.1", vip_prefixlen=24)
+        secondary = make_appliance(name=f"vs{n}", hm_ip=f"127.10.{n + 20}.3")
+        pairs.append(services.ha_pair_create(primary=primary, secondary=secondary))
+
+    def round_(of_pair):
+        results = []
+        for n, pair in enumerate(pairs):
+            p_ip, s_ip = f"127.10.{n + 20}.2", f"127.10.{n + 20}.3"
+            primary, secondary = of_pair(n)
+            results += [PollResult(pair.primary_id, primary(s_ip)), PollResult(pair.secondary_id, secondary(p_ip))]
+        status_record(results)
+
+    round_(lambda n: (
+        lambda ip: info(ip, "PRIMARY_ACTIVE", in_charge=True),
+        lambda ip: info(ip, "SECONDARY_ACTIVE", in_charge=False),
+    ))  # fmt: skip
+
+    # When the next round finds every pair with figures of its own, of every kind of column
+    # (floats, integers, text, times, JSON, booleans)
+    allowed = timezone.now().replace(microsecond=0)
+
+    def own(n):
+        def peer(ip, state, in_charge):
+            base = info(ip, state, in_charge=in_charge, generation=n + 2, sync=50 + n, status=f"Syncing {n}")
+            extra = {"mean_heartbeat_ms": 0.1 + n / 100, "allowed_switch_at": allowed + timedelta(seconds=n),
+                     "paths": {"hm": "up", "direct": "down" if n % 2 else "up"},
+                     "witnesses": [{"address": f"127.0.0.{n}:8002", "ok": n % 3 == 0, "answer": "lease"}]}  # fmt: skip
+            return replace(base, peers=[replace(base.peers[0], **extra)])
+
+        return (lambda ip: peer(ip, "PRIMARY_ACTIVE", True), lambda ip: peer(ip, "SECONDARY_ACTIVE", False))
+
+    # PostgreSQL: one UPDATE … FROM (VALUES …) for the pairs, one for the nodes; SQLite groups them
+    with django_assert_max_num_queries(8 if connection.vendor == "postgresql" else 60) as queries:
+        round_(own)
+
+    # Then every pair holds its own figures, written (on PostgreSQL) in one UPDATE, not one per pair
+    for n, pair in enumerate(pairs):
+        pair.refresh_from_db()
+        assert (pair.mean_heartbeat_ms, pair.sync_percent, pair.generation, pair.status_text) == (
+            pytest.approx(0.1 + n / 100),
+            50 + n,
+            n + 2,
+            f"Syncing {n}",
+        )
+        assert pair.switch_allowed_at == allowed + timedelta(seconds=n)
+        assert pair.secondary_paths == {"hm": "up", "direct": "down" if n % 2 else "up"}
+        assert pair.primary_witnesses == [{"address": f"127.0.0.{n}:8002", "ok": n % 3 == 0, "answer": "lease"}]
+        assert (pair.primary_in_charge, pair.secondary_in_charge, pair.split_brain) == (True, False, False)
+    if connection.vendor == "postgresql":
+        assert sum("FROM (VALUES" in query["sql"] for query in queries.captured_queries) == 2  # pairs, nodes
