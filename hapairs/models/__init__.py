@@ -8,6 +8,10 @@ impossible states impossible in the database itself, under concurrency too:
 * an appliance is primary of at most one pair (``primary`` is one-to-one);
 * a pair never has two active jobs (a partial unique index over active statuses);
 * an agent event is stored once per (appliance, sequence number).
+
+The counts the pages show (appliances, secondaries, a pair's events) are ``Tally`` rows
+kept by database triggers in the statement that changes them (``summaries.py``), as is
+the list of secondaries the HA overview walks by name (``SecondaryListing``).
 """
 
 from hapairs.models.activity import ApiToken, HAEvent, Job
@@ -30,6 +34,7 @@ from hapairs.models.reports import (
     Delivery,
     ReportSchedule,
 )
+from hapairs.models.summaries import SecondaryListing, Tally
 
 __all__ = [
     "FAILOVER_WAIT_DEFAULT",
@@ -48,6 +53,8 @@ __all__ = [
     "License",
     "LicenseFile",
     "ReportSchedule",
+    "SecondaryListing",
+    "Tally",
     "device_name_validator",
     "version_validator",
 ]

@@ -106,7 +106,8 @@ class HAEvent(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["pair", "-timestamp"], name="haevent_pair_time"),
+            # the status screen's Events Log: a pair's events newest first, seeking by (timestamp, id)
+            models.Index(fields=["pair", "-timestamp", "-id"], name="haevent_pair_time_id"),
             models.Index(fields=["code", "timestamp"], name="haevent_code_time"),
         ]
 

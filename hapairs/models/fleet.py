@@ -103,6 +103,14 @@ class Appliance(models.Model):
                 violation_error_message="The Health Monitor IP and the VIP must be different.",
             ),
         ]
+        # One per sort of the Mobility Services Engines list (selectors.APPLIANCE_SORTS), in its
+        # order, so a page is a seek into the index, in either direction; each ends with the
+        # unique name, so the key is total without the pk. Name and hm_ip sort by their unique indexes.
+        indexes = [
+            models.Index(fields=["device_type", "name"], name="appliance_type_name"),
+            models.Index(fields=["version", "name"], name="appliance_version_name"),
+            models.Index(fields=["reachability", "name"], name="appliance_reachability_name"),
+        ]
 
     def __str__(self) -> str:
         return self.name

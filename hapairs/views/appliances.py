@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -14,7 +15,16 @@ from hapairs import licenses, roles, selectors, services
 from hapairs.choices import LicenseStatus
 from hapairs.forms import ApplianceAddForm, ApplianceFilterForm
 from hapairs.models import Appliance, License
-from hapairs.views._common import Pager, posted, render_page, requires
+from hapairs.views._common import (
+    CURSOR,
+    DEVICE_TYPES,
+    REACHABILITY,
+    SeekPager,
+    posted,
+    render_page,
+    requires,
+    url_of_name,
+)
 
 
 @require_GET
@@ -24,7 +34,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def mse_list(request: HttpRequest) -> HttpResponse:
-    """Mobility Services Engines: filter, sort and page; the table alone for HTMX."""
+    """Mobility Services Engines: filter, sort and page (seek pages, see ``SeekPager``); the
+    table alone for HTMX."""
     filters = ApplianceFilterForm(request.GET)
     wanted = filters.cleaned_data if filters.is_valid() else {}
     sort = request.GET.get("sort", "name")
@@ -32,15 +43,18 @@ def mse_list(request: HttpRequest) -> HttpResponse:
     sort = sort.lstrip("-")
     if sort not in selectors.APPLIANCE_SORTS:
         sort, descending = "name", False
-    queryset = selectors.appliance_filtered(
-        **{key: wanted.get(key, "") for key in ("q", "device_type", "reachability", "paired")}
+    chosen = {key: wanted.get(key, "") for key in ("q", "device_type", "reachability", "paired")}
+    queryset = selectors.appliance_filtered(**chosen)
+    total = selectors.appliance_total(queryset, filtered=any(chosen.values()))
+    pager = SeekPager(
+        request,
+        scope=f"mse_list:{'-' if descending else ''}{sort}:{urlencode(sorted(chosen.items()))}",
+        model=Appliance,
+        ordering=selectors.appliance_ordering(sort, descending),
+        total=total,
     )
-    total = queryset.count()
-    pager = Pager(request, total)
-    rows = selectors.appliance_page(
-        queryset, sort=sort, descending=descending, offset=pager.offset, limit=pager.per_page
-    )
-    base = {k: v for k, v in request.GET.items() if k not in ("sort", "page") and v}
+    rows = pager.read(lambda where: selectors.appliance_seek(queryset, sort=sort, descending=descending, where=where))
+    base = {k: v for k, v in request.GET.items() if k not in ("sort", "page", CURSOR) and v}
     columns = [
         {
             "key": key,
@@ -52,7 +66,7 @@ def mse_list(request: HttpRequest) -> HttpResponse:
         for key, (label, _order) in selectors.APPLIANCE_SORTS.items()
     ]
     context = {
-        "rows": rows,
+        "rows": _list_rows(rows),
         "total": total,
         "pager": pager,
         "filters": filters,
@@ -61,6 +75,58 @@ def mse_list(request: HttpRequest) -> HttpResponse:
         "can_operate": request.user.has_perm(roles.OPERATE),
     }
     return render_page(request, "hapairs/mse_list.html", context, partial="table")
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One line of the Mobility Services Engines list, every cell worked out here, so the
+    template only prints (a page is 50 of them)."""
+
+    name: str
+    url: str
+    device_type: str
+    ip: str  # the VIP once this primary is paired (Appliance.display_ip)
+    version: str
+    reachability: str
+    reachability_label: str
+    secondary: str  # its secondary's name, when it is a primary
+    status_url: str
+    maintenance: bool
+    maintenance_reason: str
+    backs: list[tuple[str, str]]  # the primaries it backs, when a secondary: (name, status URL)
+    configure_url: str
+    services: list[str]
+
+
+def _list_rows(appliances: list[dict]) -> list[ListRow]:
+    """The rows of ``selectors.appliance_seek``, as the list shows them."""
+    detail, status, configure = url_of_name("mse_detail"), url_of_name("ha_status"), url_of_name("ha_configure")
+    rows = []
+    for appliance in appliances:
+        name, primary = appliance["name"], appliance["secondary"] is not None
+        rows.append(
+            ListRow(
+                name=name,
+                url=detail(name),
+                device_type=DEVICE_TYPES.get(appliance["device_type"], appliance["device_type"]),
+                ip=appliance["vip"] if primary and appliance["vip"] else appliance["hm_ip"],
+                version=appliance["version"],
+                reachability=appliance["reachability"],
+                reachability_label=REACHABILITY.get(appliance["reachability"], appliance["reachability"]),
+                secondary=appliance["secondary"] or "",
+                status_url=status(name),
+                maintenance=bool(appliance["maintenance"]),
+                maintenance_reason=appliance["maintenance_reason"] or "",
+                backs=[(backed, status(backed)) for backed in appliance["backs"]],
+                configure_url=configure(name),
+                services=[
+                    f"{service.get('name', '')}: {service.get('admin_status') or '—'} / {service.get('service_status') or '—'}"
+                    for service in appliance["services"] or []
+                    if isinstance(service, dict)
+                ],
+            )
+        )
+    return rows
 
 
 WIZARD_STEPS = [

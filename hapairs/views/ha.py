@@ -7,6 +7,7 @@ services' refusals next to the right field and never render a password back.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -18,8 +19,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hapairs import crypto, dispatch, licenses, roles, selectors, services
 from hapairs.choices import ACTIVE_JOB_STATUSES, WitnessMode
 from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
-from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job
-from hapairs.views._common import Pager, check_role, posted, render_page, render_polled, requires
+from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job, SecondaryListing, Tally
+from hapairs.views._common import (
+    DEVICE_TYPES,
+    HEARTBEATS,
+    SeekPager,
+    check_role,
+    posted,
+    render_page,
+    render_polled,
+    requires,
+    url_of_name,
+)
 
 PENDING_KEY = "ha-configure-pending"
 
@@ -221,17 +232,25 @@ def _ha_update(request: HttpRequest, pair: HAPair, context: dict) -> HttpRespons
 
 
 # --- Current High Availability Status ---------------------------------------------------
+EVENTS_PAGE_SIZE = 25
+
+
 def _status_context(request: HttpRequest, pair: HAPair) -> dict:
-    events = HAEvent.objects.filter(pair=pair)
-    pager = Pager(request, events.count(), per_page=25)
+    pager = SeekPager(
+        request,
+        scope=f"ha_status:{pair.pk}",
+        model=HAEvent,
+        ordering=selectors.EVENTS_ORDERING,
+        total=pair.events_total if hasattr(pair, "events_total") else selectors.tally(Tally.PAIR_EVENTS, pair.pk),
+        per_page=EVENTS_PAGE_SIZE,
+    )
+    events = pager.read(lambda where: selectors.pair_events_seek(pair, where))
     active_job = Job.objects.filter(pair=pair, status__in=ACTIVE_JOB_STATUSES).select_related("requested_by").first()
     return {
         "pair": pair,
         "primary": pair.primary,
         "status": selectors.pair_status_sentence(pair),
-        "events": events.select_related("job__requested_by").order_by("-timestamp", "-pk")[
-            pager.offset : pager.offset + pager.per_page
-        ],
+        "events": events,
         "pager": pager,
         "active_job": active_job,
         "in_progress": selectors.pair_in_progress(pair, job_active=active_job is not None),
@@ -283,9 +302,9 @@ def _pair_or_404(name: str) -> HAPair:
 @require_GET
 def ha_status(request: HttpRequest, name: str) -> HttpResponse:
     """Current High Availability Status; HTMX polls the status block while something moves."""
-    appliance = get_object_or_404(Appliance, name=name)
-    pair = selectors.pair_for(appliance)
+    pair = selectors.pair_for_name(name)
     if pair is None:
+        appliance = get_object_or_404(Appliance, name=name)
         return render_page(request, "hapairs/ha_status.html", {"appliance": appliance, "pair": None}, status=404)
     context = _status_context(request, pair)
     return render_polled(
@@ -420,7 +439,60 @@ def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
 @require_GET
 def ha_overview(request: HttpRequest) -> HttpResponse:
     secondaries = selectors.ha_overview_secondaries()
-    total = secondaries.count()
-    pager = Pager(request, total)
-    rows = selectors.ha_overview(secondaries, offset=pager.offset, limit=pager.per_page)
-    return render_page(request, "hapairs/ha_overview.html", {"rows": rows, "pager": pager, "total": total})
+    total = selectors.tally(Tally.SECONDARIES)
+    pager = SeekPager(
+        request, scope="ha_overview", model=SecondaryListing, ordering=selectors.HA_OVERVIEW_ORDERING, total=total
+    )
+    rows = pager.read(lambda where: selectors.ha_overview_seek(secondaries, where), key_of=lambda row: row[0])
+    return render_page(
+        request, "hapairs/ha_overview.html", {"rows": _overview_rows(rows), "pager": pager, "total": total}
+    )
+
+
+@dataclass(frozen=True)
+class OverviewPair:
+    primary: str
+    status_url: str
+    device_type: str
+    heartbeat: str
+    heartbeat_label: str
+    maintenance: bool
+    status_text: str
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    """One secondary of the overview with the primaries it backs, as the page shows them."""
+
+    name: str
+    url: str
+    hm_ip: str
+    device_type: str
+    version: str
+    pairs: list[OverviewPair]
+
+
+def _overview_rows(rows: list[tuple[dict, list[dict]]]) -> list[OverviewRow]:
+    detail, status = url_of_name("mse_detail"), url_of_name("ha_status")
+    return [
+        OverviewRow(
+            name=secondary["name"],
+            url=detail(secondary["name"]),
+            hm_ip=secondary["hm_ip"],
+            device_type=DEVICE_TYPES.get(secondary["device_type"], secondary["device_type"]),
+            version=secondary["version"],
+            pairs=[
+                OverviewPair(
+                    primary=pair["primary_name"],
+                    status_url=status(pair["primary_name"]),
+                    device_type=DEVICE_TYPES.get(pair["primary_type"], pair["primary_type"]),
+                    heartbeat=pair["heartbeat"],
+                    heartbeat_label=HEARTBEATS.get(pair["heartbeat"], pair["heartbeat"]),
+                    maintenance=pair["maintenance"],
+                    status_text=pair["status_text"],
+                )
+                for pair in pairs
+            ],
+        )
+        for secondary, pairs in rows
+    ]
