@@ -29,6 +29,10 @@ from .protocol import (
 )
 
 VERSION_REFUSED = 400  # the status a version mismatch is reported with (the answer is not read)
+# an agent's idle connection to its peer is closed after this long: a pair's traffic is
+# bursts (hello, sync, commands) and a busy primary's replication, which keeps its own open;
+# each idle TLS connection costs tens of KB on both sides, thousands in a farm
+PEER_KEEPALIVE = 3.0
 
 
 class AgentError(Exception):

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from . import tlsid
+from .client import PEER_KEEPALIVE
 from .clock import now_iso, wait_event
 from .config import NodeConfig
 from .errors import ApiError
@@ -163,7 +164,9 @@ class Node:
 
     async def start(self) -> None:
         if self.session is None:
-            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=8))
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=8, keepalive_timeout=PEER_KEEPALIVE)
+            )
         if self.vip_driver is not None:
             await self.vip_driver.cleanup(
                 [p.vip for p in self.pairs.values() if p.vip] + ([self.cfg.vip] if self.cfg.vip else [])
@@ -373,8 +376,11 @@ class Node:
     def tick_period(self) -> float:
         if not self.pairs:
             return 1.0
-        # half a heartbeat interval: the takeover happens at most wait/20 late (ratio <= 1.05)
-        return max(0.05, min(0.5, min(p.ha.config.heartbeat_interval for p in self.pairs.values()) / 2))
+        # half a heartbeat interval: a secondary's takeover happens at most wait/20 late (ratio
+        # <= 1.05), and a primary whose secondary died stops holding writes for it as soon
+        # (a primary stepping once an interval was measured: writes held up to 0.5 s longer)
+        interval = min(p.ha.config.heartbeat_interval for p in self.pairs.values())
+        return max(0.05, min(0.5, interval / 2))
 
     def _tick(self) -> None:
         """A step (the scheduler's job, or queued by wake): decisions inline; the VIPs, which

@@ -440,13 +440,12 @@ class NodeServer:
         )
         if node.identity.made:
             log.info("%s: made its TLS certificate, fingerprint %s", cfg.name, node.identity.fingerprint)
-        tls = node.identity.context or node.identity.server_context()
         node.replay_cache = P.ReplayCache()
         node.idempotency = IdempotencyStore(node)
         for addr in addresses:
             apps.by_address[addr] = node
         for addr in addresses:  # TLS only; a plain-HTTP client is told so (nodeagent.tlsport)
-            site = TlsOnlySite(hm_runner, addr, cfg.port, ssl_context=tls)
+            site = TlsOnlySite(hm_runner, addr, cfg.port, ssl_context=node.identity.server_context)
             await site.start()
             self.sites.append(site)
         await node.heartbeats.listen(cfg.port)  # the heartbeat datagrams: the same port number, UDP

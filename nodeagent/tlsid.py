@@ -61,19 +61,34 @@ def normalise(fingerprint: str) -> str:
     return ":".join(f"{b:02X}" for b in fingerprint_bytes(fingerprint))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Identity:
     cert_path: Path
     key_path: Path
     fingerprint: str
     made: bool  # created just now (else read from disk)
-    context: ssl.SSLContext | None = None  # the server's, once loaded
 
     def server_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert_path, self.key_path)
-        return ctx
+        return server_context(str(self.cert_path), str(self.key_path))
+
+
+def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
+    """The server's context for a certificate and key (cached: see _load_context); files
+    replaced since are loaded afresh."""
+    c, k = os.stat(cert_path), os.stat(key_path)
+    return _load_context(cert_path, key_path, (c.st_ino, c.st_mtime_ns, c.st_size, k.st_ino, k.st_mtime_ns))
+
+
+@lru_cache(maxsize=64)
+def _load_context(cert_path: str, key_path: str, _version: tuple) -> ssl.SSLContext:
+    """The server's context for a certificate and key. Kept for the 64 last used: one agent
+    keeps its own for ever; an agent farm of thousands of nodes does not keep thousands
+    (each holds its certificate and key, ~20 KB), and loads one again (~2 ms) when a
+    connection comes to a node whose context was dropped."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx
 
 
 TLS_READ_BUFFER = 32 * 1024
@@ -186,7 +201,7 @@ def ensure(
     fingerprint = read_fingerprint(cert_path)
     identity = Identity(cert_path, key_path, fingerprint, made)
     try:
-        identity.context = identity.server_context()  # checked once, and kept for the server
+        identity.server_context()  # checked once (and cached)
     except (OSError, ssl.SSLError) as e:
         raise IdentityError(f"{cert_path} / {key_path}: the certificate and key do not load as a pair ({e})") from None
     return identity

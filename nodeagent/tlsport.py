@@ -17,6 +17,7 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from contextlib import suppress
 
 from aiohttp import web
@@ -95,12 +96,21 @@ class _Listener:
 
 
 class TlsOnlySite(web.BaseSite):
-    __slots__ = ("_host", "_port", "_reuse_address", "_tasks", "_refusing")
+    __slots__ = ("_host", "_port", "_reuse_address", "_tasks", "_refusing", "_context_of")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext, backlog: int = 256
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext],
+        backlog: int = 256,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        # a context, or a function giving it when a connection comes (an agent farm keeps no
+        # context per node: each holds its certificate and key, ~20 KB; see tlsid.server_context)
+        self._context_of = ssl_context if callable(ssl_context) else (lambda: ssl_context)
+        super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
         self._tasks: set[asyncio.Task] = set()
         self._refusing: set[asyncio.BaseTransport] = set()
@@ -162,7 +172,8 @@ class TlsOnlySite(web.BaseSite):
             if server is None:  # the runner is being cleaned up
                 conn.close()
             elif first[0] == TLS_HANDSHAKE:
-                await loop.connect_accepted_socket(server, conn, ssl=self._ssl_context, ssl_handshake_timeout=10)
+                context = self._context_of()
+                await loop.connect_accepted_socket(server, conn, ssl=context, ssl_handshake_timeout=10)
             else:
                 await loop.connect_accepted_socket(lambda: _PlainRefusal(self._refusing), conn)
         except (OSError, ssl.SSLError, TimeoutError) as e:  # a client that went away, or a bad handshake

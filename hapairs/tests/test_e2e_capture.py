@@ -11,6 +11,7 @@ would pass).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -37,6 +38,7 @@ class LoopbackCapture(threading.Thread):
         super().__init__(daemon=True)
         self.hosts, self.port = hosts, port
         self.segments: list[tuple[str, int, str, int, bytes]] = []
+        self.datagrams: list[tuple[str, int, str, int, bytes]] = []  # UDP: the heartbeats
         self.stop = threading.Event()
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind(("lo", 0))
@@ -58,10 +60,16 @@ class LoopbackCapture(threading.Thread):
             return
         ip = frame[14:]
         ihl, proto = (ip[0] & 0x0F) * 4, ip[9]
-        if proto != 6:  # TCP
-            return
         src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
         total = struct.unpack("!H", ip[2:4])[0]
+        if proto == 17:  # UDP: heartbeat datagrams (cleartext by design: signed, no secret)
+            udp = ip[ihl:total]
+            sport, dport = struct.unpack("!HH", udp[:4])
+            if self.port in (sport, dport) and {src, dst} & self.hosts:
+                self.datagrams.append((src, sport, dst, dport, bytes(udp[8:])))
+            return
+        if proto != 6:  # TCP
+            return
         tcp = ip[ihl:total]
         sport, dport = struct.unpack("!HH", tcp[:4])
         if self.port not in (sport, dport) or not ({src, dst} & self.hosts):
@@ -144,4 +152,15 @@ def test_add_configure_switchover_and_failback_send_no_password_and_no_readable_
     # (and it was TLS it saw: a capture that missed everything would pass the checks above)
     records = sum(1 for seg in segments if seg[4][:1] in (b"\x16", b"\x17") and seg[4][1:2] == b"\x03")
     assert records > 50, f"TLS records seen: {records}"
+    # The heartbeats are datagrams (protocol 4): signed, readable, and with no secret in them —
+    # no password and no heartbeat key (the key only ever travels inside TLS)
+    beats = capture.datagrams
+    assert {(src, dst) for src, _, dst, _, _ in beats} >= {(s_ip, p_ip), (p_ip, s_ip)}, "heartbeats both ways"
+    for *_, data in beats:
+        assert data.startswith(b"MHB4"), data[:16]
+        for password in PASSWORDS:
+            assert password not in data
+        body = json.loads(data[36:])
+        assert {"kind", "seq", "boot", "view"} <= body.keys() and not {"hb", "key", "password"} & body.keys(), body
+    print(f"\n[capture] {len(beats)} heartbeat datagrams, none with a secret")
     print(f"\n[capture] {len(segments)} segments, {len(wire)} bytes on port {PORT}, {records} starting a TLS record")
