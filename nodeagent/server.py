@@ -442,12 +442,11 @@ class NodeServer:
             log.info("%s: made its TLS certificate, fingerprint %s", cfg.name, node.identity.fingerprint)
         node.replay_cache = P.ReplayCache()
         node.idempotency = IdempotencyStore(node)
-        for addr in addresses:
-            apps.by_address[addr] = node
         for addr in addresses:  # TLS only; a plain-HTTP client is told so (nodeagent.tlsport)
             site = TlsOnlySite(hm_runner, addr, cfg.port, ssl_context=node.identity.server_context)
-            await site.start()
+            await site.start()  # OSError (in use): nothing of another node's is touched
             self.sites.append(site)
+            apps.by_address[addr] = node
         await node.heartbeats.listen(cfg.port)  # the heartbeat datagrams: the same port number, UDP
         if node.cfg.real_network:
             assert node.cfg.hm_interface, "validated: the iproute driver has its interface"
