@@ -265,10 +265,13 @@ class Heartbeats:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return
         if status == 200 and isinstance(out, dict) and "view" in out:
+            keyed = bool(pr.hb_peer.key)
             try:
                 self.absorb(pr, out)
             except (KeyError, ValueError, TypeError):
                 return
+            if not keyed and pr.hb_peer.key and node.cfg.role is Role.SECONDARY:
+                self.send(pr)  # the first beat at once: the pair's response time is known from now
             node.schedule(pr)
             node.changed()
         else:
