@@ -200,8 +200,10 @@ def ensure(
             _make(cert_path, key_path, name, addresses)
     fingerprint = read_fingerprint(cert_path)
     identity = Identity(cert_path, key_path, fingerprint, made)
+    if made:  # made just now, as a pair: loaded when the first connection comes
+        return identity
     try:
-        identity.server_context()  # checked once (and cached)
+        identity.server_context()  # the files found: checked once (and cached)
     except (OSError, ssl.SSLError) as e:
         raise IdentityError(f"{cert_path} / {key_path}: the certificate and key do not load as a pair ({e})") from None
     return identity
