@@ -29,7 +29,6 @@ boot (its key is forgotten) and a forged one are refused, counted, and change no
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -52,9 +51,12 @@ def new_key() -> tuple[str, bytes]:
     return secrets.token_hex(8), secrets.token_bytes(KEY_BYTES)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one, not one per datagram (json.dumps with options)
+
+
 def encode(key: bytes, body: dict[str, Any]) -> bytes:
-    raw = json.dumps(body, separators=(",", ":")).encode()
-    return MAGIC + hmac.new(key, MAGIC + raw, hashlib.sha256).digest() + raw
+    raw = _ENCODER.encode(body).encode()
+    return MAGIC + hmac.digest(key, MAGIC + raw, "sha256") + raw
 
 
 def parse(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
@@ -90,7 +92,7 @@ def parse(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
 
 
 def verify(key: bytes, tag: bytes, raw: bytes) -> bool:
-    return hmac.compare_digest(tag, hmac.new(key, MAGIC + raw, hashlib.sha256).digest())
+    return hmac.compare_digest(tag, hmac.digest(key, MAGIC + raw, "sha256"))
 
 
 @dataclass
