@@ -414,10 +414,6 @@ class Node:
             if not (self._reconcile_again and self.vips.needed()):
                 return
 
-    async def step(self) -> None:
-        self.step_sync()
-        await self.vips.reconcile()
-
     def step_sync(self) -> None:
         now, mono = time.time(), time.monotonic()
         awake = self.awake_now()

@@ -46,7 +46,6 @@ class Scheduler:
         self.order = itertools.count()
         self.handle: asyncio.TimerHandle | None = None
         self.handle_at = float("inf")
-        self.runs = 0
 
     @classmethod
     def current(cls) -> Scheduler:
@@ -84,7 +83,6 @@ class Scheduler:
             _, _, job = heapq.heappop(heap)
             if job.cancelled:
                 continue
-            self.runs += 1
             try:
                 job.fn()
             except Exception:  # one job's bug never stops the others

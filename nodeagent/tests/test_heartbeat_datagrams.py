@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
@@ -118,99 +119,96 @@ def _paired_fleet(net, wait=3):
     return parse_fleet(d, allow_short_wait=True)
 
 
-async def _start(fleet, tmp_path, session):
-    servers = []
-    for name in ("prim", "sec"):
-        node = Node(fleet.nodes[name], tmp_path / name, session=session, allow_short_wait=True)
-        node.load(declared_pairs(fleet, name))
-        srv = NodeServer(node)
-        await srv.start()
-        servers.append(srv)
-    return servers
+async def _start_one(fleet, name, tmp_path, session, *, declared=True) -> NodeServer:
+    node = Node(fleet.nodes[name], tmp_path / name, session=session, allow_short_wait=True)
+    node.load(declared_pairs(fleet, name) if declared else [])
+    srv = NodeServer(node)
+    await srv.start()
+    return srv
+
+
+@asynccontextmanager
+async def _paired(tmp_path):
+    """A primary and a secondary in this process, paired by the fleet (wait 3 s)."""
+    fleet = _paired_fleet(free_subnet())
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+        servers: list[NodeServer] = []
+        try:
+            for name in ("prim", "sec"):
+                servers.append(await _start_one(fleet, name, tmp_path, session))
+            yield fleet, servers, session
+        finally:
+            for s in servers:
+                await s.close()
 
 
 def test_heartbeats_are_datagrams_and_replays_forgeries_and_garbage_change_nothing(tmp_path):
     async def go():
-        net = free_subnet()
-        fleet = _paired_fleet(net)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
-            servers = await _start(fleet, tmp_path, session)
-            try:
-                prim, sec = servers[0].node, servers[1].node
-                ppr, spr = next(iter(prim.pairs.values())), next(iter(sec.pairs.values()))
-                # tap the secondary's socket: every datagram it sends is kept (and still sent)
-                sent: list[bytes] = []
-                transport = sec.heartbeats.transports[P.HeartbeatPath.HM]
-                real_sendto = transport.sendto
+        async with _paired(tmp_path) as (fleet, servers, session):
+            net = fleet.nodes["prim"].hm_ip.rsplit(".", 1)[0]
+            prim, sec = servers[0].node, servers[1].node
+            ppr, spr = next(iter(prim.pairs.values())), next(iter(sec.pairs.values()))
+            # tap the secondary's socket: every datagram it sends is kept (and still sent)
+            sent: list[bytes] = []
+            transport = sec.heartbeats.transports[P.HeartbeatPath.HM]
+            real_sendto = transport.sendto
 
-                def tap(data, addr=None):
-                    sent.append(bytes(data))
-                    real_sendto(data, addr)
+            def tap(data, addr=None):
+                sent.append(bytes(data))
+                real_sendto(data, addr)
 
-                transport.sendto = tap  # type: ignore[method-assign]
-                await until(lambda: ppr.ha.heartbeat_up and spr.ha.heartbeat_up and len(sent) >= 3, 8, "beats")
-                # they are heartbeat datagrams, and the secondary measures the primary's answers
-                _, _, first = datagram.parse(sent[0])
-                assert first["kind"] == "hb" and first["to"] == prim.cfg.hm_ip and "key" not in json.dumps(first)
-                await until(lambda: spr.mean_ms is not None, 5, "a response time")
-                # the HTTP heartbeat of protocol 3 is gone
-                st, _ = (
-                    await sec.heartbeats.node.pairs[prim.cfg.hm_ip]
-                    .client()
-                    .request("POST", P.PATH_PEER_HEARTBEAT, {"from": sec.cfg.hm_ip}, auto_key=False)
-                )
-                assert st in (404, 405)
+            transport.sendto = tap  # type: ignore[method-assign]
+            await until(lambda: ppr.ha.heartbeat_up and spr.ha.heartbeat_up and len(sent) >= 3, 8, "beats")
+            # they are heartbeat datagrams, and the secondary measures the primary's answers
+            _, _, first = datagram.parse(sent[0])
+            assert first["kind"] == "hb" and first["to"] == prim.cfg.hm_ip and "key" not in json.dumps(first)
+            await until(lambda: spr.mean_ms is not None, 5, "a response time")
+            # the HTTP heartbeat of protocol 3 is gone
+            st, _ = (
+                await sec.heartbeats.node.pairs[prim.cfg.hm_ip]
+                .client()
+                .request("POST", P.PATH_PEER_HEARTBEAT, {"from": sec.cfg.hm_ip}, auto_key=False)
+            )
+            assert st in (404, 405)
 
-                before_state = (ppr.ha.generation, ppr.ha.state, ppr.ha.in_charge)
-                received, refused = prim.counters["heartbeats_received"], prim.counters["datagrams_refused"]
-                attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                attacker.bind((f"{net}.9", 0))
-                target = (prim.cfg.hm_ip, prim.cfg.port)
-                forged = sent[-1].replace(b'"generation":1', b'"generation":7')  # valid JSON, bad signature
-                assert forged != sent[-1]
-                bogus = [*sent[:3], forged, b"hello", b"MHB4" + b"\0" * 32 + b"{}", os.urandom(300)]
-                for data in bogus:
-                    attacker.sendto(data, target)
-                attacker.close()
-                await until(lambda: prim.counters["datagrams_refused"] - refused >= len(bogus), 3, "refusals")
-                assert prim.counters["datagrams_refused"] - refused == len(bogus)
-                assert ppr.hb_peer.refused["replay"] >= 3 and ppr.hb_peer.refused["signature"] >= 1
-                # nothing changed, and the real heartbeats go on
-                assert (ppr.ha.generation, ppr.ha.state, ppr.ha.in_charge) == before_state
-                await until(lambda: prim.counters["heartbeats_received"] > received + 2, 3, "beats go on")
-                assert ppr.ha.heartbeat_up and spr.ha.heartbeat_up
-            finally:
-                for s in servers:
-                    await s.close()
+            before_state = (ppr.ha.generation, ppr.ha.state, ppr.ha.in_charge)
+            received, refused = prim.counters["heartbeats_received"], prim.counters["datagrams_refused"]
+            attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            attacker.bind((f"{net}.9", 0))
+            target = (prim.cfg.hm_ip, prim.cfg.port)
+            forged = sent[-1].replace(b'"generation":1', b'"generation":7')  # valid JSON, bad signature
+            assert forged != sent[-1]
+            bogus = [*sent[:3], forged, b"hello", b"MHB4" + b"\0" * 32 + b"{}", os.urandom(300)]
+            for data in bogus:
+                attacker.sendto(data, target)
+            attacker.close()
+            await until(lambda: prim.counters["datagrams_refused"] - refused >= len(bogus), 3, "refusals")
+            assert prim.counters["datagrams_refused"] - refused == len(bogus)
+            assert ppr.hb_peer.refused["replay"] >= 3 and ppr.hb_peer.refused["signature"] >= 1
+            # nothing changed, and the real heartbeats go on
+            assert (ppr.ha.generation, ppr.ha.state, ppr.ha.in_charge) == before_state
+            await until(lambda: prim.counters["heartbeats_received"] > received + 2, 3, "beats go on")
+            assert ppr.ha.heartbeat_up and spr.ha.heartbeat_up
 
     asyncio.run(go())
 
 
 def test_a_restarted_node_gives_its_new_key_and_the_pair_beats_again(tmp_path):
     async def go():
-        net = free_subnet()
-        fleet = _paired_fleet(net)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
-            servers = await _start(fleet, tmp_path, session)
-            try:
-                prim = servers[0].node
-                ppr = next(iter(prim.pairs.values()))
-                await until(lambda: ppr.ha.heartbeat_up, 8, "beats")
-                old_boot = ppr.hb_peer.boot
-                await servers[1].close()  # the secondary stops and starts again: a new boot, a new key
-                node = Node(fleet.nodes["sec"], tmp_path / "sec", session=session, allow_short_wait=True)
-                node.load([])
-                servers[1] = NodeServer(node)
-                await servers[1].start()
-                await until(lambda: ppr.hb_peer.boot not in ("", old_boot), 5, "the new key")
-                spr = next(iter(node.pairs.values()))
-                await until(lambda: spr.ha.heartbeat_up and ppr.ha.heartbeat_up, 8, "beats again")
-                got = prim.counters["heartbeats_received"]
-                await until(lambda: prim.counters["heartbeats_received"] > got + 2, 3, "datagrams of the new boot")
-                assert ppr.hb_peer.last_seq > 0 and spr.hb_peer.boot == prim.heartbeats.boot
-            finally:
-                for s in servers:
-                    await s.close()
+        async with _paired(tmp_path) as (fleet, servers, session):
+            prim = servers[0].node
+            ppr = next(iter(prim.pairs.values()))
+            await until(lambda: ppr.ha.heartbeat_up, 8, "beats")
+            old_boot = ppr.hb_peer.boot
+            await servers[1].close()  # the secondary stops and starts again: a new boot, a new key
+            servers[1] = await _start_one(fleet, "sec", tmp_path, session, declared=False)
+            node = servers[1].node
+            await until(lambda: ppr.hb_peer.boot not in ("", old_boot), 5, "the new key")
+            spr = next(iter(node.pairs.values()))
+            await until(lambda: spr.ha.heartbeat_up and ppr.ha.heartbeat_up, 8, "beats again")
+            got = prim.counters["heartbeats_received"]
+            await until(lambda: prim.counters["heartbeats_received"] > got + 2, 3, "datagrams of the new boot")
+            assert ppr.hb_peer.last_seq > 0 and spr.hb_peer.boot == prim.heartbeats.boot
 
     asyncio.run(go())
 
