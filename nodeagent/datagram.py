@@ -63,7 +63,7 @@ def parse(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
     """(tag, raw body, body) of a datagram, unverified: the receiver picks the key by ``from``
     and ``boot``, then calls :func:`verify`. DatagramError when it is not a heartbeat."""
     if len(data) > MAX_DATAGRAM:
-        raise DatagramError(f"datagram of {len(data)} bytes (at most {MAX_DATAGRAM})")
+        raise DatagramError(f"datagram too large: over {MAX_DATAGRAM} bytes")
     if len(data) < len(MAGIC) + TAG_BYTES + 2 or not data.startswith(MAGIC):
         raise DatagramError("not a protocol-4 heartbeat datagram")
     tag, raw = data[len(MAGIC) : len(MAGIC) + TAG_BYTES], data[len(MAGIC) + TAG_BYTES :]

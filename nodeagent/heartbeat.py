@@ -88,6 +88,10 @@ class Heartbeats:
             transport, _ = await loop.create_datagram_endpoint(
                 _receiver_factory(self, path, address), local_addr=(address, port)
             )
+            # asyncio reads each datagram into a fresh 256 KiB buffer (an mmap and munmap per
+            # datagram); one byte over the largest heartbeat is enough to see one too large
+            if hasattr(transport, "max_size"):
+                transport.max_size = datagram.MAX_DATAGRAM + 1
             self.transports[path] = transport
 
     def close(self) -> None:
@@ -130,17 +134,20 @@ class Heartbeats:
             "mean_ms": pr.mean_ms,
         }
 
-    def _send(self, pr: PairRuntime, path: HeartbeatPath, body: dict[str, Any]) -> bool:
+    def _send(self, pr: PairRuntime, path: HeartbeatPath, body: dict[str, Any]) -> float | None:
+        """Send one datagram; the monotonic time it left (None: not sent)."""
         transport = self.transports.get(path)
         if transport is None or transport.is_closing():
-            return False
+            return None
         port = pr.peer.get("port", self.node.cfg.port)
+        data = datagram.encode(self.key, body)
+        sent_at = time.monotonic()
         try:
-            transport.sendto(datagram.encode(self.key, body), (body["to"], port))
+            transport.sendto(data, (body["to"], port))
         except OSError:  # no route (a cable pulled): the beat is missed, not an error
             self.node.counters["heartbeat_send_errors"] += 1
-            return False
-        return True
+            return None
+        return sent_at
 
     def send(self, pr: PairRuntime) -> None:
         """The secondary's heartbeat, on every path of the pair (a scheduler job)."""
@@ -149,8 +156,8 @@ class Heartbeats:
             return
         for path in pr.paths:
             body = self.body(pr, "hb", path)
-            sent_at = time.monotonic()
-            if self._send(pr, path, body):
+            sent_at = self._send(pr, path, body)
+            if sent_at is not None:
                 pr.hb_sent[body["seq"]] = sent_at
                 node.counters["heartbeats_sent"] += 1
         while len(pr.hb_sent) > SENT_KEPT:
@@ -187,12 +194,12 @@ class Heartbeats:
             echo = body.get("echo")
             sent_at = pr.hb_sent.pop(echo, None) if isinstance(echo, int) else None
             if sent_at is not None:
-                pr.rtts.append(now_mono - sent_at)
+                pr.add_rtt(now_mono - sent_at)
         pr.path_heard[path] = time.time()
         node.counters["heartbeats_received"] += 1
         self.absorb(pr, body, view)
         if body["kind"] == "hb":  # answer at once, with our side after absorbing theirs
-            if self._send(pr, path, self.body(pr, "ack", path, echo=body["seq"])):
+            if self._send(pr, path, self.body(pr, "ack", path, echo=body["seq"])) is not None:
                 node.counters["heartbeats_sent"] += 1
         node.schedule(pr)
         node.changed()

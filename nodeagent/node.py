@@ -290,12 +290,6 @@ class Node:
         never declares its peer gone for a silence it did not listen through."""
         return self._awake + min(time.monotonic() - self._awake_mono, self._stall_cap)
 
-    def stall_cap(self) -> float:
-        """The longest gap between two steps that counts in full: one heartbeat interval."""
-        if not self.pairs:
-            return 1.0
-        return min(p.ha.config.heartbeat_interval for p in self.pairs.values())
-
     # ================================================================= derived status
     @property
     def services_running(self) -> bool:
@@ -379,8 +373,7 @@ class Node:
         # half a heartbeat interval: a secondary's takeover happens at most wait/20 late (ratio
         # <= 1.05), and a primary whose secondary died stops holding writes for it as soon
         # (a primary stepping once an interval was measured: writes held up to 0.5 s longer)
-        interval = min(p.ha.config.heartbeat_interval for p in self.pairs.values())
-        return max(0.05, min(0.5, interval / 2))
+        return max(0.05, min(0.5, self._stall_cap / 2))
 
     def _tick(self) -> None:
         """A step (the scheduler's job, or queued by wake): decisions inline; the VIPs, which
@@ -418,8 +411,10 @@ class Node:
         now, mono = time.time(), time.monotonic()
         awake = self.awake_now()
         self._awake, self._awake_mono = awake, mono
-        self._stall_cap = self.stall_cap()  # for the next awake_now (pairs come and go)
+        # the shortest heartbeat interval: the longest gap between steps that counts in full
+        interval = float("inf")
         for pr in list(self.pairs.values()):
+            interval = min(interval, pr.ha.config.heartbeat_interval)
             pr.ha.quiet = max(0.0, awake - pr.beat_awake)
             was_up = pr.ha.heartbeat_up
             self.record(pr.ha.tick(now), pr)
@@ -440,6 +435,8 @@ class Node:
             self.changed_fencing(pr)
             self.schedule(pr)
             pr.settle_cause(now)
+        # for the next awake_now and tick_period (pairs come and go)
+        self._stall_cap = interval if interval != float("inf") else 1.0
         self.maybe_save()
 
     def schedule(self, pr: PairRuntime) -> None:

@@ -18,6 +18,7 @@ from .scheduler import Job
 
 # a command's cause is echoed at most this long (a procedure that never settles)
 CAUSE_MAX_SECONDS = 600.0
+RTTS_KEPT = 50  # the mean heartbeat response time is of this many last heartbeats
 
 if TYPE_CHECKING:  # a type only: node.py imports this module
     from .node import Node
@@ -29,7 +30,9 @@ class PairRuntime:
         self.peer = peer  # name, hm_ip, vip, netmask, password, version, udi, device_type, direct_connect, port
         self.slot = slot
         self.ha = ha
-        self.rtts: collections.deque[float] = collections.deque(maxlen=50)
+        # the response times of the last RTTS_KEPT heartbeats (a secondary's; made at its first)
+        self.rtts: collections.deque[float] | None = None
+        self._mean_ms: float | None = None
         self.peer_mean_ms: float | None = None
         self.peer_view: PeerView | None = None
         self.peer_digest: dict = {}
@@ -121,11 +124,17 @@ class PairRuntime:
             fingerprint=self.peer.get("fingerprint"),  # pinned at configure (the portal gives it)
         )
 
+    def add_rtt(self, seconds: float) -> None:
+        """One heartbeat's response time (its ack came): the mean is kept, not summed per read."""
+        if self.rtts is None:
+            self.rtts = collections.deque(maxlen=RTTS_KEPT)
+        self.rtts.append(seconds)
+        self._mean_ms = round(sum(self.rtts) / len(self.rtts) * 1000, 3)
+
     @property
     def mean_ms(self) -> float | None:
-        if self.rtts:
-            return round(sum(self.rtts) / len(self.rtts) * 1000, 3)
-        return self.peer_mean_ms
+        """The mean response time of the last heartbeats (ms); a primary's is its secondary's."""
+        return self._mean_ms if self._mean_ms is not None else self.peer_mean_ms
 
     def in_step(self) -> bool:
         """The secondary has every write this primary acknowledges (heartbeats and replication up)."""

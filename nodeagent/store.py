@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -57,18 +57,36 @@ def fsync_dir(path: Path) -> None:
         pass
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_new(tmp: Path) -> int:
+    """A fresh file, mode 0600, never through a symlink: a leftover of a killed writer is
+    removed first; the directory is made when it is missing (not checked on every write)."""
+    for _ in range(3):
+        try:
+            return os.open(tmp, _NEW_FILE, 0o600)
+        except FileExistsError:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(tmp, _NEW_FILE, 0o600)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as JSON, atomically. The temporary file is named by the
+    writing process and thread (one writer of a state directory: its agent holds it), so no
+    name is searched for; it is made 0600 and so never readable by others, even for a moment."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()  # one write, not many
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    fd = _open_new(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
             if _durable:
+                f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         try:

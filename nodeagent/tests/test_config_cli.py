@@ -159,6 +159,28 @@ def test_atomic_write_leaves_no_temporary_and_replaces(tmp_path):
     assert oct(p.stat().st_mode & 0o777) == "0o600"
 
 
+def test_atomic_write_survives_a_killed_writers_leftover_and_never_follows_a_symlink(tmp_path):
+    import os
+    import threading
+
+    p = tmp_path / "sub" / "ha.json"  # the directory is made when missing
+    atomic_write_json(p, {"a": 1})
+    tmp = p.with_name(f".{p.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    # a killed writer's leftover, readable by all: removed, and the new file is 0600
+    tmp.write_text("torn")
+    tmp.chmod(0o644)
+    atomic_write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2} and not tmp.exists()
+    assert oct(p.stat().st_mode & 0o777) == "0o600"
+    # a symlink planted at the temporary name: removed, never written through
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    tmp.symlink_to(target)
+    atomic_write_json(p, {"a": 3})
+    assert json.loads(p.read_text()) == {"a": 3}
+    assert target.read_text() == "untouched" and not p.is_symlink()
+
+
 def test_cli_errors_are_one_line_and_non_zero(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[node]\nname=")
