@@ -25,9 +25,10 @@ heartbeat key.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from .protocol import PATH_PEER_COMMAND, Cause, EventCode, HeartbeatPath, PeerCo
 
 PATH_NAMES = {HeartbeatPath.HM: "Health Monitor network", HeartbeatPath.DIRECT: "direct-connect link"}
 REFUSAL_LOG_SECONDS = 10.0  # a refused datagram is logged at most this often per node
+READ_BURST = 16  # datagrams read per wake-up of a heartbeat socket
 SENT_KEPT = 16  # heartbeats whose ack is awaited (their send times, for the response time)
 
 log = logging.getLogger("nodeagent.heartbeat")
@@ -48,51 +50,75 @@ if TYPE_CHECKING:  # types only: node.py imports this module
     from .pair import PairRuntime
 
 
-class _Receiver(asyncio.DatagramProtocol):
-    """The heartbeat socket of one node on one path (its HM IP, or its direct-connect address)."""
+class HeartbeatSocket:
+    """The heartbeat socket (UDP) of one node on one path (its HM IP, or its direct-connect
+    address), read by a reader callback of the loop: no asyncio transport, buffer and protocol
+    per socket (an agent farm has thousands), and each datagram read into a buffer one byte over
+    the largest heartbeat (so a larger one is seen, and refused, without reading it whole)."""
 
-    def __init__(self, beats: Heartbeats, path: HeartbeatPath, local: str) -> None:
-        self.beats, self.path, self.local = beats, path, local
+    def __init__(self, beats: Heartbeats, path: HeartbeatPath, local: str, sock: socket.socket) -> None:
+        self.beats, self.path, self.local, self.sock = beats, path, local, sock
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self._readable)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    @classmethod
+    def bind(cls, beats: Heartbeats, path: HeartbeatPath, local: str, port: int) -> HeartbeatSocket:
+        family = socket.AF_INET6 if ipaddress.ip_address(local).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self.beats.received(data, self.path, self.local)
-        except Exception:  # never let a datagram kill the socket
-            log.exception("%s: heartbeat datagram from %s not handled", self.beats.node.cfg.name, addr)
+            sock.setblocking(False)
+            sock.bind((local, port))
+        except OSError:
+            sock.close()
+            raise
+        return cls(beats, path, local, sock)
 
-    def error_received(self, exc: Exception) -> None:
-        # an ICMP "port unreachable" for an earlier send: the peer is not listening (yet)
-        self.beats.node.counters["heartbeat_send_errors"] += 1
+    def _readable(self) -> None:
+        node = self.beats.node
+        for _ in range(READ_BURST):  # then the loop's other work; the rest at its next turn
+            try:
+                data, addr = self.sock.recvfrom(datagram.MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error for an earlier send: the peer is not listening (yet)
+                node.counters["heartbeat_send_errors"] += 1
+                continue
+            try:
+                self.beats.received(data, self.path, self.local)
+            except Exception:  # never let a datagram stop the socket
+                log.exception("%s: heartbeat datagram from %s not handled", node.cfg.name, addr)
 
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send now or not at all: a heartbeat that cannot leave at once is a missed one
+        (BlockingIOError and the other OSErrors raise to the caller)."""
+        self.sock.sendto(data, addr)
 
-def _receiver_factory(beats: Heartbeats, path: HeartbeatPath, local: str) -> Callable[[], _Receiver]:
-    return lambda: _Receiver(beats, path, local)
+    def is_closing(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class Heartbeats:
+    __slots__ = ("node", "boot", "key", "seq", "transports", "refused_logged_at")
+
     def __init__(self, node: Node) -> None:
         self.node = node
         self.boot, self.key = datagram.new_key()
         self.seq = 0
-        self.transports: dict[HeartbeatPath, asyncio.DatagramTransport] = {}
+        self.transports: dict[HeartbeatPath, HeartbeatSocket] = {}
         self.refused_logged_at = 0.0
 
     # ------------------------------------------------------------ sockets
     async def listen(self, port: int) -> None:
         """The node's heartbeat sockets (UDP, the HM port number) on each of its addresses."""
         cfg = self.node.cfg
-        loop = asyncio.get_running_loop()
         for path, address in ((HeartbeatPath.HM, cfg.hm_ip), (HeartbeatPath.DIRECT, cfg.direct_connect)):
-            if not address:
-                continue
-            transport, _ = await loop.create_datagram_endpoint(
-                _receiver_factory(self, path, address), local_addr=(address, port)
-            )
-            # asyncio reads each datagram into a fresh 256 KiB buffer (an mmap and munmap per
-            # datagram); one byte over the largest heartbeat is enough to see one too large
-            if hasattr(transport, "max_size"):
-                transport.max_size = datagram.MAX_DATAGRAM + 1
-            self.transports[path] = transport
+            if address:
+                self.transports[path] = HeartbeatSocket.bind(self, path, address, port)
 
     def close(self) -> None:
         for transport in self.transports.values():

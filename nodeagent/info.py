@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # types only: node.py imports this module
 
 
 class NodeInfo:
+    __slots__ = ("node",)
+
     def __init__(self, node: Node) -> None:
         self.node = node
 

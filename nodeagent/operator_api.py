@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # a type only: node.py imports this module
 
 
 class OperatorApi:
+    __slots__ = ("node",)
+
     def __init__(self, node: Node) -> None:
         self.node = node
 

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
-import collections
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +25,54 @@ if TYPE_CHECKING:  # a type only: node.py imports this module
 
 
 class PairRuntime:
+    # slots, not a dict per pair: an agent farm holds thousands
+    __slots__ = (
+        "_mean_ms",
+        "_rtt_next",
+        "_witness_wake",
+        "beat_awake",
+        "beat_job",
+        "cause",
+        "cause_since",
+        "fenced_shown",
+        "ha",
+        "hb_peer",
+        "hb_sent",
+        "hello_at",
+        "hello_due",
+        "hello_task",
+        "instance",
+        "lease_until",
+        "node",
+        "path_heard",
+        "path_shown_up",
+        "peer",
+        "peer_digest",
+        "peer_mean_ms",
+        "peer_view",
+        "proc",
+        "refusal_shown",
+        "replication",
+        "rtts",
+        "saved_sig",
+        "slot",
+        "solo_lease_until",
+        "staging",
+        "status_note",
+        "sync_done_once",
+        "sync_percent",
+        "witness_task",
+        "witness_view",
+    )
+
     def __init__(self, node: Node, peer: dict, slot: int, ha: PairHA) -> None:
         self.node = node
         self.peer = peer  # name, hm_ip, vip, netmask, password, version, udi, device_type, direct_connect, port
         self.slot = slot
         self.ha = ha
-        # the response times of the last RTTS_KEPT heartbeats (a secondary's; made at its first)
-        self.rtts: collections.deque[float] | None = None
+        # the response times of the last RTTS_KEPT heartbeats, a ring (a secondary's; made at its first)
+        self.rtts: array.array[float] | None = None
+        self._rtt_next = 0
         self._mean_ms: float | None = None
         self.peer_mean_ms: float | None = None
         self.peer_view: PeerView | None = None
@@ -59,7 +100,7 @@ class PairRuntime:
         ha.quiet = 0.0
         # witnesses (see nodeagent.witness): the primary's leases (monotonic), the last answers
         self.witness_task: asyncio.Task | None = None
-        self.witness_wake = asyncio.Event()  # ask the witnesses now (the secondary just went away)
+        self._witness_wake: asyncio.Event | None = None  # see witness_wake
         self.lease_until = 0.0  # a majority lease: may hold the VIP without hearing the secondary
         self.solo_lease_until = 0.0  # one asked while alone: may acknowledge writes the secondary lacks
         self.witness_view: list[tuple[bool, str]] = []
@@ -68,6 +109,7 @@ class PairRuntime:
         self.proc: asyncio.Task | None = None
         self.saved_sig: Any = None
         self.status_note = ""
+        self.staging: list[dict] | None = None  # a failback copy's records, applied at its end
         if node.cfg.role is Role.SECONDARY:
             names = instance_names(slot)
             self.instance = InstanceStore(
@@ -124,11 +166,22 @@ class PairRuntime:
             fingerprint=self.peer.get("fingerprint"),  # pinned at configure (the portal gives it)
         )
 
+    @property
+    def witness_wake(self) -> asyncio.Event:
+        """Set: ask the witnesses now (the secondary just went away). Made when first used."""
+        if self._witness_wake is None:
+            self._witness_wake = asyncio.Event()
+        return self._witness_wake
+
     def add_rtt(self, seconds: float) -> None:
         """One heartbeat's response time (its ack came): the mean is kept, not summed per read."""
         if self.rtts is None:
-            self.rtts = collections.deque(maxlen=RTTS_KEPT)
-        self.rtts.append(seconds)
+            self.rtts = array.array("d")
+        if len(self.rtts) < RTTS_KEPT:
+            self.rtts.append(seconds)
+        else:
+            self.rtts[self._rtt_next] = seconds
+            self._rtt_next = (self._rtt_next + 1) % RTTS_KEPT
         self._mean_ms = round(sum(self.rtts) / len(self.rtts) * 1000, 3)
 
     @property

@@ -49,6 +49,8 @@ SYNC_CHUNK = 200
 
 
 class Procedures:
+    __slots__ = ("node",)
+
     def __init__(self, node: Node) -> None:
         self.node = node
 
@@ -297,11 +299,11 @@ class Procedures:
         if gen < pr.ha.generation:
             raise ApiError(409, "stale generation")
         if op == SnapshotOp.BEGIN:
-            pr._staging = [] if body.get("replace") else None  # type: ignore[attr-defined]
+            pr.staging = [] if body.get("replace") else None
             pr.sync_percent = 0
             return {"sync_lsn": pr.instance.sync_lsn, **pr.instance.digest()}
         if op == SnapshotOp.CHUNK:
-            staging = getattr(pr, "_staging", None)
+            staging = pr.staging
             recs = body.get("records", [])
             if staging is not None:
                 staging.extend(recs)
@@ -311,10 +313,10 @@ class Procedures:
             pr.sync_percent = int(body.get("percent", 0))
             return {"ok": True}
         if op == SnapshotOp.END:
-            staging = getattr(pr, "_staging", None)
+            staging = pr.staging
             if staging is not None:
                 pr.instance.replace_all(staging)
-                pr._staging = None  # type: ignore[attr-defined]
+                pr.staging = None
             else:
                 pr.instance.set_sync_lsn(int(body["sync_lsn"]))
                 if pr.ha.role is Role.SECONDARY and pr.ha.owner is Role.PRIMARY and not pr.ha.in_charge:

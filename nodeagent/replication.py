@@ -48,6 +48,8 @@ def validate_element(body: object) -> dict:
 
 
 class InstanceStore:
+    __slots__ = ("db_name", "db_port", "log_path", "meta_path", "_log", "records", "lsn", "sync_lsn")
+
     def __init__(self, db_name: str, db_port: int, log_path: Path) -> None:
         self.db_name = db_name
         self.db_port = db_port

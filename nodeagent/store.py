@@ -123,6 +123,8 @@ def read_jsonl(path: Path) -> Iterator[dict]:
 class AppendLog:
     """An append-only JSON-lines file kept open."""
 
+    __slots__ = ("path", "_f", "_fsync")
+
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,8 @@ class AppendLog:
 
 
 class StateDir:
+    __slots__ = ("root",)
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 

@@ -29,6 +29,7 @@ log = logging.getLogger("nodeagent.tlsport")
 TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a handshake (ClientHello)
 PEEK_TIMEOUT = 10.0
 HEADER_LIMIT = 8192
+ACCEPT_BURST = 64  # connections accepted per wake-up of a listening socket
 _VERSION_RE = re.compile(rb"^" + HEADER_PROTOCOL.encode() + rb":\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -78,25 +79,57 @@ class _PlainRefusal(asyncio.Protocol):
 
 
 class _Listener:
-    """What BaseSite.stop() closes: the accept loop and its socket, the connections still being
-    peeked at, and the plain-HTTP ones still being refused (the HM application's own are the
-    runner's to close)."""
+    """A site's listening socket, accepted from by a reader callback of the loop (no task per
+    socket: an agent farm listens on thousands), and what BaseSite.stop() closes: the socket,
+    the connections still being peeked at, and the plain-HTTP ones still being refused (the HM
+    application's own are the runner's to close)."""
 
-    def __init__(self, sock: socket.socket, task: asyncio.Task, routing: set[asyncio.Task],
-                 refusing: set[asyncio.BaseTransport]) -> None:  # fmt: skip
-        self.sock, self.task, self.routing, self.refusing = sock, task, routing, refusing
+    __slots__ = ("site", "sock", "loop", "routing", "refusing", "retry")
+
+    def __init__(self, site: TlsOnlySite, sock: socket.socket) -> None:
+        self.site, self.sock = site, sock
+        self.loop = asyncio.get_running_loop()
+        self.routing: set[asyncio.Task] | None = None  # made at the first connection
+        self.refusing: set[asyncio.BaseTransport] | None = None  # made at the first plain-HTTP one
+        self.retry: asyncio.TimerHandle | None = None
+        self.loop.add_reader(sock.fileno(), self._acceptable)
+
+    def _acceptable(self) -> None:
+        for _ in range(ACCEPT_BURST):  # then the loop's other work; the rest at its next turn
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of descriptors for a moment: pause, then accept again
+                log.warning("%s: accept failed: %s", self.site.name, e)
+                self.loop.remove_reader(self.sock.fileno())
+                self.retry = self.loop.call_later(0.1, self._resume)
+                return
+            if self.routing is None:
+                self.routing = set()
+            task = self.loop.create_task(self.site._route(conn))
+            self.routing.add(task)
+            task.add_done_callback(self.routing.discard)
+
+    def _resume(self) -> None:
+        self.retry = None
+        if self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock.fileno(), self._acceptable)
 
     def close(self) -> None:
-        self.task.cancel()
+        if self.retry is not None:
+            self.retry.cancel()
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
-        for task in list(self.routing):
+        for task in list(self.routing or ()):
             task.cancel()
-        for transport in list(self.refusing):
+        for transport in list(self.refusing or ()):
             transport.close()
 
 
 class TlsOnlySite(web.BaseSite):
-    __slots__ = ("_host", "_port", "_reuse_address", "_tasks", "_refusing", "_context_of")
+    __slots__ = ("_host", "_port", "_reuse_address", "_context_of", "_listener")
 
     def __init__(
         self,
@@ -112,8 +145,7 @@ class TlsOnlySite(web.BaseSite):
         self._context_of = ssl_context if callable(ssl_context) else (lambda: ssl_context)
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
-        self._tasks: set[asyncio.Task] = set()
-        self._refusing: set[asyncio.BaseTransport] = set()
+        self._listener: _Listener | None = None
 
     @property
     def name(self) -> str:
@@ -131,23 +163,8 @@ class TlsOnlySite(web.BaseSite):
             sock.close()
             self._runner._unreg_site(self)
             raise
-        accept = asyncio.create_task(self._accept(sock), name=f"accept-{self.name}")
-        self._server = _Listener(sock, accept, self._tasks, self._refusing)  # type: ignore[assignment]
-
-    async def _accept(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(sock)
-            except OSError as e:  # closed under us (stop), or out of descriptors for a moment
-                if sock.fileno() < 0:
-                    return
-                log.warning("%s: accept failed: %s", self.name, e)
-                await asyncio.sleep(0.1)
-                continue
-            task = asyncio.create_task(self._route(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._listener = _Listener(self, sock)
+        self._server = self._listener  # type: ignore[assignment]
 
     async def _route(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -175,7 +192,11 @@ class TlsOnlySite(web.BaseSite):
                 context = self._context_of()
                 await loop.connect_accepted_socket(server, conn, ssl=context, ssl_handshake_timeout=10)
             else:
-                await loop.connect_accepted_socket(lambda: _PlainRefusal(self._refusing), conn)
+                assert self._listener is not None
+                if self._listener.refusing is None:
+                    self._listener.refusing = set()
+                refusing = self._listener.refusing
+                await loop.connect_accepted_socket(lambda: _PlainRefusal(refusing), conn)
         except (OSError, ssl.SSLError, TimeoutError) as e:  # a client that went away, or a bad handshake
             log.debug("%s: connection dropped: %s", self.name, e)
             with suppress(OSError):

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # a type only: node.py imports this module
 
 
 class TrapPusher:
+    __slots__ = ("node", "destinations", "task", "again")
+
     def __init__(self, node: Node) -> None:
         self.node = node
         self.destinations: dict[str, dict] = {}  # URL -> {url, last_updated, pushed_seq, last_error, last_pushed}

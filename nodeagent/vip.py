@@ -281,6 +281,8 @@ class IprouteVipDriver(VipDriver):
 class VipReconciler:
     """Takes and releases the node's VIPs with its driver (``node.vip_driver``, set by the server)."""
 
+    __slots__ = ("node", "lock", "retry_at")
+
     def __init__(self, node: Node) -> None:
         self.node = node
         self.retry_at: dict[str, float] = {}  # VIP -> monotonic time of the next attempt to take it

@@ -210,6 +210,8 @@ async def serve_witness(host: str, port: int, password: str, state_file: Path | 
 class WitnessGuard:
     """Leases (primary), confirmations (secondary) and fencing, for pairs with witnesses."""
 
+    __slots__ = ("node",)
+
     def __init__(self, node: Node) -> None:
         self.node = node
 
