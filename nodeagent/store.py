@@ -17,6 +17,7 @@ which survives a killed process; a torn last line (power loss) is ignored on loa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -67,7 +68,8 @@ def _open_new(tmp: Path) -> int:
         try:
             return os.open(tmp, _NEW_FILE, 0o600)
         except FileExistsError:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         except FileNotFoundError:
             tmp.parent.mkdir(parents=True, exist_ok=True)
     return os.open(tmp, _NEW_FILE, 0o600)
