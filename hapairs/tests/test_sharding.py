@@ -24,20 +24,25 @@ from hapairs.tests.loopback import fresh_subnet
 pytestmark = pytest.mark.django_db
 
 
-def bulk_appliances(count: int, *, start: int = 0) -> list[int]:
-    """``count`` unpaired appliances written directly (their services are not what is tested)."""
+def write_appliances(names_ips: list[tuple[str, str]]) -> list[Appliance]:
+    """Unpaired appliances written directly (their services are not what is tested)."""
     rows = [
         Appliance(
-            name=f"shard{n}",
+            name=name,
             device_type="3355",
-            hm_ip=f"127.99.{n // 250}.{n % 250 + 2}",
+            hm_ip=ip,
             version="8.0.110.0",
             role="secondary",
             password_ciphertext=encrypt("pw"),
-        )
-        for n in range(start, start + count)
+        )  # fmt: skip
+        for name, ip in names_ips
     ]
-    Appliance.objects.bulk_create(rows, batch_size=500)
+    return Appliance.objects.bulk_create(rows, batch_size=500)
+
+
+def bulk_appliances(count: int, *, start: int = 0) -> list[int]:
+    """``count`` unpaired appliances; their pks."""
+    rows = write_appliances([(f"shard{n}", f"127.99.{n // 250}.{n % 250 + 2}") for n in range(start, start + count)])
     return list(Appliance.objects.filter(name__in=[row.name for row in rows]).values_list("pk", flat=True))
 
 
@@ -143,18 +148,7 @@ def unreachable_appliances(settings):
     """Appliances at loopback addresses where nothing listens (a poll of them is quick)."""
     settings.AGENT_TIMEOUT = 2.0
     net = fresh_subnet(96, settings.AGENT_PORT)
-    rows = [
-        Appliance(
-            name=f"gone{n}",
-            device_type="3355",
-            hm_ip=f"{net}.{n}",
-            version="8.0.110.0",
-            role="secondary",
-            password_ciphertext=encrypt("pw"),
-        )
-        for n in range(1, 9)
-    ]
-    Appliance.objects.bulk_create(rows)
+    write_appliances([(f"gone{n}", f"{net}.{n}") for n in range(1, 9)])
     return Appliance.objects.filter(name__startswith="gone")
 
 
