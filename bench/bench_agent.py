@@ -537,7 +537,8 @@ def main() -> None:
             if ROWS:
                 record("agent_farm", ROWS, title=f"Node agent: a farm of {a.farm_nodes} nodes in one process",
                        notes=f"`nodeagent farm`, {a.farm_nodes // 2} pairs, failover Automatic, wait 10 s; "
-                             f"{a.steady:g} s of steady state, {a.hog:g} s with a CPU hog on every core. No database.")  # fmt: skip
+                             f"{a.steady:g} s of steady state, {a.hog:g} s with a CPU hog on every core; state directories "
+                             f"on /dev/shm when there is one (see farm_state_root). No database.")  # fmt: skip
 
 
 if __name__ == "__main__":
