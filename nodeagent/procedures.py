@@ -61,15 +61,15 @@ class Procedures:
         gen = pr.ha.pending_generation or pr.ha.generation + 1
         # the witnesses confirmed the primary gone: tell it if it can hear us, but do not wait long
         confirmed = bool(pr.ha.config.witnesses) and time.time() < pr.ha.takeover_confirmed_until
-        try:
-            await pr.client(timeout=0.3 if confirmed else 1.0).call(
-                "POST",
-                PATH_PEER_COMMAND,
-                node.heartbeats.peer_msg(pr, cmd=PeerCommand.FAILOVER_BEGIN.value, generation=gen),
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
-            log.info("%s: primary %s did not answer the failover (%s)", node.cfg.name, pr.peer_hm_ip, e)
-            if pr.ha.config.witnesses and not confirmed:
+        msg = node.heartbeats.peer_msg(pr, cmd=PeerCommand.FAILOVER_BEGIN.value, generation=gen)
+        if confirmed:
+            # the primary's lease ran out before the witnesses confirmed (it fenced itself): it
+            # is told without waiting for its answer, the takeover does not wait on a dead peer
+            task = asyncio.create_task(self._tell_failover(pr, msg, 0.3))
+            node._tasks.append(task)
+            task.add_done_callback(node._tasks.remove)
+        elif not await self._tell_failover(pr, msg, 1.0):
+            if pr.ha.config.witnesses:
                 # an operator's switchover to a primary that does not answer: it may only be cut
                 # off, still serving; take over only if the witnesses confirm it is gone
                 ok, refusal = await node.witnesses.confirm_now(pr)
@@ -83,6 +83,15 @@ class Procedures:
         pr.replication = ReplicationStatus.DOWN
         node.changed()
         await node.vips.reconcile()
+
+    async def _tell_failover(self, pr: PairRuntime, msg: dict, timeout: float) -> bool:
+        """The failover's notice to the primary (it shuts down if it hears it); False: no answer."""
+        try:
+            await pr.client(timeout=timeout).call("POST", PATH_PEER_COMMAND, msg)
+        except (TimeoutError, aiohttp.ClientError, OSError, AgentError) as e:
+            log.info("%s: primary %s did not answer the failover (%s)", self.node.cfg.name, pr.peer_hm_ip, e)
+            return False
+        return True
 
     async def failover_shutdown(self, pr: PairRuntime) -> None:
         """Primary: the switchover stops this primary's services (simulates a failure)."""
