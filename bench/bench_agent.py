@@ -8,7 +8,8 @@
   from the kill to the first write acknowledged by the secondary, beside its floor (the
   wait) as a ratio (target <= 1.1), and acknowledged writes missing afterwards (target 0).
 * heartbeat: the mean heartbeat response time (signed UDP datagram to the primary, its ack
-  back) over the last 50 heartbeats on loopback, beside its floor measured in the same run:
+  back, to its arrival as the kernel stamped it) over the last 50 heartbeats on loopback,
+  beside its floor measured in the same run, the same way:
   a bare asyncio UDP echo between two processes at the same pace (target <= 0.5 ms).
 * farm: one `farm` process running N nodes (N/2 pairs, failover Automatic, wait 10 s):
   ready time (every node listening and 50 sampled pairs Up; target <= 30 s); then --steady
@@ -34,6 +35,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import record  # noqa: E402
 
+from nodeagent import heartbeat  # noqa: E402
 from nodeagent.client import AgentClient  # noqa: E402
 
 ROWS: list[dict] = []  # what record() writes to docs/benchmarks.md
@@ -158,7 +161,8 @@ async def bench_pair(wait: float, do_failover: bool, do_heartbeat: bool, heartbe
                     row = {"figure": "mean heartbeat response (last 50, loopback)", "value": value, "unit": "ms",
                            "floor": round(floor, 3), "ratio": round(value / floor, 2), "target": "≤ 0.5 ms",
                            "ok": value <= 0.5, "note": "signed UDP datagram to the primary and its ack; "
-                           "floor: a bare asyncio UDP echo between two processes at the same pace"}  # fmt: skip
+                           "floor: a bare asyncio UDP echo between two processes at the same pace; both to the reply's "
+                           "arrival as the kernel stamped it (SO_TIMESTAMPNS)"}  # fmt: skip
                     emit(**row)
                     ROWS.append(row)
                 if do_failover:
@@ -251,22 +255,36 @@ async def udp_echo_floor(tmp: Path, interval: float, count: int = 50) -> float:
             raise SystemExit("bench: the UDP echo server did not start")
         loop = asyncio.get_running_loop()
         got: asyncio.Queue[float] = asyncio.Queue()
+        # measured as the agent measures its heartbeats: to the reply's arrival as the kernel
+        # stamped it (heartbeat.arrival), where the kernel gives stamps
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect((host, 8001))
+        stamped = heartbeat.STAMP_OPTION is not None
+        if stamped:
+            sock.setsockopt(socket.SOL_SOCKET, heartbeat.STAMP_OPTION, 1)
 
-        class Client(asyncio.DatagramProtocol):
-            def datagram_received(self, data, addr):
-                got.put_nowait(time.monotonic())
+        def readable() -> None:
+            if stamped:
+                _, ancillary, _, _ = sock.recvmsg(2048, heartbeat.STAMP_SPACE)
+                arrived = heartbeat.arrival(ancillary)
+            else:
+                sock.recv(2048)
+                arrived = None
+            got.put_nowait(arrived if arrived is not None else time.time())
 
-        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(host, 8001))
+        loop.add_reader(sock.fileno(), readable)
         payload = os.urandom(400)  # a heartbeat datagram's size
         rtts = []
         try:
             for _ in range(count + 5):
-                t0 = time.monotonic()
-                transport.sendto(payload)
+                t0 = time.time()
+                sock.send(payload)
                 rtts.append(await asyncio.wait_for(got.get(), 2) - t0)
                 await asyncio.sleep(interval)
         finally:
-            transport.close()
+            loop.remove_reader(sock.fileno())
+            sock.close()
         rtts = rtts[5:]
         return sum(rtts) / len(rtts) * 1000
     finally:

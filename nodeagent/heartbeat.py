@@ -20,6 +20,11 @@ a slow but alive peer is alive. The failover wait is that many seconds of missed
 :meth:`Heartbeats.peer_msg` is the envelope of every HTTPS peer message (commands,
 snapshots): this node's view of the pair, its instance digest, slot, response time and
 heartbeat key.
+
+**Response time.** A heartbeat's response time runs from its send to its ack's arrival as the
+kernel stamped it (``SO_TIMESTAMPNS``, as ``ping`` measures), not to when this node's loop got
+round to reading it: the time the secondary itself was busy is not its primary's answer.
+Where the kernel gives no stamp, the read time serves.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import platform
 import socket
+import struct
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +50,11 @@ PATH_NAMES = {HeartbeatPath.HM: "Health Monitor network", HeartbeatPath.DIRECT: 
 REFUSAL_LOG_SECONDS = 10.0  # a refused datagram is logged at most this often per node
 READ_BURST = 16  # datagrams read per wake-up of a heartbeat socket
 SENT_KEPT = 16  # heartbeats whose ack is awaited (their send times, for the response time)
+# SO_TIMESTAMPNS: the kernel's receive time of each datagram, a struct timespec of the
+# realtime clock. Python names no such option: its number and the timespec's layout are
+# those of Linux on 64-bit x86 and ARM; elsewhere the read time is the arrival.
+STAMP_OPTION = 35 if sys.platform == "linux" and platform.machine() in ("x86_64", "amd64", "aarch64") else None
+STAMP_SPACE = socket.CMSG_SPACE(16)
 
 log = logging.getLogger("nodeagent.heartbeat")
 
@@ -58,6 +71,13 @@ class HeartbeatSocket:
 
     def __init__(self, beats: Heartbeats, path: HeartbeatPath, local: str, sock: socket.socket) -> None:
         self.beats, self.path, self.local, self.sock = beats, path, local, sock
+        self.stamped = False
+        if STAMP_OPTION is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, STAMP_OPTION, 1)
+                self.stamped = True
+            except OSError:  # a kernel without it: the read time serves
+                pass
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(sock.fileno(), self._readable)
 
@@ -77,14 +97,19 @@ class HeartbeatSocket:
         node = self.beats.node
         for _ in range(READ_BURST):  # then the loop's other work; the rest at its next turn
             try:
-                data, addr = self.sock.recvfrom(datagram.MAX_DATAGRAM + 1)
+                if self.stamped:
+                    data, ancillary, _flags, addr = self.sock.recvmsg(datagram.MAX_DATAGRAM + 1, STAMP_SPACE)
+                    arrived = arrival(ancillary)
+                else:
+                    data, addr = self.sock.recvfrom(datagram.MAX_DATAGRAM + 1)
+                    arrived = None
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error for an earlier send: the peer is not listening (yet)
                 node.counters["heartbeat_send_errors"] += 1
                 continue
             try:
-                self.beats.received(data, self.path, self.local)
+                self.beats.received(data, self.path, self.local, arrived)
             except Exception:  # never let a datagram stop the socket
                 log.exception("%s: heartbeat datagram from %s not handled", node.cfg.name, addr)
 
@@ -100,6 +125,27 @@ class HeartbeatSocket:
         if self.sock.fileno() >= 0:
             self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
+
+
+def arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time (time.time's clock) in a datagram's ancillary data, or None."""
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == STAMP_OPTION and len(payload) >= 16:
+            seconds, nanoseconds = struct.unpack_from("qq", payload)
+            return seconds + nanoseconds * 1e-9
+    return None
+
+
+def response_time(sent: tuple[float, float], now_mono: float, arrived: float | None) -> float:
+    """A heartbeat's response time: sent ``(monotonic, wall)``; its ack read at ``now_mono``,
+    arrived (the kernel's stamp, wall clock) at ``arrived``. The stamp is used when it is
+    plausible, between the send and the read (a wall clock stepped meanwhile makes it not)."""
+    read = now_mono - sent[0]
+    if arrived is not None:
+        stamped = arrived - sent[1]
+        if 0.0 <= stamped <= read + 0.001:
+            return stamped
+    return read
 
 
 class Heartbeats:
@@ -160,14 +206,14 @@ class Heartbeats:
             "mean_ms": pr.mean_ms,
         }
 
-    def _send(self, pr: PairRuntime, path: HeartbeatPath, body: dict[str, Any]) -> float | None:
-        """Send one datagram; the monotonic time it left (None: not sent)."""
+    def _send(self, pr: PairRuntime, path: HeartbeatPath, body: dict[str, Any]) -> tuple[float, float] | None:
+        """Send one datagram; the (monotonic, wall) time it left (None: not sent)."""
         transport = self.transports.get(path)
         if transport is None or transport.is_closing():
             return None
         port = pr.peer.get("port", self.node.cfg.port)
         data = datagram.encode(self.key, body)
-        sent_at = time.monotonic()
+        sent_at = (time.monotonic(), time.time())
         try:
             transport.sendto(data, (body["to"], port))
         except OSError:  # no route (a cable pulled): the beat is missed, not an error
@@ -189,7 +235,8 @@ class Heartbeats:
         while len(pr.hb_sent) > SENT_KEPT:
             del pr.hb_sent[next(iter(pr.hb_sent))]
 
-    def received(self, data: bytes, path: HeartbeatPath, local: str) -> None:
+    def received(self, data: bytes, path: HeartbeatPath, local: str, arrived: float | None = None) -> None:
+        """A datagram read on ``path``'s socket; ``arrived``: the kernel's receive time (wall clock)."""
         node = self.node
         now_mono = time.monotonic()
         try:
@@ -220,7 +267,7 @@ class Heartbeats:
             echo = body.get("echo")
             sent_at = pr.hb_sent.pop(echo, None) if isinstance(echo, int) else None
             if sent_at is not None:
-                pr.add_rtt(now_mono - sent_at)
+                pr.add_rtt(response_time(sent_at, now_mono, arrived))
         pr.path_heard[path] = time.time()
         node.counters["heartbeats_received"] += 1
         self.absorb(pr, body, view)

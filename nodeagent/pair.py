@@ -91,7 +91,7 @@ class PairRuntime:
         # job and the send times of its unanswered beats, the hello (keys over TLS) in flight
         self.hb_peer = PeerKey()
         self.beat_job: Job | None = None
-        self.hb_sent: dict[int, float] = {}
+        self.hb_sent: dict[int, tuple[float, float]] = {}  # seq -> (monotonic, wall)
         self.hello_task: asyncio.Task | None = None
         self.hello_at = float("-inf")
         self.hello_due = float("inf")  # Heartbeats.start sets it

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from nodeagent import datagram
+from nodeagent import datagram, heartbeat
 from nodeagent import protocol as P
 from nodeagent.cli import declared_pairs
 from nodeagent.config import parse_fleet
@@ -294,3 +294,30 @@ def test_the_mean_response_time_is_of_the_last_50_heartbeats():
         pr.add_rtt(0.002)  # the ring wraps around
     assert len(pr.rtts) == RTTS_KEPT
     assert pr.mean_ms == round((33 * 1.0 + 17 * 2.0) / 50, 3)
+
+
+@pytest.mark.skipif(heartbeat.STAMP_OPTION is None, reason="no kernel receive stamps on this platform")
+def test_the_response_time_ends_at_the_kernels_receive_stamp_not_at_the_read():
+    """A secondary busy when its ack arrives does not count its own delay as the primary's."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setsockopt(socket.SOL_SOCKET, heartbeat.STAMP_OPTION, 1)
+        sent = (time.monotonic(), time.time())
+        sender.sendto(b"ack", receiver.getsockname())
+        time.sleep(0.2)  # the receiver's loop was busy this long before it read the ack
+        data, ancillary, _, _ = receiver.recvmsg(64, heartbeat.STAMP_SPACE)
+        now_mono = time.monotonic()
+    finally:
+        receiver.close()
+        sender.close()
+    arrived = heartbeat.arrival(ancillary)
+    assert data == b"ack" and arrived is not None
+    rtt = heartbeat.response_time(sent, now_mono, arrived)
+    assert 0 <= rtt < 0.1 < 0.2 <= now_mono - sent[0]  # the arrival, not the read
+    # a stamp outside the send .. read window (a wall clock stepped meanwhile): the read time
+    assert heartbeat.response_time(sent, now_mono, sent[1] - 5) == now_mono - sent[0]
+    assert heartbeat.response_time(sent, now_mono, sent[1] + 60) == now_mono - sent[0]
+    assert heartbeat.response_time(sent, now_mono, None) == now_mono - sent[0]
+    assert heartbeat.arrival([(socket.SOL_SOCKET, 1, b"\0" * 16), (socket.IPPROTO_IP, 35, b"\0" * 16)]) is None
