@@ -197,6 +197,7 @@ async def _run(
             Path(ready_file).write_text(str(len(servers)))
         for delay in (5.0, 30.0):  # once the start-up's connections (hello, first sync) are closed
             loop.call_later(delay, _trim_heap)
+        loop.call_later(TRIM_PERIOD, _trim_heap_every, loop)
         print(
             f"nodeagent: {len(servers)} node(s) running "
             f"({', '.join(f'{s.node.cfg.name}@{s.node.cfg.hm_ip}:{s.node.cfg.port}' for s in servers[:5])}"
@@ -215,6 +216,18 @@ async def _run(
                 pass
         await session.close()
     return 0
+
+
+TRIM_PERIOD = 60.0  # seconds between two trims of the heap while the nodes run
+
+
+def _trim_heap_every(loop: asyncio.AbstractEventLoop) -> None:
+    """Trim the heap each TRIM_PERIOD: the TLS connections a portal opens to poll (a farm's
+    thousands of nodes, a handshake each) leave freed pages that glibc keeps resident (a farm
+    of 2,000 nodes: about 2.5 KB per node more after 10 minutes of sampling). A trim of a
+    120 MB heap takes a few milliseconds."""
+    _trim_heap()
+    loop.call_later(TRIM_PERIOD, _trim_heap_every, loop)
 
 
 def _trim_heap() -> None:

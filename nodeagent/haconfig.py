@@ -4,9 +4,8 @@ heartbeat says about the peer, and the notes (events) every decision returns."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +53,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
-@dataclass
+@dataclass(slots=True)
 class PairConfig:
     failover_type: Mode = Mode.MANUAL
     failback_type: Mode = Mode.MANUAL
@@ -73,6 +72,11 @@ class PairConfig:
     # "witness unreachable and primary gone": "safe" never takes over a primary that may have
     # acknowledged writes alone (no acknowledged write lost); "availability" takes over anyway
     witness_mode: str = WITNESS_SAFE
+    # derived once (every step of every pair reads them); a changed configuration is a new
+    # PairConfig. Fields, not cached properties: slots, no per-pair dict (an agent farm has
+    # thousands of pairs)
+    heartbeat_interval: float = field(init=False, repr=False, compare=False, default=1.0)
+    heartbeat_down_after: float = field(init=False, repr=False, compare=False, default=3.0)
 
     def __post_init__(self) -> None:
         self.failover_type = (
@@ -104,6 +108,9 @@ class PairConfig:
             raise ValueError(f"witnesses need a witness_password (at least {MIN_WITNESS_PASSWORD} characters)")
         if self.witness_mode not in WITNESS_MODES:
             raise ValueError(f"witness_mode must be {' or '.join(WITNESS_MODES)}, not {self.witness_mode!r}")
+        self.heartbeat_interval = min(1.0, max(0.1, self.failover_wait / 10))
+        # heartbeats are shown Down after this long without one (before the wait ends)
+        self.heartbeat_down_after = min(self.failover_wait, max(3 * self.heartbeat_interval, 0.5))
 
     @property
     def majority(self) -> int:
@@ -113,16 +120,6 @@ class PairConfig:
     def lease_seconds(self) -> float:
         """A primary's witness lease: well inside the wait, so it fences itself first."""
         return max(0.2, self.failover_wait / 3)
-
-    # cached (every step of every pair reads them); a changed configuration is a new PairConfig
-    @functools.cached_property
-    def heartbeat_interval(self) -> float:
-        return min(1.0, max(0.1, self.failover_wait / 10))
-
-    @functools.cached_property
-    def heartbeat_down_after(self) -> float:
-        """Heartbeats are shown Down after this long without one (before the wait ends)."""
-        return min(self.failover_wait, max(3 * self.heartbeat_interval, 0.5))
 
     def changes_to(self, new: PairConfig) -> list[Note]:
         """The "Configuration updated" events of a change from this configuration to ``new``."""

@@ -57,6 +57,8 @@ from .witness import WitnessGuard
 __all__ = ["ApiError", "Node", "PairRuntime", "SYNC_CHUNK", "now_iso", "pid_alive", "wait_event"]
 
 log = logging.getLogger("nodeagent.node")
+EVENTS_KEPT = 5000  # events kept in memory (all of them are in events.jsonl)
+EVENTS_TRIM = 500  # dropped at a time once over EVENTS_KEPT
 
 
 class Node:
@@ -125,7 +127,9 @@ class Node:
         )
         self.admin_stopped = False
         self.unpaired_running = True
-        self.events: collections.deque[Event] = collections.deque(maxlen=5000)
+        # the last EVENTS_KEPT events (the API's, the trap pushes'): a list trimmed now and
+        # then, not a deque (760 bytes each even when empty, and a farm has thousands)
+        self.events: list[Event] = []
         self.seq = 0
         self._event_log = AppendLog(self.sd.path("events.jsonl"))
         self.started_at = time.time()
@@ -167,7 +171,7 @@ class Node:
             self.seq = max(self.seq, int(raw.get("seq", 0)))
             ev = event_upgraded(raw)  # written by an older agent: in this protocol's shape
             if ev is not None:
-                self.events.append(ev)
+                self._keep_event(ev)
         self.licenses = self.sd.load(LICENSES_FILE, None) or self.sd.load(LICENSES_FILE_V1, []) or []
         self.traps.load()
         saved = self.sd.load("ha.json")
@@ -306,9 +310,15 @@ class Node:
             "cause": cause or (pr.cause if pr else None),
         }
         self._event_log.append(ev)
-        self.events.append(ev)
+        self._keep_event(ev)
         self.traps.kick()
         return ev
+
+    def _keep_event(self, ev: Event) -> None:
+        events = self.events
+        events.append(ev)
+        if len(events) > EVENTS_KEPT + EVENTS_TRIM:  # the oldest go, a batch at a time
+            del events[: len(events) - EVENTS_KEPT]
 
     def record(self, notes: list[Note], pr: PairRuntime | None = None, *, cause: Cause | None = None) -> None:
         for n in notes:

@@ -11,6 +11,7 @@ sends a catch-up of every record with a higher lsn, then sets it.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -50,11 +51,11 @@ def validate_element(body: object) -> dict:
 class InstanceStore:
     __slots__ = ("db_name", "db_port", "log_path", "meta_path", "_log", "records", "lsn", "sync_lsn")
 
-    def __init__(self, db_name: str, db_port: int, log_path: Path) -> None:
+    def __init__(self, db_name: str, db_port: int, log_path: str | Path) -> None:
         self.db_name = db_name
         self.db_port = db_port
-        self.log_path = Path(log_path)
-        self.meta_path = self.log_path.with_suffix(".meta.json")
+        self.log_path = os.fspath(log_path)  # strings, not Paths (store.AppendLog says why)
+        self.meta_path = os.path.splitext(self.log_path)[0] + ".meta.json"
         self.records: dict[str, dict] = {}
         self.lsn = 0
         lines = 0

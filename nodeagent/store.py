@@ -75,7 +75,7 @@ def _open_new(tmp: Path) -> int:
     return os.open(tmp, _NEW_FILE, 0o600)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Replace ``path`` with ``obj`` as JSON, atomically. The temporary file is named by the
     writing process and thread (one writer of a state directory: its agent holds it), so no
     name is searched for; it is made 0600 and so never readable by others, even for a moment."""
@@ -99,14 +99,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     fsync_dir(path.parent)
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: str | Path, default: Any = None) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
+def read_jsonl(path: str | Path) -> Iterator[dict]:
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -123,13 +123,14 @@ def read_jsonl(path: Path) -> Iterator[dict]:
 
 
 class AppendLog:
-    """An append-only JSON-lines file kept open."""
+    """An append-only JSON-lines file kept open. Its path is kept as a string: a farm has
+    thousands of these, and a Path object (its parts list, strings) is ~0.3 KB each."""
 
     __slots__ = ("path", "_f", "_fsync")
 
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        self.path = os.fspath(path)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._f: BinaryIO | None = None
         self._fsync = fsync
 
@@ -143,7 +144,7 @@ class AppendLog:
     def rewrite(self, objs: list[dict]) -> None:
         """Replace the whole log atomically (compaction, failback copy)."""
         self.close()
-        tmp = self.path.with_suffix(".tmp")
+        tmp = os.path.splitext(self.path)[0] + ".tmp"
         with open(tmp, "wb") as f:
             for o in objs:
                 f.write(json.dumps(o, separators=(",", ":")).encode() + b"\n")
@@ -158,10 +159,17 @@ class AppendLog:
 
 
 class StateDir:
-    __slots__ = ("root",)
+    """A node's state directory. Its root is kept as a string, and paths in it are made when
+    asked for (a farm has thousands of nodes: see AppendLog)."""
+
+    __slots__ = ("_root",)
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self._root = os.fspath(root)
+
+    @property
+    def root(self) -> Path:
+        return Path(self._root)
 
     def ensure(self) -> StateDir:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +181,7 @@ class StateDir:
         return self
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        return Path(self._root, name)
 
     def load(self, name: str, default: Any = None) -> Any:
         return read_json(self.path(name), default)
@@ -186,10 +194,10 @@ class StateDir:
             atomic_write_json(self.path(name), obj)
 
     def instance_log(self, db_name: str) -> Path:
-        return self.root / "instances" / f"{db_name}.jsonl"
+        return Path(self._root, "instances", f"{db_name}.jsonl")
 
     def exists(self) -> bool:
-        return (self.root / "config.json").exists()
+        return os.path.exists(os.path.join(self._root, "config.json"))
 
 
 def pid_running(pid: int) -> bool:
