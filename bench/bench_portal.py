@@ -20,7 +20,7 @@ DATABASE_URL / CELERY_BROKER_URL say otherwise; run it on PostgreSQL and Redis, 
 does: a PostgreSQL database is the bench's own, <name>_bench, see benchlib). The farms'
 TLS keys are kept in var/bench-poll-farms between runs (--fresh-farms makes new ones).
 Usage: python bench/bench_portal.py [--nodes 10000] [--workers 4] [--farms 5] [--rounds 6]
-[--warmup 12] [--interval 10] [--paired] [--skip-push].
+[--warmup 4] [--interval 10] [--paired] [--skip-push].
 """
 
 from __future__ import annotations
@@ -380,6 +380,8 @@ def bench_sharded_poll(
                 "per_shard": per_shard,
             }
             emit(**line)
+            if number + 1 == warmup:  # the shards each worker owns (sticky: hapairs.sharding, Owners)
+                emit(bench="poll_owners", owners={name.split("@")[0]: mine for name, mine in sharding.owners().items()})
             if number >= warmup:
                 measured.append(line)
     finally:
@@ -480,7 +482,7 @@ def bench_sharded_poll(
             f"{nodes:,} {'paired' if paired else 'unpaired'} agents in {len(launched)} `nodeagent farm` processes; "
             f"{workers} `celery worker` processes (prefork, 1 child each) on {summary['database']} and "
             f"{settings.CELERY_BROKER_URL.split('://')[0]}; a round fired every {interval} s; {warmup} warm-up rounds "
-            "(each worker opens its TLS connections to the shards it meets) not counted. Floor: a bare aiohttp "
+            "(the workers share the shards out, each opens its TLS connections to its own) not counted. Floor: a bare aiohttp "
             f"fan-out (signed GET of the poll's URL, pinned TLS, connections kept) over the same shards, {workers} "
             "processes at once, median of 4 passes after one that opens the connections. "
             "`python bench/bench_portal.py`"
@@ -668,7 +670,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="celery worker processes polling (default 4)")
     parser.add_argument("--shards", type=int, default=16, help="MSEPORTAL_POLL_SHARDS (default 16)")
     parser.add_argument("--interval", type=int, default=10, help="seconds between rounds (default 10)")
-    parser.add_argument("--warmup", type=int, default=12, help="rounds not counted, first (default 12)")
+    parser.add_argument("--warmup", type=int, default=4, help="rounds not counted, first (default 4)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds checked and measured (default 6)")
     parser.add_argument("--paired", action="store_true", help="the agents paired and heartbeating (heavier farms)")
     parser.add_argument("--fresh-farms", action="store_true", help="new TLS keys for the farms' agents")

@@ -13,6 +13,19 @@ what each shard's last round did.
   appliance moves only when it is paired or unpaired (a primary joins its secondary).
 * **One poller per shard**: a PostgreSQL advisory lock held for the round (released with
   the connection if the worker dies); on SQLite (one host by definition) a ``flock``.
+* **Owners: a shard sticks to one worker.** Each worker that consumes the poll queues keeps
+  its name in a Redis sorted set (scored by when it lapses, on Redis's clock) every
+  ``OWNERS_REFRESH`` seconds, reads the live names, and consumes only the queues of the
+  shards :func:`assignment` gives it (Celery's own ``add_task_queue``/``cancel_task_queue``:
+  ``mseportal.worker_steps``). Every worker reading the same names computes the same
+  assignment, so each shard has one poller, its TLS connections stay open round after round,
+  and each agent keeps one connection to the portal instead of one per worker. A worker
+  started on any host is in the set at its start and takes its shards within a refresh,
+  without a restart of the others; a worker stopped leaves the set at once, a killed one when
+  its entry lapses (``OWNERS_TTL``), and the others take its shards. Meanwhile a shard may
+  briefly have two consumers (the lock below keeps their rounds apart) or, after a kill, none
+  for up to ``OWNERS_TTL`` + ``OWNERS_REFRESH`` (its messages wait, then expire with their
+  round). On the filesystem broker (one host) every worker consumes every queue, as before.
 * **Rounds**: each shard's last round (appliances, unreachable, seconds of network and
   database, when it finished, which worker) in Redis when the broker is Redis, else in
   files under ``MSEPORTAL_VAR_DIR`` (the filesystem broker is one host too). Cheap to read
@@ -23,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +60,9 @@ HASH_MULTIPLIER = 2654435761  # 2^32 / the golden ratio, odd: consecutive pks sp
 HASH_RANGE = 2**32
 LOCK_CLASS = 0x6D736570  # "msep": the first key of the two-key advisory locks (the shard is the second)
 ROUNDS_KEY = "mseportal:poll-rounds:{database}"
+OWNERS_KEY = "mseportal:poll-workers:{database}"
+OWNERS_REFRESH = 2.0  # seconds between a worker's refreshes of its entry and its shards
+OWNERS_TTL = 6.0  # an entry not refreshed for this long has lapsed (its worker is gone)
 
 
 def queue(shard: int) -> str:
@@ -180,3 +197,81 @@ def rounds_clear() -> None:
     else:
         for path in Path(where).glob("shard-*.json"):
             path.unlink(missing_ok=True)
+
+
+# --- which worker polls which shard ------------------------------------------------------------
+def _rank(shard: int, worker: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{shard}/{worker}".encode(), digest_size=8).digest(), "big")
+
+
+def assignment(workers: list[str], shards: int) -> dict[str, list[int]]:
+    """Each shard's worker: rendezvous hashing with bounded loads. A shard goes to the worker
+    that ranks highest for it among those with room left: every worker gets shards // workers
+    shards or one more (the first shards % workers to get there), so the load is even, and a
+    worker joining or leaving moves few shards besides its own. Depends only on the set of
+    names: every worker computes the same."""
+    names = sorted(set(workers))
+    owned: dict[str, list[int]] = {name: [] for name in names}
+    if not names:
+        return owned
+    base, extra = divmod(shards, len(names))
+    full = 0  # workers that have base + 1 shards (at most ``extra`` may)
+    for shard in range(shards):
+        for name in sorted(names, key=lambda n: _rank(shard, n), reverse=True):
+            count = len(owned[name])
+            if count < base or (count == base and full < extra):
+                owned[name].append(shard)
+                full += count == base
+                break
+    return owned
+
+
+def owners_supported() -> bool:
+    """Sticky shards need a broker shared by every host (Redis); on the filesystem broker
+    (one host) every worker consumes every poll queue."""
+    return _store()[0] is not None
+
+
+def _owners_key() -> str:
+    return OWNERS_KEY.format(database=str(settings.DATABASES["default"]["NAME"]))
+
+
+def owners_refresh(worker: str) -> list[str]:
+    """Keep ``worker`` in the set of live pollers; the live names (sorted). Raises RedisError."""
+    client, _ = _store()
+    assert client is not None, "owners_refresh needs the Redis broker (owners_supported)"
+    seconds, micros = client.time()  # Redis's clock, the same for every host
+    now = seconds + micros / 1e6
+    key = _owners_key()
+    pipe = client.pipeline()
+    pipe.zadd(key, {worker: now + OWNERS_TTL})
+    pipe.zremrangebyscore(key, "-inf", now)
+    pipe.zrange(key, 0, -1)
+    pipe.expire(key, int(OWNERS_TTL * 10))  # the whole set goes when no worker is left
+    names = pipe.execute()[2]
+    return sorted(name.decode() for name in names)
+
+
+def owners_leave(worker: str) -> None:
+    """``worker`` stops polling: out of the set now, so the others take its shards at once."""
+    client, _ = _store()
+    if client is None:
+        return
+    try:
+        client.zrem(_owners_key(), worker)
+    except redis.RedisError as exc:
+        log.warning("poll shards: could not leave the pollers' set (it lapses in %s s): %s", OWNERS_TTL, exc)
+
+
+def owners(shards: int | None = None) -> dict[str, list[int]]:
+    """The live pollers and the shards each consumes (for poll_status); {} when not known."""
+    client, _ = _store()
+    if client is None:
+        return {}
+    try:
+        seconds, micros = client.time()
+        found: list[bytes] = client.zrangebyscore(_owners_key(), seconds + micros / 1e6, "+inf")  # type: ignore[assignment]
+        names = [name.decode() for name in found]
+    except redis.RedisError:
+        return {}
+    return assignment(names, shards or settings.POLL_SHARDS)

@@ -265,9 +265,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
 # The poll: every MSEPORTAL_POLL_SECONDS, one message per shard (hapairs.sharding), shard k's
-# on queue "poll.k". Every worker consumes every queue below unless started with -Q, so a
-# worker started on any host (same Redis and PostgreSQL) takes shards as soon as it
-# connects, and the others go on as they were. Refreshes after a push have a queue of
+# on queue "poll.k". Every worker consumes celery and refresh unless started with -Q, and
+# the poll queues of the shards it owns (hapairs.sharding, Owners; mseportal.worker_steps):
+# a worker started on any host (same Redis and PostgreSQL) takes its share within seconds,
+# and the others hand it over without a restart. Refreshes after a push have a queue of
 # their own, and the polls are sent last in priority (hapairs.tasks.POLL_PRIORITY).
 # Give beat and every worker the same MSEPORTAL_POLL_SHARDS.
 POLL_SECONDS = env_int(ENV, "MSEPORTAL_POLL_SECONDS", 10, minimum=1)

@@ -1,6 +1,7 @@
 """The sharded poll with real ``celery worker`` processes on the configured broker and the
 test database, polling a real agent farm: the shards are shared by whichever workers run,
-a worker started later takes some without the first being restarted, every appliance is
+a worker started later takes some without the first being restarted, each shard then sticks
+to one worker (Redis), a killed worker's shards go back to the others, every appliance is
 polled in every round, and a refresh after a push is taken before the polls waiting."""
 
 from __future__ import annotations
@@ -130,6 +131,27 @@ def test_workers_share_the_shards_and_one_started_later_takes_some_without_resta
         assert first.process.poll() is None and first.text().count("ready.") == 1
         # and no round of a shard overlapped another (the shard lock never had to skip one)
         assert "skipped, its previous round is still running" not in first.text() + second.text()
+        if not sharding.owners_supported():
+            return  # the filesystem broker (one host): every worker consumes every queue
+
+        # and each shard sticks to one worker: the one the assignment over the live pollers
+        # gives it, half of the shards each, round after round
+        owners = {name.split("@")[0]: shards for name, shards in sharding.owners().items()}
+        assert sorted(owners) == sorted([first.name, second.name]) and sorted(map(len, owners.values())) == [4, 4]
+        expected = {shard: name for name, shards in owners.items() for shard in shards}
+        for _ in range(3):
+            assert poll_round() == expected
+
+        # When the second worker is killed (no warm shutdown: its entry lapses)
+        second.kill()
+        # Then the first takes its shards back, without a restart, and polls every one
+        wait_for(
+            lambda: f"polls {', '.join(map(str, range(SHARDS)))} of {SHARDS}" in first.text().split("Canceling")[-1],
+            timeout=sharding.OWNERS_TTL + 4 * sharding.OWNERS_REFRESH,
+            what="the first worker taking the killed one's shards",
+        )
+        assert set(poll_round().values()) == {first.name}
+        assert first.text().count("ready.") == 1
     finally:
         if second is not None:
             second.stop()

@@ -225,7 +225,17 @@ def test_poll_status_prints_each_shards_last_round_and_fails_naming_the_overdue_
 
     # Then each shard's round is shown, and none is overdue
     lines = out.getvalue().splitlines()
-    assert [line.split()[0] for line in lines[2:4]] == ["0", "1"] and all("w1@host" in line for line in lines[2:4])
+    rows = lines[[n for n, line in enumerate(lines) if line.split()[:1] == ["shard"]][0] + 1 :]
+    assert [line.split()[0] for line in rows[:2]] == ["0", "1"] and all("w1@host" in line for line in rows[:2])
+    if sharding.owners_supported():  # and which worker consumes which shard (none is live here)
+        assert "no poller is live" in out.getvalue()
+        try:
+            sharding.owners_refresh("w1@host")
+            out = io.StringIO()
+            call_command("poll_status", "--shards", "2", stdout=out)
+            assert "poller w1@host: shards 0, 1" in out.getvalue().splitlines()
+        finally:
+            sharding.owners_leave("w1@host")
     assert "OVERDUE" not in out.getvalue() and lines[-1] == "Every shard polled within 20 s."
 
     # When shard 1's appliances were last polled a minute ago (no worker took its queue since)
@@ -254,3 +264,47 @@ def test_a_round_whose_shard_was_polled_since_it_was_fired_is_skipped(unreachabl
     assert "skipped, polled since this round was fired" in caplog.text
     # and the next round polls it again
     assert polling.poll_shard(0, 1, fired_at=time.time())["appliances"] == unreachable_appliances.count()
+
+
+# ---------------------------------------------------------------- which worker polls which shard
+@pytest.mark.parametrize("shards", [1, 7, 16, 64])
+def test_the_assignment_gives_every_shard_one_worker_evenly_whatever_order_the_names_come_in(shards):
+    for count in range(1, 9):
+        names = [f"worker-{n}@host-{n % 3}" for n in range(count)]
+        owned = sharding.assignment(names, shards)
+        assert owned == sharding.assignment(list(reversed(names)) + names[:1], shards)  # a set of names
+        assert sorted(shard for mine in owned.values() for shard in mine) == list(range(shards))
+        loads = [len(mine) for mine in owned.values()]
+        assert max(loads) - min(loads) <= 1, (count, loads)
+    assert sharding.assignment([], shards) == {}
+
+
+def test_a_worker_joining_takes_its_share_and_moves_few_of_the_others_shards():
+    names = [f"w{n}@h" for n in range(4)]
+    before = {s: name for name, mine in sharding.assignment(names, 16).items() for s in mine}
+    after = {s: name for name, mine in sharding.assignment([*names, "new@h"], 16).items() for s in mine}
+    taken = [s for s in range(16) if after[s] == "new@h"]
+    assert len(taken) == 3  # 16 / 5, rounded down: the fifth worker's share
+    moved_between_the_others = [s for s in range(16) if after[s] != before[s] and after[s] != "new@h"]
+    assert len(moved_between_the_others) <= 4, moved_between_the_others
+
+
+def test_the_live_pollers_are_those_that_refreshed_lately_and_one_leaving_is_gone_at_once(settings, monkeypatch):
+    if not sharding.owners_supported():
+        pytest.skip("the pollers' set is kept in Redis; the filesystem broker (one host) has none")
+    settings.POLL_SHARDS = 8
+    monkeypatch.setattr(sharding, "OWNERS_TTL", 1.0)
+    a, b = f"a-{time.monotonic_ns()}@h", f"b-{time.monotonic_ns()}@h"
+    try:
+        assert a in sharding.owners_refresh(a)
+        assert {a, b} <= set(sharding.owners_refresh(b))
+        assert sorted(map(len, (sharding.owners()[a], sharding.owners()[b]))) == [4, 4]
+        sharding.owners_leave(b)  # a warm shutdown
+        assert b not in sharding.owners() and sharding.owners()[a] == list(range(8))
+        sharding.owners_refresh(b)
+        time.sleep(1.3)  # a's entry lapses: it stopped refreshing (killed)
+        assert sharding.owners_refresh(b) == [b]
+        assert sharding.owners() == {b: list(range(8))}
+    finally:
+        sharding.owners_leave(a)
+        sharding.owners_leave(b)

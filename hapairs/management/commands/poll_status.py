@@ -35,6 +35,11 @@ class Command(BaseCommand):
         now = time.time()
         polled, rounds = sharding.polled_by_shard(shards), sharding.rounds()
         self.stdout.write(f"{shards} poll shards, a round every {interval} s (overdue: no poll for {2 * interval} s)")
+        pollers = sharding.owners(shards)
+        for name, owned in sorted(pollers.items()):
+            self.stdout.write(f"poller {name}: shards {', '.join(map(str, owned)) or 'none'}")
+        if sharding.owners_supported() and not pollers:
+            self.stdout.write("no poller is live (no celery worker consuming the poll queues)")
         self.stdout.write(HEADER)
         overdue = []
         for shard in range(shards):
