@@ -20,7 +20,7 @@ DATABASE_URL / CELERY_BROKER_URL say otherwise; run it on PostgreSQL and Redis, 
 does: a PostgreSQL database is the bench's own, <name>_bench, see benchlib). The farms'
 TLS keys are kept in var/bench-poll-farms between runs (--fresh-farms makes new ones).
 Usage: python bench/bench_portal.py [--nodes 10000] [--workers 4] [--farms 5] [--rounds 6]
-[--warmup 4] [--interval 10] [--paired] [--skip-push].
+[--warmup 6] [--interval 10] [--paired] [--skip-push].
 """
 
 from __future__ import annotations
@@ -670,7 +670,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="celery worker processes polling (default 4)")
     parser.add_argument("--shards", type=int, default=16, help="MSEPORTAL_POLL_SHARDS (default 16)")
     parser.add_argument("--interval", type=int, default=10, help="seconds between rounds (default 10)")
-    parser.add_argument("--warmup", type=int, default=4, help="rounds not counted, first (default 4)")
+    parser.add_argument("--warmup", type=int, default=6, help="rounds not counted, first (default 6)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds checked and measured (default 6)")
     parser.add_argument("--paired", action="store_true", help="the agents paired and heartbeating (heavier farms)")
     parser.add_argument("--fresh-farms", action="store_true", help="new TLS keys for the farms' agents")

@@ -176,8 +176,16 @@ class Heartbeats:
         """A pair starts: the secondary beats each interval; both say hello (keys) at once."""
         node = self.node
         if node.cfg.role is Role.SECONDARY and pr.beat_job is None and node.scheduler is not None:
+            # sent once the scheduler's wake-up has run its other jobs (call_soon), so that the
+            # loop goes idle right after: a primary on this CPU answers at once, instead of
+            # waiting behind this process's work (loopback wakes the receiver on the sender's CPU)
+            call_soon = asyncio.get_running_loop().call_soon
+
+            def beat() -> None:
+                call_soon(self.send, pr)
+
             pr.beat_job = node.scheduler.every(
-                lambda: pr.ha.config.heartbeat_interval, lambda: self.send(pr), name=f"{node.cfg.name}-beat"
+                lambda: pr.ha.config.heartbeat_interval, beat, name=f"{node.cfg.name}-beat"
             )
         # the secondary says hello at once; a primary when a beat comes it has no key for
         pr.hello_due = 0.0 if node.cfg.role is Role.SECONDARY else float("inf")
@@ -188,34 +196,50 @@ class Heartbeats:
             pr.beat_job = None
 
     def body(self, pr: PairRuntime, kind: str, path: HeartbeatPath, echo: int | None = None) -> dict[str, Any]:
-        cfg = self.node.cfg
+        """The body of the next datagram to the peer on ``path``, as a dict (what
+        :meth:`datagram_for` encodes; the tests read it)."""
         self.seq += 1
-        to = pr.peer["direct_connect"] if path is HeartbeatPath.DIRECT else pr.peer_hm_ip
+        return {**self._fixed(pr, kind, path), "seq": self.seq, "echo": echo, "mean_ms": pr.mean_ms}
+
+    def _fixed(self, pr: PairRuntime, kind: str, path: HeartbeatPath) -> dict[str, Any]:
+        cfg = self.node.cfg
         return {
             "kind": kind,
             "from": cfg.hm_ip,
-            "to": to,
+            "to": pr.peer["direct_connect"] if path is HeartbeatPath.DIRECT else pr.peer_hm_ip,
             "path": path.value,
             "boot": self.boot,
-            "seq": self.seq,
-            "echo": echo,
             "name": cfg.name,
             "view": pr.ha.view().to_dict(),
             "digest": pr.instance.digest(),
             "slot": pr.slot,
-            "mean_ms": pr.mean_ms,
         }
 
-    def _send(self, pr: PairRuntime, path: HeartbeatPath, body: dict[str, Any]) -> tuple[float, float] | None:
+    def datagram_for(self, pr: PairRuntime, kind: str, path: HeartbeatPath, echo: int | None = None) -> bytes:
+        """The next datagram to the peer on ``path``: its fixed members are encoded once per
+        change of this side (view, digest, slot), kept per pair, kind and path; only the
+        sequence number, the echo and the response time are encoded for each datagram."""
+        self.seq += 1
+        view, digest = pr.ha.view(), pr.instance.digest()
+        stamp = (view, tuple(digest.values()), pr.slot, pr.peer_hm_ip, pr.peer.get("direct_connect"))
+        heads = pr.hb_heads
+        if heads is None:
+            heads = pr.hb_heads = {}
+        kept = heads.get((kind, path))
+        if kept is None or kept[0] != stamp:
+            kept = heads[(kind, path)] = (stamp, datagram.head_of(self._fixed(pr, kind, path)))
+        return datagram.encode_with(self.key, kept[1], self.seq, echo, pr.mean_ms)
+
+    def _send(self, pr: PairRuntime, path: HeartbeatPath, data: bytes) -> tuple[float, float] | None:
         """Send one datagram; the (monotonic, wall) time it left (None: not sent)."""
         transport = self.transports.get(path)
         if transport is None or transport.is_closing():
             return None
+        to = pr.peer["direct_connect"] if path is HeartbeatPath.DIRECT else pr.peer_hm_ip
         port = pr.peer.get("port", self.node.cfg.port)
-        data = datagram.encode(self.key, body)
         sent_at = (time.monotonic(), time.time())
         try:
-            transport.sendto(data, (body["to"], port))
+            transport.sendto(data, (to, port))
         except OSError:  # no route (a cable pulled): the beat is missed, not an error
             self.node.counters["heartbeat_send_errors"] += 1
             return None
@@ -227,10 +251,9 @@ class Heartbeats:
         if node.stopping or not pr.hb_peer.key:  # not before the hello: the primary could not check it
             return
         for path in pr.paths:
-            body = self.body(pr, "hb", path)
-            sent_at = self._send(pr, path, body)
+            sent_at = self._send(pr, path, self.datagram_for(pr, "hb", path))
             if sent_at is not None:
-                pr.hb_sent[body["seq"]] = sent_at
+                pr.hb_sent[self.seq] = sent_at
                 node.counters["heartbeats_sent"] += 1
         while len(pr.hb_sent) > SENT_KEPT:
             del pr.hb_sent[next(iter(pr.hb_sent))]
@@ -272,7 +295,7 @@ class Heartbeats:
         node.counters["heartbeats_received"] += 1
         self.absorb(pr, body, view)
         if body["kind"] == "hb":  # answer at once, with our side after absorbing theirs
-            if self._send(pr, path, self.body(pr, "ack", path, echo=body["seq"])) is not None:
+            if self._send(pr, path, self.datagram_for(pr, "ack", path, echo=body["seq"])) is not None:
                 node.counters["heartbeats_sent"] += 1
         node.schedule(pr)
         node.changed()

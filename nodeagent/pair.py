@@ -38,6 +38,7 @@ class PairRuntime:
         "ha",
         "hb_peer",
         "hb_sent",
+        "hb_heads",
         "hello_at",
         "hello_due",
         "hello_task",
@@ -92,6 +93,8 @@ class PairRuntime:
         self.hb_peer = PeerKey()
         self.beat_job: Job | None = None
         self.hb_sent: dict[int, tuple[float, float]] = {}  # seq -> (monotonic, wall)
+        # the encoded fixed members of its datagrams, per (kind, path): Heartbeats.datagram_for
+        self.hb_heads: dict[tuple[str, HeartbeatPath], tuple[tuple, bytes]] | None = None
         self.hello_task: asyncio.Task | None = None
         self.hello_at = float("-inf")
         self.hello_due = float("inf")  # Heartbeats.start sets it

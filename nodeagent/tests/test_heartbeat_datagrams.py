@@ -321,3 +321,18 @@ def test_the_response_time_ends_at_the_kernels_receive_stamp_not_at_the_read():
     assert heartbeat.response_time(sent, now_mono, sent[1] + 60) == now_mono - sent[0]
     assert heartbeat.response_time(sent, now_mono, None) == now_mono - sent[0]
     assert heartbeat.arrival([(socket.SOL_SOCKET, 1, b"\0" * 16), (socket.IPPROTO_IP, 35, b"\0" * 16)]) is None
+
+
+def test_a_datagram_made_from_its_kept_head_is_the_body_encode_makes():
+    key = os.urandom(32)
+    fixed = {k: v for k, v in body().items() if k not in ("seq", "echo")}
+    head = datagram.head_of(fixed)
+    for seq, echo, mean_ms in ((1, None, None), (7, 6, 0.412), (2**40, 3, float("nan")), (9, None, 3.0)):
+        data = datagram.encode_with(key, head, seq, echo, mean_ms)
+        tag, raw, parsed = datagram.parse(data)
+        assert datagram.verify(key, tag, raw)
+        shown = None if mean_ms is None or mean_ms != mean_ms else mean_ms
+        assert parsed == {**fixed, "seq": seq, "echo": echo, "mean_ms": shown}
+        assert json.loads(raw) == json.loads(datagram.encode(key, parsed)[36:])  # the object encode makes
+    with pytest.raises(ValueError):
+        datagram.head_of({})
