@@ -120,6 +120,12 @@ def test_workers_share_the_shards_and_one_started_later_takes_some_without_resta
         # When a second worker starts (on any host: it shares only Redis and the database) and
         # more rounds are fired
         second = PollWorker(tmp_path / "b", "poll-b").start()
+        if sharding.owners_supported():  # each worker sees the other at its next refresh (2 s)
+            wait_for(
+                lambda: all("(2 poller(s) live)" in worker.text() for worker in (first, second)),
+                timeout=3 * sharding.OWNERS_REFRESH + 10,
+                what="both workers taking their share of the shards",
+            )
         polled_by: Counter[str] = Counter()
         for _ in range(4):
             polled_by.update(poll_round().values())
