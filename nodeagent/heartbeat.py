@@ -182,7 +182,7 @@ class Heartbeats:
             call_soon = asyncio.get_running_loop().call_soon
 
             def beat() -> None:
-                call_soon(self.send, pr)
+                call_soon(self._beat, pr)
 
             pr.beat_job = node.scheduler.every(
                 lambda: pr.ha.config.heartbeat_interval, beat, name=f"{node.cfg.name}-beat"
@@ -194,12 +194,6 @@ class Heartbeats:
         if pr.beat_job is not None:
             pr.beat_job.cancel()
             pr.beat_job = None
-
-    def body(self, pr: PairRuntime, kind: str, path: HeartbeatPath, echo: int | None = None) -> dict[str, Any]:
-        """The body of the next datagram to the peer on ``path``, as a dict (what
-        :meth:`datagram_for` encodes; the tests read it)."""
-        self.seq += 1
-        return {**self._fixed(pr, kind, path), "seq": self.seq, "echo": echo, "mean_ms": pr.mean_ms}
 
     def _fixed(self, pr: PairRuntime, kind: str, path: HeartbeatPath) -> dict[str, Any]:
         cfg = self.node.cfg
@@ -244,6 +238,10 @@ class Heartbeats:
             self.node.counters["heartbeat_send_errors"] += 1
             return None
         return sent_at
+
+    def _beat(self, pr: PairRuntime) -> None:
+        if pr.beat_job is not None:  # not stopped (unpaired, a role change) since it was queued
+            self.send(pr)
 
     def send(self, pr: PairRuntime) -> None:
         """The secondary's heartbeat, on every path of the pair (a scheduler job)."""
