@@ -41,6 +41,19 @@ def job_enqueue(
         raise JobConflict(_conflict_message(pair))
     try:
         with transaction.atomic():
+            # the rows the job refers to, locked in the poller's order (appliances by pk, then
+            # the pair: status_record) before the insert takes its key-share locks on them: a
+            # poll writing them meanwhile is waited for, not deadlocked with (the insert alone
+            # locked the pair, then the appliance, and the poll the other way round)
+            nodes = {appliance.pk if appliance else None, *((pair.primary_id, pair.secondary_id) if pair else ())}
+            list(
+                Appliance.objects.select_for_update(no_key=True)
+                .filter(pk__in=[pk for pk in nodes if pk is not None])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if pair is not None:
+                list(HAPair.objects.select_for_update(no_key=True).filter(pk=pair.pk).values_list("pk", flat=True))
             job = Job.objects.create(
                 kind=kind,
                 pair=pair,
