@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,33 @@ def encode_with(key: bytes, head: bytes, seq: int, echo: int | None, mean_ms: fl
     with every datagram: the same JSON object :func:`encode` would make, in another order."""
     raw = head + b'"seq":%d,"echo":%s,"mean_ms":%s}' % (seq, _number(echo), _number(mean_ms))
     return MAGIC + hmac.digest(key, MAGIC + raw, "sha256") + raw
+
+
+HEADER = len(MAGIC) + TAG_BYTES
+# the members encode_with closes a body with, as it writes them
+_TAIL = re.compile(rb'"seq":(\d{1,19}),"echo":(null|\d{1,19}),"mean_ms":(null|-?\d+(?:\.\d+)?(?:e[-+]\d+)?)\}')
+
+
+def split(data: bytes) -> tuple[bytes, int, int | None, float | None] | None:
+    """(head, seq, echo, mean_ms) of a datagram whose body ends as :func:`encode_with` ends
+    it, or None (any other body, or not a datagram): ``head`` is the body's opening, the
+    fixed members (:func:`head_of`). Unverified. A receiver that has parsed and accepted a
+    datagram with the same head knows the rest of the body without parsing it again."""
+    if len(data) > MAX_DATAGRAM or not data.startswith(MAGIC):
+        return None
+    at = data.rfind(b'"seq":')
+    if at < HEADER + 2 or data[HEADER] != 0x7B or data[at - 1] != 0x2C:  # a head is "{...,"
+        return None
+    tail = _TAIL.fullmatch(data, at)
+    if tail is None:
+        return None
+    seq, echo, mean_ms = tail.groups()
+    return (
+        data[HEADER:at],
+        int(seq),
+        None if echo == b"null" else int(echo),
+        None if mean_ms == b"null" else float(mean_ms),
+    )
 
 
 def parse(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
@@ -146,15 +174,19 @@ class PeerKey:
     def accept(self, tag: bytes, raw: bytes, body: dict[str, Any]) -> None:
         """Raise DatagramError unless the datagram is signed by the peer's current boot and
         newer than every one accepted; then remember its ``seq``."""
+        self.admit(tag, raw, body["boot"], body["seq"])
+
+    def admit(self, tag: bytes, raw: bytes, boot: str, seq: int) -> None:
+        """:meth:`accept` of a datagram whose ``boot`` and ``seq`` are known."""
         if not self.key:
             raise self._refuse("unkeyed", "no heartbeat key from this peer yet (its hello is awaited)")
-        if body["boot"] != self.boot:
-            raise self._refuse("boot", f"boot {body['boot']!r} is not the peer's current one")
+        if boot != self.boot:
+            raise self._refuse("boot", f"boot {boot!r} is not the peer's current one")
         if not verify(self.key, tag, raw):
             raise self._refuse("signature", "bad signature")
-        if body["seq"] <= self.last_seq:
-            raise self._refuse("replay", f"seq {body['seq']} is not above {self.last_seq} (replayed or stale)")
-        self.last_seq = body["seq"]
+        if seq <= self.last_seq:
+            raise self._refuse("replay", f"seq {seq} is not above {self.last_seq} (replayed or stale)")
+        self.last_seq = seq
 
     def _refuse(self, reason: str, message: str) -> DatagramError:
         self.refused[reason] = self.refused.get(reason, 0) + 1

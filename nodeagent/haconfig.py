@@ -186,7 +186,8 @@ class Note:
 
 @dataclass
 class PeerView:
-    """What a heartbeat tells about the peer's side of the pair."""
+    """What a heartbeat tells about the peer's side of the pair. Never changed once made: one
+    received is shared by the datagrams that repeat it (make another with dataclasses.replace)."""
 
     state: HAState
     generation: int

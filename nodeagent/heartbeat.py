@@ -37,7 +37,7 @@ import socket
 import struct
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
@@ -49,6 +49,8 @@ from .protocol import PATH_PEER_COMMAND, Cause, EventCode, HeartbeatPath, PeerCo
 PATH_NAMES = {HeartbeatPath.HM: "Health Monitor network", HeartbeatPath.DIRECT: "direct-connect link"}
 REFUSAL_LOG_SECONDS = 10.0  # a refused datagram is logged at most this often per node
 READ_BURST = 16  # datagrams read per wake-up of a heartbeat socket
+# the members of a datagram's head that absorb reads (besides the view): what _known keeps
+ABSORBED = ("kind", "digest", "slot")
 SENT_KEPT = 16  # heartbeats whose ack is awaited (their send times, for the response time)
 # SO_TIMESTAMPNS: the kernel's receive time of each datagram, a struct timespec of the
 # realtime clock. Python names no such option: its number and the timespec's layout are
@@ -61,6 +63,11 @@ log = logging.getLogger("nodeagent.heartbeat")
 if TYPE_CHECKING:  # types only: node.py imports this module
     from .node import Node
     from .pair import PairRuntime
+
+# what a datagram's head said: pair, path, local address, kind, boot, view, the fixed members
+Heard = tuple["PairRuntime", HeartbeatPath, str, str, str, PeerView, dict[str, Any]]
+# a datagram read: (pair, body, view); False: refused or unkeyed; None: not known (read it whole)
+Got = tuple["PairRuntime", dict[str, Any], PeerView] | Literal[False] | None
 
 
 class HeartbeatSocket:
@@ -149,7 +156,7 @@ def response_time(sent: tuple[float, float], now_mono: float, arrived: float | N
 
 
 class Heartbeats:
-    __slots__ = ("node", "boot", "key", "seq", "transports", "refused_logged_at")
+    __slots__ = ("node", "boot", "key", "seq", "transports", "refused_logged_at", "heard", "heard_by")
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -157,6 +164,9 @@ class Heartbeats:
         self.seq = 0
         self.transports: dict[HeartbeatPath, HeartbeatSocket] = {}
         self.refused_logged_at = 0.0
+        # the last datagram accepted from each peer on each path: what its head said (_known)
+        self.heard: dict[bytes, Heard] = {}
+        self.heard_by: dict[tuple[str, HeartbeatPath], bytes] = {}
 
     # ------------------------------------------------------------ sockets
     async def listen(self, port: int) -> None:
@@ -214,8 +224,7 @@ class Heartbeats:
         change of this side (view, digest, slot), kept per pair, kind and path; only the
         sequence number, the echo and the response time are encoded for each datagram."""
         self.seq += 1
-        view, digest = pr.ha.view(), pr.instance.digest()
-        stamp = (view, tuple(digest.values()), pr.slot, pr.peer_hm_ip, pr.peer.get("direct_connect"))
+        stamp = self._stamp(pr)
         heads = pr.hb_heads
         if heads is None:
             heads = pr.hb_heads = {}
@@ -223,6 +232,18 @@ class Heartbeats:
         if kept is None or kept[0] != stamp:
             kept = heads[(kind, path)] = (stamp, datagram.head_of(self._fixed(pr, kind, path)))
         return datagram.encode_with(self.key, kept[1], self.seq, echo, pr.mean_ms)
+
+    @staticmethod
+    def _stamp(pr: PairRuntime) -> tuple:
+        """What this side's datagrams to the pair are made of, but for the sequence number,
+        the echo and the response time."""
+        view, digest = pr.ha.view(), pr.instance.digest()
+        return (view, tuple(digest.values()), pr.slot, pr.peer_hm_ip, pr.peer.get("direct_connect"))
+
+    def _side_changed(self, pr: PairRuntime, path: HeartbeatPath) -> bool:
+        """This side changed since the last ack on ``path`` was made."""
+        kept = pr.hb_heads.get(("ack", path)) if pr.hb_heads is not None else None
+        return kept is None or kept[0] != self._stamp(pr)
 
     def _send(self, pr: PairRuntime, path: HeartbeatPath, data: bytes) -> tuple[float, float] | None:
         """Send one datagram; the (monotonic, wall) time it left (None: not sent)."""
@@ -257,9 +278,47 @@ class Heartbeats:
             del pr.hb_sent[next(iter(pr.hb_sent))]
 
     def received(self, data: bytes, path: HeartbeatPath, local: str, arrived: float | None = None) -> None:
-        """A datagram read on ``path``'s socket; ``arrived``: the kernel's receive time (wall clock)."""
+        """A datagram read on ``path``'s socket; ``arrived``: the kernel's receive time (wall clock).
+
+        A heartbeat is answered first and absorbed after: the ack carries this side as it
+        stands, and a second one follows at once if absorbing the heartbeat changed this side.
+        The primary's answer so waits for no bookkeeping, and the secondary never misses a
+        change. A datagram whose head (its fixed members) is that of the last one accepted
+        from the peer on this path is not parsed again (:meth:`_known`)."""
         node = self.node
         now_mono = time.monotonic()
+        got = self._known(data, path, local, now_mono)
+        if got is None:
+            got = self._read(data, path, local, now_mono)
+        if not got:  # refused, or awaiting the peer's key
+            return
+        pr, msg, view = got
+        if msg["kind"] == "hb":
+            self._ack(pr, path, msg["seq"])
+        else:
+            echo = msg.get("echo")
+            sent_at = pr.hb_sent.pop(echo, None) if isinstance(echo, int) else None
+            if sent_at is not None:
+                pr.add_rtt(response_time(sent_at, now_mono, arrived))
+        pr.path_heard[path] = time.time()
+        node.counters["heartbeats_received"] += 1
+        self.absorb(pr, msg, view)
+        if msg["kind"] == "hb" and self._side_changed(pr, path):
+            self._ack(pr, path, None)  # this side after absorbing theirs (no echo: not a response)
+        node.schedule(pr)
+        node.changed()
+
+    def _ack(self, pr: PairRuntime, path: HeartbeatPath, echo: int | None) -> None:
+        if self._send(pr, path, self.datagram_for(pr, "ack", path, echo=echo)) is not None:
+            self.node.counters["heartbeats_sent"] += 1
+
+    def _wanted(self) -> str:
+        return "ack" if self.node.cfg.role is Role.SECONDARY else "hb"
+
+    def _read(self, data: bytes, path: HeartbeatPath, local: str, now_mono: float) -> Got:
+        """A datagram parsed, checked and accepted: (pair, body, the peer's view); False if it
+        was refused (counted) or awaits the peer's key."""
+        node = self.node
         try:
             tag, raw, body = datagram.parse(data)
             if body["to"] != local or body["path"] != path.value:
@@ -267,36 +326,72 @@ class Heartbeats:
             pr = node.pairs.get(body["from"])
             if pr is None:
                 raise DatagramError(f"not paired with {body['from']}")
-            want = "ack" if node.cfg.role is Role.SECONDARY else "hb"
-            if body["kind"] != want:
+            if body["kind"] != self._wanted():
                 raise DatagramError(f"a {node.cfg.role.value} does not take {body['kind']!r} datagrams")
             try:
                 pr.hb_peer.accept(tag, raw, body)
             except DatagramError as e:
-                if not pr.hb_peer.key or body["boot"] != pr.hb_peer.boot:
-                    # the peer restarted (or its hello is still on its way): get its key now
-                    pr.hello_due = min(pr.hello_due, now_mono)
-                    node.counters["datagrams_unkeyed"] += 1
-                    log.debug("%s: %s", node.cfg.name, e)
-                    return
-                raise
+                return self._not_accepted(pr, body["boot"], e, now_mono)
             view = PeerView.from_dict(body["view"])
         except (DatagramError, KeyError, ValueError, TypeError) as e:
             self._refused(str(e))
-            return
-        if body["kind"] == "ack":
-            echo = body.get("echo")
-            sent_at = pr.hb_sent.pop(echo, None) if isinstance(echo, int) else None
-            if sent_at is not None:
-                pr.add_rtt(response_time(sent_at, now_mono, arrived))
-        pr.path_heard[path] = time.time()
-        node.counters["heartbeats_received"] += 1
-        self.absorb(pr, body, view)
-        if body["kind"] == "hb":  # answer at once, with our side after absorbing theirs
-            if self._send(pr, path, self.datagram_for(pr, "ack", path, echo=body["seq"])) is not None:
-                node.counters["heartbeats_sent"] += 1
-        node.schedule(pr)
-        node.changed()
+            return False
+        split = datagram.split(data)
+        if split is not None and split[1:] == (body["seq"], body.get("echo"), body.get("mean_ms")):
+            fixed = {name: body[name] for name in ABSORBED if name in body}  # not the rest: memory
+            self._remember(split[0], (pr, path, local, body["kind"], body["boot"], view, fixed), body["from"])
+        return pr, body, view
+
+    def _known(self, data: bytes, path: HeartbeatPath, local: str, now_mono: float) -> Got:
+        """The fast path of :meth:`received`: a datagram whose head is the head of the last one
+        accepted from that peer on that path says what that one said, but for its sequence
+        number, echo and response time (:func:`datagram.split`). It is verified (signature,
+        sequence) as any other, and not parsed. None: not such a datagram (the full read)."""
+        if not self.heard:
+            return None
+        split = datagram.split(data)
+        if split is None:
+            return None
+        heard = self.heard.get(split[0])
+        if heard is None:
+            return None
+        pr, h_path, h_local, kind, boot, view, fixed = heard
+        if (
+            h_path is not path
+            or h_local != local
+            or kind != self._wanted()
+            or self.node.pairs.get(pr.peer_hm_ip) is not pr
+        ):
+            return None  # the pair or this node changed since: read it whole
+        _, seq, echo, mean_ms = split
+        try:
+            pr.hb_peer.admit(data[len(datagram.MAGIC) : datagram.HEADER], data[datagram.HEADER :], boot, seq)
+        except DatagramError as e:
+            return self._not_accepted(pr, boot, e, now_mono)
+        return pr, {**fixed, "seq": seq, "echo": echo, "mean_ms": mean_ms}, view
+
+    def _remember(self, head: bytes, heard: Heard, sender: str) -> None:
+        """Keep what a datagram with ``head`` says, for :meth:`_known`: one head per peer and
+        path (the last), so a head that changed is forgotten."""
+        path = heard[1]
+        old = self.heard_by.get((sender, path))
+        if old is not None:
+            self.heard.pop(old, None)
+        if len(self.heard) > 2 * len(self.node.pairs) + 4:  # pairs gone since: start afresh
+            self.heard.clear()
+            self.heard_by.clear()
+        self.heard[head] = heard
+        self.heard_by[(sender, path)] = head
+
+    def _not_accepted(self, pr: PairRuntime, boot: str, e: DatagramError, now_mono: float) -> Literal[False]:
+        if not pr.hb_peer.key or boot != pr.hb_peer.boot:
+            # the peer restarted (or its hello is still on its way): get its key now
+            pr.hello_due = min(pr.hello_due, now_mono)
+            self.node.counters["datagrams_unkeyed"] += 1
+            log.debug("%s: %s", self.node.cfg.name, e)
+        else:
+            self._refused(str(e))
+        return False
 
     def _refused(self, why: str) -> None:
         node = self.node

@@ -16,6 +16,7 @@ The instance data itself is :class:`nodeagent.replication.InstanceStore`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -193,8 +194,8 @@ class Procedures:
             return
         pr.replication = ReplicationStatus.UP
         pr.sync_percent = 100
-        if pr.peer_view is not None:
-            pr.peer_view.synced = True
+        if pr.peer_view is not None:  # a new view: a received one is shared (Heartbeats._known)
+            pr.peer_view = dataclasses.replace(pr.peer_view, synced=True)
         if first:
             pr.sync_done_once = True
             node.emit(EventCode.ACTIVE, "", pr)

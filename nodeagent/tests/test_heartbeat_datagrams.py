@@ -336,3 +336,106 @@ def test_a_datagram_made_from_its_kept_head_is_the_body_encode_makes():
         assert json.loads(raw) == json.loads(datagram.encode(key, parsed)[36:])  # the object encode makes
     with pytest.raises(ValueError):
         datagram.head_of({})
+
+
+def test_split_reads_back_the_members_encode_with_closes_a_body_with():
+    key = os.urandom(32)
+    fixed = {k: v for k, v in body().items() if k not in ("seq", "echo")}
+    head = datagram.head_of(fixed)
+    for seq, echo, mean_ms in ((1, None, None), (7, 6, 0.412), (2**40, 3, 1e-05), (9, None, 3.0), (5, 4, 1.5e16)):
+        data = datagram.encode_with(key, head, seq, echo, mean_ms)
+        assert datagram.split(data) == (head, seq, echo, mean_ms)
+    good = datagram.encode_with(key, head, 3, 2, 0.5)
+    # bodies of other shapes are not split (they are read whole): another order of members,
+    # more after the last one, a non-number, not a heartbeat datagram, too large
+    for data in (
+        datagram.encode(key, body(seq=3)),  # seq before the view
+        good[:-1] + b',"x":1}',
+        good.replace(b'"mean_ms":0.5', b'"mean_ms":"0.5"'),
+        good.replace(b'"echo":2', b'"echo":-2'),
+        b"MHB3" + good[4:],
+        b"MHB4" + b"\0" * 32 + b'"seq":1,"echo":null,"mean_ms":null}',  # no head
+        good[:-1] + b" " * 2048 + b"}",
+    ):
+        assert datagram.split(data) is None, data
+
+
+def test_a_repeated_head_is_verified_not_parsed_and_its_replays_and_forgeries_are_refused(tmp_path, monkeypatch):
+    parsed: list[bytes] = []
+    real_parse = datagram.parse
+
+    def counting_parse(data):
+        parsed.append(data)
+        return real_parse(data)
+
+    monkeypatch.setattr(datagram, "parse", counting_parse)
+
+    async def go():
+        async with _paired(tmp_path) as (fleet, servers, session):
+            prim, sec = servers[0].node, servers[1].node
+            ppr, spr = next(iter(prim.pairs.values())), next(iter(sec.pairs.values()))
+            sent: list[bytes] = []
+            transport = sec.heartbeats.transports[P.HeartbeatPath.HM]
+            real_sendto = transport.sendto
+
+            def tap(data, addr=None):
+                sent.append(bytes(data))
+                real_sendto(data, addr)
+
+            transport.sendto = tap  # type: ignore[method-assign]
+            await until(lambda: ppr.ha.heartbeat_up and spr.ha.heartbeat_up and spr.mean_ms is not None, 8, "beats")
+            # steady beats: each is received and answered (the secondary measures every one),
+            # and none is parsed, on either side: their heads are those already read
+            await until(
+                lambda: len(sent) >= 2 and sent[-1].split(b'"seq"')[0][36:] == sent[-2].split(b'"seq"')[0][36:],
+                5,
+                "steady",
+            )
+            got, answered, reads = (
+                prim.counters["heartbeats_received"],
+                sec.counters["heartbeats_received"],
+                len(parsed),
+            )
+            await until(lambda: prim.counters["heartbeats_received"] >= got + 4, 5, "four more beats")
+            await until(lambda: sec.counters["heartbeats_received"] >= answered + 4, 2, "their acks")
+            assert len(parsed) == reads, "a datagram with a known head was parsed"
+            assert ppr.ha.heartbeat_up and prim.counters["datagrams_refused"] == 0
+            # a replay and a forged tail (a higher sequence number, unsigned) of a known head
+            # are refused by the signature and the sequence checks all the same
+            last_seq, refused = ppr.hb_peer.last_seq, dict(ppr.hb_peer.refused)
+            replay = sent[-1]
+            forged = replay.replace(b'"seq":%d' % datagram.split(replay)[1], b'"seq":%d' % (last_seq + 100))
+            assert datagram.split(forged) is not None and datagram.split(forged)[0] in prim.heartbeats.heard
+            attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            attacker.bind((sec.cfg.hm_ip, 0))
+            for data in (replay, forged):
+                attacker.sendto(data, (prim.cfg.hm_ip, prim.cfg.port))
+            attacker.close()
+            await until(lambda: sum(ppr.hb_peer.refused.values()) >= sum(refused.values()) + 2, 3, "refusals")
+            assert ppr.hb_peer.refused.get("replay", 0) == refused.get("replay", 0) + 1
+            assert ppr.hb_peer.refused.get("signature", 0) == refused.get("signature", 0) + 1
+            assert ppr.hb_peer.last_seq < last_seq + 100
+            assert len(parsed) == reads  # refused without being parsed either
+            # the secondary's side changes (a newer generation, the primary still its owner):
+            # its head is new, so it is read whole; the primary answers at once with its side
+            # as it stood, then again with its side after absorbing (the newer generation)
+            acks: list[dict] = []
+            ptransport = prim.heartbeats.transports[P.HeartbeatPath.HM]
+            real_psend = ptransport.sendto
+
+            def ptap(data, addr=None):
+                acks.append(real_parse(bytes(data))[2])
+                real_psend(data, addr)
+
+            ptransport.sendto = ptap  # type: ignore[method-assign]
+            generation = spr.ha.generation
+            spr.ha.generation = generation + 1
+            await until(lambda: any(a["view"]["generation"] == generation + 1 for a in acks), 5, "the new generation")
+            await until(lambda: spr.peer_view.generation == generation + 1, 2, "the secondary hears it")
+            first_new = next(i for i, a in enumerate(acks) if a["view"]["generation"] == generation + 1)
+            assert first_new >= 1 and acks[first_new]["echo"] is None, acks  # the second answer
+            assert acks[first_new - 1]["echo"] is not None and acks[first_new - 1]["view"]["generation"] == generation
+            assert acks[first_new]["seq"] == acks[first_new - 1]["seq"] + 1
+            assert ppr.ha.generation == generation + 1 and ppr.ha.in_charge and spr.ha.heartbeat_up
+
+    asyncio.run(go())
