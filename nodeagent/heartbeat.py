@@ -49,8 +49,6 @@ from .protocol import PATH_PEER_COMMAND, Cause, EventCode, HeartbeatPath, PeerCo
 PATH_NAMES = {HeartbeatPath.HM: "Health Monitor network", HeartbeatPath.DIRECT: "direct-connect link"}
 REFUSAL_LOG_SECONDS = 10.0  # a refused datagram is logged at most this often per node
 READ_BURST = 16  # datagrams read per wake-up of a heartbeat socket
-# the members of a datagram's head that absorb reads (besides the view): what _known keeps
-ABSORBED = ("kind", "digest", "slot")
 SENT_KEPT = 16  # heartbeats whose ack is awaited (their send times, for the response time)
 # SO_TIMESTAMPNS: the kernel's receive time of each datagram, a struct timespec of the
 # realtime clock. Python names no such option: its number and the timespec's layout are
@@ -64,8 +62,9 @@ if TYPE_CHECKING:  # types only: node.py imports this module
     from .node import Node
     from .pair import PairRuntime
 
-# what a datagram's head said: pair, path, local address, kind, boot, view, the fixed members
-Heard = tuple["PairRuntime", HeartbeatPath, str, str, str, PeerView, dict[str, Any]]
+# what the head of the last datagram accepted from the peer on a path said (PairRuntime.hb_heard):
+# head, local address, kind, boot, view, digest, slot
+Heard = tuple[bytes, str, str, str, PeerView, Any, Any]
 # a datagram read: (pair, body, view); False: refused or unkeyed; None: not known (read it whole)
 Got = tuple["PairRuntime", dict[str, Any], PeerView] | Literal[False] | None
 
@@ -156,7 +155,7 @@ def response_time(sent: tuple[float, float], now_mono: float, arrived: float | N
 
 
 class Heartbeats:
-    __slots__ = ("node", "boot", "key", "seq", "transports", "refused_logged_at", "heard", "heard_by")
+    __slots__ = ("node", "boot", "key", "seq", "transports", "refused_logged_at")
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -164,9 +163,6 @@ class Heartbeats:
         self.seq = 0
         self.transports: dict[HeartbeatPath, HeartbeatSocket] = {}
         self.refused_logged_at = 0.0
-        # the last datagram accepted from each peer on each path: what its head said (_known)
-        self.heard: dict[bytes, Heard] = {}
-        self.heard_by: dict[tuple[str, HeartbeatPath], bytes] = {}
 
     # ------------------------------------------------------------ sockets
     async def listen(self, port: int) -> None:
@@ -338,8 +334,17 @@ class Heartbeats:
             return False
         split = datagram.split(data)
         if split is not None and split[1:] == (body["seq"], body.get("echo"), body.get("mean_ms")):
-            fixed = {name: body[name] for name in ABSORBED if name in body}  # not the rest: memory
-            self._remember(split[0], (pr, path, local, body["kind"], body["boot"], view, fixed), body["from"])
+            if pr.hb_heard is None:
+                pr.hb_heard = {}
+            pr.hb_heard[path] = (
+                split[0],
+                local,
+                body["kind"],
+                body["boot"],
+                view,
+                body.get("digest"),
+                body.get("slot"),
+            )
         return pr, body, view
 
     def _known(self, data: bytes, path: HeartbeatPath, local: str, now_mono: float) -> Got:
@@ -347,41 +352,24 @@ class Heartbeats:
         accepted from that peer on that path says what that one said, but for its sequence
         number, echo and response time (:func:`datagram.split`). It is verified (signature,
         sequence) as any other, and not parsed. None: not such a datagram (the full read)."""
-        if not self.heard:
-            return None
         split = datagram.split(data)
         if split is None:
             return None
-        heard = self.heard.get(split[0])
-        if heard is None:
+        head, seq, echo, mean_ms = split
+        for pr in self.node.pairs.values():  # one or two
+            heard = pr.hb_heard.get(path) if pr.hb_heard is not None else None
+            if heard is not None and heard[0] == head:
+                break
+        else:
             return None
-        pr, h_path, h_local, kind, boot, view, fixed = heard
-        if (
-            h_path is not path
-            or h_local != local
-            or kind != self._wanted()
-            or self.node.pairs.get(pr.peer_hm_ip) is not pr
-        ):
-            return None  # the pair or this node changed since: read it whole
-        _, seq, echo, mean_ms = split
+        _, h_local, kind, boot, view, digest, slot = heard
+        if h_local != local or kind != self._wanted():
+            return None  # this node changed since: read it whole
         try:
             pr.hb_peer.admit(data[len(datagram.MAGIC) : datagram.HEADER], data[datagram.HEADER :], boot, seq)
         except DatagramError as e:
             return self._not_accepted(pr, boot, e, now_mono)
-        return pr, {**fixed, "seq": seq, "echo": echo, "mean_ms": mean_ms}, view
-
-    def _remember(self, head: bytes, heard: Heard, sender: str) -> None:
-        """Keep what a datagram with ``head`` says, for :meth:`_known`: one head per peer and
-        path (the last), so a head that changed is forgotten."""
-        path = heard[1]
-        old = self.heard_by.get((sender, path))
-        if old is not None:
-            self.heard.pop(old, None)
-        if len(self.heard) > 2 * len(self.node.pairs) + 4:  # pairs gone since: start afresh
-            self.heard.clear()
-            self.heard_by.clear()
-        self.heard[head] = heard
-        self.heard_by[(sender, path)] = head
+        return pr, {"kind": kind, "digest": digest, "slot": slot, "seq": seq, "echo": echo, "mean_ms": mean_ms}, view
 
     def _not_accepted(self, pr: PairRuntime, boot: str, e: DatagramError, now_mono: float) -> Literal[False]:
         if not pr.hb_peer.key or boot != pr.hb_peer.boot:

@@ -39,6 +39,7 @@ class PairRuntime:
         "hb_peer",
         "hb_sent",
         "hb_heads",
+        "hb_heard",
         "hello_at",
         "hello_due",
         "hello_task",
@@ -95,6 +96,8 @@ class PairRuntime:
         self.hb_sent: dict[int, tuple[float, float]] = {}  # seq -> (monotonic, wall)
         # the encoded fixed members of its datagrams, per (kind, path): Heartbeats.datagram_for
         self.hb_heads: dict[tuple[str, HeartbeatPath], tuple[tuple, bytes]] | None = None
+        # per path, what the head of the peer's last accepted datagram said: Heartbeats._known
+        self.hb_heard: dict[HeartbeatPath, Any] | None = None
         self.hello_task: asyncio.Task | None = None
         self.hello_at = float("-inf")
         self.hello_due = float("inf")  # Heartbeats.start sets it

@@ -405,7 +405,9 @@ def test_a_repeated_head_is_verified_not_parsed_and_its_replays_and_forgeries_ar
             last_seq, refused = ppr.hb_peer.last_seq, dict(ppr.hb_peer.refused)
             replay = sent[-1]
             forged = replay.replace(b'"seq":%d' % datagram.split(replay)[1], b'"seq":%d' % (last_seq + 100))
-            assert datagram.split(forged) is not None and datagram.split(forged)[0] in prim.heartbeats.heard
+            assert (
+                datagram.split(forged) is not None and datagram.split(forged)[0] == ppr.hb_heard[P.HeartbeatPath.HM][0]
+            )
             attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             attacker.bind((sec.cfg.hm_ip, 0))
             for data in (replay, forged):
