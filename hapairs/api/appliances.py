@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from django.http import HttpResponse
-from ninja import Router, Status
+from ninja import Query, Router, Status
 from ninja.errors import HttpError
 
 from hapairs import (
@@ -13,7 +13,7 @@ from hapairs import (
     selectors,
     services,
 )
-from hapairs.api.core import appliance_or_404, pair_of_or_404, require
+from hapairs.api.core import answers, appliance_or_404, pair_of_or_404, require
 from hapairs.api.schemas import (
     ApplianceIn,
     ApplianceOut,
@@ -22,6 +22,7 @@ from hapairs.api.schemas import (
     HAUpdateIn,
     JobOut,
     MaintenanceIn,
+    MaintenanceOut,
     ReasonIn,
     appliance_out,
     job_out,
@@ -31,14 +32,15 @@ router = Router()
 
 
 # --- appliances -------------------------------------------------------------------------
-@router.get("/appliances", response=list[ApplianceOut], summary="Mobility Services Engines")
-def list_appliances(request, limit: int = 500, offset: int = 0):
-    limit = max(1, min(limit, 2000))
-    rows = selectors.appliance_rows(offset=max(0, offset), limit=limit)
+@router.get("/appliances", response=answers({200: list[ApplianceOut]}, 400), summary="Mobility Services Engines")
+def list_appliances(request, limit: int = Query(500, ge=1, le=2000), offset: int = Query(0, ge=0, le=10**9)):
+    rows = selectors.appliance_rows(offset=offset, limit=limit)
     return [appliance_out(row.appliance, row.secondary_name) for row in rows]
 
 
-@router.post("/appliances", response={201: ApplianceOut}, summary="Add Mobility Services Engine")
+@router.post(
+    "/appliances", response=answers({201: ApplianceOut}, 400, 403, 409, 422), summary="Add Mobility Services Engine"
+)
 def add_appliance(request, payload: ApplianceIn):
     require(request, roles.ADMINISTER, "add appliances")
     appliance = services.appliance_add(
@@ -53,7 +55,7 @@ def add_appliance(request, payload: ApplianceIn):
     return Status(201, appliance_out(appliance))
 
 
-@router.get("/appliances/{name}", response=ApplianceOut)
+@router.get("/appliances/{name}", response=answers({200: ApplianceOut}, 404))
 def get_appliance(request, name: str):
     appliance = appliance_or_404(name)
     pair = selectors.pair_for(appliance)
@@ -64,7 +66,7 @@ def get_appliance(request, name: str):
 
 @router.post(
     "/appliances/{name}/certificate/trust",
-    response=ApplianceOut,
+    response=answers({200: ApplianceOut}, 400, 403, 404, 409, 422),
     summary="Trust the new TLS certificate the appliance presents",
 )
 def trust_certificate(request, name: str, payload: CertificateTrustIn):
@@ -78,13 +80,19 @@ def trust_certificate(request, name: str, payload: CertificateTrustIn):
 
 
 # --- HA ----------------------------------------------------------------------------------
-@router.get("/appliances/{name}/ha", summary="Current High Availability Status")
-def get_ha(request, name: str, events: int = 50):
+@router.get(
+    "/appliances/{name}/ha", response=answers({200: dict}, 400, 404), summary="Current High Availability Status"
+)
+def get_ha(request, name: str, events: int = Query(50, ge=0, le=500)):
     pair = pair_of_or_404(appliance_or_404(name))
-    return selectors.pair_status(pair, events_limit=max(0, min(events, 500)))
+    return selectors.pair_status(pair, events_limit=events)
 
 
-@router.post("/appliances/{name}/ha", response={202: JobOut}, summary="Configure High Availability Parameters")
+@router.post(
+    "/appliances/{name}/ha",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Configure High Availability Parameters",
+)
 def configure_ha(request, name: str, payload: HAConfigureIn):
     require(request, roles.OPERATE, "configure high availability")
     primary = appliance_or_404(name)
@@ -105,7 +113,11 @@ def configure_ha(request, name: str, payload: HAConfigureIn):
     return Status(202, job_out(job))
 
 
-@router.patch("/appliances/{name}/ha", response={202: JobOut}, summary="Update High Availability Parameters")
+@router.patch(
+    "/appliances/{name}/ha",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Update High Availability Parameters",
+)
 def update_ha(request, name: str, payload: HAUpdateIn):
     require(request, roles.OPERATE, "change high availability parameters")
     pair = pair_of_or_404(appliance_or_404(name))
@@ -123,14 +135,20 @@ def update_ha(request, name: str, payload: HAUpdateIn):
     return Status(202, job_out(job))
 
 
-@router.delete("/appliances/{name}/ha", response={202: JobOut}, summary="Delete the secondary")
-def delete_ha(request, name: str, reason: str = ""):
+@router.delete(
+    "/appliances/{name}/ha", response=answers({202: JobOut}, 400, 403, 404, 409, 422), summary="Delete the secondary"
+)
+def delete_ha(request, name: str, reason: str = Query("", max_length=500)):
     require(request, roles.OPERATE, "delete a secondary")
     pair = pair_of_or_404(appliance_or_404(name))
-    return Status(202, job_out(services.ha_delete_secondary(pair=pair, by=request.auth, reason=reason[:500])))
+    return Status(202, job_out(services.ha_delete_secondary(pair=pair, by=request.auth, reason=reason)))
 
 
-@router.get("/appliances/{name}/ha/preflight", summary="What a switchover or failback would do now")
+@router.get(
+    "/appliances/{name}/ha/preflight",
+    response=answers({200: dict}, 400, 404),
+    summary="What a switchover or failback would do now",
+)
 def preflight(request, name: str, action: Literal["switchover", "failback"] = "switchover"):
     pair = pair_of_or_404(appliance_or_404(name))
     check = selectors.preflight(pair, action)
@@ -154,30 +172,42 @@ def _switch(request, name: str, payload: ReasonIn, action: str):
     return Status(202, job_out(job))
 
 
-@router.post("/appliances/{name}/ha/switchover", response={202: JobOut}, summary="Switchover (manual failover)")
-def switchover(request, name: str, payload: ReasonIn | None = None):
-    return _switch(request, name, payload or ReasonIn(), "switchover")
-
-
-@router.post("/appliances/{name}/ha/failback", response={202: JobOut}, summary="Failback")
-def failback(request, name: str, payload: ReasonIn | None = None):
-    return _switch(request, name, payload or ReasonIn(), "failback")
+@router.post(
+    "/appliances/{name}/ha/switchover",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Switchover (manual failover)",
+)
+def switchover(request, name: str, payload: ReasonIn):
+    return _switch(request, name, payload, "switchover")
 
 
 @router.post(
-    "/appliances/{name}/ha/recover", response={202: JobOut}, summary="Recover a primary that lost its configuration"
+    "/appliances/{name}/ha/failback", response=answers({202: JobOut}, 400, 403, 404, 409, 422), summary="Failback"
 )
-def recover(request, name: str, payload: ReasonIn | None = None):
+def failback(request, name: str, payload: ReasonIn):
+    return _switch(request, name, payload, "failback")
+
+
+@router.post(
+    "/appliances/{name}/ha/recover",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Recover a primary that lost its configuration",
+)
+def recover(request, name: str, payload: ReasonIn):
     require(request, roles.OPERATE, "recover a primary")
     pair = pair_of_or_404(appliance_or_404(name))
     try:
-        job = services.ha_recover_primary(pair=pair, by=request.auth, reason=(payload or ReasonIn()).reason)
+        job = services.ha_recover_primary(pair=pair, by=request.auth, reason=payload.reason)
     except services.ServiceError as exc:  # nothing to recover now
         raise HttpError(409, exc.message) from None
     return Status(202, job_out(job))
 
 
-@router.post("/appliances/{name}/ha/maintenance", summary="Maintenance mode on or off")
+@router.post(
+    "/appliances/{name}/ha/maintenance",
+    response=answers({200: MaintenanceOut}, 400, 403, 404, 409, 422),
+    summary="Maintenance mode on or off",
+)
 def maintenance(request, name: str, payload: MaintenanceIn):
     require(request, roles.OPERATE, "change maintenance mode")
     pair = pair_of_or_404(appliance_or_404(name))
@@ -185,11 +215,15 @@ def maintenance(request, name: str, payload: MaintenanceIn):
     return {"maintenance": pair.maintenance, "reason": pair.maintenance_reason}
 
 
-@router.post("/appliances/{name}/services/start", response={202: JobOut}, summary="Start the appliance's services")
-def start_services(request, name: str, payload: ReasonIn | None = None):
+@router.post(
+    "/appliances/{name}/services/start",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Start the appliance's services",
+)
+def start_services(request, name: str, payload: ReasonIn):
     require(request, roles.OPERATE, "start services")
     appliance = appliance_or_404(name)
-    job = services.appliance_start_services(appliance=appliance, by=request.auth, reason=(payload or ReasonIn()).reason)
+    job = services.appliance_start_services(appliance=appliance, by=request.auth, reason=payload.reason)
     return Status(202, job_out(job))
 
 
@@ -201,11 +235,19 @@ def _agent_text(name: str, what: str) -> HttpResponse:
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
 
-@router.get("/appliances/{name}/hainfo", summary="The appliance's gethainfo output (text)")
+@router.get(
+    "/appliances/{name}/hainfo",
+    response=answers({200: str}, 404, 502, 503),
+    summary="The appliance's gethainfo output (text)",
+)
 def hainfo(request, name: str):
     return _agent_text(name, "hainfo")
 
 
-@router.get("/appliances/{name}/serverinfo", summary="The appliance's getserverinfo output (text)")
+@router.get(
+    "/appliances/{name}/serverinfo",
+    response=answers({200: str}, 404, 502, 503),
+    summary="The appliance's getserverinfo output (text)",
+)
 def serverinfo(request, name: str):
     return _agent_text(name, "serverinfo")

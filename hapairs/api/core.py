@@ -4,16 +4,19 @@ Authentication: ``Authorization: Bearer TOKEN`` (``manage.py api_token USER``) o
 browser session (with CSRF). The same roles as the UI: a Monitor reads, an Operator
 also pairs and switches, an Admin also adds appliances. Errors are always
 ``{"detail": "<sentence>"}`` (plus ``errors`` by field where there are several), with
-400 for refused input, 401/403 for who you are, 404, 409 for "not now", never 500.
+400 for a request the schema refuses (nothing is queued), 422 for one the rules refuse,
+401/403 for who you are, 404, 409 for "not now", never 500. Every operation declares the
+refusals it can give in the OpenAPI document, with that error schema.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest
-from ninja import NinjaAPI
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, JsonResponse
+from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer, django_auth
@@ -36,14 +39,57 @@ class BearerToken(HttpBearer):
         return user
 
 
+UNAUTHENTICATED = "Authentication required: send 'Authorization: Bearer TOKEN' or log in."
+
+
+def bearer_user(request: HttpRequest):
+    """The user of the request's ``Authorization: Bearer TOKEN``, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return services.api_token_user(token.strip())
+
+
+def docs_access(view):
+    """The OpenAPI document and the docs page: to a logged-in browser, or to a bearer token
+    (a client generator fetches the document with the token it calls the API with). Without
+    either, the document answers 401 (JSON) and the page sends a browser to the login form."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            user = bearer_user(request)
+            if user is None:
+                if request.path.endswith(".json") or "Authorization" in request.headers:
+                    return JsonResponse({"detail": UNAUTHENTICATED}, status=401)
+                return redirect_to_login(request.get_full_path())
+            request.user = user
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 api = NinjaAPI(
     title="mseportal API",
     version="1",
     urls_namespace="api-v1",
     auth=[BearerToken(), django_auth],
-    docs_decorator=login_required,
+    docs_decorator=docs_access,
     description=__doc__,
 )
+
+
+class ErrorOut(Schema):
+    """Every refusal: a sentence, and the problems by field where there are several."""
+
+    detail: str
+    errors: dict[str, list[str]] | None = None
+
+
+def answers(ok: dict, *refusals: int) -> dict:
+    """An operation's responses: its own (``{201: ApplianceOut}``), then the refusals it can
+    give, each with the error schema; 401 (no or a wrong token) is always one of them."""
+    return {**ok, **{code: ErrorOut for code in sorted({401, *refusals})}}
 
 
 # --- errors: one shape, the right status, never a 500 for bad input -----------------
@@ -54,7 +100,9 @@ def _job_conflict(request, exc: services.JobConflict):
 
 @api.exception_handler(services.ServiceError)
 def _service_error(request, exc: services.ServiceError):
-    return api.create_response(request, {"detail": exc.message, "errors": exc.errors}, status=400)
+    # a request the schema takes that the rules refuse (a name taken, an agent that does not
+    # answer, a pairing the matrix forbids): 422; a request the schema refuses is a 400
+    return api.create_response(request, {"detail": exc.message, "errors": exc.errors}, status=422)
 
 
 @api.exception_handler(NinjaValidationError)
@@ -68,9 +116,7 @@ def _validation_error(request, exc: NinjaValidationError):
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
-    return api.create_response(
-        request, {"detail": "Authentication required: send 'Authorization: Bearer TOKEN' or log in."}, status=401
-    )
+    return api.create_response(request, {"detail": UNAUTHENTICATED}, status=401)
 
 
 def require(request: HttpRequest, permission: str, what: str) -> None:

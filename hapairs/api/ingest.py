@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from ninja import Router
+from ninja import Router, Schema
 from ninja.errors import HttpError
 
 from hapairs import (
@@ -15,6 +15,7 @@ from hapairs import (
     selectors,
     services,
 )
+from hapairs.api.core import ErrorOut
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance
 from nodeagent import protocol
@@ -22,11 +23,37 @@ from nodeagent import protocol
 router = Router()
 
 
+class IngestOut(Schema):
+    stored: int
+
+
 # --- agents' event pushes (trap destination) -----------------------------------------------
 _ingest_replays = protocol.ReplayCache()
 
 
-@router.post("/ingest/events", auth=None, include_in_schema=True, summary="Agents push their events here (signed)")
+@router.post(
+    "/ingest/events",
+    auth=None,
+    response={200: IngestOut, **{code: ErrorOut for code in (400, 401, 413)}},
+    summary="Agents push their events here (signed)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["hm_ip", "events"],
+                        "properties": {
+                            "hm_ip": {"type": "string", "format": "ipv4", "description": "the sender's HM IP"},
+                            "events": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
 def ingest_events(request):
     """Signed by the sending agent with its own password (the one the portal holds)."""
     body = request.body

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ninja import Router
+from ninja import Path, Query, Router
 from ninja.errors import HttpError
 
+from hapairs.api.core import answers
 from hapairs.api.schemas import JobOut, job_out
 from hapairs.models import Job
 
@@ -12,14 +13,14 @@ router = Router()
 
 
 # --- jobs ---------------------------------------------------------------------------------
-@router.get("/jobs", response=list[JobOut])
-def list_jobs(request, limit: int = 50):
+@router.get("/jobs", response=answers({200: list[JobOut]}, 400))
+def list_jobs(request, limit: int = Query(50, ge=1, le=500)):
     jobs = Job.objects.select_related("pair__primary", "pair__secondary", "appliance", "requested_by")
-    return [job_out(job) for job in jobs[: max(1, min(limit, 500))]]
+    return [job_out(job) for job in jobs[:limit]]
 
 
-@router.get("/jobs/{job_id}", response=JobOut)
-def get_job(request, job_id: int):
+@router.get("/jobs/{job_id}", response=answers({200: JobOut}, 400, 404))
+def get_job(request, job_id: int = Path(..., ge=1, le=2**63 - 1)):
     job = (
         Job.objects.select_related("pair__primary", "pair__secondary", "appliance", "requested_by")
         .filter(pk=job_id)

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from django.core.exceptions import SuspiciousOperation
 from django.http import UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
-from ninja import Path, Router, Schema, Status
+from ninja import Path, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from hapairs import (
@@ -16,7 +16,7 @@ from hapairs import (
     selectors,
     services,
 )
-from hapairs.api.core import appliance_or_404, require
+from hapairs.api.core import answers, appliance_or_404, require
 from hapairs.api.schemas import JobOut, job_out
 from hapairs.models import LicenseFile
 
@@ -87,7 +87,12 @@ _LICENSE_UPLOAD_BODY = {
                     "required": ["file", "appliance"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "the license file (≤ 64 KiB)"},
-                        "appliance": {"type": "string", "description": "the target appliance's name"},
+                        "appliance": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 63,
+                            "description": "the target appliance's name",
+                        },
                         "reason": {"type": "string", "maxLength": 500},
                     },
                 }
@@ -102,7 +107,7 @@ _UPLOAD_HINT = (
 
 @router.post(
     "/licenses",
-    response={201: LicenseUploadOut},
+    response=answers({201: LicenseUploadOut}, 400, 403, 404, 409, 413, 422),
     summary="Upload a license file (verified, stored, then installed on the appliance by a job)",
     openapi_extra=_LICENSE_UPLOAD_BODY,
 )
@@ -114,9 +119,11 @@ def upload_license(request):
         fields, files = request.POST, request.FILES
     except (MultiPartParserError, SuspiciousOperation, UnreadablePostError):
         raise HttpError(400, f"The upload could not be read as multipart/form-data: {_UPLOAD_HINT}.") from None
-    name = fields.get("appliance", "").strip()
+    name = fields.get("appliance", "")
     if not name:
         raise HttpError(400, f"Name the target appliance: {_UPLOAD_HINT}.")
+    if len(name) > 63 or len(fields.get("reason", "")) > 500:
+        raise HttpError(400, "appliance: at most 63 characters; reason: at most 500.")
     appliance = appliance_or_404(name)
     uploaded = files.get("file")
     if uploaded is None:
@@ -124,34 +131,38 @@ def upload_license(request):
     try:
         licenses.check_size(uploaded.size or 0)  # before reading: an upload may be huge
     except licenses.LicenseError as exc:
-        raise services.ServiceError(exc.message, field="file") from None
+        raise HttpError(413, exc.message) from None
     license_file, job = services.license_upload(
         appliance=appliance,
         filename=uploaded.name or "",
         data=uploaded.read(licenses.MAX_BYTES + 1),
         by=request.auth,
-        reason=fields.get("reason", "")[:500],
+        reason=fields.get("reason", ""),
     )
     return Status(201, {**license_file_out(license_file), "job": job_out(job)})
 
 
-@router.get("/licenses", response=list[LicenseFileOut], summary="Uploaded license files, newest first")
-def list_licenses(request, appliance: str | None = None, limit: int = 500):
+@router.get(
+    "/licenses", response=answers({200: list[LicenseFileOut]}, 400, 404), summary="Uploaded license files, newest first"
+)
+def list_licenses(request, appliance: str | None = Query(None, max_length=63), limit: int = Query(500, ge=1, le=2000)):
     target = appliance_or_404(appliance) if appliance else None
-    rows = selectors.license_files(appliance=target, limit=max(1, min(limit, 2000)))
+    rows = selectors.license_files(appliance=target, limit=limit)
     return [license_file_out(row) for row in rows]
 
 
 @router.delete(
-    "/licenses/{license_id}", response={202: JobOut}, summary="Remove a license file from its appliance (a job)"
+    "/licenses/{license_id}",
+    response=answers({202: JobOut}, 400, 403, 404, 409),
+    summary="Remove a license file from its appliance (a job)",
 )
-def remove_license(request, license_id: int = Path(..., ge=1, le=2**63 - 1), reason: str = ""):
+def remove_license(request, license_id: int = Path(..., ge=1, le=2**63 - 1), reason: str = Query("", max_length=500)):
     require(request, roles.LICENSES, "remove licenses")
     license_file = LicenseFile.objects.select_related("appliance").filter(pk=license_id).first()
     if license_file is None:
         raise HttpError(404, f"No license file #{license_id}.")
     try:
-        job = services.license_remove(license_file=license_file, by=request.auth, reason=reason[:500])
+        job = services.license_remove(license_file=license_file, by=request.auth, reason=reason)
     except services.ServiceError as exc:  # already removed, or a license job still running: "not now"
         raise HttpError(409, exc.message) from None
     return Status(202, job_out(job))

@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from hapairs.models import Appliance, Job
 from hapairs.selectors import certificate_problem
 
+
 # --- schemas ----------------------------------------------------------------------------
-Name = Field(..., min_length=1, max_length=63)
+class Input(Schema):
+    """A request body: closed (a member the schema does not name is refused, not ignored) and
+    strict (a string is not taken for a number, nor a number for a string or a boolean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer takes 10.0 as 10; a strict int would refuse it. Nothing else
+    changes: a string or a boolean is still refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_whole)]
+# hapairs.models.fleet.device_name_validator's rule, so that the schema says it
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+Name = Field(..., min_length=1, max_length=63, pattern=NAME_PATTERN)
+# a dotted-quad IPv4 address, as the forms take it (no leading zeros, no CIDR, no IPv6)
+IPV4_PATTERN = (
+    r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+)
+
+
+def ipv4_field(description: str):
+    return Field(..., min_length=7, max_length=15, pattern=IPV4_PATTERN, description=description,
+                 json_schema_extra={"format": "ipv4"})  # fmt: skip
+
+
+# why a disruptive action is taken: recorded with its job and events (something besides spaces)
+Reason = Field(
+    ..., min_length=1, max_length=500, pattern=r"\S", description="Why: recorded with the job and its events."
+)
 
 
 class ServiceOut(Schema):
@@ -60,13 +92,13 @@ def appliance_out(appliance: Appliance, secondary_name: str | None = None) -> di
     }
 
 
-class CertificateTrustIn(Schema):
+class CertificateTrustIn(Input):
     fingerprint: str = Field(..., min_length=1, max_length=200)  # the one the appliance presents, as confirmed
 
 
-class ApplianceIn(Schema):
+class ApplianceIn(Input):
     name: str = Name
-    ip: str = Field(..., max_length=15)
+    ip: str = ipv4_field("The appliance's Health Monitor IP address.")
     username: str = Field("admin", max_length=64)
     password: str = Field(..., min_length=1, max_length=256)
     contact_name: str = Field("", max_length=128)
@@ -116,36 +148,41 @@ Witnesses = Field(default_factory=list, max_length=64)
 WitnessPassword = Field("", max_length=256, description="Write-only: never returned.")
 
 
-class HAConfigureIn(Schema):
+class HAConfigureIn(Input):
     secondary_name: str = Name
-    secondary_ip: str = Field(..., max_length=15)
+    secondary_ip: str = ipv4_field("The secondary's Health Monitor IP address.")
     secondary_password: str = Field(..., min_length=1, max_length=256)
     failover_type: SwitchTypeIn = "manual"
     failback_type: SwitchTypeIn = "manual"
-    long_failover_wait: int = Field(10, ge=-(2**31), le=2**31)
+    long_failover_wait: Integer = Field(10, ge=-(2**31), le=2**31)
     witnesses: list[str] = Witnesses
     witness_password: str = WitnessPassword
     witness_mode: WitnessModeIn = "safe"
     reason: str = Field("", max_length=500)
 
 
-class HAUpdateIn(Schema):
+class HAUpdateIn(Input):
     """Every field left out keeps the pair's value (an empty ``witness_password`` too;
     ``witnesses: []`` removes them)."""
 
     failover_type: SwitchTypeIn | None = None
     failback_type: SwitchTypeIn | None = None
-    long_failover_wait: int | None = Field(None, ge=-(2**31), le=2**31)
+    long_failover_wait: Integer | None = Field(None, ge=-(2**31), le=2**31)
     witnesses: list[str] | None = Field(None, max_length=64)
     witness_password: str = WitnessPassword
     witness_mode: WitnessModeIn | None = None
     reason: str = Field("", max_length=500)
 
 
-class ReasonIn(Schema):
-    reason: str = Field("", max_length=500)
+class ReasonIn(Input):
+    reason: str = Reason
 
 
-class MaintenanceIn(Schema):
+class MaintenanceIn(Input):
     on: bool
-    reason: str = Field("", max_length=500)
+    reason: str = Reason
+
+
+class MaintenanceOut(Schema):
+    maintenance: bool
+    reason: str

@@ -166,8 +166,11 @@ HA_OVERVIEW_PAIR_FIELDS = ("heartbeat", "status_text", "maintenance")
 EVENTS_ORDERING = ("-timestamp", "-id")  # HAEvent's index haevent_pair_time_id
 
 
-def pair_events_seek(pair: HAPair, where: PageWhere) -> Page:
+def pair_events_seek(pair: HAPair, where: PageWhere, *, filters: Q | None = None) -> Page:
     """A page of the pair's Events Log, newest first: ``EVENT_FIELDS`` and ``EVENT_CAUSE`` of
-    each (and its id, for the seek). One query."""
-    events = HAEvent.objects.filter(pair=pair).values("id", *EVENT_FIELDS, **EVENT_CAUSE)
+    each (and its id, for the seek), narrowed by ``filters`` (the API's). One query."""
+    events = HAEvent.objects.filter(pair=pair)
+    if filters:
+        events = events.filter(filters)
+    events = events.values("id", *EVENT_FIELDS, **EVENT_CAUSE)
     return seek_page(events, EVENTS_ORDERING, where)

@@ -150,6 +150,10 @@ def appliance_add(
     by: AbstractBaseUser | None = None,
 ) -> Appliance:
     """Add Mobility Services Engine: check the input, contact the agent, record what it says."""
+    try:  # an address before any query: PostgreSQL's inet column raises on junk
+        ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise ServiceError(f"{ip!r} is not an IPv4 address.", field="ip") from None
     errors = {}
     try:
         device_name_validator(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -224,6 +225,11 @@ def _secondary_check(
     delete_activation_license: bool,
 ) -> PairingCheck:
     check = PairingCheck()
+    try:  # an address before any query: PostgreSQL's inet column raises on junk
+        ipaddress.IPv4Address(ip)
+    except ValueError:
+        check.refuse("secondary_ip", f"{ip!r} is not an IPv4 address.")
+        return check
     if delete_activation_license:
         check.refuse(
             "delete_activation_license",

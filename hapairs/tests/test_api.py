@@ -85,7 +85,7 @@ def test_list_and_get_appliances(operator_api, seed_3355):
     assert operator_api("get", "/appliances/nope").status_code == 404
 
 
-def test_an_unsupported_pair_gets_400_with_the_reason_and_nothing_is_created(operator_api, make_appliance):
+def test_an_unsupported_pair_gets_422_with_the_reason_and_nothing_is_created(operator_api, make_appliance):
     make_appliance(
         name="p", device_type="3350", hm_ip="127.10.10.22", vip="127.10.10.21", vip_prefixlen=24, role="primary"
     )
@@ -102,7 +102,7 @@ def test_an_unsupported_pair_gets_400_with_the_reason_and_nothing_is_created(ope
             "long_failover_wait": 10,
         },
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "MSE-3310 cannot back up an MSE-3350" in response.json()["detail"]
     assert HAPair.objects.count() == 0 and Job.objects.count() == 0
 
@@ -117,7 +117,7 @@ def test_the_secondary_ip_must_match_the_registered_one(operator_api, seed_3355)
             "secondary_password": "x",
         },
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"]["secondary_ip"]
 
 
@@ -168,7 +168,7 @@ def test_an_operator_may_not_add_appliances_but_an_admin_may_try(client, operato
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "Cannot reach the appliance at 127.10.10.50" in response.json()["detail"]
     assert not Appliance.objects.filter(name="x").exists()
 
@@ -181,7 +181,7 @@ def test_an_address_outside_the_agent_networks_is_never_contacted(client, admin_
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "outside the networks the portal may call" in response.json()["detail"]
 
 
@@ -241,3 +241,126 @@ def test_a_job_is_readable(operator_api):
     body = operator_api("get", f"/jobs/{job.pk}").json()
     assert body["status"] == "failed" and body["error"] == "boom"
     assert operator_api("get", "/jobs/999999").status_code == 404
+
+
+def test_the_openapi_document_and_docs_page_take_a_bearer_token(client, operator_user):
+    token = token_for(operator_user)
+    response = client.get("/api/v1/openapi.json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200 and "/api/v1/appliances/{name}/ha/events" in response.json()["paths"]
+    assert client.get("/api/v1/docs", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    # without one: the document answers 401 in JSON, the page sends a browser to log in
+    refused = client.get("/api/v1/openapi.json")
+    assert refused.status_code == 401 and "Authentication required" in refused.json()["detail"]
+    assert client.get("/api/v1/openapi.json", HTTP_AUTHORIZATION="Bearer mse_wrong").status_code == 401
+    assert client.get("/api/v1/docs").status_code == 302
+
+
+def test_every_operation_declares_its_refusals_with_the_error_schema(client, operator_user):
+    client.force_login(operator_user)
+    document = client.get("/api/v1/openapi.json").json()
+    assert document["components"]["schemas"]["ErrorOut"]["required"] == ["detail"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            refusals = {code: r for code, r in operation["responses"].items() if code.startswith(("4", "5"))}
+            assert "401" in refusals and len(refusals) >= 2, (method, path)
+            for code, response in refusals.items():
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, code)
+
+
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        ("/ha/switchover", [None, None], "Input should be a valid dictionary"),  # not an object: nothing queued
+        ("/ha/switchover", None, "reason"),  # no body at all
+        ("/ha/switchover", {}, "reason: Field required"),
+        ("/ha/switchover", {"reason": "   "}, "reason: String should match pattern"),  # blanks are no reason
+        ("/ha/failback", {"reason": ""}, "reason: String should have at least 1 character"),
+        ("/ha/recover", {"reason": 7}, "reason: Input should be a valid string"),
+        ("/services/start", {"reason": "x", "force": True}, "force: Extra inputs are not permitted"),
+        ("/ha/maintenance", {"on": "yes", "reason": "x"}, "on: Input should be a valid boolean"),
+        ("/ha/maintenance", {"on": False}, "reason: Field required"),
+    ],
+)
+def test_junk_or_wrong_typed_bodies_get_400_and_queue_nothing(operator_api, seed_3355, path, body, words):
+    primary, secondary = seed_3355
+    services.ha_pair_create(primary=primary, secondary=secondary)
+    before = (Job.objects.count(), HAPair.objects.get().maintenance, HAEvent.objects.count())
+    response = operator_api("post", f"/appliances/mse3355-1{path}", body)
+    assert response.status_code == 400, response.content
+    assert words in response.json()["detail"]
+    assert (Job.objects.count(), HAPair.objects.get().maintenance, HAEvent.objects.count()) == before
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"name": "x", "ip": ">", "password": "pw"}, "ip: String should have at least 7 characters"),
+        ({"name": "x", "ip": "abc.def.1.2", "password": "pw"}, "ip: String should match pattern"),
+        ({"name": "x", "ip": "127.0.0.01", "password": "pw"}, "ip: String should match pattern"),
+        ({"name": "x", "ip": "127.1.2.3/24", "password": "pw"}, "ip: String should"),
+        ({"name": "x y", "ip": "127.1.2.3", "password": "pw"}, "name: String should match pattern"),
+        ({"name": "x", "ip": "127.1.2.3", "password": "pw", "http_enabled": "true"}, "http_enabled: Input should be"),
+    ],
+)
+def test_an_address_or_name_the_schema_refuses_never_reaches_a_query(admin_user_, client, body, words):
+    token = token_for(admin_user_)
+    response = client.post(
+        "/api/v1/appliances",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 400 and words in response.json()["detail"], response.content
+    assert not Appliance.objects.exists()
+
+
+def test_a_junk_address_past_the_schema_is_refused_by_the_service_before_any_query(seed_3355):
+    primary, _ = seed_3355
+    with pytest.raises(services.ServiceError, match="is not an IPv4 address"):
+        services.appliance_add(name="x", ip=">", password="pw")
+    with pytest.raises(services.ServiceError, match="is not an IPv4 address"):
+        services.ha_configure(primary=primary, secondary_name="s", secondary_ip=">", secondary_password="pw")
+    assert not HAPair.objects.exists()
+
+
+def test_a_pairs_events_come_in_keyset_pages_filtered_by_code_severity_and_time(operator_api, seed_3355):
+    from datetime import UTC, datetime, timedelta
+
+    primary, secondary = seed_3355
+    pair = services.ha_pair_create(primary=primary, secondary=secondary)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    HAEvent.objects.filter(pair=pair).delete()
+    for i in range(25):
+        HAEvent.objects.create(
+            pair=pair, appliance=primary, code="heartbeats_lost" if i % 5 == 0 else "active",
+            description=f"event {i}", generated_by="mse3355-1", timestamp=start + timedelta(minutes=i),
+            severity="critical" if i % 5 == 0 else "info",
+        )  # fmt: skip
+    seen, after = [], None
+    while True:
+        query = "?limit=10" + (f"&after={after}" if after else "")
+        page = operator_api("get", f"/appliances/mse3355-1/ha/events{query}").json()
+        seen += [event["description"] for event in page["events"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == [f"event {i}" for i in reversed(range(25))]  # newest first, each once
+    lost = operator_api("get", "/appliances/mse3355-1/ha/events?code=heartbeats_lost").json()["events"]
+    assert [e["description"] for e in lost] == ["event 20", "event 15", "event 10", "event 5", "event 0"]
+    critical = operator_api("get", "/appliances/mse3355-1/ha/events?severity=critical&limit=2").json()
+    assert len(critical["events"]) == 2 and critical["next"] is not None
+    window = "since=2026-11-01T00:10:00Z&until=2026-11-01T00:13:00%2B00:00"
+    timed = operator_api("get", f"/appliances/mse3355-1/ha/events?{window}").json()["events"]
+    assert [e["description"] for e in timed] == ["event 12", "event 11", "event 10"]
+    # refusals: a made-up cursor, a bad time, an unknown code, an empty window, an unpaired appliance
+    assert operator_api("get", "/appliances/mse3355-1/ha/events?after=abc").status_code == 422
+    assert operator_api("get", "/appliances/mse3355-1/ha/events?since=1700000000").status_code == 400
+    assert operator_api("get", "/appliances/mse3355-1/ha/events?code=nope").status_code == 400
+    assert (
+        operator_api(
+            "get", "/appliances/mse3355-1/ha/events?since=2026-11-01T00:00:00Z&until=2026-11-01T00:00:00Z"
+        ).status_code
+        == 422
+    )
+    assert operator_api("get", "/appliances/nobody/ha/events").status_code == 404

@@ -143,7 +143,7 @@ def test_maintenance_mode_pauses_the_agents_automatic_failover(tmp_path, subnet,
         assert vip_call(vip, "pw-primary")[0] is None
 
         # maintenance off (the primary is still down: told to the secondary, noted for the primary)
-        response = api("post", "/appliances/mnt-p/ha/maintenance", {"on": False})
+        response = api("post", "/appliances/mnt-p/ha/maintenance", {"on": False, "reason": "PSU replaced"})
         assert response.status_code == 200, response.content
         wait_job(api, Job.objects.filter(kind="set_maintenance").order_by("-pk").first().pk, worker=worker)
         assert HAEvent.objects.filter(code="maintenance_not_told").exists()

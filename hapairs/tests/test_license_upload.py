@@ -436,30 +436,32 @@ def test_the_demo_fleet_activates_its_vas_with_development_licenses_so_mse1_and_
 # --- the API --------------------------------------------------------------------------------------
 @pytest.mark.django_db
 @pytest.mark.parametrize("case", list(BAD_FILES))
-def test_every_bad_file_gets_400_with_its_sentence_through_the_api_and_leaves_no_trace(case, va_nodes, upload_api):
+def test_every_bad_file_is_refused_with_its_sentence_through_the_api_and_leaves_no_trace(case, va_nodes, upload_api):
     make, target, sentence = BAD_FILES[case]
     before = trace()
     response = upload_api(make(), target, filename=f"{case}.lic")
-    assert response.status_code == 400, response.content
+    too_large = case == "over the size limit"  # refused before it is read: 413, as HTTP says
+    assert response.status_code == (413 if too_large else 422), response.content
     body = response.json()
-    assert sentence in body["detail"] and body["errors"] == {"file": [body["detail"]]}
+    assert sentence in body["detail"]
+    assert body.get("errors") == (None if too_large else {"file": [body["detail"]]})
     assert trace() == before
 
 
 @pytest.mark.django_db
-def test_a_duplicate_gets_400_through_the_api(va_nodes, upload_api):
+def test_a_duplicate_gets_422_through_the_api(va_nodes, upload_api):
     assert upload_api(issue(CAS_100)).status_code == 201
     before = trace()
     response = upload_api(issue(CAS_100))
-    assert response.status_code == 400 and "already uploaded for mse2" in response.json()["detail"]
+    assert response.status_code == 422 and "already uploaded for mse2" in response.json()["detail"]
     assert trace() == before
 
 
 @pytest.mark.django_db
-def test_a_10_mb_file_gets_400_without_being_read(va_nodes, upload_api):
+def test_a_10_mb_file_gets_413_without_being_read(va_nodes, upload_api):
     before = trace()
     response = upload_api(b"INCREMENT " + b"x" * (10 * 1024 * 1024))
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert response.json()["detail"].startswith("The license file is 10,485,770 bytes; the limit is 64 KiB")
     assert trace() == before
 

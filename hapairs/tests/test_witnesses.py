@@ -260,9 +260,9 @@ CONFIGURE = {"secondary_name": "s1", "secondary_ip": "127.10.10.16", "secondary_
         ({"witnesses": ["127.30.0.1"]}, "witness_password", "Enter the witness password"),
     ],
 )
-def test_the_api_refuses_bad_witnesses_with_400_by_field_and_creates_nothing(api, nodes, extra, field, words):
+def test_the_api_refuses_bad_witnesses_with_422_by_field_and_creates_nothing(api, nodes, extra, field, words):
     response = api("post", "/appliances/p1/ha", {**CONFIGURE, **extra})
-    assert response.status_code == 400, response.content
+    assert response.status_code == 422, response.content
     assert words in " ".join(response.json()["errors"][field])
     assert SECRET not in response.content.decode()
     assert not HAPair.objects.exists() and not Job.objects.exists()
@@ -298,7 +298,7 @@ def test_the_api_configures_witnesses_and_the_password_is_write_only(api, nodes)
     )
     Job.objects.update(status="succeeded")
     refused = api("patch", "/appliances/p1/ha", {"witnesses": ["127.10.10.14"], "witness_password": "short"})
-    assert refused.status_code == 400 and set(refused.json()["errors"]) == {"witnesses"}
+    assert refused.status_code == 422 and set(refused.json()["errors"]) == {"witnesses"}
     assert HAPair.objects.get().witness_addresses == ["127.30.0.1:8002"]
     changed = api("patch", "/appliances/p1/ha", {"witness_password": "another-secret"})
     assert changed.status_code == 202 and "another-secret" not in changed.content.decode()
