@@ -75,6 +75,7 @@ PORTAL_EVENT_CODES = (
     ("APPLIANCE_ADDED", "appliance_added", "Mobility Services Engine added"),
     ("APPLIANCE_PASSWORD_CHANGED", "appliance_password_changed", "Appliance password changed"),
     ("APPLIANCE_CHANGED", "appliance_changed", "Appliance changed"),
+    ("APPLIANCE_DELETED", "appliance_deleted", "Mobility Services Engine deleted"),
     ("PAIR_RECORDED", "pair_recorded", "High availability pair recorded"),
     ("MAINTENANCE_ON", "maintenance_on", "Maintenance mode on: automatic failover paused"),
     ("MAINTENANCE_OFF", "maintenance_off", "Maintenance mode off"),

@@ -64,6 +64,22 @@ def get_appliance(request, name: str):
     )
 
 
+@router.delete(
+    "/appliances/{name}",
+    response=answers({204: None}, 400, 403, 404, 409),
+    summary="Delete Mobility Services Engine",
+)
+def delete_appliance(request, name: str, reason: str = Query(..., min_length=1, max_length=500, pattern=r"\S")):
+    """Refused (409) while it is in an HA pair, while a job runs on it, or while license files
+    are on record for it. Its events stay in the log."""
+    require(request, roles.ADMINISTER, "delete appliances")
+    try:
+        services.appliance_delete(appliance=appliance_or_404(name), by=request.auth, reason=reason)
+    except services.ApplianceInUse as exc:
+        raise HttpError(409, exc.message) from None
+    return Status(204, None)
+
+
 @router.post(
     "/appliances/{name}/certificate/trust",
     response=answers({200: ApplianceOut}, 400, 403, 404, 409, 422),

@@ -27,6 +27,15 @@ def _whole(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_whole)]
+
+
+def bounded(ge: int, le: int) -> Any:
+    """An Integer within bounds, the bounds inside the type: an optional one (``bounded(1, 9) |
+    None``) then says them in its JSON schema as minimum / maximum."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole)]  # in this order: see the schema
+
+
+FailoverWait = bounded(-(2**31), 2**31)
 # hapairs.models.fleet.device_name_validator's rule, so that the schema says it
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 Name = Field(..., min_length=1, max_length=63, pattern=NAME_PATTERN)
@@ -167,7 +176,7 @@ class HAUpdateIn(Input):
 
     failover_type: SwitchTypeIn | None = None
     failback_type: SwitchTypeIn | None = None
-    long_failover_wait: Integer | None = Field(None, ge=-(2**31), le=2**31)
+    long_failover_wait: FailoverWait | None = None
     witnesses: list[str] | None = Field(None, max_length=64)
     witness_password: str = WitnessPassword
     witness_mode: WitnessModeIn | None = None

@@ -80,7 +80,8 @@ class HAEvent(models.Model):
     """One line of the Events Log: from an agent (with its sequence) or from the portal."""
 
     pair = models.ForeignKey(HAPair, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
-    appliance = models.ForeignKey(Appliance, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    # an appliance deleted leaves its events in the log (its name is in their texts)
+    appliance = models.ForeignKey(Appliance, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     seq = models.PositiveBigIntegerField(null=True, blank=True)  # the agent's per-node sequence
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     # what happened, as a stable code (the agents' codes and the portal's own): severity,

@@ -8,8 +8,10 @@ tasks call these and nothing else that writes. Modules by entity; all re-exporte
 from hapairs.services._common import PORTAL, ServiceError, event_record
 from hapairs.services.alerts import alert_queue, alert_raise, license_expiry_check
 from hapairs.services.appliances import (
+    ApplianceInUse,
     appliance_add,
     appliance_create,
+    appliance_delete,
     appliance_discover,
     appliance_set_password,
     appliance_update,
@@ -50,8 +52,10 @@ __all__ = [
     "api_token_issue",
     "api_token_revoke",
     "api_token_user",
+    "ApplianceInUse",
     "appliance_add",
     "appliance_create",
+    "appliance_delete",
     "appliance_discover",
     "appliance_certificate_trust",
     "certificate_pinned_record",

@@ -9,10 +9,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
 from hapairs import agent_client, agent_replies
-from hapairs.choices import EventCode, Role
-from hapairs.models import Appliance, device_name_validator
+from hapairs.choices import ACTIVE_JOB_STATUSES, EventCode, Role
+from hapairs.models import Appliance, HAPair, Job, License, LicenseFile, device_name_validator
 from hapairs.services._common import ServiceError, actor_name, event_record, service_error_from
 from nodeagent import protocol
 
@@ -109,6 +110,43 @@ def appliance_update(*, appliance: Appliance, contact_name: str, by: AbstractBas
         remarks=f"Contact name: “{before}” → “{contact_name}”.",
     )
     return locked
+
+
+class ApplianceInUse(ServiceError):
+    """The appliance cannot be deleted now: what holds it, and what to do first."""
+
+
+def appliance_delete(*, appliance: Appliance, by: AbstractBaseUser | None = None, reason: str = "") -> None:
+    """Delete an appliance the portal no longer manages. Refused while it is in an HA pair
+    (delete the secondary first: HA is never torn down any other way), while a job runs on
+    it, or while license files are on record for it (they are the license history; the
+    database protects them). Its events stay in the log; one more says who deleted it and why."""
+    with transaction.atomic():
+        locked = Appliance.objects.select_for_update().filter(pk=appliance.pk).first()
+        if locked is None:
+            raise ApplianceInUse(f"{appliance.name} was deleted meanwhile.")
+        refusals = []
+        pair = HAPair.objects.filter(Q(primary=locked) | Q(secondary=locked)).select_related("primary").first()
+        if pair is not None:
+            refusals.append(
+                f"{locked.name} is in the HA pair of {pair.primary.name}: delete the secondary from that pair first."
+            )
+        running = Job.objects.filter(appliance=locked, status__in=ACTIVE_JOB_STATUSES).order_by("pk").first()
+        if running is not None:
+            refusals.append(f"Job #{running.pk} ({running.get_kind_display()}) is still running on it.")
+        files = LicenseFile.objects.filter(appliance=locked).count()
+        installed = License.objects.filter(installed_on=locked).count()
+        if files or installed:
+            refusals.append(f"Its license history ({files} file(s), {installed} license(s) installed) stays on record.")
+        if refusals:
+            raise ApplianceInUse(f"{locked.name} cannot be deleted: " + " ".join(refusals))
+        event_record(
+            code=EventCode.APPLIANCE_DELETED,
+            description=f"Mobility Services Engine {locked.name} deleted",
+            generated_by=actor_name(by),
+            remarks=f"{locked.device_type} at {locked.hm_ip}" + (f". Reason: {reason}" if reason else ""),
+        )
+        locked.delete()
 
 
 # --- add: contact the agent first, save only what it confirmed ---------------------

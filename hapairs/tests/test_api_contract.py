@@ -35,8 +35,13 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 [dictionaries.appliances]
 values = ["c-p", "c-s", "c-alone"]
 
+[dictionaries.ids]
+values = [1, 2]
+
 [parameters]
 "path.name" = { dictionary = "appliances", probability = 0.8 }
+"path.schedule_id" = { dictionary = "ids", probability = 0.8 }
+"path.delivery_id" = { dictionary = "ids", probability = 0.8 }
 
 # these two relay the agent's own output: when it cannot be read they answer as a gateway
 # does (502: it answered with something else, 503: it cannot be reached), as they declare
@@ -54,7 +59,7 @@ def schemathesis(url: str, token: str, workdir: Path, *extra: str) -> subprocess
         str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
         f"{url}/api/v1/openapi.json", "--header", f"Authorization: Bearer {token}",
         "--checks", "all", "--mode", "all", "--phases", "examples,coverage,fuzzing",
-        "--max-examples", "40", "--seed", "20261202", "--no-color", "--workers", "1", *extra,
+        "--max-examples", "25", "--seed", "20261202", "--no-color", "--workers", "1", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=workdir)
 
@@ -68,6 +73,8 @@ def test_schemathesis_finds_no_failure_of_any_check(live_server, admin_user_, ma
     secondary = make_appliance(name="c-s", device_type="3355", hm_ip="127.31.0.3", role="secondary")
     make_appliance(name="c-alone", device_type="3355", hm_ip="127.31.0.4")
     services.ha_pair_create(primary=primary, secondary=secondary)
+    schedule = services.report_schedule_create(name="daily", recipients="noc@example.net")
+    services.report_send_now(schedule=schedule)
     token = token_for(admin_user_)
     run = schemathesis(live_server.url, token, tmp_path)
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
