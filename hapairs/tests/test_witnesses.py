@@ -367,3 +367,27 @@ def test_the_demo_refuses_a_witness_off_loopback(settings):
     with pytest.raises(CommandError, match="not a loopback address"):
         call_command("demo_fleet", wait=0, witness="10.0.0.5:8002", stdout=io.StringIO())
     assert not HAPair.objects.exists()
+
+
+def test_two_tabs_configuring_two_primaries_each_keep_their_confirmation(client, make_appliance, operator_user):
+    """Only one confirmation could be pending per session: the first tab's Confirm asked
+    for the form again once the second tab had saved. They are kept by primary now."""
+    for n in (1, 2):
+        make_appliance(name=f"p{n}", hm_ip=f"127.10.1{n}.15", vip=f"127.10.1{n}.14", vip_prefixlen=24)
+        make_appliance(name=f"s{n}", hm_ip=f"127.10.1{n}.16")
+    client.force_login(operator_user)
+    tokens = {}
+    for n in (1, 2):  # both tabs saved: two confirmations asked for
+        form = configure_form(secondary_name=f"s{n}", secondary_ip=f"127.10.1{n}.16")
+        ask = client.post(f"/mse/p{n}/ha/configure/", form).content.decode()
+        tokens[n] = ask.split('name="token" value="')[1].split('"')[0]
+    # a stale token (another tab's) takes nothing
+    stale = client.post("/mse/p1/ha/configure/", {"stage": "confirm", "token": tokens[2]}, follow=True)
+    assert "That confirmation has expired" in stale.content.decode() and not HAPair.objects.exists()
+    for n in (1, 2):  # the first tab confirms first, then the second
+        client.post(f"/mse/p{n}/ha/configure/", {"stage": "confirm", "token": tokens[n]})
+    assert sorted(p.primary.name for p in HAPair.objects.select_related("primary")) == ["p1", "p2"]
+    assert Job.objects.count() == 2 and "ha-configure-pending" not in client.session
+    # a token is used once (p1 is paired now: its screen is the update form, and nothing is queued)
+    client.post("/mse/p1/ha/configure/", {"stage": "confirm", "token": tokens[1]})
+    assert Job.objects.count() == 2

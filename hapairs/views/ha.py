@@ -32,7 +32,38 @@ from hapairs.views._common import (
     url_of_name,
 )
 
-PENDING_KEY = "ha-configure-pending"
+PENDING_KEY = "ha-configure-pending"  # {primary pk: the confirmation asked for}
+PENDING_KEPT = 8  # confirmations a session may hold at once (tabs on as many primaries)
+
+
+def _pending_take(request: HttpRequest, primary: Appliance, token: str | None) -> dict | None:
+    """The confirmation pending for this primary, if ``token`` is its token (taken: a token is
+    used once; None: the token is stale or there is none, and nothing is taken). Keyed by
+    primary, so two tabs configuring two primaries each keep their own; ``token=None``
+    drops this primary's (Cancel)."""
+    pending = request.session.get(PENDING_KEY)
+    if not isinstance(pending, dict) or "token" in pending:  # none, or the one-per-session shape of before
+        return None
+    found = pending.get(str(primary.pk))
+    if found is None or (token is not None and found.get("token") != token):
+        return None
+    del pending[str(primary.pk)]
+    if pending:
+        request.session[PENDING_KEY] = pending  # a changed dict inside the session: save it
+    else:
+        del request.session[PENDING_KEY]
+    return found
+
+
+def _pending_put(request: HttpRequest, primary: Appliance, confirmation: dict) -> None:
+    pending = request.session.get(PENDING_KEY)
+    if not isinstance(pending, dict) or "token" in pending:
+        pending = {}
+    pending.pop(str(primary.pk), None)
+    pending[str(primary.pk)] = confirmation
+    while len(pending) > PENDING_KEPT:  # the oldest first (dicts keep their order)
+        pending.pop(next(iter(pending)))
+    request.session[PENDING_KEY] = pending
 
 
 # --- Configure High Availability Parameters -------------------------------------------
@@ -87,7 +118,7 @@ def ha_configure(request: HttpRequest, name: str) -> HttpResponse:
     if stage == "confirm":
         return _ha_configure_confirm(request, primary, context)
     if request.method == "POST" and stage == "cancel":
-        request.session.pop(PENDING_KEY, None)
+        _pending_take(request, primary, None)
         return redirect("ha_configure", name=primary.name)
     form = ConfigureHAForm(*posted(request))
     facts: dict = {}
@@ -120,7 +151,7 @@ def _ha_configure_ask(request, primary, form, check: services.PairingCheck, cont
     data = form.cleaned_data
     upload = data.get("activation_license")
     token = secrets.token_urlsafe(16)
-    request.session[PENDING_KEY] = {
+    _pending_put(request, primary, {
         "token": token,
         "primary": primary.pk,
         "secondary_name": data["secondary_name"],
@@ -135,7 +166,7 @@ def _ha_configure_ask(request, primary, form, check: services.PairingCheck, cont
         "reason": data.get("reason", ""),
         "license_name": upload.name if upload else "",
         "license": crypto.encrypt(upload.read().decode("latin-1")) if upload else "",
-    }
+    })  # fmt: skip
     context.update(
         stage="confirm",
         token=token,
@@ -148,11 +179,10 @@ def _ha_configure_ask(request, primary, form, check: services.PairingCheck, cont
 
 
 def _ha_configure_confirm(request, primary, context) -> HttpResponse:
-    pending = request.session.get(PENDING_KEY)
-    if not pending or pending.get("token") != request.POST.get("token") or pending.get("primary") != primary.pk:
+    pending = _pending_take(request, primary, request.POST.get("token") or "")
+    if not pending or pending.get("primary") != primary.pk:
         messages.error(request, "That confirmation has expired or was already used; fill the form again.")
         return redirect("ha_configure", name=primary.name)
-    request.session.pop(PENDING_KEY, None)
     license = None
     if pending["license"]:
         license = (pending["license_name"], crypto.decrypt(pending["license"]).encode("latin-1"))
