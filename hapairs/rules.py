@@ -101,6 +101,11 @@ class Violation:
     rule: str
 
 
+# the rules that depend on the pairs a secondary backs now: a pairing they refuse may pass
+# once those change (a conflict with the state, not a bad request)
+STATE_RULES = frozenset({"capacity", "va_one_to_one", "n_to_1"})
+
+
 @dataclass
 class PairingError(Exception):
     """Raised by ``check_pairing`` with every violation found."""

@@ -101,8 +101,11 @@ def _job_conflict(request, exc: services.JobConflict):
 @api.exception_handler(services.ServiceError)
 def _service_error(request, exc: services.ServiceError):
     # a request the schema takes that the rules refuse (a name taken, an agent that does not
-    # answer, a pairing the matrix forbids): 422; a request the schema refuses is a 400
-    return api.create_response(request, {"detail": exc.message, "errors": exc.errors}, status=422)
+    # answer, a pairing the matrix forbids): 422; refused only for the state things are in
+    # (a secondary's slots taken, a role held elsewhere, a concurrent write first): 409; a
+    # request the schema refuses is a 400
+    status = 409 if exc.conflict else 422
+    return api.create_response(request, {"detail": exc.message, "errors": exc.errors}, status=status)
 
 
 @api.exception_handler(NinjaValidationError)

@@ -15,13 +15,24 @@ PORTAL = "mseportal"
 
 
 class ServiceError(Exception):
-    """A write was refused; ``message`` is for the operator, ``field`` for the form."""
+    """A write was refused; ``message`` is for the operator, ``field`` for the form.
+    ``conflict``: refused only for the state things are in now (a secondary's slots taken, a
+    role held in another pair, a concurrent write first), so it may pass once that changes
+    (the API's 409); otherwise the request itself breaks a rule (422)."""
 
-    def __init__(self, message: str, *, field: str = "__all__", errors: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str = "__all__",
+        errors: dict[str, list[str]] | None = None,
+        conflict: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         self.field = field
         self.errors = errors or {field: [message]}
+        self.conflict = conflict
 
 
 def actor_name(by: AbstractBaseUser | None) -> str:

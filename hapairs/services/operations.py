@@ -48,7 +48,7 @@ def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = 
         raise ServiceError("Say why the pair goes into maintenance; everyone will see it.", field="reason")
     pair = HAPair.objects.select_for_update().get(pk=pair.pk)
     if pair.maintenance == on:
-        raise ServiceError(f"{pair} is already {'in' if on else 'out of'} maintenance.")
+        raise ServiceError(f"{pair} is already {'in' if on else 'out of'} maintenance.", conflict=True)
     pair.maintenance = on
     pair.maintenance_by = by if on else None
     pair.maintenance_reason = reason.strip()[:500] if on else ""

@@ -63,6 +63,7 @@ def ha_pair_create(
             f"{secondary.name} changed while this pairing was being saved (another pairing took its "
             f"place); it can back at most {MAX_PRIMARIES_PER_SECONDARY} primaries. Reload and try again.",
             field=rules.F_SECONDARY,
+            conflict=True,
         ) from None
 
 
@@ -78,7 +79,8 @@ def _ha_pair_create_locked(
     violations = _violations(primary, selectors.node_facts(secondary), backed, failover_wait)
     if violations:
         error = rules.PairingError(violations)
-        raise ServiceError(str(error), field=violations[0].field, errors=error.by_field())
+        conflict = all(v.rule in rules.STATE_RULES for v in violations)
+        raise ServiceError(str(error), field=violations[0].field, errors=error.by_field(), conflict=conflict)
     witnesses, witness_password, witness_mode = witness
     addresses, witness_errors = witness_check(
         primary=primary,
@@ -124,12 +126,14 @@ def _ha_pair_create_locked(
 def _role_taken(primary: Appliance, secondary: Appliance | None) -> ServiceError | None:
     """A role this pairing would give is held in another pair already."""
     if HAPair.objects.filter(primary=primary).exists():
-        return ServiceError(f"{primary.name} is already paired with a secondary.", field="__all__")
+        return ServiceError(f"{primary.name} is already paired with a secondary.", field="__all__", conflict=True)
     if HAPair.objects.filter(secondary=primary).exists():
-        return ServiceError(f"{primary.name} is a secondary in another pair; it cannot be a primary.")
+        return ServiceError(f"{primary.name} is a secondary in another pair; it cannot be a primary.", conflict=True)
     if secondary is not None and HAPair.objects.filter(primary=secondary).exists():
         return ServiceError(
-            f"{secondary.name} is the primary of another pair; it cannot be a secondary.", field=rules.F_SECONDARY
+            f"{secondary.name} is the primary of another pair; it cannot be a secondary.",
+            field=rules.F_SECONDARY,
+            conflict=True,
         )
     return None
 
@@ -160,6 +164,7 @@ class PairingCheck:
     to the agents, with each refusal under the configure form's field it belongs next to."""
 
     errors: dict[str, list[str]] = field(default_factory=dict)
+    rule_refusals: int = 0  # refusals of the request itself (not ``conflict`` ones): ServiceError.conflict
     facts: dict[str, str] = field(  # what is known of the secondary, for the screen
         default_factory=lambda: {"udi": "", "activation": "", "device_type": "", "version": ""}
     )
@@ -167,12 +172,14 @@ class PairingCheck:
     discovered: agent_replies.DiscoveredNode | None = None  # else what it said about itself
     witnesses: list[str] = field(default_factory=list)  # as "IP:PORT", the port filled in
 
-    def refuse(self, where: str, message: str) -> None:
+    def refuse(self, where: str, message: str, *, conflict: bool = False) -> None:
         self.errors.setdefault(where, []).append(message)
+        self.rule_refusals += not conflict
 
     def error(self) -> ServiceError:
         first = next(iter(self.errors))
-        return ServiceError(" ".join(m for ms in self.errors.values() for m in ms), field=first, errors=self.errors)
+        message = " ".join(m for ms in self.errors.values() for m in ms)
+        return ServiceError(message, field=first, errors=self.errors, conflict=not self.rule_refusals)
 
 
 def ha_configure_check(
@@ -299,10 +306,11 @@ def _secondary_check(
         return check
     taken = _role_taken(primary, check.secondary)
     if taken is not None:
-        check.refuse(taken.field, taken.message)
+        check.refuse(taken.field, taken.message, conflict=True)
         return check
     for violation in _violations(primary, node, _backed_by(check.secondary), failover_wait):
-        check.refuse(RULE_FIELDS.get(violation.field, violation.field), violation.message)
+        where = RULE_FIELDS.get(violation.field, violation.field)
+        check.refuse(where, violation.message, conflict=violation.rule in rules.STATE_RULES)
     return check
 
 

@@ -10,6 +10,7 @@ import os
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.core.servers.basehttp import ThreadedWSGIServer
 
 from hapairs import services
 from hapairs.roles import ADMIN, MONITOR, OPERATOR, sync_groups
@@ -17,6 +18,11 @@ from hapairs.tests.browser import browser  # noqa: F401  (Chromium, for the brow
 from hapairs.tests.e2e import Worker
 
 _counter = itertools.count(1)
+
+# The live server (a thread per request) listens with socketserver's backlog of 5: fifty
+# operators connecting at once (test_concurrency) overflow it and are reset before they are
+# heard. A production server listens with a deep one (gunicorn: 2048); so does this one.
+ThreadedWSGIServer.request_queue_size = 128
 
 
 @pytest.fixture

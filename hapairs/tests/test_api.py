@@ -364,3 +364,21 @@ def test_a_pairs_events_come_in_keyset_pages_filtered_by_code_severity_and_time(
         == 422
     )
     assert operator_api("get", "/appliances/nobody/ha/events").status_code == 404
+
+
+def test_a_pairing_refused_for_the_state_things_are_in_is_409_and_for_the_rules_422(operator_api, make_appliance):
+    secondary = make_appliance(name="s", device_type="3355", hm_ip="127.10.20.2", role="secondary")
+    first = make_appliance(name="p1", device_type="3355", hm_ip="127.10.20.3", vip="127.10.20.100", vip_prefixlen=24)
+    make_appliance(name="p2", device_type="3355", hm_ip="127.10.20.4", vip="127.10.20.101", vip_prefixlen=24)
+    make_appliance(name="small", device_type="3310", hm_ip="127.10.20.5", vip="127.10.20.102", vip_prefixlen=24)
+    services.ha_pair_create(primary=first, secondary=secondary)
+    body = {"secondary_name": "s", "secondary_ip": "127.10.20.2", "secondary_password": "s3cret-pass"}
+    # s backs p1 already, and a 3355 backs one 3355 only: it may pass once p1's pair goes
+    busy = operator_api("post", "/appliances/p2/ha", body)
+    assert busy.status_code == 409 and "cannot back two MSE-3355" in busy.json()["detail"], busy.content
+    # p1 is paired already: the same
+    assert operator_api("post", "/appliances/p1/ha", body).status_code == 409
+    # a rule of the request itself (the wait's range) with it: 422, it would never pass as it is
+    bad = operator_api("post", "/appliances/p2/ha", {**body, "long_failover_wait": 1})
+    assert bad.status_code == 422 and "Long Failover Wait must be between" in bad.json()["detail"], bad.content
+    assert HAPair.objects.count() == 1 and Job.objects.count() == 0

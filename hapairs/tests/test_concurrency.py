@@ -1,0 +1,105 @@
+"""Concurrent operators through the API, on the suite's database (PostgreSQL in CI), over
+the live server's threads: each request has its own connection and transaction.
+
+- 50 requests pairing 50 MSE-3350 primaries with one MSE-3355 at once: exactly its N:1
+  allowance (two) succeed; every other one is a 409 that says why; nothing is half-written
+  (a pair without its job, or its "recorded" event, or the other way round).
+- 20 switchover requests on one pair at once: one job; 19 clear 409s.
+
+The counts are kept by row locks with the database's constraints behind them (a secondary's
+slots; one active job per pair), each constraint's error turned into a 409. Seen while
+writing this: without the appliance locks in ``ha_pair_create`` and its IntegrityError
+turned into a conflict, the losers die on the slot constraint with a 500, and this fails;
+``job_enqueue`` turns the one-active-job constraint into a 409 the same way."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hapairs import rules, services
+from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY
+from hapairs.models import HAEvent, HAPair, Job
+
+from .test_api import token_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def post_all(url: str, token: str, requests: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
+    """Every (path, body) POSTed at once: all threads wait at a barrier, then send."""
+    barrier = threading.Barrier(len(requests))
+
+    def one(path_body):
+        path, body = path_body
+        request = urllib.request.Request(
+            f"{url}/api/v1{path}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        barrier.wait(timeout=30)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        return list(pool.map(one, requests))
+
+
+def test_fifty_pairings_of_one_3355_at_once_give_exactly_its_allowance(live_server, operator_user, make_appliance):
+    assert rules.n_to_1_violation("3355", ["3350", "3350"]) is None and MAX_PRIMARIES_PER_SECONDARY == 2
+    allowance = 2
+    make_appliance(name="s3355", device_type="3355", hm_ip="127.50.0.2", role="secondary")
+    for i in range(50):
+        make_appliance(
+            name=f"p{i}", device_type="3350", hm_ip=f"127.50.0.{i + 3}", vip=f"127.50.0.{i + 100}", vip_prefixlen=24
+        )
+    body = {"secondary_name": "s3355", "secondary_ip": "127.50.0.2", "secondary_password": "s3cret-pass",
+            "reason": "capacity test"}  # fmt: skip
+    answers = post_all(live_server.url, token_for(operator_user), [(f"/appliances/p{i}/ha", body) for i in range(50)])
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [202] * allowance + [409] * (50 - allowance), (statuses, answers[:3])
+    for status, answer in answers:
+        if status == 409:
+            assert "already backs" in answer["detail"] or "changed while this pairing" in answer["detail"], answer
+    # nothing half-written: the pairs, their jobs and their events agree
+    pairs = list(HAPair.objects.select_related("primary").order_by("slot"))
+    assert [p.slot for p in pairs] == [1, 2]
+    jobs = Job.objects.filter(kind="configure_ha")
+    assert sorted(j.pair_id for j in jobs) == sorted(p.pk for p in pairs)
+    assert HAEvent.objects.filter(code="pair_recorded").count() == allowance
+    accepted = {answer["pair"] for status, answer in answers if status == 202}
+    assert accepted == {str(p) for p in pairs}
+
+
+def test_twenty_switchovers_of_one_pair_at_once_queue_one_job(live_server, operator_user, make_appliance):
+    primary = make_appliance(name="sw-p", hm_ip="127.51.0.2", vip="127.51.0.1", vip_prefixlen=24, role="primary")
+    secondary = make_appliance(name="sw-s", hm_ip="127.51.0.3", role="secondary")
+    pair = services.ha_pair_create(primary=primary, secondary=secondary)
+    # as the poller leaves a healthy pair: both reachable and active, in sync, one generation
+    HAPair.objects.filter(pk=pair.pk).update(
+        primary_reachable=True, secondary_reachable=True, primary_state="PRIMARY_ACTIVE",
+        secondary_state="SECONDARY_ACTIVE", heartbeat="up", replication="up", sync_percent=100,
+        generation=1, primary_generation=1, secondary_generation=1,
+    )  # fmt: skip
+    pair.refresh_from_db()
+    from hapairs import selectors
+
+    assert selectors.preflight(pair, "switchover").allowed, selectors.preflight(pair, "switchover").refusal
+    request = ("/appliances/sw-p/ha/switchover", {"reason": "concurrency test"})
+    answers = post_all(live_server.url, token_for(operator_user), [request] * 20)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [202] + [409] * 19, statuses
+    job = Job.objects.get(kind="switchover")
+    for status, answer in answers:
+        if status == 409:
+            assert f"#{job.pk}" in answer["detail"] or "still running" in answer["detail"], answer
+    assert Job.objects.filter(pair=pair).count() == 1
