@@ -79,7 +79,7 @@ def test_a_replaced_certificate_is_refused_until_an_admin_trusts_it(tmp_path, su
         assert response.status_code == 403 and "may not trust" in response.json()["detail"]
         # An Admin confirming another fingerprint than the presented one is refused; nothing changes
         response = api("post", "/appliances/pin-s/certificate/trust", {"fingerprint": primary_pin}, as_="admin")
-        assert response.status_code == 400 and new in response.json()["detail"]
+        assert response.status_code == 422 and new in response.json()["detail"]
         secondary.refresh_from_db()
         assert (secondary.tls_fingerprint, secondary.tls_presented) == (old, new)
         assert not HAEvent.objects.filter(code=EventCode.CERTIFICATE_TRUSTED).exists()
