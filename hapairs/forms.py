@@ -45,6 +45,14 @@ class ApplianceAddForm(PortalForm):
     username = forms.CharField(label="Username", max_length=64, initial="admin")
     password = forms.CharField(label="Password", max_length=256, widget=forms.PasswordInput(render_value=False))
     http_enabled = forms.BooleanField(label="HTTP", required=False, help_text="Enable HTTP access.")
+    delete_assignments = forms.BooleanField(
+        label="Delete synchronized service assignments",
+        required=False,
+        initial=True,
+        help_text="Selecting Delete synchronized service assignments permanently removes all service "
+        "assignments. Existing location history data is retained, however you must use manual service "
+        "assignments to reassign services.",
+    )
 
 
 def witnesses_field() -> forms.CharField:

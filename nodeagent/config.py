@@ -91,6 +91,10 @@ class NodeConfig:
     # agent makes its own in STATE_DIR/tls/ (nodeagent.tlsid)
     tls_cert: str | None = None
     tls_key: str | None = None
+    # the service assignments a manager synchronized to this node before ("SERVICE: element",
+    # e.g. "Context Aware Service: Campus > Building 1 > Floor 2"): the state a node starts
+    # with when it has none saved (a node once managed elsewhere; the demo's and the tests')
+    service_assignments: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, Role):
@@ -182,6 +186,14 @@ class NodeConfig:
             raise ConfigError(f"{where}: recovery mode is for a primary that lost its configuration")
         for url in self.trap_destinations:
             check_trap_url(url, where, allow_non_loopback=allow_non_loopback)
+        if (
+            not isinstance(self.service_assignments, list)
+            or len(self.service_assignments) > MAX_ASSIGNMENTS
+            or not all(isinstance(a, str) and 0 < len(a) <= 200 and ":" in a for a in self.service_assignments)
+        ):
+            raise ConfigError(
+                f'{where}: service_assignments is a list of up to {MAX_ASSIGNMENTS} "SERVICE: element" strings'
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -270,7 +282,9 @@ NODE_KEYS = {
     "trap_destinations",
     "port",
     "recovery",
+    "service_assignments",
 }
+MAX_ASSIGNMENTS = 1000
 PAIR_KEYS = {
     "primary", "secondary", "failover_type", "failback_type", "failover_wait", "stabilisation_seconds",
     "witnesses", "witness_password", "witness_mode",
@@ -329,6 +343,7 @@ def parse_fleet(
                 vip_driver=rn.get("vip_driver", VIP_DRIVER_LOOPBACK),
                 tls_cert=rn.get("tls_cert"),
                 tls_key=rn.get("tls_key"),
+                service_assignments=rn.get("service_assignments", []),
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None

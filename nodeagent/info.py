@@ -215,6 +215,7 @@ class NodeInfo:
             "element_limit": limit,
             "elements_not_tracked": max(0, elements - limit),
             "licenses": [{k: v for k, v in lic.items() if k != "text"} for lic in node.licenses],
+            "service_assignments": len(node.assignments),
         }
 
     def events_since(self, since: int, limit: int) -> EventsPage:

@@ -126,6 +126,7 @@ class ServerInfo(TypedDict, total=False):
     element_limit: int
     elements_not_tracked: int
     licenses: list[dict[str, Any]]
+    service_assignments: int  # how many a manager synchronized (PATH_SERVICE_ASSIGNMENTS)
 
 
 class EventsPage(TypedDict):

@@ -48,7 +48,7 @@ from .protocol import Cause, Event, EventCode, HAState, Phase, ReplicationStatus
 from .replication import InstanceStore
 from .scheduler import Job, Scheduler
 from .signing import ReplayCache
-from .store import LICENSES_FILE, LICENSES_FILE_V1, AppendLog, StateDir, read_jsonl
+from .store import ASSIGNMENTS_FILE, LICENSES_FILE, LICENSES_FILE_V1, AppendLog, StateDir, read_jsonl
 from .traps import TrapPusher
 from .vip import VipDriver, VipReconciler
 from .witness import WitnessGuard
@@ -86,6 +86,7 @@ class Node:
         "identity",
         "info",
         "licenses",
+        "assignments",
         "operator",
         "own_instance",
         "pairs",
@@ -135,6 +136,7 @@ class Node:
         self.started_at = time.time()
         self.restarts = 0
         self.licenses: list[dict] = []
+        self.assignments: list[dict] = []  # synchronized service assignments (operator_api)
         self.vip_driver: VipDriver | None = None  # set by the server
         self.identity: tlsid.Identity | None = None  # its TLS key and certificate (set by the server)
         self.replay_cache: ReplayCache | None = None  # signed requests' nonces (set by the server)
@@ -173,6 +175,14 @@ class Node:
             if ev is not None:
                 self._keep_event(ev)
         self.licenses = self.sd.load(LICENSES_FILE, None) or self.sd.load(LICENSES_FILE_V1, []) or []
+        saved = self.sd.load(ASSIGNMENTS_FILE)
+        if isinstance(saved, list):
+            self.assignments = saved
+        else:  # none saved yet: what the configuration says a manager synchronized before
+            self.assignments = [
+                {"service": service.strip(), "element": element.strip()}
+                for service, _, element in (a.partition(":") for a in self.cfg.service_assignments)
+            ]
         self.traps.load()
         saved = self.sd.load("ha.json")
         if saved is None:

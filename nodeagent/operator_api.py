@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,9 @@ from .errors import ApiError
 from .hastate import Note, PairConfig, PairHA, Refused
 from .pair import PairRuntime
 from .protocol import PATH_PEER_COMMAND, Cause, EventCode, Mode, PeerCommand, Role, StopReason
-from .store import LICENSES_FILE
+from .store import ASSIGNMENTS_FILE, LICENSES_FILE
 
+log = logging.getLogger("nodeagent.operator")
 if TYPE_CHECKING:  # a type only: node.py imports this module
     from .node import Node
 
@@ -305,6 +307,17 @@ class OperatorApi:
         node.sd.save(LICENSES_FILE, node.licenses)
         node.emit(EventCode.LICENSE_REMOVED, lid, cause=cause)
         return {"deleted": lid}
+
+    def delete_assignments(self) -> dict:
+        """Delete every synchronized service assignment ("Delete synchronized service
+        assignments" on the manager's Add screen): the location history stays; services are
+        assigned again by hand."""
+        node = self.node
+        deleted = len(node.assignments)
+        node.assignments = []
+        node.sd.save(ASSIGNMENTS_FILE, node.assignments)
+        log.info("%s: %d synchronized service assignment(s) deleted", node.cfg.name, deleted)
+        return {"deleted": deleted}
 
     def set_trap_destinations(self, body: dict) -> dict:
         node = self.node

@@ -76,6 +76,8 @@ PATH_LICENSE = f"{PREFIX}/licenses/{{license_id}}"  # DELETE
 PATH_SERVICES_STOP = f"{PREFIX}/services/stop"
 PATH_SERVICES_START = f"{PREFIX}/services/start"
 PATH_TRAP_DESTINATIONS = f"{PREFIX}/trap-destinations"
+# the service assignments a manager synchronized to this node (GET: list; DELETE: all of them)
+PATH_SERVICE_ASSIGNMENTS = f"{PREFIX}/services/assignments"
 # peer to peer (signed with the receiver's password, like everything else)
 PATH_PEER_HEARTBEAT = f"{PREFIX}/peer/heartbeat"  # protocol 3 and earlier (heartbeats are datagrams now)
 PATH_PEER_COMMAND = f"{PREFIX}/peer/command"

@@ -230,6 +230,14 @@ def build_hm_app() -> web.Application:
         _, cause = await command(request)
         return web.json_response(node.operator.remove_license(request.match_info["license_id"], cause))
 
+    async def assignments(request):
+        return web.json_response({"assignments": request[NODE].assignments})
+
+    async def delete_assignments(request):
+        node = request[NODE]
+        await command(request)
+        return web.json_response(node.operator.delete_assignments())
+
     async def stop(request):
         node = request[NODE]
         _, cause = await command(request)
@@ -288,6 +296,8 @@ def build_hm_app() -> web.Application:
     r.add_get(P.PATH_LICENSES, licenses)
     r.add_post(P.PATH_LICENSES, install_license)
     r.add_delete(P.PATH_LICENSE, remove_license)
+    r.add_get(P.PATH_SERVICE_ASSIGNMENTS, assignments)
+    r.add_delete(P.PATH_SERVICE_ASSIGNMENTS, delete_assignments)
     r.add_post(P.PATH_SERVICES_STOP, stop)
     r.add_post(P.PATH_SERVICES_START, start)
     r.add_get(P.PATH_TRAP_DESTINATIONS, traps_get)

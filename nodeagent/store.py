@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 LICENSES_FILE = "licenses.json"
+ASSIGNMENTS_FILE = "service-assignments.json"
 LICENSES_FILE_V1 = "licences.json"  # the old spelling, still read at start-up
 
 

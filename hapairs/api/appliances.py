@@ -50,6 +50,7 @@ def add_appliance(request, payload: ApplianceIn):
         password=payload.password,
         contact_name=payload.contact_name,
         http_enabled=payload.http_enabled,
+        delete_assignments=payload.delete_service_assignments,
         by=request.auth,
     )
     return Status(201, appliance_out(appliance))

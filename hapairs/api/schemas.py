@@ -112,6 +112,11 @@ class ApplianceIn(Input):
     password: str = Field(..., min_length=1, max_length=256)
     contact_name: str = Field("", max_length=128)
     http_enabled: bool = False
+    delete_service_assignments: bool = Field(
+        False,
+        description="Delete every service assignment a manager synchronized to it before (the Add screen's "
+        "checkbox; the location history stays). If the appliance cannot, nothing is added.",
+    )
 
 
 class JobOut(Schema):

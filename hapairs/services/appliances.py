@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -185,9 +186,15 @@ def appliance_add(
     username: str = "admin",
     contact_name: str = "",
     http_enabled: bool = False,
+    delete_assignments: bool = False,
     by: AbstractBaseUser | None = None,
 ) -> Appliance:
-    """Add Mobility Services Engine: check the input, contact the agent, record what it says."""
+    """Add Mobility Services Engine: check the input, contact the agent, record what it says.
+
+    ``delete_assignments``: the screen's "Delete synchronized service assignments". The agent
+    deletes every service assignment a manager synchronized to it before (its location history
+    stays; services are assigned by hand again), before anything is recorded here: if it
+    cannot, nothing is added."""
     try:  # an address before any query: PostgreSQL's inet column raises on junk
         ipaddress.IPv4Address(ip)
     except ValueError:
@@ -209,7 +216,29 @@ def appliance_add(
         raise ServiceError(
             f"The appliance at {ip} says its Health Monitor IP is {found.hm_ip}; add it by that address.", field="ip"
         )
-    return appliance_create(
+    deleted = None
+    if delete_assignments:
+        target = agent_client.AgentTarget(
+            name=name, host=ip, password=password, port=settings.AGENT_PORT, fingerprint=found.tls_fingerprint or None
+        )
+        try:
+            answer = agent_client.call(
+                target, "DELETE", protocol.PATH_SERVICE_ASSIGNMENTS, idempotency_key=f"assignments-{uuid.uuid4()}"
+            )
+        except agent_client.AgentError as exc:
+            raise ServiceError(
+                f"The appliance at {ip} could not delete its synchronized service assignments: "
+                f"{exc.message.rstrip('.')}. Nothing was added.",
+                field="delete_assignments",
+            ) from None
+        deleted = answer.get("deleted") if isinstance(answer, dict) else None
+        if not isinstance(deleted, int) or isinstance(deleted, bool) or deleted < 0:
+            raise ServiceError(
+                f"The appliance at {ip} answered the deletion of its service assignments with {answer!r}, not a count. "
+                "Nothing was added.",
+                field="delete_assignments",
+            )
+    appliance = appliance_create(
         name=name,
         device_type=found.device_type,
         hm_ip=ip,
@@ -227,3 +256,12 @@ def appliance_add(
         tls_fingerprint=found.tls_fingerprint,
         by=by,
     )
+    if deleted is not None:
+        event_record(
+            code=EventCode.APPLIANCE_CHANGED,
+            description=f"Synchronized service assignments deleted on {name}",
+            generated_by=actor_name(by),
+            appliance=appliance,
+            remarks=f"{deleted} deleted as it was added: its location history is kept; assign its services by hand.",
+        )
+    return appliance

@@ -229,3 +229,20 @@ def test_the_trust_pages_are_for_admins_only(subnet, agents, client, make_applia
     assert response.status_code == 302
     assert Appliance.objects.get(pk=appliance.pk).tls_fingerprint == agent.fingerprint
     assert "presented a different TLS certificate" not in client.get("/mse/mse-v/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "reply, words",
+    [
+        (Reply(503, {"error": "busy"}), "could not delete its synchronized service assignments"),
+        (Reply(200, {"deleted": "three"}), "not a count"),
+    ],
+)
+def test_an_agent_that_cannot_delete_its_service_assignments_leaves_nothing_added(subnet, agents, reply, words):
+    ip = f"{subnet}.4"
+    agents(ip, "pw-new", {**answering(ip), ("DELETE", protocol.PATH_SERVICE_ASSIGNMENTS): [reply] * 4})
+    before = (Appliance.objects.count(), HAEvent.objects.count())
+    with pytest.raises(services.ServiceError, match=words) as refused:
+        services.appliance_add(name="mse-new", ip=ip, password="pw-new", delete_assignments=True)
+    assert refused.value.field == "delete_assignments" and "Nothing was added" in refused.value.message
+    assert (Appliance.objects.count(), HAEvent.objects.count()) == before

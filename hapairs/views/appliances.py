@@ -153,6 +153,7 @@ def mse_add(request: HttpRequest) -> HttpResponse:
                 username=data["username"],
                 contact_name=data["contact_name"],
                 http_enabled=data["http_enabled"],
+                delete_assignments=data["delete_assignments"],
                 by=request.user,
             )
         except services.ServiceError as exc:

@@ -610,3 +610,26 @@ def test_a_tls_identity_is_private_and_never_replaced_behind_the_operators_back(
     else:
         raise AssertionError("a lone certificate was accepted")
     assert made.cert_path.exists(), "nothing was thrown away"
+
+
+def test_synchronized_service_assignments_are_listed_and_deleted_only_by_a_signed_request(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            node = nodes["prim"]
+            node.assignments = [{"service": "Context Aware Service", "element": "Campus > Floor 1"}]
+            url = f"https://{node.cfg.hm_ip}:{P.DEFAULT_PORT}{P.PATH_SERVICE_ASSIGNMENTS}"
+            async with session.delete(url, headers={P.IDEMPOTENCY_HEADER: "k1"}) as r:
+                assert r.status == 401  # unsigned: nothing deleted
+            assert len(node.assignments) == 1
+            client = clients["prim"]
+            status, listed = await client.request("GET", P.PATH_SERVICE_ASSIGNMENTS)
+            assert status == 200 and listed["assignments"][0]["element"] == "Campus > Floor 1"
+            _, info = await client.request("GET", P.PATH_SERVER_INFO)
+            assert info["service_assignments"] == 1
+            status, out = await client.request("DELETE", P.PATH_SERVICE_ASSIGNMENTS, idempotency_key="del-1")
+            assert (status, out) == (200, {"deleted": 1}) and node.assignments == []
+            assert json.loads((node.sd.root / "service-assignments.json").read_text()) == []
+            _, info = await client.request("GET", P.PATH_SERVER_INFO)
+            assert info["service_assignments"] == 0
+
+    asyncio.run(go())
