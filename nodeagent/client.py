@@ -101,7 +101,7 @@ class AgentClient:
                 return VERSION_REFUSED, {"error": str(e)}
             try:
                 out = json.loads(raw) if raw else None
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 out = raw.decode(errors="replace")
             return resp.status, out
 

@@ -119,7 +119,7 @@ def parse(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
     tag, raw = data[len(MAGIC) : len(MAGIC) + TAG_BYTES], data[len(MAGIC) + TAG_BYTES :]
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the parser's depth
         raise DatagramError("body is not JSON") from None
     if not isinstance(body, dict):
         raise DatagramError("body is not a JSON object")

@@ -155,7 +155,10 @@ async def _json(request: web.Request) -> dict:
     raw = await request.read()
     if not raw:
         return {}
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON; nested past the parser's depth; a number past the digit limit
+        raise ApiError(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
     return data
@@ -351,7 +354,7 @@ def build_service_app() -> web.Application:
             element = validate_element(await request.json())
         except BadElement as e:
             raise ApiError(400, str(e)) from None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "body is not valid JSON") from None
         rec = await node.procedures.write_element(vip, element)
         return web.json_response({"element": rec, "served_by": node.cfg.name}, status=201)

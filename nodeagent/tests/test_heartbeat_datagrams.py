@@ -45,6 +45,7 @@ def body(**kw):
         (b"MHB4" + b"\0" * 32 + b"{nope", "not JSON"),
         (b"MHB4" + b"\0" * 32 + b"[1, 2]", "not a JSON object"),
         (b"MHB4" + b"\0" * 32 + b"\xff\xfe", "not JSON"),
+        (b"MHB4" + b"\0" * 32 + b"[" * 1500 + b"]" * 500, "not JSON"),  # nested past the parser's depth
     ],
 )
 def test_garbage_is_refused_with_the_reason(data, why):
