@@ -158,6 +158,17 @@ class ReasonForm(PortalForm):
     )
 
 
+class ActionReasonForm(PortalForm):
+    """Switchover, failback, recovery: why, always (the API asks the same)."""
+
+    reason = forms.CharField(
+        label="Reason",
+        max_length=500,
+        help_text="Recorded with the job and in the events log.",
+        error_messages={"required": "Say why: it is recorded with the job and in the events log."},
+    )
+
+
 class MaintenanceForm(PortalForm):
     on = forms.BooleanField(required=False)
     reason = forms.CharField(label="Reason", max_length=500, required=False)

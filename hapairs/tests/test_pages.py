@@ -588,6 +588,15 @@ JUNK = [
     },
     {"on": "maybe", "reason": "r" * 5000, "confirm": "\x00", "page": "abc"},
     {"name": "../etc", "ip": "999.1.1.1", "username": "", "password": "x" * 10_000, "appliance": "nope"},
+    # unicode at its edges: a right-to-left override, NULs, full-width digits, emoji, a combining flood
+    {"name": "\u202emse\x00", "ip": "１２７.０.０.１", "secondary_name": "mse\u0301" * 300, "reason": "😀" * 600,
+     "secondary_ip": "127.0.0.1\x00", "failover_wait": "١٠", "stage": "save", "on": "on", "confirm": "\ufeff"},
+    {"reason": "x" * 1_000_000, "stage": "save"},  # big, under the upload limit
+]  # fmt: skip
+RAW_JUNK = [
+    b"reason=%ff%fe%00&name=%ed%a0%80&stage=save",  # bytes that are no UTF-8 (a lone surrogate's)
+    b"&&&==&reason&reason=a&reason=b" + b"&x=1" * 2000,  # repeated and empty fields, many of them
+    b"reason=" + b"x" * (3 * 1024 * 1024),  # over DATA_UPLOAD_MAX_MEMORY_SIZE
 ]
 POSTS = [
     "/mse/add/",
@@ -618,11 +627,13 @@ def test_junk_posted_anywhere_is_refused_cleanly_and_changes_nothing(client, pai
     client.force_login(admin_user_)
     before = (Appliance.objects.count(), HAPair.objects.count(), Job.objects.count())
     for body in JUNK:
-        response = client.post(url, body)
-        assert response.status_code < 500, (url, body, response.status_code)
-    assert (Appliance.objects.count(), HAPair.objects.count()) == before[:2]
-    if not url.endswith("/switchover/"):  # a switchover needs nothing but a click (the reason is optional)
-        assert Job.objects.count() == before[2]
+        for htmx in ({}, {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "\x00" * 10}):
+            response = client.post(url, body, **htmx)
+            assert response.status_code < 500, (url, str(body)[:80], response.status_code)
+    for raw in RAW_JUNK:
+        response = client.generic("POST", url, raw, content_type="application/x-www-form-urlencoded")
+        assert response.status_code < 500, (url, raw[:60], response.status_code)
+    assert (Appliance.objects.count(), HAPair.objects.count(), Job.objects.count()) == before
 
 
 def test_a_pending_job_can_be_cancelled_by_an_operator_only(client, pair, operator_user, monitor_user):
@@ -637,3 +648,35 @@ def test_a_pending_job_can_be_cancelled_by_an_operator_only(client, pair, operat
     assert job.status == "cancelled"
     again = client.post(f"/jobs/{job.pk}/cancel/", follow=True).content.decode()
     assert "cannot be cancelled" in again
+
+
+@pytest.mark.parametrize("action", ["switchover", "recover", "failback"])
+def test_a_disruptive_action_needs_a_reason_on_the_page_too(client, pair, operator_user, action):
+    healthy(pair)
+    client.force_login(operator_user)
+    for reason in ("", "   "):
+        response = client.post(f"/mse/p1/ha/{action}/", {"reason": reason})
+        page = response.content.decode()
+        assert response.status_code in (200, 400), response.status_code
+        if 'name="reason"' in page:  # (a failback the pre-flight refuses shows no form: nothing to confirm)
+            assert "Say why: it is recorded with the job and in the events log." in page
+    assert not Job.objects.exists()
+
+
+GET_JUNK = [
+    "?sort=%00&desc=maybe&page=-1&q=" + "x" * 5000,
+    "?page=99999999999999999999999&cursor=junk&after=%ff",
+    "?q=%ed%a0%80&device_type=%E2%80%AE&reachability=" + "ａ" * 100,
+    "?events=-5&events_page=abc&cursor=" + "A" * 3000,
+    "?days=1e99&format=%00&raw=1&status=weird&kind=[]",
+]
+GETS = ["/mse/", "/ha/", "/jobs/", "/licenses/", "/reports/", "/reports/preview/", "/mse/p1/ha/", "/mse/p1/"]
+
+
+@pytest.mark.parametrize("url", GETS)
+def test_junk_query_strings_on_any_page_are_ignored_or_refused_never_a_500(client, pair, operator_user, url):
+    client.force_login(operator_user)
+    for query in GET_JUNK:
+        for htmx in ({}, {"HTTP_HX_REQUEST": "true"}):
+            response = client.get(url + query, **htmx)
+            assert response.status_code < 500, (url, query[:60], response.status_code)

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from hapairs import crypto, dispatch, licenses, roles, selectors, services
 from hapairs.choices import ACTIVE_JOB_STATUSES, WitnessMode
-from hapairs.forms import ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
+from hapairs.forms import ActionReasonForm, ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job, SecondaryListing, Tally
 from hapairs.views._common import (
     DEVICE_TYPES,
@@ -365,7 +365,7 @@ def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
     pair = _pair_or_404(name)
     if action not in SWITCH_ACTIONS:
         return redirect("ha_status", name=name)
-    form = ReasonForm(posted(request)[0])
+    form = ActionReasonForm(posted(request)[0])
     refusal = ""
     if request.method == "POST":
         check_role(request, roles.OPERATE, SWITCH_ACTIONS[action])
@@ -442,7 +442,7 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
 def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
     """Recover a primary that lost its configuration (HA recovery mode). Asks first."""
     pair = _pair_or_404(name)
-    form = ReasonForm(posted(request)[0])
+    form = ActionReasonForm(posted(request)[0])
     refusal = ""
     if request.method == "POST":
         check_role(request, roles.OPERATE, "recover a primary")
