@@ -13,9 +13,13 @@ yet, so a name not found asks Celery's autodiscovery to import them first.
 
 from __future__ import annotations
 
+import logging
+
 from celery import current_app
 from celery.app.task import Task
 from django.db import transaction
+
+log = logging.getLogger(__name__)
 
 JOB_RUN = "hapairs.tasks.job_run"
 DELIVERY_SEND = "hapairs.tasks.delivery_send"
@@ -46,4 +50,14 @@ def on_commit(name: str, *args) -> None:
     request that wrote the rows; the error is logged, and the rows wait for the beat tasks
     that re-queue what was lost (``jobs_resume``, ``deliveries_resume``)."""
     found = task(name)  # an unknown name fails here, in the caller, even though the send is robust
-    transaction.on_commit(lambda: found.apply_async(args=args), robust=True)
+
+    def queue() -> None:
+        try:
+            found.apply_async(args=args)
+        except Exception:  # the broker is down: the row waits for the re-queueing beat tasks
+            log.warning("%s%r not queued: the broker is unavailable", name, args, exc_info=True)
+            from hapairs import health  # (health imports the Celery app; dispatch is imported before it)
+
+            health.broker_failed()
+
+    transaction.on_commit(queue)

@@ -9,6 +9,8 @@ from hapairs import views as hapairs_views
 admin.site.site_header = "mseportal administration"
 admin.site.site_title = "mseportal"
 
+handler500 = "hapairs.views.health.server_error"  # a database or broker down: a 503 that says so
+
 urlpatterns = [
     path("healthz", hapairs_views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),

@@ -1,0 +1,239 @@
+"""The portal while its own parts fail: a PostgreSQL cluster and a Redis of its own, which
+the test starts on free ports in tmp (never the machine's shared ones), stopped and started
+again under the production profile (gunicorn, DEBUG=0).
+
+- The database stopped: every page answers 503 "The portal's database is unavailable" (the
+  API in its JSON error), never a 500; /healthz turns 503 and says the database is down.
+  Started again: the same session's pages answer 200 and /healthz 200.
+- The broker stopped: /healthz turns 503 (broker down); the pages still answer, with a
+  banner saying the task broker is unavailable. Started again: the banner goes, /healthz 200.
+
+Without ``handler500`` (mseportal/urls.py) the database's outage is Django's bare 500 page,
+and this fails."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_production_serving import REPO, VENV_BIN, Proxied, free_loopback, manage
+
+pytestmark = pytest.mark.slow
+
+USERNAME, PASSWORD = "faultadmin", "a-long-fault-test-password-9"
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+needs_postgres = pytest.mark.skipif(not PG_BIN, reason="no PostgreSQL server binaries (initdb, pg_ctl)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivatePostgres:
+    """A throwaway cluster in ``root`` on ``port`` (as the postgres user when run as root:
+    initdb refuses root)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port, self.bin = root, free_port(), Path(PG_BIN[-1])
+        self.data, self.sockets = root / "data", root / "sockets"
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{args[0]}: {done.stdout}\n{done.stderr}"
+
+    def create(self) -> PrivatePostgres:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sockets.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sockets, "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "mseportal")
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/mseportal"
+
+
+class PrivateRedis:
+    def __init__(self, root: Path) -> None:
+        self.root, self.port, self.proc = root, free_port(), None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+
+def wait_for(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory):
+    if not PG_BIN or shutil.which("redis-server") is None:
+        pytest.skip("needs PostgreSQL server binaries and redis-server")
+    tmp = tmp_path_factory.mktemp("faults")
+    # the cluster's own folder, where the postgres user can reach it (pytest's tmp is root's, 0700)
+    pg_root = Path(tempfile.mkdtemp(prefix="mseportal-faults-pg-"))
+    pg = PrivatePostgres(pg_root).create()
+    broker = PrivateRedis(tmp)
+    broker.start()
+    host, port = free_loopback()
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(tmp),
+        "DJANGO_SETTINGS_MODULE": "mseportal.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "fault-test-" + "s3cr3t-" * 8,
+        "ALLOWED_HOSTS": host,
+        "CSRF_TRUSTED_ORIGINS": f"https://{host}:{port}",
+        "SECURE_PROXY_SSL_HEADER": "1",
+        "MSEPORTAL_VAR_DIR": str(tmp / "var"),
+        "MSEPORTAL_STATIC_ROOT": str(tmp / "static"),
+        "MSEPORTAL_WEB_BIND": f"{host}:{port}",
+        "MSEPORTAL_WEB_WORKERS": "1",
+        "DATABASE_URL": pg.url,
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
+    }
+    manage(env, "migrate", "--no-input")
+    manage(env, "createsuperuser", "--no-input", "--username", USERNAME, "--email", "noc@example.net")
+    manage(
+        env, "shell", "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"u = get_user_model().objects.get(username={USERNAME!r}); u.set_password({PASSWORD!r}); u.save()",
+    )  # fmt: skip
+    manage(env, "collectstatic", "--no-input", "--verbosity", "0")
+    log = (tmp / "gunicorn.log").open("w")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "gunicorn"), "--config", str(REPO / "deploy" / "gunicorn.conf.py")],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = Proxied(host, port)
+    try:
+        wait_for(lambda: proc.poll() is None and health(client)[0] == 200, "gunicorn's /healthz", 60)
+        resp, body = client.get("/login/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
+        resp, body = client.request(
+            "POST", "/login/", {"username": USERNAME, "password": PASSWORD, "csrfmiddlewaretoken": token},
+            headers={"Origin": client.origin, "Referer": f"{client.origin}/login/"},
+        )  # fmt: skip
+        assert resp.status == 302, body[:1000]
+        yield {"client": client, "pg": pg, "broker": broker, "log": tmp / "gunicorn.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        broker.stop()
+        try:
+            pg.stop()
+        except AssertionError:
+            pass
+        shutil.rmtree(pg_root, ignore_errors=True)
+
+
+def health(client: Proxied) -> tuple[int, dict]:
+    try:
+        resp, body = client.get("/healthz", proxied=False)
+    except OSError:
+        return 0, {}
+    try:
+        return resp.status, json.loads(body or b"{}")
+    except ValueError:
+        raise AssertionError(f"/healthz answered {resp.status} with no JSON: {body[:800]!r}") from None
+
+
+PAGES = ("/mse/", "/ha/", "/jobs/", "/reports/")
+
+
+def test_the_database_down_is_a_503_that_says_so_then_the_pages_come_back(portal):
+    client, pg = portal["client"], portal["pg"]
+    for page in PAGES:
+        assert client.get(page)[0].status == 200, page
+    pg.stop()
+    try:
+        status, body = wait_for(lambda: (s := health(client))[0] == 503 and s, "/healthz to say 503")
+        assert body["database"]["status"] == "down" and body["broker"]["status"] == "ok", body
+        for page in PAGES:
+            resp, content = client.get(page)
+            text = content.decode()
+            assert resp.status == 503, (page, resp.status, text[:500], portal["log"].read_text()[-2000:])
+            assert "The portal&#x27;s database is unavailable" in text and "Nothing you saved before is lost" in text
+            assert resp.headers["Retry-After"] == "15"
+        resp, content = client.get("/api/v1/appliances")
+        assert resp.status == 503 and json.loads(content)["detail"].startswith("The portal's database is unavailable")
+    finally:
+        pg.start()
+    wait_for(lambda: health(client)[0] == 200, "/healthz to say 200 again")
+    for page in PAGES:  # the same session: nothing was lost
+        resp, content = wait_for(lambda p=page: (r := client.get(p))[0].status == 200 and r, f"{page} again")
+        assert b"faultadmin" in content
+
+
+def test_the_broker_down_is_said_on_every_page_and_by_healthz_then_it_comes_back(portal):
+    client, broker = portal["client"], portal["broker"]
+    resp, content = client.get("/mse/")
+    assert resp.status == 200 and b"broker-unavailable" not in content
+    broker.stop()
+    try:
+        status, body = wait_for(lambda: (s := health(client))[0] == 503 and s, "/healthz to say 503")
+        assert body["broker"]["status"] == "down" and body["database"]["status"] == "ok", body
+        # the banner, within the period a web process rechecks the broker
+        wait_for(lambda: b"broker-unavailable" in client.get("/mse/")[1], "the banner", 30)
+        for page in PAGES:
+            resp, content = client.get(page)
+            assert resp.status == 200 and b"task broker is unavailable" in content, page
+    finally:
+        broker.start()
+    wait_for(lambda: health(client)[0] == 200, "/healthz to say 200 again")
+    wait_for(lambda: b"broker-unavailable" not in client.get("/mse/")[1], "the banner to go", 30)
