@@ -149,8 +149,10 @@ def response_time(sent: tuple[float, float], now_mono: float, arrived: float | N
     read = now_mono - sent[0]
     if arrived is not None:
         stamped = arrived - sent[1]
-        if 0.0 <= stamped <= read + 0.001:
-            return stamped
+        # within a millisecond either side: the kernel's stamp and time.time() are read from
+        # the same clock, but not at once, and a float of seconds since 1970 holds ~0.2 us
+        if -0.001 <= stamped <= read + 0.001:
+            return max(0.0, stamped)
     return read
 
 
