@@ -8,8 +8,13 @@ again under the production profile (gunicorn, DEBUG=0).
 - The broker stopped: /healthz turns 503 (broker down); the pages still answer, with a
   banner saying the task broker is unavailable. Started again: the banner goes, /healthz 200.
 
+- Jobs, with a real worker and real agents on that database and broker: the broker stopped
+  for 4 s while a pairing runs, the database stopped for 4 s while a switchover runs. Both
+  jobs succeed; each step is on the secondary's own event record once (none ran twice); the
+  portal holds every event of both agents once, by sequence number (none lost, none twice).
+
 Without ``handler500`` (mseportal/urls.py) the database's outage is Django's bare 500 page,
-and this fails."""
+and the first test fails.""
 
 from __future__ import annotations
 
@@ -142,6 +147,8 @@ def portal(tmp_path_factory):
         "MSEPORTAL_WEB_WORKERS": "1",
         "DATABASE_URL": pg.url,
         "CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
+        "MSEPORTAL_AGENT_NETWORKS": "127.0.0.0/8",
+        "MSEPORTAL_INGEST_URL": "",  # polls only: the agents' pushes would meet the https redirect
     }
     manage(env, "migrate", "--no-input")
     manage(env, "createsuperuser", "--no-input", "--username", USERNAME, "--email", "noc@example.net")
@@ -166,7 +173,7 @@ def portal(tmp_path_factory):
             headers={"Origin": client.origin, "Referer": f"{client.origin}/login/"},
         )  # fmt: skip
         assert resp.status == 302, body[:1000]
-        yield {"client": client, "pg": pg, "broker": broker, "log": tmp / "gunicorn.log"}
+        yield {"client": client, "pg": pg, "broker": broker, "log": tmp / "gunicorn.log", "env": env, "tmp": tmp}
     finally:
         proc.terminate()
         try:
@@ -237,3 +244,137 @@ def test_the_broker_down_is_said_on_every_page_and_by_healthz_then_it_comes_back
         broker.start()
     wait_for(lambda: health(client)[0] == 200, "/healthz to say 200 again")
     wait_for(lambda: b"broker-unavailable" not in client.get("/mse/")[1], "the banner to go", 30)
+
+
+# --- jobs while the broker and the database restart -------------------------------------------
+class Api:
+    """The REST API through the proxy's door, as ``hapairs.tests.e2e``'s helpers call it."""
+
+    class Answer:
+        def __init__(self, status: int, content: bytes) -> None:
+            self.status_code, self.content = status, content
+
+        def json(self):
+            return json.loads(self.content)
+
+    def __init__(self, client: Proxied, token: str) -> None:
+        self.client, self.token = client, token
+
+    def __call__(self, method: str, path: str, body=None, as_: str = "admin"):
+        import http.client
+
+        conn = http.client.HTTPConnection(self.client.host, self.client.port, timeout=60)
+        headers = {"Host": f"{self.client.host}:{self.client.port}", "X-Forwarded-Proto": "https",
+                   "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}  # fmt: skip
+        try:
+            conn.request(
+                method.upper(), f"/api/v1{path}", body=None if body is None else json.dumps(body), headers=headers
+            )
+            resp = conn.getresponse()
+            return self.Answer(resp.status, resp.read())
+        except OSError as exc:
+            return self.Answer(0, json.dumps({"detail": str(exc)}).encode())
+        finally:
+            conn.close()
+
+
+STORED_SEQS = (
+    "import json; from hapairs.models import HAEvent; "
+    "print(json.dumps(list(HAEvent.objects.filter(appliance__name={node!r}, seq__isnull=False)"
+    ".order_by('seq').values_list('seq', flat=True))))"
+)
+
+
+def agent_events(state: Path, node: str) -> list[dict]:
+    path = state / node / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_jobs_survive_the_broker_and_the_database_restarting_mid_job(portal):
+    from hapairs.tests.e2e import AgentFarm, Process, add, node_toml
+    from hapairs.tests.e2e import wait_for as e2e_wait
+
+    env, tmp, pg, broker = portal["env"], portal["tmp"], portal["pg"], portal["broker"]
+    token = manage(env, "api_token", USERNAME).strip().splitlines()[-1]
+    api = Api(portal["client"], token)
+    net = f"127.{os.getpid() % 200 + 20}.77"
+    p_ip, s_ip, vip = f"{net}.2", f"{net}.3", f"{net}.1"
+    (tmp / "farm").mkdir(exist_ok=True)
+    nodes = node_toml("f-p", "3355", "primary", p_ip, "pw-primary", vip=vip) + node_toml(
+        "f-s", "3355", "secondary", s_ip, "pw-secondary"
+    )
+    farm = AgentFarm(tmp / "farm", nodes, port=8001).start()
+    worker_env = {**env, "MSEPORTAL_POLL_SECONDS": "2", "MSEPORTAL_JOB_LEASE_SECONDS": "3", "MSEPORTAL_RESUME_SECONDS": "1",
+                  "MSEPORTAL_HA_STABILISATION_SECONDS": "5", "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS": "90"}  # fmt: skip
+
+    class Worker(Process):
+        stop_timeout = 20.0
+        log = tmp / "worker.log"
+
+        def start(self):
+            self._spawn(
+                ["celery", "-A", "mseportal", "worker", "--pool", "solo", "--beat", "--schedule",
+                 str(tmp / "beat-schedule"), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                 "--hostname", f"faults-{os.getpid()}@%h"],
+                ready=lambda: "ready." in (self.log.read_text() if self.log.exists() else ""), timeout=60,
+                what="the Celery worker", env=worker_env,
+            )  # fmt: skip
+            return self
+
+    worker = Worker().start()
+
+    def job_done(job_id):
+        body = api("get", f"/jobs/{job_id}")
+        if body.status_code != 200:
+            return None
+        job = body.json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    try:
+        add(api, "f-p", p_ip, "pw-primary")
+        response = api("post", "/appliances/f-p/ha", {"secondary_name": "f-s", "secondary_ip": s_ip,
+                       "secondary_password": "pw-secondary", "reason": "faults"})  # fmt: skip
+        assert response.status_code == 202, response.content
+        configure = response.json()["id"]
+        # the broker goes away while the pairing runs, and comes back
+        time.sleep(1.0)
+        broker.stop()
+        time.sleep(4.0)
+        broker.start()
+        job = e2e_wait(lambda: job_done(configure), timeout=150, every=0.5, what="the pairing job")
+        assert job["status"] == "succeeded", (job, worker.log.read_text()[-3000:])
+        e2e_wait(lambda: api("get", "/appliances/f-p/ha").json().get("status") == "Active", timeout=120, every=0.5,
+                 what="the pair Active")  # fmt: skip
+        # the database goes away while a switchover runs, and comes back
+        response = api("post", "/appliances/f-p/ha/switchover", {"reason": "faults"})
+        assert response.status_code == 202, response.content
+        switchover = response.json()["id"]
+        time.sleep(0.5)
+        pg.stop()
+        time.sleep(4.0)
+        pg.start()
+        job = e2e_wait(lambda: job_done(switchover), timeout=150, every=0.5, what="the switchover job")
+        assert job["status"] == "succeeded", (job, worker.log.read_text()[-3000:])
+        status = api("get", "/appliances/f-p/ha").json()
+        assert status["secondary_state"] == "FAILOVER_ACTIVE", status
+        # no agent step ran twice: each step of the pairing and of the failover is on the
+        # secondary's own record once
+        state = tmp / "farm" / "state"
+        codes = [e["code"] for e in agent_events(state, "f-s")]
+        for code in ("config_created", "failover_shutting_down_primary", "failover_starting_instance",
+                     "failover_active", "vip_taken"):  # fmt: skip
+            assert codes.count(code) == 1, (code, codes)
+        # no event lost or stored twice: the portal holds each agent event once, by its sequence number
+        for node in ("f-p", "f-s"):
+            seqs = sorted(e["seq"] for e in agent_events(state, node))
+
+            def stored(node=node):
+                out = manage(env, "shell", "-c", STORED_SEQS.format(node=node)).strip().splitlines()[-1]
+                return json.loads(out)
+
+            held = e2e_wait(lambda seqs=seqs: (got := stored()) == seqs and got, timeout=60, every=1.0,
+                            what=f"the portal to hold {node}'s events")  # fmt: skip
+            assert held == seqs
+    finally:
+        worker.stop()
+        farm.stop()
