@@ -14,7 +14,7 @@ again under the production profile (gunicorn, DEBUG=0).
   portal holds every event of both agents once, by sequence number (none lost, none twice).
 
 Without ``handler500`` (mseportal/urls.py) the database's outage is Django's bare 500 page,
-and the first test fails.""
+and the first test fails."""
 
 from __future__ import annotations
 
