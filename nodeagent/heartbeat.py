@@ -30,6 +30,7 @@ Where the kernel gives no stamp, the read time serves.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import platform
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # types only: node.py imports this module
     from .pair import PairRuntime
 
 # what the head of the last datagram accepted from the peer on a path said (PairRuntime.hb_heard):
-# head, local address, kind, boot, view, digest, slot
+# head_key(head), local address, kind, boot, view, digest, slot
 Heard = tuple[bytes, str, str, str, PeerView, Any, Any]
 # a datagram read: (pair, body, view); False: refused or unkeyed; None: not known (read it whole)
 Got = tuple["PairRuntime", dict[str, Any], PeerView] | Literal[False] | None
@@ -140,6 +141,13 @@ def arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
             seconds, nanoseconds = struct.unpack_from("qq", payload)
             return seconds + nanoseconds * 1e-9
     return None
+
+
+def head_key(head: bytes) -> bytes:
+    """What a pair keeps of a datagram head it has read: a 16-byte digest, not the ~400 bytes
+    (a farm keeps one per pair and path). Only the peer's own signed datagrams are looked up
+    by it, and a collision of 128 bits is not something anyone can make."""
+    return hashlib.blake2b(head, digest_size=16).digest()
 
 
 def response_time(sent: tuple[float, float], now_mono: float, arrived: float | None) -> float:
@@ -339,7 +347,7 @@ class Heartbeats:
             if pr.hb_heard is None:
                 pr.hb_heard = {}
             pr.hb_heard[path] = (
-                split[0],
+                head_key(split[0]),
                 local,
                 body["kind"],
                 body["boot"],
@@ -358,9 +366,10 @@ class Heartbeats:
         if split is None:
             return None
         head, seq, echo, mean_ms = split
+        key = head_key(head)
         for pr in self.node.pairs.values():  # one or two
             heard = pr.hb_heard.get(path) if pr.hb_heard is not None else None
-            if heard is not None and heard[0] == head:
+            if heard is not None and heard[0] == key:
                 break
         else:
             return None

@@ -234,7 +234,8 @@ def appliance_add(
         deleted = answer.get("deleted") if isinstance(answer, dict) else None
         if not isinstance(deleted, int) or isinstance(deleted, bool) or deleted < 0:
             raise ServiceError(
-                f"The appliance at {ip} answered the deletion of its service assignments with {answer!r}, not a count. "
+                f"The appliance at {ip} answered the deletion of its service assignments with {str(answer)[:200]!r}, "
+                "not a count. "
                 "Nothing was added.",
                 field="delete_assignments",
             )
