@@ -83,11 +83,15 @@ def _fields(payload: ScheduleIn) -> dict:
     }
 
 
+def _or_404(model, pk: int, what: str):
+    found = model.objects.filter(pk=pk).first()
+    if found is None:
+        raise HttpError(404, f"No {what} #{pk}.")
+    return found
+
+
 def schedule_or_404(schedule_id: int) -> ReportSchedule:
-    schedule = ReportSchedule.objects.filter(pk=schedule_id).first()
-    if schedule is None:
-        raise HttpError(404, f"No report schedule #{schedule_id}.")
-    return schedule
+    return _or_404(ReportSchedule, schedule_id, "report schedule")
 
 
 @router.get("/reports/schedules", response=answers({200: list[ScheduleOut]}), summary="Health-report schedules")
@@ -164,10 +168,7 @@ def delivery_out(delivery: Delivery) -> dict:
 
 
 def delivery_or_404(delivery_id: int) -> Delivery:
-    delivery = Delivery.objects.filter(pk=delivery_id).first()
-    if delivery is None:
-        raise HttpError(404, f"No delivery #{delivery_id}.")
-    return delivery
+    return _or_404(Delivery, delivery_id, "delivery")
 
 
 @router.post(
