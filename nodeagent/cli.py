@@ -195,8 +195,8 @@ async def _run(
         gc.enable()
         if ready_file:
             Path(ready_file).write_text(str(len(servers)))
-        for delay in (5.0, 30.0):  # once the start-up's connections (hello, first sync) are closed
-            loop.call_later(delay, _trim_heap)
+        loop.call_later(5.0, _trim_heap)  # once the start-up's connections (hello, first sync) are closed
+        loop.call_later(STARTED_AFTER, _refreeze)
         loop.call_later(TRIM_PERIOD, _trim_heap_every, loop)
         print(
             f"nodeagent: {len(servers)} node(s) running "
@@ -219,6 +219,19 @@ async def _run(
 
 
 TRIM_PERIOD = 60.0  # seconds between two trims of the heap while the nodes run
+STARTED_AFTER = 30.0  # seconds after the start when its hellos and first syncs are over
+
+
+def _refreeze() -> None:
+    """Collect what the start-up left once its hellos and first syncs are over, then freeze
+    again. The freeze at the start also froze the objects of those still in flight (a
+    coroutine, its task, the request and response of each pair's hello and sync); frozen,
+    their cycles would never be collected once they end (a 2,000-node farm: ~25,000 blocks).
+    One full collection, as at the start (~0.2 s for 2,000 nodes), then the trim."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _trim_heap()
 
 
 def _trim_heap_every(loop: asyncio.AbstractEventLoop) -> None:

@@ -445,3 +445,31 @@ def test_serve_with_an_unusable_tls_certificate_says_which_file_and_why(tmp_path
     r = cli("serve", "--fleet", str(fleet), "--node", "tlsbad", "--state-dir", str(tmp_path / "sd"))
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "node tlsbad: TLS:" in r.stderr and "cert.pem: not a PEM certificate" in r.stderr, r.stderr
+
+
+def test_the_farm_collects_what_its_start_up_froze_in_flight():
+    """A farm freezes its start-up's objects out of later collections; the objects of
+    requests still in flight then were frozen too, and their cycles, once those requests end,
+    must still be collected (cli._refreeze, 30 s after the start). Fails without it: the
+    frozen cycle stays alive."""
+    import gc
+    import weakref
+
+    from nodeagent import cli
+
+    class InFlight:
+        pass
+
+    a, b = InFlight(), InFlight()
+    a.other, b.other = b, a  # a cycle, as a task and its coroutine's frame are
+    gone = weakref.ref(a)
+    gc.collect()
+    gc.freeze()
+    try:
+        del a, b  # the request ended after the freeze
+        gc.collect()
+        assert gone() is not None, "frozen: not collected by an ordinary collection"
+        cli._refreeze()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
