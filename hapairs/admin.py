@@ -87,6 +87,12 @@ class ApplianceAdmin(admin.ModelAdmin):
 
     EDITABLE_ONCE_RECORDED = ("contact_name",)  # and the write-only password
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleted on the MSE screens or through the API (services.appliance_delete): refused
+        # while it is in a pair, a job runs on it or license files are on record, with a
+        # reason and an event. The admin's own delete would do none of that.
+        return False
+
     def get_readonly_fields(self, request, obj=None):
         if obj is None:  # adding: everything but the status
             return STATUS_FIELDS_APPLIANCE

@@ -264,9 +264,13 @@ def report_schedule_update(
 
 
 def report_schedule_delete(*, schedule: ReportSchedule, by: AbstractBaseUser | None = None) -> None:
-    """The schedule and its beat entry go; its deliveries stay in the log."""
+    """The schedule and its beat entry go; its deliveries stay in the log. A schedule
+    another request deleted meanwhile is gone already: nothing more to do (and no event)."""
     with transaction.atomic():
-        schedule = ReportSchedule.objects.select_for_update().get(pk=schedule.pk)
+        locked = ReportSchedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        if locked is None:
+            return
+        schedule = locked
         if schedule.periodic_task is not None:
             schedule.periodic_task.delete()
         name = schedule.name

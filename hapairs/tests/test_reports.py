@@ -204,6 +204,10 @@ def test_a_schedule_is_a_beat_periodic_task_on_the_crontab(schedule):
 
     assert not PeriodicTask.objects.filter(name__startswith="health-report:").exists()
     assert HAEvent.objects.filter(description__startswith="Report schedule").count() == 3
+    # a second delete of the same schedule (another request's, a moment later) finds it gone:
+    # nothing to do, no error, no second event
+    services.report_schedule_delete(schedule=updated)
+    assert HAEvent.objects.filter(description__startswith="Report schedule").count() == 3
 
 
 def test_the_beat_scheduled_report_arrives_by_smtp_with_both_parts(

@@ -207,3 +207,18 @@ def test_the_admin_shows_a_pair_read_only_and_refuses_to_change_it(client, admin
     paired.refresh_from_db()
     assert (paired.failover_type, paired.failover_wait, paired.maintenance) == ("manual", 10, False)
     assert HAEvent.objects.count() == events
+
+
+@pytest.mark.django_db
+def test_the_admin_cannot_delete_an_appliance_past_the_services_refusals(client, admin_user_, make_appliance):
+    """An appliance is deleted on the MSE screens or through the API (refused while paired, a
+    job runs, or license files are on record; an event says who and why), never by the admin."""
+    node = make_appliance(name="mse1")
+    client.force_login(admin_user_)
+    assert client.get(f"/admin/hapairs/appliance/{node.pk}/delete/").status_code == 403
+    response = client.post(f"/admin/hapairs/appliance/{node.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    response = client.post(
+        "/admin/hapairs/appliance/", {"action": "delete_selected", "_selected_action": [node.pk], "post": "yes"}
+    )
+    assert Appliance.objects.filter(pk=node.pk).exists()
