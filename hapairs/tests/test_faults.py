@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_production_serving import REPO, VENV_BIN, Proxied, free_loopback, manage
+from .test_production_serving import Proxied, Web, free_loopback, manage, production_env, set_up
 
 pytestmark = pytest.mark.slow
 
@@ -136,37 +136,19 @@ def portal(tmp_path_factory):
     broker = PrivateRedis(tmp)
     broker.start()
     host, port = free_loopback()
-    env = {
-        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": str(tmp),
-        "DJANGO_SETTINGS_MODULE": "mseportal.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": "fault-test-" + "s3cr3t-" * 8,
-        "ALLOWED_HOSTS": host,
-        "CSRF_TRUSTED_ORIGINS": f"https://{host}:{port}",
-        "SECURE_PROXY_SSL_HEADER": "1",
-        "MSEPORTAL_VAR_DIR": str(tmp / "var"),
-        "MSEPORTAL_STATIC_ROOT": str(tmp / "static"),
-        "MSEPORTAL_WEB_BIND": f"{host}:{port}",
-        "MSEPORTAL_WEB_WORKERS": "1",
-        "DATABASE_URL": pg.url,
-        "CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
-        "MSEPORTAL_AGENT_NETWORKS": "127.0.0.0/8",
-        # the agents push their events to gunicorn itself, as they would to the TLS proxy (this
-        # test runs none): plain HTTP must then not be redirected to https
-        "SECURE_SSL_REDIRECT": "0",
-        "MSEPORTAL_INGEST_URL": f"http://{host}:{port}/api/v1/ingest/events",
-    }
-    manage(env, "migrate", "--no-input")
-    manage(env, "createsuperuser", "--no-input", "--username", USERNAME, "--email", "noc@example.net")
-    manage(
-        env, "shell", "-c",
-        "from django.contrib.auth import get_user_model; "
-        f"u = get_user_model().objects.get(username={USERNAME!r}); u.set_password({PASSWORD!r}); u.save()",
+    # the agents push their events to gunicorn itself, as they would to the TLS proxy (this
+    # test runs none): plain HTTP must then not be redirected to https
+    env = production_env(
+        tmp, host, port, "fault",
+        MSEPORTAL_WEB_WORKERS="1",
+        DATABASE_URL=pg.url,
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{broker.port}/0",
+        MSEPORTAL_AGENT_NETWORKS="127.0.0.0/8",
+        SECURE_SSL_REDIRECT="0",
+        MSEPORTAL_INGEST_URL=f"http://{host}:{port}/api/v1/ingest/events",
     )  # fmt: skip
-    manage(env, "collectstatic", "--no-input", "--verbosity", "0")
-    web = Web(tmp, env)
+    set_up(env, USERNAME, PASSWORD)
+    web = Web(tmp, env, access_file=True)
     client = Proxied(host, port)
     try:
         web.start(client)
@@ -188,42 +170,11 @@ def portal(tmp_path_factory):
         shutil.rmtree(pg_root, ignore_errors=True)
 
 
-class Web:
-    """gunicorn under the production profile, as mseportal-web.service runs it, with an access
-    log (which request got which status: the agents' pushes to ingest among them)."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.env, self.proc = env, None
-        self.log, self.access = tmp / "gunicorn.log", tmp / "access.log"
-
-    def start(self, client: Proxied) -> None:
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "--config", str(REPO / "deploy" / "gunicorn.conf.py"),
-                 "--access-logfile", str(self.access)],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        wait_for(lambda: self.proc.poll() is None and health(client)[0] == 200, "gunicorn's /healthz", 60)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()  # as systemd stops it: SIGTERM, the requests in flight finish
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self, client: Proxied) -> None:
-        self.stop()
-        self.start(client)
-
-    def ingest_statuses(self) -> list[int]:
-        """The status of every push the agents made to the ingest endpoint, in order."""
-        text = self.access.read_text() if self.access.exists() else ""
-        return [int(m.group(1)) for m in re.finditer(r'"POST /api/v1/ingest/events HTTP/[0-9.]+" (\d{3}) ', text)]
+def ingest_statuses(web: Web) -> list[int]:
+    """The status of every push the agents made to the ingest endpoint, in order (gunicorn's
+    access log)."""
+    text = web.access.read_text() if web.access.exists() else ""
+    return [int(m.group(1)) for m in re.finditer(r'"POST /api/v1/ingest/events HTTP/[0-9.]+" (\d{3}) ', text)]
 
 
 def health(client: Proxied) -> tuple[int, dict]:
@@ -460,7 +411,7 @@ def test_jobs_survive_the_broker_the_database_and_the_web_restarting(portal):
         e2e_wait(lambda: ha().get("status") == "Active", timeout=120, every=0.5, what="the pair Active")
         # 3. the database goes away while a switchover runs (from its first step on the
         # secondary: the rest of its events are pushed while the database is down), and comes back
-        pushes = len(web.ingest_statuses())
+        pushes = len(ingest_statuses(web))
         response = api("post", "/appliances/f-p/ha/switchover", {"reason": "faults"})
         assert response.status_code == 202, response.content
         switchover = response.json()["id"]
@@ -473,14 +424,14 @@ def test_jobs_survive_the_broker_the_database_and_the_web_restarting(portal):
             installed = agent_call(p_ip, "pw-primary", "POST", "/hm/v1/licenses",
                                    {"text": "fault-test license", "features": {"Service Count": "1"}})  # fmt: skip
             assert installed["id"], installed
-            e2e_wait(lambda: 503 in web.ingest_statuses()[pushes:], timeout=20, every=0.2,
+            e2e_wait(lambda: 503 in ingest_statuses(web)[pushes:], timeout=20, every=0.2,
                      what="a push to ingest refused while the database is down")  # fmt: skip
             time.sleep(max(0.0, 4.0 - (time.monotonic() - down_at)))
         finally:
             pg.start()
         succeeded(switchover, "the switchover job")
         assert ha()["secondary_state"] == "FAILOVER_ACTIVE", ha()
-        e2e_wait(lambda: web.ingest_statuses()[-1] == 200, timeout=30, every=0.5,
+        e2e_wait(lambda: ingest_statuses(web)[-1] == 200, timeout=30, every=0.5,
                  what="the pushes to ingest taken again")  # fmt: skip
         # 4. the web restarted while the failback runs
         response = api("post", "/appliances/f-p/services/start", {"reason": "primary repaired"})

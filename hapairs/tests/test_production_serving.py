@@ -110,68 +110,94 @@ def manage(env: dict[str, str], *args: str) -> str:
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("production")
-    host, port = free_loopback()
-    # the production profile: nothing inherited from the test run but PATH
-    env = {
+def production_env(tmp: Path, host: str, port: int, name: str, **extra: str) -> dict[str, str]:
+    """The production profile: nothing inherited from the test run but PATH."""
+    return {
         "PATH": f"{VENV_BIN}:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "HOME": str(tmp),
         "DJANGO_SETTINGS_MODULE": "mseportal.settings",
         "DEBUG": "0",
-        "SECRET_KEY": "production-test-" + "s3cr3t-" * 8,
+        "SECRET_KEY": f"{name}-test-" + "s3cr3t-" * 8,
         "ALLOWED_HOSTS": host,
         "CSRF_TRUSTED_ORIGINS": f"https://{host}:{port}",
         "SECURE_PROXY_SSL_HEADER": "1",
         "MSEPORTAL_VAR_DIR": str(tmp / "var"),
         "MSEPORTAL_STATIC_ROOT": str(tmp / "static"),
         "MSEPORTAL_WEB_BIND": f"{host}:{port}",
-        "MSEPORTAL_WEB_WORKERS": "2",
+        **extra,
     }
-    # when the operator sets it up: migrate, a user, the static files
+
+
+def set_up(env: dict[str, str], username: str, password: str) -> None:
+    """What the operator does when setting it up: migrate, a user, the static files."""
     manage(env, "migrate", "--no-input")
-    manage(env, "createsuperuser", "--no-input", "--username", USERNAME, "--email", "noc@example.net")
-    manage(env, "shell", "-c", setpassword())
+    manage(env, "createsuperuser", "--no-input", "--username", username, "--email", "noc@example.net")
+    manage(
+        env, "shell", "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"u = get_user_model().objects.get(username={username!r}); u.set_password({password!r}); u.save()",
+    )  # fmt: skip
     manage(env, "collectstatic", "--no-input", "--verbosity", "0")
-    log = (tmp / "gunicorn.log").open("w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "--config", str(REPO / "deploy" / "gunicorn.conf.py")],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    client = Proxied(host, port)
-    try:
+
+
+class Web:
+    """gunicorn under the production profile, as mseportal-web.service runs it. Its access
+    log goes where the deployed configuration sends it (stdout: ``log``), or, with
+    ``access_file``, to a file of its own (``access``: which request got which status)."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], *, access_file: bool = False) -> None:
+        self.env, self.proc = env, None
+        self.log = tmp / "gunicorn.log"
+        self.access = tmp / "access.log" if access_file else self.log
+
+    def start(self, client: Proxied) -> None:
+        extra = ["--access-logfile", str(self.access)] if self.access != self.log else []
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "gunicorn"), "--config", str(REPO / "deploy" / "gunicorn.conf.py"), *extra],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, (tmp / "gunicorn.log").read_text()
+            assert self.proc.poll() is None, self.log.read_text()
             try:
-                resp, _ = client.get("/healthz", proxied=False)
-                if resp.status == 200:
-                    break
+                if client.get("/healthz", proxied=False)[0].status == 200:
+                    return
             except OSError:
                 pass
             assert time.monotonic() < deadline, "gunicorn did not answer /healthz in 60 s"
             time.sleep(0.3)
-        yield {"env": env, "client": client, "tmp": tmp, "log": tmp / "gunicorn.log"}
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()  # as systemd stops it: SIGTERM, the requests in flight finish
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self, client: Proxied) -> None:
+        self.stop()
+        self.start(client)
 
 
-def setpassword() -> str:
-    return (
-        "from django.contrib.auth import get_user_model; "
-        f"u = get_user_model().objects.get(username={USERNAME!r}); u.set_password({PASSWORD!r}); u.save()"
-    )
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("production")
+    host, port = free_loopback()
+    env = production_env(tmp, host, port, "production", MSEPORTAL_WEB_WORKERS="2")
+    set_up(env, USERNAME, PASSWORD)
+    web = Web(tmp, env)
+    client = Proxied(host, port)
+    try:
+        web.start(client)
+        yield {"env": env, "client": client, "tmp": tmp, "log": web.log}
+    finally:
+        web.stop()
 
 
 def test_check_deploy_is_clean_for_the_production_profile(served):
