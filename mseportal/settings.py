@@ -96,6 +96,9 @@ try:
     # Where agents push their events (set on each agent when a pair is configured).
     INGEST_URL = ENV.get("MSEPORTAL_INGEST_URL", "http://127.0.0.1:8000/api/v1/ingest/events")
     AGENT_ALLOWED_NETWORKS = env_networks(ENV, "MSEPORTAL_AGENT_NETWORKS", ["127.0.0.0/8"])
+    # Who may scrape /metrics without a token (the Prometheus servers' networks). None by
+    # default: behind the TLS proxy every client's address is the proxy's own.
+    METRICS_NETWORKS = env_networks(ENV, "MSEPORTAL_METRICS_NETWORKS", [])
     # The Ed25519 public keys license files must be signed with (docs/licenses.md): base64
     # keys separated by commas or spaces, or PEM blocks. Empty: the development key, DEBUG only.
     MSEPORTAL_LICENSE_PUBLIC_KEYS = ENV.get("MSEPORTAL_LICENSE_PUBLIC_KEYS", "")

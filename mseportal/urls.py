@@ -13,6 +13,7 @@ handler500 = "hapairs.views.health.server_error"  # a database or broker down: a
 
 urlpatterns = [
     path("healthz", hapairs_views.healthz, name="healthz"),
+    path("metrics", hapairs_views.metrics, name="metrics"),
     path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

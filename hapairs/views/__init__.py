@@ -24,6 +24,7 @@ from hapairs.views.ha import (
 from hapairs.views.health import healthz
 from hapairs.views.jobs import job_cancel, job_detail, job_list
 from hapairs.views.licenses import license_list, license_remove, license_upload
+from hapairs.views.metrics import metrics
 from hapairs.views.reports import (
     report_delivery,
     report_delivery_retry,
@@ -46,6 +47,7 @@ __all__ = [
     "ha_status",
     "ha_switch",
     "healthz",
+    "metrics",
     "home",
     "job_cancel",
     "job_detail",
