@@ -95,6 +95,9 @@ class NodeConfig:
     # e.g. "Context Aware Service: Campus > Building 1 > Floor 2"): the state a node starts
     # with when it has none saved (a node once managed elsewhere; the demo's and the tests')
     service_assignments: list[str] = field(default_factory=list)
+    # the bearer token a Prometheus server scrapes GET /metrics with (nodeagent.metrics);
+    # empty: the metrics are off
+    metrics_token: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, Role):
@@ -194,6 +197,12 @@ class NodeConfig:
             raise ConfigError(
                 f'{where}: service_assignments is a list of up to {MAX_ASSIGNMENTS} "SERVICE: element" strings'
             )
+        if not isinstance(self.metrics_token, str) or (
+            self.metrics_token and not METRICS_TOKEN_RE.match(self.metrics_token)
+        ):
+            raise ConfigError(
+                f"{where}: metrics_token must be 16 to 200 letters, digits or . _ ~ + / = - (or empty: no metrics)"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -210,6 +219,7 @@ class NodeConfig:
         return cls(**d)
 
 
+METRICS_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,200}$")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -283,6 +293,7 @@ NODE_KEYS = {
     "port",
     "recovery",
     "service_assignments",
+    "metrics_token",
 }
 MAX_ASSIGNMENTS = 1000
 PAIR_KEYS = {
@@ -344,6 +355,7 @@ def parse_fleet(
                 tls_cert=rn.get("tls_cert"),
                 tls_key=rn.get("tls_key"),
                 service_assignments=rn.get("service_assignments", []),
+                metrics_token=rn.get("metrics_token", agent.get("metrics_token")) or "",
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None

@@ -150,8 +150,10 @@ def head_key(head: bytes) -> bytes:
     return hashlib.blake2b(head, digest_size=16).digest()
 
 
-def response_time(sent: tuple[float, float], now_mono: float, arrived: float | None) -> float:
-    """A heartbeat's response time: sent ``(monotonic, wall)``; its ack read at ``now_mono``,
+def response_time(
+    sent: tuple[float, float] | tuple[float, float, HeartbeatPath], now_mono: float, arrived: float | None
+) -> float:
+    """A heartbeat's response time: sent ``(monotonic, wall[, path])``; its ack read at ``now_mono``,
     arrived (the kernel's stamp, wall clock) at ``arrived``. The stamp is used when it is
     plausible, between the send and the read (a wall clock stepped meanwhile makes it not)."""
     read = now_mono - sent[0]
@@ -275,13 +277,19 @@ class Heartbeats:
         node = self.node
         if node.stopping or not pr.hb_peer.key:  # not before the hello: the primary could not check it
             return
+        counters = node.counters
         for path in pr.paths:
             sent_at = self._send(pr, path, self.datagram_for(pr, "hb", path))
             if sent_at is not None:
-                pr.hb_sent[self.seq] = sent_at
-                node.counters["heartbeats_sent"] += 1
-        while len(pr.hb_sent) > SENT_KEPT:
-            del pr.hb_sent[next(iter(pr.hb_sent))]
+                pr.hb_sent[self.seq] = (*sent_at, path)
+                counters["heartbeats_sent"] += 1
+                if path is HeartbeatPath.DIRECT:
+                    counters["heartbeats_sent_direct"] += 1
+        while len(pr.hb_sent) > SENT_KEPT:  # the oldest never answered: missed
+            _mono, _wall, path = pr.hb_sent.pop(next(iter(pr.hb_sent)))
+            counters["heartbeats_missed"] += 1
+            if path is HeartbeatPath.DIRECT:
+                counters["heartbeats_missed_direct"] += 1
 
     def received(self, data: bytes, path: HeartbeatPath, local: str, arrived: float | None = None) -> None:
         """A datagram read on ``path``'s socket; ``arrived``: the kernel's receive time (wall clock).
@@ -308,6 +316,8 @@ class Heartbeats:
                 pr.add_rtt(response_time(sent_at, now_mono, arrived))
         pr.path_heard[path] = time.time()
         node.counters["heartbeats_received"] += 1
+        if path is HeartbeatPath.DIRECT:
+            node.counters["heartbeats_received_direct"] += 1
         self.absorb(pr, msg, view)
         if msg["kind"] == "hb" and self._side_changed(pr, path):
             self._ack(pr, path, None)  # this side after absorbing theirs (no echo: not a response)
@@ -317,6 +327,8 @@ class Heartbeats:
     def _ack(self, pr: PairRuntime, path: HeartbeatPath, echo: int | None) -> None:
         if self._send(pr, path, self.datagram_for(pr, "ack", path, echo=echo)) is not None:
             self.node.counters["heartbeats_sent"] += 1
+            if path is HeartbeatPath.DIRECT:
+                self.node.counters["heartbeats_sent_direct"] += 1
 
     def _wanted(self) -> str:
         return "ack" if self.node.cfg.role is Role.SECONDARY else "hb"
@@ -429,6 +441,7 @@ class Heartbeats:
             pr.hb_peer.learn(msg["hb"])
         pr.peer_view = view
         pr.peer_digest = msg.get("digest") or {}
+        pr.note_lag()
         if msg.get("mean_ms") is not None and pr.ha.role is Role.PRIMARY:
             pr.peer_mean_ms = msg["mean_ms"]
         if pr.ha.role is Role.PRIMARY and msg.get("slot"):

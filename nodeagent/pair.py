@@ -44,6 +44,7 @@ class PairRuntime:
         "hello_due",
         "hello_task",
         "instance",
+        "lag_since",
         "lease_until",
         "node",
         "path_heard",
@@ -93,7 +94,8 @@ class PairRuntime:
         # job and the send times of its unanswered beats, the hello (keys over TLS) in flight
         self.hb_peer = PeerKey()
         self.beat_job: Job | None = None
-        self.hb_sent: dict[int, tuple[float, float]] = {}  # seq -> (monotonic, wall)
+        self.hb_sent: dict[int, tuple[float, float, HeartbeatPath]] = {}  # seq -> (monotonic, wall, path)
+        self.lag_since: float | None = None  # monotonic: since when the replica is behind (note_lag)
         # the encoded fixed members of its datagrams, per (kind, path): Heartbeats.datagram_for
         self.hb_heads: dict[tuple[str, HeartbeatPath], tuple[tuple, bytes]] | None = None
         # per path, what the head of the peer's last accepted datagram said: Heartbeats._known
@@ -150,6 +152,22 @@ class PairRuntime:
     def paths(self) -> list[HeartbeatPath]:
         """The paths this pair's heartbeats travel: the HM network, and the direct link."""
         return [HeartbeatPath.HM, HeartbeatPath.DIRECT] if self.direct else [HeartbeatPath.HM]
+
+    def replication_lag(self) -> int:
+        """Records the replica lacks: the copy in charge's log sequence number less the other's
+        (this node's instance and the peer's, as its last heartbeat said)."""
+        peer_lsn = self.peer_digest.get("lsn") if isinstance(self.peer_digest, dict) else None
+        if not isinstance(peer_lsn, int):
+            return 0
+        mine = self.instance.lsn
+        return max(0, mine - peer_lsn) if self.ha.in_charge else max(0, peer_lsn - mine)
+
+    def note_lag(self) -> None:
+        """Since when the replica has been behind (None: it is not), for the lag in seconds."""
+        if self.replication_lag() == 0:
+            self.lag_since = None
+        elif self.lag_since is None:
+            self.lag_since = time.monotonic()
 
     def path_up(self, path: HeartbeatPath, now: float) -> bool:
         heard = self.path_heard.get(path)

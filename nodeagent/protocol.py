@@ -87,6 +87,7 @@ PATH_PEER_SNAPSHOT = f"{PREFIX}/peer/snapshot"
 PATH_HEALTH_PRIMARY = "/primary"
 PATH_HEALTH_SECONDARY = "/secondary"
 PATH_HEALTH = "/health"
+PATH_METRICS = "/metrics"  # Prometheus, with the node's metrics_token (nodeagent.metrics)
 # the portal's ingest endpoint (trap destination), for reference
 PORTAL_INGEST_PATH = "/api/v1/ingest/events"
 

@@ -289,7 +289,19 @@ def build_hm_app() -> web.Application:
         ok = node.services_running
         return web.json_response({"running": ok}, status=200 if ok else 503)
 
+    async def metrics(request):
+        from . import metrics as node_metrics
+
+        node = request[NODE]
+        if not node.cfg.metrics_token:
+            return jerr(404, "metrics are off on this node: set metrics_token in its configuration")
+        if not node_metrics.token_ok(node, request.headers.get("Authorization", "")):
+            return jerr(401, "metrics need 'Authorization: Bearer TOKEN', the node's metrics_token")
+        body, content_type = node_metrics.exposition(node, request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     r.add_get(P.PATH_SERVER_INFO, server_info)
+    r.add_get(P.PATH_METRICS, metrics)
     r.add_get(P.PATH_HA_INFO, ha_info)
     r.add_get(P.PATH_EVENTS, events)
     r.add_post(P.PATH_HA_CONFIGURE, configure)

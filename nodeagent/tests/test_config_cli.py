@@ -143,6 +143,15 @@ def test_on_real_interfaces_any_address_a_network_gives_is_accepted():
     assert parse_fleet({"node": [node()]}).nodes["a"].vip_driver == "loopback"
 
 
+def test_a_metrics_token_is_given_per_node_or_for_all_and_checked():
+    fleet = parse_fleet({"agent": {"metrics_token": "t" * 16}, "node": [node(), sec(metrics_token="u" * 20)]})
+    assert fleet.nodes["a"].metrics_token == "t" * 16 and fleet.nodes["b"].metrics_token == "u" * 20
+    assert parse_fleet({"node": [node()]}).nodes["a"].metrics_token == ""  # no token: metrics off
+    for bad in ("short", "has space in it 0123", "x" * 201, 12345678901234567):
+        with pytest.raises(ConfigError, match="metrics_token must be"):
+            parse_fleet({"node": [node(metrics_token=bad)]})
+
+
 def test_a_secondary_backs_at_most_two_primaries():
     prims = [node(name=f"p{i}", hm_ip=f"127.9.{i}.2", vip=f"127.9.{i}.1") for i in range(3)]
     with pytest.raises(ConfigError, match="at most two"):
