@@ -116,3 +116,29 @@ def test_openmetrics_when_the_scraper_asks_for_it(client, token, make_appliance)
     families = {family.name: family for family in openmetrics(response.content.decode())}
     assert families["mseportal_failovers"].type == "counter"
     assert [s.value for s in families["mseportal_appliances"].samples] == [1]
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_portal_and_the_agents_export(client, token):
+    """docs/grafana-dashboard.json: each query names families that exist (the portal's from a
+    scrape; the agents' from nodeagent.metrics, whose scrape test_metrics in nodeagent parses)."""
+    import json
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((repo / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(exprs) >= 10 and dashboard["uid"] == "mseportal-ha-fleet"
+    named = set(re.findall(r"\b(mse(?:portal|_agent)_[a-z_]+)", " ".join(exprs)))
+    body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
+    portal = set()
+    for family in text_string_to_metric_families(body):  # every family, with samples or none yet
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",))
+        portal.update(family.name + suffix for suffix in suffixes)
+    agent_source = (repo / "nodeagent" / "metrics.py").read_text()
+    for name in sorted(named):
+        if name.startswith("mseportal_"):
+            assert name in portal, f"the dashboard asks for {name}, which the portal does not export"
+        else:
+            base = name.removeprefix("mse_agent_").removesuffix("_total")
+            assert f'"mse_agent_{base}"' in agent_source or f'("{base}",' in agent_source, name
