@@ -29,9 +29,10 @@ from hapairs.choices import JobStatus
 from hapairs.jobkeys import job_step_key
 from hapairs.models import Job
 from hapairs.services.certificates import certificate_refused_record
-from hapairs.services.jobs import job_failed_event, job_succeeded_event
+from hapairs.services.jobs import job_cancelled_event, job_failed_event, job_succeeded_event
 
 log = logging.getLogger(__name__)
+CANCEL_CHECK_SECONDS = 0.5  # a wait reads a cancel request at least this often
 
 
 class StepFailed(Exception):
@@ -44,6 +45,10 @@ class StepFailed(Exception):
 
 class LeaseLost(Exception):
     """Another worker took the job over (our lease ran out); stop without writing."""
+
+
+class CancelRequested(Exception):
+    """An operator asked the running job to stop (Job.cancel_requested_by)."""
 
 
 @dataclass
@@ -101,7 +106,7 @@ class JobContext:
                 renew_lease(self.job, self.worker)
             if time.monotonic() > deadline:
                 raise StepFailed(f"Timed out after {timeout:g} s waiting for {what}.")
-            time.sleep(every)
+            time.sleep(min(every, CANCEL_CHECK_SECONDS))  # the next pass reads a cancel request
 
 
 # kind → steps; filled at start-up by HapairsConfig.ready() (hapairs.jobsteps.register_all)
@@ -147,13 +152,34 @@ def renew_lease(job: Job, worker: str, *, progress: int | None = None, step: str
     if step is not None:
         values["step"] = step[:100]
         job.step = step[:100]
-    if not Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, worker=worker).update(**values):
-        raise LeaseLost(f"job {job.pk} is no longer ours")
+    if not Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, worker=worker, cancel_requested_by="").update(
+        **values
+    ):
+        _lost_or_cancelled(job, worker)
+
+
+def _lost_or_cancelled(job: Job, worker: str) -> None:
+    """An update of our running job changed nothing: a cancel was asked, or it is not ours."""
+    if Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, worker=worker).exclude(cancel_requested_by="").exists():
+        raise CancelRequested(job.pk)
+    raise LeaseLost(f"job {job.pk} is no longer ours")
+
+
+def _cancelled_summary(job: Job, steps: list[Step], by: str) -> str:
+    done = [step.label or step.name for step in steps if step.name in job.steps_done]
+    not_done = [step.label or step.name for step in steps if step.name not in job.steps_done]
+    during = f" during “{job.step}”" if job.step and job.step in not_done else ""
+    return (
+        f"Cancelled by {by}{during}. Done: {'; '.join(done) or 'nothing'}. "
+        f"Not done: {'; '.join(not_done) or 'nothing'}. A step that had already asked an agent "
+        "may have acted there: the pair's status and its pre-flight check say what it is now."
+    )
 
 
 def _mark_step_done(job: Job, worker: str, step: Step, progress: int) -> None:
     job.steps_done = [*job.steps_done, step.name]
     job.progress = progress
+    # recorded even when a cancel was asked meanwhile: the step did run
     updated = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, worker=worker).update(
         steps_done=job.steps_done, progress=progress, lease_until=timezone.now() + timedelta(seconds=lease_seconds())
     )
@@ -195,6 +221,13 @@ def run(job_id: int, *, worker: str | None = None) -> str | None:
     except LeaseLost:
         log.warning("job %s: lease lost; another worker carries on", job.pk)
         return None
+    except CancelRequested:
+        by = Job.objects.filter(pk=job.pk).values_list("cancel_requested_by", flat=True).first() or "an operator"
+        summary = _cancelled_summary(job, steps, by)
+        if _finish(job, worker, JobStatus.CANCELLED, summary):
+            job.error = summary
+            job_cancelled_event(job=job, by=by)
+        return JobStatus.CANCELLED
     except StepFailed as exc:
         if _finish(job, worker, JobStatus.FAILED, exc.message):
             job_failed_event(job=job)
@@ -238,9 +271,19 @@ def _run_step_with_retries(context: JobContext) -> None:
             if attempt == attempts:
                 raise StepFailed(f"{message} (gave up after {attempts} attempts)") from None
             log.info("job %s step %s: %s; retrying in %.1f s", context.job.pk, context.step.name, message, delay)
-            renew_lease(context.job, context.worker)
-            time.sleep(delay)
+            _pause(context, delay)
             delay = min(delay * 2, 5.0)
+
+
+def _pause(context: JobContext, seconds: float) -> None:
+    """Sleep, renewing the lease (and so reading a cancel request) at least twice a second."""
+    deadline = time.monotonic() + seconds
+    while True:
+        renew_lease(context.job, context.worker)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, CANCEL_CHECK_SECONDS))
 
 
 def resumable_jobs(*, pending_grace_seconds: int = 30) -> list[int]:
@@ -254,4 +297,4 @@ def resumable_jobs(*, pending_grace_seconds: int = 30) -> list[int]:
     )
 
 
-__all__ = ["JobContext", "Step", "StepFailed", "register", "run", "resumable_jobs"]
+__all__ = ["CancelRequested", "JobContext", "Step", "StepFailed", "register", "run", "resumable_jobs"]

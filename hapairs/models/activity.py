@@ -36,6 +36,9 @@ class Job(models.Model):
     worker = models.CharField(max_length=200, blank=True)  # who holds the lease
     lease_until = models.DateTimeField(null=True, blank=True)  # a dead worker's lease runs out
     error = models.TextField(blank=True)
+    # who asked a running job to stop (empty: nobody); the runner reads it between steps and
+    # during waits, and ends the job cancelled, saying which steps ran (hapairs.jobs)
+    cancel_requested_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -104,9 +104,24 @@ def job_succeeded_event(*, job: Job) -> None:
     )
 
 
+def job_cancelled_event(*, job: Job, by: str) -> None:
+    """A running job its worker stopped at an operator's request (hapairs.jobs)."""
+    event_record(
+        code=EventCode.JOB_CANCELLED,
+        description=f"{job.get_kind_display()} cancelled",
+        generated_by=by,
+        pair=job.pair,
+        job=job,
+        remarks=job.error[:500] if job.error else "",
+    )
+
+
 @transaction.atomic
-def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> bool:
-    """Withdraw a job no worker has claimed yet."""
+def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> str | None:
+    """Withdraw a job no worker has claimed yet ("cancelled"), or ask a running one to stop
+    ("requested": its worker ends it cancelled at its next step or within a second of a
+    wait, saying which steps ran; a step already talking to an agent finishes first).
+    None: it has ended already."""
     cancelled = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=JobStatus.CANCELLED)
     if cancelled:
         event_record(
@@ -116,4 +131,10 @@ def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> bool:
             pair=job.pair,
             job=job,
         )
-    return bool(cancelled)
+        return "cancelled"
+    asked = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_by="").update(
+        cancel_requested_by=actor_name(by)[:150] or "mseportal"
+    )
+    if asked or Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
+        return "requested"
+    return None

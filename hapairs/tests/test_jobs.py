@@ -202,3 +202,68 @@ def test_every_job_kind_has_its_steps_after_django_setup_without_importing_jobst
     assert set(registry) == set(JobKind.values)  # every kind a service can enqueue has steps
     assert all(registry.values())  # each with at least one step
     assert registry[JobKind.SWITCHOVER] == ["check_generation", "switchover_invoke", "wait_failover_active"]
+
+
+# --- cancelling a running job -----------------------------------------------------------------
+def test_a_cancel_asked_during_a_step_stops_the_job_before_the_next_and_says_what_ran(register_steps, calls):
+    def ask_to_cancel(ctx):
+        assert services.job_cancel(job=ctx.job) == "requested"  # running: asked, not yet stopped
+
+    register_steps(ask_to_cancel, ok, ok)
+    job = make_job()
+    assert jobs.run(job.pk, worker="w1") == JobStatus.CANCELLED
+    job.refresh_from_db()
+    assert [name for name, _ in calls] == ["step0"]  # step0 ran to its end; step1 never started
+    assert job.status == "cancelled" and job.steps_done == ["step0"] and job.finished_at is not None
+    assert "Done: step0." in job.error and "Not done: step1; step2." in job.error
+    event = HAEvent.objects.get(job=job, code="job_cancelled")
+    assert event.generated_by == "mseportal" and "Not done: step1; step2." in event.remarks
+    assert services.job_cancel(job=job) is None  # ended: nothing more to cancel
+
+
+def test_a_pending_job_is_withdrawn_and_runs_nothing(register_steps, calls):
+    register_steps(ok)
+    job = make_job()
+    assert services.job_cancel(job=job) == "cancelled"
+    assert jobs.run(job.pk, worker="w1") is None and calls == []
+    assert Job.objects.get(pk=job.pk).status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cancelled_mid_wait_ends_cancelled_within_a_second(register_steps, calls, operator_user):
+    """The worker in a thread of its own, waiting in step1 for something that never comes
+    (30 s); the cancel, from this thread, ends it within a second."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    waiting = threading.Event()
+
+    def wait_forever(ctx):
+        waiting.set()
+        ctx.wait_until(lambda: False, timeout=30, every=2.0, what="something that never comes")
+
+    register_steps(ok, wait_forever, ok)
+    job = make_job()
+    outcome = []
+
+    def work():
+        try:
+            outcome.append(jobs.run(job.pk, worker="w1"))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert waiting.wait(10), "the job reached its wait"
+    time.sleep(0.3)
+    asked = time.monotonic()
+    assert services.job_cancel(job=Job.objects.get(pk=job.pk), by=operator_user) == "requested"
+    worker.join(5)
+    took = time.monotonic() - asked
+    assert outcome == [JobStatus.CANCELLED] and took <= 1.0, (outcome, took)
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.steps_done == ["step0"]
+    assert job.error.startswith(f"Cancelled by {operator_user.get_username()} during “step1”.")
+    assert "Done: step0. Not done: step1; step2." in job.error

@@ -49,11 +49,15 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 @requires(roles.OPERATE, "cancel jobs")
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
-    """Withdraw a job no worker has started yet; a running one finishes (its steps are not
-    interrupted halfway)."""
+    """Withdraw a job no worker has started yet, or ask a running one to stop: its worker
+    ends it at its next step, or within a second of a wait, and says which steps ran (a step
+    already talking to an agent finishes first)."""
     job = get_object_or_404(Job, pk=job_id)
-    if services.job_cancel(job=job, by=request.user):
+    outcome = services.job_cancel(job=job, by=request.user)
+    if outcome == "cancelled":
         messages.success(request, f"Job #{job.pk} cancelled before it started.")
+    elif outcome == "requested":
+        messages.success(request, f"Job #{job.pk} will stop at its next step, or within a second if it is waiting.")
     else:
-        messages.error(request, f"Job #{job.pk} has already started or finished; it cannot be cancelled.")
+        messages.error(request, f"Job #{job.pk} has already finished; it cannot be cancelled.")
     return redirect("job_detail", job_id=job.pk)
