@@ -30,6 +30,21 @@ from nodeagent import protocol
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+def portal_metrics() -> dict[tuple[str, tuple], float]:
+    """One scrape of the portal's metrics (hapairs.metrics; GET /metrics serves the same),
+    parsed by prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from hapairs import metrics
+
+    body, _ = metrics.exposition()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
 def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, api):
     # Given two 3355 agents, as in the seed's direct-connect scenario
     p_ip, s_ip, vip = f"{subnet}.15", f"{subnet}.16", f"{subnet}.14"
@@ -67,6 +82,7 @@ def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, ap
         assert status["heartbeats"] == "Up" and status["data_replication"] == "Up"
         assert status["mean_heartbeat_response_ms"] is not None
         pair = HAPair.objects.get()
+        before = portal_metrics()
         # When the operator switches over
         response = api("post", "/appliances/mse3355-1/ha/switchover", {"reason": "maintenance test"})
         assert response.status_code == 202, response.content
@@ -76,6 +92,15 @@ def test_pair_switch_over_and_fail_back_a_3355_pair(tmp_path, subnet, worker, ap
         assert status["secondary_state"] == "FAILOVER_ACTIVE"
         assert status["status"] == "Instance is in failover active state"
         assert status["generation"] >= 2
+        # and the portal's metrics say so: one failover more, the operator's, and its job
+        after = wait_for(
+            lambda: (m := portal_metrics())[("mseportal_failovers_total", (("cause", "operator"),))] == 1 and m,
+            timeout=20, what="the failover in the metrics",
+        )  # fmt: skip
+        assert before[("mseportal_failovers_total", (("cause", "operator"),))] == 0
+        assert after[("mseportal_jobs_total", (("kind", "switchover"), ("status", "succeeded")))] == 1
+        assert after[("mseportal_pair_secondary_states", (("state", "FAILOVER_ACTIVE"),))] == 1
+        assert before[("mseportal_pair_secondary_states", (("state", "SECONDARY_ACTIVE"),))] == 1
 
         # When the operator brings the primary back up, it is TERMINATED (the secondary keeps charge)
         response = api("post", "/appliances/mse3355-1/services/start", {"reason": "primary repaired"})
