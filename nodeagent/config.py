@@ -58,7 +58,7 @@ def same_subnet(a: str, b: str, netmask: str) -> bool:
     return ipaddress.IPv4Address(b) in net
 
 
-@dataclass
+@dataclass(slots=True)  # slots, not a dict per node: an agent farm holds thousands
 class NodeConfig:
     name: str
     device_type: str

@@ -220,7 +220,7 @@ class NodeInfo:
 
     def events_since(self, since: int, limit: int) -> EventsPage:
         node = self.node
-        evs = [e for e in node.events if e["seq"] > since][:limit]
+        evs = node.events.since(since, limit)
         if not evs and since < node.seq and (not node.events or node.events[0]["seq"] > since + 1):
             upgraded = (event_upgraded(raw) for raw in read_jsonl(node.sd.path("events.jsonl")))
             evs = [e for e in upgraded if e is not None and e["seq"] > since][:limit]

@@ -28,6 +28,7 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,52 @@ __all__ = ["ApiError", "Node", "PairRuntime", "SYNC_CHUNK", "now_iso", "pid_aliv
 log = logging.getLogger("nodeagent.node")
 EVENTS_KEPT = 5000  # events kept in memory (all of them are in events.jsonl)
 EVENTS_TRIM = 500  # dropped at a time once over EVENTS_KEPT
+
+
+EVENT_FIELDS = ("seq", "code", "description", "generated_by", "timestamp", "remarks", "generation", "peer", "cause")
+
+
+class EventList:
+    """A node's last events, each kept as a tuple of its fields (~130 bytes), not a dict
+    (~360): an agent farm keeps thousands of nodes' events. A list trimmed now and then, not
+    a deque (760 bytes each even when empty). Read as events (dicts), made when read: by the
+    events API and the trap pushes, not on the heartbeat path."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[tuple] = []
+
+    def append(self, ev: Event) -> None:
+        self._rows.append(tuple(ev.get(name) for name in EVENT_FIELDS))
+
+    def drop_oldest(self, count: int) -> None:
+        del self._rows[:count]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __bool__(self) -> bool:
+        return bool(self._rows)
+
+    def __iter__(self) -> Iterator[Event]:
+        for row in self._rows:
+            yield dict(zip(EVENT_FIELDS, row, strict=True))  # type: ignore[misc]
+
+    def __getitem__(self, index: int) -> Event:
+        return dict(zip(EVENT_FIELDS, self._rows[index], strict=True))  # type: ignore[return-value]
+
+    def since(self, seq: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events after ``seq``, oldest first (only those are made)."""
+        rows = self._rows
+        lo, hi = 0, len(rows)  # seq strictly increasing: bisect on it
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if rows[mid][0] <= seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return [dict(zip(EVENT_FIELDS, row, strict=True)) for row in rows[lo : lo + limit]]  # type: ignore[misc]
 
 
 class Node:
@@ -128,9 +175,8 @@ class Node:
         )
         self.admin_stopped = False
         self.unpaired_running = True
-        # the last EVENTS_KEPT events (the API's, the trap pushes'): a list trimmed now and
-        # then, not a deque (760 bytes each even when empty, and a farm has thousands)
-        self.events: list[Event] = []
+        # the last EVENTS_KEPT events (the API's, the trap pushes'): see EventList
+        self.events = EventList()
         self.seq = 0
         self._event_log = AppendLog(self.sd.path("events.jsonl"))
         self.started_at = time.time()
@@ -328,7 +374,7 @@ class Node:
         events = self.events
         events.append(ev)
         if len(events) > EVENTS_KEPT + EVENTS_TRIM:  # the oldest go, a batch at a time
-            del events[: len(events) - EVENTS_KEPT]
+            events.drop_oldest(len(events) - EVENTS_KEPT)
 
     def record(self, notes: list[Note], pr: PairRuntime | None = None, *, cause: Cause | None = None) -> None:
         for n in notes:

@@ -58,6 +58,8 @@ def sign_request(
 class ReplayCache:
     """Remembers nonces until they can no longer pass the freshness check. Thread-safe."""
 
+    __slots__ = ("_seen", "_max", "_lock")  # one per node: an agent farm holds thousands
+
     def __init__(self, max_entries: int = 100_000) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._max = max_entries

@@ -92,7 +92,7 @@ class TrapPusher:
                 await asyncio.sleep(max(0.0, min(waits, default=0.0)))
 
     def _pending(self, dest: dict) -> list:
-        return [e for e in self.node.events if e["seq"] > dest.get("pushed_seq", 0)][:200]
+        return self.node.events.since(dest.get("pushed_seq", 0), 200)
 
     async def _push_one(self, url: str, dest: dict) -> bool:
         """Push what this destination has not taken yet; False if it failed."""

@@ -633,3 +633,20 @@ def test_synchronized_service_assignments_are_listed_and_deleted_only_by_a_signe
             assert info["service_assignments"] == 0
 
     asyncio.run(go())
+
+
+def test_the_kept_events_are_read_back_as_they_were_kept_after_any_sequence_number():
+    from nodeagent.node import EVENT_FIELDS, EventList
+
+    events = EventList()
+    kept = [
+        {name: (seq if name == "seq" else f"{name}-{seq}") for name in EVENT_FIELDS} | {"cause": {"by": "op"}}
+        for seq in range(1, 8)
+    ]
+    for ev in kept:
+        events.append(ev)  # type: ignore[arg-type]
+    assert list(events) == kept and events[0] == kept[0] and events[-1] == kept[-1] and len(events) == 7
+    assert events.since(0, 3) == kept[:3] and events.since(3, 100) == kept[3:] and events.since(7, 5) == []
+    assert events.since(-5, 1) == kept[:1]
+    events.drop_oldest(5)
+    assert list(events) == kept[5:] and events.since(0, 10) == kept[5:] and events.since(6, 10) == kept[6:]
