@@ -276,14 +276,17 @@ def _run_step_with_retries(context: JobContext) -> None:
 
 
 def _pause(context: JobContext, seconds: float) -> None:
-    """Sleep, renewing the lease (and so reading a cancel request) at least twice a second."""
+    """Sleep before a retry, renewing the lease (and so reading a cancel request) at least
+    twice a second. The database away meanwhile (the retry may be for that) does not end the
+    pause: the lease outlasts it, and the step is tried again after."""
     deadline = time.monotonic() + seconds
-    while True:
-        renew_lease(context.job, context.worker)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
+    renew_lease(context.job, context.worker)
+    while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, CANCEL_CHECK_SECONDS))
+        try:
+            renew_lease(context.job, context.worker)
+        except OperationalError:
+            pass
 
 
 def resumable_jobs(*, pending_grace_seconds: int = 30) -> list[int]:
