@@ -17,7 +17,9 @@ again under the production profile (gunicorn, DEBUG=0).
   none twice); the polls go on.
 
 Without ``handler500`` (mseportal/urls.py) the database's outage is Django's bare 500 page,
-and the first test fails."""
+and the first test fails. Without the ``hapairs.context_processors.dependencies`` context
+processor (settings.TEMPLATES) no page says the broker is unavailable, and the second
+fails. The jobs test says in its own docstring how it fails."""
 
 from __future__ import annotations
 
