@@ -83,8 +83,11 @@ def exposition(node: Node, accept: str = "") -> tuple[bytes, str]:
                 mean_ms = pr.mean_ms
                 if mean_ms is not None:
                     response.add_metric([peer], mean_ms / 1000)
-                lag_records.add_metric([peer], pr.replication_lag())
-                lag_seconds.add_metric([peer], now - pr.lag_since if pr.lag_since is not None else 0.0)
+                behind = pr.replication_lag()
+                lag_records.add_metric([peer], behind)
+                # since when, as last noted (a heartbeat, a replicated write); none behind: 0
+                since = pr.lag_since if behind else None
+                lag_seconds.add_metric([peer], now - since if since is not None else 0.0)
             yield from (state, generation, owner, up, response, lag_records, lag_seconds)
             for name, what in (
                 ("heartbeats_sent", "Heartbeat datagrams sent (beats and answers), by path"),

@@ -296,6 +296,7 @@ class Procedures:
         applied = 0
         for rec in body.get("records", []):
             applied += pr.instance.apply(rec)
+        pr.note_lag()
         return {"ok": True, "applied": applied, "lsn": pr.instance.lsn}
 
     def peer_snapshot(self, body: dict) -> dict:

@@ -531,6 +531,19 @@ async def _eq(coro, expected) -> bool:
     return (await coro) == expected
 
 
+def scraped(node) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from nodeagent import metrics
+
+    body, _ = metrics.exposition(node)
+    return {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for family in text_string_to_metric_families(body.decode())
+        for x in family.samples
+    }
+
+
 def test_direct_connect_carries_the_heartbeats(tmp_path):
     async def go():
         net = free_subnet()
@@ -567,6 +580,19 @@ def test_direct_connect_carries_the_heartbeats(tmp_path):
                     return (await hm.call("GET", P.PATH_HA_INFO))["peers"][0]["paths"]
 
                 await until(lambda: _eq(paths(), {"hm": "Up", "direct": "Up"}), 5, "both paths up")
+                # the metrics count the datagrams of each path apart
+                got = scraped(sec)
+                assert got[("mse_agent_heartbeats_sent_total", (("path", "direct"),))] >= 1
+                assert got[("mse_agent_heartbeats_sent_total", (("path", "hm"),))] >= 1
+                assert got[("mse_agent_heartbeats_received_total", (("path", "direct"),))] >= 1
+                # and a replica behind: the records it lacks, and for how long (no await here: the
+                # next heartbeat would tell the truth again)
+                pr.peer_digest = {**pr.peer_digest, "lsn": pr.instance.lsn + 5}
+                pr.note_lag()
+                time.sleep(0.05)
+                got = scraped(sec)
+                assert got[("mse_agent_pair_replication_lag_records", (("peer", "prim"),))] == 5
+                assert got[("mse_agent_pair_replication_lag_seconds", (("peer", "prim"),))] >= 0.05
             finally:
                 for s in servers:
                     await s.close()
