@@ -8,7 +8,7 @@ import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .hastate import PairConfig
 from .protocol import DEFAULT_PORT, Mode, Role
@@ -98,6 +98,11 @@ class NodeConfig:
     # the bearer token a Prometheus server scrapes GET /metrics with (nodeagent.metrics);
     # empty: the metrics are off
     metrics_token: str = ""
+    # scripts run when this node takes charge of a pair (nodeagent.hooks): "pre_takeover"
+    # (awaited, at most hook_timeout seconds, before it takes the VIP) and "post_takeover"
+    # (once it holds it; not awaited); absolute paths
+    hooks: dict[str, str] = field(default_factory=dict)
+    hook_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, Role):
@@ -197,6 +202,23 @@ class NodeConfig:
             raise ConfigError(
                 f'{where}: service_assignments is a list of up to {MAX_ASSIGNMENTS} "SERVICE: element" strings'
             )
+        if not isinstance(self.hooks, dict) or any(
+            name not in HOOK_NAMES
+            or not isinstance(path, str)
+            or not path.startswith("/")
+            or len(path) > 400
+            or "\x00" in path
+            for name, path in self.hooks.items()
+        ):
+            raise ConfigError(
+                f"{where}: hooks maps {' or '.join(HOOK_NAMES)} to a script's absolute path (at most 400 characters)"
+            )
+        if (
+            isinstance(self.hook_timeout, bool)
+            or not isinstance(self.hook_timeout, int | float)
+            or not (1 <= self.hook_timeout <= 120)
+        ):
+            raise ConfigError(f"{where}: hook_timeout is seconds from 1 to 120")
         if not isinstance(self.metrics_token, str) or (
             self.metrics_token and not METRICS_TOKEN_RE.match(self.metrics_token)
         ):
@@ -219,6 +241,7 @@ class NodeConfig:
         return cls(**d)
 
 
+HOOK_NAMES = ("pre_takeover", "post_takeover")
 METRICS_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,200}$")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -294,6 +317,8 @@ NODE_KEYS = {
     "recovery",
     "service_assignments",
     "metrics_token",
+    "hooks",
+    "hook_timeout",
 }
 MAX_ASSIGNMENTS = 1000
 PAIR_KEYS = {
@@ -356,6 +381,8 @@ def parse_fleet(
                 tls_key=rn.get("tls_key"),
                 service_assignments=rn.get("service_assignments", []),
                 metrics_token=rn.get("metrics_token", agent.get("metrics_token")) or "",
+                hooks=cast(dict, rn.get("hooks", agent.get("hooks", {}))),  # checked by validate
+                hook_timeout=cast(float, rn.get("hook_timeout", agent.get("hook_timeout", 10.0))),
             ).validate(allow_non_loopback=allow_non_loopback)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None

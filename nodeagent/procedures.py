@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from . import hooks
 from .client import AgentClient, AgentError
 from .errors import ApiError
 from .hastate import Refused
@@ -80,10 +81,15 @@ class Procedures:
                     return
         if pr.ha.state is not HAState.FAILOVER_INVOKED:
             return
+        if node.cfg.hooks.get("pre_takeover"):
+            await hooks.run_hook(node, "pre_takeover", pr)  # at most hook_timeout seconds
+            if pr.ha.state is not HAState.FAILOVER_INVOKED:  # aborted meanwhile
+                return
         node.record(pr.ha.complete_failover(time.time()), pr)
         pr.replication = ReplicationStatus.DOWN
         node.changed()
         await node.vips.reconcile()
+        hooks.start_hook(node, "post_takeover", pr)
 
     async def _tell_failover(self, pr: PairRuntime, msg: dict, timeout: float) -> bool:
         """The failover's notice to the primary (it shuts down if it hears it); False: no answer."""

@@ -266,6 +266,7 @@ class EventCode(str, Enum):
     TAKEOVER_REFUSED = "takeover_refused"
     FENCED = "fenced"
     UNFENCED = "unfenced"
+    HOOK_RAN = "hook_ran"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -309,6 +310,7 @@ EVENT_TEXT: dict[EventCode, str] = {
     EventCode.TAKEOVER_REFUSED: "Takeover refused by the witnesses",
     EventCode.FENCED: "Fenced: no secondary and no witness lease; virtual IP withdrawn, writes refused",
     EventCode.UNFENCED: "Witness lease or secondary back; serving the virtual IP again",
+    EventCode.HOOK_RAN: "Takeover hook ran",
 }
 
 # What a protocol-1 agent wrote instead of a code (its events in a portal being upgraded).

@@ -152,6 +152,20 @@ def test_a_metrics_token_is_given_per_node_or_for_all_and_checked():
             parse_fleet({"node": [node(metrics_token=bad)]})
 
 
+def test_takeover_hooks_are_named_absolute_paths_with_a_bounded_timeout():
+    fleet = parse_fleet({"agent": {"hooks": {"post_takeover": "/opt/hooks/post"}}, "node": [node(), sec(
+        hooks={"pre_takeover": "/opt/hooks/fence"}, hook_timeout=30)]})  # fmt: skip
+    assert fleet.nodes["a"].hooks == {"post_takeover": "/opt/hooks/post"} and fleet.nodes["a"].hook_timeout == 10
+    assert fleet.nodes["b"].hooks == {"pre_takeover": "/opt/hooks/fence"} and fleet.nodes["b"].hook_timeout == 30
+    for bad in ({"on_failover": "/x"}, {"pre_takeover": "relative/script"}, {"pre_takeover": 3}, ["/x"],
+                {"pre_takeover": "/x\x00y"}):  # fmt: skip
+        with pytest.raises(ConfigError, match="hooks maps pre_takeover or post_takeover"):
+            parse_fleet({"node": [node(hooks=bad)]})
+    for bad in (0, 121, "10", True):
+        with pytest.raises(ConfigError, match="hook_timeout is seconds from 1 to 120"):
+            parse_fleet({"node": [node(hook_timeout=bad)]})
+
+
 def test_a_secondary_backs_at_most_two_primaries():
     prims = [node(name=f"p{i}", hm_ip=f"127.9.{i}.2", vip=f"127.9.{i}.1") for i in range(3)]
     with pytest.raises(ConfigError, match="at most two"):
