@@ -11,6 +11,16 @@ class HapairsConfig(AppConfig):
         so ``jobs.run`` finds them wherever it is called from."""
         # Not a cycle: Django imports apps.py before the models exist, and the steps need them;
         # ready() is where an app's modules may first be imported.
+        from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
+
         from hapairs import jobsteps
+        from hapairs.choices import EventCode
 
         jobsteps.register_all()
+        unknown = sorted(set(settings.EVENT_WEBHOOKS) - set(EventCode.values))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"MSEPORTAL_EVENT_WEBHOOKS names event codes the portal does not have: {', '.join(unknown)} "
+                f"(the codes: {', '.join(sorted(EventCode.values))})"
+            )

@@ -198,6 +198,7 @@ class Weekday(models.IntegerChoices):
 class DeliveryKind(models.TextChoices):
     REPORT = "report", "Health report"
     ALERT = "alert", "Alert"
+    EVENT = "event", "Event webhook"
 
 
 class DeliveryChannel(models.TextChoices):

@@ -200,3 +200,22 @@ def env_http_url(environ: dict[str, str], name: str) -> str:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL with a host.")
     return raw
+
+
+def env_event_webhooks(environ: dict[str, str], name: str) -> dict[str, list[str]]:
+    """``code[,code…]=URL`` entries separated by ``;``: the event codes each webhook gets, as
+    {code: [URL, …]}. The codes are checked against the portal's when the app starts."""
+    raw = (environ.get(name) or "").strip()
+    hooks: dict[str, list[str]] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(";"))):
+        codes, sep, url = entry.partition("=")
+        url = url.strip()
+        parts = urlsplit(url)
+        if not sep or not codes.strip() or parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(
+                f"{name}: {entry!r} is not CODE[,CODE…]=URL with an http:// or https:// URL "
+                "(e.g. failover_active,failback_complete=https://hooks.example.net/mse)."
+            )
+        for code in filter(None, (c.strip() for c in codes.split(","))):
+            hooks.setdefault(code, []).append(url)
+    return hooks

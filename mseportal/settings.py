@@ -22,6 +22,7 @@ from mseportal.envconf import (
     email_settings,
     env_bool,
     env_emails,
+    env_event_webhooks,
     env_http_url,
     env_int,
     env_list,
@@ -113,6 +114,14 @@ try:
         raise ConfigError(
             "MSEPORTAL_ALERT_WEBHOOK_URL is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not: "
             "the webhook's POSTs are signed with it."
+        )
+    # Webhooks per event code (hapairs.services.webhooks): each event of those codes POSTed,
+    # signed like the alert webhook (with MSEPORTAL_ALERT_WEBHOOK_SECRET).
+    EVENT_WEBHOOKS = env_event_webhooks(ENV, "MSEPORTAL_EVENT_WEBHOOKS")
+    if EVENT_WEBHOOKS and not ALERT_WEBHOOK_SECRET:
+        raise ConfigError(
+            "MSEPORTAL_EVENT_WEBHOOKS is set but MSEPORTAL_ALERT_WEBHOOK_SECRET is not: "
+            "the webhooks' POSTs are signed with it."
         )
     # Renamed from MSEPORTAL_LICENCE_WARN_DAYS, still read when the new name is unset.
     LICENSE_WARN_DAYS = env_int(

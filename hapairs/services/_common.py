@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -62,7 +63,7 @@ def event_record(
     """A portal-side event (agent events with sequence numbers are ingested elsewhere).
     ``code`` (an ``EventCode``) says what happened; the description defaults to its label
     and the severity to the code's."""
-    return HAEvent.objects.create(
+    event = HAEvent.objects.create(
         code=EventCode(code).value,
         description=(description or EventCode(code).label)[:300],
         generated_by=generated_by[:128],
@@ -74,3 +75,8 @@ def event_record(
         job=job,
         generation=generation,
     )
+    if event.code in settings.EVENT_WEBHOOKS:
+        from hapairs.services.webhooks import event_webhooks_send  # services import this module
+
+        event_webhooks_send([event])
+    return event

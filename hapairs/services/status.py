@@ -23,6 +23,7 @@ from hapairs.selectors import pair_for, pairs_of
 from hapairs.services._common import event_record
 from hapairs.services.alerts import alert_queue, alerts_for_ingested
 from hapairs.services.certificates import certificate_pinned_record, certificate_refused_record
+from hapairs.services.webhooks import event_webhooks_for_ingested
 
 SPLIT_BRAIN_REMEDY = (
     "Split brain: both nodes are in charge of the virtual IP. Remedy: take the VIP down on the "
@@ -106,6 +107,7 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
             advanced.append(appliance)
     HAEvent.objects.bulk_create(new_rows, ignore_conflicts=True, batch_size=500)
     alerts_for_ingested(new_rows)  # failovers and failbacks: alerted after commit
+    event_webhooks_for_ingested(new_rows)  # MSEPORTAL_EVENT_WEBHOOKS: queued after commit
     by_value: dict[int, list[int]] = {}
     for appliance in advanced:  # most nodes share a few values: one UPDATE per value
         by_value.setdefault(appliance.last_event_seq, []).append(appliance.pk)
