@@ -267,3 +267,17 @@ def test_a_job_cancelled_mid_wait_ends_cancelled_within_a_second(register_steps,
     assert job.status == "cancelled" and job.steps_done == ["step0"]
     assert job.error.startswith(f"Cancelled by {operator_user.get_username()} during “step1”.")
     assert "Done: step0. Not done: step1; step2." in job.error
+
+
+def test_the_api_cancels_a_pending_job_asks_a_running_one_and_refuses_an_ended_one(api, operator_user):
+    pending = make_job()
+    response = api("post", f"/jobs/{pending.pk}/cancel")
+    assert response.status_code == 200, response.content
+    assert response.json()["outcome"] == "cancelled" and response.json()["job"]["status"] == "cancelled"
+    response = api("post", f"/jobs/{pending.pk}/cancel")
+    assert response.status_code == 409 and "already ended (cancelled)" in response.json()["detail"]
+    running = make_job(status=JobStatus.RUNNING, worker="w1")
+    response = api("post", f"/jobs/{running.pk}/cancel")
+    assert response.status_code == 200 and response.json()["outcome"] == "requested"
+    assert Job.objects.get(pk=running.pk).cancel_requested_by == operator_user.get_username()
+    assert api("post", "/jobs/999999/cancel").status_code == 404
