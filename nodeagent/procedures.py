@@ -283,6 +283,8 @@ class Procedures:
                 node.record(pr.ha.peer_failback_take_charge(now, gen), pr)
                 node.changed()
                 await node.vips.reconcile()
+                if pr.ha.in_charge:  # a failback handed the pair back: its post_takeover hook
+                    hooks.start_hook(node, "post_takeover", pr)
             elif cmd is PeerCommand.RESYNC_DONE:
                 if gen < pr.ha.generation:
                     raise Refused("stale generation")

@@ -99,3 +99,53 @@ def test_a_hook_that_cannot_start_says_why_and_the_takeover_goes_on(tmp_path):
     ran = [e["remarks"] for e in events if e["code"] == "hook_ran"]
     assert ran == [f"pre_takeover: could not start {missing}: No such file or directory"]
     assert "failover_active" in [e["code"] for e in events]
+
+
+def test_a_primary_given_the_pair_back_by_a_failback_runs_its_post_takeover_hook(tmp_path):
+    async def go():
+        net = free_subnet()
+        fleet = parse_fleet({"node": [
+            {"name": "prim", "type": "3355", "version": "8.0.110.0", "role": "primary", "hm_ip": f"{net}.2",
+             "vip": f"{net}.1", "netmask": "255.255.255.0", "password": "pw-prim",
+             "hooks": {"post_takeover": script(tmp_path, "back")}},
+            {"name": "sec", "type": "3355", "version": "8.0.110.0", "role": "secondary", "hm_ip": f"{net}.3",
+             "password": "pw-sec"},
+        ]})  # fmt: skip
+        servers = []
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            try:
+                for name in ("prim", "sec"):
+                    node = Node(fleet.nodes[name], tmp_path / name, session=session, allow_short_wait=True)
+                    node.load([])
+                    srv = NodeServer(node)
+                    await srv.start()
+                    servers.append(srv)
+                nodes = {s.node.cfg.name: s.node for s in servers}
+                clients = {n: AgentClient(session, nd.cfg.hm_ip, nd.cfg.password) for n, nd in nodes.items()}
+                await pair_up(nodes, clients, stabilisation_seconds=1)
+                prim, sec = nodes["prim"], nodes["sec"]
+                status, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {})
+                assert status == 202, out
+                await until(lambda: f"{net}.1" in sec.vip_driver.bound, 15, "the secondary holds the VIP")
+                assert not (tmp_path / "hooks.log").exists()  # the primary's hook: not on losing it
+                status, out = await clients["prim"].request("POST", P.PATH_SERVICES_START, {})
+                assert status == 200, out
+                pr = next(iter(prim.pairs.values()))
+                await until(lambda: pr.ha.state.value == "TERMINATED", 15, "the primary back as TERMINATED")
+
+                async def failed_back():
+                    st, _ = await clients["prim"].request("POST", P.PATH_FAILBACK, {})
+                    return st == 202
+
+                await until(failed_back, 15, "a failback accepted (after the 1 s stabilisation)")
+                await until(lambda: f"{net}.1" in prim.vip_driver.bound, 20, "the primary holds the VIP again")
+                await until(lambda: any(e["code"] == "hook_ran" for e in prim.events), 10, "its hook's event")
+                ran = [e["remarks"] for e in prim.events if e["code"] == "hook_ran"]
+                assert len(ran) == 1 and ran[0].startswith("post_takeover: exit 0 in ")
+                line = (tmp_path / "hooks.log").read_text().splitlines()
+                assert line == [f"post_takeover post_takeover prim primary sec {net}.3 {net}.1 {pr.ha.generation}"]
+            finally:
+                for s in servers:
+                    await s.close()
+
+    asyncio.run(go())
