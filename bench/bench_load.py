@@ -68,7 +68,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bench_portal  # noqa: E402
 from bench_pages import NEXT_LINK, PAGE_SIZE  # noqa: E402
-from bench_portal import big_fleet, launch_farm, register, stop, wait_farms  # noqa: E402
+from bench_portal import big_fleet, launch_farm, register, stop, wait, wait_farms  # noqa: E402
 from benchlib import database_description, emit, record, setup_django  # noqa: E402
 
 bench_portal.VAR = VAR  # launch_farm / wait_farms write the fleet, ready file and log here
@@ -104,13 +104,7 @@ def free_port() -> int:
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise SystemExit(f"bench_load: timed out after {timeout:g} s waiting for {what}")
+    return wait(condition, timeout, every, what=what)
 
 
 # --- the portal: gunicorn as production runs it, one celery worker with beat ---------------

@@ -543,14 +543,14 @@ def start_portal_processes(ingest_port: int) -> tuple[subprocess.Popen, subproce
     return web, worker
 
 
-def wait(condition, timeout: float, every: float = 0.005):
+def wait(condition, timeout: float, every: float = 0.005, what: str = "a condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(every)
-    raise SystemExit("bench: timed out")
+    raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}")
 
 
 def bench_push_and_switchover(ingest_port: int) -> None:

@@ -42,6 +42,15 @@ def _counts(queryset, *fields: str) -> Iterator[tuple[tuple[str, ...], int]]:
         yield tuple(str(row[field]) for field in fields), row["n"]
 
 
+def _counted(family, name: str, what: str, model, *fields: str, **renamed: str) -> Metric:
+    """Rows of ``model`` counted by ``fields`` (each its own label) and ``renamed`` (label=field)."""
+    labels = {**{field: field for field in fields}, **renamed}
+    metric = family(name, what, labels=list(labels))
+    for values, n in _counts(model.objects.all(), *labels.values()):
+        metric.add_metric(list(values), n)
+    return metric
+
+
 def _buckets(queryset, field: str, bounds: tuple[float, ...], to_value) -> tuple[list[tuple[str, float]], float]:
     """Cumulative bucket counts of ``field`` (one query) and the sum, as HistogramMetricFamily
     takes them."""
@@ -69,35 +78,38 @@ class PortalCollector:
     """The families of one scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        appliances = GaugeMetricFamily(
-            "mseportal_appliances", "Appliances on record, by reachability at their last poll", labels=["reachability"]
+        yield _counted(
+            GaugeMetricFamily,
+            "mseportal_appliances",
+            "Appliances on record, by reachability at their last poll",
+            Appliance,
+            "reachability",
         )
-        for (reachability,), n in _counts(Appliance.objects.all(), "reachability"):
-            appliances.add_metric([reachability], n)
-        yield appliances
 
-        states = GaugeMetricFamily(
-            "mseportal_appliance_ha_states", "Appliances by the HA state their agent last reported", labels=["state"]
+        yield _counted(
+            GaugeMetricFamily,
+            "mseportal_appliance_ha_states",
+            "Appliances by the HA state their agent last reported",
+            Appliance,
+            state="ha_state",
         )
-        for (state,), n in _counts(Appliance.objects.all(), "ha_state"):
-            states.add_metric([state], n)
-        yield states
 
-        pairs = GaugeMetricFamily(
+        yield _counted(
+            GaugeMetricFamily,
             "mseportal_pairs",
             "HA pairs by heartbeat and data replication status",
-            labels=["heartbeat", "replication"],
+            HAPair,
+            "heartbeat",
+            "replication",
         )
-        for labels, n in _counts(HAPair.objects.all(), "heartbeat", "replication"):
-            pairs.add_metric(list(labels), n)
-        yield pairs
 
-        secondaries = GaugeMetricFamily(
-            "mseportal_pair_secondary_states", "HA pairs by their secondary's state", labels=["state"]
+        yield _counted(
+            GaugeMetricFamily,
+            "mseportal_pair_secondary_states",
+            "HA pairs by their secondary's state",
+            HAPair,
+            state="secondary_state",
         )
-        for (state,), n in _counts(HAPair.objects.all(), "secondary_state"):
-            secondaries.add_metric([state], n)
-        yield secondaries
 
         yield GaugeMetricFamily(
             "mseportal_pairs_split_brain",
@@ -117,10 +129,7 @@ class PortalCollector:
         yield _switches(FAILOVER_CODES, "mseportal_failovers", "Failovers recorded (a secondary in charge)")
         yield _switches(FAILBACK_CODES, "mseportal_failbacks", "Failbacks recorded (the primary in charge again)")
 
-        jobs = CounterMetricFamily("mseportal_jobs", "Jobs by kind and outcome", labels=["kind", "status"])
-        for labels, n in _counts(Job.objects.all(), "kind", "status"):
-            jobs.add_metric(list(labels), n)
-        yield jobs
+        yield _counted(CounterMetricFamily, "mseportal_jobs", "Jobs by kind and outcome", Job, "kind", "status")
 
         durations = HistogramMetricFamily(
             "mseportal_job_duration_seconds",
@@ -165,19 +174,18 @@ class PortalCollector:
                     family.add_metric([label], float(value))
         yield from (network, polled, unreachable, ended)
 
-        alerts = CounterMetricFamily("mseportal_alerts", "Alerts raised, by kind and status", labels=["kind", "status"])
-        for labels, n in _counts(Alert.objects.all(), "kind", "status"):
-            alerts.add_metric(list(labels), n)
-        yield alerts
+        yield _counted(
+            CounterMetricFamily, "mseportal_alerts", "Alerts raised, by kind and status", Alert, "kind", "status"
+        )
 
-        deliveries = GaugeMetricFamily(
+        yield _counted(
+            GaugeMetricFamily,
             "mseportal_deliveries",
             "Deliveries (report and alert e-mails, webhooks) on record, by channel and status",
-            labels=["channel", "status"],
+            Delivery,
+            "channel",
+            "status",
         )
-        for labels, n in _counts(Delivery.objects.all(), "channel", "status"):
-            deliveries.add_metric(list(labels), n)
-        yield deliveries
 
 
 def exposition(accept: str = "") -> tuple[bytes, str]:

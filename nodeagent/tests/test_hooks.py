@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import aiohttp
 
@@ -33,14 +34,16 @@ def script(tmp_path, name: str, extra: str = "") -> str:
     return str(path)
 
 
-async def takeover(tmp_path, hooks: dict, hook_timeout: float = 10.0):
-    """A paired primary and secondary in this process; the switchover; the secondary's events."""
+@asynccontextmanager
+async def paired(tmp_path, *, prim: dict | None = None, sec: dict | None = None, **pair):
+    """A primary and a secondary in this process (``prim`` / ``sec``: more of their fleet
+    keys), paired: (net, nodes, clients)."""
     net = free_subnet()
     fleet = parse_fleet({"node": [
         {"name": "prim", "type": "3355", "version": "8.0.110.0", "role": "primary", "hm_ip": f"{net}.2",
-         "vip": f"{net}.1", "netmask": "255.255.255.0", "password": "pw-prim"},
+         "vip": f"{net}.1", "netmask": "255.255.255.0", "password": "pw-prim", **(prim or {})},
         {"name": "sec", "type": "3355", "version": "8.0.110.0", "role": "secondary", "hm_ip": f"{net}.3",
-         "password": "pw-sec", "hooks": hooks, "hook_timeout": hook_timeout},
+         "password": "pw-sec", **(sec or {})},
     ]})  # fmt: skip
     servers = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
@@ -53,20 +56,26 @@ async def takeover(tmp_path, hooks: dict, hook_timeout: float = 10.0):
                 servers.append(srv)
             nodes = {s.node.cfg.name: s.node for s in servers}
             clients = {n: AgentClient(session, node.cfg.hm_ip, node.cfg.password) for n, node in nodes.items()}
-            await pair_up(nodes, clients)
-            asked = time.monotonic()
-            status, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {})
-            assert status == 202, out
-            sec = nodes["sec"]
-            await until(lambda: fleet.nodes["prim"].vip in sec.vip_driver.bound, 15, "the VIP taken")
-            took = time.monotonic() - asked
-            await until(lambda: len([e for e in sec.events if e["code"] == "hook_ran"]) >= len(hooks), 10,
-                        "the hooks' events")  # fmt: skip
-            await asyncio.sleep(0.1)
-            return list(sec.events), took, f"{net}.1", f"{net}.2"
+            await pair_up(nodes, clients, **pair)
+            yield net, nodes, clients
         finally:
             for s in servers:
                 await s.close()
+
+
+async def takeover(tmp_path, hooks: dict, hook_timeout: float = 10.0):
+    """The switchover of a pair whose secondary has ``hooks``: the secondary's events."""
+    async with paired(tmp_path, sec={"hooks": hooks, "hook_timeout": hook_timeout}) as (net, nodes, clients):
+        asked = time.monotonic()
+        status, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {})
+        assert status == 202, out
+        sec = nodes["sec"]
+        await until(lambda: f"{net}.1" in sec.vip_driver.bound, 15, "the VIP taken")
+        took = time.monotonic() - asked
+        await until(lambda: len([e for e in sec.events if e["code"] == "hook_ran"]) >= len(hooks), 10,
+                    "the hooks' events")  # fmt: skip
+        await asyncio.sleep(0.1)
+        return list(sec.events), took, f"{net}.1", f"{net}.2"
 
 
 def test_the_takeover_hooks_run_in_order_with_what_they_need_and_are_recorded(tmp_path):
@@ -103,49 +112,28 @@ def test_a_hook_that_cannot_start_says_why_and_the_takeover_goes_on(tmp_path):
 
 def test_a_primary_given_the_pair_back_by_a_failback_runs_its_post_takeover_hook(tmp_path):
     async def go():
-        net = free_subnet()
-        fleet = parse_fleet({"node": [
-            {"name": "prim", "type": "3355", "version": "8.0.110.0", "role": "primary", "hm_ip": f"{net}.2",
-             "vip": f"{net}.1", "netmask": "255.255.255.0", "password": "pw-prim",
-             "hooks": {"post_takeover": script(tmp_path, "back")}},
-            {"name": "sec", "type": "3355", "version": "8.0.110.0", "role": "secondary", "hm_ip": f"{net}.3",
-             "password": "pw-sec"},
-        ]})  # fmt: skip
-        servers = []
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
-            try:
-                for name in ("prim", "sec"):
-                    node = Node(fleet.nodes[name], tmp_path / name, session=session, allow_short_wait=True)
-                    node.load([])
-                    srv = NodeServer(node)
-                    await srv.start()
-                    servers.append(srv)
-                nodes = {s.node.cfg.name: s.node for s in servers}
-                clients = {n: AgentClient(session, nd.cfg.hm_ip, nd.cfg.password) for n, nd in nodes.items()}
-                await pair_up(nodes, clients, stabilisation_seconds=1)
-                prim, sec = nodes["prim"], nodes["sec"]
-                status, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {})
-                assert status == 202, out
-                await until(lambda: f"{net}.1" in sec.vip_driver.bound, 15, "the secondary holds the VIP")
-                assert not (tmp_path / "hooks.log").exists()  # the primary's hook: not on losing it
-                status, out = await clients["prim"].request("POST", P.PATH_SERVICES_START, {})
-                assert status == 200, out
-                pr = next(iter(prim.pairs.values()))
-                await until(lambda: pr.ha.state.value == "TERMINATED", 15, "the primary back as TERMINATED")
+        hooks = {"hooks": {"post_takeover": script(tmp_path, "back")}}
+        async with paired(tmp_path, prim=hooks, stabilisation_seconds=1) as (net, nodes, clients):
+            prim, sec = nodes["prim"], nodes["sec"]
+            status, out = await clients["prim"].request("POST", P.PATH_FAILOVER, {})
+            assert status == 202, out
+            await until(lambda: f"{net}.1" in sec.vip_driver.bound, 15, "the secondary holds the VIP")
+            assert not (tmp_path / "hooks.log").exists()  # the primary's hook: not on losing it
+            status, out = await clients["prim"].request("POST", P.PATH_SERVICES_START, {})
+            assert status == 200, out
+            pr = next(iter(prim.pairs.values()))
+            await until(lambda: pr.ha.state.value == "TERMINATED", 15, "the primary back as TERMINATED")
 
-                async def failed_back():
-                    st, _ = await clients["prim"].request("POST", P.PATH_FAILBACK, {})
-                    return st == 202
+            async def failed_back():
+                st, _ = await clients["prim"].request("POST", P.PATH_FAILBACK, {})
+                return st == 202
 
-                await until(failed_back, 15, "a failback accepted (after the 1 s stabilisation)")
-                await until(lambda: f"{net}.1" in prim.vip_driver.bound, 20, "the primary holds the VIP again")
-                await until(lambda: any(e["code"] == "hook_ran" for e in prim.events), 10, "its hook's event")
-                ran = [e["remarks"] for e in prim.events if e["code"] == "hook_ran"]
-                assert len(ran) == 1 and ran[0].startswith("post_takeover: exit 0 in ")
-                line = (tmp_path / "hooks.log").read_text().splitlines()
-                assert line == [f"post_takeover post_takeover prim primary sec {net}.3 {net}.1 {pr.ha.generation}"]
-            finally:
-                for s in servers:
-                    await s.close()
+            await until(failed_back, 15, "a failback accepted (after the 1 s stabilisation)")
+            await until(lambda: f"{net}.1" in prim.vip_driver.bound, 20, "the primary holds the VIP again")
+            await until(lambda: any(e["code"] == "hook_ran" for e in prim.events), 10, "its hook's event")
+            ran = [e["remarks"] for e in prim.events if e["code"] == "hook_ran"]
+            assert len(ran) == 1 and ran[0].startswith("post_takeover: exit 0 in ")
+            line = (tmp_path / "hooks.log").read_text().splitlines()
+            assert line == [f"post_takeover post_takeover prim primary sec {net}.3 {net}.1 {pr.ha.generation}"]
 
     asyncio.run(go())
