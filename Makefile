@@ -14,7 +14,7 @@ DIST_FILES := pyproject.toml $(AGENT_DIST)/pyproject.toml nodeagent/__init__.py
 # environment names PostgreSQL/Redis.
 RUN_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: run test lint bench venv migrate demo-users clean chromium wheels
+.PHONY: run test lint bench venv migrate demo-users clean chromium wheels ldap
 
 $(STAMP): $(REQS) $(DIST_FILES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,25 @@ chromium:
 	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-arping iputils-ping >/dev/null; }; \
 	  else echo "note: the network-namespace tests need root and arping (apt-get install iputils-arping): they will be skipped, saying so"; fi; }
 
+# LDAP sign-in is optional (requirements/ldap.txt): python-ldap builds against OpenLDAP's
+# headers, and the tests run Debian's slapd. Installed where we can (as root: apt-get, with
+# slapd's own service kept from starting); elsewhere the LDAP tests skip, saying why.
+LDAP_STAMP := $(VENV)/.ldap-installed
+$(LDAP_STAMP): requirements/ldap.txt $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    ! { [ -x /usr/sbin/slapd ] && [ -e /usr/include/ldap.h ] && [ -e /usr/include/sasl/sasl.h ]; }; then \
+	  echo "installing Debian's slapd, libldap2-dev and libsasl2-dev for LDAP sign-in and its tests"; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd libldap2-dev libsasl2-dev >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd libldap2-dev libsasl2-dev >/dev/null; }; }; \
+	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
+	fi
+	@if $(PY) -m pip install --quiet -r requirements/ldap.txt; then touch $(LDAP_STAMP); \
+	else echo "note: python-ldap did not build (apt-get install libldap2-dev libsasl2-dev): the LDAP tests will skip, saying so"; fi
+
+ldap: $(LDAP_STAMP)
+
 # The habits: lint and format (ruff), types (mypy, on the typed parts: pyproject.toml),
 # and no model change without its migration. `make test` runs them first.
 lint: venv
@@ -61,8 +80,17 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(RUN_ENV) $(PY) manage.py makemigrations --check --dry-run
 
-test: venv chromium lint
-	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+# Two passes: most of the suite on TEST_WORKERS processes (pytest-xdist; a module stays on
+# one worker), then the timing-sensitive tests (marked serial) alone, so another test's load
+# never stretches an outage or a failover they measure. Both run; the first failure's code wins.
+TEST_WORKERS ?= 2
+test: venv chromium ldap lint
+	@status=0; \
+	$(RUN_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) || \
+	  { code=$$?; [ $$code -eq 5 ] || status=$$code; }; \
+	$(RUN_ENV) $(PY) -m pytest -p no:xdist -m serial $(PYTEST_ARGS) || \
+	  { code=$$?; [ $$code -eq 5 ] || [ $$status -ne 0 ] || status=$$code; }; \
+	exit $$status
 
 bench: venv
 	@for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "# $$f"; $(RUN_ENV) $(PY) $$f || exit 1; done

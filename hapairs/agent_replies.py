@@ -8,6 +8,7 @@ Pure (no ORM), so every malformed shape is unit-tested.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -300,6 +301,7 @@ class AgentEvent:
     generation: int | None
     peer_hm_ip: str | None
     cause_key: str = ""  # the idempotency key of the command that caused it ("" when the agents decided)
+    why: dict | None = None  # protocol.Why: the rule an agent's own decision followed, and its inputs
 
 
 def parse_events(raw_events: Any, *, source: str, limit: int = 1000) -> list[AgentEvent]:
@@ -327,9 +329,40 @@ def parse_events(raw_events: Any, *, source: str, limit: int = 1000) -> list[Age
                 generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else None,
                 peer_hm_ip=_ip(item, "peer", source, required=False),
                 cause_key=_cause_key(item.get("cause"), source),
+                why=parse_why(item.get("why"), source),
             )
         )
     return events
+
+
+WHY_RULE = re.compile(r"[a-z][a-z_]*(\.[a-z_]+)+")
+WHY_INPUT = re.compile(r"[a-z][a-z0-9_]{0,39}")
+WHY_MAX_INPUTS = 20
+
+
+def parse_why(why: Any, source: str) -> dict | None:
+    """``protocol.Why`` from an agent: a dotted rule, its sentence, at most 20 scalar inputs.
+    Anything else refuses the whole reply (nothing of it is stored)."""
+    if why is None:
+        return None
+    if not isinstance(why, dict):
+        raise _bad(source, "an event's “why” should be an object or null")
+    rule = why.get("rule")
+    if not isinstance(rule, str) or len(rule) > 64 or not WHY_RULE.fullmatch(rule):
+        raise _bad(source, "an event's “why” should name its rule (dotted lower-case words, at most 64)")
+    inputs = why.get("inputs", {})
+    if not isinstance(inputs, dict) or len(inputs) > WHY_MAX_INPUTS:
+        raise _bad(source, f"an event's “why” inputs should be an object of at most {WHY_MAX_INPUTS}")
+    clean: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if not isinstance(name, str) or not WHY_INPUT.fullmatch(name):
+            raise _bad(source, f"an event's “why” input {str(name)[:40]!r} is not a lower-case name")
+        if isinstance(value, float) and not math.isfinite(value) or isinstance(value, int) and abs(value) > 2**62:
+            raise _bad(source, f"an event's “why” input {name!r} is out of range")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise _bad(source, f"an event's “why” input {name!r} should be text, a number, true/false or null")
+        clean[name] = value[:200] if isinstance(value, str) else value
+    return {"rule": rule, "text": _str(why, "text", source, max_len=300), "inputs": clean}
 
 
 def _cause_key(cause: Any, source: str) -> str:

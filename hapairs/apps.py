@@ -12,12 +12,16 @@ class HapairsConfig(AppConfig):
         # Not a cycle: Django imports apps.py before the models exist, and the steps need them;
         # ready() is where an app's modules may first be imported.
         from django.conf import settings
+        from django.contrib.admin.models import LogEntry
         from django.core.exceptions import ImproperlyConfigured
+        from django.db.models.signals import post_save
 
         from hapairs import jobsteps
+        from hapairs.audit import admin_logged
         from hapairs.choices import EventCode
 
         jobsteps.register_all()
+        post_save.connect(admin_logged, sender=LogEntry, dispatch_uid="hapairs.audit.admin_logged")
         unknown = sorted(set(settings.EVENT_WEBHOOKS) - set(EventCode.values))
         if unknown:
             raise ImproperlyConfigured(

@@ -97,6 +97,9 @@ PORTAL_EVENT_CODES = (
     ("CERTIFICATE_CHANGED", "certificate_changed", "TLS certificate changed: the portal refuses it"),
     ("CERTIFICATE_TRUSTED", "certificate_trusted", "TLS certificate trusted"),
     ("CERTIFICATE_PINNED", "certificate_pinned", "TLS certificate pinned"),
+    ("DRILL_SCHEDULED", "drill_scheduled", "Failover drill scheduled"),
+    ("DRILL_REFUSED", "drill_refused", "Failover drill refused by the pre-flight check"),
+    ("DRILL_COMPLETED", "drill_completed", "Failover drill scorecard recorded"),
     ("TOKEN_ISSUED", "token_issued", "API token issued"),
     ("TOKEN_REVOKED", "token_revoked", "API token revoked"),
     ("NOTE", "note", "Note"),  # an event recorded before codes existed, whose text matched none
@@ -126,6 +129,10 @@ class JobKind(models.TextChoices):
     RECOVER_PRIMARY = "recover_primary", "Recover primary"
     START_SERVICES = "start_services", "Start services"
     SET_MAINTENANCE = "set_maintenance", "Set maintenance mode"
+    DRILL = "drill", "Failover drill"
+    REMOVE_FROM_PRIMARY = "remove_from_primary", "Remove the pairing from the primary only"
+    REMOVE_FROM_SECONDARY = "remove_from_secondary", "Remove the pairing from the secondary only"
+    RESET_SYNC = "reset_sync", "Reset synchronisation"
 
 
 class JobStatus(models.TextChoices):
@@ -252,3 +259,14 @@ def instance_identity(slot: int) -> dict[str, object]:
         "dataguard_name": f"dg_mse{number}",
         "primary_db_alias": f"mseop{number}s",
     }
+
+
+class AuditSource(models.TextChoices):
+    """Where a write came from (hapairs.audit)."""
+
+    PAGE = "page", "Page"
+    API = "api", "API"
+    AGENT = "agent", "Agent"
+    SCHEDULE = "schedule", "Schedule"
+    CLI = "cli", "Command line"
+    WORKER = "worker", "Worker"

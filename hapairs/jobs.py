@@ -57,6 +57,8 @@ class Step:
     run: Callable[[JobContext], None]
     label: str = ""
     weight: int = 1  # share of the progress bar
+    # said after "gave up" when the agent it calls never answered: what the operator can do
+    unreachable_hint: str = ""
 
 
 @dataclass
@@ -111,10 +113,15 @@ class JobContext:
 
 # kind → steps; filled at start-up by HapairsConfig.ready() (hapairs.jobsteps.register_all)
 REGISTRY: dict[str, list[Step]] = {}
+# kind → what to do in this process when one of its jobs stops running here, however it
+# ends (a drill's probe thread is stopped)
+AT_JOB_END: dict[str, Callable[[int], None]] = {}
 
 
-def register(kind: str, steps: list[Step]) -> None:
+def register(kind: str, steps: list[Step], *, at_end: Callable[[int], None] | None = None) -> None:
     REGISTRY[kind] = steps
+    if at_end is not None:
+        AT_JOB_END[kind] = at_end
 
 
 def worker_name() -> str:
@@ -204,6 +211,15 @@ def run(job_id: int, *, worker: str | None = None) -> str | None:
     if steps is None:
         _finish(job, worker, JobStatus.FAILED, f"No steps are defined for {job.get_kind_display()} jobs.")
         return JobStatus.FAILED
+    try:
+        return _run_steps(job, worker, steps)
+    finally:
+        at_end = AT_JOB_END.get(job.kind)
+        if at_end is not None:
+            at_end(job.pk)
+
+
+def _run_steps(job: Job, worker: str, steps: list[Step]) -> str | None:
     total = sum(step.weight for step in steps)
     done_weight = 0
     try:
@@ -269,7 +285,8 @@ def _run_step_with_retries(context: JobContext) -> None:
         except (agent_client.AgentUnavailable, OperationalError) as exc:
             message = getattr(exc, "message", None) or f"database busy ({type(exc).__name__})"
             if attempt == attempts:
-                raise StepFailed(f"{message} (gave up after {attempts} attempts)") from None
+                hint = f" {context.step.unreachable_hint}" if context.step.unreachable_hint else ""
+                raise StepFailed(f"{message} (gave up after {attempts} attempts).{hint}") from None
             log.info("job %s step %s: %s; retrying in %.1f s", context.job.pk, context.step.name, message, delay)
             _pause(context, delay)
             delay = min(delay * 2, 5.0)

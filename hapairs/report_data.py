@@ -150,6 +150,17 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class DrillReport:
+    """A failover drill of the period, with its scorecard (hapairs.drills.scorecard_rows)."""
+
+    drill_id: int
+    at: datetime
+    by: str
+    status: str  # the job's, as shown
+    rows: list[tuple[str, str]]  # (label, value); empty while it runs
+
+
+@dataclass(frozen=True)
 class FailedJob:
     job_id: int
     kind: str
@@ -188,6 +199,7 @@ class PairReport:
     switches: list[Switch] = field(default_factory=list)
     failed_jobs: list[FailedJob] = field(default_factory=list)
     split_brains: list[SplitBrainAlert] = field(default_factory=list)
+    drills: list[DrillReport] = field(default_factory=list)
 
     @property
     def name(self) -> str:

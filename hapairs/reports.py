@@ -1,10 +1,11 @@
 """The health report: built once as data, rendered as HTML (styles inline, for mail
 clients) and as plain text.
 
-``report_build`` reads the fleet in six queries whatever its size: appliance counts,
+``report_build`` reads the fleet in seven queries whatever its size: appliance counts,
 the pairs, heartbeat samples already averaged per pair and hour (or day) by the
 database, the failover/failback/split-brain events of the period, the jobs that explain
-them (and the ones that failed), and the licenses about to expire. Everything after that
+them (and the ones that failed), the licenses about to expire, and the period's failover
+drills with their scorecards. Everything after that
 is pure Python over those rows, so the figures can be tested without a mail server.
 
 Who caused a failover or failback is a fact, not a guess: an operator's command carries
@@ -36,11 +37,13 @@ from hapairs.choices import (
     Reachability,
     ReplicationStatus,
 )
-from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License
+from hapairs.drills import scorecard_rows
+from hapairs.models import Appliance, Drill, HAEvent, HAPair, HeartbeatSample, Job, License
 from hapairs.report_data import (
     BAR_MAX_PX,
     Actor,
     Bar,
+    DrillReport,
     ExpiringLicense,
     FailedJob,
     FleetSummary,
@@ -55,7 +58,7 @@ from hapairs.selectors import pair_status_sentence
 REPORTED_CODES = (*FAILOVER_CODES, *FAILBACK_CODES, EventCode.SPLIT_BRAIN)  # type: ignore[attr-defined]
 
 
-# --- reading the fleet (six queries) ---------------------------------------------------
+# --- reading the fleet (seven queries) ---------------------------------------------------
 def report_build(*, period_days: int = 1, now: datetime | None = None) -> HealthReport:
     now = now or timezone.now()
     start = now - timedelta(days=period_days)
@@ -92,8 +95,15 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
         .select_related("source_file__appliance", "installed_on")
         .order_by("expires_on", "feature", "pk")
     )
+    drills = list(
+        Drill.objects.filter(created_at__lte=now)
+        .filter(Q(created_at__gte=start) | Q(finished_at__gte=start))
+        .select_related("job", "requested_by")
+        .order_by("created_at", "pk")
+    )
     return assemble(
         now=now,
+        drills=drills,
         start=start,
         period_days=period_days,
         appliance_counts=counts,
@@ -109,7 +119,20 @@ def report_build(*, period_days: int = 1, now: datetime | None = None) -> Health
 
 
 def assemble(
-    *, now, start, period_days, appliance_counts, pairs, buckets, bucket, events, jobs, licenses, today, warn_days
+    *,
+    now,
+    start,
+    period_days,
+    appliance_counts,
+    pairs,
+    buckets,
+    bucket,
+    events,
+    jobs,
+    licenses,
+    today,
+    warn_days,
+    drills=(),
 ) -> HealthReport:
     """Pure: the report from the rows ``report_build`` read."""
     by_pair_buckets: dict[int, list[dict]] = {}
@@ -148,6 +171,18 @@ def assemble(
     ):
         failed.setdefault(job.pair_id, []).append(failed_job(job))
 
+    drills_by_pair: dict[int, list[DrillReport]] = {}
+    for drill in drills:
+        drills_by_pair.setdefault(drill.pair_id, []).append(
+            DrillReport(
+                drill_id=drill.pk,
+                at=drill.created_at,
+                by=drill.requested_by.get_username() if drill.requested_by else "the drill schedule",
+                status=drill.job.get_status_display() if drill.job else "Failed",
+                rows=scorecard_rows(drill.scorecard),
+            )
+        )
+
     pair_reports = []
     for pair in pairs:
         pair_reports.append(
@@ -177,6 +212,7 @@ def assemble(
                 switches=switches.get(pair.pk, []),
                 failed_jobs=failed.get(pair.pk, []),
                 split_brains=split_brains.get(pair.pk, []),
+                drills=drills_by_pair.get(pair.pk, []),
             )
         )
     pair_ids = {pair.pk for pair in pairs}

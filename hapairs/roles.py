@@ -21,12 +21,19 @@ _EDIT_REPORTS = [("hapairs", f"{action}_reportschedule") for action in ("add", "
 
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]] | str] = {
     ADMIN: "__all__",
-    OPERATOR: [*_VIEW, ("hapairs", "operate_hapair"), ("hapairs", "add_licensefile"), *_EDIT_REPORTS],
+    OPERATOR: [
+        *_VIEW,
+        ("hapairs", "operate_hapair"),
+        ("hapairs", "add_licensefile"),
+        *_EDIT_REPORTS,
+        ("hapairs", "view_auditentry"),
+    ],
     MONITOR: list(_VIEW),
 }
 OPERATE = "hapairs.operate_hapair"
 LICENSES = "hapairs.add_licensefile"  # upload licenses (and remove them: "Delete Secondary Activation license")
 ADMINISTER = "hapairs.add_appliance"
+AUDIT = "hapairs.view_auditentry"  # the Audit page, its exports and its API (Admin, Operator)
 REPORTS = "hapairs.change_reportschedule"  # edit report schedules, Send now, retry a delivery, the mailbox
 
 
@@ -76,9 +83,23 @@ def role_of(user) -> str | None:
     return next((role for role in ROLES if role in names), None)
 
 
+def token_allows(scope: str | None, permission: str) -> bool:
+    """What an API token's scope lets through (its user's role still decides too): read,
+    every view permission (the audit trail's too); operate, an Operator's; admin, everything."""
+    if scope is None or scope == "admin":
+        return True
+    app_label, _, codename = permission.partition(".")
+    if scope == "read":
+        return codename.startswith("view_")
+    return (app_label, codename) in ROLE_PERMISSIONS[OPERATOR]
+
+
 def refusal(user, permission: str, what: str) -> str:
-    """Why ``user`` may not ``what`` ("" when their role may): the one sentence the pages
-    (403) and the API (403) answer with."""
-    if user.has_perm(permission):
-        return ""
-    return f"Your role ({role_of(user) or 'no role'}) may not {what}."
+    """Why ``user`` may not ``what`` ("" when their role, and their token's scope, may):
+    the one sentence the pages (403) and the API (403) answer with."""
+    if not user.has_perm(permission):
+        return f"Your role ({role_of(user) or 'no role'}) may not {what}."
+    scope = getattr(user, "token_scope", None)
+    if not token_allows(scope, permission):
+        return f"This API token's scope ({scope}) may not {what}."
+    return ""

@@ -9,6 +9,8 @@ from celery.signals import worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
 from hapairs import delivery, dispatch, jobs, polling, sharding
+from hapairs.audit import audit_context
+from hapairs.choices import AuditSource
 from hapairs.delivery import DeliveryRetry
 from hapairs.models import ReportSchedule
 from hapairs.services import alerts, deliveries, status
@@ -88,7 +90,8 @@ def heartbeat_samples_prune() -> int:
 def report_send_scheduled(schedule_id: int) -> int | None:
     """Beat (each ReportSchedule's PeriodicTask names this): build the report, queue its e-mail."""
     schedule = ReportSchedule.objects.filter(pk=schedule_id).first()
-    queued = report_schedule_run(schedule=schedule) if schedule is not None else None
+    with audit_context(AuditSource.SCHEDULE, name="schedule"):
+        queued = report_schedule_run(schedule=schedule) if schedule is not None else None
     return queued.pk if queued is not None else None
 
 
@@ -124,6 +127,15 @@ def licenses_expiry_check() -> list[int]:
 def licenses_expiry_check_old_name() -> list[int]:
     """The same, under the name beat sent before the rename (a message queued across the upgrade)."""
     return licenses_expiry_check()
+
+
+@shared_task(ignore_result=True)
+def drills_due() -> list[int]:
+    """Beat, every minute: start the scheduled failover drills that are due."""
+    from hapairs import services
+
+    with audit_context(AuditSource.SCHEDULE, name="drill schedule"):
+        return services.drills_due()
 
 
 @shared_task(ignore_result=True)

@@ -31,6 +31,7 @@ from mseportal.envconf import (
     env_origins,
     env_path,
 )
+from mseportal.ssoconf import django_ldap_settings, ldap_settings, oidc_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A checkout keeps the project-level templates/ and static/ beside the packages; the
@@ -93,6 +94,8 @@ try:
     # HA timings the portal hands the agents and waits for.
     HA_STABILISATION_SECONDS = env_int(ENV, "MSEPORTAL_HA_STABILISATION_SECONDS", 1800, minimum=0)
     HA_SYNC_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS", 900, minimum=5)
+    # a synchronisation with no progress for this long is "stuck" (the troubleshooting panel)
+    SYNC_STALL_SECONDS = env_int(ENV, "MSEPORTAL_SYNC_STALL_SECONDS", 300, minimum=5)
     HA_SWITCH_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SWITCH_TIMEOUT_SECONDS", 120, minimum=5)
     # Where agents push their events (set on each agent when a pair is configured).
     INGEST_URL = ENV.get("MSEPORTAL_INGEST_URL", "http://127.0.0.1:8000/api/v1/ingest/events")
@@ -129,8 +132,23 @@ try:
     )
     # Reports and alerts: failed sends are retried with backoff (this, doubling, 5 times).
     DELIVERY_RETRY_BACKOFF_SECONDS = env_int(ENV, "MSEPORTAL_DELIVERY_RETRY_BACKOFF_SECONDS", 30, minimum=1)
+    # Single sign-on (mseportal.ssoconf, docs/sso.md): LDAP and OIDC, each optional; local
+    # accounts (ModelBackend) stay for break-glass.
+    MSEPORTAL_LDAP = ldap_settings(ENV)
+    MSEPORTAL_OIDC = oidc_settings(ENV)
+    _ldap_django = django_ldap_settings(MSEPORTAL_LDAP) if MSEPORTAL_LDAP else {}
 except ConfigError as exc:
     raise ImproperlyConfigured(str(exc)) from None
+
+AUTHENTICATION_BACKENDS = [
+    *(["hapairs.sso.DirectoryBackend"] if MSEPORTAL_LDAP else []),
+    *(["hapairs.sso.IdentityProviderBackend"] if MSEPORTAL_OIDC else []),
+    "django.contrib.auth.backends.ModelBackend",
+]
+for _name, _value in {**_ldap_django, **{k: v for k, v in MSEPORTAL_OIDC.items() if k.startswith("OIDC_")}}.items():
+    globals()[_name] = _value
+# a refused OIDC sign-in lands back on the login page, which shows why (hapairs.sso's messages)
+LOGIN_REDIRECT_URL_FAILURE = "/login/"
 
 # The embedded defaults keep their files under var/: make the folders they need.
 if not ENV.get("DATABASE_URL"):
@@ -166,6 +184,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "mseportal.middleware.AuditContextMiddleware",
     "mseportal.middleware.LoginRequiredExceptApiMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -304,6 +323,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "heartbeat-samples-prune": {"task": "hapairs.tasks.heartbeat_samples_prune", "schedule": 86400.0},
     "deliveries-resume": {"task": "hapairs.tasks.deliveries_resume", "schedule": 60.0},
+    "drills-due": {"task": "hapairs.tasks.drills_due", "schedule": 60.0},
     "licenses-expiry-check": {
         "task": "hapairs.tasks.licenses_expiry_check",
         "schedule": _crontab(minute="0", hour="6"),

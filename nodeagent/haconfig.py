@@ -19,6 +19,7 @@ from .protocol import (
     Phase,
     Role,
     StopReason,
+    Why,
 )
 
 DEFAULT_STABILISATION_SECONDS = 30 * 60
@@ -178,6 +179,7 @@ class Note:
 
     code: EventCode
     remarks: str = ""
+    why: Why | None = None  # set on the agents' own decisions
 
     @property
     def description(self) -> str:

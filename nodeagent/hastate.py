@@ -22,6 +22,7 @@ The displayed state is derived (``state``), from:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .haconfig import (
@@ -44,7 +45,17 @@ from .protocol import (
     Phase,
     Role,
     StopReason,
+    Why,
+    explain,
 )
+
+
+def _on(paths: Sequence[str]) -> str:
+    """The paths a silence was on, for a sentence: both of them, the one, or nothing (unknown)."""
+    if not paths:
+        return ""
+    return f" on both paths ({', '.join(paths)})" if len(paths) == 2 else f" on the {paths[0]} path"
+
 
 # re-exported: tests and the runtime import PairConfig, PeerView, Note and the wait range from here
 __all__ = ["DEFAULT_FAILOVER_WAIT", "DEFAULT_STABILISATION_SECONDS", "MAX_FAILOVER_WAIT", "MIN_FAILOVER_WAIT"]  # fmt: skip
@@ -77,6 +88,8 @@ class PairHA:
     created_at: float = 0.0
     transitions: list = field(default_factory=list)  # [(now, state)] most recent last, bounded
     takeover_confirmed_until: float = 0.0  # a witness majority confirmed the primary gone (until then)
+    takeover_confirmed_by: str = ""  # how many of them: the takeover's explanation says so
+    failback_held_until: float | None = None  # the stabilisation window an automatic failback waits out (shown once)
     # seconds of missed heartbeats, counted by the runtime on the receiver's own clock while it
     # runs (a stall of this node counts one interval at most: hysteresis). None (the pure
     # tests): the silence is now - last_heard. Not persisted.
@@ -160,6 +173,7 @@ class PairHA:
         notes: list[Note] = []
         # fencing first: a newer generation always wins, even while stopped
         if peer.generation > self.generation:
+            mine = self.generation
             self.generation = peer.generation
             self.owner = peer.owner
             self.reclaim_pending = False
@@ -167,8 +181,18 @@ class PairHA:
             if self.in_charge and self.owner is not self.role:
                 self.in_charge = False
                 self.phase = None
+                reason = explain(
+                    "fence.newer_generation",
+                    f"Stepped down: the peer holds generation {peer.generation}, newer than this node's "
+                    f"{mine}, owned by the {self.owner.value}; one owner per generation.",
+                    own_generation=mine, peer_generation=peer.generation, owner=self.owner.value,
+                )  # fmt: skip
                 notes.append(
-                    Note(EventCode.STEPPED_DOWN, f"Generation {peer.generation} is owned by the {self.owner.value}.")
+                    Note(
+                        EventCode.STEPPED_DOWN,
+                        f"Generation {peer.generation} is owned by the {self.owner.value}.",
+                        why=reason,
+                    )
                 )
             if self.role is Role.SECONDARY and self.owner is Role.PRIMARY and self.phase is None:
                 self.synced = False  # must catch up with the primary that is now in charge
@@ -176,7 +200,14 @@ class PairHA:
             # cannot happen (one owner per generation); be safe: the secondary yields
             if self.role is Role.SECONDARY:
                 self.in_charge = False
-                notes.append(Note(EventCode.STEPPED_DOWN, "Both nodes were in charge; the secondary yields."))
+                reason = explain(
+                    "fence.both_in_charge",
+                    f"Stepped down: both nodes were in charge of generation {self.generation}; the secondary yields.",
+                    generation=self.generation,
+                )
+                notes.append(
+                    Note(EventCode.STEPPED_DOWN, "Both nodes were in charge; the secondary yields.", why=reason)
+                )
         if not self.running:
             return self._done(now, notes)
         self.last_heard = now
@@ -217,8 +248,10 @@ class PairHA:
             self.phase = None
         return self._done(now, notes)
 
-    def tick(self, now: float) -> list[Note]:
-        """Time passes: heartbeat timeouts and automatic failover / failback decisions."""
+    def tick(self, now: float, paths: Callable[[], Sequence[str]] = tuple) -> list[Note]:
+        """Time passes: heartbeat timeouts and automatic failover / failback decisions, each
+        with its explanation (``paths()``: the names of the pair's heartbeat paths, asked
+        only when a decision is explained: this runs every step of every pair)."""
         notes: list[Note] = []
         if not self.running:
             return notes
@@ -226,7 +259,13 @@ class PairHA:
         if self.heartbeat_up and since_hb > self.config.heartbeat_down_after:
             self.heartbeat_up = False
             self.peer_running = False
-            notes.append(Note(EventCode.HEARTBEATS_LOST))
+            down_after, names = self.config.heartbeat_down_after, paths()
+            reason = explain(
+                "heartbeat.down",
+                f"Heartbeats down: none answered for {since_hb:.1f} s{_on(names)} (down after {down_after:g} s).",
+                silence_s=since_hb, down_after_s=down_after, paths=",".join(names) or None,
+            )  # fmt: skip
+            notes.append(Note(EventCode.HEARTBEATS_LOST, why=reason))
         if not self.heartbeat_up and self.in_charge:
             self.alone = True
         if self.automatic_takeover_due(now) and (
@@ -236,6 +275,7 @@ class PairHA:
             notes += self._begin_failover(
                 now, f"Automatic failover: no heartbeat for {self.config.failover_wait:g} seconds.{witnessed}"
             )
+            notes[-1].why = self._takeover_why(now, paths())
         elif (
             self.role is Role.SECONDARY
             and self.in_charge
@@ -245,10 +285,50 @@ class PairHA:
             and self.heartbeat_up
             and self.peer_running
             and self.peer_state is HAState.TERMINATED
-            and (self.allowed_switch_at() or 0) <= now
         ):
-            notes += self._begin_failback(now, "Automatic failback.")
+            at = self.allowed_switch_at()
+            if at is None or at <= now:
+                notes += self._begin_failback(now, "Automatic failback.")
+                notes[-1].why = explain(
+                    "failback.automatic",
+                    "Automatic failback: the primary is back and waiting (Terminated), heartbeats are up"
+                    + ("" if at is None else f" and the stabilisation window ended at {iso(at)}")
+                    + ".",
+                    peer_state=HAState.TERMINATED.value,
+                    stabilisation_s=self.config.stabilisation_seconds,
+                )
+            elif self.failback_held_until != at:  # once per window, not once a tick
+                self.failback_held_until = at
+                mins = (at - now) / 60
+                notes.append(
+                    Note(
+                        EventCode.FAILBACK_HELD,
+                        f"The automatic failback waits until {iso(at)}.",
+                        why=explain(
+                            "failback.stabilisation",
+                            f"Failback refused: stabilisation window, {mins:.0f} min left "
+                            f"({self.config.stabilisation_seconds / 60:g} min after a switch).",
+                            left_s=at - now,
+                            stabilisation_s=self.config.stabilisation_seconds,
+                            allowed_at=iso(at),
+                        ),  # fmt: skip
+                    )
+                )
         return self._done(now, notes)
+
+    def _takeover_why(self, now: float, paths: Sequence[str]) -> Why:
+        since = self._silence(now)
+        if self.last_alive is not None:
+            since = min(since, now - self.last_alive)
+        wait, witnesses = self.config.failover_wait, self.config.witnesses
+        confirmed = f"; {self.takeover_confirmed_by}" if witnesses and self.takeover_confirmed_by else ""
+        return explain(
+            "takeover.silence",
+            f"Takeover after {since:.1f} s without heartbeats{_on(paths)}; the wait is {wait:g} s{confirmed}.",
+            silence_s=since, failover_wait_s=wait, paths=",".join(paths) or None,
+            witnesses=len(witnesses), witness_majority=self.config.majority if witnesses else None,
+            witnesses_confirmed=self.takeover_confirmed_by or None,
+        )  # fmt: skip
 
     def automatic_takeover_due(self, now: float) -> bool:
         """Secondary: every condition of an automatic failover holds (but the witnesses')."""

@@ -45,7 +45,7 @@ import aiohttp
 from . import datagram
 from .datagram import DatagramError
 from .hastate import PeerView
-from .protocol import PATH_PEER_COMMAND, Cause, EventCode, HeartbeatPath, PeerCommand, Role
+from .protocol import PATH_PEER_COMMAND, REMOVED_MARK, Cause, EventCode, HeartbeatPath, PeerCommand, Role, explain
 
 PATH_NAMES = {HeartbeatPath.HM: "Health Monitor network", HeartbeatPath.DIRECT: "direct-connect link"}
 REFUSAL_LOG_SECONDS = 10.0  # a refused datagram is logged at most this often per node
@@ -482,6 +482,11 @@ class Heartbeats:
                 self.send(pr)  # the first beat at once: the pair's response time is known from now
             node.schedule(pr)
             node.changed()
+        elif status == 410 and isinstance(out, dict) and str(out.get("error", "")).startswith(REMOVED_MARK):
+            # the peer removed our pairing (the manager could not reach us to remove ours):
+            # it is alive, so never taken over; and we drop the pairing
+            pr.ha.peer_alive(time.time())
+            await node.stand_down_removed(pr, str(out["error"]))
         else:
             # an answer, but not a peer message (e.g. 404 "not paired" while the pair is being
             # deleted): the peer is alive, so it must not be taken over
@@ -502,12 +507,19 @@ class Heartbeats:
             elif shown and not up:
                 pr.path_shown_up[path] = False
                 others = ", ".join(PATH_NAMES[p] for p in pr.paths if p is not path and pr.path_up(p, now))
+                down_after = pr.ha.config.heartbeat_down_after
                 self.node.emit(
                     EventCode.HEARTBEAT_PATH_DOWN,
-                    f"No heartbeats on the {PATH_NAMES[path]} for "
-                    f"{pr.ha.config.heartbeat_down_after:g} s; the {others} still carries them: no failover.",
+                    f"No heartbeats on the {PATH_NAMES[path]} for {down_after:g} s; the {others} still carries "
+                    "them: no failover.",
                     pr,
-                )
+                    why=explain(
+                        "heartbeat.one_path_down",
+                        f"No failover: the {PATH_NAMES[path]} is silent for {down_after:g} s, the {others} still "
+                        "carries heartbeats.",
+                        path=path.value, down_after_s=down_after, paths_up=len(pr.paths) - 1,
+                    ),
+                )  # fmt: skip
             elif not shown and up:
                 pr.path_shown_up[path] = True
                 self.node.emit(EventCode.HEARTBEAT_PATH_UP, f"Heartbeats on the {PATH_NAMES[path]} again.", pr)

@@ -17,6 +17,19 @@ class Cause(TypedDict, total=False):
     reason: str
 
 
+Scalar = str | int | float | bool | None
+
+
+class Why(TypedDict):
+    """Why an agent decided something by itself (no operator asked): the rule that fired, in
+    words for the operator, and what it saw. ``rule`` is stable (dotted, lower case: decide
+    by it); ``inputs`` are scalars (seconds as ``*_s``), at most 20."""
+
+    rule: str
+    text: str
+    inputs: dict[str, Scalar]
+
+
 class PeerInfo(TypedDict, total=False):
     peer_name: str
     hm_ip: str
@@ -69,6 +82,7 @@ class Event(TypedDict):
     generation: int
     peer: str | None  # the peer's HM IP this event is about, if any
     cause: Cause | None
+    why: Why | None  # the agents' own decisions: the rule that fired and its inputs
 
 
 class HAInfo(TypedDict, total=False):

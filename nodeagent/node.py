@@ -45,7 +45,19 @@ from .info import NodeInfo
 from .operator_api import OperatorApi
 from .pair import PairRuntime
 from .procedures import SYNC_CHUNK, Procedures
-from .protocol import Cause, Event, EventCode, HAState, Phase, ReplicationStatus, Role, event_upgraded
+from .protocol import (
+    REMOVED_MARK,
+    Cause,
+    Event,
+    EventCode,
+    HAState,
+    Phase,
+    ReplicationStatus,
+    Role,
+    Why,
+    event_upgraded,
+    explain,
+)
 from .replication import InstanceStore
 from .scheduler import Job, Scheduler
 from .signing import ReplayCache
@@ -62,7 +74,9 @@ EVENTS_KEPT = 5000  # events kept in memory (all of them are in events.jsonl)
 EVENTS_TRIM = 500  # dropped at a time once over EVENTS_KEPT
 
 
-EVENT_FIELDS = ("seq", "code", "description", "generated_by", "timestamp", "remarks", "generation", "peer", "cause")
+EVENT_FIELDS = (
+    "seq", "code", "description", "generated_by", "timestamp", "remarks", "generation", "peer", "cause", "why",
+)  # fmt: skip
 
 
 class EventList:
@@ -148,6 +162,7 @@ class Node:
         "stopping",
         "traps",
         "unpaired_running",
+        "removed_peers",
         "vip_driver",
         "vips",
         "witnesses",
@@ -175,6 +190,10 @@ class Node:
         )
         self.admin_stopped = False
         self.unpaired_running = True
+        # peers whose pairing this node dropped (HM IP → when): one still paired with it is
+        # told so (410) when it next asks, and stands down (stand_down_removed). None until
+        # the first (an agent farm keeps thousands of nodes: no empty dict each)
+        self.removed_peers: dict[str, str] | None = None
         # the last EVENTS_KEPT events (the API's, the trap pushes'): see EventList
         self.events = EventList()
         self.seq = 0
@@ -244,6 +263,10 @@ class Node:
         self.restarts = int(saved.get("restarts", 0)) + 1
         self.admin_stopped = bool(saved.get("admin_stopped", False))
         self.unpaired_running = bool(saved.get("unpaired_running", True))
+        removed = saved.get("removed_peers")
+        self.removed_peers = (
+            {str(k): str(v) for k, v in removed.items()} if isinstance(removed, dict) and removed else None
+        )
         for d in saved.get("pairs", []):
             ha = PairHA.from_dict(d["ha"])
             ha.restarted(now)
@@ -333,6 +356,7 @@ class Node:
                 "pairs": [p.to_dict() for p in self.pairs.values()],
                 "admin_stopped": self.admin_stopped,
                 "unpaired_running": self.unpaired_running,
+                "removed_peers": self.removed_peers or {},
                 "restarts": self.restarts,
                 "signal_stop": signal_stop,
                 "saved_at": now_iso(),
@@ -348,10 +372,17 @@ class Node:
         return False
 
     def emit(
-        self, code: EventCode, remarks: str = "", pr: PairRuntime | None = None, *, cause: Cause | None = None
+        self,
+        code: EventCode,
+        remarks: str = "",
+        pr: PairRuntime | None = None,
+        *,
+        cause: Cause | None = None,
+        why: Why | None = None,
     ) -> Event:
         """Record one event. Its cause: the command being handled (``cause``), else the one
-        driving the pair's procedure (``pr.cause``); none when the agents decided alone."""
+        driving the pair's procedure (``pr.cause``); none when the agents decided alone, when
+        ``why`` says which rule fired and on what."""
         self.seq += 1
         gen = pr.ha.generation if pr else max((p.ha.generation for p in self.pairs.values()), default=0)
         ev: Event = {
@@ -364,6 +395,7 @@ class Node:
             "generation": gen,
             "peer": pr.peer_hm_ip if pr else None,
             "cause": cause or (pr.cause if pr else None),
+            "why": why,
         }
         self._event_log.append(ev)
         self._keep_event(ev)
@@ -378,7 +410,7 @@ class Node:
 
     def record(self, notes: list[Note], pr: PairRuntime | None = None, *, cause: Cause | None = None) -> None:
         for n in notes:
-            self.emit(n.code, n.remarks, pr, cause=cause)
+            self.emit(n.code, n.remarks, pr, cause=cause, why=n.why)
 
     def changed(self) -> None:
         """Something may have changed: persist it and, if it did, let the loop reconcile at once
@@ -451,9 +483,19 @@ class Node:
             return
         pr.fenced_shown = fenced
         if fenced:
-            answers = "; ".join(why for _, why in pr.witness_view) or "no answer yet"
+            answers = "; ".join(answer for _, answer in pr.witness_view) or "no answer yet"
+            granted, cfg = sum(ok for ok, _ in pr.witness_view), pr.ha.config
+            reason = explain(
+                "fence.no_lease",
+                f"Fenced: no heartbeat from the secondary for {cfg.heartbeat_down_after:g} s and a lease from "
+                f"{granted} of {len(cfg.witnesses)} witnesses (a majority is {cfg.majority}): the VIP is released.",
+                heartbeat_down_after_s=cfg.heartbeat_down_after,
+                witnesses=len(cfg.witnesses),
+                granted=granted,
+                majority=cfg.majority,
+            )
             self.emit(EventCode.FENCED, f"No heartbeats from the secondary and no lease from a majority of "
-                      f"witnesses ({answers}).", pr)  # fmt: skip
+                      f"witnesses ({answers}).", pr, why=reason)  # fmt: skip
         else:
             self.emit(EventCode.UNFENCED, "", pr)
         self.wake()
@@ -470,10 +512,56 @@ class Node:
 
     def pair_from(self, body: dict) -> PairRuntime:
         """The pair a peer message comes from (its ``from`` HM IP)."""
-        pr = self.pairs.get(str(body.get("from", "")))
+        sender = str(body.get("from", ""))
+        pr = self.pairs.get(sender)
         if pr is None:
+            if self.removed_peers and sender in self.removed_peers:  # signed with our password: a real peer
+                raise ApiError(
+                    410,
+                    f"{REMOVED_MARK}: {self.cfg.name} removed its pairing with {sender} at "
+                    f"{self.removed_peers[sender]} (by the manager); drop yours",
+                )
             raise ApiError(404, "not paired with this peer")
         return pr
+
+    def drop_pair(self, pr: PairRuntime) -> None:
+        """Forget a pairing here (its heartbeats, its tasks, its instance on a secondary); a
+        primary keeps serving its VIP alone. The caller records why and reconciles the VIPs."""
+        self.heartbeats.stop(pr)
+        for t in (pr.proc, pr.witness_task, pr.hello_task):
+            if t and t is not asyncio.current_task():
+                t.cancel()
+        self.pairs.pop(pr.peer_hm_ip, None)
+        if self.cfg.role is Role.PRIMARY:
+            self.unpaired_running = pr.ha.running or pr.ha.resume_in_charge
+        else:
+            pr.instance.close()
+
+    async def stand_down_removed(self, pr: PairRuntime, answer: str) -> None:
+        """The peer says it removed our pairing (410, over its pinned certificate, to a
+        request signed with its password): drop ours, never taking its VIP. A secondary in
+        charge keeps serving (the peer would have refused the removal) and says so."""
+        if pr.peer_hm_ip not in self.pairs:
+            return
+        if self.cfg.role is Role.SECONDARY and pr.ha.in_charge:
+            if pr.refusal_shown != REMOVED_MARK:
+                pr.refusal_shown = REMOVED_MARK
+                self.emit(EventCode.TAKEOVER_REFUSED, f"{answer}; this secondary is in charge and keeps serving.", pr)
+            return
+        name = pr.peer.get("name", pr.peer_hm_ip)
+        self.drop_pair(pr)
+        self.emit(
+            EventCode.PAIRING_REMOVED_BY_PEER,
+            f"{name} ({pr.peer_hm_ip}) no longer knows this pairing: dropped here, the VIP left alone.",
+            why=explain(
+                "pairing.removed_by_peer",
+                f"Stood down: {name} answered that it removed the pairing; this node was not in charge.",
+                peer=pr.peer_hm_ip,
+                answer=answer[:200],
+            ),  # fmt: skip
+        )
+        self.save_ha()
+        await self.vips.reconcile()
 
     # ================================================================= main loop
     def tick_period(self) -> float:
@@ -526,7 +614,7 @@ class Node:
             interval = min(interval, pr.ha.config.heartbeat_interval)
             pr.ha.quiet = max(0.0, awake - pr.beat_awake)
             was_up = pr.ha.heartbeat_up
-            self.record(pr.ha.tick(now), pr)
+            self.record(pr.ha.tick(now, pr.path_names), pr)
             if was_up and not pr.ha.heartbeat_up:
                 pr.witness_wake.set()  # the primary is alone now: its lease must say so at once
             if (

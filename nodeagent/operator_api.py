@@ -10,8 +10,10 @@ refuses; the state changes go through the pair's state machine and the node's ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,8 @@ from .config import ConfigError, check_ip, check_trap_url
 from .errors import ApiError
 from .hastate import Note, PairConfig, PairHA, Refused
 from .pair import PairRuntime
-from .protocol import PATH_PEER_COMMAND, Cause, EventCode, Mode, PeerCommand, Role, StopReason
+from .protocol import PATH_PEER_COMMAND, Cause, EventCode, Mode, PeerCommand, ReplicationStatus, Role, StopReason
+from .replication import InstanceStore
 from .store import ASSIGNMENTS_FILE, LICENSES_FILE
 
 log = logging.getLogger("nodeagent.operator")
@@ -148,6 +151,8 @@ class OperatorApi:
         pr = PairRuntime(node, peer, node.free_slot(), ha)
         pr.take_cause(cause, now)  # a new pairing: its events name the job until it is Active
         node.pairs[peer["hm_ip"]] = pr
+        if node.removed_peers:
+            node.removed_peers.pop(peer["hm_ip"], None)  # paired again: no longer a removed peer
         node.record(notes, pr)
         if recovery:
             pr.sync_done_once = True  # the data comes back with the failback, not an initial sync
@@ -180,19 +185,54 @@ class OperatorApi:
             raise ApiError(409, "This secondary is in charge of the primary's VIP; fail back before deleting the pair.")
         if node.cfg.role is Role.PRIMARY and pr.ha.owner is Role.SECONDARY:
             raise ApiError(409, "The secondary is in charge; fail back before deleting the pair.")
-        node.heartbeats.stop(pr)
-        for t in (pr.proc, pr.witness_task, pr.hello_task):
-            if t:
-                t.cancel()
-        del node.pairs[hm_ip]
-        if node.cfg.role is Role.PRIMARY:
-            node.unpaired_running = pr.ha.running or pr.ha.resume_in_charge
-        else:
-            pr.instance.close()
+        node.drop_pair(pr)
+        # a peer still paired with us (the manager could not reach it) is told when it asks
+        node.removed_peers = {**(node.removed_peers or {}), hm_ip: now_iso()}
         node.emit(EventCode.PEER_DELETED, f"Peer {pr.peer['name']} ({hm_ip}) removed.", cause=cause)
         node.save_ha()
         await node.vips.reconcile()
         return {"deleted": hm_ip}
+
+    def reset_sync(self, hm_ip: str, body: dict, cause: Cause | None = None) -> dict:
+        """Secondary, for one primary (only its instance, when it backs two): drop the
+        instance's synchronisation state so the primary copies it again, from where the
+        instance's data says (its data kept), or from nothing (``empty_data``: the instance's
+        files deleted; nothing the primary holds is lost). The primary keeps serving."""
+        node = self.node
+        pr = node.pairs.get(hm_ip)
+        if pr is None:
+            raise ApiError(404, f"no peer {hm_ip}")
+        if node.cfg.role is not Role.SECONDARY:
+            raise ApiError(409, "Only a secondary's synchronisation is reset (the primary holds the data).")
+        if pr.ha.in_charge or pr.ha.owner is not Role.PRIMARY:
+            raise ApiError(
+                409, "This secondary is in charge of the primary's VIP: its data is the pair's; fail back first."
+            )
+        empty = body.get("empty_data", False)
+        if not isinstance(empty, bool):
+            raise ApiError(400, "empty_data must be true or false")
+        old = pr.instance
+        old.close()
+        if empty:
+            for path in (old.log_path, old.meta_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        pr.instance = InstanceStore(old.db_name, old.db_port, old.log_path)
+        if not empty:
+            pr.instance.set_sync_lsn(0)  # copied again from the start; records already held are kept
+        node.record(pr.ha.set_synced(time.time(), False), pr)
+        pr.replication = ReplicationStatus.DOWN
+        pr.sync_percent = 0
+        kept = f"{pr.instance.count} records kept" if not empty else "its data emptied"
+        node.emit(
+            EventCode.SYNC_RESET,
+            f"Instance {old.db_name} for {pr.peer['name']} ({hm_ip}): {kept}; the primary copies it again.",
+            pr,
+            cause=cause,
+        )
+        node.save_ha()
+        node.wake()
+        return {"reset": hm_ip, "empty_data": empty, "records": pr.instance.count}
 
     # ================================================================= switchover and failback
     def _pick_pair(self, body: dict) -> PairRuntime:

@@ -153,6 +153,9 @@ class PairRuntime:
         """The paths this pair's heartbeats travel: the HM network, and the direct link."""
         return [HeartbeatPath.HM, HeartbeatPath.DIRECT] if self.direct else [HeartbeatPath.HM]
 
+    def path_names(self) -> list[str]:
+        return [path.value for path in self.paths]
+
     def replication_lag(self) -> int:
         """Records the replica lacks: the copy in charge's log sequence number less the other's
         (this node's instance and the peer's, as its last heartbeat said)."""

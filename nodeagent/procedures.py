@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import aiohttp
 
@@ -302,10 +302,30 @@ class Procedures:
         if int(body.get("generation", 0)) < pr.ha.generation or pr.ha.in_charge:
             raise ApiError(409, "stale primary: this secondary holds a newer generation")
         applied = 0
-        for rec in body.get("records", []):
-            applied += pr.instance.apply(rec)
+        try:
+            for rec in body.get("records", []):
+                applied += pr.instance.apply(rec)
+        except OSError as exc:
+            self._cannot_store(pr, exc)
         pr.note_lag()
         return {"ok": True, "applied": applied, "lsn": pr.instance.lsn}
+
+    def _cannot_store(self, pr: PairRuntime, exc: OSError) -> NoReturn:
+        """Secondary: the primary's records cannot be stored (a full disk, a broken file): out
+        of step from now on (never taking over without them, until a copy completes), and the
+        primary is told so (507), so it acknowledges its clients' writes without us rather
+        than wait for a copy that cannot come."""
+        node = self.node
+        if pr.ha.synced or pr.replication is not ReplicationStatus.DOWN:
+            node.record(pr.ha.set_synced(time.time(), False), pr)
+            pr.replication = ReplicationStatus.DOWN
+            node.emit(
+                EventCode.REPLICATION_DOWN,
+                f"Cannot store the primary's records in {pr.instance.db_name}: {exc.strerror or exc}.",
+                pr,
+            )
+            node.changed()
+        raise ApiError(507, f"cannot store the records: {exc.strerror or exc}")
 
     def peer_snapshot(self, body: dict) -> dict:
         """Bulk copy: catch-up (primary -> secondary) or failback (secondary -> primary, replace)."""
@@ -327,8 +347,11 @@ class Procedures:
             if staging is not None:
                 staging.extend(recs)
             else:
-                for r in recs:
-                    pr.instance.apply(r)
+                try:
+                    for r in recs:
+                        pr.instance.apply(r)
+                except OSError as exc:
+                    self._cannot_store(pr, exc)
             pr.sync_percent = int(body.get("percent", 0))
             return {"ok": True}
         if op == SnapshotOp.END:
@@ -405,6 +428,14 @@ class Procedures:
                 if status == 409:
                     # the secondary holds a newer generation: we must not acknowledge
                     raise ApiError(503, "the secondary is in charge; write not acknowledged")
+                if status == 507:
+                    # the secondary cannot store it and knows it is out of step (it takes over
+                    # nothing until a copy completes, and the copy brings this record): as alone
+                    pr.replication = ReplicationStatus.DOWN
+                    if pr.may_ack_alone() or await self._solo_lease(pr):
+                        return
+                    raise ApiError(503, "the secondary cannot store writes and the witnesses grant no lease; "
+                                        "write not acknowledged")  # fmt: skip
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(0.02)

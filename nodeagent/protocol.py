@@ -30,8 +30,10 @@ from .messages import (  # noqa: F401
     HAInfo,
     PeerInfo,
     PeerMessage,
+    Scalar,
     ServerInfo,
     ServiceInfo,
+    Why,
 )
 from .signing import (  # noqa: F401
     DEFAULT_FRESHNESS_SECONDS,
@@ -47,6 +49,9 @@ from .signing import (  # noqa: F401
     sign_request,
     verify_request,
 )
+
+# how a peer's 410 begins when it removed the pairing the asker still holds (nodeagent.node)
+REMOVED_MARK = "pairing removed"
 
 API_VERSION = "v1"  # the HTTP paths (/hm/v1)
 # the messages and their transport: bumped by any change to the wire. 3: the HM API over
@@ -69,6 +74,7 @@ PATH_HA_INFO = f"{PREFIX}/ha-info"
 PATH_EVENTS = f"{PREFIX}/events"  # ?since=SEQ&limit=N
 PATH_HA_CONFIGURE = f"{PREFIX}/ha/configure"
 PATH_HA_PEER = f"{PREFIX}/ha/peers/{{peer_hm_ip}}"  # DELETE
+PATH_HA_PEER_RESET = f"{PREFIX}/ha/peers/{{peer_hm_ip}}/reset-sync"  # POST, on a secondary
 PATH_FAILOVER = f"{PREFIX}/ha/failover"
 PATH_FAILBACK = f"{PREFIX}/ha/failback"
 PATH_LICENSES = f"{PREFIX}/licenses"
@@ -247,6 +253,7 @@ class EventCode(str, Enum):
     FAILBACK_IN_PROGRESS = "failback_in_progress"
     FAILBACK_COMPLETE = "failback_complete"
     FAILBACK_ABORTED = "failback_aborted"
+    FAILBACK_HELD = "failback_held"
     NOT_SYNCHRONIZED = "not_synchronized"
     HEARTBEATS_LOST = "heartbeats_lost"
     HEARTBEATS_RESTORED = "heartbeats_restored"
@@ -255,6 +262,8 @@ class EventCode(str, Enum):
     SERVICES_STOPPED = "services_stopped"
     SERVICES_STARTED = "services_started"
     PEER_DELETED = "peer_deleted"
+    PAIRING_REMOVED_BY_PEER = "pairing_removed_by_peer"
+    SYNC_RESET = "sync_reset"
     LICENSE_INSTALLED = "license_installed"
     LICENSE_REMOVED = "license_removed"
     REPLICATION_DOWN = "replication_down"
@@ -291,6 +300,7 @@ EVENT_TEXT: dict[EventCode, str] = {
     EventCode.FAILBACK_IN_PROGRESS: "Failback in progress; starting primary database instance",
     EventCode.FAILBACK_COMPLETE: "Failback complete; primary instance is in charge",
     EventCode.FAILBACK_ABORTED: "Failback aborted",
+    EventCode.FAILBACK_HELD: "Automatic failback held back",
     EventCode.NOT_SYNCHRONIZED: "Primary instance is not synchronized with the secondary server. In progress.",
     EventCode.HEARTBEATS_LOST: "Heartbeats lost with peer",
     EventCode.HEARTBEATS_RESTORED: "Heartbeats restored with peer",
@@ -299,6 +309,8 @@ EVENT_TEXT: dict[EventCode, str] = {
     EventCode.SERVICES_STOPPED: "Services stopped by the administrator",
     EventCode.SERVICES_STARTED: "Services started",
     EventCode.PEER_DELETED: "High availability configuration deleted",
+    EventCode.PAIRING_REMOVED_BY_PEER: "The peer removed the pairing: this node stood down",
+    EventCode.SYNC_RESET: "Synchronisation reset: the instance starts again from the primary",
     EventCode.LICENSE_INSTALLED: "License installed",
     EventCode.LICENSE_REMOVED: "License removed",
     EventCode.REPLICATION_DOWN: "Data replication down; primary is running alone",
@@ -342,16 +354,23 @@ def cause_from(value: object, *, key: str | None = None) -> Cause | None:
 
 
 # ---------------------------------------------------------------- versions
+def explain(rule: str, text: str, **inputs: Scalar) -> Why:
+    """An explained decision (``protocol.Why``): the rule, its sentence, what it saw (floats
+    to a tenth: the inputs are for reading, not for replaying)."""
+    return {"rule": rule, "text": text,
+            "inputs": {k: round(v, 1) if isinstance(v, float) else v for k, v in inputs.items()}}  # fmt: skip
+
+
 def event_upgraded(raw: dict[str, Any]) -> Event | None:
     """An event as stored on disk, in this protocol's shape: a protocol-1 agent's events
     (text, no code, no cause) get the code their text stands for; one whose text stands for
     none is None (never sent with a made-up code)."""
     if isinstance(raw.get("code"), str) and raw["code"] in _CODES:
-        return cast(Event, {**raw, "cause": raw.get("cause")})
+        return cast(Event, {**raw, "cause": raw.get("cause"), "why": raw.get("why")})
     code = V1_TEXT_CODES.get(str(raw.get("description", "")))
     if code is None:
         return None
-    return cast(Event, {**raw, "code": code.value, "description": code.text, "cause": None})
+    return cast(Event, {**raw, "code": code.value, "description": code.text, "cause": None, "why": None})
 
 
 _CODES = {code.value for code in EventCode}

@@ -210,6 +210,11 @@ def build_hm_app() -> web.Application:
         _, cause = await command(request)
         return web.json_response(await node.operator.delete_peer(request.match_info["peer_hm_ip"], cause))
 
+    async def reset_sync(request):
+        node = request[NODE]
+        body, cause = await command(request)
+        return web.json_response(node.operator.reset_sync(request.match_info["peer_hm_ip"], body, cause))
+
     async def failover(request):
         node = request[NODE]
         body, cause = await command(request)
@@ -306,6 +311,7 @@ def build_hm_app() -> web.Application:
     r.add_get(P.PATH_EVENTS, events)
     r.add_post(P.PATH_HA_CONFIGURE, configure)
     r.add_delete(P.PATH_HA_PEER, delete_peer)
+    r.add_post(P.PATH_HA_PEER_RESET, reset_sync)
     r.add_post(P.PATH_FAILOVER, failover)
     r.add_post(P.PATH_FAILBACK, failback)
     r.add_get(P.PATH_LICENSES, licenses)
@@ -475,13 +481,15 @@ class NodeServer:
         await node.heartbeats.listen(cfg.port)  # the heartbeat datagrams: the same port number, UDP
         if node.cfg.real_network:
             assert node.cfg.hm_interface, "validated: the iproute driver has its interface"
-            driver = IprouteVipDriver(svc_runner, node.cfg.port, node.cfg.hm_interface)
+            driver = IprouteVipDriver(
+                svc_runner, node.cfg.port, node.cfg.hm_interface, ssl_context=node.identity.server_context
+            )
             driver.may_announce = node.may_announce
             driver.lifetime_of = node.vip_lifetime
             driver.on_expired = node.wake
             node.vip_driver = driver
         else:
-            node.vip_driver = LoopbackVipDriver(svc_runner, node.cfg.port)
+            node.vip_driver = LoopbackVipDriver(svc_runner, node.cfg.port, ssl_context=node.identity.server_context)
         node.vip_driver.taken = lambda vip, taken: self._vip(vip, taken)
         await node.start()
 

@@ -129,7 +129,10 @@ class _Listener:
 
 
 class TlsOnlySite(web.BaseSite):
-    __slots__ = ("_host", "_port", "_reuse_address", "_context_of", "_listener")
+    """``plain``: plain HTTP is served too, not refused (the service API on a VIP: its
+    clients may use either; the HM port never does)."""
+
+    __slots__ = ("_host", "_port", "_reuse_address", "_context_of", "_listener", "_plain")
 
     def __init__(
         self,
@@ -139,6 +142,7 @@ class TlsOnlySite(web.BaseSite):
         *,
         ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext],
         backlog: int = 256,
+        plain: bool = False,
     ) -> None:
         # a context, or a function giving it when a connection comes (an agent farm keeps no
         # context per node: each holds its certificate and key, ~20 KB; see tlsid.server_context)
@@ -146,6 +150,7 @@ class TlsOnlySite(web.BaseSite):
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
         self._listener: _Listener | None = None
+        self._plain = plain
 
     @property
     def name(self) -> str:
@@ -165,6 +170,11 @@ class TlsOnlySite(web.BaseSite):
             raise
         self._listener = _Listener(self, sock)
         self._server = self._listener  # type: ignore[assignment]
+        # yield once, as aiohttp's TCPSite does (its create_server awaits): an agent farm
+        # starts thousands of sites, its primaries' VIPs among them, and a start that never
+        # yields starves the loop; the first hellos time out, and the retries never end
+        # (measured: a 2,000-node farm never ready; with this yield, ready as before)
+        await asyncio.sleep(0)
 
     async def _route(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -191,6 +201,8 @@ class TlsOnlySite(web.BaseSite):
             elif first[0] == TLS_HANDSHAKE:
                 context = self._context_of()
                 await loop.connect_accepted_socket(server, conn, ssl=context, ssl_handshake_timeout=10)
+            elif self._plain:
+                await loop.connect_accepted_socket(server, conn)
             else:
                 assert self._listener is not None
                 if self._listener.refusing is None:

@@ -29,6 +29,7 @@ import ipaddress
 import json
 import logging
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .protocol import EventCode
+from .tlsport import TlsOnlySite
 
 if TYPE_CHECKING:  # types only: node.py imports this module
     from .node import Node
@@ -47,10 +49,15 @@ log = logging.getLogger("nodeagent.vip")
 class VipDriver:
     """Interface: bind/release the service listener for a VIP."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(
+        self, runner: web.AppRunner, port: int, *, ssl_context: Callable[[], ssl.SSLContext] | None = None
+    ) -> None:
         self.runner = runner
         self.port = port
-        self.sites: dict[str, web.TCPSite] = {}
+        # the node's certificate: the service API on a VIP speaks HTTPS too (a client that
+        # sends a password checks it: the portal's drill probe pins it), and plain HTTP
+        self.ssl_context = ssl_context
+        self.sites: dict[str, web.BaseSite] = {}
         # told when a VIP is taken or released (the server maps the VIP to its node)
         self.taken: Callable[[str, bool], None] = lambda vip, taken: None
 
@@ -60,6 +67,11 @@ class VipDriver:
 
     async def bind(self, vip: str, netmask: str | None = None) -> None:
         raise NotImplementedError
+
+    def site_for(self, vip: str) -> web.BaseSite:
+        if self.ssl_context is None:
+            return web.TCPSite(self.runner, vip, self.port, reuse_address=True, backlog=512)
+        return TlsOnlySite(self.runner, vip, self.port, ssl_context=self.ssl_context, backlog=512, plain=True)
 
     async def release(self, vip: str) -> None:
         raise NotImplementedError
@@ -78,7 +90,7 @@ class LoopbackVipDriver(VipDriver):
             return
         if not ipaddress.IPv4Address(vip).is_loopback:
             raise OSError(f"the loopback VIP driver only binds 127.0.0.0/8 addresses, not {vip}")
-        site = web.TCPSite(self.runner, vip, self.port, reuse_address=True, backlog=512)
+        site = self.site_for(vip)
         await site.start()  # raises OSError (EADDRINUSE) if somebody else still holds it
         self.sites[vip] = site
         log.info("VIP %s:%s taken", vip, self.port)
@@ -121,8 +133,9 @@ class IprouteVipDriver(VipDriver):
         *,
         announce_count: int = 3,
         reannounce_seconds: float = 10.0,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
-        super().__init__(runner, port)
+        super().__init__(runner, port, ssl_context=ssl_context)
         self.interface = interface
         self.announce_count = announce_count
         # while it holds the VIP, the node re-announces it now and then: a killed agent's host
@@ -180,7 +193,7 @@ class IprouteVipDriver(VipDriver):
         t_added = time.monotonic()
         await self._run("ip", "addr", "add", f"{vip}/{prefix}", "dev", self.interface, *self._lft(lifetime))
         self.prefixes[vip] = prefix
-        site = web.TCPSite(self.runner, vip, self.port, reuse_address=True, backlog=512)
+        site = self.site_for(vip)
         try:
             await site.start()
         except OSError:

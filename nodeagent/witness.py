@@ -39,7 +39,7 @@ from aiohttp import web
 from . import protocol as P
 from .client import AgentClient
 from .haconfig import WITNESS_AVAILABILITY, WITNESS_MODES
-from .protocol import EventCode, Role
+from .protocol import EventCode, Role, explain
 from .store import atomic_write_json
 
 if TYPE_CHECKING:  # types only: node.py imports this module
@@ -294,7 +294,14 @@ class WitnessGuard:
         confirmed = [why for ok, why in answers if ok]
         if len(confirmed) >= cfg.majority:
             pr.ha.takeover_confirmed_until = time.time() + 2 * cfg.heartbeat_interval + 1
-            self.node.emit(EventCode.TAKEOVER_CONFIRMED, "; ".join(confirmed), pr)
+            pr.ha.takeover_confirmed_by = f"{len(confirmed)} of {len(cfg.witnesses)} witnesses confirmed"
+            reason = explain(
+                "witness.majority",
+                f"Takeover confirmed: {len(confirmed)} of {len(cfg.witnesses)} witnesses say the primary is gone "
+                f"(a majority is {cfg.majority}).",
+                witnesses=len(cfg.witnesses), confirmed=len(confirmed), majority=cfg.majority,
+            )  # fmt: skip
+            self.node.emit(EventCode.TAKEOVER_CONFIRMED, "; ".join(confirmed), pr, why=reason)
             return True, ""
         refused = "; ".join(why for ok, why in answers if not ok)
         return False, f"{len(confirmed)} of {len(answers)} witnesses confirm (a majority is {cfg.majority}): {refused}"
@@ -313,5 +320,14 @@ class WitnessGuard:
         first = refusal.split(": ", 1)[-1].split(" (")[0]
         if first != pr.refusal_shown:  # one event per reason, not one a second
             pr.refusal_shown = first
-            self.node.emit(EventCode.TAKEOVER_REFUSED, refusal, pr)
+            cfg = pr.ha.config
+            granted = sum(ok for ok, _ in pr.witness_view)
+            reason = explain(
+                "witness.no_majority",
+                f"Takeover refused: the primary is silent for {cfg.failover_wait:g} s, but only {granted} of "
+                f"{len(cfg.witnesses)} witnesses confirm it is gone (a majority is {cfg.majority}).",
+                failover_wait_s=cfg.failover_wait, witnesses=len(cfg.witnesses), confirmed=granted,
+                majority=cfg.majority, mode=cfg.witness_mode,
+            )  # fmt: skip
+            self.node.emit(EventCode.TAKEOVER_REFUSED, refusal, pr, why=reason)
         return False

@@ -7,10 +7,10 @@ also pairs and switches, an Admin also adds appliances. Errors are always
 400 for refused input, 401/403 for who you are, 404, 409 for "not now", never 500.
 """
 
-from hapairs.api import appliances, events, ingest, jobs, licenses, reports
+from hapairs.api import appliances, audit, drills, events, ingest, jobs, licenses, reports
 from hapairs.api.core import api
 
-for module in (appliances, events, jobs, licenses, reports, ingest):
+for module in (appliances, audit, drills, events, jobs, licenses, reports, ingest):
     api.add_router("", module.router)
 
 __all__ = ["api"]

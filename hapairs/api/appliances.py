@@ -24,6 +24,8 @@ from hapairs.api.schemas import (
     MaintenanceIn,
     MaintenanceOut,
     ReasonIn,
+    RemoveOneSideIn,
+    ResetSyncIn,
     appliance_out,
     job_out,
 )
@@ -161,6 +163,41 @@ def delete_ha(request, name: str, reason: str = Query("", max_length=500)):
     return Status(202, job_out(services.ha_delete_secondary(pair=pair, by=request.auth, reason=reason)))
 
 
+@router.post(
+    "/appliances/{name}/ha/reset-sync",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Reset a synchronisation stuck at X % (the primary copies the instance again)",
+)
+def reset_sync(request, name: str, payload: ResetSyncIn):
+    require(request, roles.OPERATE, "reset a synchronisation")
+    pair = pair_of_or_404(appliance_or_404(name))
+    job = services.ha_reset_sync(
+        pair=pair,
+        by=request.auth,
+        reason=payload.reason,
+        empty_data=payload.empty_data,
+        confirm_empty=payload.confirm_empty,
+    )
+    return Status(202, job_out(job))
+
+
+@router.post(
+    "/appliances/{name}/ha/remove-from/{side}",
+    response=answers({202: JobOut}, 400, 403, 404, 409, 422),
+    summary="Remove the pairing from one node only, when the other cannot be reached",
+)
+def remove_one_side(request, name: str, side: Literal["primary", "secondary"], payload: RemoveOneSideIn):
+    """``confirm``: the operator says the other node is down or will be rebuilt (it stands
+    down when it comes back still paired). 409 while it answers, or while that would leave
+    a node in charge half-paired."""
+    require(request, roles.OPERATE, "remove a pairing from one node")
+    pair = pair_of_or_404(appliance_or_404(name))
+    job = services.ha_remove_one_side(
+        pair=pair, side=side, confirmed=payload.confirm, by=request.auth, reason=payload.reason
+    )
+    return Status(202, job_out(job))
+
+
 @router.get(
     "/appliances/{name}/ha/preflight",
     response=answers({200: dict}, 400, 404),
@@ -175,6 +212,7 @@ def preflight(request, name: str, action: Literal["switchover", "failback"] = "s
         "refusal": check.refusal,
         "checks": [{"label": c.label, "ok": c.ok, "detail": c.detail} for c in check.checks],
         "consequences": check.consequences,
+        "after_cancel": check.after_cancel,
     }
 
 

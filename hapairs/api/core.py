@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
-        user = services.api_token_user(token)
+        user = services.api_token_user(token, request.META.get("REMOTE_ADDR"))
         if user is not None:
             request.user = user
         return user
@@ -47,7 +47,7 @@ def bearer_user(request: HttpRequest):
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return services.api_token_user(token.strip())
+    return services.api_token_user(token.strip(), request.META.get("REMOTE_ADDR"))
 
 
 def docs_access(view):

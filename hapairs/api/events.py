@@ -23,6 +23,14 @@ router = Router()
 CURSOR_SALT = "hapairs.api.events"  # a cursor is signed: a client cannot make one up
 
 
+class WhyOut(Schema):
+    """A decision nobody asked for: the rule that fired (stable, dotted), its sentence, what it saw."""
+
+    rule: str
+    text: str
+    inputs: dict[str, str | int | float | bool | None]
+
+
 class EventOut(Schema):
     id: int
     code: str
@@ -34,6 +42,8 @@ class EventOut(Schema):
     job: int | None  # the job that caused it
     requested_by: str | None  # who asked for that job
     reason: str | None  # and why
+    why: WhyOut | None  # an agent's or the portal's own decision: why it was taken
+    alert_decision: WhyOut | None  # the alert it raised: why it was sent, held back or sent to nobody
 
 
 class EventPageOut(Schema):
@@ -105,6 +115,8 @@ def pair_events(
                 "job": row["job_id"],
                 "requested_by": row["requested_by"],
                 "reason": row["reason"],
+                "why": row["why"],
+                "alert_decision": row["alert_decision"],
             }
             for row in rows
         ],  # fmt: skip

@@ -192,6 +192,17 @@ class ReasonIn(Input):
     reason: str = Reason
 
 
+class ResetSyncIn(Input):
+    reason: str = Reason
+    empty_data: bool = Field(False, description="Delete the secondary's copy of the instance first.")
+    confirm_empty: bool = Field(False, description="Confirms emptying (nothing the primary holds is lost).")
+
+
+class RemoveOneSideIn(Input):
+    reason: str = Reason
+    confirm: bool = Field(..., description="The other node is down or will be rebuilt.")
+
+
 class MaintenanceIn(Input):
     on: bool
     reason: str = Reason

@@ -12,8 +12,10 @@ below); ``HapairsConfig.ready()`` hands them to the runner (``register_all``), s
 
 from __future__ import annotations
 
+from hapairs import drills as _drills
+from hapairs.choices import JobKind
 from hapairs.jobs import Step, register
-from hapairs.jobsteps import licenses, lifecycle, pairing, switching
+from hapairs.jobsteps import drills, licenses, lifecycle, pairing, switching
 from hapairs.jobsteps.licenses import (  # noqa: F401  (the steps, by name)
     install_license,
     install_pending_licenses,
@@ -53,10 +55,13 @@ from hapairs.jobsteps.switching import (  # noqa: F401  (the steps, by name)
     wait_failover_active,
 )
 
-STEPS: dict[str, list[Step]] = {**licenses.STEPS, **pairing.STEPS, **switching.STEPS, **lifecycle.STEPS}
+STEPS: dict[str, list[Step]] = {
+    **licenses.STEPS, **pairing.STEPS, **switching.STEPS, **lifecycle.STEPS, **drills.STEPS,
+}  # fmt: skip
+AT_END = {JobKind.DRILL: _drills.probe_drop}  # however a drill's job ends here, its probe stops
 
 
 def register_all() -> None:
     """Give the job runner every kind's steps; ``HapairsConfig.ready()`` calls this once."""
     for kind, steps in STEPS.items():
-        register(kind, steps)
+        register(kind, steps, at_end=AT_END.get(kind))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from hapairs import agent_client, polling
-from hapairs.choices import EventCode, HAState, JobKind
+from hapairs.choices import EventCode, HAState, JobKind, ReplicationStatus
 from hapairs.jobs import JobContext, Step, StepFailed
 from hapairs.jobsteps._common import _configure_body, _pair, _post, _refresh
 from hapairs.models import Appliance, HAPair
@@ -43,8 +43,60 @@ def delete_pair_row(ctx: JobContext) -> None:
 
 
 STEPS[JobKind.DELETE_SECONDARY] = [
-    Step("delete_on_secondary", delete_on_secondary, "Removing the pairing on the secondary"),
+    Step(
+        "delete_on_secondary",
+        delete_on_secondary,
+        "Removing the pairing on the secondary",
+        unreachable_hint="The pairing cannot be removed on both nodes while the secondary is unreachable. If it is "
+        "down or will be rebuilt, remove the pairing from the primary only (the Delete secondary page offers it): "
+        "the primary keeps its VIP, and the old secondary stands down when it comes back.",
+    ),
     Step("delete_on_primary", delete_on_primary, "Removing the pairing on the primary"),
+    Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
+]
+
+
+# --- reset a stuck synchronisation (spec §8) ----------------------------------------------------
+def reset_sync_on_secondary(ctx: JobContext) -> None:
+    pair = _pair(ctx)
+    path = protocol.PATH_HA_PEER_RESET.format(peer_hm_ip=pair.primary.hm_ip)
+    _post(ctx, pair.secondary, path, {"empty_data": bool(ctx.params.get("empty_data"))})
+
+
+def wait_resynced(ctx: JobContext) -> None:
+    """The primary copies the instance again: the job's progress follows the copy's."""
+    pair = _pair(ctx)
+
+    def synced() -> bool:
+        current = _refresh(pair)
+        ctx.progress(current.sync_percent)
+        return (
+            current.replication == ReplicationStatus.UP
+            and current.sync_percent >= 100
+            and current.secondary_state == HAState.SECONDARY_ACTIVE
+        )
+
+    ctx.wait_until(
+        synced,
+        timeout=settings.HA_SYNC_TIMEOUT_SECONDS,
+        what=f"{pair.secondary.name} to be in sync with {pair.primary.name} again",
+    )
+
+
+STEPS[JobKind.RESET_SYNC] = [
+    Step("reset_on_secondary", reset_sync_on_secondary, "Dropping the secondary's synchronisation state"),
+    Step("wait_resynced", wait_resynced, "Copying the primary's database again", weight=6),
+]
+
+
+# the other node cannot be reached (the operator confirmed it is down or will be rebuilt):
+# one side only; the one left out stands down when it comes back (the 410 it is answered)
+STEPS[JobKind.REMOVE_FROM_PRIMARY] = [
+    Step("delete_on_primary", delete_on_primary, "Removing the pairing on the primary"),
+    Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
+]
+STEPS[JobKind.REMOVE_FROM_SECONDARY] = [
+    Step("delete_on_secondary", delete_on_secondary, "Removing the pairing on the secondary"),
     Step("delete_record", delete_pair_row, "Removing the pair from the portal"),
 ]
 

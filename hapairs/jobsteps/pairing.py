@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import transaction
 
 from hapairs import agent_client
+from hapairs.audit import audit_record
 from hapairs.choices import EventCode, HAState, JobKind, LinkStatus, ReplicationStatus
 from hapairs.jobs import JobContext, Step
 from hapairs.jobsteps._common import TRAP_DESTINATIONS_MAX, _configure_body, _pair, _post, _refresh
@@ -122,7 +123,12 @@ def record_parameters(ctx: JobContext) -> None:
     changes = {k: v for k, v in _changes(ctx).items() if k in {"failover_type", "failback_type", "failover_wait"}}
     with transaction.atomic():
         if changes:
-            HAPair.objects.filter(pk=ctx.job.pair_id).update(**changes)
+            pair = _pair(ctx)
+            before = {name: getattr(pair, name) for name in changes}
+            if HAPair.objects.filter(pk=ctx.job.pair_id).update(**changes):
+                # the worker's write, once both agents took the parameters, in the job's name
+                audit_record("pair.parameters", target=pair, before=before, after={**changes, "job": ctx.job.pk},
+                             reason=ctx.job.reason, by=ctx.job.requested_by)  # fmt: skip
         event_record(
             code=EventCode.CONFIG_UPDATED,
             generated_by="mseportal",

@@ -14,7 +14,7 @@ kept by database triggers in the statement that changes them (``summaries.py``),
 the list of secondaries the HA overview walks by name (``SecondaryListing``).
 """
 
-from hapairs.models.activity import ApiToken, HAEvent, Job
+from hapairs.models.activity import ApiToken, AuditEntry, Drill, DrillSchedule, HAEvent, Job
 from hapairs.models.fleet import (
     FAILOVER_WAIT_DEFAULT,
     FAILOVER_WAIT_MAX,
@@ -45,7 +45,10 @@ __all__ = [
     "AlertThrottle",
     "Appliance",
     "ApiToken",
+    "AuditEntry",
     "Delivery",
+    "Drill",
+    "DrillSchedule",
     "HAEvent",
     "HAPair",
     "HeartbeatSample",

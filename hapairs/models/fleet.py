@@ -259,6 +259,10 @@ class HAPair(models.Model):
         "Data Replication", max_length=12, choices=ReplicationStatus.choices, default=ReplicationStatus.UNKNOWN
     )
     sync_percent = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    # a synchronisation's progress: the most it reached and when; no progress for
+    # MSEPORTAL_SYNC_STALL_SECONDS is "stuck at X %" (spec §8). Cleared once in sync.
+    sync_best = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    sync_best_at = models.DateTimeField(null=True, blank=True)
     mean_heartbeat_ms = models.FloatField("Mean Heartbeat Response Time (ms)", null=True, blank=True)
     primary_state = models.CharField(max_length=20, choices=HAState.choices, default=HAState.UNKNOWN)
     secondary_state = models.CharField(max_length=20, choices=HAState.choices, default=HAState.UNKNOWN)

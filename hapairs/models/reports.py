@@ -126,6 +126,9 @@ class Alert(models.Model):
     suppressed_before = models.PositiveIntegerField(
         default=0, help_text="Alerts of this kind for this subject held back by the rate limit since the last one sent."
     )
+    # why it was sent, held back or sent to nobody: the rule, its sentence, its inputs (as an
+    # event's ``why``); the Events Log shows it beside the event that raised it
+    decision = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

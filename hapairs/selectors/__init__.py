@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Case, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from hapairs import agent_client, rules
-from hapairs.choices import ACTIVE_JOB_STATUSES, HAState, LicenseStatus, LinkStatus, ReplicationStatus
+from hapairs.choices import ACTIVE_JOB_STATUSES, HAState, JobStatus, LicenseStatus, LinkStatus, ReplicationStatus
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job, License, LicenseFile, Tally
 from hapairs.selectors.lists import (  # noqa: F401  (read as selectors.<name>, like the rest)
@@ -89,6 +89,8 @@ class Preflight:
     action: str  # "switchover" | "failback"
     checks: list[Check]
     consequences: list[str]
+    # the pair's last job was cancelled: what it left done and undone, and what to do now
+    after_cancel: list[str] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
@@ -214,7 +216,46 @@ def preflight(pair: HAPair, action: str, *, now=None) -> Preflight:
             f"The pair's generation goes from {pair.generation} to {pair.generation + 1}.",
             "Switchover will be refused for the stabilisation window (30 minutes by default).",
         ]
-    return Preflight(action=action, checks=checks, consequences=consequences)
+    return Preflight(action=action, checks=checks, consequences=consequences, after_cancel=after_cancel(pair))
+
+
+def after_cancel(pair: HAPair) -> list[str]:
+    """When the pair's last job was cancelled: what it did, and what the operator can do now,
+    read from the pair's state as the poller last saw it (a step that had asked an agent may
+    have acted there). Empty otherwise."""
+    last = Job.objects.filter(pair=pair).order_by("-pk").first()
+    if last is None or last.status != JobStatus.CANCELLED:
+        return []
+    p, s, kind = pair.primary.name, pair.secondary.name, last.get_kind_display()
+    lines = [f"{kind} (job #{last.pk}) was cancelled. {last.error.split('. A step')[0].rstrip('.')}."]
+    primary, secondary = pair.primary_state, pair.secondary_state
+    in_transit = {HAState.FAILOVER_INVOKED, HAState.FAILBACK_ACTIVE, HAState.FAILBACK_COMPLETE}
+    if primary in in_transit or secondary in in_transit:
+        lines.append(
+            f"The agents are still between states ({p} {primary}, {s} {secondary}): they finish or undo the "
+            "step by themselves. Refresh the status in a few seconds before acting again."
+        )
+    elif primary == HAState.PRIMARY_ACTIVE and secondary == HAState.SECONDARY_ACTIVE:
+        lines.append(
+            f"The pair is as it was before: {p} is in charge and {s} stands by; nothing needs undoing. "
+            f"Run the {kind.lower()} again when ready."
+        )
+    elif secondary == HAState.FAILOVER_ACTIVE:
+        lines.append(
+            f"{s} is in charge (FAILOVER_ACTIVE): the switchover took effect on the agents. Fail back once "
+            f"{p} is up again (TERMINATED) and the stabilisation window is over, or leave {s} in charge."
+        )
+    elif not pair.primary_services_up and secondary != HAState.FAILOVER_ACTIVE:
+        lines.append(
+            f"Nobody is in charge: the services on {p} are stopped and {s} has not taken over. Start the "
+            f"services on {p} (Start services) to bring the primary back, or run the switchover again to "
+            f"hand over to {s}."
+        )
+    else:
+        lines.append(
+            f"{p} is {primary} and {s} {secondary}. Refresh the status and read the Events Log before acting again."
+        )
+    return lines
 
 
 # --- lists and status -----------------------------------------------------------------

@@ -5,15 +5,22 @@ at any fleet size (test_paging, bench/bench_pages.py)."""
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, JSONField, OuterRef, Q, QuerySet, Subquery
 
-from hapairs.models import Appliance, HAEvent, HAPair, SecondaryListing, Tally
+from hapairs.models import Alert, Appliance, HAEvent, HAPair, SecondaryListing, Tally
 from hapairs.selectors.paging import Page, PageWhere, seek_page
 
-# a line of the Events Log, as the status screen and the API show it: the event, and the
-# job that caused it, with who asked for it and why
-EVENT_FIELDS = ("code", "description", "generated_by", "timestamp", "remarks", "severity", "job_id")
-EVENT_CAUSE = {"requested_by": F("job__requested_by__username"), "reason": F("job__reason")}
+# a line of the Events Log, as the status screen and the API show it: the event, its "why"
+# when nobody asked for it (an agent's or the portal's own decision), the job that caused it,
+# with who asked for it and why, and the decision on the alert it raised (sent, held back)
+EVENT_FIELDS = ("code", "description", "generated_by", "timestamp", "remarks", "severity", "job_id", "why")
+EVENT_CAUSE = {
+    "requested_by": F("job__requested_by__username"),
+    "reason": F("job__reason"),
+    "alert_decision": Subquery(
+        Alert.objects.filter(event_id=OuterRef("pk")).order_by("-pk").values("decision")[:1], output_field=JSONField()
+    ),
+}
 
 
 def tally(name: str, subject_id: int = 0) -> int:

@@ -22,6 +22,14 @@ from hapairs.services.certificates import (
     certificate_refused_record,
 )
 from hapairs.services.deliveries import delivery_create, delivery_retry
+from hapairs.services.drills import (
+    drill_history,
+    drill_refusal,
+    drill_schedule_remove,
+    drill_schedule_set,
+    drill_start,
+    drills_due,
+)
 from hapairs.services.jobs import JobConflict, job_cancel, job_enqueue, job_failed_event, job_succeeded_event
 from hapairs.services.licenses import license_remove, license_upload
 from hapairs.services.operations import (
@@ -30,6 +38,8 @@ from hapairs.services.operations import (
     ha_failback,
     ha_maintenance_set,
     ha_recover_primary,
+    ha_remove_one_side,
+    ha_reset_sync,
     ha_switchover,
 )
 from hapairs.services.pairs import PairingCheck, ha_configure, ha_configure_check, ha_pair_create, ha_update
@@ -73,6 +83,8 @@ __all__ = [
     "ha_maintenance_set",
     "ha_pair_create",
     "ha_recover_primary",
+    "ha_remove_one_side",
+    "ha_reset_sync",
     "ha_switchover",
     "ha_update",
     "job_cancel",
@@ -81,6 +93,14 @@ __all__ = [
     "job_succeeded_event",
     "license_remove",
     "license_upload",
+]
+__all__ += [  # failover drills
+    "drill_history",
+    "drill_refusal",
+    "drill_schedule_remove",
+    "drill_schedule_set",
+    "drill_start",
+    "drills_due",
 ]
 __all__ += [  # health reports and alerts
     "alert_queue",

@@ -36,6 +36,28 @@ class ServiceError(Exception):
         self.conflict = conflict
 
 
+def rows_lock(*appliances: Appliance | None, pair: HAPair | None = None, no_key: bool = False) -> None:
+    """Lock a pair's rows in the one order every writer uses: its appliances by primary key,
+    then the pair (the poller's ``status_record`` order). A writer that locked the pair first
+    and then an appliance deadlocked with a poll round holding that appliance and waiting for
+    the pair (seen in CI: maintenance mode switched while the poller recorded a node down)."""
+    nodes = {*(a.pk for a in appliances if a is not None), *((pair.primary_id, pair.secondary_id) if pair else ())}
+    list(
+        Appliance.objects.select_for_update(no_key=no_key)
+        .filter(pk__in=[pk for pk in nodes if pk is not None])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if pair is not None:
+        list(HAPair.objects.select_for_update(no_key=no_key).filter(pk=pair.pk).values_list("pk", flat=True))
+
+
+def pair_lock(pair: HAPair) -> HAPair:
+    """The pair, fresh from the database and locked for update, its appliances first (rows_lock)."""
+    rows_lock(pair=pair)
+    return HAPair.objects.get(pk=pair.pk)
+
+
 def actor_name(by: AbstractBaseUser | None) -> str:
     return by.get_username() if by is not None else PORTAL
 
@@ -59,6 +81,7 @@ def event_record(
     timestamp: datetime | None = None,
     job=None,
     generation: int | None = None,
+    why: dict | None = None,
 ) -> HAEvent:
     """A portal-side event (agent events with sequence numbers are ingested elsewhere).
     ``code`` (an ``EventCode``) says what happened; the description defaults to its label
@@ -74,6 +97,7 @@ def event_record(
         timestamp=timestamp or timezone.now(),
         job=job,
         generation=generation,
+        why=why,
     )
     if event.code in settings.EVENT_WEBHOOKS:
         from hapairs.services.webhooks import event_webhooks_send  # services import this module

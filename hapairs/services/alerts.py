@@ -315,16 +315,31 @@ def alert_raise(*, content: AlertContent, now: datetime | None = None) -> Alert 
         if Alert.objects.filter(key=content.key).exists():  # another worker got here first
             return None
         suppressed_before, suppressed_since = 0, None
+        window = _interval_text(interval)
+        inputs = {"interval_s": int(interval.total_seconds()), "kind": content.kind, "subject": content.subject_key}
         if not recipients and not webhook:
             status = AlertStatus.NOBODY
+            decision = {"rule": "alert.no_recipients", "inputs": inputs,
+                        "text": "Alert not sent: no recipients (MSEPORTAL_ALERT_RECIPIENTS or a report schedule "
+                                "that takes alerts) and no webhook."}  # fmt: skip
         elif throttle.last_sent_at is not None and now - throttle.last_sent_at < interval:
             status = AlertStatus.SUPPRESSED
             throttle.suppressed += 1
             throttle.suppressed_since = throttle.suppressed_since or now
             throttle.save(update_fields=["suppressed", "suppressed_since"])
+            ago = _interval_text(now - throttle.last_sent_at)
+            decision = {"rule": "alert.rate_limit",
+                        "inputs": {**inputs, "held_back": throttle.suppressed,
+                                   "since_last_sent_s": int((now - throttle.last_sent_at).total_seconds())},
+                        "text": f"Alert held back: {throttle.suppressed + 1} in the last {window} for this subject; "
+                                f"one was sent {ago} ago (at most one per {window}). The next one sent counts "
+                                "these."}  # fmt: skip
         else:
             status = AlertStatus.SENT
             suppressed_before, suppressed_since = throttle.suppressed, throttle.suppressed_since
+            decision = {"rule": "alert.sent", "inputs": {**inputs, "held_back_before": suppressed_before},
+                        "text": f"Alert sent: none of this kind for this subject in the last {window}"
+                                + (f"; {suppressed_before} held back before it." if suppressed_before else ".")}  # fmt: skip
             throttle.last_sent_at, throttle.suppressed, throttle.suppressed_since = now, 0, None
             throttle.save(update_fields=["last_sent_at", "suppressed", "suppressed_since"])
         alert = Alert.objects.create(
@@ -341,13 +356,14 @@ def alert_raise(*, content: AlertContent, now: datetime | None = None) -> Alert 
             reason=content.actor.reason[:500],
             status=status,
             suppressed_before=suppressed_before,
+            decision=decision,
         )
         if status == AlertStatus.SENT:
             context = {
                 "alert": alert,
                 "content": content,
                 "suppressed_since": suppressed_since,
-                "interval_text": _interval_text(interval),
+                "interval_text": window,
             }
             subject = f"[mseportal] {content.title} — {_short_actor(content.actor)}"
             if recipients:

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from hapairs import agent_client, agent_replies
+from hapairs.audit import audited
 from hapairs.choices import ACTIVE_JOB_STATUSES, EventCode, Role
 from hapairs.models import Appliance, HAPair, Job, License, LicenseFile, device_name_validator
 from hapairs.services._common import ServiceError, actor_name, event_record, service_error_from
@@ -21,6 +22,7 @@ from nodeagent import protocol
 
 # --- appliances -----------------------------------------------------------------------
 @transaction.atomic
+@audited("appliance.create")
 def appliance_create(
     *,
     name: str,
@@ -79,6 +81,7 @@ def appliance_create(
 
 
 @transaction.atomic
+@audited("appliance.set_password", target="appliance")
 def appliance_set_password(*, appliance: Appliance, password: str, by: AbstractBaseUser | None = None) -> None:
     if not password:
         raise ServiceError("Enter the appliance's password.", field="password")
@@ -88,6 +91,7 @@ def appliance_set_password(*, appliance: Appliance, password: str, by: AbstractB
 
 
 @transaction.atomic
+@audited("appliance.update", target="appliance")
 def appliance_update(*, appliance: Appliance, contact_name: str, by: AbstractBaseUser | None = None) -> Appliance:
     """Change what may change on a recorded appliance without asking its agent: the contact.
 
@@ -117,6 +121,7 @@ class ApplianceInUse(ServiceError):
     """The appliance cannot be deleted now: what holds it, and what to do first."""
 
 
+@audited("appliance.delete", target="appliance")
 def appliance_delete(*, appliance: Appliance, by: AbstractBaseUser | None = None, reason: str = "") -> None:
     """Delete an appliance the portal no longer manages. Refused while it is in an HA pair
     (delete the secondary first: HA is never torn down any other way), while a job runs on

@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from hapairs import agent_client
+from hapairs.audit import audit_record, changed_only, snapshot
 from hapairs.choices import EventCode, JobKind
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance
@@ -105,6 +106,7 @@ def appliance_certificate_trust(
         )
     with transaction.atomic():
         locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
+        old = snapshot(locked)
         before = locked.tls_fingerprint
         if before == wanted and not locked.tls_presented:
             return locked  # trusted already: nothing to record
@@ -118,6 +120,9 @@ def appliance_certificate_trust(
             pair=pair_for(locked),
             remarks=f"{before or 'none pinned'} → {wanted}; trusted by {actor_name(by)}.",
         )
+        # in this transaction (not by @audited: the agent is asked above, outside it)
+        old, new = changed_only(old, snapshot(locked))
+        audit_record("appliance.trust_certificate", target=locked, before=old, after=new, by=by)
     return locked
 
 

@@ -16,6 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from hapairs import dispatch
+from hapairs.audit import audited
 from hapairs.choices import DeliveryStatus
 from hapairs.models import Alert, Delivery, ReportSchedule
 from hapairs.services._common import ServiceError
@@ -100,6 +101,7 @@ def delivery_attempt_record(
     return values["status"]
 
 
+@audited("delivery.retry", target="delivery")
 def delivery_retry(*, delivery: Delivery, by: AbstractBaseUser | None = None) -> Delivery:
     """Send a failed delivery once more (the Reports page's Retry, after the mail server is fixed)."""
     with transaction.atomic():

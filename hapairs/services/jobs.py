@@ -6,9 +6,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from hapairs import dispatch
+from hapairs.audit import audited
 from hapairs.choices import ACTIVE_JOB_STATUSES, EventCode, JobStatus, Severity
 from hapairs.models import Appliance, HAPair, Job
-from hapairs.services._common import ServiceError, actor_name, event_record
+from hapairs.services._common import ServiceError, actor_name, event_record, rows_lock
 from hapairs.services.alerts import alert_queue
 
 
@@ -41,19 +42,10 @@ def job_enqueue(
         raise JobConflict(_conflict_message(pair))
     try:
         with transaction.atomic():
-            # the rows the job refers to, locked in the poller's order (appliances by pk, then
-            # the pair: status_record) before the insert takes its key-share locks on them: a
-            # poll writing them meanwhile is waited for, not deadlocked with (the insert alone
-            # locked the pair, then the appliance, and the poll the other way round)
-            nodes = {appliance.pk if appliance else None, *((pair.primary_id, pair.secondary_id) if pair else ())}
-            list(
-                Appliance.objects.select_for_update(no_key=True)
-                .filter(pk__in=[pk for pk in nodes if pk is not None])
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
-            if pair is not None:
-                list(HAPair.objects.select_for_update(no_key=True).filter(pk=pair.pk).values_list("pk", flat=True))
+            # the rows the job refers to, locked in the poller's order before the insert takes
+            # its key-share locks on them (the insert alone locked the pair, then the appliance,
+            # and the poll the other way round)
+            rows_lock(appliance, pair=pair, no_key=True)
             job = Job.objects.create(
                 kind=kind,
                 pair=pair,
@@ -117,6 +109,7 @@ def job_cancelled_event(*, job: Job, by: str) -> None:
 
 
 @transaction.atomic
+@audited("job.cancel", target="job")
 def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> str | None:
     """Withdraw a job no worker has claimed yet ("cancelled"), or ask a running one to stop
     ("requested": its worker ends it cancelled at its next step or within a second of a

@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hapairs import licenses, selectors
+from hapairs.audit import audit_record, audited
 from hapairs.choices import ACTIVE_JOB_STATUSES, EventCode, JobKind, LicenseStatus
 from hapairs.models import Appliance, Job, License, LicenseFile
 from hapairs.services._common import ServiceError, actor_name, event_record
@@ -99,6 +100,7 @@ def _refuse_duplicates(appliance: Appliance, verified: licenses.VerifiedLicenseF
             )
 
 
+@audited("license.upload")
 def license_upload(
     *,
     appliance: Appliance,
@@ -166,6 +168,7 @@ def license_upload(
     return license_file, job
 
 
+@audited("license.remove", target="license_file")
 def license_remove(*, license_file: LicenseFile, by: AbstractBaseUser | None = None, reason: str = "") -> Job:
     """ "Delete Secondary Activation license": a job deletes the file from the agent and
     marks its lines REMOVED (kept for the record; they no longer count)."""
@@ -260,6 +263,15 @@ def _lines_move(license_file: LicenseFile, candidates, changes: dict, code: str,
             job=job,
             remarks=f"{license_file.filename} {preposition} {appliance.name}: "
             + ", ".join(license_line_remark(row) for row in lines),
+        )
+        # the worker's write, in the job's name (who asked, and why)
+        audit_record(
+            "license.installed" if code == EventCode.LICENSE_INSTALLED else "license.removed",
+            target=license_file,
+            before={"lines": {str(row.pk): row.status for row in lines}},
+            after={"lines": {str(row.pk): changes["status"] for row in lines}, "job": job.pk if job else None},
+            reason=job.reason if job else "",
+            by=job.requested_by if job else None,
         )
     return updated
 

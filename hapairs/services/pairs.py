@@ -11,9 +11,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from hapairs import agent_replies, licenses, rules, selectors
+from hapairs.audit import audit_made, audit_record, changed_only, snapshot
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, JobKind, SwitchType, WitnessMode
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAPair
-from hapairs.services._common import ServiceError, actor_name, event_record, service_error_from
+from hapairs.services._common import ServiceError, actor_name, event_record, pair_lock, rows_lock, service_error_from
 from hapairs.services.appliances import appliance_create, appliance_discover
 from hapairs.services.jobs import job_enqueue
 from hapairs.services.licenses import license_upload, license_verify
@@ -70,7 +71,9 @@ def ha_pair_create(
 def _ha_pair_create_locked(
     *, primary_id, secondary_id, failover_type, failback_type, failover_wait, direct_connect, witness, by
 ) -> HAPair:
-    locked = {a.pk: a for a in Appliance.objects.select_for_update().filter(pk__in=[primary_id, secondary_id])}
+    locked = {
+        a.pk: a for a in Appliance.objects.select_for_update().filter(pk__in=[primary_id, secondary_id]).order_by("pk")
+    }
     primary, secondary = locked[primary_id], locked[secondary_id]
     taken = _role_taken(primary, secondary)
     if taken is not None:
@@ -356,6 +359,7 @@ def ha_configure(
         raise check.error()
     secondary, discovered = check.secondary, check.discovered
     with transaction.atomic():
+        rows_lock(primary, secondary)  # in pk order, before the writes below lock either
         if discovered is not None:
             secondary = appliance_create(
                 name=secondary_name,
@@ -365,6 +369,9 @@ def ha_configure(
                 password=secondary_password,
                 role=discovered.role,
                 udi=discovered.udi,
+                # its direct-connect address: without it the primary is never told of the
+                # link, and the secondary, told the primary's, reports the path down forever
+                direct_ip=discovered.direct_ip,
                 services=agent_replies.services_as_rows(discovered.services),
                 tls_fingerprint=discovered.tls_fingerprint,
                 by=by,
@@ -390,6 +397,10 @@ def ha_configure(
             by=by,
         )
         job = job_enqueue(kind=JobKind.CONFIGURE_HA, pair=pair, by=by, reason=reason)
+        # in this transaction (not by @audited: the checks above talk to agents, outside it)
+        audit_record(
+            "pair.configure", target=pair, before=None, after=audit_made(snapshot(pair), job), reason=reason, by=by
+        )
     return pair, job
 
 
@@ -441,9 +452,15 @@ def ha_update(
     )
     params = {"changes": changes, "remarks": remarks, "witnesses": witness.changed}
     with transaction.atomic():
+        locked = pair_lock(pair)
+        old = snapshot(locked)
         if witness.changed:
-            locked = HAPair.objects.select_for_update().get(pk=pair.pk)
             witness_set(locked, addresses=witness.addresses, password=witness.password, mode=witness.mode)
             locked.save(update_fields=[*WITNESS_FIELDS, "updated_at"])
         job = job_enqueue(kind=JobKind.UPDATE_HA, pair=pair, params=params, by=by, reason=reason)
+        # in this transaction (the witness checks above talk to the network, outside it); the
+        # parameter changes themselves are the job's, to the agents: they are its params
+        before, after = changed_only(old, snapshot(locked))
+        after = audit_made({**(after or {}), "requested": changes}, job)
+        audit_record("pair.update", target=locked, before=before, after=after, reason=reason, by=by)
     return job

@@ -25,6 +25,7 @@ from django_celery_beat import validators
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from hapairs import reports
+from hapairs.audit import audited
 from hapairs.choices import DeliveryChannel, DeliveryKind, EventCode, ReportCadence
 from hapairs.models import REPORT_PERIOD_MAX_DAYS, Delivery, ReportSchedule
 from hapairs.services._common import ServiceError, actor_name, event_record
@@ -187,6 +188,7 @@ def _sync_periodic_task(schedule: ReportSchedule) -> None:
         schedule.save(update_fields=["periodic_task", "updated_at"])
 
 
+@audited("report_schedule.create")
 def report_schedule_create(
     *,
     name: str,
@@ -223,6 +225,7 @@ def report_schedule_create(
     return schedule
 
 
+@audited("report_schedule.update", target="schedule")
 def report_schedule_update(
     *,
     schedule: ReportSchedule,
@@ -263,6 +266,7 @@ def report_schedule_update(
     return schedule
 
 
+@audited("report_schedule.delete", target="schedule")
 def report_schedule_delete(*, schedule: ReportSchedule, by: AbstractBaseUser | None = None) -> None:
     """The schedule and its beat entry go; its deliveries stay in the log. A schedule
     another request deleted meanwhile is gone already: nothing more to do (and no event)."""
@@ -311,6 +315,7 @@ def report_delivery_create(
     return delivery
 
 
+@audited("report_schedule.run", target="schedule", unless_unchanged=True)
 def report_schedule_run(*, schedule: ReportSchedule, now: dt.datetime | None = None) -> Delivery | None:
     """Beat: the schedule is due. One delivery per schedule and minute, so a beat that
     fires twice (two beat processes, a restart) sends one report."""
@@ -327,6 +332,7 @@ def report_schedule_run(*, schedule: ReportSchedule, now: dt.datetime | None = N
     )
 
 
+@audited("report_schedule.send_now", target="schedule")
 def report_send_now(*, schedule: ReportSchedule, by: AbstractBaseUser | None = None) -> Delivery:
     """The Reports page's "Send now": a new delivery every time it is asked for."""
     return report_delivery_create(

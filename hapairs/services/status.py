@@ -16,7 +16,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hapairs.agent_replies import AgentEvent, HAInfo, services_as_rows
-from hapairs.choices import FAILBACK_CODES, FAILOVER_CODES, EventCode, HAState, Reachability, severity_of
+from hapairs.audit import audit_record
+from hapairs.choices import (
+    FAILBACK_CODES,
+    FAILOVER_CODES,
+    EventCode,
+    HAState,
+    Reachability,
+    ReplicationStatus,
+    severity_of,
+)
 from hapairs.jobkeys import job_of_key
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
 from hapairs.selectors import pair_for, pairs_of
@@ -61,7 +70,18 @@ def events_ingest(*, appliance: Appliance, events: list[AgentEvent]) -> int:
     # Lock order (appliance rows by pk, then pairs, then events) is the same as the
     # poller's, so concurrent pushes and polls queue up instead of deadlocking.
     locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
-    return _ingest_locked({locked.pk: (locked, events)}, list(pairs_of(locked)))
+    stored = _ingest_locked({locked.pk: (locked, events)}, list(pairs_of(locked)))
+    if stored:
+        # the agent's write, in the audit trail too (the events themselves are in the events log)
+        seqs = sorted(event.seq for event in events)
+        audit_record(
+            "events.ingest",
+            target=locked,
+            before=None,
+            after={"events_stored": stored, "seq_from": seqs[0], "seq_to": seqs[-1]},
+            actor_name=f"agent {locked.hm_ip}",
+        )
+    return stored
 
 
 def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: list[HAPair]) -> int:
@@ -92,6 +112,7 @@ def _ingest_locked(batch: dict[int, tuple[Appliance, list[AgentEvent]]], pairs: 
                     seq=event.seq,
                     code=event.code,
                     cause_key=event.cause_key[:200],
+                    why=event.why,
                     job_id=jobs.get(event.cause_key),
                     description=event.description[:300],
                     generated_by=(event.generated_by or appliance.name)[:128],
@@ -219,6 +240,7 @@ def status_record(results: list[PollResult]) -> None:
                 if result is not None:
                     _apply_side(pair, side, node, result.ha_info)
             pair.split_brain = pair.primary_in_charge and pair.secondary_in_charge
+            _track_sync(pair, now)
             if pair.split_brain and not was_split:
                 split_brains.append(pair)
             after = tuple(getattr(pair, name) for name in PAIR_STATUS_FIELDS)
@@ -237,6 +259,17 @@ def status_record(results: list[PollResult]) -> None:
                 generated_by="mseportal",
                 pair=pair,
                 remarks=SPLIT_BRAIN_REMEDY,
+                why={
+                    "rule": "pair.both_in_charge",
+                    "text": f"Split brain: both nodes report being in charge ({pair.primary_state} at generation "
+                    f"{pair.primary_generation}, {pair.secondary_state} at generation {pair.secondary_generation}).",
+                    "inputs": {
+                        "primary_state": pair.primary_state,
+                        "secondary_state": pair.secondary_state,
+                        "primary_generation": pair.primary_generation,
+                        "secondary_generation": pair.secondary_generation,
+                    },
+                },  # fmt: skip
             )
             alert_queue(kind="split_brain", event=event)
         mass = len(lost) > MASS_UNREACHABLE  # a network outage: one alert for all, not one per node
@@ -249,6 +282,16 @@ def status_record(results: list[PollResult]) -> None:
                 appliance=appliance,
                 pair=node_pairs[0] if len(node_pairs) == 1 else None,
                 remarks=by_id[appliance.pk].error[:500] or "No answer to the portal's poll.",
+                why={
+                    "rule": "poll.no_answer",
+                    "text": f"Unreachable: {appliance.name} answered the last poll, not this one"
+                    + (
+                        f"; {len(lost)} nodes lost in this round, more than {MASS_UNREACHABLE}: one alert for all."
+                        if mass
+                        else "; alerted."
+                    ),
+                    "inputs": {"lost_this_round": len(lost), "mass_threshold": MASS_UNREACHABLE},
+                },  # fmt: skip
             )
             if not mass:
                 alert_queue(kind="unreachable", event=event)
@@ -261,6 +304,11 @@ def status_record(results: list[PollResult]) -> None:
                 remarks="; ".join(names[:40])
                 + (f"; and {len(names) - 40} more" if len(names) > 40 else "")
                 + ". Many nodes at once usually means the network between the portal and them, not the nodes.",
+                why={
+                    "rule": "poll.mass_unreachable",
+                    "text": f"One alert for {len(names)} nodes: more than {MASS_UNREACHABLE} lost in one poll round.",
+                    "inputs": {"lost_this_round": len(names), "mass_threshold": MASS_UNREACHABLE},
+                },
             )
             alert_queue(kind="unreachable", event=event)
         _ingest_locked(
@@ -406,6 +454,8 @@ PAIR_STATUS_FIELDS = [
     "primary_witnesses",
     "secondary_witnesses",
     "primary_fenced",
+    "sync_best",
+    "sync_best_at",
 ]
 # what status_record reads of a pair and its nodes (_apply_side, _pair_for_peer, the events)
 PAIR_ROW_FIELDS = [
@@ -418,6 +468,27 @@ PAIR_ROW_FIELDS = [
     "secondary__name",
     "secondary__hm_ip",
 ]
+
+
+def _track_sync(pair: HAPair, now) -> None:
+    """The synchronisation's best percentage and when it got there: a stall is no progress
+    past it for a while (a copy that fails and restarts at 0 makes none), whatever the
+    percentage reads this round. Forgotten once in sync, or while nobody says."""
+    # a copy to the secondary: the primary in charge, both answering, replication not up
+    syncing = (
+        pair.replication in (ReplicationStatus.SETTING_UP, ReplicationStatus.DOWN)
+        and pair.sync_percent < 100
+        and pair.primary_in_charge
+        and not pair.secondary_in_charge
+        and pair.primary_reachable
+        and pair.secondary_reachable
+    )
+    if not syncing:
+        if pair.replication == ReplicationStatus.UP or pair.sync_percent >= 100 or pair.secondary_in_charge:
+            pair.sync_best, pair.sync_best_at = 0, None
+        return
+    if pair.sync_best_at is None or pair.sync_percent > pair.sync_best:
+        pair.sync_best, pair.sync_best_at = pair.sync_percent, now
 
 
 def _node_state(appliance: Appliance, info: HAInfo) -> str:

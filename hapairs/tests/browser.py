@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ def orm_beside_playwright(monkeypatch):
     """Playwright's sync API keeps an event loop in the test's thread; the test's own ORM
     calls are still synchronous. Set per test, so it never leaks to other tests' subprocesses."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def log_in(page, base: str, username: str, password: str) -> None:
+    """The login form, as an operator fills it; back on the Mobility Services Engines list."""
+    page.goto(f"{base}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r".*/mse/$"))
 
 
 @pytest.fixture

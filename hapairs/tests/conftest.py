@@ -16,6 +16,7 @@ from hapairs import services
 from hapairs.roles import ADMIN, MONITOR, OPERATOR, sync_groups
 from hapairs.tests.browser import browser  # noqa: F401  (Chromium, for the browser tests)
 from hapairs.tests.e2e import Worker
+from hapairs.tests.loopback import third_octet
 
 _counter = itertools.count(1)
 
@@ -97,7 +98,7 @@ _subnets = itertools.count(40 + os.getpid() % 150)
 @pytest.fixture
 def subnet():
     """A fresh 127.x.y.0/24 per test, so agents of a previous test never answer."""
-    return f"127.61.{next(_subnets) % 200 + 10}"
+    return f"127.61.{third_octet(_subnets)}"
 
 
 @pytest.fixture

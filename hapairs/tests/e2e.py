@@ -7,6 +7,7 @@ worker is ``celery worker`` against the test database and the configured broker.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -67,11 +68,14 @@ class Process:
     stop_timeout = 10.0
     process: subprocess.Popen | None = None
 
-    def _spawn(self, argv: list[str], *, ready, timeout: float, what: str, env: dict | None = None) -> None:
+    def _spawn(
+        self, argv: list[str], *, ready, timeout: float, what: str, env: dict | None = None, preexec_fn=None
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", *argv],
             cwd=REPO,
             env=env,
+            preexec_fn=preexec_fn,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -102,6 +106,9 @@ class AgentFarm(Process):
     """One ``nodeagent farm`` process serving the given nodes. ``stop`` (SIGTERM) stops the
     agents gracefully, a deliberate stop peers never take over; ``kill`` is a failure to them."""
 
+    # the largest file the farm may write (RLIMIT_FSIZE, as a full disk would stop it): None, no limit
+    max_file_bytes: int | None = None
+
     def __init__(self, workdir: Path, nodes_toml: str, *, port: int):
         self.workdir = workdir
         self.fleet = workdir / "fleet.toml"
@@ -115,8 +122,12 @@ class AgentFarm(Process):
             ["nodeagent", "farm", "--fleet", str(self.fleet), "--state-root", str(self.workdir / "state"),
              "--ready-file", str(self.ready), "--allow-short-wait", "--log-level", "INFO"],
             ready=self.ready.exists, timeout=30, what="the agent farm",
+            preexec_fn=self._limits if self.max_file_bytes else None,
         )  # fmt: skip
         return self
+
+    def _limits(self) -> None:  # in the child, before exec: its writes past the size fail (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_file_bytes, self.max_file_bytes))
 
 
 class WitnessProcess(Process):

@@ -16,6 +16,7 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,16 @@ from nodeagent import protocol, tlsid
 
 # per process, so two suites running at once on one machine do not collide
 _counter = itertools.count(os.getpid() % 200)
+# the pytest-xdist worker this process is (make test runs two): each picks subnets of its own
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+XDIST_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+def third_octet(counter: Iterator[int], low: int = 10, count: int = 200) -> int:
+    """The next of ``count`` octets from ``low`` that only this xdist worker uses (those equal
+    to its index modulo the number of workers): two workers never pick the same subnet."""
+    share = count // XDIST_WORKERS
+    return low + (next(counter) % share) * XDIST_WORKERS + XDIST_WORKER
 
 
 def port_free(host: str, port: int) -> bool:
@@ -44,7 +55,7 @@ def fresh_subnet(second_octet: int, port: int) -> str:
     """``127.<second_octet>.N`` where nothing listens on .1-.9 at ``port``: no agent of an
     earlier test (or of another suite) can answer there."""
     for _ in range(200):
-        net = f"127.{second_octet}.{next(_counter) % 200 + 20}"
+        net = f"127.{second_octet}.{third_octet(_counter, low=20)}"
         if all(port_free(f"{net}.{i}", port) for i in range(1, 10)):
             return net
     raise RuntimeError(f"no free loopback subnet in 127.{second_octet}.0.0/16")

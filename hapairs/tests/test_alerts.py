@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from hapairs import services
+from hapairs import selectors, services
 from hapairs.choices import AlertStatus, DeliveryStatus, EventCode, JobKind, JobStatus
 from hapairs.jobkeys import job_step_key
 from hapairs.models import Alert, Delivery, HAEvent, Job
@@ -135,6 +135,14 @@ def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_h
         ("failback", "suppressed"),
         ("failover", "suppressed"),
     ]
+    # each decision says why, and the Events Log shows it beside the event that raised it
+    decisions = [a.decision for a in Alert.objects.order_by("pk")]
+    assert [d["rule"] for d in decisions] == ["alert.sent", "alert.sent"] + ["alert.rate_limit"] * 3
+    assert decisions[4]["text"].startswith("Alert held back: 3 in the last 2 seconds for this subject; one was sent")
+    assert decisions[4]["inputs"]["held_back"] == 2 and decisions[4]["inputs"]["interval_s"] == 2
+    shown = [e["alert_decision"] for e in selectors.pair_status(pair)["events"] if e["alert_decision"]]
+    assert [d["rule"] for d in shown] == ["alert.rate_limit"] * 3 + ["alert.sent"] * 2  # newest first
+    assert shown[0]["text"] == decisions[4]["text"]
 
     time.sleep(2.1)  # the interval passes; the pair fails over once more
     with django_capture_on_commit_callbacks(execute=True):
@@ -147,6 +155,7 @@ def test_a_flapping_pair_is_rate_limited_and_the_next_alert_says_how_many_were_h
     assert "(at most one every 2 seconds)" in failover.text
     assert "2 more “failover” alerts for this pair were held back" in failover.html
     assert Alert.objects.filter(status="sent").order_by("pk").last().suppressed_before == 2
+    assert Alert.objects.order_by("pk").last().decision["text"].endswith("; 2 held back before it.")
 
 
 def test_another_pair_is_not_held_back_by_the_first(
@@ -314,6 +323,7 @@ def test_with_nobody_to_tell_the_alert_is_recorded_and_nothing_sent(
     with django_capture_on_commit_callbacks(execute=True):
         agent_event(pair, pair.secondary, 1, EventCode.FAILOVER_ACTIVE, at=timezone.now(), generation=2)
     assert Alert.objects.get().status == AlertStatus.NOBODY and not Delivery.objects.exists()
+    assert Alert.objects.get().decision["rule"] == "alert.no_recipients"
 
 
 def test_a_heartbeat_path_down_is_one_warning_alert_with_the_remedy_and_changes_nothing(

@@ -54,7 +54,7 @@ def test_the_api_token_command_issues_and_revokes_on_the_record(operator_user):
     call_command("api_token", operator_user.username, "--revoke", stdout=io.StringIO())
     events = HAEvent.objects.filter(code__in=["token_issued", "token_revoked"]).order_by("pk")
     assert [(e.description, e.generated_by, e.remarks) for e in events] == [
-        ("API token issued for operator1", "mseportal", f"Token {token[:12]}…"),
+        ("API token issued for operator1", "mseportal", f"Token {token[:12]}…, scope operate"),
         ("API token revoked for operator1", "mseportal", f"Token {token[:12]}…"),
     ]
 

@@ -59,7 +59,7 @@ def schemathesis(url: str, token: str, workdir: Path, *extra: str) -> subprocess
         str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
         f"{url}/api/v1/openapi.json", "--header", f"Authorization: Bearer {token}",
         "--checks", "all", "--mode", "all", "--phases", "examples,coverage,fuzzing",
-        "--max-examples", "25", "--seed", "20261202", "--no-color", "--workers", "1", *extra,
+        "--max-examples", "10", "--seed", "20261202", "--no-color", "--workers", "1", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=workdir)
 

@@ -13,6 +13,7 @@ some of them.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -25,13 +26,14 @@ from playwright import sync_api as playwright_sync
 
 from hapairs import licenses
 from hapairs.models import Appliance
-from hapairs.tests.browser import orm_beside_playwright  # noqa: F401  (an autouse fixture)
+from hapairs.tests.browser import log_in, orm_beside_playwright  # noqa: F401  (an autouse fixture)
 from hapairs.tests.e2e import REPO, AgentFarm, Worker, node_toml
+from hapairs.tests.loopback import third_octet
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SHOTS = Path(os.environ.get("MSEPORTAL_SCREENSHOT_DIR", REPO / "var" / "screenshots"))
-SUBNET = f"127.62.{os.getpid() % 200 + 10}"  # per process: concurrent suites do not collide
+SUBNET = f"127.62.{third_octet(itertools.count(os.getpid()))}"  # per process (and xdist worker): no collisions
 # Tests run with DEBUG off, where the development key is refused: sign with a key of our own.
 LICENSE_KEY = Ed25519PrivateKey.generate()
 LICENSE_PUBLIC = licenses.public_key_b64(LICENSE_KEY.public_key())
@@ -87,14 +89,6 @@ def activation_license(tmp_path: Path, appliance: str) -> Path:
     path = tmp_path / f"{appliance}-activation.lic"
     path.write_text(text)
     return path
-
-
-def log_in(page, base: str, username: str, password: str) -> None:
-    page.goto(f"{base}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r".*/mse/$"))
 
 
 def add_appliance(page, base: str, name: str, ip: str, password: str) -> None:

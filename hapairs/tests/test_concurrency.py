@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection, transaction
 
 from hapairs import rules, services
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY
-from hapairs.models import HAEvent, HAPair, Job
+from hapairs.models import Appliance, HAEvent, HAPair, Job
 
 from .test_api import token_for
+from .test_services import pg_only
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -103,3 +106,58 @@ def test_twenty_switchovers_of_one_pair_at_once_queue_one_job(live_server, opera
         if status == 409:
             assert f"#{job.pk}" in answer["detail"] or "still running" in answer["detail"], answer
     assert Job.objects.filter(pair=pair).count() == 1
+
+
+def poll_round_locks(primary_ids: list[int], pair_id: int, seen: dict) -> None:
+    """A poll round's locks, in ``status_record``'s order: the appliances (by pk), then the
+    pair; between the two it waits until another backend is queued behind it, so the race
+    that deadlocked in CI (a writer holding the pair and wanting an appliance) is not left
+    to chance."""
+    try:
+        with transaction.atomic():
+            list(Appliance.objects.select_for_update().filter(pk__in=primary_ids).order_by("pk"))
+            seen["held"].set()
+            with connection.cursor() as cursor:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not seen.get("waiter"):
+                    cursor.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                    seen["waiter"] = [row[0] for row in cursor.fetchall()]
+                    time.sleep(0.02)
+            list(HAPair.objects.select_for_update(of=("self",)).filter(pk=pair_id))
+    except Exception as exc:  # noqa: BLE001 (reported to the test)
+        seen["error"] = exc
+    finally:
+        connection.close()
+
+
+WRITES = {
+    "maintenance": lambda pair, by: services.ha_maintenance_set(pair=pair, on=True, by=by, reason="PSU swap"),
+    "update": lambda pair, by: services.ha_update(
+        pair=pair, failover_type="automatic", failback_type="manual", failover_wait=30, by=by, reason="tuning"
+    ),
+}
+
+
+@pg_only
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_a_pair_write_during_a_poll_round_waits_for_it_and_never_deadlocks(write, operator_user, make_appliance):
+    """CI saw a deadlock (and a 500): maintenance locked the pair, then its appliances, while
+    the poller held an appliance and wanted the pair. Every writer now locks in the poller's
+    order, so it queues behind the round and goes through when the round commits."""
+    primary = make_appliance(name="dl-p", hm_ip="127.52.0.2", vip="127.52.0.1", vip_prefixlen=24, role="primary")
+    secondary = make_appliance(name="dl-s", hm_ip="127.52.0.3", role="secondary")
+    pair = services.ha_pair_create(primary=primary, secondary=secondary)
+    seen: dict = {"held": threading.Event()}
+    poll = threading.Thread(target=poll_round_locks, args=([primary.pk, secondary.pk], pair.pk, seen))
+    poll.start()
+    try:
+        assert seen["held"].wait(10)
+        WRITES[write](HAPair.objects.get(pk=pair.pk), operator_user)
+    finally:
+        poll.join(30)
+    assert "error" not in seen, seen["error"]
+    assert seen.get("waiter"), "the write never queued behind the poll round: the test raced past it"
+    kind = {"maintenance": "set_maintenance", "update": "update_ha"}[write]
+    assert Job.objects.filter(pair=pair, kind=kind).count() == 1

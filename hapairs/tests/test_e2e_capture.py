@@ -24,7 +24,7 @@ import pytest
 from hapairs.models import HAPair
 from hapairs.tests.e2e import AgentFarm, add, node_toml, wait_for, wait_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.django_db(transaction=True)]
 
 ETH_P_ALL = 0x0003
 PORT = 8001

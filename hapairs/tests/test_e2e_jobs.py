@@ -299,6 +299,21 @@ def test_an_automatic_failover_by_the_agents_reaches_the_portal_with_its_time(tm
         status = api("get", "/appliances/auto-p/ha").json()
         assert any(e["description"] == "Instance is in failover active state" for e in status["events"])
         wait_for(lambda: HAPair.objects.get().primary_reachable is False, timeout=20, what="the primary unreachable")
+
+        # and it says why: the agent's rule and what it saw, the portal's for the node it lost
+        takeover = HAEvent.objects.get(appliance__name="auto-s", code="failover_shutting_down_primary")
+        assert takeover.job_id is None and takeover.why["rule"] == "takeover.silence", takeover.why
+        assert takeover.why["inputs"]["failover_wait_s"] == 3.0
+        assert 3.0 <= takeover.why["inputs"]["silence_s"] < 6.0
+        assert takeover.why["text"].startswith("Takeover after ") and "the wait is 3 s" in takeover.why["text"]
+        lost = HAEvent.objects.filter(appliance__name="auto-s", code="heartbeats_lost").first()
+        assert lost is not None
+        assert lost.why["rule"] == "heartbeat.down" and lost.why["inputs"]["paths"] == "hm"
+        unreachable = HAEvent.objects.get(appliance__name="auto-p", code="node_unreachable")
+        assert unreachable.why["rule"] == "poll.no_answer" and unreachable.why["inputs"]["lost_this_round"] == 1
+        log = api("get", "/appliances/auto-p/ha/events?code=failover_shutting_down_primary").json()["events"]
+        assert [e["why"]["rule"] for e in log] == ["takeover.silence"]
+        assert log[0]["why"]["text"] == takeover.why["text"]
     finally:
         primary_farm.stop()
         secondary_farm.stop()

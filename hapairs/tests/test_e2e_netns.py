@@ -37,7 +37,7 @@ from nodeagent.tests.agentutil import node_toml
 from nodeagent.tests.netns import PRIMARY, SECONDARY, WITNESS, Lab
 from nodeagent.tests.test_netns import IPROUTE_KEYS, PW, WITNESS_PORT, WITNESS_PW, Agent, WitnessProc
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.serial, pytest.mark.django_db(transaction=True)]
 
 WAIT = 10  # the portal's shortest Long Failover Wait
 NETWORKS = "127.0.0.0/8,198.18.0.0/15"  # the portal may call agents on loopback and the lab

@@ -21,7 +21,7 @@ from hapairs.models import Appliance
 from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
 from nodeagent import tlsid
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.django_db(transaction=True)]
 NODES, SHARDS = 40, 8
 
 

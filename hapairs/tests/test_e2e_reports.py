@@ -20,6 +20,7 @@ from hapairs import services
 from hapairs.choices import DeliveryStatus
 from hapairs.models import Alert, Delivery, HAPair, Job
 from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
+from hapairs.tests.loopback import third_octet
 from hapairs.tests.mailutil import Inbox, WebhookReceiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -30,7 +31,7 @@ _subnets = itertools.count(20 + os.getpid() % 150)
 
 @pytest.fixture
 def subnet():
-    return f"127.63.{next(_subnets) % 200 + 10}"
+    return f"127.63.{third_octet(_subnets)}"
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from .loopback import fresh_subnet
 from .test_production_serving import Proxied, Web, free_loopback, manage, production_env, set_up
 
 pytestmark = pytest.mark.slow
@@ -341,7 +342,7 @@ def test_jobs_survive_the_broker_the_database_and_the_web_restarting(portal):
     client = portal["client"]
     token = manage(env, "api_token", USERNAME).strip().splitlines()[-1]
     api = Api(client, token)
-    net = f"127.{os.getpid() % 200 + 20}.77"
+    net = fresh_subnet(79, 8001)  # 127.79: no other test's range
     p_ip, s_ip, vip = f"{net}.2", f"{net}.3", f"{net}.1"
     (tmp / "farm").mkdir(exist_ok=True)
     nodes = node_toml("f-p", "3355", "primary", p_ip, "pw-primary", vip=vip) + node_toml(

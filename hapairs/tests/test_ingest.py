@@ -9,7 +9,7 @@ import pytest
 from hapairs import agent_client, agent_replies, services
 from hapairs.choices import JobKind
 from hapairs.jobkeys import job_step_key
-from hapairs.models import HAEvent, HAPair, Job
+from hapairs.models import AuditEntry, HAEvent, HAPair, Job
 from nodeagent import protocol
 
 PATH = "/api/v1/ingest/events"
@@ -113,6 +113,18 @@ def test_the_direct_connect_address_is_read_from_server_info():
     assert agent_replies.parse_server_info({**base, "direct_connect": None}, source="mse1").direct_ip is None
 
 
+WHY = {"rule": "takeover.silence", "text": "Takeover after 3.1 s.", "inputs": {"silence_s": 3.1}}
+
+
+def test_an_events_why_is_read_with_its_inputs_and_its_text_bounded():
+    why = {**WHY, "text": "x" * 400, "inputs": {"silence_s": 3.1, "paths": "hm,direct", "witnesses": 0, "ok": True,
+                                                "majority": None, "note": "y" * 300}}  # fmt: skip
+    (parsed,) = agent_replies.parse_events([{**event(1), "why": why}], source="mse1")
+    assert parsed.why["rule"] == "takeover.silence" and len(parsed.why["text"]) == 300
+    assert parsed.why["inputs"] == {**why["inputs"], "note": "y" * 200}
+    assert agent_replies.parse_events([event(1)], source="mse1")[0].why is None
+
+
 @pytest.mark.parametrize(
     "events,complaint",
     [
@@ -120,6 +132,17 @@ def test_the_direct_connect_address_is_read_from_server_info():
         ([event(0)], "“seq”"),
         ([event(1, timestamp=None)], "no timestamp"),
         ([{**event(1), "description": 7}], "“description”"),
+        ([{**event(1), "why": "because"}], "“why” should be an object"),
+        ([{**event(1), "why": {**WHY, "rule": "Takeover Silence"}}], "should name its rule"),
+        ([{**event(1), "why": {**WHY, "rule": "takeover"}}], "should name its rule"),  # not dotted
+        ([{**event(1), "why": {**WHY, "rule": "a." + "b" * 64}}], "should name its rule"),
+        ([{**event(1), "why": {**WHY, "text": ["x"]}}], "“text” should be text"),
+        ([{**event(1), "why": {**WHY, "inputs": [1]}}], "inputs should be an object of at most 20"),
+        ([{**event(1), "why": {**WHY, "inputs": {f"k{i}": i for i in range(21)}}}], "at most 20"),
+        ([{**event(1), "why": {**WHY, "inputs": {"Silence": 1}}}], "is not a lower-case name"),
+        ([{**event(1), "why": {**WHY, "inputs": {"silence_s": {"nested": 1}}}}], "should be text, a number"),
+        ([{**event(1), "why": {**WHY, "inputs": {"silence_s": float("nan")}}}], "out of range"),
+        ([{**event(1), "why": {**WHY, "inputs": {"silence_s": 2**70}}}], "out of range"),
     ],
 )
 def test_malformed_events_are_refused(events, complaint):
@@ -157,6 +180,10 @@ def test_a_signed_push_is_stored_once_even_if_sent_twice(client, sender, django_
     assert stored.count() == 2 and all(e.pair_id for e in stored)
     sender.refresh_from_db()
     assert sender.last_event_seq == 2
+    # in the audit trail as the agent's write, once (the repeat stored nothing)
+    (audit,) = AuditEntry.objects.filter(action="events.ingest")
+    assert (audit.source, audit.actor_name, audit.object_repr) == ("agent", "agent 127.10.10.15", str(sender))
+    assert audit.after == {"events_stored": 2, "seq_from": 1, "seq_to": 2}
 
 
 @pytest.mark.django_db

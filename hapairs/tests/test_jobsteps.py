@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from hapairs import agent_client, jobs, jobsteps, services
 from hapairs.choices import JobKind, JobStatus, LicenseStatus
-from hapairs.models import Appliance, HAEvent, HAPair, Job, License, LicenseFile
+from hapairs.models import Appliance, AuditEntry, HAEvent, HAPair, Job, License, LicenseFile
 from hapairs.tests.e2e import AgentFarm, node_toml, wait_for
 from hapairs.tests.loopback import Reply, ScriptedAgent, fresh_subnet
 from nodeagent import protocol, tlsid
@@ -444,6 +444,11 @@ def test_the_update_steps_send_the_new_parameters_and_then_record_them(ha_pair):
     pair = HAPair.objects.get(pk=ha_pair.pk)
     assert (pair.failover_type, pair.failover_wait) == ("automatic", 20)
     assert HAEvent.objects.filter(job=job, pair=ha_pair, remarks="longer wait for the WAN").count() == 1
+    # and the audit trail has the worker's write, before and after, in the job's name
+    (entry,) = AuditEntry.objects.filter(action="pair.parameters")
+    assert (entry.source, entry.object_id) == ("worker", str(ha_pair.pk))
+    assert entry.before == {"failover_type": "manual", "failover_wait": 10}
+    assert entry.after == {"failover_type": "automatic", "failover_wait": 20, "job": job.pk}
 
 
 def test_maintenance_reaches_both_agents(ha_pair):
@@ -496,6 +501,12 @@ def test_the_delete_steps_unpair_both_agents_and_a_retried_job_finds_nothing_lef
     # Then the pair is gone from the portal, with one event, and the job rows stay
     assert not HAPair.objects.filter(pk=ha_pair.pk).exists()
     assert HAEvent.objects.filter(job=retry, appliance=ha_pair.primary).count() == 1
+    (entry,) = AuditEntry.objects.filter(action="pair.deleted")  # the worker's delete, audited once
+    assert (
+        entry.source == "worker"
+        and entry.before["primary_id"] == ha_pair.primary_id
+        and entry.after == {"job": retry.pk}
+    )
     assert Job.objects.get(pk=retry.pk).pair_id is None
 
 
@@ -593,6 +604,12 @@ def test_a_license_is_installed_then_removed_and_each_step_can_run_again(
     # Then the agent holds nothing and the line is kept as REMOVED
     assert held_licenses(appliance) == []
     assert list(stored.licenses.values_list("status", flat=True)) == [LicenseStatus.REMOVED]
+    (line,) = stored.licenses.all()
+    audits = list(AuditEntry.objects.filter(action__in=["license.installed", "license.removed"]).order_by("pk"))
+    assert [(a.action, a.before, a.after) for a in audits] == [
+        ("license.installed", {"lines": {str(line.pk): "verified"}}, {"lines": {str(line.pk): "installed"}, "job": install.pk}),
+        ("license.removed", {"lines": {str(line.pk): "installed"}}, {"lines": {str(line.pk): "removed"}, "job": again.pk}),
+    ]  # fmt: skip
 
 
 def test_an_install_reply_without_an_id_fails_the_job_and_records_nothing(

@@ -26,6 +26,7 @@ from hapairs.licenses import LicenseSpec
 from hapairs.models import Appliance, HAEvent, HAPair, Job, License, LicenseFile
 from hapairs.services.licenses import license_installed_record, license_removed_record
 from hapairs.tests.e2e import AgentFarm, Worker, node_toml, wait_for
+from hapairs.tests.loopback import third_octet
 from nodeagent import protocol
 
 DEVKEYS = Path(__file__).resolve().parents[1] / "devkeys"
@@ -602,7 +603,7 @@ E2E_UDI_2 = "AIR-MSE-VA-K9:V01:valic2_1e7b4d2f-5699-11e1-b1b1-0050568901d9"
 @pytest.fixture
 def subnet():
     """127.71.x.0/24, fresh per test: no other test's agents live there."""
-    return f"127.71.{next(_subnets) % 200 + 10}"
+    return f"127.71.{third_octet(_subnets)}"
 
 
 @pytest.fixture

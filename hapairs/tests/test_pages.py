@@ -17,6 +17,7 @@ from hapairs import services
 from hapairs.agent_replies import HAInfo, PeerStatus
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
 from hapairs.services.status import PollResult, status_record
+from nodeagent import protocol
 
 pytestmark = pytest.mark.django_db
 
@@ -186,6 +187,21 @@ def test_the_status_screen_shows_the_seed_fields_and_stops_polling_when_settled(
     assert response.status_code == 286  # htmx stops polling
 
 
+def test_the_events_log_shows_why_an_agent_decided_beside_the_event(client, pair, operator_user):
+    why = protocol.explain("takeover.silence", "Takeover after 10.2 s without heartbeats; the wait is 10 s.",
+                           silence_s=10.2, failover_wait_s=10.0)  # fmt: skip
+    services.event_record(code="failover_shutting_down_primary", generated_by="Secondary", pair=pair, why=why)
+    services.event_record(code="config_updated", generated_by="Primary", pair=pair)  # asked for: no why
+    client.force_login(operator_user)
+    page = client.get("/mse/p1/ha/").content.decode()
+    assert "Requested by / why" in page
+    assert (
+        '<div class="why" data-rule="takeover.silence" title="silence_s=10.2, failover_wait_s=10.0">'
+        "Why: Takeover after 10.2 s without heartbeats; the wait is 10 s.</div>"
+    ) in page
+    assert page.count('class="why"') == 1
+
+
 def test_the_status_screen_polls_and_shows_progress_while_synchronising(client, pair, operator_user):
     status_record(
         [
@@ -284,6 +300,17 @@ def test_a_switchover_passes_the_preflight_and_queues_one_job(client, pair, oper
     again = client.post("/mse/p1/ha/switchover/", {"reason": "again"})
     assert again.status_code == 409 and f"job #{job.pk}" in again.content.decode()
     assert Job.objects.count() == 1
+
+
+def test_the_switchover_page_after_a_cancelled_one_says_what_ran_and_what_to_do(client, pair, operator_user):
+    healthy(pair)
+    Job.objects.create(pair=pair, kind="switchover", status="cancelled", error="Cancelled by alice. Done: nothing.")
+    client.force_login(operator_user)
+    page = client.get("/mse/p1/ha/switchover/").content.decode()
+    assert '<section class="card after-cancel" role="status">' in page
+    assert "was cancelled. Cancelled by alice. Done: nothing." in page
+    assert "nothing needs undoing. Run the switchover again when ready." in page
+    assert "Confirm switchover" in page  # the pair is healthy: it may be run again
 
 
 def test_maintenance_needs_a_reason_and_shows_who(client, pair, operator_user):
@@ -680,3 +707,34 @@ def test_junk_query_strings_on_any_page_are_ignored_or_refused_never_a_500(clien
         for htmx in ({}, {"HTTP_HX_REQUEST": "true"}):
             response = client.get(url + query, **htmx)
             assert response.status_code < 500, (url, query[:60], response.status_code)
+
+
+def test_the_delete_page_offers_removal_from_the_primary_only_when_the_secondary_is_unreachable(
+    client, pair, operator_user, django_capture_on_commit_callbacks
+):
+    healthy(pair)
+    client.force_login(operator_user)
+    assert 'id="one-side"' not in client.get("/mse/p1/ha/delete/").content.decode()  # both answer
+    HAPair.objects.filter(pk=pair.pk).update(secondary_reachable=False)
+    page = client.get("/mse/p1/ha/delete/").content.decode()
+    assert "Remove the pairing from the primary only" in page and "stays PRIMARY_ACTIVE" in page
+    unconfirmed = client.post("/mse/p1/ha/delete/", {"side": "primary", "reason": "disk died"})
+    assert (
+        unconfirmed.status_code == 400 and "Confirm that s1 is down or will be rebuilt" in unconfirmed.content.decode()
+    )
+    assert not Job.objects.exists()
+    with django_capture_on_commit_callbacks():
+        done = client.post("/mse/p1/ha/delete/", {"side": "primary", "reason": "disk died", "down_confirmed": "yes"})
+    job = Job.objects.get()
+    assert done.status_code == 302 and (job.kind, job.reason) == ("remove_from_primary", "disk died")
+
+
+def test_removing_from_the_secondary_alone_is_refused_while_it_is_in_charge(pair, operator_user):
+    HAPair.objects.filter(pk=pair.pk).update(
+        primary_reachable=False, secondary_reachable=True, secondary_state="FAILOVER_ACTIVE", secondary_in_charge=True
+    )
+    pair.refresh_from_db()
+    with pytest.raises(services.ServiceError) as refused:
+        services.ha_remove_one_side(pair=pair, side="secondary", confirmed=True, by=operator_user, reason="p1 gone")
+    assert "s1 is in charge (FAILOVER_ACTIVE)" in refused.value.message and refused.value.conflict
+    assert not Job.objects.exists()

@@ -24,7 +24,7 @@ from django.utils import timezone
 from hapairs import delivery as sender
 from hapairs import reports, services, tasks
 from hapairs.choices import DeliveryStatus
-from hapairs.models import Delivery, HAEvent, ReportSchedule
+from hapairs.models import AuditEntry, Delivery, Drill, HAEvent, HAPair, Job, ReportSchedule
 from hapairs.tests.e2e import REPO
 from hapairs.tests.mailutil import Inbox, free_port, point_mail_at
 from hapairs.tests.reportfleet import (
@@ -131,7 +131,7 @@ def test_an_event_outside_the_period_is_left_out(fleet):
     assert report.pairs[1].switches[0].kind == "failback"
 
 
-def test_the_report_reads_the_fleet_in_the_same_six_queries_at_any_size(fleet, make_appliance):
+def test_the_report_reads_the_fleet_in_the_same_seven_queries_at_any_size(fleet, make_appliance):
     def queries():
         with CaptureQueriesContext(connection) as captured:
             report = reports.report_build(period_days=7)
@@ -144,9 +144,26 @@ def test_the_report_reads_the_fleet_in_the_same_six_queries_at_any_size(fleet, m
         pair = services.ha_pair_create(primary=primary, secondary=secondary)
         healthy(pair)
         samples(pair, [1.0, 2.0, 3.0])
+        job = Job.objects.create(pair=pair, kind="drill", status="succeeded")
+        Drill.objects.create(pair=pair, pair_name=str(pair), job=job, reason="drill", scorecard={"outage_s": n})
     large, report = queries()
-    assert small == large == 6
+    assert small == large == 7
+    assert sum(len(p.drills) for p in report.pairs) == 12
     assert report.fleet.pairs == 14 and report.fleet.active == 13
+
+
+def test_a_drill_of_the_period_is_in_the_report_with_its_scorecard(fleet, operator_user):
+    pair = HAPair.objects.order_by("pk").first()
+    job = Job.objects.create(pair=pair, kind="drill", status="succeeded")
+    card = {"outage_s": 1.55, "writes_acknowledged": 412, "writes_lost": 0, "vip_moved_s": 0.02}
+    Drill.objects.create(pair=pair, pair_name=str(pair), job=job, requested_by=operator_user, reason="Q4",
+                         scorecard=card)  # fmt: skip
+    report = reports.report_build(period_days=1)
+    text, html = reports.render_text(report), reports.render_html(report)
+    assert "Failover drills:" in text and "by operator1: Succeeded" in text
+    assert "      Client-visible outage (switchover): 1.55 s" in text
+    assert "      Acknowledged writes lost: 0" in text and "      Writes acknowledged: 412" in text
+    assert ">Failover drills</td>" in html and "<strong>1.55 s</strong>" in html and "<strong>412</strong>" in html
 
 
 def test_both_renderings_carry_the_same_figures_and_the_html_suits_mail_clients(fleet):
@@ -279,6 +296,9 @@ def test_smtp_refusing_for_a_while_is_retried_and_the_report_sent_once(
 
     assert inbox.refused == 2 and len(inbox.wait_for(1)) == 1
     delivery = Delivery.objects.get()
+    # the beat's run is in the audit trail as the schedule's, naming the delivery it queued
+    (run,) = AuditEntry.objects.filter(action="report_schedule.run")
+    assert (run.source, run.actor_name, run.after["made"]) == ("schedule", "schedule", [f"delivery #{delivery.pk}"])
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.SENT, 3)
     assert [(a["n"], a["ok"], a["error"][:8]) for a in delivery.attempt_log] == [
         (1, False, "SMTP 451"),

@@ -315,6 +315,44 @@ def test_the_preflight_allows_a_switchover_of_a_healthy_pair_and_a_failback_afte
     assert [check.label for check in no_failback.checks if not check.ok] == ["Secondary in charge, primary back up"]
 
 
+@pytest.mark.parametrize(
+    ("state", "advice"),
+    [
+        (HEALTHY, "The pair is as it was before: p05 is in charge and s05 stands by; nothing needs undoing. "
+                  "Run the switchover again when ready."),
+        ({**FAILED_OVER}, "s05 is in charge (FAILOVER_ACTIVE): the switchover took effect on the agents."),
+        ({**HEALTHY, "primary_state": "TERMINATED", "primary_services_up": False},
+         "Nobody is in charge: the services on p05 are stopped and s05 has not taken over. Start the services on "
+         "p05 (Start services)"),
+        ({**HEALTHY, "primary_state": "FAILOVER_INVOKED", "secondary_state": "FAILOVER_INVOKED"},
+         "The agents are still between states (p05 FAILOVER_INVOKED, s05 FAILOVER_INVOKED)"),
+    ],
+    ids=["untouched", "took-effect", "nobody-in-charge", "in-transit"],
+)  # fmt: skip
+def test_after_a_cancelled_switchover_the_preflight_says_what_ran_and_what_to_do_now(ha_pair_factory, state, advice):
+    # Given a switchover cancelled after its first step, the pair then as the poller found it
+    from hapairs import jobs
+
+    pair = ha_pair_factory(5, **state)
+    job = Job.objects.create(pair=pair, kind=JobKind.SWITCHOVER, status=JobStatus.CANCELLED, steps_done=["a"])
+    steps = [jobs.Step("a", print, "Stop the primary's services"), jobs.Step("b", print, "Take over the VIP")]
+    job.error = jobs._cancelled_summary(job, steps, "alice")
+    job.save(update_fields=["error"])
+
+    # When the operator opens the pre-flight check
+    lines = selectors.preflight(pair, "switchover").after_cancel
+
+    # Then it says what the job did and did not do, and what can be done now
+    assert lines[0] == (
+        f"Switchover (job #{job.pk}) was cancelled. Cancelled by alice. Done: Stop the primary's services. "
+        "Not done: Take over the VIP."
+    )
+    assert lines[1].startswith(advice), lines[1]
+    # and says nothing once a later job ran
+    Job.objects.create(pair=pair, kind=JobKind.SWITCHOVER, status=JobStatus.SUCCEEDED)
+    assert selectors.preflight(pair, "switchover").after_cancel == []
+
+
 # --- status ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("status", "sentence", "moving"),

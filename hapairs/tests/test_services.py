@@ -303,8 +303,8 @@ def test_issuing_and_revoking_a_token_is_recorded_with_who_for_whom_and_never_th
         ("token_revoked", "API token revoked for operator1", "admin1", None, None),
     ]
     assert [e.remarks for e in events] == [
-        f"Token {first[:12]}…",
-        f"Token {second[:12]}…; the previous token stops working.",
+        f"Token {first[:12]}…, scope admin",
+        f"Token {second[:12]}…, scope admin; the previous token stops working.",
         f"Token {second[:12]}…",
     ]
     assert not any(token[12:] in event.remarks for event in events for token in (first, second))

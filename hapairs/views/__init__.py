@@ -11,13 +11,16 @@ from hapairs.views.appliances import (
     mse_detail,
     mse_list,
 )
+from hapairs.views.audit import audit_list
 from hapairs.views.ha import (
     ha_configure,
     ha_delete,
+    ha_drill,
     ha_maintenance,
     ha_overview,
     ha_recover,
     ha_refresh,
+    ha_reset_sync,
     ha_status,
     ha_switch,
 )
@@ -38,6 +41,7 @@ from hapairs.views.reports import (
 )
 
 __all__ = [
+    "audit_list",
     "ha_configure",
     "ha_delete",
     "ha_maintenance",
@@ -45,6 +49,8 @@ __all__ = [
     "ha_recover",
     "ha_refresh",
     "ha_status",
+    "ha_drill",
+    "ha_reset_sync",
     "ha_switch",
     "healthz",
     "metrics",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -16,10 +17,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hapairs import crypto, dispatch, licenses, roles, selectors, services
+from hapairs import crypto, dispatch, drills, licenses, roles, selectors, services
 from hapairs.choices import ACTIVE_JOB_STATUSES, WitnessMode
 from hapairs.forms import ActionReasonForm, ConfigureHAForm, MaintenanceForm, ReasonForm, UpdateHAForm
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAEvent, HAPair, Job, SecondaryListing, Tally
+from hapairs.selectors.troubles import sync_stalled, troubles
 from hapairs.views._common import (
     DEVICE_TYPES,
     HEARTBEATS,
@@ -296,6 +298,9 @@ def _status_context(request: HttpRequest, pair: HAPair) -> dict:
         ],
         "window_open": pair.switch_allowed_at is not None and pair.switch_allowed_at > timezone.now(),
         "maintenance_form": MaintenanceForm(),
+        "drills": [(drill, drills.scorecard_rows(drill.scorecard)) for drill in services.drill_history(pair, limit=5)],
+        "troubles": troubles(pair),
+        "drill_schedule": getattr(pair, "drill_schedule", None),
     }
 
 
@@ -391,6 +396,71 @@ def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
     return render_page(request, "hapairs/ha_switch.html", context, status=409 if refusal else 200)
 
 
+@require_http_methods(["GET", "POST"])
+def ha_reset_sync(request: HttpRequest, name: str) -> HttpResponse:
+    """Reset a stuck synchronisation: what is stuck and since when, the reset, and its
+    escalation (emptying the secondary's copy), each confirmed."""
+    pair = _pair_or_404(name)
+    form = ActionReasonForm(posted(request)[0])
+    refusal = ""
+    if request.method == "POST":
+        check_role(request, roles.OPERATE, "reset a synchronisation")
+        if form.is_valid():
+            empty = request.POST.get("empty_data") == "yes"
+            try:
+                job = services.ha_reset_sync(
+                    pair=pair,
+                    by=request.user,
+                    reason=form.cleaned_data["reason"],
+                    empty_data=empty,
+                    confirm_empty=request.POST.get("confirm_empty") == "yes",
+                )
+            except services.ServiceError as exc:
+                refusal = exc.message
+            else:
+                messages.success(request, f"Resetting the synchronisation (job #{job.pk}); its progress follows.")
+                return redirect("job_detail", job_id=job.pk)
+    context = {
+        "pair": pair,
+        "primary": pair.primary,
+        "stalled": sync_stalled(pair),
+        "form": form,
+        "refusal": refusal,
+        "can_operate": request.user.has_perm(roles.OPERATE),
+    }
+    return render_page(request, "hapairs/ha_reset_sync.html", context, status=409 if refusal else 200)
+
+
+@require_http_methods(["GET", "POST"])
+def ha_drill(request: HttpRequest, name: str) -> HttpResponse:
+    """Failover drill: the pre-flight check, what the drill does, a confirmation, then its job."""
+    pair = _pair_or_404(name)
+    form = ActionReasonForm(posted(request)[0])
+    refusal = ""
+    if request.method == "POST":
+        check_role(request, roles.OPERATE, "run a failover drill")
+        if form.is_valid():
+            try:
+                drill = services.drill_start(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
+            except services.ServiceError as exc:
+                refusal = exc.message
+            else:
+                messages.success(request, f"Failover drill started (job #{drill.job_id}); its scorecard follows below.")
+                return redirect("ha_status", name=pair.primary.name)
+    context = {
+        "pair": pair,
+        "primary": pair.primary,
+        "check": selectors.preflight(pair, "switchover"),
+        "drill_refusal": services.drill_refusal(pair),
+        "window_minutes": round(settings.HA_STABILISATION_SECONDS / 60, 1),
+        "form": form,
+        "refusal": refusal,
+        "can_operate": request.user.has_perm(roles.OPERATE),
+        "history": [(d, drills.scorecard_rows(d.scorecard)) for d in services.drill_history(pair, limit=20)],
+    }
+    return render_page(request, "hapairs/ha_drill.html", context, status=409 if refusal else 200)
+
+
 @require_POST
 @requires(roles.OPERATE, "change maintenance mode")
 def ha_maintenance(request: HttpRequest, name: str) -> HttpResponse:
@@ -418,7 +488,24 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
     """Delete the secondary: the only safe teardown (spec §5). Asks first."""
     pair = _pair_or_404(name)
     form = ReasonForm(posted(request)[0])
-    if request.method == "POST":
+    side = request.POST.get("side", "") if request.method == "POST" else ""
+    if side in ("primary", "secondary"):  # one node only: the other cannot be reached
+        check_role(request, roles.OPERATE, "remove a pairing from one node")
+        if form.is_valid():
+            try:
+                job = services.ha_remove_one_side(
+                    pair=pair,
+                    side=side,
+                    confirmed=request.POST.get("down_confirmed") == "yes",
+                    by=request.user,
+                    reason=form.cleaned_data["reason"],
+                )
+            except services.ServiceError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"Removing the pairing from {getattr(pair, side).name} only (job #{job.pk}).")
+                return redirect("job_detail", job_id=job.pk)
+    elif request.method == "POST":
         check_role(request, roles.OPERATE, "delete a secondary")
         if form.is_valid() and request.POST.get("confirm") == pair.secondary.name:
             try:
@@ -433,7 +520,19 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
     return render_page(
         request,
         "hapairs/ha_delete.html",
-        {"pair": pair, "primary": pair.primary, "form": form},
+        {
+            "pair": pair,
+            "primary": pair.primary,
+            "form": form,
+            "side": side,
+            # one side only, when the other does not answer the portal (spec §8)
+            "one_side": "primary"
+            if not pair.secondary_reachable
+            else "secondary"
+            if not pair.primary_reachable
+            else "",
+            "last_delete": Job.objects.filter(pair=pair, kind="delete_secondary").order_by("-pk").first(),
+        },
         status=400 if form.errors else 200,
     )
 

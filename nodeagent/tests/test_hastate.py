@@ -299,3 +299,52 @@ def test_a_peer_that_answers_without_a_heartbeat_is_not_taken_over():
     assert not s.in_charge and not s.heartbeat_up
     s.tick(8.1)  # silence for the whole wait: now it is dead
     assert s.state is S.FAILOVER_INVOKED
+
+
+# ------------------------------------------------------------ explained decisions
+def test_an_automatic_takeover_says_which_rule_fired_and_on_what():
+    p, s = synced_pair(failover=Mode.AUTOMATIC, wait=10)
+    lost = s.tick(4.0, lambda: ["hm", "direct"])
+    assert [n.code for n in lost] == [T.HEARTBEATS_LOST]
+    assert lost[0].why["rule"] == "heartbeat.down"
+    assert lost[0].why["inputs"]["silence_s"] == 3.5 and lost[0].why["inputs"]["paths"] == "hm,direct"
+    notes = s.tick(10.6, lambda: ["hm", "direct"])
+    why = notes[-1].why
+    assert notes[-1].code == T.FAILOVER_SHUTTING_DOWN_PRIMARY and why["rule"] == "takeover.silence"
+    assert why["text"] == "Takeover after 10.1 s without heartbeats on both paths (hm, direct); the wait is 10 s."
+    assert why["inputs"] == {
+        "silence_s": 10.1, "failover_wait_s": 10.0, "paths": "hm,direct", "witnesses": 0,
+        "witness_majority": None, "witnesses_confirmed": None,
+    }  # fmt: skip
+
+
+def test_a_failback_held_by_the_stabilisation_window_is_said_once_then_done_with_its_reason():
+    p, s = synced_pair(failover=Mode.AUTOMATIC, failback=Mode.AUTOMATIC, wait=3, stab=900)
+    s.tick(4)
+    s.complete_failover(4)
+    p = PairHA.from_dict(p.to_dict())
+    p.restarted(5)
+    exchange(p, s, 5)
+    exchange(p, s, 180)
+    held = s.tick(180)
+    assert [n.code for n in held] == [T.FAILBACK_HELD]
+    assert held[0].why["rule"] == "failback.stabilisation"
+    assert held[0].why["text"].startswith("Failback refused: stabilisation window, 12 min left")
+    assert held[0].why["inputs"]["left_s"] == 724.0 and held[0].why["inputs"]["stabilisation_s"] == 900.0
+    for t in range(181, 300, 7):  # still held: nothing more to say
+        exchange(p, s, t)
+        assert s.tick(t) == []
+    exchange(p, s, 905)
+    notes = s.tick(905)
+    assert s.state is S.FAILBACK_ACTIVE
+    assert notes[-1].why["rule"] == "failback.automatic" and "stabilisation window ended" in notes[-1].why["text"]
+
+
+def test_stepping_down_for_a_newer_generation_names_both_generations():
+    p, s = synced_pair(failover=Mode.AUTOMATIC, wait=3)
+    s.tick(4)
+    s.complete_failover(4)
+    notes = p.on_heartbeat(5, s.view())
+    why = next(n.why for n in notes if n.code == T.STEPPED_DOWN)
+    assert why["rule"] == "fence.newer_generation"
+    assert why["inputs"] == {"own_generation": 1, "peer_generation": 2, "owner": "secondary"}

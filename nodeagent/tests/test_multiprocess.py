@@ -16,7 +16,7 @@ import pytest
 
 from .agentutil import PORT, REPO, Proc, call, free_subnet, ha_info, node_toml, pair_toml, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # times a restart: alone (make test)
 
 ELEMENTS = "/api/contextaware/v1/elements"
 
@@ -395,3 +395,36 @@ def test_two_to_one_secondary_takes_over_one_primary_alone(two_to_one, tmp_path)
     assert st == 200 and body["in_charge"] == [ips["vip3310"]]
     assert asyncio.run(health(ips["3355"], "/secondary"))[0] == 503
     assert asyncio.run(health(ips["3350"], "/primary"))[0] == 200
+
+
+def test_a_reset_of_one_primarys_copy_on_a_2_to_1_secondary_leaves_the_other_untouched(two_to_one, tmp_path):
+    fleet, ips, procs = two_to_one
+    S = (ips["3355"], "pw-3355")
+
+    def instances():
+        return {
+            p["peer_name"]: (p["state"], p["data_replication"], p["instance"]["count"]) for p in ha_info(*S)["peers"]
+        }
+
+    wait_until(lambda: all(v[:2] == ("SECONDARY_ACTIVE", "Up") for v in instances().values()) and len(instances()) == 2,
+               15, what="3355 backing both primaries")  # fmt: skip
+    for i in range(10):
+        assert post_element(ips["vip3310"], "pw-3310", f"02:33:10:00:01:{i:02x}", i)[0] == 201
+    for i in range(7):
+        assert post_element(ips["vip3350"], "pw-3350", f"02:33:50:00:01:{i:02x}", i)[0] == 201
+    wait_until(lambda: {k: v[2] for k, v in instances().items()} == {"mse3310": 10, "mse3350": 7}, 10,
+               what="both copies complete")  # fmt: skip
+
+    # the 3310's copy is reset, emptied: only the 3310's instance is touched
+    st, out = call(*S, "POST", f"/hm/v1/ha/peers/{ips['3310']}/reset-sync", {"empty_data": True})
+    assert st == 200 and out == {"reset": ips["3310"], "empty_data": True, "records": 0}, out
+    assert instances()["mse3350"] == ("SECONDARY_ACTIVE", "Up", 7)
+    # the 3310 copies it again; the 3350's pair never moved
+    wait_until(lambda: instances()["mse3310"] == ("SECONDARY_ACTIVE", "Up", 10), 15, what="the 3310's copy again")
+    assert instances()["mse3350"] == ("SECONDARY_ACTIVE", "Up", 7)
+    st, events = call(*S, "GET", "/hm/v1/events?since=0&limit=1000")
+    resets = [e for e in events["events"] if e["code"] == "sync_reset"]
+    assert [e["peer"] for e in resets] == [ips["3310"]] and "its data emptied" in resets[0]["remarks"]
+    # a primary has nothing to reset, and neither does an unknown peer
+    assert call(ips["3350"], "pw-3350", "POST", f"/hm/v1/ha/peers/{ips['3355']}/reset-sync", {})[0] == 409
+    assert call(*S, "POST", "/hm/v1/ha/peers/127.0.0.9/reset-sync", {})[0] == 404

@@ -29,7 +29,7 @@ from . import netns
 from .agentutil import REPO, node_toml, pair_toml
 from .netns import CLIENT, PRIMARY, SECONDARY, WITNESS, Lab
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.serial]
 
 PW = {"nico": "pw-primary", "nico2": "pw-secondary"}
 IPROUTE_KEYS = 'vip_driver = "iproute"\nhm_interface = "eth0"\n'

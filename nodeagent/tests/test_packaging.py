@@ -168,7 +168,10 @@ def test_the_portal_wheel_holds_both_apps_templates_and_static_files_and_pins_th
     # and it needs requirements/base.txt, with its `-r agent.txt` as the agent at this release
     listed, included = requirements_file("base.txt")
     assert included == ["agent.txt"]
-    assert requires_dist(whl) == listed | {key(f"mse-node-agent=={VERSION}")}
+    # and its one extra, ldap, is requirements/ldap.txt
+    ldap, _ = requirements_file("ldap.txt")
+    ldap_extra = {(name, extras, spec, 'extra == "ldap"') for name, extras, spec, _marker in ldap}
+    assert requires_dist(whl) == listed | {key(f"mse-node-agent=={VERSION}")} | ldap_extra
 
 
 # ---------------------------------------------------------------- installed

@@ -52,7 +52,10 @@ def test_a_v1_event_on_disk_gets_its_code_and_an_unknown_text_is_dropped():
     assert (upgraded["code"], upgraded["cause"], upgraded["seq"]) == ("failover_active", None, 4)
     assert P.event_upgraded({**v1, "description": "Something nobody wrote"}) is None
     v2 = {**v1, "code": "active", "cause": {"key": "k"}}
-    assert P.event_upgraded(v2) == v2
+    assert P.event_upgraded(v2) == {**v2, "why": None}  # an event from before explanations: none
+    v3 = {**v2, "why": P.explain("heartbeat.down", "Heartbeats down.", silence_s=3.04)}
+    assert P.event_upgraded(v3) == v3
+    assert v3["why"]["inputs"] == {"silence_s": 3.0}
 
 
 def test_a_node_restarted_over_a_v1_event_log_serves_its_events_with_codes(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from . import netns
 from .agentutil import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.serial]
 
 NS = f"mse-vip-{os.getpid()}"
 NET = f"198.18.{200 + os.getpid() % 50}"
