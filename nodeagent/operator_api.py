@@ -26,8 +26,7 @@ from .config import ConfigError, check_ip, check_trap_url
 from .errors import ApiError
 from .hastate import Note, PairConfig, PairHA, Refused
 from .pair import PairRuntime
-from .protocol import PATH_PEER_COMMAND, Cause, EventCode, Mode, PeerCommand, ReplicationStatus, Role, StopReason
-from .replication import InstanceStore
+from .protocol import PATH_PEER_COMMAND, Cause, EventCode, Mode, PeerCommand, Role, StopReason
 from .store import ASSIGNMENTS_FILE, LICENSES_FILE
 
 log = logging.getLogger("nodeagent.operator")
@@ -194,10 +193,14 @@ class OperatorApi:
         return {"deleted": hm_ip}
 
     def reset_sync(self, hm_ip: str, body: dict, cause: Cause | None = None) -> dict:
-        """Secondary, for one primary (only its instance, when it backs two): drop the
-        instance's synchronisation state so the primary copies it again, from where the
-        instance's data says (its data kept), or from nothing (``empty_data``: the instance's
-        files deleted; nothing the primary holds is lost). The primary keeps serving."""
+        """Secondary, for one primary (only that pairing, when it backs two): the guide's
+        remedy for a synchronisation stuck at X %, without stopping anything. The pairing's
+        per-primary state here is dropped (its heartbeats, procedure, replication cursor and
+        state history) and made again from the primary's configuration, as a re-add would,
+        keeping the pair's generation (fencing orders by it) and its stabilisation window.
+        The instance's data is kept and copied again from the start, or emptied
+        (``empty_data``: its files deleted; nothing the primary holds is lost). The primary
+        keeps serving and copies the instance again."""
         node = self.node
         pr = node.pairs.get(hm_ip)
         if pr is None:
@@ -211,28 +214,34 @@ class OperatorApi:
         empty = body.get("empty_data", False)
         if not isinstance(empty, bool):
             raise ApiError(400, "empty_data must be true or false")
-        old = pr.instance
-        old.close()
+        now = time.time()
+        node.drop_pair(pr)  # its heartbeats and tasks stopped, its instance closed
         if empty:
-            for path in (old.log_path, old.meta_path):
+            for path in (pr.instance.log_path, pr.instance.meta_path):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
-        pr.instance = InstanceStore(old.db_name, old.db_port, old.log_path)
+        ha, _ = PairHA.create(Role.SECONDARY, pr.ha.config, now)
+        ha.generation, ha.last_switch_at = pr.ha.generation, pr.ha.last_switch_at
+        fresh = PairRuntime(node, pr.peer, pr.slot, ha)  # the same slot: the same instance files
+        fresh.sync_done_once = pr.sync_done_once
         if not empty:
-            pr.instance.set_sync_lsn(0)  # copied again from the start; records already held are kept
-        node.record(pr.ha.set_synced(time.time(), False), pr)
-        pr.replication = ReplicationStatus.DOWN
-        pr.sync_percent = 0
-        kept = f"{pr.instance.count} records kept" if not empty else "its data emptied"
+            fresh.instance.set_sync_lsn(0)  # copied again from the start; records already held are kept
+        fresh.take_cause(cause, now)
+        node.pairs[hm_ip] = fresh
+        kept = f"{fresh.instance.count} records kept" if not empty else "its data emptied"
         node.emit(
             EventCode.SYNC_RESET,
-            f"Instance {old.db_name} for {pr.peer['name']} ({hm_ip}): {kept}; the primary copies it again.",
-            pr,
+            f"Instance {fresh.instance.db_name} for {pr.peer['name']} ({hm_ip}): {kept}; this pairing's state "
+            "here made again from the primary's configuration; the primary copies the instance again.",
+            fresh,
             cause=cause,
         )
+        node.procedures.announce_initial_sync(fresh)
         node.save_ha()
+        node.heartbeats.start(fresh)
+        node.witnesses.start(fresh)
         node.wake()
-        return {"reset": hm_ip, "empty_data": empty, "records": pr.instance.count}
+        return {"reset": hm_ip, "empty_data": empty, "records": fresh.instance.count}
 
     # ================================================================= switchover and failback
     def _pick_pair(self, body: dict) -> PairRuntime:

@@ -84,7 +84,7 @@ def wait_resynced(ctx: JobContext) -> None:
 
 
 STEPS[JobKind.RESET_SYNC] = [
-    Step("reset_on_secondary", reset_sync_on_secondary, "Dropping the secondary's synchronisation state"),
+    Step("reset_on_secondary", reset_sync_on_secondary, "Dropping the secondary's per-primary state"),
     Step("wait_resynced", wait_resynced, "Copying the primary's database again", weight=6),
 ]
 

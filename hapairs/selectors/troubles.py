@@ -99,8 +99,9 @@ def troubles(pair: HAPair, *, now: datetime | None = None) -> list[Trouble]:
             "directory), restart it and re-add it.",
             action="Reset synchronisation…",
             action_url=reverse("ha_reset_sync", args=[p.name]),
-            does=f"{s.name} drops its synchronisation state for {p.name} (only this instance, {pair.instance_db_name}) "
-            f"and {p.name} copies it again, with progress shown; emptying {s.name}'s copy first is offered too, with "
+            does=f"{s.name} drops its per-primary state for {p.name} (only this instance, {pair.instance_db_name}) "
+            f"and makes it again from {p.name}'s configuration, and {p.name} copies the instance again, with progress "
+            f"shown; emptying {s.name}'s copy first is offered too, with "
             f"a second confirmation. {p.name} keeps serving throughout.",
         ))  # fmt: skip
 

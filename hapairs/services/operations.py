@@ -109,7 +109,7 @@ def ha_reset_sync(
     confirm_empty: bool = False,
 ):
     """Reset a synchronisation that made no progress (spec §8: "synchronisation stuck at
-    X %"): the secondary drops its instance's synchronisation state for this primary only,
+    X %"): the secondary drops its per-primary state for this primary only (made again from it),
     and the primary copies it again, serving throughout. ``empty_data`` escalates to
     deleting that instance's data first, and needs ``confirm_empty``: nothing the primary
     holds is lost, but the secondary has no copy until the new one completes."""

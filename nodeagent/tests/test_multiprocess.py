@@ -14,6 +14,8 @@ import time
 import aiohttp
 import pytest
 
+from nodeagent.clock import now_iso
+
 from .agentutil import PORT, REPO, Proc, call, free_subnet, ha_info, node_toml, pair_toml, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # times a restart: alone (make test)
@@ -415,10 +417,22 @@ def test_a_reset_of_one_primarys_copy_on_a_2_to_1_secondary_leaves_the_other_unt
     wait_until(lambda: {k: v[2] for k, v in instances().items()} == {"mse3310": 10, "mse3350": 7}, 10,
                what="both copies complete")  # fmt: skip
 
-    # the 3310's copy is reset, emptied: only the 3310's instance is touched
+    def histories():
+        return {p["peer_name"]: p["transitions"] for p in ha_info(*S)["peers"]}
+
+    before = histories()
+    generation = {p["peer_name"]: p["generation"] for p in ha_info(*S)["peers"]}
+    # the 3310's copy is reset, emptied: only the 3310's pairing and instance are touched
+    reset_at = now_iso()
     st, out = call(*S, "POST", f"/hm/v1/ha/peers/{ips['3310']}/reset-sync", {"empty_data": True})
     assert st == 200 and out == {"reset": ips["3310"], "empty_data": True, "records": 0}, out
     assert instances()["mse3350"] == ("SECONDARY_ACTIVE", "Up", 7)
+    # the 3310's per-primary state was made again (its history starts at the reset), at the
+    # same generation; the 3350's is the one it had
+    after = histories()
+    assert after["mse3350"] == before["mse3350"]
+    assert after["mse3310"][0]["at"] >= reset_at > before["mse3310"][-1]["at"], (before, after)
+    assert {p["peer_name"]: p["generation"] for p in ha_info(*S)["peers"]} == generation
     # the 3310 copies it again; the 3350's pair never moved
     wait_until(lambda: instances()["mse3310"] == ("SECONDARY_ACTIVE", "Up", 10), 15, what="the 3310's copy again")
     assert instances()["mse3350"] == ("SECONDARY_ACTIVE", "Up", 7)
