@@ -163,6 +163,12 @@ async def _run(
     nodes: list[tuple[NodeConfig, Path, list]], *, allow_short_wait: bool, ready_file: str | None = None
 ) -> int:
     tlsid.lean_tls_buffers()
+    try:  # in a child: this process serves them without importing cryptography
+        made = tlsid.make_missing([(sd, cfg.name, cfg.addresses, cfg.tls_cert, cfg.tls_key) for cfg, sd, _ in nodes])
+    except tlsid.IdentityError as e:
+        raise CliError(f"TLS: {e}") from None
+    if made:
+        logging.getLogger("nodeagent").info("made %d TLS identit%s", made, "y" if made == 1 else "ies")
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=8, keepalive_timeout=PEER_KEEPALIVE)
     )

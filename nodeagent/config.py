@@ -125,6 +125,11 @@ class NodeConfig:
         return product_identifier(self.device_type)
 
     @property
+    def addresses(self) -> list[str]:
+        """The node's own addresses, where it listens and which its TLS certificate names."""
+        return [a for a in (self.hm_ip, self.direct_connect) if a]
+
+    @property
     def real_network(self) -> bool:
         """On a real interface: any address a real network gives is accepted."""
         return self.vip_driver == VIP_DRIVER_IPROUTE

@@ -465,7 +465,7 @@ class NodeServer:
         self.apps = apps = SharedApps.current()
         hm_runner, svc_runner = await apps.acquire()
         cfg = node.cfg
-        addresses = [a for a in (cfg.hm_ip, cfg.direct_connect) if a]
+        addresses = cfg.addresses
         node.identity = tlsid.ensure(  # IdentityError: the CLI says which file and why
             node.sd.root, name=cfg.name, addresses=addresses, cert_file=cfg.tls_cert, key_file=cfg.tls_key
         )

@@ -157,7 +157,7 @@ def cmd_setup(a) -> int:
         identity = tlsid.ensure(
             sd_path,
             name=cfg.name,
-            addresses=[a for a in (cfg.hm_ip, cfg.direct_connect) if a],
+            addresses=cfg.addresses,
             cert_file=cfg.tls_cert,
             key_file=cfg.tls_key,
         )

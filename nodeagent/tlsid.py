@@ -26,12 +26,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from . import store
+
+# cryptography is imported only to make an identity (_make), never to serve one: a running
+# agent does not carry its ~9 MB (an agent farm of 2,000 nodes: 4.7 KB a node). A serve or a
+# farm makes its missing identities in a child process (make_missing) before its nodes start.
 
 
 class IdentityError(ValueError):
@@ -122,6 +122,11 @@ def client_context() -> ssl.SSLContext:
 
 
 def _make(cert_path: Path, key_path: Path, name: str, addresses: list[str]) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64] or "mse-agent")])
     now = dt.datetime.now(dt.UTC)
@@ -163,13 +168,70 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
             os.fsync(f.fileno())
 
 
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
+
+
 def read_fingerprint(cert_path: Path) -> str:
-    """The fingerprint of a PEM certificate file; ValueError naming the file if it is not one."""
+    """The fingerprint of a PEM certificate file (its first certificate: a chain's leaf);
+    IdentityError naming the file if it is not one. Parsed by OpenSSL through the stdlib."""
     try:
-        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-    except (OSError, ValueError) as e:
+        m = PEM_CERT_RE.search(Path(cert_path).read_text(encoding="ascii"))
+        if m is None:
+            raise ValueError("no BEGIN CERTIFICATE ... END CERTIFICATE block")
+        der = ssl.PEM_cert_to_DER_cert(m.group(0))
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=der)  # SSLError: not X.509
+    except (OSError, ValueError) as e:  # UnicodeDecodeError, binascii.Error and ssl.SSLError are too
         raise IdentityError(f"{cert_path}: not a PEM certificate ({e})") from None
-    return fingerprint_of(cert.public_bytes(serialization.Encoding.DER))
+    return fingerprint_of(der)
+
+
+# the identities make_missing had made in a child process: new pairs, like one made here
+_MADE_ELSEWHERE: set[str] = set()
+
+
+def _needs_identity(state_dir: Path, cert_file: str | None, key_file: str | None) -> bool:
+    tls = Path(state_dir) / "tls"
+    return not (cert_file or key_file) and not (tls / CERT_FILE).exists() and not (tls / KEY_FILE).exists()
+
+
+def make_missing(wanted: list[tuple[Path, str, list[str], str | None, str | None]]) -> int:
+    """Make the identities missing among ``wanted`` (state directory, name, addresses, and
+    the operator's certificate and key files, if any) in child processes, so that this
+    one never imports cryptography. Returns how many it made; IdentityError if it failed."""
+    todo = [
+        (sd, name, addresses)
+        for sd, name, addresses, cert_file, key_file in wanted
+        if _needs_identity(sd, cert_file, key_file)
+    ]
+    if not todo:
+        return 0
+    import json
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the package this process runs, found by the child however it was found here
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p))
+    # a farm's thousands: on each core at once (a key and a certificate take ~1 ms)
+    chunks = max(1, min(os.cpu_count() or 1, 4, len(todo) // 200))
+
+    def make(part: list) -> subprocess.CompletedProcess:
+        identities = [{"state_dir": str(sd), "name": name, "addresses": addresses} for sd, name, addresses in part]
+        ask = {"durable": store.durable(), "identities": identities}
+        return subprocess.run(
+            [sys.executable, "-m", "nodeagent.tlsid"], input=json.dumps(ask), capture_output=True, text=True, env=env
+        )
+
+    with ThreadPoolExecutor(chunks) as pool:
+        runs = list(pool.map(make, [todo[i::chunks] for i in range(chunks)]))
+    for done in runs:
+        if done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            raise IdentityError(f"the identities could not be made: {why[0][:500]}")
+    for sd, _name, _addresses in todo:
+        _MADE_ELSEWHERE.add(os.path.abspath(Path(sd) / "tls" / CERT_FILE))
+    return len(todo)
 
 
 def ensure(
@@ -198,6 +260,8 @@ def ensure(
         made = not cert_path.exists()
         if made:
             _make(cert_path, key_path, name, addresses)
+        elif os.path.abspath(cert_path) in _MADE_ELSEWHERE:
+            made = True  # by make_missing's child, for this process: a pair by construction
     fingerprint = read_fingerprint(cert_path)
     identity = Identity(cert_path, key_path, fingerprint, made)
     if made:  # made just now, as a pair: loaded when the first connection comes
@@ -207,3 +271,24 @@ def ensure(
     except (OSError, ssl.SSLError) as e:
         raise IdentityError(f"{cert_path} / {key_path}: the certificate and key do not load as a pair ({e})") from None
     return identity
+
+
+def _main() -> int:
+    """``python -m nodeagent.tlsid``: make the identities the JSON on stdin asks for
+    (``{"durable": bool, "identities": [{"state_dir", "name", "addresses"}]}``): make_missing's child."""
+    import json
+    import sys
+
+    ask = json.load(sys.stdin)
+    store.set_durable(bool(ask["durable"]))
+    for item in ask["identities"]:
+        try:
+            ensure(Path(item["state_dir"]), name=item["name"], addresses=list(item["addresses"]))
+        except (OSError, ValueError) as e:  # IdentityError is a ValueError
+            print(f"{item['state_dir']}: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

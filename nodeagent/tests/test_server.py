@@ -638,6 +638,85 @@ def test_a_tls_identity_is_private_and_never_replaced_behind_the_operators_back(
     assert made.cert_path.exists(), "nothing was thrown away"
 
 
+def test_a_fingerprint_is_read_without_cryptography_and_a_file_that_is_no_certificate_is_refused(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    made = tlsid.ensure(tmp_path / "a", name="a", addresses=["127.0.0.1"])
+    other = tlsid.ensure(tmp_path / "b", name="b", addresses=["127.0.0.2"])
+    der = x509.load_pem_x509_certificate(made.cert_path.read_bytes()).public_bytes(serialization.Encoding.DER)
+    assert tlsid.read_fingerprint(made.cert_path) == tlsid.fingerprint_of(der) == made.fingerprint
+    chain = tmp_path / "chain.pem"  # an operator's chain: the leaf first
+    chain.write_text(made.cert_path.read_text() + other.cert_path.read_text())
+    assert tlsid.read_fingerprint(chain) == made.fingerprint != other.fingerprint
+    body = made.cert_path.read_text().splitlines()
+    bad = {
+        "no block": "hello\n",
+        "a key, no certificate": made.key_path.read_text(),
+        "base64 that is no X.509": "\n".join([body[0], "QUJD" * 16, body[-1]]) + "\n",
+        "a broken body": "\n".join([body[0], body[1][:-7] + "!!!!!!!", *body[2:]]) + "\n",
+        "not ASCII": "\n".join([body[0], "é" * 64, body[-1]]),
+    }
+    for what, text in bad.items():
+        f = tmp_path / "bad.pem"
+        f.write_text(text)
+        try:
+            tlsid.read_fingerprint(f)
+        except tlsid.IdentityError as e:
+            assert "bad.pem: not a PEM certificate" in str(e), (what, e)
+        else:
+            raise AssertionError(f"{what}: read as a certificate")
+
+
+def test_identities_made_in_children_are_new_pairs_and_a_child_that_fails_says_why(tmp_path):
+    wanted = [(tmp_path / f"n{i}", f"n{i}", [f"127.0.{i // 250}.{i % 250 + 1}"], None, None) for i in range(450)]
+    operators = (tmp_path / "op", "op", ["127.0.1.1"], "/etc/op.pem", "/etc/op.key")  # theirs: not made
+    assert tlsid.make_missing([*wanted, operators]) == 450 and not (tmp_path / "op").exists()
+    assert tlsid.make_missing(wanted) == 0, "made once"
+    got = [tlsid.ensure(sd, name=name, addresses=addresses) for sd, name, addresses, _, _ in wanted]
+    assert all(g.made for g in got) and len({g.fingerprint for g in got}) == 450
+    assert tlsid.read_fingerprint(got[7].cert_path) == got[7].fingerprint
+    (tmp_path / "blocked").write_text("a file where the state directory should be")
+    try:
+        tlsid.make_missing([(tmp_path / "blocked", "x", ["127.0.2.1"], None, None)])
+    except tlsid.IdentityError as e:
+        assert "the identities could not be made" in str(e) and "blocked" in str(e), e
+    else:
+        raise AssertionError("a child that could not make an identity passed")
+
+
+def test_a_serving_agent_makes_its_identity_in_a_child_and_never_loads_cryptography(tmp_path):
+    import ssl
+
+    from .agentutil import Proc, node_toml, wait_until
+
+    net = free_subnet()
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(node_toml("lone", "3355", "primary", f"{net}.2", "pw-lone", vip=f"{net}.1"))
+
+    def presented() -> str:
+        try:
+            pem = ssl.get_server_certificate((f"{net}.2", P.DEFAULT_PORT), timeout=1)
+        except OSError:
+            return ""
+        return tlsid.fingerprint_of(ssl.PEM_cert_to_DER_cert(pem))
+
+    cert = tmp_path / "lone" / "tls" / tlsid.CERT_FILE
+    fingerprints = []
+    for start in ("first", "again"):
+        proc = Proc(fleet, "lone", tmp_path / "lone", tmp_path)
+        try:
+            wait_until(lambda: presented() != "", 15, what=f"the agent serving TLS ({start} start)")
+            maps = open(f"/proc/{proc.p.pid}/maps").read()
+            assert "/cryptography/" not in maps, f"{start} start: the serving process loaded cryptography"
+            assert presented() == tlsid.read_fingerprint(cert), start
+            assert (tmp_path / "lone" / "tls" / tlsid.KEY_FILE).stat().st_mode & 0o777 == 0o600
+            fingerprints.append(presented())
+        finally:
+            proc.stop()
+    assert fingerprints[0] == fingerprints[1], "the second start kept the identity the first made"
+
+
 def test_synchronized_service_assignments_are_listed_and_deleted_only_by_a_signed_request(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
