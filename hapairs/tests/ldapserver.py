@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from hapairs.tests.ports import free_port
+
 SUFFIX = "dc=mse,dc=test"
 ROOT_DN, ROOT_PW = f"cn=admin,{SUFFIX}", "root-pw-for-tests"
 USERS = {"olga": ("olga-pw-1", "Olga", "Operator"), "moritz": ("moritz-pw-1", "Moritz", "Monitor")}
@@ -47,16 +49,10 @@ def skip_reason() -> str:
     return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Directory:
     def __init__(self, folder: Path):
         self.folder = folder / "slapd"
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"ldap://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 

@@ -5,7 +5,6 @@ Nothing here stands in for what is checked: the portal talks SMTP and HTTP to th
 from __future__ import annotations
 
 import email
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -15,13 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
 
+from hapairs.tests.ports import free_port
 from mseportal.envconf import email_settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

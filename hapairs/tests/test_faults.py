@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from hapairs.tests.ports import free_port
+
 from .loopback import fresh_subnet
 from .test_production_serving import Proxied, Web, free_loopback, manage, production_env, set_up
 
@@ -43,12 +45,6 @@ pytestmark = pytest.mark.slow
 
 USERNAME, PASSWORD = "faultadmin", "a-long-fault-test-password-9"
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivatePostgres:

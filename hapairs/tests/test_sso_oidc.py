@@ -6,7 +6,6 @@ the provider itself, and the group claim mapped to a role."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,13 @@ from hapairs.models import Job
 from hapairs.roles import role_of
 from hapairs.sso import LOCAL_ACCOUNT, NO_GROUP
 from hapairs.tests.oidcprovider.serve import USERS
+from hapairs.tests.ports import free_port
 from hapairs.tests.test_pages import healthy, pair  # noqa: F401 - the fixture
 from mseportal.ssoconf import oidc_settings
 
 pytestmark = pytest.mark.django_db
 CLIENT_ID, CLIENT_SECRET = "mseportal-test-client", "client-secret-for-tests-0123456789"
 CALLBACK = "http://testserver/oidc/callback/"  # the test client's host
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def provider_process(tmp_path_factory):
     (tmp_path / "signing-key.pem").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "provider.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [
