@@ -18,6 +18,7 @@ which survives a killed process; a torn last line (power loss) is ignored on loa
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -136,9 +137,19 @@ class AppendLog:
         self._fsync = fsync
 
     def append(self, obj: Mapping[str, Any]) -> None:
+        """One line, whole or not at all: a short write (a full disk, the file at its size
+        limit) is taken back and raised as OSError, so the next line never joins a torn one
+        (read_jsonl would then drop both)."""
         if self._f is None:
             self._f = open(self.path, "ab", buffering=0)
-        self._f.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        written = self._f.write(data)  # unbuffered: one write(2), which may write part of it
+        if written != len(data):
+            fd = self._f.fileno()
+            os.ftruncate(fd, os.fstat(fd).st_size - (written or 0))
+            raise OSError(
+                errno.ENOSPC, f"a short write: only {written} of {len(data)} bytes stored (taken back)", self.path
+            )
         if self._fsync:
             os.fsync(self._f.fileno())
 
