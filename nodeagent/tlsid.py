@@ -173,16 +173,34 @@ PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END
 
 def read_fingerprint(cert_path: Path) -> str:
     """The fingerprint of a PEM certificate file (its first certificate: a chain's leaf);
-    IdentityError naming the file if it is not one. Parsed by OpenSSL through the stdlib."""
+    IdentityError naming the file if it is not one. The stdlib's, not cryptography's."""
     try:
         m = PEM_CERT_RE.search(Path(cert_path).read_text(encoding="ascii"))
         if m is None:
             raise ValueError("no BEGIN CERTIFICATE ... END CERTIFICATE block")
         der = ssl.PEM_cert_to_DER_cert(m.group(0))
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=der)  # SSLError: not X.509
-    except (OSError, ValueError) as e:  # UnicodeDecodeError, binascii.Error and ssl.SSLError are too
+        _check_der_certificate(der)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and binascii.Error are too
         raise IdentityError(f"{cert_path}: not a PEM certificate ({e})") from None
     return fingerprint_of(der)
+
+
+def _check_der_certificate(der: bytes) -> None:
+    """ValueError unless ``der`` has an X.509 certificate's outer shape: one DER SEQUENCE,
+    exactly as long as its header says, whose first member is a SEQUENCE (the signed part).
+    Cheap (a farm reads thousands at its start); the certificate itself is checked where it
+    is used: an operator's when its key is loaded with it (ensure), every one by each TLS peer."""
+    if len(der) < 4 or der[0] != 0x30:
+        raise ValueError("not a DER SEQUENCE")
+    if der[1] < 0x80:
+        length, start = der[1], 2
+    else:
+        size = der[1] & 0x7F
+        if not 1 <= size <= 4 or len(der) < 2 + size:
+            raise ValueError("a DER length that is no length")
+        length, start = int.from_bytes(der[2 : 2 + size], "big"), 2 + size
+    if start + length != len(der) or der[start] != 0x30:
+        raise ValueError(f"{len(der)} bytes of DER that do not hold one certificate")
 
 
 # the identities make_missing had made in a child process: new pairs, like one made here
