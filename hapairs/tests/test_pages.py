@@ -738,3 +738,32 @@ def test_removing_from_the_secondary_alone_is_refused_while_it_is_in_charge(pair
         services.ha_remove_one_side(pair=pair, side="secondary", confirmed=True, by=operator_user, reason="p1 gone")
     assert "s1 is in charge (FAILOVER_ACTIVE)" in refused.value.message and refused.value.conflict
     assert not Job.objects.exists()
+
+
+def test_the_frame_offers_the_audit_to_the_roles_that_may_open_it_from_one_query_of_groups(
+    client, pair, make_user, django_user_model
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from hapairs.roles import ADMIN, MONITOR, OPERATOR
+
+    root = django_user_model.objects.create_superuser("root1", password="a-long-root-pw-1")  # no group
+    for user, role, offered in (
+        (make_user(ADMIN, "a9"), ADMIN, True),
+        (make_user(OPERATOR, "o9"), OPERATOR, True),
+        (make_user(MONITOR, "m9"), MONITOR, False),
+        (root, "", True),
+    ):
+        client.force_login(user)
+        client.get("/ha/")
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get("/ha/").content.decode()
+        sql = " ".join(q["sql"] for q in queries)  # read now: the next request clears the log
+        assert "auth_permission" not in sql, (role, "the frame looked up permissions")
+        assert sql.count('FROM "auth_group"') == 1, (role, "one query of the groups")
+        nav = page[page.index('<nav class="mainnav"') : page.index("</nav>")]
+        assert ('href="/audit/"' in nav) is offered, role
+        assert (client.get("/audit/").status_code == 200) is offered, role  # the page agrees
+        whoami = page[page.index('<form class="whoami"') :]
+        assert whoami[: whoami.index("</span>")].endswith(f"{user.username}" + (f" · {role}" if role else "")), role
