@@ -215,14 +215,24 @@ class OperatorApi:
         if not isinstance(empty, bool):
             raise ApiError(400, "empty_data must be true or false")
         now = time.time()
-        node.drop_pair(pr)  # its heartbeats and tasks stopped, its instance closed
+        ha, _ = PairHA.create(Role.SECONDARY, pr.ha.config, now)
+        ha.generation, ha.last_switch_at = pr.ha.generation, pr.ha.last_switch_at
         if empty:
+            node.drop_pair(pr)  # its heartbeats and tasks stopped, its instance closed
             for path in (pr.instance.log_path, pr.instance.meta_path):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
-        ha, _ = PairHA.create(Role.SECONDARY, pr.ha.config, now)
-        ha.generation, ha.last_switch_at = pr.ha.generation, pr.ha.last_switch_at
-        fresh = PairRuntime(node, pr.peer, pr.slot, ha)  # the same slot: the same instance files
+            fresh = PairRuntime(node, pr.peer, pr.slot, ha)  # the same slot: the same (now no) files
+        else:
+            try:  # the instance's files read again before anything is dropped
+                fresh = PairRuntime(node, pr.peer, pr.slot, ha)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ApiError(
+                    507,
+                    f"Instance {pr.instance.db_name}'s files cannot be read again ({e}); nothing was changed: "
+                    "reset it emptying its data (the primary holds everything).",
+                ) from None
+            node.drop_pair(pr)
         fresh.sync_done_once = pr.sync_done_once
         if not empty:
             fresh.instance.set_sync_lsn(0)  # copied again from the start; records already held are kept

@@ -717,6 +717,37 @@ def test_a_serving_agent_makes_its_identity_in_a_child_and_never_loads_cryptogra
     assert fingerprints[0] == fingerprints[1], "the second start kept the identity the first made"
 
 
+def test_a_reset_whose_instance_cannot_be_read_again_changes_nothing_and_says_to_empty_it(tmp_path):
+    async def go():
+        async with running(tmp_path) as (net, nodes, clients, session):
+            await pair_up(nodes, clients)
+            sec, prim_ip = nodes["sec"], nodes["prim"].cfg.hm_ip
+            path = P.PATH_HA_PEER_RESET.format(peer_hm_ip=prim_ip)
+
+            async def active_again():
+                i = await clients["sec"].call("GET", P.PATH_HA_INFO)
+                return i["peers"][0]["state"] == "SECONDARY_ACTIVE" and i["peers"][0]["data_replication"] == "Up"
+
+            first = sec.pairs[prim_ip]
+            st, out = await clients["sec"].request("POST", path, {})  # keeping the data: made again
+            assert (st, out) == (200, {"reset": prim_ip, "empty_data": False, "records": 0}), out
+            assert sec.pairs[prim_ip] is not first and first.beat_job is None
+            await until(active_again, 10, "the pair Active after a reset keeping the data")
+            before = sec.pairs[prim_ip]
+            with open(before.instance.meta_path, "w") as f:
+                f.write('{"sync_lsn": "not a number"}')  # the files as the reset would read them again
+            st, out = await clients["sec"].request("POST", path, {})
+            assert st == 507 and "nothing was changed" in out["error"] and "emptying its data" in out["error"], out
+            assert sec.pairs[prim_ip] is before and before.beat_job is not None, "the pairing kept, still beating"
+            st, out = await clients["sec"].request("POST", path, {"empty_data": True})
+            assert (st, out) == (200, {"reset": prim_ip, "empty_data": True, "records": 0}), out
+            fresh = sec.pairs[prim_ip]
+            assert fresh is not before and fresh.ha.generation == before.ha.generation and before.beat_job is None
+            await until(active_again, 10, "the pair Active again after the reset")
+
+    run(go())
+
+
 def test_synchronized_service_assignments_are_listed_and_deleted_only_by_a_signed_request(tmp_path):
     async def go():
         async with running(tmp_path) as (net, nodes, clients, session):
