@@ -278,8 +278,9 @@ def ensure(
         made = not cert_path.exists()
         if made:
             _make(cert_path, key_path, name, addresses)
-        elif os.path.abspath(cert_path) in _MADE_ELSEWHERE:
-            made = True  # by make_missing's child, for this process: a pair by construction
+        elif os.path.abspath(cert_path) in _MADE_ELSEWHERE:  # by make_missing's child, for this
+            _MADE_ELSEWHERE.discard(os.path.abspath(cert_path))  # start: a pair by construction
+            made = True
     fingerprint = read_fingerprint(cert_path)
     identity = Identity(cert_path, key_path, fingerprint, made)
     if made:  # made just now, as a pair: loaded when the first connection comes

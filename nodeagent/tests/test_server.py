@@ -675,6 +675,8 @@ def test_identities_made_in_children_are_new_pairs_and_a_child_that_fails_says_w
     assert tlsid.make_missing(wanted) == 0, "made once"
     got = [tlsid.ensure(sd, name=name, addresses=addresses) for sd, name, addresses, _, _ in wanted]
     assert all(g.made for g in got) and len({g.fingerprint for g in got}) == 450
+    again = tlsid.ensure(wanted[0][0], name="n0", addresses=wanted[0][2])  # a restart in this process
+    assert not again.made and again.fingerprint == got[0].fingerprint, "loaded and checked as a pair this time"
     assert tlsid.read_fingerprint(got[7].cert_path) == got[7].fingerprint
     (tmp_path / "blocked").write_text("a file where the state directory should be")
     try:
