@@ -743,9 +743,6 @@ def test_removing_from_the_secondary_alone_is_refused_while_it_is_in_charge(pair
 def test_the_frame_offers_the_audit_to_the_roles_that_may_open_it_from_one_query_of_groups(
     client, pair, make_user, django_user_model
 ):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     from hapairs.roles import ADMIN, MONITOR, OPERATOR
 
     root = django_user_model.objects.create_superuser("root1", password="a-long-root-pw-1")  # no group
