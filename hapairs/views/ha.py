@@ -7,6 +7,7 @@ services' refusals next to the right field and never render a password back.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -361,6 +362,34 @@ def ha_refresh(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("ha_status", name=name)
 
 
+def _confirmed(
+    request: HttpRequest, what: str, act: Callable[[str], HttpResponse]
+) -> tuple[ActionReasonForm, HttpResponse | None, str]:
+    """The pages that ask, then act (switchover, failback, reset, drill, recovery): on a POST
+    the Operator role is checked and, given a reason, ``act(reason)`` calls the service and
+    answers (its message and redirect). Returns the form, that answer (None: show the page
+    again) and the service's refusal, shown on the page with a 409."""
+    form = ActionReasonForm(posted(request)[0])
+    if request.method != "POST":
+        return form, None, ""
+    check_role(request, roles.OPERATE, what)
+    if not form.is_valid():
+        return form, None, ""
+    try:
+        return form, act(form.cleaned_data["reason"]), ""
+    except services.ServiceError as exc:
+        return form, None, exc.message
+
+
+def _confirm_page(
+    request: HttpRequest, template: str, pair: HAPair, form: ActionReasonForm, refusal: str, **context
+) -> HttpResponse:
+    context.update(
+        pair=pair, primary=pair.primary, form=form, refusal=refusal, can_operate=request.user.has_perm(roles.OPERATE)
+    )
+    return render_page(request, template, context, status=409 if refusal else 200)
+
+
 SWITCH_ACTIONS = {"switchover": "run a switchover", "failback": "run a failback"}
 
 
@@ -370,30 +399,18 @@ def ha_switch(request: HttpRequest, name: str, action: str) -> HttpResponse:
     pair = _pair_or_404(name)
     if action not in SWITCH_ACTIONS:
         return redirect("ha_status", name=name)
-    form = ActionReasonForm(posted(request)[0])
-    refusal = ""
-    if request.method == "POST":
-        check_role(request, roles.OPERATE, SWITCH_ACTIONS[action])
-        if form.is_valid():
-            service = services.ha_switchover if action == "switchover" else services.ha_failback
-            try:
-                job = service(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
-            except services.ServiceError as exc:
-                refusal = exc.message
-            else:
-                messages.success(request, f"{action.title()} started (job #{job.pk}).")
-                return redirect("ha_status", name=pair.primary.name)
+
+    def start(reason: str) -> HttpResponse:
+        service = services.ha_switchover if action == "switchover" else services.ha_failback
+        job = service(pair=pair, by=request.user, reason=reason)
+        messages.success(request, f"{action.title()} started (job #{job.pk}).")
+        return redirect("ha_status", name=pair.primary.name)
+
+    form, done, refusal = _confirmed(request, SWITCH_ACTIONS[action], start)
+    if done:
+        return done
     check = selectors.preflight(pair, action)
-    context = {
-        "pair": pair,
-        "primary": pair.primary,
-        "action": action,
-        "check": check,
-        "form": form,
-        "refusal": refusal,
-        "can_operate": request.user.has_perm(roles.OPERATE),
-    }
-    return render_page(request, "hapairs/ha_switch.html", context, status=409 if refusal else 200)
+    return _confirm_page(request, "hapairs/ha_switch.html", pair, form, refusal, action=action, check=check)
 
 
 @require_http_methods(["GET", "POST"])
@@ -401,64 +418,48 @@ def ha_reset_sync(request: HttpRequest, name: str) -> HttpResponse:
     """Reset a stuck synchronisation: what is stuck and since when, the reset, and its
     escalation (emptying the secondary's copy), each confirmed."""
     pair = _pair_or_404(name)
-    form = ActionReasonForm(posted(request)[0])
-    refusal = ""
-    if request.method == "POST":
-        check_role(request, roles.OPERATE, "reset a synchronisation")
-        if form.is_valid():
-            empty = request.POST.get("empty_data") == "yes"
-            try:
-                job = services.ha_reset_sync(
-                    pair=pair,
-                    by=request.user,
-                    reason=form.cleaned_data["reason"],
-                    empty_data=empty,
-                    confirm_empty=request.POST.get("confirm_empty") == "yes",
-                )
-            except services.ServiceError as exc:
-                refusal = exc.message
-            else:
-                messages.success(request, f"Resetting the synchronisation (job #{job.pk}); its progress follows.")
-                return redirect("job_detail", job_id=job.pk)
-    context = {
-        "pair": pair,
-        "primary": pair.primary,
-        "stalled": sync_stalled(pair),
-        "form": form,
-        "refusal": refusal,
-        "can_operate": request.user.has_perm(roles.OPERATE),
-    }
-    return render_page(request, "hapairs/ha_reset_sync.html", context, status=409 if refusal else 200)
+
+    def reset(reason: str) -> HttpResponse:
+        job = services.ha_reset_sync(
+            pair=pair,
+            by=request.user,
+            reason=reason,
+            empty_data=request.POST.get("empty_data") == "yes",
+            confirm_empty=request.POST.get("confirm_empty") == "yes",
+        )
+        messages.success(request, f"Resetting the synchronisation (job #{job.pk}); its progress follows.")
+        return redirect("job_detail", job_id=job.pk)
+
+    form, done, refusal = _confirmed(request, "reset a synchronisation", reset)
+    if done:
+        return done
+    return _confirm_page(request, "hapairs/ha_reset_sync.html", pair, form, refusal, stalled=sync_stalled(pair))
 
 
 @require_http_methods(["GET", "POST"])
 def ha_drill(request: HttpRequest, name: str) -> HttpResponse:
     """Failover drill: the pre-flight check, what the drill does, a confirmation, then its job."""
     pair = _pair_or_404(name)
-    form = ActionReasonForm(posted(request)[0])
-    refusal = ""
-    if request.method == "POST":
-        check_role(request, roles.OPERATE, "run a failover drill")
-        if form.is_valid():
-            try:
-                drill = services.drill_start(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
-            except services.ServiceError as exc:
-                refusal = exc.message
-            else:
-                messages.success(request, f"Failover drill started (job #{drill.job_id}); its scorecard follows below.")
-                return redirect("ha_status", name=pair.primary.name)
-    context = {
-        "pair": pair,
-        "primary": pair.primary,
-        "check": selectors.preflight(pair, "switchover"),
-        "drill_refusal": services.drill_refusal(pair),
-        "window_minutes": round(settings.HA_STABILISATION_SECONDS / 60, 1),
-        "form": form,
-        "refusal": refusal,
-        "can_operate": request.user.has_perm(roles.OPERATE),
-        "history": [(d, drills.scorecard_rows(d.scorecard)) for d in services.drill_history(pair, limit=20)],
-    }
-    return render_page(request, "hapairs/ha_drill.html", context, status=409 if refusal else 200)
+
+    def start(reason: str) -> HttpResponse:
+        drill = services.drill_start(pair=pair, by=request.user, reason=reason)
+        messages.success(request, f"Failover drill started (job #{drill.job_id}); its scorecard follows below.")
+        return redirect("ha_status", name=pair.primary.name)
+
+    form, done, refusal = _confirmed(request, "run a failover drill", start)
+    if done:
+        return done
+    return _confirm_page(
+        request,
+        "hapairs/ha_drill.html",
+        pair,
+        form,
+        refusal,
+        check=selectors.preflight(pair, "switchover"),
+        drill_refusal=services.drill_refusal(pair),
+        window_minutes=round(settings.HA_STABILISATION_SECONDS / 60, 1),
+        history=[(d, drills.scorecard_rows(d.scorecard)) for d in services.drill_history(pair, limit=20)],
+    )
 
 
 @require_POST
@@ -541,27 +542,17 @@ def ha_delete(request: HttpRequest, name: str) -> HttpResponse:
 def ha_recover(request: HttpRequest, name: str) -> HttpResponse:
     """Recover a primary that lost its configuration (HA recovery mode). Asks first."""
     pair = _pair_or_404(name)
-    form = ActionReasonForm(posted(request)[0])
-    refusal = ""
-    if request.method == "POST":
-        check_role(request, roles.OPERATE, "recover a primary")
-        if form.is_valid():
-            try:
-                job = services.ha_recover_primary(pair=pair, by=request.user, reason=form.cleaned_data["reason"])
-            except services.ServiceError as exc:
-                refusal = exc.message
-            else:
-                messages.success(request, f"Recovering {pair.primary.name} (job #{job.pk}).")
-                return redirect("ha_status", name=pair.primary.name)
-    context = {
-        "pair": pair,
-        "primary": pair.primary,
-        "form": form,
-        "refusal": refusal,
-        "lost": pair.primary_reachable and pair.primary_state == "UNKNOWN",
-        "can_operate": request.user.has_perm(roles.OPERATE),
-    }
-    return render_page(request, "hapairs/ha_recover.html", context, status=409 if refusal else 200)
+
+    def recover(reason: str) -> HttpResponse:
+        job = services.ha_recover_primary(pair=pair, by=request.user, reason=reason)
+        messages.success(request, f"Recovering {pair.primary.name} (job #{job.pk}).")
+        return redirect("ha_status", name=pair.primary.name)
+
+    form, done, refusal = _confirmed(request, "recover a primary", recover)
+    if done:
+        return done
+    lost = pair.primary_reachable and pair.primary_state == "UNKNOWN"
+    return _confirm_page(request, "hapairs/ha_recover.html", pair, form, refusal, lost=lost)
 
 
 # --- High Availability overview (N:1) -------------------------------------------------------
