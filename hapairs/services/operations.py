@@ -12,7 +12,7 @@ from hapairs import selectors
 from hapairs.audit import audit_record, audited, snapshot
 from hapairs.choices import EventCode, HAState, JobKind
 from hapairs.models import Appliance, HAPair
-from hapairs.services._common import ServiceError, actor_name, event_record, pair_lock
+from hapairs.services._common import ServiceError, actor_name, event_record, pair_lock, rows_lock
 from hapairs.services.jobs import job_enqueue
 
 
@@ -183,7 +183,22 @@ def ha_maintenance_set(*, pair: HAPair, on: bool, by: AbstractBaseUser | None = 
 
 @transaction.atomic
 def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
-    """Forget a pair whose agents have both dropped it (the last step of delete-secondary)."""
+    """Forget a pair whose agents have dropped it (the last step of delete-secondary and of
+    the one-side removals).
+
+    Its rows are locked first, in the poller's order (rows_lock): a poll round that holds
+    the pair and writes a heartbeat sample or an event for it commits before the rows that
+    refer to the pair are collected. Deleting without the lock, the round's sample committed
+    between the collection and the delete, and the foreign-key check refused the commit (CI
+    saw the job fail in its last step)."""
+    with transaction.atomic():
+        rows_lock(pair=pair)
+        if not HAPair.objects.filter(pk=pair.pk).exists():  # forgotten meanwhile: nothing left to do
+            return
+        _pair_delete_locked(pair, job)
+
+
+def _pair_delete_locked(pair: HAPair, job) -> None:
     description = f"Secondary {pair.secondary.name} deleted; {pair.primary.name} runs without high availability"
     primary = pair.primary
     event_record(

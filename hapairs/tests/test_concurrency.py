@@ -23,10 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from hapairs import rules, services
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY
-from hapairs.models import Appliance, HAEvent, HAPair, Job
+from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
+from hapairs.services.operations import ha_pair_delete_record
 
 from .test_api import token_for
 from .test_services import pg_only
@@ -161,3 +163,56 @@ def test_a_pair_write_during_a_poll_round_waits_for_it_and_never_deadlocks(write
     assert seen.get("waiter"), "the write never queued behind the poll round: the test raced past it"
     kind = {"maintenance": "set_maintenance", "update": "update_ha"}[write]
     assert Job.objects.filter(pair=pair, kind=kind).count() == 1
+
+
+def poll_round_sampling(primary_ids: list[int], pair_id: int, seen: dict) -> None:
+    """A poll round that holds the pair's rows and writes a heartbeat sample and an event
+    for it, then commits only once another backend is queued behind it."""
+    try:
+        with transaction.atomic():
+            list(Appliance.objects.select_for_update().filter(pk__in=primary_ids).order_by("pk"))
+            pair = HAPair.objects.select_for_update(of=("self",)).get(pk=pair_id)
+            HeartbeatSample.objects.create(pair=pair, at=timezone.now(), mean_ms=0.4)
+            HAEvent.objects.create(
+                code="heartbeat_path", pair=pair, timestamp=timezone.now(), generated_by="mseportal", description="up"
+            )
+            seen["held"].set()
+            with connection.cursor() as cursor:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not seen.get("waiter"):
+                    cursor.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                    seen["waiter"] = [row[0] for row in cursor.fetchall()]
+                    time.sleep(0.02)
+    except Exception as exc:  # noqa: BLE001 (reported to the test)
+        seen["error"] = exc
+    finally:
+        connection.close()
+
+
+@pg_only
+def test_forgetting_a_pair_while_a_poll_round_samples_it_waits_for_the_round_and_takes_its_rows_along(
+    make_appliance,
+):
+    """CI saw "Remove the pairing from the primary only" fail in its last step: the poll
+    round wrote a heartbeat sample for the pair while the pair's row was being deleted, and
+    the delete's deferred foreign-key check refused the commit. The removal now locks the
+    rows in the poller's order first, so it waits for the round and deletes what it wrote."""
+    primary = make_appliance(name="rm-p", hm_ip="127.53.0.2", vip="127.53.0.1", vip_prefixlen=24, role="primary")
+    secondary = make_appliance(name="rm-s", hm_ip="127.53.0.3", role="secondary")
+    pair = services.ha_pair_create(primary=primary, secondary=secondary)
+    seen: dict = {"held": threading.Event()}
+    poll = threading.Thread(target=poll_round_sampling, args=([primary.pk, secondary.pk], pair.pk, seen))
+    poll.start()
+    try:
+        assert seen["held"].wait(10), seen.get("error")
+        ha_pair_delete_record(pair=HAPair.objects.select_related("primary", "secondary").get(pk=pair.pk))
+    finally:
+        poll.join(30)
+    assert "error" not in seen, seen["error"]
+    assert seen.get("waiter"), "the removal never queued behind the poll round: the test raced past it"
+    assert not HAPair.objects.exists() and not HeartbeatSample.objects.exists()
+    event = HAEvent.objects.get(code="heartbeat_path")
+    assert event.pair_id is None  # the round's event is kept, without its pair
+    assert HAEvent.objects.filter(code="secondary_deleted", appliance=primary).count() == 1

@@ -66,7 +66,7 @@ def test_a_secondary_that_stays_down_is_removed_from_the_primary_only_and_stands
         response = api("post", f"{url}/primary", body)
         assert response.status_code == 202, response.content
         job = finished(api, response.json()["id"])
-        assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded", (job["step"], job["error"])
 
         # Then the pair is gone, and the primary still serves its VIP and its data
         assert not HAPair.objects.exists()
