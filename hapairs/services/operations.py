@@ -212,6 +212,8 @@ def _pair_delete_locked(pair: HAPair, job) -> None:
     audit_record("pair.deleted", target=pair, before=snapshot(pair), after={"job": job.pk} if job else None,
                  reason=job.reason if job else "", by=job.requested_by if job else None)  # fmt: skip
     pair.delete()
+    if job is not None:  # its row's pair is NULL now (SET_NULL): the job's end event must not name the pair
+        job.pair = None
 
 
 @audited("pair.recover_primary", target="pair")

@@ -67,6 +67,8 @@ def test_a_secondary_that_stays_down_is_removed_from_the_primary_only_and_stands
         assert response.status_code == 202, response.content
         job = finished(api, response.json()["id"])
         assert job["status"] == "succeeded", (job["step"], job["error"])
+        wait_for(lambda: HAEvent.objects.filter(code="job_completed", job_id=job["id"]).exists(), timeout=10,
+                 what="the removal's completed event")  # fmt: skip
 
         # Then the pair is gone, and the primary still serves its VIP and its data
         assert not HAPair.objects.exists()

@@ -144,6 +144,26 @@ def _race(functions):
 
 
 @pg_only
+@pytest.mark.django_db(transaction=True)  # the foreign keys are checked at commit
+def test_a_job_that_forgets_its_pair_ends_with_its_completed_event_not_naming_the_pair(seed_2_to_1):
+    """The last step of "Remove the pairing from the primary only" deletes the pair; the
+    job's completed event then named the deleted pair, the commit refused it, and the job
+    ended with no event (its task crashed after it was marked succeeded)."""
+    from hapairs import jobs
+    from hapairs.models import Job
+
+    secondary, primary, _ = seed_2_to_1
+    pair = services.ha_pair_create(primary=primary, secondary=secondary)
+    # the agent step done already (as by an earlier attempt): only the portal's own step runs
+    job = Job.objects.create(kind="remove_from_primary", pair=pair, steps_done=["delete_on_primary"], reason="gone")
+    assert jobs.run(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert not HAPair.objects.filter(pk=pair.pk).exists() and job.pair_id is None and job.status == "succeeded"
+    completed = HAEvent.objects.get(code="job_completed", job=job)
+    assert completed.pair_id is None
+    assert HAEvent.objects.filter(code="secondary_deleted", appliance=primary, job=job).count() == 1
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_pairings_never_give_a_3355_a_third_primary(seed_2_to_1, make_appliance):
