@@ -208,6 +208,27 @@ class Worker(Process):
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
 
+    def stop_checked(self, request) -> None:
+        """Stop, then fail the test if the worker logged a crash (unless the test is marked
+        ``worker_crashes_expected``). A job can end "succeeded" on the page while its task
+        died after (seen: its end event refused by the database); only the log says so."""
+        self.stop()
+        if request.node.get_closest_marker("worker_crashes_expected"):
+            return
+        crashes = worker_crashes(self.log.read_text(errors="replace"))
+        assert not crashes, "the worker logged a crash:\n" + "\n---\n".join(crashes)
+
+
+def worker_crashes(log: str) -> list[str]:
+    """The tracebacks in a worker's log, each with the line before it (a task that raised,
+    a job step that crashed)."""
+    crashes, lines = [], log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j].startswith((" ", "\t"))), i)
+            crashes.append("\n".join(lines[max(i - 1, 0) : end + 1])[-2500:])
+    return crashes
+
 
 # --- the operator's moves through the API (the ``api`` fixture of conftest) ---------------
 def wait_job(api, job_id, *, timeout=120, worker=None):
