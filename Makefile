@@ -52,6 +52,12 @@ chromium:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-arping iputils-ping >/dev/null \
 	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-arping iputils-ping >/dev/null; }; \
 	  else echo "note: the network-namespace tests need root and arping (apt-get install iputils-arping): they will be skipped, saying so"; fi; }
+	@ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's faketime for the clock tests (agents whose clocks are off)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }; \
+	  else echo "note: the clock tests need libfaketime (apt-get install faketime): they will be skipped, saying so"; fi; }
 
 # LDAP sign-in is optional (requirements/ldap.txt): python-ldap builds against OpenLDAP's
 # headers, and the tests run Debian's slapd. Installed where we can (as root: apt-get, with

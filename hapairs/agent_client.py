@@ -12,7 +12,10 @@ Async at its core (aiohttp: the fleet poller talks to thousands of agents at onc
 * Every call has a timeout.
 * Errors become exactly three exceptions: ``AgentUnavailable`` (transport failure,
   timeout, 5xx: retryable), ``AgentRejected`` (4xx: the agent's own message, shown to
-  the operator), ``AgentBadReply`` (an answer that is not what the protocol says).
+  the operator; ``AgentClockRefused`` when its clock is too far from the portal's to
+  accept the signature), ``AgentBadReply`` (an answer that is not what the protocol says).
+* Every answer says the agent's clock (``X-MSE-Time``): ``Answer.clock_offset``, and
+  ``AgentError.clock_offset`` on a refusal.
 * Only registered appliances' addresses inside ``AGENT_ALLOWED_NETWORKS`` are called:
   the portal cannot be made to send requests anywhere else.
 """
@@ -22,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -35,10 +40,11 @@ from nodeagent import protocol, tlsid
 class AgentError(Exception):
     """Base: ``message`` is safe to show an operator (never holds a password)."""
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, clock_offset: float | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.clock_offset = clock_offset  # the agent's clock minus the portal's (s), if it answered
 
 
 class AgentUnavailable(AgentError):
@@ -47,6 +53,10 @@ class AgentUnavailable(AgentError):
 
 class AgentRejected(AgentError):
     """The agent refused the request (4xx); retrying the same request will not help."""
+
+
+class AgentClockRefused(AgentRejected):
+    """The agent refused a request signed too far from its own clock: a clock to set (NTP), not a password."""
 
 
 class AgentBadReply(AgentError):
@@ -87,6 +97,36 @@ def target_for(appliance, *, password: str | None = None) -> AgentTarget:
         port=settings.AGENT_PORT,
         fingerprint=appliance.tls_fingerprint or None,
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An agent's answer: its JSON object, the certificate it came over, and how far the
+    agent's clock is from the portal's (seconds, positive: ahead; None: it did not say). The
+    offset is the agent's stamp minus the middle of the request's round trip, so it is off by
+    at most half the round trip (a millisecond or so on a kept connection)."""
+
+    data: dict[str, Any]
+    seen: str | None
+    clock_offset: float | None = None
+
+
+def clock_offset_of(headers, sent: float, received: float) -> float | None:
+    """The agent's clock minus the portal's, from its answer's time header (None: absent or not a time)."""
+    try:
+        stamp = float(headers.get(protocol.HEADER_TIME, ""))
+    except ValueError:
+        return None
+    return stamp - (sent + received) / 2 if math.isfinite(stamp) else None
+
+
+def describe_offset(seconds: float) -> str:
+    """'412 s ahead of', '3.2 s behind', 'the same as' the portal's clock."""
+    magnitude = abs(seconds)
+    if magnitude < 0.05:
+        return "the same as"
+    figure = f"{magnitude:.1f}" if magnitude < 10 else f"{magnitude:.0f}"
+    return f"{figure} s {'ahead of' if seconds > 0 else 'behind'}"
 
 
 class _FirstContact(aiohttp.Fingerprint):
@@ -170,6 +210,19 @@ class AgentClient:
         idempotency_key: str | None = None,
     ) -> tuple[dict[str, Any], str | None]:
         """:meth:`request`, and the fingerprint of the certificate the agent presented."""
+        answer = await self.request_answer(target, method, path, body=body, idempotency_key=idempotency_key)
+        return answer.data, answer.seen
+
+    async def request_answer(
+        self,
+        target: AgentTarget,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Answer:
+        """:meth:`request`, with the certificate it came over and the agent's clock offset."""
         assert self._session is not None, "use AgentClient as an async context manager"
         check_address(target.host)
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
@@ -182,6 +235,7 @@ class AgentClient:
         url = f"https://{target.host}:{target.port}{path}"
         pin = tlsid.pin(target.fingerprint) if target.fingerprint else _FirstContact()
         try:
+            sent = time.time()
             # never follow a redirect: it would send the signed request where check_address never looked
             async with self._session.request(
                 method, url, data=payload or None, headers=headers, allow_redirects=False, ssl=pin
@@ -189,6 +243,7 @@ class AgentClient:
                 raw = await response.read()
                 status = response.status
                 theirs = response.headers.get(protocol.HEADER_PROTOCOL)
+                offset = clock_offset_of(response.headers, sent, time.time())
         except aiohttp.ServerFingerprintMismatch as exc:
             got = ":".join(f"{b:02X}" for b in exc.got)
             raise AgentCertificateChanged(
@@ -208,20 +263,38 @@ class AgentClient:
         except protocol.ProtocolMismatch as exc:
             raise AgentRejected(str(exc), status=status) from None
         if status >= 500:
-            raise AgentUnavailable(f"{target.name} failed on its side: {_reason(data, status)}", status=status)
+            raise AgentUnavailable(
+                f"{target.name} failed on its side: {_reason(data, status)}", status=status, clock_offset=offset
+            )
+        if status == 401 and _reason(data, status).startswith("stale request"):
+            raise AgentClockRefused(_clock_refusal(target, offset, _reason(data, status)), status=status,
+                                    clock_offset=offset)  # fmt: skip
         if status == 401:
             raise AgentRejected(
-                f"{target.name} refused the credentials: check the appliance's password.", status=status
+                f"{target.name} refused the credentials: check the appliance's password.",
+                status=status,
+                clock_offset=offset,
             )
         if status >= 400:
-            raise AgentRejected(f"{target.name}: {_reason(data, status)}", status=status)
+            raise AgentRejected(f"{target.name}: {_reason(data, status)}", status=status, clock_offset=offset)
         if 300 <= status < 400:
             raise AgentBadReply(
                 f"{target.name} answered with a redirect (HTTP {status}); it was not followed.", status=status
             )
         if not isinstance(data, dict):
             raise AgentBadReply(f"{target.name} answered with something that is not a JSON object.", status=status)
-        return data, (pin.seen if isinstance(pin, _FirstContact) else target.fingerprint)
+        return Answer(data, pin.seen if isinstance(pin, _FirstContact) else target.fingerprint, offset)
+
+
+def _clock_refusal(target: AgentTarget, offset: float | None, reason: str) -> str:
+    """The agent refused a request signed too far from its clock: a clock to set, not a password."""
+    apart = f"its clock is {describe_offset(offset)} the portal's" if offset is not None else f"it says: {reason}"
+    who = target.host if target.name == target.host else f"{target.name} ({target.host})"
+    return (
+        f"{who} refused the request as signed at the wrong time: {apart}. Appliances "
+        f"accept a signed request within {protocol.DEFAULT_FRESHNESS_SECONDS} s of their own clock. Set the "
+        "portal and every appliance to the same NTP servers (the appliance's setup asks for them), then try again."
+    )
 
 
 def _decode(raw: bytes) -> Any:

@@ -123,9 +123,10 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
     source = f"{target.name} ({target.host})"
     try:
         # one request: the state and the events after the last one stored
-        raw, seen = await client.request_seen(
+        answer = await client.request_answer(
             target, "GET", f"{protocol.PATH_HA_INFO}?brief=1&events_since={since}&events_limit={EVENTS_PAGE}"
         )
+        raw, seen = answer.data, answer.seen
         info = agent_replies.parse_ha_info(raw, source=source)
         last_seq = raw.get("last_seq")
         if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
@@ -139,9 +140,16 @@ async def _poll_one(client: agent_client.AgentClient, appliance_id: int, target,
             events = []
     except agent_client.AgentCertificateChanged as exc:  # refused, not an outage: recorded as such
         return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message, presented=exc.got)
-    except agent_client.AgentError as exc:
-        return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message)
-    return PollResult(appliance_id=appliance_id, ha_info=info, events=events, last_seq=last_seq, seen=seen)
+    except agent_client.AgentError as exc:  # a refusal still says the agent's time (a clock too far off)
+        return PollResult(appliance_id=appliance_id, ha_info=None, error=exc.message, clock_offset=exc.clock_offset)
+    return PollResult(
+        appliance_id=appliance_id,
+        ha_info=info,
+        events=events,
+        last_seq=last_seq,
+        seen=seen,
+        clock_offset=answer.clock_offset,
+    )
 
 
 async def poll_async(

@@ -96,6 +96,10 @@ try:
     HA_SYNC_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SYNC_TIMEOUT_SECONDS", 900, minimum=5)
     # a synchronisation with no progress for this long is "stuck" (the troubleshooting panel)
     SYNC_STALL_SECONDS = env_int(ENV, "MSEPORTAL_SYNC_STALL_SECONDS", 300, minimum=5)
+    # an appliance whose clock is this far from the portal's is a trouble (drill timings,
+    # and at 300 s its signed requests are refused); the poll rewrites an offset that moved this much
+    CLOCK_SKEW_WARN_SECONDS = env_int(ENV, "MSEPORTAL_CLOCK_SKEW_WARN_SECONDS", 2, minimum=1)
+    CLOCK_OFFSET_STEP_MS = env_int(ENV, "MSEPORTAL_CLOCK_OFFSET_STEP_MS", 250, minimum=1)
     HA_SWITCH_TIMEOUT_SECONDS = env_int(ENV, "MSEPORTAL_HA_SWITCH_TIMEOUT_SECONDS", 120, minimum=5)
     # Where agents push their events (set on each agent when a pair is configured).
     INGEST_URL = ENV.get("MSEPORTAL_INGEST_URL", "http://127.0.0.1:8000/api/v1/ingest/events")

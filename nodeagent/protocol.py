@@ -64,6 +64,7 @@ PROTOCOL_VERSION = 4
 HEADER_NODE = "X-MSE-Node"  # on event pushes: the sending node's name
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 HEADER_PROTOCOL = "X-MSE-Protocol"  # on every request and answer: PROTOCOL_VERSION
+HEADER_TIME = "X-MSE-Time"  # on every answer: the agent's clock (Unix seconds, to the millisecond)
 
 DEFAULT_PORT = 8001  # the appliance's "Legacy Port"
 

@@ -69,9 +69,12 @@ def _unsigned(path: str) -> bool:
 @web.middleware
 async def protocol_mw(request: web.Request, handler):
     """Every answer says which protocol this agent speaks (signature_mw refuses a signed
-    request in another version)."""
+    request in another version), and the time on this node's clock: the portal measures the
+    offset of each node's clock from its own (drill timings, a clock drifting towards the
+    signatures' freshness window)."""
     resp = await handler(request)
     resp.headers[P.HEADER_PROTOCOL] = str(P.PROTOCOL_VERSION)
+    resp.headers[P.HEADER_TIME] = f"{time.time():.3f}"
     return resp
 
 

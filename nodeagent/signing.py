@@ -120,7 +120,10 @@ def verify_request(
     except ValueError:
         raise SignatureError("bad timestamp") from None
     if abs(now - ts_i) > window:
-        raise SignatureError("stale request")
+        # what the caller needs to fix its clock, or this node's (the time is no secret: it is on every answer)
+        raise SignatureError(
+            f"stale request: signed {ts_i - now:+.0f} s off this node's clock (accepted within {window} s)"
+        )
     expected = compute_signature(password, method, path, ts, nonce, body)
     if not hmac.compare_digest(expected.encode(), sig.strip().encode()):
         raise SignatureError("bad signature")

@@ -79,6 +79,7 @@ class ApplianceOut(Schema):
     tls_fingerprint: str  # the pinned certificate ("" for one recorded before pinning, until its next poll)
     tls_presented: str  # a different certificate it presented, refused until an Admin trusts it
     certificate_problem: str  # why the portal refuses it now ("" when it does not)
+    clock_offset_seconds: float | None  # its clock minus the portal's, as last polled (None: not measured)
 
 
 def appliance_out(appliance: Appliance, secondary_name: str | None = None) -> dict:
@@ -98,6 +99,7 @@ def appliance_out(appliance: Appliance, secondary_name: str | None = None) -> di
         "tls_fingerprint": appliance.tls_fingerprint,
         "tls_presented": appliance.tls_presented,
         "certificate_problem": certificate_problem(appliance),
+        "clock_offset_seconds": None if appliance.clock_offset_ms is None else appliance.clock_offset_ms / 1000,
     }
 
 

@@ -21,7 +21,7 @@ from hapairs.jobsteps.switching import (
     wait_failback_done,
     wait_failover_active,
 )
-from hapairs.models import Drill, HAEvent
+from hapairs.models import Appliance, Drill, HAEvent
 from hapairs.services._common import event_record
 from hapairs.services.drills import drill_refusal
 from nodeagent import protocol
@@ -90,8 +90,13 @@ def drill_wait_window(ctx: JobContext) -> None:
 
     def over() -> bool:
         current = _refresh(pair)
-        # the agents say the moment to the second (ISO, truncated): a second more is past it
-        return current.switch_allowed_at is not None and current.switch_allowed_at + WHOLE_SECOND <= timezone.now()
+        # the agents say the moment to the second (ISO, truncated): a second more is past it. The
+        # secondary, which will be asked to fail back, says it on its clock: read on the portal's
+        ms = Appliance.objects.filter(pk=pair.secondary_id).values_list("clock_offset_ms", flat=True).first()
+        ahead = timedelta(milliseconds=ms or 0)
+        return (
+            current.switch_allowed_at is not None and current.switch_allowed_at - ahead + WHOLE_SECOND <= timezone.now()
+        )
 
     ctx.wait_until(
         over,
@@ -126,12 +131,30 @@ def drill_catch_up(ctx: JobContext) -> None:
 
 
 def _first_events(drill: Drill, since: float, until: float | None) -> dict[str, datetime]:
-    events = HAEvent.objects.filter(pair=drill.pair, code__in=TIMED_CODES, timestamp__gte=_moment(since))
+    """The first of each timed agent event between the two moments of the worker's clock.
+    The agents stamp their events on their own clocks: each stamp is moved onto the portal's
+    by its node's measured offset (a node 3 s ahead would otherwise detect the failure 3 s
+    late, and one behind before it was asked)."""
+    if drill.pair is None:
+        return {}
+    offsets = {
+        pk: timedelta(milliseconds=ms or 0)
+        for pk, ms in Appliance.objects.filter(pk__in=[drill.pair.primary_id, drill.pair.secondary_id]).values_list(
+            "pk", "clock_offset_ms"
+        )
+    }
+    slack = max((abs(offset) for offset in offsets.values()), default=timedelta(0))
+    events = HAEvent.objects.filter(pair=drill.pair, code__in=TIMED_CODES, timestamp__gte=_moment(since) - slack)
     if until is not None:
-        events = events.filter(timestamp__lt=_moment(until))
+        events = events.filter(timestamp__lt=_moment(until) + slack)
+    on_portal_clock = sorted(
+        (at - offsets.get(appliance_id, timedelta(0)), pk, code)
+        for pk, code, at, appliance_id in events.values_list("pk", "code", "timestamp", "appliance_id")
+    )
     first: dict[str, datetime] = {}
-    for code, at in events.order_by("timestamp", "pk").values_list("code", "timestamp"):
-        first.setdefault(code, at)
+    for at, _, code in on_portal_clock:
+        if at >= _moment(since) and (until is None or at < _moment(until)):
+            first.setdefault(code, at)
     return first
 
 

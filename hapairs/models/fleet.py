@@ -79,6 +79,8 @@ class Appliance(models.Model):
     last_event_seq = models.PositiveBigIntegerField(default=0)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
+    # its clock minus the portal's, as the last poll measured it (None: not measured yet)
+    clock_offset_ms = models.IntegerField("Clock offset from the portal (ms)", null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -137,6 +139,20 @@ class Appliance(models.Model):
         if self.vip_prefixlen is None:
             return None
         return str(ipaddress.IPv4Network(f"0.0.0.0/{self.vip_prefixlen}").netmask)
+
+    @property
+    def clock_offset_text(self) -> str:
+        """'3.2 s ahead of the portal's clock' ("" not measured yet)."""
+        if self.clock_offset_ms is None:
+            return ""
+        from hapairs.agent_client import describe_offset  # the client's wording, one place
+
+        return f"{describe_offset(self.clock_offset_ms / 1000)} the portal's clock"
+
+    @property
+    def clock_skewed(self) -> bool:
+        """Far enough off the portal's clock to be a trouble (CLOCK_SKEW_WARN_SECONDS)."""
+        return self.clock_offset_ms is not None and abs(self.clock_offset_ms) >= 1000 * settings.CLOCK_SKEW_WARN_SECONDS
 
     @property
     def display_ip(self) -> str:

@@ -15,13 +15,14 @@ from django.utils import timezone
 
 from hapairs.choices import EventCode, HAState
 from hapairs.models import HAEvent, HAPair
+from nodeagent import protocol
 
 PATH_NAMES = {"hm": "Health Monitor network", "direct": "direct connect"}
 
 
 @dataclass(frozen=True)
 class Trouble:
-    key: str  # split_brain | sync_stuck | secondary_unreachable | primary_unreachable | path_down
+    key: str  # split_brain | sync_stuck | secondary_unreachable | primary_unreachable | path_down | clock_skew
     title: str
     detected: str
     since: datetime | None
@@ -157,5 +158,23 @@ def troubles(pair: HAPair, *, now: datetime | None = None) -> list[Trouble]:
             action="Refresh Status",
             action_url=reverse("ha_refresh", args=[p.name]),
             does="Asks both nodes now; the path shows Up again as soon as heartbeats come back on it.",
+        ))  # fmt: skip
+    for node in (p, s):
+        if not node.clock_skewed:
+            continue
+        limit = protocol.DEFAULT_FRESHNESS_SECONDS
+        found.append(Trouble(
+            key="clock_skew",
+            title=f"{node.name}'s clock is off",
+            detected=f"{node.name}'s clock is {node.clock_offset_text} (more than "
+            f"{settings.CLOCK_SKEW_WARN_SECONDS} s counts as off). The drill scorecards correct for it; at "
+            f"{limit} s the appliance refuses the portal's signed requests and stops answering it.",
+            since=None,
+            guide=f"Set {node.name} and the portal to the same NTP servers (set-up's NTP step), then check the "
+            "time zone it was given.",
+            action="Refresh Status",
+            action_url=reverse("ha_refresh", args=[p.name]),
+            does="Asks both nodes now and measures their clocks again: the condition clears once the clock is "
+            f"within {settings.CLOCK_SKEW_WARN_SECONDS} s.",
         ))  # fmt: skip
     return found

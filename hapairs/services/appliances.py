@@ -169,6 +169,8 @@ def appliance_discover(*, ip: str, password: str, username: str = "admin"):
     try:
         server_info, seen = agent_client.call_seen(target, "GET", protocol.PATH_SERVER_INFO)
         ha_info = agent_client.call(dataclasses.replace(target, fingerprint=seen), "GET", protocol.PATH_HA_INFO)
+    except agent_client.AgentClockRefused as exc:  # a clock to set, not a password to fix
+        raise ServiceError(exc.message, field="ip") from None
     except agent_client.AgentRejected as exc:
         if exc.status == 401:
             raise ServiceError(f"The appliance at {ip} refused the password.", field="password") from None

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -153,6 +154,7 @@ class PollResult:
     last_seq: int | None = None  # how far the node's own event log goes (ha-info)
     seen: str | None = None  # the TLS certificate it answered over (pinned, or none pinned yet)
     presented: str = ""  # refused: the other certificate it presented than the pinned one
+    clock_offset: float | None = None  # its clock minus the portal's, in seconds (None: it did not say)
 
 
 def status_record(results: list[PollResult]) -> None:
@@ -182,6 +184,7 @@ def status_record(results: list[PollResult]) -> None:
                 "reachability",
                 "tls_fingerprint",
                 "tls_presented",
+                "clock_offset_ms",
             )
         }
         reachable = [pk for pk in appliances if by_id[pk].ha_info is not None]
@@ -193,6 +196,7 @@ def status_record(results: list[PollResult]) -> None:
             if appliances[pk].reachability == Reachability.REACHABLE and not by_id[pk].presented
         ]  # a changed certificate is not an outage: it has its own event
         _record_certificates(appliances, by_id, reachable)
+        _record_clock_offsets(appliances, by_id)
         # the timestamps of every node; its reachability only where it changed (an indexed
         # column: left alone, PostgreSQL can update the row in place, a HOT update)
         for pks, reachability, seen in (
@@ -330,6 +334,21 @@ def _record_certificates(appliances: dict, by_id: dict, reachable: list[int]) ->
     for pk in reachable:
         if not appliances[pk].tls_fingerprint and by_id[pk].seen:
             certificate_pinned_record(appliance_id=pk, seen=by_id[pk].seen)
+
+
+def _record_clock_offsets(appliances: dict, by_id: dict) -> None:
+    """Each node's clock offset from the portal's, written only when it moved by
+    CLOCK_OFFSET_STEP_MS or more: a round's jitter (half a round trip) writes nothing."""
+    moved = []
+    for pk, appliance in appliances.items():
+        offset = by_id[pk].clock_offset
+        if offset is None:
+            continue
+        ms = max(-(2**31) + 1, min(2**31 - 1, round(offset * 1000)))
+        if appliance.clock_offset_ms is None or abs(ms - appliance.clock_offset_ms) >= settings.CLOCK_OFFSET_STEP_MS:
+            appliance.clock_offset_ms = ms
+            moved.append(appliance)
+    _update_rows(Appliance, moved, ["clock_offset_ms"])
 
 
 def _update_grouped(model, rows: list, fields: list[str]) -> None:

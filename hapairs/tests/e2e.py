@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -108,6 +109,8 @@ class AgentFarm(Process):
 
     # the largest file the farm may write (RLIMIT_FSIZE, as a full disk would stop it): None, no limit
     max_file_bytes: int | None = None
+    # its clock this many seconds off the machine's (libfaketime, monotonic time untouched): 0, none
+    clock_ahead: float = 0
 
     def __init__(self, workdir: Path, nodes_toml: str, *, port: int):
         self.workdir = workdir
@@ -122,12 +125,32 @@ class AgentFarm(Process):
             ["nodeagent", "farm", "--fleet", str(self.fleet), "--state-root", str(self.workdir / "state"),
              "--ready-file", str(self.ready), "--allow-short-wait", "--log-level", "INFO"],
             ready=self.ready.exists, timeout=30, what="the agent farm",
-            preexec_fn=self._limits if self.max_file_bytes else None,
+            preexec_fn=self._limits if self.max_file_bytes else None, env=self._clock_env(),
         )  # fmt: skip
         return self
 
+    def _clock_env(self) -> dict | None:
+        if not self.clock_ahead:
+            return None
+        return {**os.environ, "LD_PRELOAD": faketime_library(), "FAKETIME": f"{self.clock_ahead:+g}s",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+
     def _limits(self) -> None:  # in the child, before exec: its writes past the size fail (EFBIG)
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_file_bytes, self.max_file_bytes))
+
+
+def faketime_library() -> str:
+    """Debian's libfaketime (multi-threaded build), or skip saying how to get it; with
+    MSEPORTAL_REQUIRE_FAKETIME=1 (CI, which installs it) a missing one fails instead."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
+    if found:
+        return found[0]
+    reason = "libfaketime is not installed (apt-get install faketime)"
+    if os.environ.get("MSEPORTAL_REQUIRE_FAKETIME") == "1":
+        pytest.fail(f"a clock test is required (MSEPORTAL_REQUIRE_FAKETIME=1) but cannot run: {reason}")
+    pytest.skip(reason)
 
 
 class WitnessProcess(Process):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from hapairs import drills, services
 from hapairs.drills import Attempt, Probe
-from hapairs.models import Drill, DrillSchedule, HAEvent, HAPair, Job
+from hapairs.models import Appliance, Drill, DrillSchedule, HAEvent, HAPair, Job
 
 from .test_api import token_for
 from .test_selectors import FAILED_OVER, HEALTHY
@@ -127,6 +127,36 @@ def test_a_drill_needs_a_reason_and_both_certificates_pinned(pair, operator_user
     with pytest.raises(services.ServiceError, match="has not pinned ds's yet"):
         services.drill_start(pair=pair, by=operator_user, reason="Q4")
     assert not Job.objects.exists()
+
+
+def test_the_scorecard_reads_each_agents_event_times_on_the_portals_clock(pair, operator_user):
+    """The secondary's clock is 3 s ahead and the primary's 2 s behind the portal's: their
+    stamps are moved onto the portal's clock, so the detection is 0.4 s after the request
+    (not 3.4 s), and an event the primary stamped 'before' the request is inside the drill."""
+    from hapairs.jobsteps.drills import _first_events
+
+    drill = services.drill_start(pair=pair, by=operator_user, reason="skew")
+    Appliance.objects.filter(pk=pair.secondary_id).update(clock_offset_ms=3000)
+    Appliance.objects.filter(pk=pair.primary_id).update(clock_offset_ms=-2000)
+
+    def stamped(code, node, at):
+        HAEvent.objects.create(code=code, pair=pair, appliance=node, generated_by="Secondary", description=code,
+                               timestamp=dt.datetime.fromtimestamp(at, tz=dt.UTC))  # fmt: skip
+
+    stamped("failover_shutting_down_primary", pair.secondary, T0 + 3.4)  # its clock: 3 s ahead
+    stamped("vip_taken", pair.primary, T0 - 2 + 0.9)  # its clock: 2 s behind (before T0 as stamped)
+    stamped("failover_active", pair.secondary, T0 + 3 + 1.5)
+    stamped("failover_active", pair.secondary, T0 + 3 + 20)  # after the failback: not the drill's
+    first = _first_events(Drill.objects.select_related("pair").get(pk=drill.pk), T0, T0 + 10)
+    assert {code: round(at.timestamp() - T0, 3) for code, at in first.items()} == {
+        "failover_shutting_down_primary": 0.4,
+        "vip_taken": 0.9,
+        "failover_active": 1.5,
+    }
+    # and unmeasured clocks are taken as the portal's
+    Appliance.objects.update(clock_offset_ms=None)
+    first = _first_events(Drill.objects.select_related("pair").get(pk=drill.pk), T0, T0 + 10)
+    assert round(first["failover_shutting_down_primary"].timestamp() - T0, 3) == 3.4 and "vip_taken" not in first
 
 
 # --- on a schedule ---------------------------------------------------------------------------

@@ -145,3 +145,39 @@ def test_a_reset_is_refused_unless_the_synchronisation_is_stuck_and_emptying_nee
     assert (
         response.status_code == 302 and job.kind == "reset_sync" and job.params == {"empty_data": True, "stuck_at": 40}
     )
+
+
+def test_a_node_whose_clock_is_off_is_a_trouble_until_it_is_back_and_jitter_writes_nothing(pair, settings):
+    settings.CLOCK_SKEW_WARN_SECONDS, settings.CLOCK_OFFSET_STEP_MS = 2, 250
+
+    def poll(primary_offset, secondary_offset):
+        status_record([
+            PollResult(pair.primary_id, info("127.10.10.16", "PRIMARY_ACTIVE", in_charge=True),
+                       clock_offset=primary_offset),
+            PollResult(pair.secondary_id, info("127.10.10.15", "SECONDARY_ACTIVE", in_charge=False),
+                       clock_offset=secondary_offset),
+        ])  # fmt: skip
+
+    poll(0.004, 5.25)
+    row = HAPair.objects.select_related("primary", "secondary").get()
+    assert (row.primary.clock_offset_ms, row.secondary.clock_offset_ms) == (4, 5250)
+    assert row.secondary.clock_offset_text == "5.2 s ahead of the portal's clock"
+    (trouble,) = [t for t in troubles(row) if t.key == "clock_skew"]
+    assert trouble.title == "s1's clock is off" and "5.2 s ahead of the portal's clock" in trouble.detected
+    assert "same NTP servers" in trouble.guide and trouble.action == "Refresh Status"
+
+    # a round's jitter (under the step) is not written; an older agent that does not say keeps the last figure
+    poll(0.1, 5.4)
+    assert list(Appliance.objects.order_by("pk").values_list("clock_offset_ms", flat=True)) == [4, 5250]
+    poll(None, None)
+    assert list(Appliance.objects.order_by("pk").values_list("clock_offset_ms", flat=True)) == [4, 5250]
+
+    # set right (NTP): the offset is written again and the trouble clears; behind the portal reads so
+    poll(-3.0, 0.3)
+    row = HAPair.objects.select_related("primary", "secondary").get()
+    assert (row.primary.clock_offset_ms, row.secondary.clock_offset_ms) == (-3000, 300)
+    assert [t.title for t in troubles(row) if t.key == "clock_skew"] == ["p1's clock is off"]
+    assert "3.0 s behind the portal's clock" in troubles(row)[-1].detected
+    poll(0.0, 0.3)
+    row = HAPair.objects.select_related("primary", "secondary").get()
+    assert not [t for t in troubles(row) if t.key == "clock_skew"]
