@@ -111,8 +111,16 @@ class Answer:
     clock_offset: float | None = None
 
 
+# a round trip longer than this (a busy poller's queue, a slow link) says too little of the
+# agent's clock: the estimate is off by up to half of it, so it is not taken
+CLOCK_ROUND_TRIP_MAX = 0.5
+
+
 def clock_offset_of(headers, sent: float, received: float) -> float | None:
-    """The agent's clock minus the portal's, from its answer's time header (None: absent or not a time)."""
+    """The agent's clock minus the portal's, from its answer's time header (None: absent, not
+    a time, or a round trip too long to say)."""
+    if received - sent > CLOCK_ROUND_TRIP_MAX:
+        return None
     try:
         stamp = float(headers.get(protocol.HEADER_TIME, ""))
     except ValueError:

@@ -254,3 +254,22 @@ def test_a_pinned_agent_is_called_only_with_its_certificate_and_first_contact_sa
     assert (changed.value.expected, changed.value.got) == (other, agent.fingerprint)
     assert "different TLS certificate" in changed.value.message and "trust the new one" in changed.value.message
     assert len(agent.seen) == 2, "nothing reached the agent"
+
+
+@pytest.mark.parametrize(
+    ("header", "sent", "received", "expected"),
+    [
+        ("1000.250", 990.0, 990.1, 10.2),  # 10.2 s ahead, the round trip's middle at 990.05
+        ("980.000", 990.0, 990.0, -10.0),
+        (None, 990.0, 990.1, None),  # an agent that does not say
+        ("soon", 990.0, 990.1, None),
+        ("nan", 990.0, 990.1, None),
+        ("inf", 990.0, 990.1, None),
+        ("", 990.0, 990.1, None),
+        ("1000.0", 990.0, 991.0, None),  # a 1 s round trip says too little
+    ],
+)
+def test_an_answers_clock_is_read_from_its_header_and_a_bad_or_late_one_says_nothing(header, sent, received, expected):
+    headers = {} if header is None else {protocol.HEADER_TIME: header}
+    offset = agent_client.clock_offset_of(headers, sent, received)
+    assert (offset if offset is None else round(offset, 3)) == expected
