@@ -170,8 +170,8 @@ def troubles(pair: HAPair, *, now: datetime | None = None) -> list[Trouble]:
             f"{settings.CLOCK_SKEW_WARN_SECONDS} s counts as off). The drill scorecards correct for it; at "
             f"{limit} s the appliance refuses the portal's signed requests and stops answering it.",
             since=None,
-            guide=f"Set {node.name} and the portal to the same NTP servers (set-up's NTP step), then check the "
-            "time zone it was given.",
+            guide=f"Set {node.name} and the portal to the same NTP servers (set-up's NTP step). Its time zone "
+            "does not matter: the clocks are compared in UTC.",
             action="Refresh Status",
             action_url=reverse("ha_refresh", args=[p.name]),
             does="Asks both nodes now and measures their clocks again: the condition clears once the clock is "
