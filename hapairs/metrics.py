@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, Sum
+from django.db.models.functions import Abs
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -109,6 +111,22 @@ class PortalCollector:
             "HA pairs by their secondary's state",
             HAPair,
             state="secondary_state",
+        )
+
+        limit_ms = 1000 * settings.CLOCK_SKEW_WARN_SECONDS
+        clocks = Appliance.objects.filter(clock_offset_ms__isnull=False).aggregate(
+            worst=Max(Abs("clock_offset_ms")),
+            skewed=Count("pk", filter=Q(clock_offset_ms__gte=limit_ms) | Q(clock_offset_ms__lte=-limit_ms)),
+        )
+        yield GaugeMetricFamily(
+            "mseportal_appliance_clock_offset_max_seconds",
+            "The largest distance of an appliance's clock from the portal's, as the polls measured it",
+            value=(clocks["worst"] or 0) / 1000,
+        )
+        yield GaugeMetricFamily(
+            "mseportal_appliances_clock_skewed",
+            "Appliances whose clock is MSEPORTAL_CLOCK_SKEW_WARN_SECONDS or more from the portal's",
+            value=clocks["skewed"],
         )
 
         yield GaugeMetricFamily(

@@ -91,6 +91,21 @@ def test_the_figures_are_the_databases_and_follow_a_switchover(client, token, ma
     assert ("mseportal_pair_secondary_states", (("state", "FAILOVER_ACTIVE"),)) not in before
 
 
+def test_the_clocks_measured_are_in_the_metrics(client, token, make_appliance, settings):
+    settings.CLOCK_SKEW_WARN_SECONDS = 2
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    for name, offset in (("c1", 150), ("c2", -4200), ("c3", 2000), ("c4", None)):
+        make_appliance(name=name)
+        Appliance.objects.filter(name=name).update(clock_offset_ms=offset)
+    samples = scrape(client, **auth)
+    assert samples[("mseportal_appliance_clock_offset_max_seconds", ())] == 4.2
+    assert samples[("mseportal_appliances_clock_skewed", ())] == 2  # c2 behind, c3 at the limit
+    Appliance.objects.filter(name="c2").update(clock_offset_ms=100)
+    samples = scrape(client, **auth)
+    assert samples[("mseportal_appliance_clock_offset_max_seconds", ())] == 2.0
+    assert samples[("mseportal_appliances_clock_skewed", ())] == 1
+
+
 def test_the_poll_rounds_are_in_the_metrics(client, token, settings, tmp_path):
     from hapairs import sharding
 
