@@ -159,16 +159,27 @@ def troubles(pair: HAPair, *, now: datetime | None = None) -> list[Trouble]:
             action_url=reverse("ha_refresh", args=[p.name]),
             does="Asks both nodes now; the path shows Up again as soon as heartbeats come back on it.",
         ))  # fmt: skip
+    limit = protocol.DEFAULT_FRESHNESS_SECONDS
+    apart = (
+        abs(p.clock_offset_ms - s.clock_offset_ms) / 1000
+        if p.clock_offset_ms is not None and s.clock_offset_ms is not None
+        else 0
+    )
+    between = (
+        f" {p.name} and {s.name} are {apart:.0f} s apart: each refuses the other's signed requests "
+        "(replication, commands) until their clocks agree."
+        if apart > limit
+        else ""
+    )
     for node in (p, s):
         if not node.clock_skewed:
             continue
-        limit = protocol.DEFAULT_FRESHNESS_SECONDS
         found.append(Trouble(
             key="clock_skew",
             title=f"{node.name}'s clock is off",
             detected=f"{node.name}'s clock is {node.clock_offset_text} (more than "
             f"{settings.CLOCK_SKEW_WARN_SECONDS} s counts as off). The drill scorecards correct for it; at "
-            f"{limit} s the appliance refuses the portal's signed requests and stops answering it.",
+            f"{limit} s the appliance refuses the portal's signed requests and stops answering it." + between,
             since=None,
             guide=f"Set {node.name} and the portal to the same NTP servers (set-up's NTP step). Its time zone "
             "does not matter: the clocks are compared in UTC.",

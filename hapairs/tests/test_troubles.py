@@ -165,6 +165,14 @@ def test_a_node_whose_clock_is_off_is_a_trouble_until_it_is_back_and_jitter_writ
     (trouble,) = [t for t in troubles(row) if t.key == "clock_skew"]
     assert trouble.title == "s1's clock is off" and "5.2 s ahead of the portal's clock" in trouble.detected
     assert "same NTP servers" in trouble.guide and trouble.action == "Refresh Status"
+    assert "apart" not in trouble.detected
+
+    # two nodes each within the portal's window but further than it from each other refuse each other
+    poll(-200.0, 200.0)
+    row = HAPair.objects.select_related("primary", "secondary").get()
+    clocks = [t for t in troubles(row) if t.key == "clock_skew"]
+    assert len(clocks) == 2 and all("p1 and s1 are 400 s apart: each refuses the other's" in t.detected for t in clocks)
+    poll(0.004, 5.25)
 
     # a round's jitter (under the step) is not written; an older agent that does not say keeps the last figure
     poll(0.1, 5.4)
