@@ -110,6 +110,18 @@ def test_twenty_switchovers_of_one_pair_at_once_queue_one_job(live_server, opera
     assert Job.objects.filter(pair=pair).count() == 1
 
 
+def hold_until_queued(seen: dict) -> None:
+    """Say the locks are held, then wait (holding them) until another backend is queued
+    behind this one (``seen["waiter"]``: its pids), at most 20 s."""
+    seen["held"].set()
+    with connection.cursor() as cursor:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not seen.get("waiter"):
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+            seen["waiter"] = [row[0] for row in cursor.fetchall()]
+            time.sleep(0.02)
+
+
 def poll_round_locks(primary_ids: list[int], pair_id: int, seen: dict) -> None:
     """A poll round's locks, in ``status_record``'s order: the appliances (by pk), then the
     pair; between the two it waits until another backend is queued behind it, so the race
@@ -118,15 +130,7 @@ def poll_round_locks(primary_ids: list[int], pair_id: int, seen: dict) -> None:
     try:
         with transaction.atomic():
             list(Appliance.objects.select_for_update().filter(pk__in=primary_ids).order_by("pk"))
-            seen["held"].set()
-            with connection.cursor() as cursor:
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and not seen.get("waiter"):
-                    cursor.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-                    )
-                    seen["waiter"] = [row[0] for row in cursor.fetchall()]
-                    time.sleep(0.02)
+            hold_until_queued(seen)
             list(HAPair.objects.select_for_update(of=("self",)).filter(pk=pair_id))
     except Exception as exc:  # noqa: BLE001 (reported to the test)
         seen["error"] = exc
@@ -176,15 +180,7 @@ def poll_round_sampling(primary_ids: list[int], pair_id: int, seen: dict) -> Non
             HAEvent.objects.create(
                 code="heartbeat_path", pair=pair, timestamp=timezone.now(), generated_by="mseportal", description="up"
             )
-            seen["held"].set()
-            with connection.cursor() as cursor:
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and not seen.get("waiter"):
-                    cursor.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-                    )
-                    seen["waiter"] = [row[0] for row in cursor.fetchall()]
-                    time.sleep(0.02)
+            hold_until_queued(seen)
     except Exception as exc:  # noqa: BLE001 (reported to the test)
         seen["error"] = exc
     finally:
