@@ -191,14 +191,9 @@ def ha_pair_delete_record(*, pair: HAPair, job=None) -> None:
     refer to the pair are collected. Deleting without the lock, the round's sample committed
     between the collection and the delete, and the foreign-key check refused the commit (CI
     saw the job fail in its last step)."""
-    with transaction.atomic():
-        rows_lock(pair=pair)
-        if not HAPair.objects.filter(pk=pair.pk).exists():  # forgotten meanwhile: nothing left to do
-            return
-        _pair_delete_locked(pair, job)
-
-
-def _pair_delete_locked(pair: HAPair, job) -> None:
+    rows_lock(pair=pair)
+    if not HAPair.objects.filter(pk=pair.pk).exists():  # forgotten meanwhile: nothing left to do
+        return
     description = f"Secondary {pair.secondary.name} deleted; {pair.primary.name} runs without high availability"
     primary = pair.primary
     event_record(
