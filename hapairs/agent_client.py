@@ -344,9 +344,23 @@ def call_seen(
     timeout: float | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """One request from synchronous code, and the fingerprint of the certificate it was made to."""
+    answer = call_answer(target, method, path, body=body, idempotency_key=idempotency_key, timeout=timeout)
+    return answer.data, answer.seen
 
-    async def run() -> tuple[dict[str, Any], str | None]:
+
+def call_answer(
+    target: AgentTarget,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> Answer:
+    """One request from synchronous code: the answer, its certificate and the agent's clock offset."""
+
+    async def run() -> Answer:
         async with AgentClient(timeout=timeout, limit=1) as client:
-            return await client.request_seen(target, method, path, body=body, idempotency_key=idempotency_key)
+            return await client.request_answer(target, method, path, body=body, idempotency_key=idempotency_key)
 
     return asyncio.run(run())

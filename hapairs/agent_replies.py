@@ -107,6 +107,7 @@ class DiscoveredNode:
     licenses: list[dict] = field(default_factory=list)
     direct_ip: str | None = None  # its direct-connect address, when it has one
     tls_fingerprint: str = ""  # the certificate it answered over (pinned when it is recorded)
+    clock_offset: float | None = None  # its clock minus the portal's, as its answer said (s)
 
 
 def _services(raw_services: Any, source: str) -> list[ServiceStatus]:

@@ -167,7 +167,8 @@ def appliance_discover(*, ip: str, password: str, username: str = "admin"):
         raise ServiceError("Enter the appliance's password.", field="password")
     target = agent_client.AgentTarget(name=ip, host=ip, password=password, port=settings.AGENT_PORT)
     try:
-        server_info, seen = agent_client.call_seen(target, "GET", protocol.PATH_SERVER_INFO)
+        answer = agent_client.call_answer(target, "GET", protocol.PATH_SERVER_INFO)
+        server_info, seen = answer.data, answer.seen
         ha_info = agent_client.call(dataclasses.replace(target, fingerprint=seen), "GET", protocol.PATH_HA_INFO)
     except agent_client.AgentClockRefused as exc:  # a clock to set, not a password to fix
         raise ServiceError(exc.message, field="ip") from None
@@ -182,7 +183,7 @@ def appliance_discover(*, ip: str, password: str, username: str = "admin"):
         found = agent_replies.parse_server_info(merged, source=f"The appliance at {ip}")
     except agent_client.AgentBadReply as exc:
         raise ServiceError(exc.message, field="ip") from None
-    return dataclasses.replace(found, tls_fingerprint=seen or "")
+    return dataclasses.replace(found, tls_fingerprint=seen or "", clock_offset=answer.clock_offset)
 
 
 def appliance_add(

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from hapairs import agent_replies, licenses, rules, selectors
+from hapairs import agent_client, agent_replies, licenses, rules, selectors
 from hapairs.audit import audit_made, audit_record, changed_only, snapshot
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY, EventCode, JobKind, SwitchType, WitnessMode
 from hapairs.models import FAILOVER_WAIT_DEFAULT, Appliance, HAPair
@@ -26,6 +26,7 @@ from hapairs.services.witnesses import (
     witness_remarks,
     witness_set,
 )
+from nodeagent import protocol
 
 
 # --- HA pairs -------------------------------------------------------------------------
@@ -307,6 +308,10 @@ def _secondary_check(
         check.facts["activation"] = "Activated" if node.activated else "Not Activated"
     if check.errors:
         return check
+    clocks = _clocks_refusal(primary, name, check)
+    if clocks:
+        check.refuse("__all__", clocks, conflict=True)
+        return check
     taken = _role_taken(primary, check.secondary)
     if taken is not None:
         check.refuse(taken.field, taken.message, conflict=True)
@@ -315,6 +320,35 @@ def _secondary_check(
         where = RULE_FIELDS.get(violation.field, violation.field)
         check.refuse(where, violation.message, conflict=violation.rule in rules.STATE_RULES)
     return check
+
+
+# two nodes further apart than this refuse each other's signed requests soon (the window is
+# 300 s; a minute is left for the clocks to drift while the pair synchronises)
+PAIRING_CLOCKS_APART_MAX = protocol.DEFAULT_FRESHNESS_SECONDS - 60
+
+
+def _clocks_refusal(primary: Appliance, name: str, check: PairingCheck) -> str:
+    """The two nodes' clocks, as the portal last measured them, too far apart to pair ("" fine,
+    or not measured): they would refuse each other's replication and commands, and the
+    configure job would wait out its synchronisation and fail without saying why."""
+    if check.secondary is not None and check.secondary.clock_offset_ms is not None:
+        secondary = check.secondary.clock_offset_ms / 1000
+    elif check.discovered is not None and check.discovered.clock_offset is not None:
+        secondary = check.discovered.clock_offset
+    else:
+        return ""
+    if primary.clock_offset_ms is None:
+        return ""
+    apart = abs(primary.clock_offset_ms / 1000 - secondary)
+    if apart <= PAIRING_CLOCKS_APART_MAX:
+        return ""
+    return (
+        f"{primary.name}'s and {name}'s clocks are {apart:.0f} s apart ({primary.name}: "
+        f"{agent_client.describe_offset(primary.clock_offset_ms / 1000)} the portal's; {name}: "
+        f"{agent_client.describe_offset(secondary)} it). Appliances refuse each other's signed requests beyond "
+        f"{protocol.DEFAULT_FRESHNESS_SECONDS} s, so the pair would never synchronise. Set both to the same NTP "
+        "servers, then pair them."
+    )
 
 
 def ha_configure(

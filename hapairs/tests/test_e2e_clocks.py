@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from hapairs import polling
-from hapairs.models import Appliance
+from hapairs.models import Appliance, HAPair
 from hapairs.tests.e2e import AgentFarm, node_toml
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -59,3 +59,32 @@ def test_a_clock_off_the_portals_is_measured_and_one_past_the_signatures_window_
     finally:
         ahead.stop()
         gone.stop()
+
+
+def test_two_nodes_near_the_portals_clock_but_far_from_each_other_are_not_paired(tmp_path, subnet, api):
+    # Given a primary 200 s behind the portal's clock, polled, and a secondary 200 s ahead of it
+    p_ip, s_ip = f"{subnet}.41", f"{subnet}.42"
+    (tmp_path / "p").mkdir()
+    primary = AgentFarm(tmp_path / "p", node_toml("clk-p", "3355", "primary", p_ip, "pw-p", vip=f"{subnet}.40"),
+                        port=8001)  # fmt: skip
+    primary.clock_ahead = -200
+    primary.start()
+    secondary = farm(tmp_path, "clk-s", s_ip, "pw-s", ahead=200)
+    try:
+        assert (
+            api("post", "/appliances", {"name": "clk-p", "ip": p_ip, "password": "pw-p"}, as_="admin").status_code
+            == 201
+        )
+        polling.poll()
+        assert -200_500 <= Appliance.objects.get(name="clk-p").clock_offset_ms <= -199_500
+
+        # When they are paired: refused before anything is sent, saying why
+        response = api("post", "/appliances/clk-p/ha", {"secondary_name": "clk-s", "secondary_ip": s_ip,
+                                                        "secondary_password": "pw-s", "reason": "pair"})  # fmt: skip
+        detail = response.json()["detail"]
+        assert response.status_code == 409, (response.status_code, detail)
+        assert "clk-p's and clk-s's clocks are 400 s apart" in detail and "same NTP servers" in detail, detail
+        assert not HAPair.objects.exists() and not Appliance.objects.filter(name="clk-s").exists()
+    finally:
+        primary.stop()
+        secondary.stop()

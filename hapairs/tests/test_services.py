@@ -144,6 +144,30 @@ def _race(functions):
 
 
 @pg_only
+def test_a_pairing_of_two_nodes_whose_clocks_are_too_far_apart_is_refused_saying_so(seed_2_to_1):
+    """Two nodes each near the portal's clock but 400 s from each other would refuse each
+    other's signed requests: the check refuses the pairing (a 409: fix the clocks, then pair)."""
+    secondary, primary, _ = seed_2_to_1
+    Appliance.objects.filter(pk=primary.pk).update(clock_offset_ms=-200_000)
+    Appliance.objects.filter(pk=secondary.pk).update(clock_offset_ms=200_000)
+    primary.refresh_from_db()
+    check = services.ha_configure_check(primary=primary, secondary_name=secondary.name, secondary_ip=secondary.hm_ip)
+    (message,) = check.errors["__all__"]
+    assert message.startswith("mse3310's and mse3355-2's clocks are 400 s apart (mse3310: 200 s behind the portal's;")
+    assert "same NTP servers" in message and check.error().conflict
+    with pytest.raises(services.ServiceError, match="400 s apart"):
+        services.ha_configure(primary=primary, secondary_name=secondary.name, secondary_ip=secondary.hm_ip,
+                              secondary_password="", failover_wait=10, reason="pair")  # fmt: skip
+    assert not HAPair.objects.exists()
+    # within a few seconds of each other (or not measured yet) they pair
+    Appliance.objects.filter(pk=secondary.pk).update(clock_offset_ms=-197_500)
+    ok = services.ha_configure_check(primary=primary, secondary_name=secondary.name, secondary_ip=secondary.hm_ip)
+    assert "__all__" not in ok.errors, ok.errors
+    Appliance.objects.filter(pk=secondary.pk).update(clock_offset_ms=None)
+    ok = services.ha_configure_check(primary=primary, secondary_name=secondary.name, secondary_ip=secondary.hm_ip)
+    assert "__all__" not in ok.errors, ok.errors
+
+
 @pytest.mark.django_db(transaction=True)  # the foreign keys are checked at commit
 def test_a_job_that_forgets_its_pair_ends_with_its_completed_event_not_naming_the_pair(seed_2_to_1):
     """The last step of "Remove the pairing from the primary only" deletes the pair; the
