@@ -97,6 +97,8 @@ PORTAL_EVENT_CODES = (
     ("CERTIFICATE_CHANGED", "certificate_changed", "TLS certificate changed: the portal refuses it"),
     ("CERTIFICATE_TRUSTED", "certificate_trusted", "TLS certificate trusted"),
     ("CERTIFICATE_PINNED", "certificate_pinned", "TLS certificate pinned"),
+    ("CLOCK_OFF", "clock_off", "Clock off the portal's"),
+    ("CLOCK_BACK", "clock_back", "Clock back in step with the portal's"),
     ("DRILL_SCHEDULED", "drill_scheduled", "Failover drill scheduled"),
     ("DRILL_REFUSED", "drill_refused", "Failover drill refused by the pre-flight check"),
     ("DRILL_COMPLETED", "drill_completed", "Failover drill scorecard recorded"),
@@ -170,6 +172,7 @@ EVENT_SEVERITY = {
     EventCode.JOB_FAILED: Severity.WARNING,  # type: ignore[attr-defined]
     EventCode.NODES_UNREACHABLE: Severity.CRITICAL,  # type: ignore[attr-defined]
     EventCode.SPLIT_BRAIN: Severity.CRITICAL,  # type: ignore[attr-defined]
+    EventCode.CLOCK_OFF: Severity.WARNING,  # type: ignore[attr-defined]
 }
 
 

@@ -34,6 +34,7 @@ from hapairs.services._common import event_record
 from hapairs.services.alerts import alert_queue, alerts_for_ingested
 from hapairs.services.certificates import certificate_pinned_record, certificate_refused_record
 from hapairs.services.webhooks import event_webhooks_for_ingested
+from nodeagent.signing import DEFAULT_FRESHNESS_SECONDS
 
 SPLIT_BRAIN_REMEDY = (
     "Split brain: both nodes are in charge of the virtual IP. Remedy: take the VIP down on the "
@@ -338,17 +339,45 @@ def _record_certificates(appliances: dict, by_id: dict, reachable: list[int]) ->
 
 def _record_clock_offsets(appliances: dict, by_id: dict) -> None:
     """Each node's clock offset from the portal's, written only when it moved by
-    CLOCK_OFFSET_STEP_MS or more: a round's jitter (half a round trip) writes nothing."""
-    moved = []
+    CLOCK_OFFSET_STEP_MS or more: a round's jitter (half a round trip) writes nothing. A
+    clock that goes CLOCK_SKEW_WARN_SECONDS off (NTP lost, a hand-set clock) is an event,
+    and so is its coming back."""
+    moved, limit = [], 1000 * settings.CLOCK_SKEW_WARN_SECONDS
     for pk, appliance in appliances.items():
         offset = by_id[pk].clock_offset
         if offset is None:
             continue
         ms = max(-(2**31) + 1, min(2**31 - 1, round(offset * 1000)))
-        if appliance.clock_offset_ms is None or abs(ms - appliance.clock_offset_ms) >= settings.CLOCK_OFFSET_STEP_MS:
+        before = appliance.clock_offset_ms
+        if before is None or abs(ms - before) >= settings.CLOCK_OFFSET_STEP_MS:
             appliance.clock_offset_ms = ms
             moved.append(appliance)
+            was_off, is_off = before is not None and abs(before) >= limit, abs(ms) >= limit
+            if is_off != was_off:
+                _clock_event(appliance, ms, off=is_off)
     _update_rows(Appliance, moved, ["clock_offset_ms"])
+
+
+def _clock_event(appliance: Appliance, ms: int, *, off: bool) -> None:
+    text = appliance.clock_offset_text
+    event_record(
+        code=EventCode.CLOCK_OFF if off else EventCode.CLOCK_BACK,  # type: ignore[attr-defined]
+        description=f"Clock of {appliance.name} is {text}"[:300],
+        generated_by="mseportal",
+        appliance=appliance,
+        pair=pair_for(appliance),
+        remarks=(
+            f"More than {settings.CLOCK_SKEW_WARN_SECONDS} s: set it and the portal to the same NTP servers. "
+            f"Beyond {DEFAULT_FRESHNESS_SECONDS} s it refuses the portal's signed requests."
+            if off
+            else f"Within {settings.CLOCK_SKEW_WARN_SECONDS} s of the portal's clock again."
+        ),
+        why={
+            "rule": "clock.offset",
+            "text": f"the poll measured its clock {text}; more than {settings.CLOCK_SKEW_WARN_SECONDS} s counts as off",
+            "inputs": {"offset_ms": ms, "limit_ms": 1000 * settings.CLOCK_SKEW_WARN_SECONDS},
+        },
+    )
 
 
 def _update_grouped(model, rows: list, fields: list[str]) -> None:

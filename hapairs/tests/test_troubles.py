@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from hapairs import services
-from hapairs.models import Appliance, HAPair
+from hapairs.models import Appliance, HAEvent, HAPair
 from hapairs.selectors.troubles import sync_stalled, troubles
 from hapairs.services.status import PollResult, status_record
 
@@ -189,3 +189,20 @@ def test_a_node_whose_clock_is_off_is_a_trouble_until_it_is_back_and_jitter_writ
     poll(0.0, 0.3)
     row = HAPair.objects.select_related("primary", "secondary").get()
     assert not [t for t in troubles(row) if t.key == "clock_skew"]
+
+    # each crossing of the limit was an event, with its rule and figures; jitter made none
+    crossings = list(
+        HAEvent.objects.filter(code__in=["clock_off", "clock_back"]).order_by("pk")
+        .values_list("appliance__name", "code", "severity", "why__inputs__offset_ms")
+    )  # fmt: skip
+    assert crossings == [
+        ("s1", "clock_off", "warning", 5250),
+        ("p1", "clock_off", "warning", -200000),  # s1, 200 s ahead, was off already
+        ("p1", "clock_back", "info", 4),
+        ("p1", "clock_off", "warning", -3000),
+        ("s1", "clock_back", "info", 300),
+        ("p1", "clock_back", "info", 0),
+    ], crossings
+    off = HAEvent.objects.filter(code="clock_off").order_by("pk").first()
+    assert off.description == "Clock of s1 is 5.2 s ahead of the portal's clock" and off.pair_id == pair.pk
+    assert "same NTP servers" in off.remarks and off.why["rule"] == "clock.offset"
