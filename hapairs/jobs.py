@@ -11,6 +11,7 @@ at any point finishes exactly once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ from hapairs import agent_client
 from hapairs.choices import JobStatus
 from hapairs.jobkeys import job_step_key
 from hapairs.models import Job
+from hapairs.services._common import deadlock_retried
 from hapairs.services.certificates import certificate_refused_record
 from hapairs.services.jobs import job_cancelled_event, job_failed_event, job_succeeded_event
 
@@ -242,20 +244,20 @@ def _run_steps(job: Job, worker: str, steps: list[Step]) -> str | None:
         summary = _cancelled_summary(job, steps, by)
         if _finish(job, worker, JobStatus.CANCELLED, summary):
             job.error = summary
-            job_cancelled_event(job=job, by=by)
+            deadlock_retried(lambda: job_cancelled_event(job=job, by=by), what=f"job {job.pk}'s end event")
         return JobStatus.CANCELLED
     except StepFailed as exc:
         if _finish(job, worker, JobStatus.FAILED, exc.message):
-            job_failed_event(job=job)
+            deadlock_retried(lambda: job_failed_event(job=job), what=f"job {job.pk}'s end event")
         return JobStatus.FAILED
     except Exception as exc:  # a bug must still leave a clear, terminal record
         log.exception("job %s crashed in step %s", job.pk, job.step)
         message = f"Internal error in step “{job.step}”: {type(exc).__name__}. The administrator can find details in the worker log."
         if _finish(job, worker, JobStatus.FAILED, message):
-            job_failed_event(job=job)
+            deadlock_retried(lambda: job_failed_event(job=job), what=f"job {job.pk}'s end event")
         return JobStatus.FAILED
     if _finish(job, worker, JobStatus.SUCCEEDED):
-        job_succeeded_event(job=job)
+        deadlock_retried(lambda: job_succeeded_event(job=job), what=f"job {job.pk}'s end event")
     return JobStatus.SUCCEEDED
 
 
@@ -276,7 +278,8 @@ def _run_step_with_retries(context: JobContext) -> None:
             context.step.run(context)
             return
         except agent_client.AgentCertificateChanged as exc:  # never retried: refused until an Admin trusts it
-            certificate_refused_record(hm_ip=exc.host, presented=exc.got)
+            record = functools.partial(certificate_refused_record, hm_ip=exc.host, presented=exc.got)
+            deadlock_retried(record, what="a refused certificate's record")
             raise StepFailed(exc.message) from None
         except agent_client.AgentRejected as exc:
             raise StepFailed(exc.message) from None

@@ -33,6 +33,7 @@ from django.db.models import QuerySet
 from hapairs import agent_client, agent_replies, crypto, sharding
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance
+from hapairs.services._common import deadlock_retried
 from hapairs.services.status import PollResult, status_record
 from nodeagent import protocol, tlsid
 
@@ -188,7 +189,7 @@ def _poll(queryset: QuerySet[Appliance], *, concurrency: int) -> dict[str, Any]:
         connections = _shared()
         results = connections.run(poll_async(targets, concurrency=concurrency, connector=connections.connector))
     polled = time.perf_counter()
-    status_record([*results, *unreadable])
+    deadlock_retried(lambda: status_record([*results, *unreadable]), what="a poll round's write")
     done = time.perf_counter()
     return {
         "appliances": len(targets) + len(unreadable),

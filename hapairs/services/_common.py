@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from hapairs.choices import EventCode, severity_of
@@ -50,6 +55,39 @@ def rows_lock(*appliances: Appliance | None, pair: HAPair | None = None, no_key:
     )
     if pair is not None:
         list(HAPair.objects.select_for_update(no_key=no_key).filter(pk=pair.pk).values_list("pk", flat=True))
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRIED_SQLSTATES = {"40P01", "40001"}  # deadlock detected; serialization failure
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL chose this transaction as a deadlock's (or a serialization conflict's) victim."""
+    cause = exc.__cause__ or exc
+    return getattr(getattr(cause, "diag", None), "sqlstate", None) in RETRIED_SQLSTATES or (
+        getattr(cause, "sqlstate", None) in RETRIED_SQLSTATES
+    )
+
+
+def deadlock_retried(write: Callable[[], T], *, what: str, attempts: int = 4) -> T:
+    """Run ``write`` (its own transaction), again when PostgreSQL made it a deadlock's victim.
+
+    Every writer locks rows in one order (rows_lock), but a foreign-key check takes its KEY
+    SHARE locks in the constraints' order, so a row insert can still meet a writer of the
+    pair in a cycle; PostgreSQL then aborts one of the two and the other goes through. The
+    victim's work was rolled back whole, so it is simply done again (CI saw a job's failed
+    event and a poll round die of it). Inside an outer transaction nothing is retried: that
+    transaction is aborted, and its owner must start again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except OperationalError as exc:
+            if attempt == attempts or not is_deadlock(exc) or connection.in_atomic_block:
+                raise
+            log.warning("%s: chosen as a deadlock's victim; trying again (%d of %d)", what, attempt + 1, attempts)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
 
 
 def pair_lock(pair: HAPair) -> HAPair:

@@ -21,7 +21,7 @@ from hapairs.choices import EventCode, JobKind
 from hapairs.crypto import SecretUnreadable
 from hapairs.models import Appliance
 from hapairs.selectors import certificate_problem, pair_for
-from hapairs.services._common import PORTAL, ServiceError, actor_name, event_record
+from hapairs.services._common import PORTAL, ServiceError, actor_name, deadlock_retried, event_record, rows_lock
 from hapairs.services.jobs import JobConflict, job_enqueue
 from nodeagent import protocol, tlsid
 
@@ -104,25 +104,34 @@ def appliance_certificate_trust(
             " confirmed. Nothing was changed: compare the fingerprints on the appliance again.",
             field="fingerprint",
         )
-    with transaction.atomic():
-        locked = Appliance.objects.select_for_update().get(pk=appliance.pk)
-        old = snapshot(locked)
-        before = locked.tls_fingerprint
-        if before == wanted and not locked.tls_presented:
-            return locked  # trusted already: nothing to record
-        _repin_on_peer(locked, by=by)  # first: a pair busy with a job refuses the trust, nothing changes
-        locked.tls_fingerprint, locked.tls_presented = wanted, ""
-        locked.save(update_fields=["tls_fingerprint", "tls_presented", "updated_at"])
-        event_record(
-            code=EventCode.CERTIFICATE_TRUSTED,
-            generated_by=actor_name(by),
-            appliance=locked,
-            pair=pair_for(locked),
-            remarks=f"{before or 'none pinned'} → {wanted}; trusted by {actor_name(by)}.",
-        )
-        # in this transaction (not by @audited: the agent is asked above, outside it)
-        old, new = changed_only(old, snapshot(locked))
-        audit_record("appliance.trust_certificate", target=locked, before=old, after=new, by=by)
+    return deadlock_retried(
+        lambda: _trust_record(appliance, wanted, by), what=f"trusting {appliance.name}'s certificate"
+    )
+
+
+@transaction.atomic
+def _trust_record(appliance: Appliance, wanted: str, by: AbstractBaseUser | None) -> Appliance:
+    """The trust's writes, in one transaction (retried whole if it is a deadlock's victim),
+    the pair's rows locked first in the poller's order (the re-pin job locks the pair)."""
+    rows_lock(appliance, pair=pair_for(appliance))
+    locked = Appliance.objects.get(pk=appliance.pk)
+    old = snapshot(locked)
+    before = locked.tls_fingerprint
+    if before == wanted and not locked.tls_presented:
+        return locked  # trusted already: nothing to record
+    _repin_on_peer(locked, by=by)  # first: a pair busy with a job refuses the trust, nothing changes
+    locked.tls_fingerprint, locked.tls_presented = wanted, ""
+    locked.save(update_fields=["tls_fingerprint", "tls_presented", "updated_at"])
+    event_record(
+        code=EventCode.CERTIFICATE_TRUSTED,
+        generated_by=actor_name(by),
+        appliance=locked,
+        pair=pair_for(locked),
+        remarks=f"{before or 'none pinned'} → {wanted}; trusted by {actor_name(by)}.",
+    )
+    # in this transaction (not by @audited: the agent is asked above, outside it)
+    old, new = changed_only(old, snapshot(locked))
+    audit_record("appliance.trust_certificate", target=locked, before=old, after=new, by=by)
     return locked
 
 

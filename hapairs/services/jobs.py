@@ -70,6 +70,7 @@ def job_enqueue(
     return job
 
 
+@transaction.atomic  # the event and its alert together: a deadlock's victim is retried whole
 def job_failed_event(*, job: Job) -> None:
     job.refresh_from_db(fields=["error"])
     event = event_record(
@@ -85,6 +86,7 @@ def job_failed_event(*, job: Job) -> None:
     alert_queue(kind="job_failed", event=event)  # sent by a worker, after commit
 
 
+@transaction.atomic  # the event and its alert together: a deadlock's victim is retried whole
 def job_succeeded_event(*, job: Job) -> None:
     event_record(
         code=EventCode.JOB_COMPLETED,
@@ -96,6 +98,7 @@ def job_succeeded_event(*, job: Job) -> None:
     )
 
 
+@transaction.atomic  # the event and its alert together: a deadlock's victim is retried whole
 def job_cancelled_event(*, job: Job, by: str) -> None:
     """A running job its worker stopped at an operator's request (hapairs.jobs)."""
     event_record(

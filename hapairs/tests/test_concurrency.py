@@ -28,6 +28,7 @@ from django.utils import timezone
 from hapairs import rules, services
 from hapairs.choices import MAX_PRIMARIES_PER_SECONDARY
 from hapairs.models import Appliance, HAEvent, HAPair, HeartbeatSample, Job
+from hapairs.services._common import deadlock_retried
 from hapairs.services.operations import ha_pair_delete_record
 
 from .test_api import token_for
@@ -212,3 +213,45 @@ def test_forgetting_a_pair_while_a_poll_round_samples_it_waits_for_the_round_and
     event = HAEvent.objects.get(code="heartbeat_path")
     assert event.pair_id is None  # the round's event is kept, without its pair
     assert HAEvent.objects.filter(code="secondary_deleted", appliance=primary).count() == 1
+
+
+@pg_only
+def test_a_deadlocks_victim_is_done_again_and_both_writes_land(make_appliance):
+    """Two writers lock two rows in opposite orders (as a foreign-key check and a pair's
+    writer can): PostgreSQL aborts one; deadlock_retried runs the victim's transaction again
+    once the other committed, and both writes are there. Without it the victim raised."""
+    one = make_appliance(name="dl-one", hm_ip="127.54.0.2")
+    two = make_appliance(name="dl-two", hm_ip="127.54.0.3")
+    barrier, attempts, errors = threading.Barrier(2), {"a": 0, "b": 0}, []
+
+    def writer(tag, first, second):
+        def once():
+            with transaction.atomic():
+                list(Appliance.objects.select_for_update().filter(pk=first.pk))
+                attempts[tag] += 1
+                if attempts[tag] == 1:
+                    barrier.wait(10)  # both hold their first row: the second lock closes the cycle
+                list(Appliance.objects.select_for_update().filter(pk=second.pk))
+                Appliance.objects.filter(pk=first.pk).update(contact_name=f"by {tag}")
+
+        try:
+            deadlock_retried(once, what=f"writer {tag}")
+        except Exception as exc:  # noqa: BLE001 (reported to the test)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=writer, args=("a", one, two)),
+        threading.Thread(target=writer, args=("b", two, one)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert sorted(attempts.values()) == [1, 2], attempts  # one victim, done again once
+    assert dict(Appliance.objects.filter(pk__in=[one.pk, two.pk]).values_list("name", "contact_name")) == {
+        "dl-one": "by a",
+        "dl-two": "by b",
+    }
