@@ -153,6 +153,22 @@ def test_the_scorecard_reads_each_agents_event_times_on_the_portals_clock(pair, 
         "vip_taken": 0.9,
         "failover_active": 1.5,
     }
+    # an offset within the measurement's error (under 0.5 s) is not applied: an event stamped
+    # just after the request stays after it
+    HAEvent.objects.all().delete()
+    Appliance.objects.filter(pk=pair.secondary_id).update(clock_offset_ms=200)
+    stamped("failover_shutting_down_primary", pair.secondary, T0 + 0.05)
+    first = _first_events(Drill.objects.select_related("pair").get(pk=drill.pk), T0, T0 + 10)
+    assert round(first["failover_shutting_down_primary"].timestamp() - T0, 3) == 0.05
+    # and one a real offset moves a hair before the request (its own error) is at the request
+    HAEvent.objects.all().delete()
+    Appliance.objects.filter(pk=pair.secondary_id).update(clock_offset_ms=3150)
+    stamped("failover_shutting_down_primary", pair.secondary, T0 + 3.05)  # 0.1 s before, corrected
+    first = _first_events(Drill.objects.select_related("pair").get(pk=drill.pk), T0, T0 + 10)
+    assert round(first["failover_shutting_down_primary"].timestamp() - T0, 3) == 0.0
+    HAEvent.objects.all().delete()
+    stamped("failover_shutting_down_primary", pair.secondary, T0 + 3.4)
+
     # and unmeasured clocks are taken as the portal's
     Appliance.objects.update(clock_offset_ms=None)
     first = _first_events(Drill.objects.select_related("pair").get(pk=drill.pk), T0, T0 + 10)
