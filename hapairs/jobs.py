@@ -244,21 +244,26 @@ def _run_steps(job: Job, worker: str, steps: list[Step]) -> str | None:
         summary = _cancelled_summary(job, steps, by)
         if _finish(job, worker, JobStatus.CANCELLED, summary):
             job.error = summary
-            deadlock_retried(lambda: job_cancelled_event(job=job, by=by), what=f"job {job.pk}'s end event")
+            _end_event(job, functools.partial(job_cancelled_event, job=job, by=by))
         return JobStatus.CANCELLED
     except StepFailed as exc:
         if _finish(job, worker, JobStatus.FAILED, exc.message):
-            deadlock_retried(lambda: job_failed_event(job=job), what=f"job {job.pk}'s end event")
+            _end_event(job, functools.partial(job_failed_event, job=job))
         return JobStatus.FAILED
     except Exception as exc:  # a bug must still leave a clear, terminal record
         log.exception("job %s crashed in step %s", job.pk, job.step)
         message = f"Internal error in step “{job.step}”: {type(exc).__name__}. The administrator can find details in the worker log."
         if _finish(job, worker, JobStatus.FAILED, message):
-            deadlock_retried(lambda: job_failed_event(job=job), what=f"job {job.pk}'s end event")
+            _end_event(job, functools.partial(job_failed_event, job=job))
         return JobStatus.FAILED
     if _finish(job, worker, JobStatus.SUCCEEDED):
-        deadlock_retried(lambda: job_succeeded_event(job=job), what=f"job {job.pk}'s end event")
+        _end_event(job, functools.partial(job_succeeded_event, job=job))
     return JobStatus.SUCCEEDED
+
+
+def _end_event(job: Job, record) -> None:
+    """A job's end event, in its own transaction, done again if it is a deadlock's victim."""
+    deadlock_retried(record, what=f"job {job.pk}'s end event")
 
 
 def _fault_pause(job: Job, step: Step) -> None:

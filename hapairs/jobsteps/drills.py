@@ -93,8 +93,9 @@ def drill_wait_window(ctx: JobContext) -> None:
         current = _refresh(pair)
         # the agents say the moment to the second (ISO, truncated): a second more is past it. The
         # secondary, which will be asked to fail back, says it on its clock: read on the portal's
-        ms = Appliance.objects.filter(pk=pair.secondary_id).values_list("clock_offset_ms", flat=True).first()
-        ahead = timedelta(milliseconds=ms) if ms is not None and abs(ms) > 1000 * CLOCK_ROUND_TRIP_MAX else timedelta(0)
+        ahead = _applied_offset(
+            Appliance.objects.filter(pk=pair.secondary_id).values_list("clock_offset_ms", flat=True).first()
+        )
         return (
             current.switch_allowed_at is not None and current.switch_allowed_at - ahead + WHOLE_SECOND <= timezone.now()
         )
@@ -138,11 +139,8 @@ def _first_events(drill: Drill, since: float, until: float | None) -> dict[str, 
     late, and one behind before it was asked)."""
     if drill.pair is None:
         return {}
-    # an offset within the measurement's own error (half a round trip, at most half of
-    # CLOCK_ROUND_TRIP_MAX) is no offset: applied, it pushed an event stamped just after the
-    # request to before it, and the scorecard lost its detection (seen in CI)
     offsets = {
-        pk: timedelta(milliseconds=ms) if ms is not None and abs(ms) > 1000 * CLOCK_ROUND_TRIP_MAX else timedelta(0)
+        pk: _applied_offset(ms)
         for pk, ms in Appliance.objects.filter(pk__in=[drill.pair.primary_id, drill.pair.secondary_id]).values_list(
             "pk", "clock_offset_ms"
         )
@@ -164,6 +162,14 @@ def _first_events(drill: Drill, since: float, until: float | None) -> dict[str, 
         if at >= start and (until is None or at < _moment(until)):
             first.setdefault(code, at)
     return first
+
+
+def _applied_offset(ms: int | None) -> timedelta:
+    """A node's measured clock offset, as the drill applies it. One within the measurement's
+    own error (half a round trip, at most half of CLOCK_ROUND_TRIP_MAX) is no offset: applied,
+    it pushed an event stamped just after the request to before it, and the scorecard lost its
+    detection (seen in CI)."""
+    return timedelta(milliseconds=ms) if ms is not None and abs(ms) > 1000 * CLOCK_ROUND_TRIP_MAX else timedelta(0)
 
 
 def _moment(at: float) -> datetime:

@@ -63,11 +63,9 @@ RETRIED_SQLSTATES = {"40P01", "40001"}  # deadlock detected; serialization failu
 
 
 def is_deadlock(exc: BaseException) -> bool:
-    """PostgreSQL chose this transaction as a deadlock's (or a serialization conflict's) victim."""
-    cause = exc.__cause__ or exc
-    return getattr(getattr(cause, "diag", None), "sqlstate", None) in RETRIED_SQLSTATES or (
-        getattr(cause, "sqlstate", None) in RETRIED_SQLSTATES
-    )
+    """PostgreSQL chose this transaction as a deadlock's (or a serialization conflict's)
+    victim: the psycopg error Django's OperationalError wraps says so by its SQLSTATE."""
+    return getattr(exc.__cause__, "sqlstate", None) in RETRIED_SQLSTATES
 
 
 def deadlock_retried(write: Callable[[], T], *, what: str, attempts: int = 4) -> T:
@@ -79,15 +77,15 @@ def deadlock_retried(write: Callable[[], T], *, what: str, attempts: int = 4) ->
     victim's work was rolled back whole, so it is simply done again (CI saw a job's failed
     event and a poll round die of it). Inside an outer transaction nothing is retried: that
     transaction is aborted, and its owner must start again."""
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, attempts):
         try:
             return write()
         except OperationalError as exc:
-            if attempt == attempts or not is_deadlock(exc) or connection.in_atomic_block:
+            if not is_deadlock(exc) or connection.in_atomic_block:
                 raise
             log.warning("%s: chosen as a deadlock's victim; trying again (%d of %d)", what, attempt + 1, attempts)
             time.sleep(0.05 * attempt)
-    raise AssertionError("unreachable")
+    return write()  # the last attempt: its error is the caller's
 
 
 def pair_lock(pair: HAPair) -> HAPair:

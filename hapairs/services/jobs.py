@@ -86,7 +86,7 @@ def job_failed_event(*, job: Job) -> None:
     alert_queue(kind="job_failed", event=event)  # sent by a worker, after commit
 
 
-@transaction.atomic  # the event and its alert together: a deadlock's victim is retried whole
+@transaction.atomic  # one transaction: a deadlock's victim is retried whole (jobs._end_event)
 def job_succeeded_event(*, job: Job) -> None:
     event_record(
         code=EventCode.JOB_COMPLETED,
@@ -98,7 +98,7 @@ def job_succeeded_event(*, job: Job) -> None:
     )
 
 
-@transaction.atomic  # the event and its alert together: a deadlock's victim is retried whole
+@transaction.atomic  # one transaction: a deadlock's victim is retried whole (jobs._end_event)
 def job_cancelled_event(*, job: Job, by: str) -> None:
     """A running job its worker stopped at an operator's request (hapairs.jobs)."""
     event_record(

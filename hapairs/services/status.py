@@ -34,7 +34,7 @@ from hapairs.services._common import event_record
 from hapairs.services.alerts import alert_queue, alerts_for_ingested
 from hapairs.services.certificates import certificate_pinned_record, certificate_refused_record
 from hapairs.services.webhooks import event_webhooks_for_ingested
-from nodeagent.signing import DEFAULT_FRESHNESS_SECONDS
+from nodeagent import protocol
 
 SPLIT_BRAIN_REMEDY = (
     "Split brain: both nodes are in charge of the virtual IP. Remedy: take the VIP down on the "
@@ -354,11 +354,11 @@ def _record_clock_offsets(appliances: dict, by_id: dict) -> None:
             moved.append(appliance)
             was_off, is_off = before is not None and abs(before) >= limit, abs(ms) >= limit
             if is_off != was_off:
-                _clock_event(appliance, ms, off=is_off)
+                _clock_event(appliance, ms, limit, off=is_off)
     _update_rows(Appliance, moved, ["clock_offset_ms"])
 
 
-def _clock_event(appliance: Appliance, ms: int, *, off: bool) -> None:
+def _clock_event(appliance: Appliance, ms: int, limit: int, *, off: bool) -> None:
     text = appliance.clock_offset_text
     event_record(
         code=EventCode.CLOCK_OFF if off else EventCode.CLOCK_BACK,  # type: ignore[attr-defined]
@@ -368,14 +368,14 @@ def _clock_event(appliance: Appliance, ms: int, *, off: bool) -> None:
         pair=pair_for(appliance),
         remarks=(
             f"More than {settings.CLOCK_SKEW_WARN_SECONDS} s: set it and the portal to the same NTP servers. "
-            f"Beyond {DEFAULT_FRESHNESS_SECONDS} s it refuses the portal's signed requests."
+            f"Beyond {protocol.DEFAULT_FRESHNESS_SECONDS} s it refuses the portal's signed requests."
             if off
             else f"Within {settings.CLOCK_SKEW_WARN_SECONDS} s of the portal's clock again."
         ),
         why={
             "rule": "clock.offset",
             "text": f"the poll measured its clock {text}; more than {settings.CLOCK_SKEW_WARN_SECONDS} s counts as off",
-            "inputs": {"offset_ms": ms, "limit_ms": 1000 * settings.CLOCK_SKEW_WARN_SECONDS},
+            "inputs": {"offset_ms": ms, "limit_ms": limit},
         },
     )
 

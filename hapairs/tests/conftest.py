@@ -102,7 +102,7 @@ def subnet():
 
 
 @pytest.fixture
-def worker(request, tmp_path, live_server):
+def worker(tmp_path, live_server):
     started = Worker(
         tmp_path,
         {
@@ -115,7 +115,7 @@ def worker(request, tmp_path, live_server):
         },
     ).start()
     yield started
-    started.stop_checked(request)
+    started.stop_checked()
 
 
 @pytest.fixture

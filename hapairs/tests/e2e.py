@@ -6,6 +6,7 @@ worker is ``celery worker`` against the test database and the configured broker.
 
 from __future__ import annotations
 
+import glob
 import os
 import resource
 import signal
@@ -142,8 +143,6 @@ class AgentFarm(Process):
 def faketime_library() -> str:
     """Debian's libfaketime (multi-threaded build), or skip saying how to get it; with
     MSEPORTAL_REQUIRE_FAKETIME=1 (CI, which installs it) a missing one fails instead."""
-    import glob
-
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
     if found:
         return found[0]
@@ -231,13 +230,11 @@ class Worker(Process):
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
 
-    def stop_checked(self, request) -> None:
-        """Stop, then fail the test if the worker logged a crash (unless the test is marked
-        ``worker_crashes_expected``). A job can end "succeeded" on the page while its task
-        died after (seen: its end event refused by the database); only the log says so."""
+    def stop_checked(self) -> None:
+        """Stop, then fail the test if the worker logged a crash. A job can end "succeeded" on
+        the page while its task died after (seen: its end event refused by the database); only
+        the log says so."""
         self.stop()
-        if request.node.get_closest_marker("worker_crashes_expected"):
-            return
         crashes = worker_crashes(self.log.read_text(errors="replace"))
         assert not crashes, "the worker logged a crash:\n" + "\n---\n".join(crashes)
 

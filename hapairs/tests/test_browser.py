@@ -57,7 +57,7 @@ def agents(tmp_path):
 
 
 @pytest.fixture
-def worker(request, tmp_path, live_server):
+def worker(tmp_path, live_server):
     started = Worker(
         tmp_path,
         {
@@ -70,7 +70,7 @@ def worker(request, tmp_path, live_server):
         },
     ).start()
     yield started
-    started.stop_checked(request)
+    started.stop_checked()
 
 
 def shot(page, name: str) -> None:

@@ -50,7 +50,7 @@ def lab_networks(settings):
 
 
 @pytest.fixture
-def worker(request, tmp_path, live_server):
+def worker(tmp_path, live_server):
     started = Worker(
         tmp_path,
         {
@@ -64,7 +64,7 @@ def worker(request, tmp_path, live_server):
         },
     ).start()
     yield started
-    started.stop_checked(request)
+    started.stop_checked()
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def webhook():
 
 
 @pytest.fixture
-def worker(request, tmp_path, live_server, inbox, webhook):
+def worker(tmp_path, live_server, inbox, webhook):
     started = Worker(
         tmp_path,
         {
@@ -64,7 +64,7 @@ def worker(request, tmp_path, live_server, inbox, webhook):
         },
     ).start()
     yield started
-    started.stop_checked(request)
+    started.stop_checked()
 
 
 def finished(job_id: int, worker: Worker) -> Job:
